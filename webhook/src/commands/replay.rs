@@ -1,0 +1,8 @@
+//! `rightsizer replay`
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("rightsizer replay: not built yet")
+}

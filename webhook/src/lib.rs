@@ -1,0 +1,11 @@
+//! rightsizer: a Kubernetes mutating admission webhook that sizes memory and CPU
+//! requests and limits from observed usage, steered by policy ConfigMaps.
+//!
+//! The library holds everything testable without a process: quantities and rules,
+//! the object model, policies, the pure merge, the review handler, the HTTP router,
+//! the analyzer and the replay. `main.rs` only parses arguments.
+
+pub mod admission;
+pub mod quantity;
+pub mod recommendation;
+pub mod rules;

@@ -1,0 +1,37 @@
+use clap::{Parser, Subcommand};
+
+mod commands;
+
+/// Kubernetes admission webhook that sizes memory and CPU from real usage.
+#[derive(Debug, Parser)]
+#[command(name = "rightsizer", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the webhook (HTTPS) with the background analyzer.
+    Serve(commands::serve::Args),
+    /// Print what the webhook would make of manifests, offline.
+    Mutate(commands::mutate::Args),
+    /// Query Prometheus once and print recommendations.
+    Recommend(commands::recommend::Args),
+    /// Backtest recommenders on a usage history.
+    Replay(commands::replay::Args),
+    /// Capacity and cost for a declared load, from the policies' load models.
+    Plan(commands::plan::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(a) => commands::serve::run(a).await,
+        Command::Mutate(a) => commands::mutate::run(a).await,
+        Command::Recommend(a) => commands::recommend::run(a).await,
+        Command::Replay(a) => commands::replay::run(a).await,
+        Command::Plan(a) => commands::plan::run(a).await,
+    }
+}

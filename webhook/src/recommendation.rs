@@ -1,0 +1,271 @@
+//! What the analyzer knows about a container, as the admission path reads it.
+//!
+//! Recommendations are keyed by `namespace/kind/name/container`, where kind/name is the
+//! top-level workload (a Deployment, not its ReplicaSet; a CronJob, not its Job). The
+//! same JSON is served by `GET /recommendations` and read by `mutate --recommendations`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::quantity::Resource;
+use crate::rules::{Observed, Sizes};
+
+/// The kinds a workload identity can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum WorkloadKind {
+    Pod,
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    ReplicaSet,
+    Job,
+    CronJob,
+    /// serving.knative.dev/v1 Service
+    KnativeService,
+    /// serving.knative.dev/v1 Configuration
+    KnativeConfiguration,
+}
+
+impl WorkloadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Pod => "Pod",
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::DaemonSet => "DaemonSet",
+            WorkloadKind::ReplicaSet => "ReplicaSet",
+            WorkloadKind::Job => "Job",
+            WorkloadKind::CronJob => "CronJob",
+            WorkloadKind::KnativeService => "KnativeService",
+            WorkloadKind::KnativeConfiguration => "KnativeConfiguration",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "Pod" => WorkloadKind::Pod,
+            "Deployment" => WorkloadKind::Deployment,
+            "StatefulSet" => WorkloadKind::StatefulSet,
+            "DaemonSet" => WorkloadKind::DaemonSet,
+            "ReplicaSet" => WorkloadKind::ReplicaSet,
+            "Job" => WorkloadKind::Job,
+            "CronJob" => WorkloadKind::CronJob,
+            "KnativeService" => WorkloadKind::KnativeService,
+            "KnativeConfiguration" => WorkloadKind::KnativeConfiguration,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The identity recommendations are keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WorkloadKey {
+    pub namespace: String,
+    pub kind: WorkloadKind,
+    pub name: String,
+}
+
+impl fmt::Display for WorkloadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.namespace, self.kind, self.name)
+    }
+}
+
+/// A workload's container.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContainerKey {
+    pub workload: WorkloadKey,
+    pub container: String,
+}
+
+impl ContainerKey {
+    pub fn new(workload: WorkloadKey, container: impl Into<String>) -> Self {
+        ContainerKey {
+            workload,
+            container: container.into(),
+        }
+    }
+
+    /// Parse `namespace/kind/name/container`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut it = s.splitn(4, '/');
+        let namespace = it.next()?.to_string();
+        let kind = WorkloadKind::parse(it.next()?)?;
+        let name = it.next()?.to_string();
+        let container = it.next()?.to_string();
+        if namespace.is_empty() || name.is_empty() || container.is_empty() {
+            return None;
+        }
+        Some(ContainerKey {
+            workload: WorkloadKey {
+                namespace,
+                kind,
+                name,
+            },
+            container,
+        })
+    }
+}
+
+impl fmt::Display for ContainerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.workload, self.container)
+    }
+}
+
+impl Serialize for ContainerKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ContainerKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ContainerKey::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid key {s:?}: expected namespace/kind/name/container with kind one of Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, KnativeService, KnativeConfiguration"
+            ))
+        })
+    }
+}
+
+/// A committed (enforced) value and why it was set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Committed {
+    #[serde(flatten)]
+    pub sizes: Sizes,
+    /// Unix seconds of the commit.
+    #[serde(default)]
+    pub at: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// Everything known about one resource of one container.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRecommendation {
+    /// Observed usage (memory: the larger of working set and RSS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<Observed>,
+    /// What the analyzer recommends now (after its hysteresis, cooldown and OOM rules).
+    /// When absent, admission computes it from `observed` with the policy's rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommended: Option<Sizes>,
+    /// The committed value that enforce mode applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed: Option<Committed>,
+    /// Minimum memory after a recent OOM kill (bytes), enforced until `oomHoldUntil`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_floor: Option<u64>,
+    /// Why the value is what it is (e.g. "oom", "hpa", "not enough data").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+/// Everything known about one container.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerRecommendation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ResourceRecommendation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<ResourceRecommendation>,
+    /// Unix seconds of the last analyzer update.
+    #[serde(default)]
+    pub updated_at: u64,
+    /// Set when the analyzer could not refresh this entry on its last cycle.
+    #[serde(default)]
+    pub stale: bool,
+    /// Resources an HPA scales this workload on; their requests are left alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hpa_resources: Vec<Resource>,
+}
+
+impl ContainerRecommendation {
+    pub fn resource(&self, r: Resource) -> Option<&ResourceRecommendation> {
+        match r {
+            Resource::Memory => self.memory.as_ref(),
+            Resource::Cpu => self.cpu.as_ref(),
+        }
+    }
+
+    pub fn resource_mut(&mut self, r: Resource) -> &mut Option<ResourceRecommendation> {
+        match r {
+            Resource::Memory => &mut self.memory,
+            Resource::Cpu => &mut self.cpu,
+        }
+    }
+}
+
+/// Read access to recommendations. Admission calls this once per container; it must
+/// not block on I/O.
+pub trait RecommendationSource: Send + Sync {
+    fn get(&self, key: &ContainerKey) -> Option<ContainerRecommendation>;
+}
+
+/// A point-in-time copy of recommendations: the JSON format of `GET /recommendations`
+/// and of `mutate --recommendations FILE`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// Unix seconds when the snapshot was taken.
+    #[serde(default)]
+    pub generated_at: u64,
+    pub recommendations: BTreeMap<ContainerKey, ContainerRecommendation>,
+}
+
+impl RecommendationSource for Snapshot {
+    fn get(&self, key: &ContainerKey) -> Option<ContainerRecommendation> {
+        self.recommendations.get(key).cloned()
+    }
+}
+
+/// No recommendations at all (no Prometheus configured).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoRecommendations;
+
+impl RecommendationSource for NoRecommendations {
+    fn get(&self, _key: &ContainerKey) -> Option<ContainerRecommendation> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_round_trip() {
+        let k = ContainerKey::parse("shop/Deployment/api/app").unwrap();
+        assert_eq!(k.workload.kind, WorkloadKind::Deployment);
+        assert_eq!(k.to_string(), "shop/Deployment/api/app");
+        assert!(ContainerKey::parse("shop/Widget/api/app").is_none());
+        assert!(ContainerKey::parse("shop/Deployment/api").is_none());
+    }
+
+    #[test]
+    fn snapshot_reads_quantities_in_bytes() {
+        let j = r#"{"recommendations":{"shop/Deployment/api/app":{
+            "memory":{"observed":{"avg":1,"p95":2,"max":3,"samples":10,"historySeconds":60},
+                      "committed":{"request":100,"limit":200,"at":5,"reason":"r"}}}}}"#;
+        let s: Snapshot = serde_json::from_str(j).unwrap();
+        let k = ContainerKey::parse("shop/Deployment/api/app").unwrap();
+        let r = s.get(&k).unwrap();
+        let m = r.memory.unwrap();
+        assert_eq!(m.observed.unwrap().p95, 2.0);
+        assert_eq!(m.committed.unwrap().sizes.limit, Some(200));
+        let back = serde_json::to_string(&s).unwrap();
+        assert!(back.contains("\"shop/Deployment/api/app\""));
+    }
+}
