@@ -212,6 +212,8 @@ impl ContainerRecommendation {
 /// not block on I/O.
 pub trait RecommendationSource: Send + Sync {
     fn get(&self, key: &ContainerKey) -> Option<ContainerRecommendation>;
+    /// A copy of everything, for `GET /recommendations`.
+    fn snapshot(&self) -> Snapshot;
 }
 
 /// A point-in-time copy of recommendations: the JSON format of `GET /recommendations`
@@ -229,6 +231,9 @@ impl RecommendationSource for Snapshot {
     fn get(&self, key: &ContainerKey) -> Option<ContainerRecommendation> {
         self.recommendations.get(key).cloned()
     }
+    fn snapshot(&self) -> Snapshot {
+        self.clone()
+    }
 }
 
 /// No recommendations at all (no Prometheus configured).
@@ -238,6 +243,9 @@ pub struct NoRecommendations;
 impl RecommendationSource for NoRecommendations {
     fn get(&self, _key: &ContainerKey) -> Option<ContainerRecommendation> {
         None
+    }
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::default()
     }
 }
 
