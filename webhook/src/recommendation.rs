@@ -190,6 +190,23 @@ pub struct ContainerRecommendation {
     /// Resources an HPA scales this workload on; their requests are left alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hpa_resources: Vec<Resource>,
+    /// Knative concurrency proposal (on the serving container of a Knative workload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knative: Option<KnativeRecommendation>,
+}
+
+/// Knative autoscaling values the analyzer proposes; applied only where the user set none.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KnativeRecommendation {
+    /// `autoscaling.knative.dev/target` (soft concurrency target, >= 0.01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<f64>,
+    /// `spec.template.spec.containerConcurrency` (hard bound, 0..=1000; 0 = unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_concurrency: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
 }
 
 impl ContainerRecommendation {
