@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod cluster;
 pub mod object;
+pub mod offline;
 pub mod policy;
 pub mod quantity;
 pub mod recommendation;

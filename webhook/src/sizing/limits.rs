@@ -76,17 +76,18 @@ fn set(side: &mut Option<Side>, value: u64, fallback: Source) {
 
 /// Bring one container's resolved values within the bounds, noting each change.
 /// Values the LimitRanger would default in are made explicit when they would conflict.
-pub fn fit_container(b: &Bounds, r: &mut Resolved, notes: &mut Vec<String>) {
+pub fn fit_container(res: Resource, b: &Bounds, r: &mut Resolved, notes: &mut Vec<String>) {
     if *b == Bounds::default() {
         return;
     }
+    let fmt = |v: u64| res.format(v);
     // What the LimitRanger will fill in for missing sides.
     if r.limit.is_none() {
         if let (Some(req), Some(dl)) = (r.request, b.default_limit) {
             if req.value > dl {
                 notes.push(format!(
                     "limit set to the request: the LimitRange default limit {} is below it",
-                    dl
+                    fmt(dl)
                 ));
                 set(&mut r.limit, req.value, req.source);
             }
@@ -95,15 +96,17 @@ pub fn fit_container(b: &Bounds, r: &mut Resolved, notes: &mut Vec<String>) {
     if let Some(min) = b.min {
         if let Some(req) = r.request.filter(|s| s.value < min) {
             notes.push(format!(
-                "request raised to the LimitRange min ({} < {min})",
-                req.value
+                "request raised to the LimitRange min ({} < {})",
+                fmt(req.value),
+                fmt(min),
             ));
             set(&mut r.request, min, req.source);
         }
         if let Some(lim) = r.limit.filter(|s| s.value < min) {
             notes.push(format!(
-                "limit raised to the LimitRange min ({} < {min})",
-                lim.value
+                "limit raised to the LimitRange min ({} < {})",
+                fmt(lim.value),
+                fmt(min),
             ));
             set(&mut r.limit, min, lim.source);
         }
@@ -111,15 +114,17 @@ pub fn fit_container(b: &Bounds, r: &mut Resolved, notes: &mut Vec<String>) {
     if let Some(max) = b.max {
         if let Some(lim) = r.limit.filter(|s| s.value > max) {
             notes.push(format!(
-                "limit lowered to the LimitRange max ({} > {max})",
-                lim.value
+                "limit lowered to the LimitRange max ({} > {})",
+                fmt(lim.value),
+                fmt(max),
             ));
             set(&mut r.limit, max, lim.source);
         }
         if let Some(req) = r.request.filter(|s| s.value > max) {
             notes.push(format!(
-                "request lowered to the LimitRange max ({} > {max})",
-                req.value
+                "request lowered to the LimitRange max ({} > {})",
+                fmt(req.value),
+                fmt(max),
             ));
             set(&mut r.request, max, req.source);
         }
@@ -131,7 +136,8 @@ pub fn fit_container(b: &Bounds, r: &mut Resolved, notes: &mut Vec<String>) {
             if q > 0 && l as f64 / q as f64 > ratio + 1e-9 {
                 let need = (l as f64 / ratio).ceil() as u64;
                 notes.push(format!(
-                    "request raised to {need} for the LimitRange maxLimitRequestRatio {ratio}"
+                    "request raised to {} for the LimitRange maxLimitRequestRatio {ratio}",
+                    fmt(need)
                 ));
                 let src = r.request.map_or(Source::Default, |s| s.source);
                 set(&mut r.request, need.min(l), src);
@@ -245,7 +251,7 @@ mod tests {
             limit: lim.and_then(|v| side(v, Source::Recommendation)),
         };
         let mut notes = vec![];
-        fit_container(&b, &mut r, &mut notes);
+        fit_container(Resource::Memory, &b, &mut r, &mut notes);
         assert_eq!(r.request.map(|s| s.value / MI), want_req);
         assert_eq!(r.limit.map(|s| s.value / MI), want_lim);
         if want_req != req || want_lim != lim {

@@ -353,24 +353,32 @@ fn size_resources(
                     },
                 );
             }
-            let usage_allowed = mode == Mode::Enforce && !hpa;
-            if hpa && mode == Mode::Enforce && proposal.is_some() {
-                warnings.push(format!(
-                    "container {name}: an HPA scales on {r}; its {r} request is left alone"
-                ));
-            }
-            let enforced = rr
+            let enforce = mode == Mode::Enforce;
+            let mut enforced = rr
                 .and_then(|x| x.committed.as_ref())
-                .filter(|_| usage_allowed)
+                .filter(|_| enforce)
                 .map(|c| c.sizes)
                 .unwrap_or_default();
-            let recommendation = match (proposal, usage_allowed && enforced == Sizes::default()) {
-                (Some(p), true) if policy.enforcement.apply_recommendations => {
+            let mut recommendation = match proposal {
+                Some(p)
+                    if enforce
+                        && enforced == Sizes::default()
+                        && policy.enforcement.apply_recommendations =>
+                {
                     let p95 = rr.and_then(|x| x.observed).map(|o| o.p95);
                     resources::guarded(&policy.rules, r, p, template, p95)
                 }
                 _ => Sizes::default(),
             };
+            // An HPA on this resource's utilization divides usage by the request: changing
+            // the request would change the HPA's behaviour. The limit is not part of it.
+            if hpa && (enforced.request.is_some() || recommendation.request.is_some()) {
+                warnings.push(format!(
+                    "container {name}: an HPA scales on {r} utilization; the {r} request is left alone"
+                ));
+                enforced.request = None;
+                recommendation.request = None;
+            }
             let declared_nothing = template == Sizes::default();
             let candidates = Candidates {
                 overrides: overrides_for(policy, view, &annotation_overrides, &name, r),
@@ -385,7 +393,7 @@ fn size_resources(
             };
             let (mut resolved, mut notes) = resources::resolve(&candidates);
             let bounds = limits::bounds(ctx.limit_ranges, "Container", r);
-            limits::fit_container(&bounds, &mut resolved, &mut notes);
+            limits::fit_container(r, &bounds, &mut resolved, &mut notes);
             for n in notes {
                 warnings.push(format!("container {name}: {r}: {n}"));
             }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::quantity::Resource;
+use crate::quantity::{round_up, Resource};
 use crate::recommendation::ResourceRecommendation;
 use crate::rules::{Rules, Sizes};
 
@@ -17,6 +17,24 @@ pub enum Source {
     Recommendation,
     Template,
     Default,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Override => "override",
+            Source::Enforced => "enforced",
+            Source::Recommendation => "recommendation",
+            Source::Template => "template",
+            Source::Default => "default",
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One side (request or limit) with its source.
@@ -72,7 +90,7 @@ pub fn resolve(c: &Candidates) -> (Resolved, Vec<String>) {
         if req.value > lim.value {
             if lim.source > req.source {
                 notes.push(format!(
-                    "limit raised to the request (the {:?} limit was below the {:?} request)",
+                    "limit raised to the request (the {} limit was below the {} request)",
                     lim.source, req.source
                 ));
                 r.limit = Some(Side {
@@ -81,7 +99,7 @@ pub fn resolve(c: &Candidates) -> (Resolved, Vec<String>) {
                 });
             } else {
                 notes.push(format!(
-                    "request lowered to the limit (the {:?} request was above the {:?} limit)",
+                    "request lowered to the limit (the {} request was above the {} limit)",
                     req.source, lim.source
                 ));
                 r.request = Some(Side {
@@ -127,9 +145,10 @@ pub fn guarded(
 ) -> Sizes {
     let side = |proposed: Option<u64>, cur: Option<u64>, floor: Option<f64>| {
         let p = proposed?;
+        // Stepped values are rounded like recommendations, so they stay canonical.
         rules
             .worth_changing(resource, cur, p)
-            .then(|| rules.step(cur, p, floor))
+            .then(|| round_up(rules.step(cur, p, floor), rules.round_to(resource)))
     };
     let request = side(proposal.request, current.request, p95);
     let mut limit = side(proposal.limit, current.limit, None);
@@ -247,12 +266,12 @@ mod tests {
     }
 
     #[rstest]
-    // current 1000Mi request; proposal 240Mi: step limited to -30% -> 700Mi, above p95 200Mi
+    // current 1000Mi; proposal 240Mi: at most -30% -> 700Mi, rounded up to 16Mi steps -> 704Mi
     #[case::step_down(
         s(Some(240), Some(368)),
         s(Some(1000), Some(2000)),
         Some(200.0),
-        s(Some(700), Some(1400))
+        s(Some(704), Some(1408))
     )]
     // within hysteresis: nothing changes
     #[case::hysteresis(
@@ -268,7 +287,7 @@ mod tests {
         s(Some(240), None),
         s(Some(1000), None),
         Some(900.0),
-        s(Some(900), None)
+        s(Some(912), None)
     )]
     fn guarded_table(
         #[case] prop: Sizes,
