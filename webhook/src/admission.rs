@@ -301,7 +301,7 @@ impl Admitter {
             }
         };
         let view = match View::new(kind, namespace, &obj) {
-            Ok(v) => v,
+            Ok(v) => self.refine(v),
             Err(e) => {
                 return Mutation::skipped(
                     Outcome::Invalid,
@@ -346,6 +346,32 @@ impl Admitter {
             outcome,
             workload: Some(view.identity),
         }
+    }
+
+    /// Use what the cluster knows: the exact owner chain of a Pod, and annotations set
+    /// on its workload (the Pod only carries its template's).
+    fn refine(&self, mut view: View) -> View {
+        if let Some((kind, name)) = &view.owner {
+            let knative = crate::object::is_knative(view.identity.kind);
+            if !knative {
+                if let Some(key) = self
+                    .facts
+                    .resolve_owner(&view.identity.namespace, kind, name)
+                {
+                    view.identity = key;
+                }
+            }
+        }
+        if view.kind == WorkloadKind::Pod && view.controlled {
+            if let Some(a) = self.facts.workload_annotations(&view.identity) {
+                for (k, v) in a.iter() {
+                    view.annotations
+                        .entry(k.clone())
+                        .or_insert_with(|| v.clone());
+                }
+            }
+        }
+        view
     }
 
     fn lookup(&self, view: &View, obj: &Value) -> BTreeMap<String, ContainerRecommendation> {

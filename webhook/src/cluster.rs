@@ -8,6 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::LimitRangeSpec;
 
 use crate::policy::schema::PriorityClassInfo;
+use crate::recommendation::WorkloadKey;
 
 /// What is known about one namespace.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,6 +22,17 @@ pub trait ClusterFacts: Send + Sync {
     fn namespace(&self, name: &str) -> Arc<NamespaceFacts>;
     /// PriorityClasses by name (empty when unknown: policies' values apply).
     fn priority_classes(&self) -> Arc<BTreeMap<String, PriorityClassInfo>>;
+    /// The top-level workload of a Pod's controller (ReplicaSet -> Deployment,
+    /// Job -> CronJob), when the cluster's owner chains are known. `None`: the
+    /// name-based mapping applies.
+    fn resolve_owner(&self, _namespace: &str, _kind: &str, _name: &str) -> Option<WorkloadKey> {
+        None
+    }
+    /// Annotations on a workload's own metadata (e.g. `rightsizer.io/mode` on a
+    /// Deployment, seen when its Pods are admitted), when known.
+    fn workload_annotations(&self, _key: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
+        None
+    }
 }
 
 /// Nothing known.

@@ -171,6 +171,8 @@ pub struct View {
     pub annotations: BTreeMap<String, String>,
     /// Annotations of the pod metadata (for a Pod, the same as `annotations`).
     pub pod_annotations: BTreeMap<String, String>,
+    /// For Pods: the controller owner reference (kind, name).
+    pub owner: Option<(String, String)>,
 }
 
 impl View {
@@ -202,6 +204,11 @@ impl View {
             .unwrap_or(namespace)
             .to_string();
         let name = meta.get("name").and_then(Value::as_str).unwrap_or_default();
+        let owner = if kind == WorkloadKind::Pod {
+            controller_owner(meta).map(|(k, n, _)| (k.to_string(), n.to_string()))
+        } else {
+            None
+        };
         let (identity, controlled) = if kind == WorkloadKind::Pod {
             pod_identity(&ns, meta, &labels)
         } else {
@@ -223,6 +230,7 @@ impl View {
             labels,
             annotations,
             pod_annotations,
+            owner,
         })
     }
 
@@ -242,6 +250,20 @@ fn cronjob_of_job(job: &str) -> Option<&str> {
         .then_some(base)
 }
 
+/// The controller owner reference (kind, name, apiVersion), else the first owner.
+fn controller_owner(meta: &Value) -> Option<(&str, &str, &str)> {
+    let owners = meta.get("ownerReferences").and_then(Value::as_array)?;
+    let o = owners
+        .iter()
+        .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
+        .or_else(|| owners.first())?;
+    Some((
+        o.get("kind")?.as_str()?,
+        o.get("name")?.as_str()?,
+        o.get("apiVersion").and_then(Value::as_str).unwrap_or(""),
+    ))
+}
+
 /// Which workload a Pod belongs to, and whether a controller created it.
 fn pod_identity(
     namespace: &str,
@@ -253,22 +275,7 @@ fn pod_identity(
         kind,
         name: name.to_string(),
     };
-    let owners = meta
-        .get("ownerReferences")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let controller = owners
-        .iter()
-        .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
-        .or_else(|| owners.first());
-    let owner = controller.and_then(|o| {
-        Some((
-            o.get("kind")?.as_str()?,
-            o.get("name")?.as_str()?,
-            o.get("apiVersion").and_then(Value::as_str).unwrap_or(""),
-        ))
-    });
+    let owner = controller_owner(meta);
     // Knative pods carry their Service/Configuration in labels; the ReplicaSet owner
     // belongs to a revision and would split history per revision.
     if let Some(s) = labels.get("serving.knative.dev/service") {
