@@ -187,12 +187,11 @@ fn validity(days: u32) -> Result<(OffsetDateTime, OffsetDateTime), CertError> {
 /// Compares the key's public half with the certificate's, so a CA certificate and key
 /// from different runs are refused instead of producing an unverifiable chain.
 fn check_key_matches(cert_pem: &str, key_pem: &str) -> Result<(), CertError> {
-    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| {
-        CertError::LoadCa {
+    let cert =
+        CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| CertError::LoadCa {
             what: "certificate",
             detail: e.to_string(),
-        }
-    })?;
+        })?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| CertError::LoadCa {
         what: "key",
         detail: e.to_string(),

@@ -48,7 +48,12 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let dir = &args.out_dir;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    write(dir, ".gitignore", b"# generated certificates and keys: never commit\n*\n", false)?;
+    write(
+        dir,
+        ".gitignore",
+        b"# generated certificates and keys: never commit\n*\n",
+        false,
+    )?;
 
     let ca_crt = dir.join("ca.crt");
     let ca_key = dir.join("ca.key");
