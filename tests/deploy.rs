@@ -52,6 +52,13 @@ fn kustomize(dir: &Path) -> Vec<Value> {
         dir.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+    // Deprecation notices and other warnings fail too: they become errors in later kustomize.
+    assert!(
+        out.stderr.is_empty(),
+        "kubectl kustomize {} warned:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
         .map(|d| Value::deserialize(d).unwrap())
