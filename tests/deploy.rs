@@ -1179,6 +1179,85 @@ fn certs_output_verifies_and_the_self_signed_overlay_renders_with_it() {
     );
 }
 
+/// A real TLS handshake on loopback: a rustls server with the generated pair, a client
+/// that trusts only the generated bundle and asks for the Service's name.
+fn handshake(bundle: &[u8], crt: &[u8], key: &[u8], host: &str) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::{Read as _, Write as _};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_cfg = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            pem_certs(crt),
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(key).unwrap(),
+        )
+        .map_err(|e| e.to_string())?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let conn = rustls::ServerConnection::new(Arc::new(server_cfg)).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut buf = [0u8; 4];
+        if tls.read_exact(&mut buf).is_ok() {
+            let _ = tls.write_all(b"pong");
+            let _ = tls.flush();
+        }
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    for c in pem_certs(bundle) {
+        roots.add(c).unwrap();
+    }
+    let client_cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(client_cfg), name).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let result = tls
+        .write_all(b"ping")
+        .and_then(|()| tls.flush())
+        .and_then(|()| {
+            let mut reply = vec![0u8; 4];
+            tls.read_exact(&mut reply).map(|()| reply)
+        })
+        .map_err(|e| e.to_string());
+    drop(tls);
+    server.join().unwrap();
+    result
+}
+
+#[test]
+fn the_generated_pair_serves_tls_to_a_client_trusting_the_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    run_certs(tmp.path(), &[]);
+    let read = |n: &str| fs::read(tmp.path().join(n)).unwrap();
+    let (bundle, crt, key) = (read("ca-bundle.crt"), read("tls.crt"), read("tls.key"));
+    assert_eq!(
+        handshake(&bundle, &crt, &key, "rightsizer.rightsizer-system.svc").unwrap(),
+        b"pong"
+    );
+    // The client refuses a name the certificate does not carry, and a CA it does not trust.
+    let err = handshake(&bundle, &crt, &key, "rightsizer.default.svc").unwrap_err();
+    assert!(
+        err.contains("NotValidForName") || err.contains("name"),
+        "{err}"
+    );
+    let stranger = certs::Ca::generate("stranger", 1).unwrap();
+    assert!(handshake(
+        stranger.cert_pem().as_bytes(),
+        &crt,
+        &key,
+        "rightsizer.rightsizer-system.svc"
+    )
+    .is_err());
+}
+
 #[test]
 fn generated_material_is_git_ignored() {
     let out = Command::new("git")
