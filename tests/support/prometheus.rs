@@ -20,7 +20,12 @@ pub struct OpenMetrics {
 
 impl OpenMetrics {
     /// Add one series: `labels` like `namespace="a",pod="b"`, samples (unix seconds, value).
-    pub fn series(&mut self, metric: &str, labels: &str, samples: impl IntoIterator<Item = (u64, f64)>) {
+    pub fn series(
+        &mut self,
+        metric: &str,
+        labels: &str,
+        samples: impl IntoIterator<Item = (u64, f64)>,
+    ) {
         use std::fmt::Write as _;
         let out = self.families.entry(metric.to_string()).or_default();
         for (t, v) in samples {
@@ -62,7 +67,12 @@ impl TestProm {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).expect("data dir");
         let out = Command::new("promtool")
-            .args(["tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=24h"])
+            .args([
+                "tsdb",
+                "create-blocks-from",
+                "openmetrics",
+                "--max-block-duration=24h",
+            ])
             .arg(&file)
             .arg(&data)
             .output()
@@ -74,8 +84,11 @@ impl TestProm {
             String::from_utf8_lossy(&out.stderr)
         );
         std::fs::remove_file(&file).ok();
-        std::fs::write(dir.path().join("prometheus.yml"), "global:\n  scrape_interval: 1m\n")
-            .expect("config");
+        std::fs::write(
+            dir.path().join("prometheus.yml"),
+            "global:\n  scrape_interval: 1m\n",
+        )
+        .expect("config");
         let mut p = TestProm {
             child: None,
             port: free_port(),

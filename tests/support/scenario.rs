@@ -31,7 +31,9 @@ pub struct Cluster {
 /// sits on a window boundary (queries run at multiples of 60s).
 pub fn times(from: u64, to: u64) -> impl Iterator<Item = u64> {
     let first = from - from % STEP + 30;
-    (0..).map(move |k| first + k * STEP).take_while(move |t| *t < to)
+    (0..)
+        .map(move |k| first + k * STEP)
+        .take_while(move |t| *t < to)
 }
 
 pub struct PodSpec<'a> {
@@ -58,7 +60,11 @@ impl Cluster {
             "namespace=\"{}\",pod=\"{}\",owner_kind=\"{}\",owner_name=\"{}\",owner_is_controller=\"true\"",
             p.ns, p.pod, p.owner_kind, p.owner_name
         );
-        self.om.series("kube_pod_owner", &lbl, ksm_times(p.from, p.to).map(|t| (t, 1.0)));
+        self.om.series(
+            "kube_pod_owner",
+            &lbl,
+            ksm_times(p.from, p.to).map(|t| (t, 1.0)),
+        );
         PodBuilder {
             c: self,
             ns: p.ns.to_string(),
@@ -69,21 +75,36 @@ impl Cluster {
         }
     }
 
-    pub fn owner(&mut self, metric: &str, ns: &str, label: &str, name: &str, kind: &str, owner: &str, from: u64, to: u64) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn owner(
+        &mut self,
+        metric: &str,
+        ns: &str,
+        label: &str,
+        name: &str,
+        kind: &str,
+        owner: &str,
+        from: u64,
+        to: u64,
+    ) {
         let lbl = format!(
             "namespace=\"{ns}\",{label}=\"{name}\",owner_kind=\"{kind}\",owner_name=\"{owner}\",owner_is_controller=\"true\""
         );
-        self.om.series(metric, &lbl, ksm_times(from, to).map(|t| (t, 1.0)));
+        self.om
+            .series(metric, &lbl, ksm_times(from, to).map(|t| (t, 1.0)));
     }
 
     pub fn constant(&mut self, metric: &str, labels: &str, v: f64, from: u64, to: u64) {
-        self.om.series(metric, labels, ksm_times(from, to).map(|t| (t, v)));
+        self.om
+            .series(metric, labels, ksm_times(from, to).map(|t| (t, v)));
     }
 }
 
 pub fn ksm_times(from: u64, to: u64) -> impl Iterator<Item = u64> {
     let first = from - from % KSM_STEP + 30;
-    (0..).map(move |k| first + k * KSM_STEP).take_while(move |t| *t < to)
+    (0..)
+        .map(move |k| first + k * KSM_STEP)
+        .take_while(move |t| *t < to)
 }
 
 pub struct PodBuilder<'a> {
@@ -112,15 +133,15 @@ impl PodBuilder<'_> {
         let ts: Vec<u64> = times(self.from, self.to).collect();
         let wsv: Vec<(u64, f64)> = ts
             .iter()
-            .enumerate()
-            .map(|(_, t)| (*t, (ws(*t) * MI as f64).round()))
+            .map(|t| (*t, (ws(*t) * MI as f64).round()))
             .collect();
         let rssv: Vec<(u64, f64)> = ts
             .iter()
-            .enumerate()
-            .map(|(_, t)| (*t, (rss(*t) * MI as f64).round()))
+            .map(|t| (*t, (rss(*t) * MI as f64).round()))
             .collect();
-        self.c.om.series("container_memory_working_set_bytes", &lbl, wsv.clone());
+        self.c
+            .om
+            .series("container_memory_working_set_bytes", &lbl, wsv.clone());
         self.c.om.series("container_memory_rss", &lbl, rssv.clone());
         if let Some(r) = cpu_cores {
             // A counter growing linearly from a large base: rate() is exactly `r`.
@@ -211,7 +232,12 @@ pub fn stats(pods: &[PodSeries], now: u64, w: u64) -> Option<Stats> {
         sum += a * ws.len() as f64;
         n += ws.len();
         p95 = p95.max(quantile(0.95, &ws).max(quantile(0.95, &rss)));
-        max = max.max(ws.iter().chain(rss.iter()).cloned().fold(f64::MIN, f64::max));
+        max = max.max(
+            ws.iter()
+                .chain(rss.iter())
+                .cloned()
+                .fold(f64::MIN, f64::max),
+        );
     }
     (n > 0).then(|| Stats {
         avg: sum / n as f64,
@@ -225,8 +251,12 @@ pub fn stats(pods: &[PodSeries], now: u64, w: u64) -> Option<Stats> {
 /// [64Mi, 4Gi]; limit = max(max×1.1, request×1.5) ↑16Mi in [128Mi, 8Gi].
 pub fn seed_memory(avg: f64, p95: f64, max: f64) -> (u64, u64) {
     let up16 = |v: u64| v.div_ceil(16 * MI) * 16 * MI;
-    let req = up16(((p95 * 1.2).ceil() as u64).max((avg * 1.5).ceil() as u64).max(64 * MI))
-        .clamp(64 * MI, 4096 * MI);
+    let req = up16(
+        ((p95 * 1.2).ceil() as u64)
+            .max((avg * 1.5).ceil() as u64)
+            .max(64 * MI),
+    )
+    .clamp(64 * MI, 4096 * MI);
     let lim = up16(((max * 1.1).ceil() as u64).max((req as f64 * 1.5).ceil() as u64))
         .clamp(128 * MI, 8192 * MI)
         .max(req);

@@ -87,7 +87,10 @@ impl RecommendationCache {
 
     /// Every entry (most recently used first), for reports.
     pub fn entries(&self) -> Vec<(ContainerKey, Entry)> {
-        self.lock().iter().map(|(k, e)| (k.clone(), e.clone())).collect()
+        self.lock()
+            .iter()
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect()
     }
 
     pub fn put(&self, key: ContainerKey, e: Entry) {

@@ -208,7 +208,10 @@ pub fn decide(
         (Some(p), Some(n)) => {
             let small = !differs(rules, resource, p.request, n.request)
                 && !differs(rules, resource, p.limit, n.limit);
-            let cooling = now < prev.revised_at.saturating_add(rules.safeguards.cooldown_seconds);
+            let cooling = now
+                < prev
+                    .revised_at
+                    .saturating_add(rules.safeguards.cooldown_seconds);
             if oom_raise(&n, &p) {
                 (Some(n), true)
             } else if small {
@@ -308,11 +311,30 @@ mod tests {
     #[test]
     fn fold_weights_avg_and_takes_max_p95() {
         let mut f = Fold::default();
-        f.add(&PodFigures { avg: Some(10.0), p95: Some(20.0), max: Some(30.0) }, 100, Some(1000.0));
-        f.add(&PodFigures { avg: Some(40.0), p95: Some(15.0), max: Some(50.0) }, 300, Some(500.0));
+        f.add(
+            &PodFigures {
+                avg: Some(10.0),
+                p95: Some(20.0),
+                max: Some(30.0),
+            },
+            100,
+            Some(1000.0),
+        );
+        f.add(
+            &PodFigures {
+                avg: Some(40.0),
+                p95: Some(15.0),
+                max: Some(50.0),
+            },
+            300,
+            Some(500.0),
+        );
         let o = f.observed(2000, 100_000).unwrap();
         assert_eq!(o.avg, (10.0 * 100.0 + 40.0 * 300.0) / 400.0);
-        assert_eq!((o.p95, o.max, o.samples, o.history_seconds), (20.0, 50.0, 400, 1500));
+        assert_eq!(
+            (o.p95, o.max, o.samples, o.history_seconds),
+            (20.0, 50.0, 400, 1500)
+        );
     }
 
     #[test]
@@ -320,22 +342,64 @@ mod tests {
         let r = Rules::default();
         let input = ResourceInput {
             observed: Some(obs(100, 200, 300)), // seed: 240Mi / 368Mi
-            current: Sizes { request: Some(250 * MI), limit: Some(512 * MI) },
+            current: Sizes {
+                request: Some(250 * MI),
+                limit: Some(512 * MI),
+            },
             ..Default::default()
         };
         let d = decide(&r, Resource::Memory, &input, Previous::default(), 0);
         // 240 vs 250: within hysteresis; 368 vs 512: 144Mi > 64Mi, change.
-        assert_eq!(d.rec.recommended, Some(Sizes { request: Some(250 * MI), limit: Some(368 * MI) }));
+        assert_eq!(
+            d.rec.recommended,
+            Some(Sizes {
+                request: Some(250 * MI),
+                limit: Some(368 * MI)
+            })
+        );
         assert!(d.revised);
         let prev = d.rec.clone();
-        let bigger = ResourceInput { observed: Some(obs(100, 400, 500)), ..input.clone() };
-        let d2 = decide(&r, Resource::Memory, &bigger, Previous { rec: Some(&prev), revised_at: 0 }, 600);
+        let bigger = ResourceInput {
+            observed: Some(obs(100, 400, 500)),
+            ..input.clone()
+        };
+        let d2 = decide(
+            &r,
+            Resource::Memory,
+            &bigger,
+            Previous {
+                rec: Some(&prev),
+                revised_at: 0,
+            },
+            600,
+        );
         assert_eq!(d2.rec.recommended, prev.recommended);
         assert!(d2.rec.reasons.contains(&REASON_COOLDOWN.to_string()));
-        let d3 = decide(&r, Resource::Memory, &bigger, Previous { rec: Some(&prev), revised_at: 0 }, 1800);
+        let d3 = decide(
+            &r,
+            Resource::Memory,
+            &bigger,
+            Previous {
+                rec: Some(&prev),
+                revised_at: 0,
+            },
+            1800,
+        );
         assert_eq!(d3.rec.recommended.unwrap().request, Some(480 * MI));
-        let oom = ResourceInput { oom_floor: Some(r.oom_floor(256 * MI)), ..input };
-        let d4 = decide(&r, Resource::Memory, &oom, Previous { rec: Some(&prev), revised_at: 0 }, 60);
+        let oom = ResourceInput {
+            oom_floor: Some(r.oom_floor(256 * MI)),
+            ..input
+        };
+        let d4 = decide(
+            &r,
+            Resource::Memory,
+            &oom,
+            Previous {
+                rec: Some(&prev),
+                revised_at: 0,
+            },
+            60,
+        );
         assert_eq!(d4.rec.recommended.unwrap().limit, Some(368 * MI));
         assert_eq!(d4.rec.recommended.unwrap().request, Some(368 * MI));
     }
@@ -343,9 +407,24 @@ mod tests {
     #[test]
     fn enforcement_steps_at_most_30_percent() {
         let r = Rules::default();
-        let cur = Sizes { request: Some(1000 * MI), limit: Some(2000 * MI) };
-        let target = Sizes { request: Some(240 * MI), limit: Some(368 * MI) };
-        let c = commit(&r, Resource::Memory, None, cur, target, Some(200.0 * MI as f64), 0).unwrap();
+        let cur = Sizes {
+            request: Some(1000 * MI),
+            limit: Some(2000 * MI),
+        };
+        let target = Sizes {
+            request: Some(240 * MI),
+            limit: Some(368 * MI),
+        };
+        let c = commit(
+            &r,
+            Resource::Memory,
+            None,
+            cur,
+            target,
+            Some(200.0 * MI as f64),
+            0,
+        )
+        .unwrap();
         assert_eq!(c.sizes.request, Some(700 * MI));
         assert_eq!(c.sizes.limit, Some(1400 * MI));
         assert!(commit(&r, Resource::Memory, Some(&c), cur, target, None, 60).is_none());

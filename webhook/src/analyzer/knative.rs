@@ -114,9 +114,16 @@ mod tests {
             ..near
         };
         assert_eq!(r.propose(&roomy).unwrap().target, Some(12.0));
-        let quiet = KnativeInput { queue_depth_p95: Some(0.0), ..roomy };
+        let quiet = KnativeInput {
+            queue_depth_p95: Some(0.0),
+            ..roomy
+        };
         assert!(r.propose(&quiet).is_none());
-        let tiny = KnativeInput { target: Some(1.0), concurrency_p95: Some(3.0), ..near };
+        let tiny = KnativeInput {
+            target: Some(1.0),
+            concurrency_p95: Some(3.0),
+            ..near
+        };
         assert_eq!(r.propose(&tiny).unwrap().target, Some(1.0));
     }
 }

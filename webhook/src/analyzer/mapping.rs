@@ -178,22 +178,87 @@ mod tests {
     fn resolves_through_replicasets_jobs_and_knative() {
         let mut ix = OwnerIndex::default();
         ix.add_pod_owners(&[
-            s(&[("namespace", "a"), ("pod", "web-1-x"), ("owner_kind", "ReplicaSet"), ("owner_name", "web-1")]),
-            s(&[("namespace", "a"), ("pod", "web-2-y"), ("owner_kind", "ReplicaSet"), ("owner_name", "web-2")]),
-            s(&[("namespace", "a"), ("pod", "orphan-rs-z"), ("owner_kind", "ReplicaSet"), ("owner_name", "orphan-rs")]),
-            s(&[("namespace", "a"), ("pod", "job-1-q"), ("owner_kind", "Job"), ("owner_name", "nightly-1")]),
-            s(&[("namespace", "a"), ("pod", "db-0"), ("owner_kind", "StatefulSet"), ("owner_name", "db")]),
-            s(&[("namespace", "a"), ("pod", "bare"), ("owner_kind", "<none>"), ("owner_name", "<none>")]),
-            s(&[("namespace", "a"), ("pod", "hello-00001-deployment-abc-d"), ("owner_kind", "ReplicaSet"), ("owner_name", "hello-00001-deployment-abc")]),
+            s(&[
+                ("namespace", "a"),
+                ("pod", "web-1-x"),
+                ("owner_kind", "ReplicaSet"),
+                ("owner_name", "web-1"),
+            ]),
+            s(&[
+                ("namespace", "a"),
+                ("pod", "web-2-y"),
+                ("owner_kind", "ReplicaSet"),
+                ("owner_name", "web-2"),
+            ]),
+            s(&[
+                ("namespace", "a"),
+                ("pod", "orphan-rs-z"),
+                ("owner_kind", "ReplicaSet"),
+                ("owner_name", "orphan-rs"),
+            ]),
+            s(&[
+                ("namespace", "a"),
+                ("pod", "job-1-q"),
+                ("owner_kind", "Job"),
+                ("owner_name", "nightly-1"),
+            ]),
+            s(&[
+                ("namespace", "a"),
+                ("pod", "db-0"),
+                ("owner_kind", "StatefulSet"),
+                ("owner_name", "db"),
+            ]),
+            s(&[
+                ("namespace", "a"),
+                ("pod", "bare"),
+                ("owner_kind", "<none>"),
+                ("owner_name", "<none>"),
+            ]),
+            s(&[
+                ("namespace", "a"),
+                ("pod", "hello-00001-deployment-abc-d"),
+                ("owner_kind", "ReplicaSet"),
+                ("owner_name", "hello-00001-deployment-abc"),
+            ]),
         ]);
         ix.add_replicaset_owners(&[
-            s(&[("namespace", "a"), ("replicaset", "web-1"), ("owner_kind", "Deployment"), ("owner_name", "web")]),
-            s(&[("namespace", "a"), ("replicaset", "web-2"), ("owner_kind", "Deployment"), ("owner_name", "web")]),
-            s(&[("namespace", "a"), ("replicaset", "orphan-rs"), ("owner_kind", "<none>"), ("owner_name", "<none>")]),
-            s(&[("namespace", "a"), ("replicaset", "hello-00001-deployment-abc"), ("owner_kind", "Deployment"), ("owner_name", "hello-00001-deployment")]),
+            s(&[
+                ("namespace", "a"),
+                ("replicaset", "web-1"),
+                ("owner_kind", "Deployment"),
+                ("owner_name", "web"),
+            ]),
+            s(&[
+                ("namespace", "a"),
+                ("replicaset", "web-2"),
+                ("owner_kind", "Deployment"),
+                ("owner_name", "web"),
+            ]),
+            s(&[
+                ("namespace", "a"),
+                ("replicaset", "orphan-rs"),
+                ("owner_kind", "<none>"),
+                ("owner_name", "<none>"),
+            ]),
+            s(&[
+                ("namespace", "a"),
+                ("replicaset", "hello-00001-deployment-abc"),
+                ("owner_kind", "Deployment"),
+                ("owner_name", "hello-00001-deployment"),
+            ]),
         ]);
-        ix.add_job_owners(&[s(&[("namespace", "a"), ("job_name", "nightly-1"), ("owner_kind", "CronJob"), ("owner_name", "nightly")])]);
-        ix.add_knative_revisions(&[s(&[(KN_NS, "a"), (KN_REV, "hello-00001"), (KN_SVC, "hello"), (KN_CFG, "hello")])]);
+        ix.add_job_owners(&[s(&[
+            ("namespace", "a"),
+            ("job_name", "nightly-1"),
+            ("owner_kind", "CronJob"),
+            ("owner_name", "nightly"),
+        ])]);
+        ix.add_knative_revisions(&[s(&[
+            (KN_NS, "a"),
+            (KN_REV, "hello-00001"),
+            (KN_SVC, "hello"),
+            (KN_CFG, "hello"),
+        ])]);
         let w = |p: &str| ix.workload("a", p).to_string();
         assert_eq!(w("web-1-x"), "a/Deployment/web");
         assert_eq!(w("web-2-y"), "a/Deployment/web");

@@ -239,7 +239,9 @@ impl Analyzer {
                     seconds = r.duration.as_secs_f64(),
                     "analyzer cycle done"
                 ),
-                Err(e) => tracing::warn!(error = %e, "analyzer cycle failed; serving last good recommendations, marked stale"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "analyzer cycle failed; serving last good recommendations, marked stale")
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.interval) => {}
@@ -324,9 +326,7 @@ impl Analyzer {
                 self.metrics.series_read.set(series_read as i64);
                 self.metrics.last_success.set(now as f64);
                 self.metrics.cache_entries.set(self.cache.len() as i64);
-                self.metrics
-                    .cache_stale
-                    .set(self.cache.stale_len() as i64);
+                self.metrics.cache_stale.set(self.cache.stale_len() as i64);
                 Ok(CycleReport {
                     queries,
                     series_read,
@@ -408,7 +408,11 @@ impl Analyzer {
                     }
                 }
                 QueryKind::OomLimit => {
-                    oom.extend(samples.iter().map(|s| (pod_key(s), s.value.max(0.0) as u64)));
+                    oom.extend(
+                        samples
+                            .iter()
+                            .map(|s| (pod_key(s), s.value.max(0.0) as u64)),
+                    );
                 }
                 QueryKind::Hpa => {
                     for s in samples {
@@ -579,7 +583,11 @@ impl Analyzer {
                     observed,
                     current: cur,
                     hpa: hpa_res.contains(&res),
-                    oom_floor: if res == Resource::Memory { oom_floor } else { None },
+                    oom_floor: if res == Resource::Memory {
+                        oom_floor
+                    } else {
+                        None
+                    },
                 };
                 let (prev_rec, revised_at) = match res {
                     Resource::Memory => (prev.rec.memory.as_ref(), prev.memory_revised_at),
@@ -659,7 +667,9 @@ impl Analyzer {
         }
         let n = fresh.len();
         self.cache.mark_stale_except(&fresh);
-        state.containers.retain(|_, c| *c != state::ContainerState::default());
+        state
+            .containers
+            .retain(|_, c| *c != state::ContainerState::default());
         if state_changed {
             if let Some(p) = &self.cfg.state_file {
                 // Recommendations are still good; count the failure and retry next cycle.

@@ -138,7 +138,11 @@ impl PromClient {
             )));
         }
         let endpoint = format!("{base}/api/v1/query");
-        Ok(PromClient { http, cfg, endpoint })
+        Ok(PromClient {
+            http,
+            cfg,
+            endpoint,
+        })
     }
 
     /// Evaluate `query` as an instant vector at unix time `at`, retrying transient failures.

@@ -52,6 +52,8 @@ pub struct QueryConfig {
     /// `name="value"` matcher added to every selector, for a Prometheus that
     /// serves several clusters (e.g. `cluster="prod-eu"`).
     pub cluster_matcher: Option<String>,
+    /// Only this namespace (`recommend --namespace`).
+    pub namespace: Option<String>,
 }
 
 impl Default for QueryConfig {
@@ -60,6 +62,7 @@ impl Default for QueryConfig {
             short_window_secs: 15 * 60,
             long_window_secs: 24 * 3600,
             cluster_matcher: None,
+            namespace: None,
         }
     }
 }
@@ -87,7 +90,10 @@ const KN_NEW_LABELS: (&str, &str, &str, &str) = (
     "kn_revision_name",
 );
 
-fn kn(metric: &'static str, labels: (&'static str, &'static str, &'static str, &'static str)) -> KnNames {
+fn kn(
+    metric: &'static str,
+    labels: (&'static str, &'static str, &'static str, &'static str),
+) -> KnNames {
     KnNames {
         metric,
         ns: labels.0,
@@ -125,6 +131,12 @@ impl<'a> Builder<'a> {
         let mut parts = Vec::new();
         if let Some(c) = &cfg.cluster_matcher {
             parts.push(c.clone());
+        }
+        if let Some(ns) = &cfg.namespace {
+            parts.push(format!(
+                "namespace=\"{}\"",
+                ns.replace('\\', "\\\\").replace('"', "\\\"")
+            ));
         }
         if let Some(ns) = namespaces {
             let alt: Vec<String> = ns.iter().map(|n| regex_escape(n)).collect();
@@ -297,7 +309,12 @@ impl<'a> Builder<'a> {
             .iter()
             .map(|n| {
                 let mut e = f.replace('@', &format!("{}[{r}]", self.kn_sel(n)));
-                for (to, from) in [(KN_NS, n.ns), (KN_SVC, n.svc), (KN_CFG, n.cfg), (KN_REV, n.rev)] {
+                for (to, from) in [
+                    (KN_NS, n.ns),
+                    (KN_SVC, n.svc),
+                    (KN_CFG, n.cfg),
+                    (KN_REV, n.rev),
+                ] {
                     e = format!("label_replace({e},\"{to}\",\"$1\",\"{from}\",\"(.*)\")");
                 }
                 e

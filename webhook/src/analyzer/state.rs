@@ -141,11 +141,17 @@ mod tests {
         let mut s = State::default();
         let k = ContainerKey::parse("a/Deployment/web/app").unwrap();
         let c = Committed {
-            sizes: Sizes { request: Some(1), limit: Some(2) },
+            sizes: Sizes {
+                request: Some(1),
+                limit: Some(2),
+            },
             at: 7,
             reason: "why".into(),
         };
-        s.containers.entry(k.clone()).or_default().record(Resource::Memory, c.clone());
+        s.containers
+            .entry(k.clone())
+            .or_default()
+            .record(Resource::Memory, c.clone());
         s.save(&p).unwrap();
         let back = State::load(&p).unwrap();
         assert_eq!(back.containers[&k].memory, Some(c));
