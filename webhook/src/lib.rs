@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod analyzer;
 pub mod cluster;
+pub mod loadmodel;
 pub mod object;
 pub mod offline;
 pub mod policy;
