@@ -30,6 +30,23 @@ pub struct Fit {
     pub residual_p95: f64,
 }
 
+/// A fit as the analyzer publishes it (in `/recommendations` and the snapshot): the
+/// figures, and whether the policy's gate let it replace the declared coefficients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FitReport {
+    #[serde(flatten)]
+    pub fit: Fit,
+    /// Above the policy's minR2 and minSamples.
+    pub used: bool,
+    /// Why it is not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Unix seconds of the fit.
+    #[serde(default)]
+    pub at: u64,
+}
+
 /// One sample: a pod's memory and its load per unit (in the order of `units`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {

@@ -3,13 +3,15 @@
 //! admission from the `rightsizer.io/expected-load` annotation, and used by
 //! `rightsizer plan` for capacity and cost.
 
+pub mod admit;
 pub mod annotation;
 pub mod fit;
 pub mod model;
 pub mod plan;
 pub mod schema;
+pub mod validate;
 
 pub use annotation::{parse_load, Load, LoadParseError};
-pub use fit::{Fit, FitError};
+pub use fit::{Fit, FitError, FitReport};
 pub use model::{choose, Chosen, Linear, Origin};
 pub use schema::{ContainerModelSpec, FitGate, LoadModelSpec, UnitSpec};
