@@ -9,6 +9,7 @@ pub mod fit;
 pub mod model;
 pub mod plan;
 pub mod schema;
+pub mod source;
 pub mod validate;
 
 pub use annotation::{parse_load, Load, LoadParseError};
