@@ -45,6 +45,18 @@ pub struct FitReport {
     /// Unix seconds of the fit.
     #[serde(default)]
     pub at: u64,
+    /// The model in use (fitted or declared) against actual memory at the end of the
+    /// window, averaged over pods: for dashboards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<Current>,
+}
+
+/// Predicted against actual memory per pod (bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Current {
+    pub predicted: f64,
+    pub actual: f64,
 }
 
 /// One sample: a pod's memory and its load per unit (in the order of `units`).

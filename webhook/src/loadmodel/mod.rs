@@ -6,6 +6,8 @@
 pub mod admit;
 pub mod annotation;
 pub mod fit;
+pub mod fitter;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod schema;
@@ -13,6 +15,6 @@ pub mod source;
 pub mod validate;
 
 pub use annotation::{parse_load, Load, LoadParseError};
-pub use fit::{Fit, FitError, FitReport};
+pub use fit::{Current, Fit, FitError, FitReport};
 pub use model::{choose, Chosen, Linear, Origin};
 pub use schema::{ContainerModelSpec, FitGate, LoadModelSpec, UnitSpec};
