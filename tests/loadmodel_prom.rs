@@ -85,7 +85,13 @@ fn history(end: u64) -> OpenMetrics {
     let mut rng = Lcg(42);
     let start = end - HISTORY;
     let maxes = [30u32, 15, 3, 1];
-    for (pod, workload) in [("backend-7d9f-a1", "backend"), ("backend-7d9f-b2", "backend"), ("backend-7d9f-c3", "backend"), ("noisy-55c4-a1", "noisy"), ("noisy-55c4-b2", "noisy")] {
+    for (pod, workload) in [
+        ("backend-7d9f-a1", "backend"),
+        ("backend-7d9f-b2", "backend"),
+        ("backend-7d9f-c3", "backend"),
+        ("noisy-55c4-a1", "noisy"),
+        ("noisy-55c4-b2", "noisy"),
+    ] {
         let mut mem = Vec::new();
         let mut load: BTreeMap<&str, Vec<(u64, f64)>> = BTreeMap::new();
         let mut counts = [0.0; 4];
@@ -99,7 +105,11 @@ fn history(end: u64) -> OpenMetrics {
                 }
             }
             let m = if workload == "backend" {
-                BASE + COEF.iter().zip(counts).map(|((_, c), n)| c * n).sum::<f64>()
+                BASE + COEF
+                    .iter()
+                    .zip(counts)
+                    .map(|((_, c), n)| c * n)
+                    .sum::<f64>()
                     + (rng.next() * 2.0 - 1.0) * NOISE
             } else {
                 // Memory that wanders on its own: unrelated to the users.
@@ -179,23 +189,46 @@ async fn fit_from_real_prometheus() {
         seconds: WINDOW,
         step: STEP,
     };
-    let fits = fit_all(&client, &store.current(), &[key("backend"), key("noisy")], window).await;
+    let fits = fit_all(
+        &client,
+        &store.current(),
+        &[key("backend"), key("noisy")],
+        window,
+    )
+    .await;
     let backend = ContainerKey::new(key("backend"), "backend");
     let noisy = ContainerKey::new(key("noisy"), "noisy");
-    assert_eq!(fits.keys().cloned().collect::<Vec<_>>(), [backend.clone(), noisy.clone()]);
+    assert_eq!(
+        fits.keys().cloned().collect::<Vec<_>>(),
+        [backend.clone(), noisy.clone()]
+    );
 
     let b = fits[&backend].as_ref().expect("backend fit");
     // 6h / 2m steps = 181 instants × 3 pods.
     assert_eq!(b.fit.samples, 181 * 3);
-    assert!((b.fit.base - BASE).abs() <= BASE_TOL, "base {} vs {}", b.fit.base / MI, BASE / MI);
+    assert!(
+        (b.fit.base - BASE).abs() <= BASE_TOL,
+        "base {} vs {}",
+        b.fit.base / MI,
+        BASE / MI
+    );
     for (u, want) in COEF {
         let got = b.fit.coefficients[u];
-        assert!((got - want).abs() <= COEF_TOL, "{u}: {} vs {}", got / MI, want / MI);
+        assert!(
+            (got - want).abs() <= COEF_TOL,
+            "{u}: {} vs {}",
+            got / MI,
+            want / MI
+        );
     }
     assert!(b.fit.r2 > 0.99, "R² {}", b.fit.r2);
     assert!(b.used && b.reason.is_none());
     // Uniform ±6Mi noise: the 95th percentile residual is about 0.9 × 6Mi.
-    assert!(b.fit.residual_p95 > 4.0 * MI && b.fit.residual_p95 < 7.0 * MI, "p95 {}", b.fit.residual_p95 / MI);
+    assert!(
+        b.fit.residual_p95 > 4.0 * MI && b.fit.residual_p95 < 7.0 * MI,
+        "p95 {}",
+        b.fit.residual_p95 / MI
+    );
     let cur = b.current.expect("predicted vs actual");
     assert!((cur.predicted - cur.actual).abs() < NOISE, "{cur:?}");
     println!(
@@ -228,22 +261,44 @@ async fn fit_from_real_prometheus() {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
     assert!(text.contains(r#"rightsizer_loadmodel_coefficient_bytes{workload="research/Deployment/backend",container="backend",unit="admin"}"#));
-    assert!(text.contains(r#"rightsizer_loadmodel_fit_used{workload="research/Deployment/noisy",container="noisy"} 0"#));
+    assert!(text.contains(
+        r#"rightsizer_loadmodel_fit_used{workload="research/Deployment/noisy",container="noisy"} 0"#
+    ));
 
     // `plan --prometheus` fits the same way and plans with the fitted coefficients.
     let out = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
         .args(["plan", "--policies"])
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies"))
-        .args(["--workload", "research/Deployment/backend", "--load", "participant_video=40,experimenter=2"])
-        .args(["--prometheus", &prom.url(), "--long-window", "6h", "--fit-step", "2m"])
+        .args([
+            "--workload",
+            "research/Deployment/backend",
+            "--load",
+            "participant_video=40,experimenter=2",
+        ])
+        .args([
+            "--prometheus",
+            &prom.url(),
+            "--long-window",
+            "6h",
+            "--fit-step",
+            "2m",
+        ])
         .args(["--at", &end.to_string(), "-o", "json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let c = &v[0]["containers"][0];
     assert_eq!(c["model"], "fitted");
     // Truth: 100 + 40×15 + 2×25 = 750Mi; the fit lands within 5 + 40×0.5 + 2×0.5 = 26Mi.
     let predicted = c["predictedBytes"].as_f64().unwrap();
-    assert!((predicted - 750.0 * MI).abs() <= 26.0 * MI, "{}", predicted / MI);
+    assert!(
+        (predicted - 750.0 * MI).abs() <= 26.0 * MI,
+        "{}",
+        predicted / MI
+    );
 }

@@ -214,13 +214,34 @@ fn yaml_output_parses_to_the_same_plan() {
 
 #[test]
 fn bad_input_is_refused_with_a_reason() {
-    let (ok, _, err) = plan(&["--workload", "research/Deployment/router", "--load", "connections=many"]);
+    let (ok, _, err) = plan(&[
+        "--workload",
+        "research/Deployment/router",
+        "--load",
+        "connections=many",
+    ]);
     assert!(!ok);
-    assert!(err.contains("connections: \"many\" is not a non-negative number"), "{err}");
-    let (ok, _, err) = plan(&["--workload", "research/Widget/router", "--load", "connections=1"]);
+    assert!(
+        err.contains("connections: \"many\" is not a non-negative number"),
+        "{err}"
+    );
+    let (ok, _, err) = plan(&[
+        "--workload",
+        "research/Widget/router",
+        "--load",
+        "connections=1",
+    ]);
     assert!(!ok);
     assert!(err.contains("unknown kind \"Widget\""), "{err}");
-    let (ok, _, err) = plan(&["--workload", "shop/Deployment/api", "--load", "connections=1"]);
+    let (ok, _, err) = plan(&[
+        "--workload",
+        "shop/Deployment/api",
+        "--load",
+        "connections=1",
+    ]);
     assert!(!ok);
-    assert!(err.contains("has no load model that selects shop/Deployment/api"), "{err}");
+    assert!(
+        err.contains("has no load model that selects shop/Deployment/api"),
+        "{err}"
+    );
 }

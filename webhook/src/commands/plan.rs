@@ -94,7 +94,10 @@ async fn read_snapshot(from: &str) -> anyhow::Result<Snapshot> {
             .await
             .with_context(|| format!("fetching {from}"))?;
         let status = resp.status();
-        let body = resp.text().await.with_context(|| format!("reading {from}"))?;
+        let body = resp
+            .text()
+            .await
+            .with_context(|| format!("reading {from}"))?;
         if !status.is_success() {
             bail!("{from}: HTTP {status}");
         }
@@ -182,7 +185,10 @@ async fn plans(args: &Args) -> anyhow::Result<Vec<WorkloadPlan>> {
             }
         }
         if models.is_empty() {
-            bail!("{w}: load model {} has no usable model (fitted-only and no fit passes its gate)", model.name);
+            bail!(
+                "{w}: load model {} has no usable model (fitted-only and no fit passes its gate)",
+                model.name
+            );
         }
         units_seen.extend(used_units(&models).into_iter().map(String::from));
         out.push(plan(&PlanInput {
@@ -222,7 +228,15 @@ fn table(plans: &[WorkloadPlan]) -> String {
     let _ = writeln!(
         s,
         "{:<32} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6} {:>10} {:>10}",
-        "WORKLOAD", "REPLICAS", "POD-REQ", "POD-LIM", "TOTAL-REQ", "TOTAL-LIM", "NODES", "GIB-HOURS", "COST"
+        "WORKLOAD",
+        "REPLICAS",
+        "POD-REQ",
+        "POD-LIM",
+        "TOTAL-REQ",
+        "TOTAL-LIM",
+        "NODES",
+        "GIB-HOURS",
+        "COST"
     );
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     for p in plans {
@@ -240,7 +254,11 @@ fn table(plans: &[WorkloadPlan]) -> String {
             p.cost.map_or("-".into(), |c| format!("{c:.4}")),
         );
         let load = rightsizer::loadmodel::annotation::format_load(&p.load_per_pod);
-        let _ = writeln!(s, "  load per pod: {}", if load.is_empty() { "-" } else { &load });
+        let _ = writeln!(
+            s,
+            "  load per pod: {}",
+            if load.is_empty() { "-" } else { &load }
+        );
         for c in &p.containers {
             let _ = writeln!(
                 s,

@@ -148,14 +148,44 @@ mod tests {
 
     #[rstest]
     // prediction above usage: both sides from the prediction
-    #[case::prediction_wins(s(Some(500), Some(750)), s(Some(300), Some(450)), s(None, None), s(Some(500), Some(750)), s(None, None))]
+    #[case::prediction_wins(
+        s(Some(500), Some(750)),
+        s(Some(300), Some(450)),
+        s(None, None),
+        s(Some(500), Some(750)),
+        s(None, None)
+    )]
     // usage above prediction: usage stays
-    #[case::usage_wins(s(Some(500), Some(750)), s(Some(600), Some(900)), s(None, None), s(None, None), s(Some(600), Some(900)))]
+    #[case::usage_wins(
+        s(Some(500), Some(750)),
+        s(Some(600), Some(900)),
+        s(None, None),
+        s(None, None),
+        s(Some(600), Some(900))
+    )]
     // mixed: request from prediction, limit from usage
-    #[case::mixed(s(Some(500), Some(750)), s(Some(300), Some(900)), s(None, None), s(Some(500), None), s(None, Some(900)))]
+    #[case::mixed(
+        s(Some(500), Some(750)),
+        s(Some(300), Some(900)),
+        s(None, None),
+        s(Some(500), None),
+        s(None, Some(900))
+    )]
     // no usage value: compared with the template
-    #[case::template_larger(s(Some(500), Some(750)), s(None, None), s(Some(1000), Some(600)), s(None, Some(750)), s(None, None))]
-    #[case::nothing_declared(s(Some(500), Some(750)), s(None, None), s(None, None), s(Some(500), Some(750)), s(None, None))]
+    #[case::template_larger(
+        s(Some(500), Some(750)),
+        s(None, None),
+        s(Some(1000), Some(600)),
+        s(None, Some(750)),
+        s(None, None)
+    )]
+    #[case::nothing_declared(
+        s(Some(500), Some(750)),
+        s(None, None),
+        s(None, None),
+        s(Some(500), Some(750)),
+        s(None, None)
+    )]
     fn join_table(
         #[case] pred: Sizes,
         #[case] rec: Sizes,
@@ -170,7 +200,10 @@ mod tests {
 
     #[test]
     fn larger_per_side() {
-        assert_eq!(larger(Some(s(Some(1), None)), Some(s(Some(2), Some(3)))), Some(s(Some(2), Some(3))));
+        assert_eq!(
+            larger(Some(s(Some(1), None)), Some(s(Some(2), Some(3)))),
+            Some(s(Some(2), Some(3)))
+        );
         assert_eq!(larger(None, Some(s(Some(2), None))), Some(s(Some(2), None)));
         assert_eq!(larger(None, None), None);
     }

@@ -15,7 +15,9 @@ pub enum LoadParseError {
     Empty,
     #[error("item {item:?} is not unit=number")]
     NotPair { item: String },
-    #[error("unit name {unit:?} must be lowercase letters, digits and _ (not starting with a digit)")]
+    #[error(
+        "unit name {unit:?} must be lowercase letters, digits and _ (not starting with a digit)"
+    )]
     BadUnit { unit: String },
     #[error("{unit}: {value:?} is not a non-negative number")]
     BadValue { unit: String, value: String },

@@ -100,8 +100,9 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
         for row in col + 1..n {
             let f = a[row][col] / a[col][col];
             if f != 0.0 {
-                for k in col..n {
-                    a[row][k] -= f * a[col][k];
+                let (upper, lower) = a.split_at_mut(row);
+                for (t, p) in lower[0][col..].iter_mut().zip(&upper[col][col..]) {
+                    *t -= f * p;
                 }
                 b[row] -= f * b[col];
             }
@@ -152,10 +153,10 @@ pub fn fit(units: &[String], samples: &[Sample]) -> Result<Fit, FitError> {
     let mut gram = vec![vec![0.0; m]; m];
     let mut xty = vec![0.0; m];
     for s in samples {
-        for i in 0..m {
+        for (i, row) in gram.iter_mut().enumerate() {
             xty[i] += x(s, i) * s.memory;
-            for j in 0..m {
-                gram[i][j] += x(s, i) * x(s, j);
+            for (j, g) in row.iter_mut().enumerate() {
+                *g += x(s, i) * x(s, j);
             }
         }
     }
@@ -207,7 +208,11 @@ pub fn fit(units: &[String], samples: &[Sample]) -> Result<Fit, FitError> {
         .collect();
     Ok(Fit {
         base: beta[0],
-        coefficients: units.iter().cloned().zip(beta[1..].iter().copied()).collect(),
+        coefficients: units
+            .iter()
+            .cloned()
+            .zip(beta[1..].iter().copied())
+            .collect(),
         r2,
         samples: samples.len() as u64,
         residual_p95: p95(residuals),
@@ -263,25 +268,68 @@ mod tests {
     #[test]
     fn recovers_known_truth() {
         let cases = [
-            Case { name: "exact", base: 100.0 * MB, coef: &[15.0 * MB, 8.0 * MB, 25.0 * MB], noise: 0.0, tol: 1.0, min_r2: 0.999_999 },
-            Case { name: "noisy", base: 100.0 * MB, coef: &[15.0 * MB, 8.0 * MB, 25.0 * MB, 30.0 * MB], noise: 20.0 * MB, tol: 1.5 * MB, min_r2: 0.95 },
-            Case { name: "router", base: 32.0 * MB, coef: &[2.5 * MB], noise: 4.0 * MB, tol: 0.1 * MB, min_r2: 0.98 },
+            Case {
+                name: "exact",
+                base: 100.0 * MB,
+                coef: &[15.0 * MB, 8.0 * MB, 25.0 * MB],
+                noise: 0.0,
+                tol: 1.0,
+                min_r2: 0.999_999,
+            },
+            Case {
+                name: "noisy",
+                base: 100.0 * MB,
+                coef: &[15.0 * MB, 8.0 * MB, 25.0 * MB, 30.0 * MB],
+                noise: 20.0 * MB,
+                tol: 1.5 * MB,
+                min_r2: 0.95,
+            },
+            Case {
+                name: "router",
+                base: 32.0 * MB,
+                coef: &[2.5 * MB],
+                noise: 4.0 * MB,
+                tol: 0.1 * MB,
+                min_r2: 0.98,
+            },
             // A unit with no effect: its coefficient is found at (or near) zero.
-            Case { name: "idle-unit", base: 64.0 * MB, coef: &[10.0 * MB, 0.0], noise: 2.0 * MB, tol: 0.2 * MB, min_r2: 0.99 },
+            Case {
+                name: "idle-unit",
+                base: 64.0 * MB,
+                coef: &[10.0 * MB, 0.0],
+                noise: 2.0 * MB,
+                tol: 0.2 * MB,
+                min_r2: 0.99,
+            },
         ];
         for c in cases {
             let names: Vec<String> = (0..c.coef.len()).map(|i| format!("u{i}")).collect();
             let data = synth(c.base, c.coef, c.noise, 2000, 7);
             let f = fit(&names, &data).unwrap();
-            assert!((f.base - c.base).abs() <= c.tol * 3.0, "{}: base {} vs {}", c.name, f.base, c.base);
+            assert!(
+                (f.base - c.base).abs() <= c.tol * 3.0,
+                "{}: base {} vs {}",
+                c.name,
+                f.base,
+                c.base
+            );
             for (i, want) in c.coef.iter().enumerate() {
                 let got = f.coefficients[&names[i]];
                 assert!(got >= 0.0);
-                assert!((got - want).abs() <= c.tol, "{}: u{i} {got} vs {want}", c.name);
+                assert!(
+                    (got - want).abs() <= c.tol,
+                    "{}: u{i} {got} vs {want}",
+                    c.name
+                );
             }
             assert!(f.r2 >= c.min_r2, "{}: r2 {}", c.name, f.r2);
             assert_eq!(f.samples, 2000);
-            assert!(f.residual_p95 <= c.noise + 1.0, "{}: p95 {}", c.name, f.residual_p95);
+            assert!(
+                f.residual_p95 <= c.noise + 1.0,
+                "{}: p95 {}",
+                c.name,
+                f.residual_p95
+            );
         }
     }
 
@@ -289,7 +337,10 @@ mod tests {
     fn negative_relation_is_clamped_to_zero() {
         // Memory falls with load: the best non-negative answer is a flat model.
         let data: Vec<Sample> = (0..100)
-            .map(|i| Sample { memory: 500.0 - 2.0 * f64::from(i % 50), load: vec![f64::from(i % 50)] })
+            .map(|i| Sample {
+                memory: 500.0 - 2.0 * f64::from(i % 50),
+                load: vec![f64::from(i % 50)],
+            })
             .collect();
         let f = fit(&units(&["a"]), &data).unwrap();
         assert_eq!(f.coefficients["a"], 0.0);
@@ -302,7 +353,10 @@ mod tests {
     fn unrelated_series_has_low_r2() {
         let mut r = Lcg(99);
         let data: Vec<Sample> = (0..1000)
-            .map(|_| Sample { memory: 200.0 * MB + r.next() * 100.0 * MB, load: vec![(r.next() * 40.0).floor()] })
+            .map(|_| Sample {
+                memory: 200.0 * MB + r.next() * 100.0 * MB,
+                load: vec![(r.next() * 40.0).floor()],
+            })
             .collect();
         let f = fit(&units(&["a"]), &data).unwrap();
         assert!(f.r2 < 0.05, "r2 {}", f.r2);
@@ -311,7 +365,12 @@ mod tests {
     #[test]
     fn constant_load_is_not_singular_trouble() {
         // A unit that never varies cannot be told from the base: the fit still answers.
-        let data: Vec<Sample> = (0..50).map(|i| Sample { memory: 100.0 + f64::from(i), load: vec![3.0, f64::from(i)] }).collect();
+        let data: Vec<Sample> = (0..50)
+            .map(|i| Sample {
+                memory: 100.0 + f64::from(i),
+                load: vec![3.0, f64::from(i)],
+            })
+            .collect();
         let f = fit(&units(&["flat", "b"]), &data).unwrap();
         assert!((f.coefficients["b"] - 1.0).abs() < 1e-9);
         assert!((f.base + 3.0 * f.coefficients["flat"] - 100.0).abs() < 1e-6);
@@ -321,9 +380,18 @@ mod tests {
     #[test]
     fn refuses_bad_input() {
         assert_eq!(fit(&units(&["a"]), &[]), Err(FitError::NoSamples));
-        let bad = [Sample { memory: 1.0, load: vec![] }];
-        assert!(matches!(fit(&units(&["a"]), &bad), Err(FitError::Shape { .. })));
-        let nan = [Sample { memory: f64::NAN, load: vec![1.0] }];
+        let bad = [Sample {
+            memory: 1.0,
+            load: vec![],
+        }];
+        assert!(matches!(
+            fit(&units(&["a"]), &bad),
+            Err(FitError::Shape { .. })
+        ));
+        let nan = [Sample {
+            memory: f64::NAN,
+            load: vec![1.0],
+        }];
         assert_eq!(fit(&units(&["a"]), &nan), Err(FitError::NotFinite(0)));
         let many: Vec<String> = (0..11).map(|i| format!("u{i}")).collect();
         assert_eq!(fit(&many, &bad), Err(FitError::TooManyUnits(11)));

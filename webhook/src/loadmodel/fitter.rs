@@ -95,7 +95,13 @@ pub async fn fit_container<S: LoadSeriesSource>(
             let load = units.iter().cloned().zip(l.iter().copied()).collect();
             match &chosen {
                 Some(c) => c.model.predict(&load),
-                None => f.base + l.iter().zip(&units).map(|(v, u)| v * f.coefficients.get(u).copied().unwrap_or(0.0)).sum::<f64>(),
+                None => {
+                    f.base
+                        + l.iter()
+                            .zip(&units)
+                            .map(|(v, u)| v * f.coefficients.get(u).copied().unwrap_or(0.0))
+                            .sum::<f64>()
+                }
             }
         };
         Current {

@@ -102,7 +102,9 @@ impl LoadModelMetrics {
         }
         self.base.get_or_create(&c).set(report.fit.base);
         self.r2.get_or_create(&c).set(report.fit.r2);
-        self.samples.get_or_create(&c).set(report.fit.samples as f64);
+        self.samples
+            .get_or_create(&c)
+            .set(report.fit.samples as f64);
         self.used
             .get_or_create(&c)
             .set(if report.used { 1.0 } else { 0.0 });

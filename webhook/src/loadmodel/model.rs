@@ -67,7 +67,8 @@ pub fn gate(g: &FitGate, fit: &Fit) -> Result<(), String> {
             fit.samples, g.min_samples
         ));
     }
-    if !(fit.r2 >= g.min_r2) {
+    // NaN R² fails the gate too.
+    if fit.r2.is_nan() || fit.r2 < g.min_r2 {
         return Err(format!("fit R² {:.3} is below minR2 {}", fit.r2, g.min_r2));
     }
     Ok(())
@@ -143,8 +144,8 @@ fn scaled(v: f64, factor: f64) -> u64 {
 /// rounded, clamped, never below the request). No limit rule: no limit.
 pub fn sizes(rules: &Rules, headroom: f64, predicted: f64) -> Sizes {
     let r = &rules.memory.request;
-    let request = round_up(scaled(predicted, headroom), r.round_to.0)
-        .clamp(r.min.0, r.max.0.max(r.min.0));
+    let request =
+        round_up(scaled(predicted, headroom), r.round_to.0).clamp(r.min.0, r.max.0.max(r.min.0));
     let limit = rules.memory.limit.as_ref().map(|l| {
         round_up(scaled(request as f64, l.request_factor), l.round_to.0)
             .clamp(l.min.0, l.max.0.max(l.min.0))
@@ -193,7 +194,11 @@ mod tests {
         let c = choose(&backend(), &FitGate::default(), None).unwrap();
         assert_eq!(c.origin, Origin::Declared);
         assert_eq!(c.note, None);
-        let load: Load = [("participant_video".into(), 40.0), ("experimenter".into(), 2.0)].into();
+        let load: Load = [
+            ("participant_video".into(), 40.0),
+            ("experimenter".into(), 2.0),
+        ]
+        .into();
         // 100 + 40×15 + 2×25 = 750Mi
         assert_eq!(c.model.predict(&load), 750.0 * MI as f64);
     }

@@ -175,7 +175,10 @@ mod tests {
         Chosen {
             model: Linear {
                 base: base_mi * MI as f64,
-                coefficients: coef.iter().map(|(u, c)| (u.to_string(), c * MI as f64)).collect(),
+                coefficients: coef
+                    .iter()
+                    .map(|(u, c)| (u.to_string(), c * MI as f64))
+                    .collect(),
             },
             origin: Origin::Declared,
             note: None,

@@ -134,7 +134,9 @@ containers:
         assert_eq!(m.fit.min_r2, 0.9);
         assert_eq!(m.fit.min_samples, 200);
         assert_eq!(m.containers["frontend"].constant, Some(Bytes(16 << 20)));
-        assert!(serde_yaml::from_str::<LoadModelSpec>("name: x\ncontainers: {}\nheadrom: 1").is_err());
+        assert!(
+            serde_yaml::from_str::<LoadModelSpec>("name: x\ncontainers: {}\nheadrom: 1").is_err()
+        );
     }
 
     #[test]

@@ -38,10 +38,8 @@ impl SeriesQuery {
 /// unit (in the order of `SeriesQuery::units`; a unit with no series for the pod at
 /// that time counts as zero: "no users" often means "no series").
 pub trait LoadSeriesSource: Send + Sync {
-    fn fetch(
-        &self,
-        q: &SeriesQuery,
-    ) -> impl Future<Output = Result<Vec<Sample>, PromError>> + Send;
+    fn fetch(&self, q: &SeriesQuery)
+        -> impl Future<Output = Result<Vec<Sample>, PromError>> + Send;
 }
 
 /// The label marking which expression a series came from.
@@ -49,7 +47,9 @@ const TAG: &str = "__rightsizer_series";
 
 /// One PromQL expression returning memory and all units, each tagged.
 pub fn combined_query(q: &SeriesQuery) -> String {
-    let tag = |expr: &str, name: &str| format!("label_replace(({expr}), \"{TAG}\", \"{name}\", \"\", \"\")");
+    let tag = |expr: &str, name: &str| {
+        format!("label_replace(({expr}), \"{TAG}\", \"{name}\", \"\", \"\")")
+    };
     let mut parts = vec![tag(&q.memory, "memory")];
     for (i, (_, expr)) in q.units.iter().enumerate() {
         parts.push(tag(expr, &format!("u{i}")));
@@ -115,7 +115,10 @@ mod tests {
 
     fn s(labels: &[(&str, &str)], value: f64) -> crate::analyzer::Sample {
         crate::analyzer::Sample {
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             value,
         }
     }
@@ -141,9 +144,15 @@ mod tests {
     #[test]
     fn pairs_by_pod_and_fills_missing_load_with_zero() {
         let v = [
-            s(&[("namespace", "lab"), ("pod", "p1"), (TAG, "memory")], 100.0),
+            s(
+                &[("namespace", "lab"), ("pod", "p1"), (TAG, "memory")],
+                100.0,
+            ),
             s(&[("namespace", "lab"), ("pod", "p1"), (TAG, "u1")], 3.0),
-            s(&[("namespace", "lab"), ("pod", "p2"), (TAG, "memory")], 50.0),
+            s(
+                &[("namespace", "lab"), ("pod", "p2"), (TAG, "memory")],
+                50.0,
+            ),
             // load for a pod without memory: dropped
             s(&[("namespace", "lab"), ("pod", "p3"), (TAG, "u0")], 9.0),
         ];
@@ -151,8 +160,14 @@ mod tests {
         assert_eq!(
             got,
             [
-                Sample { memory: 100.0, load: vec![0.0, 3.0] },
-                Sample { memory: 50.0, load: vec![0.0, 0.0] },
+                Sample {
+                    memory: 100.0,
+                    load: vec![0.0, 3.0]
+                },
+                Sample {
+                    memory: 50.0,
+                    load: vec![0.0, 0.0]
+                },
             ]
         );
     }

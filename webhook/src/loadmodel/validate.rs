@@ -22,25 +22,36 @@ pub fn check(at: &str, models: &[LoadModelSpec]) -> Result<(), FieldError> {
             return Err(err(format!("{p}.name"), "must not be empty"));
         }
         if !names.insert(m.name.as_str()) {
-            return Err(err(format!("{p}.name"), format!("{:?} is used twice", m.name)));
+            return Err(err(
+                format!("{p}.name"),
+                format!("{:?} is used twice", m.name),
+            ));
         }
         if !(m.headroom >= 1.0 && m.headroom.is_finite()) {
-            return Err(err(format!("{p}.headroom"), "must be a number of at least 1"));
+            return Err(err(
+                format!("{p}.headroom"),
+                "must be a number of at least 1",
+            ));
         }
         if !(0.0..=1.0).contains(&m.fit.min_r2) {
             return Err(err(format!("{p}.fit.minR2"), "must be between 0 and 1"));
         }
         if m.containers.is_empty() {
-            return Err(err(format!("{p}.containers"), "must model at least one container"));
+            return Err(err(
+                format!("{p}.containers"),
+                "must model at least one container",
+            ));
         }
         for (name, c) in &m.containers {
             let cp = format!("{p}.containers.{name}");
             if name.is_empty() {
-                return Err(err(format!("{p}.containers"), "container names must not be empty"));
+                return Err(err(
+                    format!("{p}.containers"),
+                    "container names must not be empty",
+                ));
             }
             if c.constant.is_some() {
-                if c.base.is_some() || !c.units.is_empty() || c.fitted || c.memory_query.is_some()
-                {
+                if c.base.is_some() || !c.units.is_empty() || c.fitted || c.memory_query.is_some() {
                     return Err(err(
                         format!("{cp}.constant"),
                         "a constant container takes no base, units, fitted or memoryQuery",
@@ -49,7 +60,10 @@ pub fn check(at: &str, models: &[LoadModelSpec]) -> Result<(), FieldError> {
                 continue;
             }
             if c.units.len() > MAX_UNITS {
-                return Err(err(format!("{cp}.units"), format!("at most {MAX_UNITS} units")));
+                return Err(err(
+                    format!("{cp}.units"),
+                    format!("at most {MAX_UNITS} units"),
+                ));
             }
             for (u, spec) in &c.units {
                 if !valid_unit_name(u) {
@@ -72,7 +86,10 @@ pub fn check(at: &str, models: &[LoadModelSpec]) -> Result<(), FieldError> {
                 }
             }
             if c.fitted && c.units.is_empty() {
-                return Err(err(format!("{cp}.units"), "a fitted model needs at least one unit"));
+                return Err(err(
+                    format!("{cp}.units"),
+                    "a fitted model needs at least one unit",
+                ));
             }
             if !c.fitted && c.base.is_none() && c.units.is_empty() {
                 return Err(err(
@@ -96,18 +113,48 @@ mod tests {
 
     #[rstest]
     #[case("- {name: a, containers: {c: {constant: 16Mi}}}", None)]
-    #[case("- {name: a, containers: {c: {base: 1Mi, units: {u: {coefficient: 1Mi}}}}}", None)]
-    #[case("- {name: a, containers: {c: {fitted: true, units: {u: {query: 'x'}}}}}", None)]
-    #[case("- {name: '', containers: {c: {constant: 1Mi}}}", Some("loadModels[0].name"))]
+    #[case(
+        "- {name: a, containers: {c: {base: 1Mi, units: {u: {coefficient: 1Mi}}}}}",
+        None
+    )]
+    #[case(
+        "- {name: a, containers: {c: {fitted: true, units: {u: {query: 'x'}}}}}",
+        None
+    )]
+    #[case(
+        "- {name: '', containers: {c: {constant: 1Mi}}}",
+        Some("loadModels[0].name")
+    )]
     #[case("- {name: a, containers: {c: {constant: 1Mi}}}\n- {name: a, containers: {c: {constant: 1Mi}}}", Some("loadModels[1].name"))]
-    #[case("- {name: a, headroom: 0.9, containers: {c: {constant: 1Mi}}}", Some("loadModels[0].headroom"))]
-    #[case("- {name: a, fit: {minR2: 2}, containers: {c: {constant: 1Mi}}}", Some("loadModels[0].fit.minR2"))]
+    #[case(
+        "- {name: a, headroom: 0.9, containers: {c: {constant: 1Mi}}}",
+        Some("loadModels[0].headroom")
+    )]
+    #[case(
+        "- {name: a, fit: {minR2: 2}, containers: {c: {constant: 1Mi}}}",
+        Some("loadModels[0].fit.minR2")
+    )]
     #[case("- {name: a, containers: {}}", Some("loadModels[0].containers"))]
-    #[case("- {name: a, containers: {c: {constant: 1Mi, base: 1Mi}}}", Some("loadModels[0].containers.c.constant"))]
-    #[case("- {name: a, containers: {c: {units: {Bad: {coefficient: 1Mi}}}}}", Some("loadModels[0].containers.c.units.Bad"))]
-    #[case("- {name: a, containers: {c: {fitted: true, units: {u: {coefficient: 1Mi}}}}}", Some("loadModels[0].containers.c.units.u.query"))]
-    #[case("- {name: a, containers: {c: {units: {u: {query: q}}}}}", Some("loadModels[0].containers.c.units.u.coefficient"))]
-    #[case("- {name: a, containers: {c: {fitted: true}}}", Some("loadModels[0].containers.c.units"))]
+    #[case(
+        "- {name: a, containers: {c: {constant: 1Mi, base: 1Mi}}}",
+        Some("loadModels[0].containers.c.constant")
+    )]
+    #[case(
+        "- {name: a, containers: {c: {units: {Bad: {coefficient: 1Mi}}}}}",
+        Some("loadModels[0].containers.c.units.Bad")
+    )]
+    #[case(
+        "- {name: a, containers: {c: {fitted: true, units: {u: {coefficient: 1Mi}}}}}",
+        Some("loadModels[0].containers.c.units.u.query")
+    )]
+    #[case(
+        "- {name: a, containers: {c: {units: {u: {query: q}}}}}",
+        Some("loadModels[0].containers.c.units.u.coefficient")
+    )]
+    #[case(
+        "- {name: a, containers: {c: {fitted: true}}}",
+        Some("loadModels[0].containers.c.units")
+    )]
     #[case("- {name: a, containers: {c: {}}}", Some("loadModels[0].containers.c"))]
     fn table(#[case] y: &str, #[case] path: Option<&str>) {
         let got = check("loadModels", &parse(y)).err().map(|(p, _)| p);
