@@ -13,9 +13,10 @@ use std::process::Command;
 
 use prometheus::{OpenMetrics, TestProm};
 use prometheus_client::registry::Registry;
-use rightsizer::analyzer::{PromClient, PromConfig};
+use rightsizer::analyzer::{PromClient, PromConfig, RecommendationCache};
 use rightsizer::loadmodel::fitter::{fit_all, Window};
 use rightsizer::loadmodel::metrics::LoadModelMetrics;
+use rightsizer::loadmodel::publish::{refresh, RefreshReport};
 use rightsizer::policy::PolicyStore;
 use rightsizer::recommendation::{ContainerKey, WorkloadKey, WorkloadKind};
 
@@ -189,6 +190,7 @@ async fn fit_from_real_prometheus() {
         seconds: WINDOW,
         step: STEP,
     };
+    let started = std::time::Instant::now();
     let fits = fit_all(
         &client,
         &store.current(),
@@ -196,6 +198,12 @@ async fn fit_from_real_prometheus() {
         window,
     )
     .await;
+    // Figures, not assertions: each container costs one query per step plus one.
+    println!(
+        "fit_all: 2 containers, {} queries each, {:?}",
+        WINDOW / STEP + 2,
+        started.elapsed()
+    );
     let backend = ContainerKey::new(key("backend"), "backend");
     let noisy = ContainerKey::new(key("noisy"), "noisy");
     assert_eq!(
@@ -264,6 +272,34 @@ async fn fit_from_real_prometheus() {
     assert!(text.contains(
         r#"rightsizer_loadmodel_fit_used{workload="research/Deployment/noisy",container="noisy"} 0"#
     ));
+
+    // Published into the analyzer's cache: `/recommendations` (the snapshot) carries
+    // each fit with its verdict, so a rejected fit says why.
+    let cache = RecommendationCache::new(100, 3600);
+    let r = refresh(
+        &client,
+        &store.current(),
+        &cache,
+        None,
+        &[key("backend"), key("noisy")],
+        window,
+    )
+    .await;
+    assert_eq!(
+        r,
+        RefreshReport {
+            fitted: 2,
+            used: 1,
+            failed: 0
+        }
+    );
+    let snap = serde_json::to_value(cache.snapshot_at(end)).unwrap();
+    let lm = &snap["recommendations"]["research/Deployment/noisy/noisy"]["loadModel"];
+    assert_eq!(lm["used"], false);
+    assert_eq!(lm["reason"], reason);
+    let lm = &snap["recommendations"]["research/Deployment/backend/backend"]["loadModel"];
+    assert_eq!(lm["used"], true);
+    assert_eq!(lm["samples"], 543);
 
     // `plan --prometheus` fits the same way and plans with the fitted coefficients.
     let out = Command::new(env!("CARGO_BIN_EXE_rightsizer"))

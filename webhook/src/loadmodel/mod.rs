@@ -10,6 +10,7 @@ pub mod fitter;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod publish;
 pub mod schema;
 pub mod source;
 pub mod validate;
