@@ -20,7 +20,7 @@ pub struct RefreshReport {
 
 /// Fit the load models of every workload the cache knows (plus `extra`), and store
 /// each report in its container's entry. A failed fit leaves the previous report.
-/// The analyzer's cycle must carry `rec.load_model` over when it rewrites an entry.
+/// The analyzer's cycle rebuilds entries from the previous one, so reports survive it.
 pub async fn refresh<S: LoadSeriesSource>(
     src: &S,
     policies: &PolicySet,
@@ -46,7 +46,13 @@ pub async fn refresh<S: LoadSeriesSource>(
                 if let Some(m) = metrics {
                     m.record(&key, &fit);
                 }
-                let mut entry = cache.entry(&key).unwrap_or_default();
+                let mut entry = cache.entry(&key).unwrap_or_else(|| {
+                    // A container the analyzer has no usage for yet: dated by the fit so
+                    // the cache's staleness TTL applies from now.
+                    let mut e = crate::analyzer::Entry::default();
+                    e.rec.updated_at = fit.at;
+                    e
+                });
                 entry.rec.load_model = Some(fit);
                 cache.put(key, entry);
             }
