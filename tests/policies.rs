@@ -20,7 +20,7 @@ fn shipped_examples_are_valid() {
     let report = store.sync_dir(&dir).expect("policies/ readable");
     assert!(report.refused.is_empty(), "{:?}", report.refused);
     let set = store.current();
-    assert_eq!(set.len(), 4);
+    assert_eq!(set.len(), 5);
     let names: Vec<&str> = set.iter().map(|p| p.name.as_str()).collect();
     assert!(names.contains(&"rightsizer-default"), "{names:?}");
     let enforce = set

@@ -6,8 +6,10 @@
 //! the analyzer and the replay. `main.rs` only parses arguments.
 
 pub mod admission;
+pub mod analyzer;
 pub mod certs;
 pub mod cluster;
+pub mod loadmodel;
 pub mod object;
 pub mod offline;
 pub mod policy;

@@ -193,6 +193,9 @@ pub struct ContainerRecommendation {
     /// Knative concurrency proposal (on the serving container of a Knative workload).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub knative: Option<KnativeRecommendation>,
+    /// The load model fitted for this container (memory against load), with its gate verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_model: Option<crate::loadmodel::FitReport>,
 }
 
 /// Knative autoscaling values the analyzer proposes; applied only where the user set none.

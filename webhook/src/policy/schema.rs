@@ -256,6 +256,9 @@ pub struct PolicySpec {
     pub priority: Option<PriorityPolicy>,
     #[serde(default)]
     pub knative: Option<KnativePolicy>,
+    /// Memory as a function of declared load (`rightsizer.io/expected-load`).
+    #[serde(default)]
+    pub load_models: Vec<crate::loadmodel::LoadModelSpec>,
 }
 
 /// A validated policy, ready for admission.
@@ -276,4 +279,5 @@ pub struct Policy {
     pub gpu: Option<GpuPolicy>,
     pub priority: Option<PriorityPolicy>,
     pub knative: Option<KnativePolicy>,
+    pub load_models: Vec<crate::loadmodel::LoadModelSpec>,
 }

@@ -351,6 +351,11 @@ pub fn validate(source: &str, default_name: &str, spec: PolicySpec) -> Result<Po
     if let Some(k) = &spec.knative {
         check_knative(&ctx, k)?;
     }
+    for (i, m) in spec.load_models.iter().enumerate() {
+        check_selector(&ctx, &format!("loadModels[{i}].selector"), &m.selector)?;
+    }
+    crate::loadmodel::validate::check("loadModels", &spec.load_models)
+        .map_err(|(path, message)| ctx.err(path, message))?;
     Ok(Policy {
         name,
         source: source.to_string(),
@@ -366,5 +371,6 @@ pub fn validate(source: &str, default_name: &str, spec: PolicySpec) -> Result<Po
         gpu: spec.gpu,
         priority: spec.priority,
         knative: spec.knative,
+        load_models: spec.load_models,
     })
 }

@@ -322,6 +322,8 @@ fn size_resources(
         }
     }
     let annotation_overrides = parse_overrides_annotation(view, warnings);
+    let predictions =
+        crate::loadmodel::admit::predictions(policy, view, ctx.namespace_labels, recs, warnings);
     let mut sized = SizedRecord::new();
     let mut recommended = RecommendationRecord::new();
     let mut new_containers = containers.clone();
@@ -346,7 +348,12 @@ fn size_resources(
             let rr = rec.and_then(|x| x.resource(r));
             let hpa = rec.is_some_and(|x| x.hpa_resources.contains(&r));
             let proposal = rr.and_then(|rr| resources::proposal(&policy.rules, r, rr));
-            if let Some(p) = proposal {
+            // Load-model prediction (memory only): joins the recommendation level.
+            let predicted = predictions
+                .get(&name)
+                .filter(|_| r == Resource::Memory)
+                .map(|p| p.sizes);
+            if let Some(p) = crate::loadmodel::admit::larger(proposal, predicted) {
                 recommended.entry(name.clone()).or_default().insert(
                     r,
                     RecommendedPair {
@@ -372,19 +379,35 @@ fn size_resources(
                 }
                 _ => Sizes::default(),
             };
+            let mut load_model = match predicted {
+                Some(p)
+                    if enforce
+                        && enforced == Sizes::default()
+                        && policy.enforcement.apply_recommendations =>
+                {
+                    crate::loadmodel::admit::join(p, &mut recommendation, template)
+                }
+                _ => Sizes::default(),
+            };
             // An HPA on this resource's utilization divides usage by the request: changing
             // the request would change the HPA's behaviour. The limit is not part of it.
-            if hpa && (enforced.request.is_some() || recommendation.request.is_some()) {
+            if hpa
+                && (enforced.request.is_some()
+                    || recommendation.request.is_some()
+                    || load_model.request.is_some())
+            {
                 warnings.push(format!(
                     "container {name}: an HPA scales on {r} utilization; the {r} request is left alone"
                 ));
                 enforced.request = None;
                 recommendation.request = None;
+                load_model.request = None;
             }
             let declared_nothing = template == Sizes::default();
             let candidates = Candidates {
                 overrides: overrides_for(policy, view, &annotation_overrides, &name, r),
                 enforced,
+                load_model,
                 recommendation,
                 template,
                 default: if declared_nothing {

@@ -14,6 +14,8 @@ use crate::rules::{Rules, Sizes};
 pub enum Source {
     Override,
     Enforced,
+    /// A load-model prediction from `rightsizer.io/expected-load` (recommendation level).
+    LoadModel,
     Recommendation,
     Template,
     Default,
@@ -24,6 +26,7 @@ impl Source {
         match self {
             Source::Override => "override",
             Source::Enforced => "enforced",
+            Source::LoadModel => "load-model",
             Source::Recommendation => "recommendation",
             Source::Template => "template",
             Source::Default => "default",
@@ -56,12 +59,14 @@ pub struct Resolved {
 pub struct Candidates {
     pub overrides: Sizes,
     pub enforced: Sizes,
+    /// Set only on sides where the load-model prediction beats the recommendation.
+    pub load_model: Sizes,
     pub recommendation: Sizes,
     pub template: Sizes,
     pub default: Sizes,
 }
 
-fn pick(levels: [(Option<u64>, Source); 5]) -> Option<Side> {
+fn pick(levels: [(Option<u64>, Source); 6]) -> Option<Side> {
     levels
         .into_iter()
         .find_map(|(v, source)| v.map(|value| Side { value, source }))
@@ -73,6 +78,7 @@ pub fn resolve(c: &Candidates) -> (Resolved, Vec<String>) {
     let request = pick([
         (c.overrides.request, Source::Override),
         (c.enforced.request, Source::Enforced),
+        (c.load_model.request, Source::LoadModel),
         (c.recommendation.request, Source::Recommendation),
         (c.template.request, Source::Template),
         (c.default.request, Source::Default),
@@ -80,6 +86,7 @@ pub fn resolve(c: &Candidates) -> (Resolved, Vec<String>) {
     let limit = pick([
         (c.overrides.limit, Source::Override),
         (c.enforced.limit, Source::Enforced),
+        (c.load_model.limit, Source::LoadModel),
         (c.recommendation.limit, Source::Recommendation),
         (c.template.limit, Source::Template),
         (c.default.limit, Source::Default),
@@ -175,8 +182,14 @@ mod tests {
 
     #[rstest]
     #[case::override_wins(
-        Candidates { overrides: s(Some(1), None), enforced: s(Some(2), Some(20)), recommendation: s(Some(3), Some(30)), template: s(Some(4), Some(40)), default: s(Some(5), Some(50)) },
+        Candidates { overrides: s(Some(1), None), enforced: s(Some(2), Some(20)), recommendation: s(Some(3), Some(30)), template: s(Some(4), Some(40)), default: s(Some(5), Some(50)), ..Default::default() },
         Some((1, Source::Override)), Some((20, Source::Enforced)))]
+    #[case::load_model_over_recommendation_and_template(
+        Candidates { load_model: s(Some(7), None), recommendation: s(None, Some(30)), template: s(Some(4), Some(40)), ..Default::default() },
+        Some((7, Source::LoadModel)), Some((30, Source::Recommendation)))]
+    #[case::enforced_over_load_model(
+        Candidates { enforced: s(Some(2), None), load_model: s(Some(7), Some(70)), ..Default::default() },
+        Some((2, Source::Enforced)), Some((70, Source::LoadModel)))]
     #[case::enforced_over_recommendation(
         Candidates { enforced: s(Some(2), None), recommendation: s(Some(3), Some(30)), template: s(Some(4), Some(40)), ..Default::default() },
         Some((2, Source::Enforced)), Some((30, Source::Recommendation)))]

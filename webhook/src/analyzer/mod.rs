@@ -1,0 +1,684 @@
+//! The background analyzer: reads usage from Prometheus with a fixed number of
+//! server-side aggregated queries per cycle, turns it into per-container
+//! recommendations with the policy's `Rules`, and keeps them in the cache the
+//! admission path reads. Admission never waits on it: when Prometheus is down, slow
+//! or answers garbage, the last good entries stay, marked stale.
+
+pub mod cache;
+pub mod compute;
+pub mod knative;
+pub mod mapping;
+pub mod metrics;
+pub mod prom;
+pub mod queries;
+pub mod state;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use prometheus_client::registry::Registry;
+
+use crate::quantity::Resource;
+use crate::recommendation::{ContainerKey, WorkloadKey, WorkloadKind};
+use crate::rules::{Rules, Sizes};
+
+pub use cache::{Entry, RecommendationCache, DEFAULT_CAPACITY};
+use compute::{Fold, PodFigures, Previous, ResourceInput};
+pub use knative::KnativeRules;
+use mapping::OwnerIndex;
+use metrics::AnalyzerMetrics;
+pub use prom::{PromClient, PromConfig, PromError, Sample};
+pub use queries::{QueryConfig, QueryKind, Window};
+use state::{OomHold, State, StateError};
+
+/// Which rules apply to a workload, and whether its policy asks for enforcement.
+/// The lead plugs the policy lookup in here; a plain closure returning `Rules` works too.
+pub trait PolicyLookup: Send + Sync {
+    fn rules(&self, workload: &WorkloadKey) -> Rules;
+    /// The policy says `enforce` for this workload (commits only happen when the
+    /// analyzer's `enforcement` switch is on as well).
+    fn enforce(&self, _workload: &WorkloadKey) -> bool {
+        false
+    }
+}
+
+impl<F> PolicyLookup for F
+where
+    F: Fn(&WorkloadKey) -> Rules + Send + Sync,
+{
+    fn rules(&self, workload: &WorkloadKey) -> Rules {
+        self(workload)
+    }
+}
+
+/// The seed rules everywhere, optionally enforcing everywhere.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultPolicy {
+    pub enforce: bool,
+}
+
+impl PolicyLookup for DefaultPolicy {
+    fn rules(&self, _w: &WorkloadKey) -> Rules {
+        Rules::default()
+    }
+    fn enforce(&self, _w: &WorkloadKey) -> bool {
+        self.enforce
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzerError {
+    #[error(transparent)]
+    Prometheus(#[from] PromError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Everything the analyzer is configured with.
+#[derive(Debug, Clone)]
+pub struct AnalyzerConfig {
+    pub prometheus: PromConfig,
+    pub queries: QueryConfig,
+    /// Time between cycles in `run`.
+    pub interval: Duration,
+    pub cache_capacity: usize,
+    /// Stale entries older than this (since their last refresh) are not served.
+    pub stale_ttl_secs: u64,
+    /// Above this many live containers, queries are split by namespace.
+    pub max_series_per_query: usize,
+    /// Queries in flight at once.
+    pub concurrency: usize,
+    /// Where committed values and OOM holds are kept across restarts.
+    pub state_file: Option<PathBuf>,
+    /// `RIGHTSIZER_ENFORCEMENT=true`: commits happen for workloads whose policy enforces.
+    pub enforcement: bool,
+    pub knative: KnativeRules,
+}
+
+impl AnalyzerConfig {
+    pub fn new(prometheus: PromConfig) -> Self {
+        AnalyzerConfig {
+            prometheus,
+            queries: QueryConfig::default(),
+            interval: Duration::from_secs(300),
+            cache_capacity: DEFAULT_CAPACITY,
+            stale_ttl_secs: 6 * 3600,
+            max_series_per_query: 50_000,
+            concurrency: 4,
+            state_file: None,
+            enforcement: false,
+            knative: KnativeRules::default(),
+        }
+    }
+}
+
+/// What one cycle did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CycleReport {
+    pub queries: u64,
+    pub series_read: u64,
+    pub containers: usize,
+    pub scopes: usize,
+    pub duration: Duration,
+}
+
+type Progress = Box<dyn Fn(usize, usize) + Send + Sync>;
+
+pub struct Analyzer {
+    cfg: AnalyzerConfig,
+    client: PromClient,
+    cache: Arc<RecommendationCache>,
+    policy: Arc<dyn PolicyLookup>,
+    state: Mutex<State>,
+    metrics: AnalyzerMetrics,
+    progress: Option<Progress>,
+}
+
+/// Per pod-container figures of one cycle.
+#[derive(Debug, Default, Clone)]
+struct PodData {
+    mem: [PodFigures; 2],
+    cpu: [PodFigures; 2],
+    samples: [u64; 2],
+    first: Option<f64>,
+}
+
+fn win_ix(w: Window) -> usize {
+    match w {
+        Window::Short => 0,
+        Window::Long => 1,
+    }
+}
+
+type PodKey = (String, String, String);
+
+fn pod_key(s: &Sample) -> PodKey {
+    (
+        s.label("namespace").to_string(),
+        s.label("pod").to_string(),
+        s.label("container").to_string(),
+    )
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct KnFigures {
+    conc_p95: Option<f64>,
+    target: Option<f64>,
+    queue_p95: Option<f64>,
+}
+
+fn max_into(slot: &mut Option<f64>, v: f64) {
+    *slot = Some(slot.map_or(v, |x| x.max(v)));
+}
+
+fn max_u64_into(slot: &mut Option<u64>, v: u64) {
+    *slot = Some(slot.map_or(v, |x| x.max(v)));
+}
+
+impl Analyzer {
+    /// Build the analyzer; metrics are registered into `registry`, committed values
+    /// are loaded from the state file when there is one.
+    pub fn new(
+        cfg: AnalyzerConfig,
+        policy: Arc<dyn PolicyLookup>,
+        registry: &mut Registry,
+    ) -> Result<Self, AnalyzerError> {
+        let client = PromClient::new(cfg.prometheus.clone())?;
+        let state = match &cfg.state_file {
+            Some(p) => State::load(p)?,
+            None => State::default(),
+        };
+        let cache = Arc::new(RecommendationCache::new(
+            cfg.cache_capacity,
+            cfg.stale_ttl_secs,
+        ));
+        Ok(Analyzer {
+            metrics: AnalyzerMetrics::register(registry),
+            cfg,
+            client,
+            cache,
+            policy,
+            state: Mutex::new(state),
+            progress: None,
+        })
+    }
+
+    /// The cache admission reads (`Arc<dyn RecommendationSource>` for the Admitter).
+    pub fn cache(&self) -> Arc<RecommendationCache> {
+        self.cache.clone()
+    }
+
+    /// Report progress as (queries done, queries total) during a cycle.
+    pub fn set_progress(&mut self, f: impl Fn(usize, usize) + Send + Sync + 'static) {
+        self.progress = Some(Box::new(f));
+    }
+
+    /// The committed values and OOM holds as they stand.
+    pub fn state(&self) -> State {
+        self.lock_state().clone()
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run cycles every `interval` until `shutdown` resolves. Errors are counted and
+    /// logged; the cache keeps its last good entries.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            match self.cycle(cache::unix_now()).await {
+                Ok(r) => tracing::info!(
+                    queries = r.queries,
+                    series = r.series_read,
+                    containers = r.containers,
+                    seconds = r.duration.as_secs_f64(),
+                    "analyzer cycle done"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "analyzer cycle failed; serving last good recommendations, marked stale")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.interval) => {}
+                _ = &mut shutdown => return,
+            }
+        }
+    }
+
+    async fn run_queries(
+        &self,
+        list: Vec<(QueryKind, String)>,
+        now: u64,
+        queries: &mut u64,
+    ) -> Result<Vec<(QueryKind, Vec<Sample>)>, PromError> {
+        let total = list.len();
+        let mut done = 0usize;
+        let mut out = Vec::with_capacity(total);
+        let mut st = stream::iter(list.into_iter().map(|(k, q)| {
+            let c = self.client.clone();
+            async move { (k, c.query(&q, now).await) }
+        }))
+        .buffer_unordered(self.cfg.concurrency.max(1));
+        let mut first_err = None;
+        while let Some((k, r)) = st.next().await {
+            done += 1;
+            *queries += 1;
+            self.metrics.queries.inc();
+            if let Some(p) = &self.progress {
+                p(done, total);
+            }
+            match r {
+                Ok(v) => out.push((k, v)),
+                Err(e) => {
+                    self.metrics.errors.inc();
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Namespaces grouped so that each group stays under the series bound.
+    fn scopes(&self, sizes: &[Sample]) -> Vec<Option<Vec<String>>> {
+        let total: f64 = sizes.iter().map(|s| s.value).sum();
+        if total <= self.cfg.max_series_per_query as f64 {
+            return vec![None];
+        }
+        let mut ns: Vec<(String, f64)> = sizes
+            .iter()
+            .map(|s| (s.label("namespace").to_string(), s.value))
+            .collect();
+        ns.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut groups: Vec<(Vec<String>, f64)> = Vec::new();
+        for (n, c) in ns {
+            match groups
+                .iter_mut()
+                .find(|g| g.1 + c <= self.cfg.max_series_per_query as f64)
+            {
+                Some(g) => {
+                    g.0.push(n);
+                    g.1 += c;
+                }
+                None => groups.push((vec![n], c)),
+            }
+        }
+        groups.into_iter().map(|g| Some(g.0)).collect()
+    }
+
+    /// One analysis pass, evaluated at unix time `now` (tests pass simulated time).
+    pub async fn cycle(&self, now: u64) -> Result<CycleReport, AnalyzerError> {
+        let started = Instant::now();
+        let mut queries = 0u64;
+        let result = self.cycle_inner(now, &mut queries).await;
+        let duration = started.elapsed();
+        self.metrics.cycle_duration.observe(duration.as_secs_f64());
+        self.metrics.queries_per_cycle.set(queries as i64);
+        match result {
+            Ok((series_read, containers, scopes)) => {
+                self.metrics.series_read.set(series_read as i64);
+                self.metrics.last_success.set(now as f64);
+                self.metrics.cache_entries.set(self.cache.len() as i64);
+                self.metrics.cache_stale.set(self.cache.stale_len() as i64);
+                Ok(CycleReport {
+                    queries,
+                    series_read,
+                    containers,
+                    scopes,
+                    duration,
+                })
+            }
+            Err(e) => {
+                let stale = self.cache.mark_stale_except(&HashSet::new());
+                self.metrics.cache_stale.set(stale as i64);
+                self.metrics.cache_entries.set(self.cache.len() as i64);
+                Err(e)
+            }
+        }
+    }
+
+    async fn cycle_inner(
+        &self,
+        now: u64,
+        queries: &mut u64,
+    ) -> Result<(u64, usize, usize), AnalyzerError> {
+        let qcfg = &self.cfg.queries;
+        let top = queries::Builder::new(qcfg, None);
+        let sizes = self
+            .run_queries(
+                vec![(QueryKind::NamespaceSizes, top.namespace_sizes())],
+                now,
+                queries,
+            )
+            .await?;
+        let sizes: Vec<Sample> = sizes.into_iter().flat_map(|(_, v)| v).collect();
+        let scopes = self.scopes(&sizes);
+        let mut list = top.global();
+        for s in &scopes {
+            list.extend(queries::Builder::new(qcfg, s.as_deref()).scoped());
+        }
+        let results = self.run_queries(list, now, queries).await?;
+        let series_read =
+            sizes.len() as u64 + results.iter().map(|(_, v)| v.len() as u64).sum::<u64>();
+        let containers = self.apply(now, &results);
+        Ok((series_read, containers, scopes.len()))
+    }
+
+    /// Turn one cycle's query results into cache entries.
+    fn apply(&self, now: u64, results: &[(QueryKind, Vec<Sample>)]) -> usize {
+        let mut owners = OwnerIndex::default();
+        let mut pods: HashMap<PodKey, PodData> = HashMap::new();
+        let mut current: HashMap<PodKey, (Sizes, Sizes)> = HashMap::new();
+        let mut oom: Vec<(PodKey, u64)> = Vec::new();
+        let mut hpa: HashMap<WorkloadKey, Vec<Resource>> = HashMap::new();
+        let mut kn_raw: Vec<(&Sample, QueryKind)> = Vec::new();
+        for (kind, samples) in results {
+            match *kind {
+                QueryKind::PodOwner => owners.add_pod_owners(samples),
+                QueryKind::ReplicaSetOwner => owners.add_replicaset_owners(samples),
+                QueryKind::JobOwner => owners.add_job_owners(samples),
+                QueryKind::KnativePodLabels => owners.add_knative_pod_labels(samples),
+                QueryKind::KnativeConcurrencyP95
+                | QueryKind::KnativeTarget
+                | QueryKind::KnativeQueueDepthP95 => {
+                    owners.add_knative_revisions(samples);
+                    kn_raw.extend(samples.iter().map(|s| (s, *kind)));
+                }
+                QueryKind::Requests | QueryKind::Limits => {
+                    for s in samples {
+                        let (mem, cpu) = current.entry(pod_key(s)).or_default();
+                        let (slot, v) = match s.label("resource") {
+                            "memory" => (mem, s.value.ceil()),
+                            "cpu" => (cpu, (s.value * 1000.0).round()),
+                            _ => continue,
+                        };
+                        let v = v.max(0.0) as u64;
+                        if *kind == QueryKind::Requests {
+                            max_u64_into(&mut slot.request, v);
+                        } else {
+                            max_u64_into(&mut slot.limit, v);
+                        }
+                    }
+                }
+                QueryKind::OomLimit => {
+                    oom.extend(
+                        samples
+                            .iter()
+                            .map(|s| (pod_key(s), s.value.max(0.0) as u64)),
+                    );
+                }
+                QueryKind::Hpa => {
+                    for s in samples {
+                        let Some(k) = WorkloadKind::parse(s.label("scaletargetref_kind")) else {
+                            continue;
+                        };
+                        let w = WorkloadKey {
+                            namespace: s.label("namespace").to_string(),
+                            kind: k,
+                            name: s.label("scaletargetref_name").to_string(),
+                        };
+                        let r = match s.label("metric_name") {
+                            "memory" => Resource::Memory,
+                            "cpu" => Resource::Cpu,
+                            _ => continue,
+                        };
+                        let v = hpa.entry(w).or_default();
+                        if !v.contains(&r) {
+                            v.push(r);
+                        }
+                    }
+                }
+                QueryKind::NamespaceSizes => {}
+                QueryKind::MemAvg(w)
+                | QueryKind::MemP95(w)
+                | QueryKind::MemMax(w)
+                | QueryKind::CpuAvg(w)
+                | QueryKind::CpuP95(w)
+                | QueryKind::CpuMax(w)
+                | QueryKind::Samples(w) => {
+                    let i = win_ix(w);
+                    for s in samples {
+                        let d = pods.entry(pod_key(s)).or_default();
+                        let v = s.value;
+                        match *kind {
+                            QueryKind::MemAvg(_) => d.mem[i].avg = Some(v),
+                            QueryKind::MemP95(_) => d.mem[i].p95 = Some(v),
+                            QueryKind::MemMax(_) => d.mem[i].max = Some(v),
+                            // CPU in millicores.
+                            QueryKind::CpuAvg(_) => d.cpu[i].avg = Some(v * 1000.0),
+                            QueryKind::CpuP95(_) => d.cpu[i].p95 = Some(v * 1000.0),
+                            QueryKind::CpuMax(_) => d.cpu[i].max = Some(v * 1000.0),
+                            _ => d.samples[i] = v.max(0.0) as u64,
+                        }
+                    }
+                }
+                QueryKind::FirstSample => {
+                    for s in samples {
+                        pods.entry(pod_key(s)).or_default().first = Some(s.value);
+                    }
+                }
+            }
+        }
+
+        // Fold pods into workload containers.
+        let key_of = |p: &PodKey| ContainerKey::new(owners.workload(&p.0, &p.1), p.2.clone());
+        #[derive(Default)]
+        struct Folded {
+            mem: [Fold; 2],
+            cpu: [Fold; 2],
+            cur_mem: Sizes,
+            cur_cpu: Sizes,
+            oom: Vec<(String, u64)>,
+        }
+        let mut folded: HashMap<ContainerKey, Folded> = HashMap::new();
+        for (p, d) in &pods {
+            if p.2.is_empty() {
+                continue;
+            }
+            let f = folded.entry(key_of(p)).or_default();
+            for i in 0..2 {
+                let first = if i == 1 { d.first } else { None };
+                f.mem[i].add(&d.mem[i], d.samples[i], first);
+                f.cpu[i].add(&d.cpu[i], d.samples[i], first);
+            }
+        }
+        for (p, (m, c)) in &current {
+            if let Some(f) = folded.get_mut(&key_of(p)) {
+                for (dst, src) in [(&mut f.cur_mem, m), (&mut f.cur_cpu, c)] {
+                    if let Some(v) = src.request {
+                        max_u64_into(&mut dst.request, v);
+                    }
+                    if let Some(v) = src.limit {
+                        max_u64_into(&mut dst.limit, v);
+                    }
+                }
+            }
+        }
+        for (p, limit) in &oom {
+            if let Some(f) = folded.get_mut(&key_of(p)) {
+                f.oom.push((p.1.clone(), *limit));
+            }
+        }
+        let mut kn: HashMap<WorkloadKey, KnFigures> = HashMap::new();
+        for (s, kind) in kn_raw {
+            let ns = s.label(queries::KN_NS);
+            let (svc, cfg) = (s.label(queries::KN_SVC), s.label(queries::KN_CFG));
+            let (kind_w, name) = if !svc.is_empty() {
+                (WorkloadKind::KnativeService, svc)
+            } else if !cfg.is_empty() {
+                (WorkloadKind::KnativeConfiguration, cfg)
+            } else {
+                continue;
+            };
+            let f = kn
+                .entry(WorkloadKey {
+                    namespace: ns.to_string(),
+                    kind: kind_w,
+                    name: name.to_string(),
+                })
+                .or_default();
+            match kind {
+                QueryKind::KnativeConcurrencyP95 => max_into(&mut f.conc_p95, s.value),
+                QueryKind::KnativeTarget => max_into(&mut f.target, s.value),
+                _ => max_into(&mut f.queue_p95, s.value),
+            }
+        }
+
+        let short_cap = self.cfg.queries.short_window_secs;
+        let long_cap = self.cfg.queries.long_window_secs;
+        let mut fresh = HashSet::new();
+        let mut state = self.lock_state();
+        let mut state_changed = false;
+        for (key, f) in folded {
+            let w = &key.workload;
+            let rules = self.policy.rules(w);
+            let prev = self.cache.entry(&key).unwrap_or_default();
+
+            // OOM holds: a new kill (another pod than the one behind the hold) sets
+            // or raises the floor and restarts the hold.
+            let cs = state.containers.entry(key.clone()).or_default();
+            for (pod, limit) in &f.oom {
+                if cs.oom.as_ref().is_some_and(|h| &h.pod == pod) {
+                    continue;
+                }
+                let mut floor = rules.oom_floor(*limit);
+                if let Some(h) = cs.oom.as_ref().filter(|h| now < h.until) {
+                    floor = floor.max(h.floor);
+                }
+                cs.oom = Some(OomHold {
+                    floor,
+                    until: now.saturating_add(rules.oom.hold_seconds),
+                    pod: pod.clone(),
+                });
+                state_changed = true;
+            }
+            let oom_floor = cs.oom.as_ref().filter(|h| now < h.until).map(|h| h.floor);
+            let hpa_res = hpa.get(w).cloned().unwrap_or_default();
+
+            let mut entry = Entry {
+                current_memory: f.cur_mem,
+                current_cpu: f.cur_cpu,
+                ..prev.clone()
+            };
+            let mut mem_max = None;
+            for (res, folds, cur) in [
+                (Resource::Memory, &f.mem, f.cur_mem),
+                (Resource::Cpu, &f.cpu, f.cur_cpu),
+            ] {
+                let observed = compute::merge_windows(
+                    folds[0].observed(now, short_cap),
+                    folds[1].observed(now, long_cap),
+                );
+                if res == Resource::Memory {
+                    mem_max = observed.map(|o| o.max);
+                }
+                let input = ResourceInput {
+                    observed,
+                    current: cur,
+                    hpa: hpa_res.contains(&res),
+                    oom_floor: if res == Resource::Memory {
+                        oom_floor
+                    } else {
+                        None
+                    },
+                };
+                let (prev_rec, revised_at) = match res {
+                    Resource::Memory => (prev.rec.memory.as_ref(), prev.memory_revised_at),
+                    Resource::Cpu => (prev.rec.cpu.as_ref(), prev.cpu_revised_at),
+                };
+                let mut d = compute::decide(
+                    &rules,
+                    res,
+                    &input,
+                    Previous {
+                        rec: prev_rec,
+                        revised_at,
+                    },
+                    now,
+                );
+                // Enforcement: move the committed value one guarded step.
+                let committed = cs.committed(res).cloned();
+                if self.cfg.enforcement && self.policy.enforce(w) {
+                    if let Some(target) = d.rec.recommended {
+                        if let Some(c) = compute::commit(
+                            &rules,
+                            res,
+                            committed.as_ref(),
+                            cur,
+                            target,
+                            observed.map(|o| o.p95),
+                            now,
+                        ) {
+                            cs.record(res, c);
+                            state_changed = true;
+                        }
+                    }
+                }
+                d.rec.committed = cs.committed(res).cloned();
+                if d.revised {
+                    match res {
+                        Resource::Memory => entry.memory_revised_at = now,
+                        Resource::Cpu => entry.cpu_revised_at = now,
+                    }
+                }
+                *entry.rec.resource_mut(res) = Some(d.rec);
+            }
+            entry.rec.hpa_resources = hpa_res;
+            entry.rec.updated_at = now;
+            entry.rec.stale = false;
+
+            // Knative: on the serving containers of Knative workloads.
+            if matches!(
+                w.kind,
+                WorkloadKind::KnativeService | WorkloadKind::KnativeConfiguration
+            ) && key.container != "queue-proxy"
+            {
+                let figs = kn.get(w).copied().unwrap_or_default();
+                let proposal = self.cfg.knative.propose(&knative::KnativeInput {
+                    concurrency_p95: figs.conc_p95,
+                    target: figs.target,
+                    queue_depth_p95: figs.queue_p95,
+                    memory_max: mem_max,
+                    memory_limit: f.cur_mem.limit,
+                });
+                let cooling = now
+                    < prev
+                        .knative_revised_at
+                        .saturating_add(rules.safeguards.cooldown_seconds);
+                match (&prev.rec.knative, proposal) {
+                    (Some(p), Some(n)) if p.target == n.target => {}
+                    (Some(_), Some(_)) if cooling => {}
+                    (_, Some(n)) => {
+                        entry.rec.knative = Some(n);
+                        entry.knative_revised_at = now;
+                    }
+                    (_, None) => {}
+                }
+            }
+            fresh.insert(key.clone());
+            self.cache.put(key, entry);
+        }
+        let n = fresh.len();
+        self.cache.mark_stale_except(&fresh);
+        state
+            .containers
+            .retain(|_, c| *c != state::ContainerState::default());
+        if state_changed {
+            if let Some(p) = &self.cfg.state_file {
+                // Recommendations are still good; count the failure and retry next cycle.
+                if let Err(e) = state.save(p) {
+                    self.metrics.errors.inc();
+                    tracing::warn!(error = %e, "could not persist analyzer state");
+                }
+            }
+        }
+        n
+    }
+}

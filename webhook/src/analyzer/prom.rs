@@ -1,0 +1,256 @@
+//! A small Prometheus HTTP API client: instant queries only, with the auth and
+//! tenancy options of the backends people run (Prometheus, Thanos Query, Mimir,
+//! VictoriaMetrics), a timeout per request and retries with exponential backoff.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PromError {
+    #[error("invalid Prometheus client configuration: {0}")]
+    Config(String),
+    #[error("Prometheus request failed: {0}")]
+    Transport(String),
+    #[error("Prometheus answered HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("Prometheus answered something that is not a query result: {0}")]
+    Garbage(String),
+    #[error("Prometheus refused the query ({kind}): {message}")]
+    Query { kind: String, message: String },
+}
+
+impl PromError {
+    /// Worth another try: the network, the server being busy, or a 5xx.
+    fn retryable(&self) -> bool {
+        match self {
+            PromError::Transport(_) => true,
+            PromError::Status { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// How to reach Prometheus.
+#[derive(Debug, Clone)]
+pub struct PromConfig {
+    /// Base URL, e.g. `http://prometheus:9090` or a Mimir/Thanos/VictoriaMetrics
+    /// Prometheus-compatible prefix (`http://mimir/prometheus`).
+    pub url: String,
+    pub bearer_token: Option<String>,
+    pub basic_auth: Option<(String, String)>,
+    /// Extra root certificate(s), PEM.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Mimir/Cortex tenant: sent as `X-Scope-OrgID`.
+    pub tenant: Option<String>,
+    pub timeout: Duration,
+    /// Attempts after the first one.
+    pub retries: u32,
+    /// First backoff; doubled on each retry.
+    pub backoff: Duration,
+}
+
+impl PromConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        PromConfig {
+            url: url.into(),
+            bearer_token: None,
+            basic_auth: None,
+            ca_pem: None,
+            tenant: None,
+            timeout: Duration::from_secs(30),
+            retries: 2,
+            backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// One element of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, name: &str) -> &str {
+        self.labels.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+#[derive(Deserialize)]
+struct ApiResponse {
+    status: String,
+    #[serde(default)]
+    data: Option<ApiData>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ApiData {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    result: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct VectorElem {
+    metric: BTreeMap<String, String>,
+    value: (f64, String),
+}
+
+/// The client. Cheap to clone.
+#[derive(Clone)]
+pub struct PromClient {
+    http: reqwest::Client,
+    cfg: PromConfig,
+    endpoint: String,
+}
+
+impl PromClient {
+    pub fn new(cfg: PromConfig) -> Result<Self, PromError> {
+        let mut b = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)));
+        if let Some(pem) = &cfg.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| PromError::Config(format!("CA bundle: {e}")))?;
+            if certs.is_empty() {
+                return Err(PromError::Config("CA bundle holds no certificate".into()));
+            }
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        let http = b
+            .build()
+            .map_err(|e| PromError::Config(format!("HTTP client: {e}")))?;
+        let base = cfg.url.trim_end_matches('/');
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(PromError::Config(format!(
+                "Prometheus URL {:?} must start with http:// or https://",
+                cfg.url
+            )));
+        }
+        let endpoint = format!("{base}/api/v1/query");
+        Ok(PromClient {
+            http,
+            cfg,
+            endpoint,
+        })
+    }
+
+    /// Evaluate `query` as an instant vector at unix time `at`, retrying transient failures.
+    pub async fn query(&self, query: &str, at: u64) -> Result<Vec<Sample>, PromError> {
+        let mut delay = self.cfg.backoff;
+        let mut attempt = 0;
+        loop {
+            match self.query_once(query, at).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.retryable() && attempt < self.cfg.retries => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "retrying Prometheus query");
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn query_once(&self, query: &str, at: u64) -> Result<Vec<Sample>, PromError> {
+        let time = at.to_string();
+        let mut req = self
+            .http
+            .post(&self.endpoint)
+            .form(&[("query", query), ("time", time.as_str())]);
+        if let Some(t) = &self.cfg.bearer_token {
+            req = req.bearer_auth(t);
+        } else if let Some((u, p)) = &self.cfg.basic_auth {
+            req = req.basic_auth(u, Some(p));
+        }
+        if let Some(t) = &self.cfg.tenant {
+            req = req.header("X-Scope-OrgID", t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| PromError::Transport(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| PromError::Transport(e.to_string()))?;
+        // Prometheus answers 400/422 with a JSON error body; decode those too.
+        let parsed: Result<ApiResponse, _> = serde_json::from_slice(&body);
+        match parsed {
+            Ok(r) if r.status == "success" => decode_vector(r.data),
+            Ok(r) if status < 500 && status != 429 => Err(PromError::Query {
+                kind: r.error_type.unwrap_or_default(),
+                message: r.error.unwrap_or_default(),
+            }),
+            _ if status >= 400 => Err(PromError::Status {
+                status,
+                body: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+            }),
+            Ok(r) => Err(PromError::Garbage(format!("status {:?}", r.status))),
+            Err(e) => Err(PromError::Garbage(e.to_string())),
+        }
+    }
+}
+
+fn decode_vector(data: Option<ApiData>) -> Result<Vec<Sample>, PromError> {
+    let data = data.ok_or_else(|| PromError::Garbage("no data".into()))?;
+    match data.result_type.as_str() {
+        "vector" => {
+            let elems: Vec<VectorElem> = serde_json::from_value(data.result)
+                .map_err(|e| PromError::Garbage(e.to_string()))?;
+            Ok(elems
+                .into_iter()
+                .filter_map(|e| {
+                    let v: f64 = e.value.1.parse().ok()?;
+                    v.is_finite().then_some(Sample {
+                        labels: e.metric,
+                        value: v,
+                    })
+                })
+                .collect())
+        }
+        // A scalar answer means no per-series data (e.g. a constant expression).
+        "scalar" => Ok(Vec::new()),
+        other => Err(PromError::Garbage(format!("result type {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_vectors_and_drops_non_finite() {
+        let j = r#"{"resultType":"vector","result":[
+            {"metric":{"pod":"a"},"value":[1.5,"42"]},
+            {"metric":{"pod":"b"},"value":[1.5,"NaN"]},
+            {"metric":{"pod":"c"},"value":[1.5,"+Inf"]}]}"#;
+        let d: ApiData = serde_json::from_str(j).unwrap();
+        let v = decode_vector(Some(d)).unwrap();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].label("pod"), "a");
+        assert_eq!(v[0].value, 42.0);
+    }
+
+    #[test]
+    fn refuses_matrix_and_bad_urls() {
+        let d: ApiData = serde_json::from_str(r#"{"resultType":"matrix","result":[]}"#).unwrap();
+        assert!(matches!(decode_vector(Some(d)), Err(PromError::Garbage(_))));
+        assert!(matches!(
+            PromClient::new(PromConfig::new("prometheus:9090")),
+            Err(PromError::Config(_))
+        ));
+    }
+}

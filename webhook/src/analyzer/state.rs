@@ -1,0 +1,162 @@
+//! Committed (enforced) values and OOM holds, persisted to a JSON file so they survive
+//! a restart. Written atomically (temp file + rename) after each change.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::recommendation::{Committed, ContainerKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("reading state file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("writing state file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// An OOM kill being held: memory is not recommended below `floor` until `until`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OomHold {
+    pub floor: u64,
+    pub until: u64,
+    /// The pod whose kill set this hold (a pod that keeps reporting the same kill
+    /// does not extend it).
+    pub pod: String,
+}
+
+/// One change, for the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    pub resource: crate::quantity::Resource,
+    #[serde(flatten)]
+    pub committed: Committed,
+}
+
+/// What is remembered per container.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Committed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Committed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom: Option<OomHold>,
+    /// The last changes, newest last (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Change>,
+}
+
+const HISTORY_KEPT: usize = 20;
+
+impl ContainerState {
+    pub fn committed(&self, r: crate::quantity::Resource) -> Option<&Committed> {
+        match r {
+            crate::quantity::Resource::Memory => self.memory.as_ref(),
+            crate::quantity::Resource::Cpu => self.cpu.as_ref(),
+        }
+    }
+
+    pub fn record(&mut self, r: crate::quantity::Resource, c: Committed) {
+        self.history.push(Change {
+            resource: r,
+            committed: c.clone(),
+        });
+        if self.history.len() > HISTORY_KEPT {
+            let extra = self.history.len() - HISTORY_KEPT;
+            self.history.drain(..extra);
+        }
+        match r {
+            crate::quantity::Resource::Memory => self.memory = Some(c),
+            crate::quantity::Resource::Cpu => self.cpu = Some(c),
+        }
+    }
+}
+
+/// The whole state.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    #[serde(default)]
+    pub containers: BTreeMap<ContainerKey, ContainerState>,
+}
+
+impl State {
+    /// Load from `path`; a missing file is an empty state.
+    pub fn load(path: &Path) -> Result<State, StateError> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|source| StateError::Parse {
+                path: path.to_path_buf(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(source) => Err(StateError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+        let werr = |source| StateError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let body = serde_json::to_vec_pretty(self).map_err(|e| StateError::Write {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, body).map_err(werr)?;
+        std::fs::rename(&tmp, path).map_err(werr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantity::Resource;
+    use crate::rules::Sizes;
+
+    #[test]
+    fn round_trips_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        assert_eq!(State::load(&p).unwrap(), State::default());
+        let mut s = State::default();
+        let k = ContainerKey::parse("a/Deployment/web/app").unwrap();
+        let c = Committed {
+            sizes: Sizes {
+                request: Some(1),
+                limit: Some(2),
+            },
+            at: 7,
+            reason: "why".into(),
+        };
+        s.containers
+            .entry(k.clone())
+            .or_default()
+            .record(Resource::Memory, c.clone());
+        s.save(&p).unwrap();
+        let back = State::load(&p).unwrap();
+        assert_eq!(back.containers[&k].memory, Some(c));
+        assert_eq!(back.containers[&k].history.len(), 1);
+        std::fs::write(&p, b"{not json").unwrap();
+        assert!(matches!(State::load(&p), Err(StateError::Parse { .. })));
+    }
+}
