@@ -9,3 +9,4 @@ pub mod admission;
 pub mod quantity;
 pub mod recommendation;
 pub mod rules;
+pub mod server;
