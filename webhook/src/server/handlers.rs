@@ -108,6 +108,11 @@ pub async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
+pub async fn method_not_allowed() -> Response {
+    let body = serde_json::json!({"error": "method not allowed"});
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
 /// Middleware: count requests by route and status code.
 pub async fn count_requests(
     State(m): State<ServerMetrics>,

@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
             handlers::count_requests,
         ))
         .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state)
 }
 
@@ -62,6 +63,7 @@ pub fn admin_router(state: AppState) -> Router {
             handlers::count_requests,
         ))
         .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state)
 }
 

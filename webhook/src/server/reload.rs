@@ -92,13 +92,33 @@ impl Reloader {
     }
 }
 
-/// Load the pair (it must be valid now), then keep reloading it in the background.
-/// Must be called inside a tokio runtime.
+/// Load the pair (it must be valid now), then keep reloading it in the background on
+/// file events and every `period`. Must be called inside a tokio runtime.
 pub fn watch_pair(
     cert: &Path,
     key: &Path,
     metrics: ServerMetrics,
     period: Duration,
+) -> Result<(Arc<SwappableCert>, CertWatch), TlsError> {
+    start(cert, key, metrics, period, true)
+}
+
+/// Like [`watch_pair`] but by periodic re-read only (no file events).
+pub fn poll_pair(
+    cert: &Path,
+    key: &Path,
+    metrics: ServerMetrics,
+    period: Duration,
+) -> Result<(Arc<SwappableCert>, CertWatch), TlsError> {
+    start(cert, key, metrics, period, false)
+}
+
+fn start(
+    cert: &Path,
+    key: &Path,
+    metrics: ServerMetrics,
+    period: Duration,
+    events: bool,
 ) -> Result<(Arc<SwappableCert>, CertWatch), TlsError> {
     let (ck, c, k) = load_pair(cert, key)?;
     let target = Arc::new(SwappableCert::new(ck));
@@ -114,9 +134,10 @@ pub fn watch_pair(
     });
 
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let watcher = match dir_watcher(&[cert, key], tx) {
-        Ok(w) => Some(w),
-        Err(e) => {
+    let watcher = match events.then(|| dir_watcher(&[cert, key], tx)) {
+        None => None,
+        Some(Ok(w)) => Some(w),
+        Some(Err(e)) => {
             // The periodic re-read still works without events.
             tracing::warn!(error = %e, "cannot watch certificate directory; re-reading every {period:?} only");
             None
@@ -180,4 +201,64 @@ fn dir_watcher(
         w.watch(&d, RecursiveMode::NonRecursive)?;
     }
     Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::certgen::{localhost_names, CertAuthority};
+    use prometheus_client::registry::Registry;
+
+    async fn wait_until(mut f: impl FnMut() -> bool) -> bool {
+        for _ in 0..100 {
+            if f() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Without any file event the periodic re-read picks up a new pair, refuses a
+    /// mismatched one (keeping the last good) and counts both.
+    #[tokio::test]
+    async fn periodic_reread_swaps_good_pairs_and_keeps_the_last_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let ca = CertAuthority::generate("t").unwrap();
+        let (p1, p2, p3) = (
+            ca.issue(&localhost_names()).unwrap(),
+            ca.issue(&localhost_names()).unwrap(),
+            ca.issue(&localhost_names()).unwrap(),
+        );
+        std::fs::write(&c, &p1.cert_pem).unwrap();
+        std::fs::write(&k, &p1.key_pem).unwrap();
+        let metrics = ServerMetrics::register(&mut Registry::default());
+        let (cert, _w) = poll_pair(&c, &k, metrics.clone(), Duration::from_millis(100)).unwrap();
+        let der = |pem: &str| {
+            use rustls::pki_types::pem::PemObject;
+            rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+        };
+        assert_eq!(cert.current().cert[0], der(&p1.cert_pem));
+
+        std::fs::write(&c, &p2.cert_pem).unwrap();
+        std::fs::write(&k, &p2.key_pem).unwrap();
+        assert!(wait_until(|| cert.current().cert[0] == der(&p2.cert_pem)).await);
+
+        // Certificate of one pair, key of another: refused.
+        std::fs::write(&c, &p3.cert_pem).unwrap();
+        let errors = || {
+            metrics
+                .tls_reloads
+                .get_or_create(&crate::server::metrics::ResultLabels {
+                    result: "error".into(),
+                })
+                .get()
+        };
+        assert!(wait_until(|| errors() == 1).await);
+        assert_eq!(cert.current().cert[0], der(&p2.cert_pem));
+        // A persistent failure is counted once, not once per re-read.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(errors(), 1);
+    }
 }

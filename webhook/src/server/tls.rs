@@ -103,3 +103,40 @@ pub fn server_config(cert: Arc<SwappableCert>) -> Result<Arc<ServerConfig>, TlsE
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::certgen::{localhost_names, CertAuthority};
+
+    #[test]
+    fn mismatched_key_and_garbage_are_refused() {
+        let ca = CertAuthority::generate("t").unwrap();
+        let (a, b) = (
+            ca.issue(&localhost_names()).unwrap(),
+            ca.issue(&localhost_names()).unwrap(),
+        );
+        assert!(certified_key_from_pem(a.cert_pem.as_bytes(), a.key_pem.as_bytes(), "a").is_ok());
+        let e = certified_key_from_pem(a.cert_pem.as_bytes(), b.key_pem.as_bytes(), "a+b");
+        assert!(matches!(e, Err(TlsError::Pair(_))), "{e:?}");
+        let e = certified_key_from_pem(b"", a.key_pem.as_bytes(), "empty");
+        assert!(matches!(e, Err(TlsError::NoCertificate(_))), "{e:?}");
+        let e = certified_key_from_pem(a.cert_pem.as_bytes(), b"nope", "nokey");
+        assert!(matches!(e, Err(TlsError::NoKey(..))), "{e:?}");
+        // Half-written certificate file.
+        let half = &a.cert_pem.as_bytes()[..a.cert_pem.len() / 2];
+        assert!(certified_key_from_pem(half, a.key_pem.as_bytes(), "half").is_err());
+    }
+
+    #[test]
+    fn config_offers_h2_then_http11() {
+        let ca = CertAuthority::generate("t").unwrap();
+        let p = ca.issue(&localhost_names()).unwrap();
+        let ck = certified_key_from_pem(p.cert_pem.as_bytes(), p.key_pem.as_bytes(), "p").unwrap();
+        let cfg = server_config(Arc::new(SwappableCert::new(ck))).unwrap();
+        assert_eq!(
+            cfg.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+    }
+}
