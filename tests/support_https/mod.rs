@@ -102,6 +102,20 @@ impl Reply {
 }
 
 impl Conn {
+    /// Another handle on the same HTTP/2 connection (a new stream per request); `None`
+    /// for HTTP/1.1, which has one request at a time per connection.
+    pub fn h2_handle(&self) -> Option<Conn> {
+        match &self.sender {
+            Sender::H2(s) => Some(Conn {
+                sender: Sender::H2(s.clone()),
+                addr: self.addr,
+                alpn: self.alpn.clone(),
+                peer_cert: self.peer_cert.clone(),
+            }),
+            Sender::H1(_) => None,
+        }
+    }
+
     pub async fn connect(
         addr: SocketAddr,
         cfg: Arc<rustls::ClientConfig>,
