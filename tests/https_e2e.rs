@@ -320,14 +320,34 @@ async fn sigterm_finishes_in_flight_requests_and_stops_accepting() {
             .unwrap();
         in_flight.push((tx, req));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both requests are being handled (the third is the metrics request itself).
+    let mut probe = Conn::connect(server.addr, client_config(&[&ca_pem], Proto::H1), Proto::H1)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let text = String::from_utf8(probe.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+        if text.contains("rightsizer_http_in_flight_requests 3") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "requests not in flight:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.sigterm();
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
-    assert!(
-        tokio::net::TcpStream::connect(server.addr).await.is_err(),
-        "listener must be closed after SIGTERM"
-    );
+    // The listener closes; in-flight requests are not cut.
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(server.addr).await.is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "listener still open after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         server.wait_exit(Duration::from_millis(1)).is_none(),
         "exited with requests in flight"

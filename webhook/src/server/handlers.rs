@@ -121,6 +121,9 @@ pub async fn count_requests(
 ) -> Response {
     // Installed with `route_layer`, so only matched (fixed, low-cardinality) paths get here.
     let path = req.uri().path().to_string();
+    m.http_in_flight.inc();
+    // Decremented on drop, so a request cancelled by its client is not left counted.
+    let _in_flight = InFlight(&m.http_in_flight);
     let resp = next.run(req).await;
     m.http_requests
         .get_or_create(&metrics::HttpLabels {
@@ -129,4 +132,12 @@ pub async fn count_requests(
         })
         .inc();
     resp
+}
+
+struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

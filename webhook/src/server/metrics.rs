@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -36,6 +37,7 @@ pub struct ServerMetrics {
     pub review_duration: Histogram,
     pub patch_operations: Counter,
     pub http_requests: Family<HttpLabels, Counter>,
+    pub http_in_flight: Gauge,
     pub tls_reloads: Family<ResultLabels, Counter>,
 }
 
@@ -54,6 +56,7 @@ impl ServerMetrics {
             review_duration: Histogram::new(DURATION_BUCKETS),
             patch_operations: Counter::default(),
             http_requests: Family::default(),
+            http_in_flight: Gauge::default(),
             tls_reloads: Family::default(),
         };
         registry.register(
@@ -75,6 +78,11 @@ impl ServerMetrics {
             "rightsizer_http_requests",
             "HTTP requests by route and status code",
             m.http_requests.clone(),
+        );
+        registry.register(
+            "rightsizer_http_in_flight_requests",
+            "HTTP requests being handled now",
+            m.http_in_flight.clone(),
         );
         registry.register(
             "rightsizer_tls_reloads",
