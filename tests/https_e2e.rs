@@ -13,8 +13,8 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
+use rightsizer::certs::{Ca, Serving};
 use rightsizer::recommendation::Snapshot;
-use rightsizer::server::certgen::{localhost_names, CertAuthority, PemPair};
 use support_https::{client_config, fixture, leaf_der, Conn, Proto, Reply, SecretDir, Server};
 
 const MUTATE: &str = "/mutate?timeout=10s";
@@ -22,20 +22,24 @@ const MUTATE: &str = "/mutate?timeout=10s";
 /// When a request succeeded and the certificate its connection was served.
 type Seen = (Instant, Vec<u8>);
 
-fn pair(ca: &CertAuthority) -> PemPair {
-    ca.issue(&localhost_names()).unwrap()
+fn pair(ca: &Ca) -> Serving {
+    ca.issue_serving(&["localhost".to_string(), "127.0.0.1".to_string()], 30)
+        .unwrap()
 }
 
-fn start_with_files(tmp: &tempfile::TempDir, p: &PemPair) -> (Server, SecretDir) {
+fn start_with_files(tmp: &tempfile::TempDir, p: &Serving) -> (Server, SecretDir) {
     let secret_dir = tmp.path().join("secret");
     std::fs::create_dir(&secret_dir).unwrap();
     let secret = SecretDir::new(&secret_dir, &p.cert_pem, &p.key_pem);
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
     let server = Server::start(
         &[
             "--tls-cert",
             secret.cert().to_str().unwrap(),
             "--tls-key",
             secret.key().to_str().unwrap(),
+            "--policies",
+            policies.to_str().unwrap(),
         ],
         tmp.path().join("serve.log"),
     );
@@ -44,7 +48,8 @@ fn start_with_files(tmp: &tempfile::TempDir, p: &PemPair) -> (Server, SecretDir)
 
 /// The response must be an AdmissionReview v1 answering `request`: same uid, allowed,
 /// and a patch only with `patchType: JSONPatch` that decodes and applies to the object.
-fn check_review(reply: &Reply, request: &[u8]) {
+/// Returns the number of patch operations.
+fn check_review(reply: &Reply, request: &[u8]) -> usize {
     assert_eq!(
         reply.status,
         200,
@@ -72,17 +77,21 @@ fn check_review(reply: &Reply, request: &[u8]) {
             );
             let mut obj = req["request"]["object"].clone();
             json_patch::patch(&mut obj, &patch).expect("patch applies to the object");
+            patch.0.len()
         }
-        None => assert!(resp.get("patchType").is_none(), "patchType without patch"),
+        None => {
+            assert!(resp.get("patchType").is_none(), "patchType without patch");
+            0
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reviews_over_http2_and_http1_with_a_client_trusting_only_the_ca() {
     let tmp = tempfile::tempdir().unwrap();
-    let ca = CertAuthority::generate("e2e CA").unwrap();
+    let ca = Ca::generate("e2e CA", 30).unwrap();
     let (server, _secret) = start_with_files(&tmp, &pair(&ca));
-    let ca_pem = ca.cert_pem();
+    let ca_pem = ca.cert_pem().to_string();
 
     for (proto, alpn, version) in [
         (Proto::H2, &b"h2"[..], http::Version::HTTP_2),
@@ -92,11 +101,13 @@ async fn reviews_over_http2_and_http1_with_a_client_trusting_only_the_ca() {
             .await
             .unwrap();
         assert_eq!(conn.alpn.as_deref(), Some(alpn));
-        for name in ["pod-review.json", "deployment-review.json"] {
+        // With the repository's policies the Pod's undeclared sidecar gets the policy
+        // defaults; the Deployment is left alone (resources are sized on Pods).
+        for (name, patched) in [("pod-review.json", true), ("deployment-review.json", false)] {
             let body = fixture(name);
             let reply = conn.post(MUTATE, body.clone()).await.unwrap();
             assert_eq!(reply.version, version);
-            check_review(&reply, &body);
+            assert_eq!(check_review(&reply, &body) > 0, patched, "{name}");
         }
 
         let reply = conn.post(MUTATE, "{not json").await.unwrap();
@@ -143,10 +154,10 @@ async fn reviews_over_http2_and_http1_with_a_client_trusting_only_the_ca() {
     );
 
     // A client that trusts another CA cannot talk to it.
-    let other = CertAuthority::generate("other CA").unwrap();
+    let other = Ca::generate("other CA", 30).unwrap();
     let refused = Conn::connect(
         server.addr,
-        client_config(&[&other.cert_pem()], Proto::H2),
+        client_config(&[other.cert_pem()], Proto::H2),
         Proto::H2,
     )
     .await;
@@ -160,13 +171,13 @@ async fn reviews_over_http2_and_http1_with_a_client_trusting_only_the_ca() {
 async fn certificate_rotation_by_symlink_swap_drops_no_request() {
     let tmp = tempfile::tempdir().unwrap();
     let (ca1, ca2, ca3) = (
-        CertAuthority::generate("old CA").unwrap(),
-        CertAuthority::generate("new CA").unwrap(),
-        CertAuthority::generate("third CA").unwrap(),
+        Ca::generate("old CA", 30).unwrap(),
+        Ca::generate("new CA", 30).unwrap(),
+        Ca::generate("third CA", 30).unwrap(),
     );
     let (p1, p2, p3) = (pair(&ca1), pair(&ca2), pair(&ca3));
     let (server, mut secret) = start_with_files(&tmp, &p1);
-    let (ca1_pem, ca2_pem) = (ca1.cert_pem(), ca2.cert_pem());
+    let (ca1_pem, ca2_pem) = (ca1.cert_pem().to_string(), ca2.cert_pem().to_string());
     let trust = |proto| client_config(&[&ca1_pem, &ca2_pem], proto);
     let addr = server.addr;
     let body = fixture("pod-review.json");
@@ -298,9 +309,9 @@ async fn certificate_rotation_by_symlink_swap_drops_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_and_stops_accepting() {
     let tmp = tempfile::tempdir().unwrap();
-    let ca = CertAuthority::generate("e2e CA").unwrap();
+    let ca = Ca::generate("e2e CA", 30).unwrap();
     let (mut server, _secret) = start_with_files(&tmp, &pair(&ca));
-    let ca_pem = ca.cert_pem();
+    let ca_pem = ca.cert_pem().to_string();
     let body = fixture("deployment-review.json");
     let (first, rest) = body.split_at(body.len() / 2);
 

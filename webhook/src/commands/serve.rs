@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
-use rightsizer::admission::Admitter;
+use rightsizer::admission::{AdmitConfig, Admitter};
+use rightsizer::certs::Ca;
+use rightsizer::cluster::NoFacts;
+use rightsizer::policy::store::PolicyStore;
+use rightsizer::policy::watch as policy;
 use rightsizer::recommendation::{NoRecommendations, RecommendationSource, Snapshot};
-use rightsizer::server::{
-    self, certgen, listener, reload, tls, AppState, Readiness, ServerMetrics,
-};
+use rightsizer::server::{self, listener, reload, tls, AppState, Readiness, ServerMetrics};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -42,6 +44,12 @@ pub struct Args {
     /// JSON recommendation snapshot to serve from (when there is no Prometheus).
     #[arg(long, value_name = "FILE")]
     pub recommendations: Option<PathBuf>,
+    /// Allow enforce-mode policies to apply values.
+    #[arg(long, env = "RIGHTSIZER_ENFORCEMENT", default_value_t = false)]
+    pub enforcement: bool,
+    /// The webhook's own namespace (never mutated).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "rightsizer-system")]
+    pub own_namespace: String,
     /// Longest wait for in-flight requests after SIGTERM/SIGINT, in seconds.
     #[arg(long, default_value_t = listener::DEFAULT_DRAIN.as_secs())]
     pub shutdown_timeout: u64,
@@ -63,9 +71,9 @@ struct Admission {
     readiness: Readiness,
 }
 
-/// Build the admission side. Kept in one place so policies and the analyzer cache can
-/// be wired in here without touching the HTTP/TLS code.
-fn build_admission(args: &Args, _registry: &mut Registry) -> anyhow::Result<Admission> {
+/// Build the admission side. Kept in one place so the analyzer cache can be wired in
+/// here without touching the HTTP/TLS code.
+fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result<Admission> {
     let recommendations: Arc<dyn RecommendationSource> = match &args.recommendations {
         Some(path) => {
             let text = std::fs::read(path)
@@ -79,15 +87,46 @@ fn build_admission(args: &Args, _registry: &mut Registry) -> anyhow::Result<Admi
     if args.prometheus.is_some() {
         tracing::warn!("--prometheus is not used yet by this build");
     }
+
+    let store = Arc::new(PolicyStore::new());
+    store.register_metrics(registry);
     if !args.policies.is_empty() {
-        tracing::warn!("--policies is not used yet by this build");
+        // Refusals are logged and counted; the last good policy (none at start) stays.
+        policy::load_dirs(&store, &args.policies);
+        tokio::spawn(policy::watch_dirs(
+            store.clone(),
+            args.policies.clone(),
+            POLICY_REREAD,
+        ));
     }
+    store.mark_ready();
+
+    let config = AdmitConfig {
+        enforcement: args.enforcement,
+        own_namespace: Some(args.own_namespace.clone()),
+    };
+    let admitter = Arc::new(Admitter::new(
+        store.clone(),
+        recommendations.clone(),
+        Arc::new(NoFacts),
+        config,
+    ));
+    let readiness = Readiness::from_fn(move || {
+        if store.is_ready() {
+            Ok(())
+        } else {
+            Err("policies not loaded".to_string())
+        }
+    });
     Ok(Admission {
-        admitter: Arc::new(Admitter::default()),
+        admitter,
         recommendations,
-        readiness: Readiness::always(),
+        readiness,
     })
 }
+
+/// How often policy folders are re-read.
+const POLICY_REREAD: Duration = Duration::from_secs(5);
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     init_logging(args.log_format);
@@ -167,10 +206,8 @@ fn serving_cert(
             Ok((cert, Some(watch)))
         }
         (None, None, true) => {
-            let (ca, pair) = certgen::generate_ca_and_serving(
-                "rightsizer local CA",
-                &certgen::localhost_names(),
-            )?;
+            let ca = Ca::generate("rightsizer local CA", SELF_SIGNED_DAYS)?;
+            let pair = ca.issue_serving(&localhost_names(), SELF_SIGNED_DAYS)?;
             let out = args
                 .ca_out
                 .clone()
@@ -187,6 +224,14 @@ fn serving_cert(
         }
         _ => anyhow::bail!("give --tls-cert and --tls-key, or --self-signed"),
     }
+}
+
+/// Validity of `--self-signed` certificates (they live as long as the process uses them).
+const SELF_SIGNED_DAYS: u32 = 365;
+
+/// The names `--self-signed` certifies.
+fn localhost_names() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
 }
 
 fn init_logging(format: LogFormat) {

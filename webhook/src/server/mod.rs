@@ -2,7 +2,6 @@
 //! certificates, metrics and the accept loop. It knows nothing about policies: `/mutate`
 //! hands the body to [`Admitter::review`](crate::admission::Admitter::review).
 
-pub mod certgen;
 mod error;
 mod handlers;
 pub mod listener;

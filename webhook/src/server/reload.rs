@@ -206,7 +206,7 @@ fn dir_watcher(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::certgen::{localhost_names, CertAuthority};
+    use crate::certs::Ca;
     use prometheus_client::registry::Registry;
 
     async fn wait_until(mut f: impl FnMut() -> bool) -> bool {
@@ -225,11 +225,11 @@ mod tests {
     async fn periodic_reread_swaps_good_pairs_and_keeps_the_last_good_one() {
         let dir = tempfile::tempdir().unwrap();
         let (c, k) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        let ca = CertAuthority::generate("t").unwrap();
+        let ca = Ca::generate("t", 1).unwrap();
         let (p1, p2, p3) = (
-            ca.issue(&localhost_names()).unwrap(),
-            ca.issue(&localhost_names()).unwrap(),
-            ca.issue(&localhost_names()).unwrap(),
+            ca.issue_serving(&["localhost".to_string()], 1).unwrap(),
+            ca.issue_serving(&["localhost".to_string()], 1).unwrap(),
+            ca.issue_serving(&["localhost".to_string()], 1).unwrap(),
         );
         std::fs::write(&c, &p1.cert_pem).unwrap();
         std::fs::write(&k, &p1.key_pem).unwrap();

@@ -107,14 +107,14 @@ pub fn server_config(cert: Arc<SwappableCert>) -> Result<Arc<ServerConfig>, TlsE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::certgen::{localhost_names, CertAuthority};
+    use crate::certs::Ca;
 
     #[test]
     fn mismatched_key_and_garbage_are_refused() {
-        let ca = CertAuthority::generate("t").unwrap();
+        let ca = Ca::generate("t", 1).unwrap();
         let (a, b) = (
-            ca.issue(&localhost_names()).unwrap(),
-            ca.issue(&localhost_names()).unwrap(),
+            ca.issue_serving(&["localhost".to_string()], 1).unwrap(),
+            ca.issue_serving(&["localhost".to_string()], 1).unwrap(),
         );
         assert!(certified_key_from_pem(a.cert_pem.as_bytes(), a.key_pem.as_bytes(), "a").is_ok());
         let e = certified_key_from_pem(a.cert_pem.as_bytes(), b.key_pem.as_bytes(), "a+b");
@@ -130,8 +130,8 @@ mod tests {
 
     #[test]
     fn config_offers_h2_then_http11() {
-        let ca = CertAuthority::generate("t").unwrap();
-        let p = ca.issue(&localhost_names()).unwrap();
+        let ca = Ca::generate("t", 1).unwrap();
+        let p = ca.issue_serving(&["localhost".to_string()], 1).unwrap();
         let ck = certified_key_from_pem(p.cert_pem.as_bytes(), p.key_pem.as_bytes(), "p").unwrap();
         let cfg = server_config(Arc::new(SwappableCert::new(ck))).unwrap();
         assert_eq!(
