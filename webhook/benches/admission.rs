@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
-use rightsizer::admission::Admitter;
+use rightsizer::admission::{AdmitConfig, Admitter};
+use rightsizer::cluster::NoFacts;
+use rightsizer::policy::store::PolicyStore;
+use rightsizer::policy::watch::load_dirs;
 use rightsizer::recommendation::NoRecommendations;
 use rightsizer::server::{router, AppState, Readiness, ServerMetrics};
 use support_https::{client_config, fixture, Conn, Proto, Server};
@@ -26,10 +29,23 @@ const MAX_COUNT: usize = 1_000_000;
 const CONCURRENCY: usize = 16;
 const PATH: &str = "/mutate?timeout=10s";
 
-/// The admitter measured in process. Uses whatever `Admitter::default()` is; the HTTPS
-/// cases run the binary with `--policies policies/` when that folder exists.
+/// The admitter measured in process: the repository's `policies/`, no recommendations,
+/// as `serve --policies policies/` builds it (the HTTPS cases run exactly that).
 fn admitter() -> Admitter {
-    Admitter::default()
+    let store = Arc::new(PolicyStore::new());
+    let problems = load_dirs(&store, &[policies_dir()]);
+    assert!(problems.is_empty(), "policies refused: {problems:?}");
+    store.mark_ready();
+    Admitter::new(
+        store,
+        Arc::new(NoRecommendations),
+        Arc::new(NoFacts),
+        AdmitConfig::default(),
+    )
+}
+
+fn policies_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
 }
 
 struct Figures {
@@ -196,6 +212,14 @@ fn main() {
         "case", "requests", "p50 µs", "p99 µs", "req/s"
     );
     for (name, body) in &cases {
+        let r = admitter().review(body).expect("review");
+        println!(
+            "# {name}: outcome {}, {} patch operations",
+            r.outcome.as_str(),
+            r.patch_ops
+        );
+    }
+    for (name, body) in &cases {
         print(&in_process(name, body, budget));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -211,16 +235,13 @@ fn main() {
     // Over loopback HTTPS against the real binary (its own process and runtime).
     let tmp = tempfile::tempdir().expect("temp dir");
     let ca_out = tmp.path().join("ca.pem");
-    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-    let mut args = vec![
+    let args = [
         "--self-signed".to_string(),
         "--ca-out".to_string(),
         ca_out.display().to_string(),
+        "--policies".to_string(),
+        policies_dir().display().to_string(),
     ];
-    if policies.is_dir() {
-        args.push("--policies".into());
-        args.push(policies.display().to_string());
-    }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start(&argv, tmp.path().join("serve.log"));
     let ca = std::fs::read_to_string(&ca_out).expect("CA bundle");
