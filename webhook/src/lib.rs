@@ -16,4 +16,5 @@ pub mod policy;
 pub mod quantity;
 pub mod recommendation;
 pub mod rules;
+pub mod server;
 pub mod sizing;

@@ -11,6 +11,8 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up; the size of `serve`'s arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the webhook (HTTPS) with the background analyzer.
     Serve(commands::serve::Args),

@@ -1,0 +1,75 @@
+//! The HTTP/TLS layer of `rightsizer serve`: routes, TLS with hot-reloaded
+//! certificates, metrics and the accept loop. It knows nothing about policies: `/mutate`
+//! hands the body to [`Admitter::review`](crate::admission::Admitter::review).
+
+mod error;
+mod handlers;
+pub mod listener;
+pub mod metrics;
+pub mod readiness;
+pub mod reload;
+pub mod tls;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use prometheus_client::registry::Registry;
+
+use crate::admission::Admitter;
+use crate::recommendation::RecommendationSource;
+
+pub use error::HttpError;
+pub use handlers::MAX_BODY_BYTES;
+pub use metrics::ServerMetrics;
+pub use readiness::Readiness;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub admitter: Arc<Admitter>,
+    /// Served as JSON by `GET /recommendations`.
+    pub recommendations: Arc<dyn RecommendationSource>,
+    /// `GET /readyz` answers 200 only while this says ready.
+    pub readiness: Readiness,
+    /// Everything `GET /metrics` exposes (server metrics plus whatever else was registered).
+    pub registry: Arc<Registry>,
+    /// Handles to the server's own metrics, registered in `registry`.
+    pub metrics: ServerMetrics,
+}
+
+/// All routes of the serving port: `POST /mutate` plus the [`admin_router`] routes.
+pub fn router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
+    Router::new()
+        .route("/mutate", post(handlers::mutate))
+        .merge(admin_routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            metrics,
+            handlers::count_requests,
+        ))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .with_state(state)
+}
+
+/// The plain-HTTP admin port: `/healthz`, `/readyz`, `/metrics`, `/recommendations`.
+pub fn admin_router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
+    admin_routes()
+        .route_layer(axum::middleware::from_fn_with_state(
+            metrics,
+            handlers::count_requests,
+        ))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .with_state(state)
+}
+
+fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics))
+        .route("/recommendations", get(handlers::recommendations))
+}
