@@ -9,3 +9,5 @@ pub mod admission;
 pub mod quantity;
 pub mod recommendation;
 pub mod rules;
+pub mod replay;
+pub mod strategy;
