@@ -8,6 +8,6 @@
 pub mod admission;
 pub mod quantity;
 pub mod recommendation;
-pub mod rules;
 pub mod replay;
+pub mod rules;
 pub mod strategy;

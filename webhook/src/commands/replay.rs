@@ -105,8 +105,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(t) = args.threads {
         cfg.threads = t.max(1);
     }
-    let file = File::open(&args.trace)
-        .with_context(|| format!("opening {}", args.trace.display()))?;
+    let file =
+        File::open(&args.trace).with_context(|| format!("opening {}", args.trace.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let read = Arc::new(AtomicU64::new(0));
     let reader = replay::open(Counting {
@@ -122,7 +122,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         std::thread::spawn(move || {
             while !finished.load(Ordering::Relaxed) {
                 let r = read.load(Ordering::Relaxed);
-                let pct = if size > 0 { 100 * r / size } else { 0 };
+                let pct = (100 * r).checked_div(size).unwrap_or(0).min(100);
                 let bar = "#".repeat((pct / 5) as usize);
                 eprint!(
                     "\rreplay [{bar:<20}] {pct:>3}%  {} series  {:.1}s ",

@@ -10,9 +10,9 @@
 //!
 //! Series are independent, so they are spread over threads; the reader streams.
 
+mod report;
 mod score;
 pub mod trace;
-mod report;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex};
@@ -196,10 +196,10 @@ pub fn replay_series(series: &Series, specs: &[&Spec], cfg: &Config) -> Vec<Acc>
     accs
 }
 
-/// Replay every series of `trace` with `specs`; `progress` is told how many series
-/// are done, from the worker threads.
-pub fn run<R: std::io::BufRead + Send>(
-    trace: TraceReader<R>,
+/// Replay every series of `trace` (e.g. a [`TraceReader`]) with `specs`; `progress`
+/// is told how many series are done, from the worker threads.
+pub fn run<I: IntoIterator<Item = Result<Series, TraceError>>>(
+    trace: I,
     specs: &[&Spec],
     cfg: &Config,
     progress: &(dyn Fn(u64) + Sync),
@@ -247,7 +247,10 @@ pub fn run<R: std::io::BufRead + Send>(
             }
         }
         drop(tx);
-        let parts: Vec<Vec<Acc>> = workers.into_iter().filter_map(|w| w.join().ok()).collect();
+        let parts: Vec<Vec<Acc>> = workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect();
         (read_result, parts)
     });
     read_result?;

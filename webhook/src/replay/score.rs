@@ -20,9 +20,11 @@ pub fn quantile_sorted(v: &[f64], q: f64) -> f64 {
     }
 }
 
-/// Autopilot's relative slack: (value − p95 of usage) / value.
-fn slack(value: f64, p95: f64) -> f64 {
-    (value - p95) / value.max(1.0)
+/// Autopilot's relative slack: (value − p95 of usage) / value, with usage capped at
+/// the limit: a container cannot use more than its limit (usage above it is an OOM
+/// kill, counted as such), so in a real cluster the p95 never exceeds the limit.
+fn slack(value: f64, p95: f64, limit: f64) -> f64 {
+    (value - p95.min(limit)) / value.max(1.0)
 }
 
 /// Totals of one strategy.
@@ -53,7 +55,15 @@ impl Acc {
         let (req, lim) = (d.request as f64, d.limit as f64);
         let over_limit = usage.iter().filter(|s| s.memory > lim).count() as u64;
         let over_request = usage.iter().filter(|s| s.memory > req).count() as u64;
-        self.record(usage.len() as u64, p95, req, lim, over_limit, over_request, days);
+        self.record(
+            usage.len() as u64,
+            p95,
+            req,
+            lim,
+            over_limit,
+            over_request,
+            days,
+        );
     }
 
     /// Score one step against the trace's own, possibly changing, sizes.
@@ -73,8 +83,8 @@ impl Acc {
     fn record(&mut self, n: u64, p95: f64, req: f64, lim: f64, ol: u64, or: u64, days: f64) {
         self.steps += 1;
         self.samples += n;
-        self.request_slack.push(slack(req, p95));
-        self.limit_slack.push(slack(lim, p95));
+        self.request_slack.push(slack(req, p95, lim));
+        self.limit_slack.push(slack(lim, p95, lim));
         self.oom_steps += u64::from(ol > 0);
         self.over_limit += ol;
         self.over_request += or;
@@ -98,7 +108,13 @@ impl Acc {
 
     /// The figures of the report row.
     pub fn row(mut self, name: &str) -> Row {
-        let pct = |a: u64, b: u64| if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 };
+        let pct = |a: u64, b: u64| {
+            if b == 0 {
+                0.0
+            } else {
+                100.0 * a as f64 / b as f64
+            }
+        };
         let mean = |v: &[f64]| {
             if v.is_empty() {
                 f64::NAN
@@ -106,7 +122,11 @@ impl Acc {
                 v.iter().sum::<f64>() / v.len() as f64
             }
         };
-        for v in [&mut self.request_slack, &mut self.limit_slack, &mut self.change_rates] {
+        for v in [
+            &mut self.request_slack,
+            &mut self.limit_slack,
+            &mut self.change_rates,
+        ] {
             v.sort_by(f64::total_cmp);
         }
         Row {

@@ -197,10 +197,16 @@ mod tests {
 
     #[test]
     fn groups_and_sorts() {
-        let s = read("series_id,timestamp_s,memory_bytes,memory_limit_bytes\na,20,2,10\na,10,1,10\nb,5,7\n").unwrap();
+        let s = read(
+            "series_id,timestamp_s,memory_bytes,memory_limit_bytes\na,20,2,10\na,10,1,10\nb,5,7\n",
+        )
+        .unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].id, "a");
-        assert_eq!(s[0].samples.iter().map(|x| x.t).collect::<Vec<_>>(), vec![10, 20]);
+        assert_eq!(
+            s[0].samples.iter().map(|x| x.t).collect::<Vec<_>>(),
+            vec![10, 20]
+        );
         assert_eq!(s[1].samples[0].limit, None);
         assert_eq!(s[1].samples[0].memory, 7.0);
     }

@@ -8,13 +8,14 @@
 //!   learnt per series: it starts from the spread of daily peaks (bursty series get
 //!   more room) and widens after every overrun of the applied limit, then relaxes
 //!   back slowly.
-//! - Hysteresis: the limit rises as soon as the target is above it, and falls only
-//!   when the target is well below; the request moves only on a clear change.
+//! - Stability: the limit rises at once after an overrun or when its target is 10%
+//!   above it; every other change (request ±15%, limit −25%) waits for a 10-day
+//!   cooldown, and rides along with a rise when there is one.
 //!
 //! Inputs: [`Interval::max`](super::Interval) (PromQL `max_over_time(...[5m])`), and
 //! the daily peak built from it.
 
-use super::{to_mib_ceil, Decision, DecayingHistogram, Interval, Strategy};
+use super::{to_mib_ceil, DecayingHistogram, Decision, Interval, Strategy};
 
 /// The tunables, with the defaults chosen on the replay traces (see BENCHMARKS.md).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,6 +37,13 @@ pub struct AdaptiveParams {
     pub request_hysteresis: f64,
     /// The limit falls only when the target is this fraction below it.
     pub limit_fall: f64,
+    /// The limit rises (at once, past any cooldown) when the target is this fraction
+    /// above it, or after an overrun.
+    pub limit_rise: f64,
+    /// The limit is at most this many times the request.
+    pub max_limit_ratio: f64,
+    /// Seconds between changes that are not limit rises.
+    pub cooldown: i64,
     /// Minimum evidence before the first answer, in 5-minute intervals.
     pub min_intervals: u64,
 }
@@ -46,14 +54,17 @@ impl Default for AdaptiveParams {
             request_quantile: 0.95,
             request_half_life: 3.0 * 86400.0,
             request_margin: 1.05,
-            limit_half_life: 14.0 * 86400.0,
+            limit_half_life: 21.0 * 86400.0,
             limit_margin: 1.15,
-            spread_weight: 0.5,
+            spread_weight: 0.25,
             widen: 1.25,
             max_margin: 3.0,
             relax_half_life: 7.0 * 86400.0,
             request_hysteresis: 0.15,
             limit_fall: 0.25,
+            limit_rise: 0.10,
+            max_limit_ratio: 4.0,
+            cooldown: 10 * 86400,
             min_intervals: 36,
         }
     }
@@ -75,6 +86,9 @@ pub struct Adaptive {
     boost: (f64, i64),
     intervals: u64,
     applied: Option<Decision>,
+    /// The applied limit was overrun since the last answer.
+    overrun: bool,
+    last_change: Option<i64>,
 }
 
 impl Default for Adaptive {
@@ -96,6 +110,8 @@ impl Adaptive {
             boost: (1.0, 0),
             intervals: 0,
             applied: None,
+            overrun: false,
+            last_change: None,
         }
     }
 
@@ -134,10 +150,12 @@ impl Adaptive {
         let request = self.hist.percentile(self.p.request_quantile)? * self.p.request_margin;
         let (pv, pt) = self.peak?;
         let peak = pv * self.decay(now - pt, self.p.limit_half_life);
-        let margin = ((self.p.limit_margin + self.p.spread_weight * self.spread()) * self.boost_at(now))
-            .min(self.p.max_margin);
-        let request = to_mib_ceil(request);
-        let limit = to_mib_ceil(peak * margin).max(request);
+        let margin = ((self.p.limit_margin + self.p.spread_weight * self.spread())
+            * self.boost_at(now))
+        .min(self.p.max_margin);
+        let limit = to_mib_ceil(peak * margin);
+        let request = to_mib_ceil(request.max(limit as f64 / self.p.max_limit_ratio));
+        let limit = limit.max(request);
         Some(Decision { request, limit })
     }
 }
@@ -147,9 +165,9 @@ impl Strategy for Adaptive {
         let t = iv.end();
         self.intervals += 1;
         self.hist.add(iv.max, 1.0, t);
-        let decayed = self
-            .peak
-            .map_or(0.0, |(v, pt)| v * self.decay(t - pt, self.p.limit_half_life));
+        let decayed = self.peak.map_or(0.0, |(v, pt)| {
+            v * self.decay(t - pt, self.p.limit_half_life)
+        });
         if iv.max >= decayed {
             self.peak = Some((iv.max, t));
         }
@@ -166,6 +184,7 @@ impl Strategy for Adaptive {
             if iv.max > a.limit as f64 {
                 let b = (self.boost_at(t) * self.p.widen).min(self.p.max_margin);
                 self.boost = (b, t);
+                self.overrun = true;
                 // Count each overrun once per applied limit.
                 self.applied = Some(Decision {
                     limit: to_mib_ceil(iv.max),
@@ -177,21 +196,33 @@ impl Strategy for Adaptive {
 
     fn recommend(&mut self, now: i64, current: Option<Decision>) -> Option<Decision> {
         self.applied = current;
+        let overrun = std::mem::take(&mut self.overrun);
         if self.intervals < self.p.min_intervals {
             return None;
         }
         let t = self.target(now)?;
         let Some(cur) = current else {
-            self.applied = Some(t);
-            return Some(t);
+            return self.change(now, t);
         };
         let rel = |a: u64, b: u64| (a as f64 - b as f64) / (b.max(1) as f64);
-        let request = if rel(t.request, cur.request).abs() > self.p.request_hysteresis {
+        // Raising the limit protects from OOM kills: no cooldown for that.
+        let urgent = overrun || rel(t.limit, cur.limit) > self.p.limit_rise;
+        let calm = self
+            .last_change
+            .is_none_or(|lc| now - lc >= self.p.cooldown);
+        let request_moves = rel(t.request, cur.request).abs() > self.p.request_hysteresis;
+        let limit_falls = rel(t.limit, cur.limit) < -self.p.limit_fall;
+        if !(urgent || (calm && (request_moves || limit_falls))) {
+            return None;
+        }
+        let request = if request_moves {
             t.request
         } else {
             cur.request
         };
-        let limit = if t.limit > cur.limit || rel(t.limit, cur.limit) < -self.p.limit_fall {
+        let limit = if urgent {
+            t.limit.max(cur.limit)
+        } else if limit_falls {
             t.limit
         } else {
             cur.limit
@@ -203,7 +234,14 @@ impl Strategy for Adaptive {
         if d == cur {
             return None;
         }
+        self.change(now, d)
+    }
+}
+
+impl Adaptive {
+    fn change(&mut self, now: i64, d: Decision) -> Option<Decision> {
         self.applied = Some(d);
+        self.last_change = Some(now);
         Some(d)
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! Input: [`Interval::max`](super::Interval) (PromQL `max_over_time(...[5m])`).
 
-use super::{to_mib_ceil, Decision, DecayingHistogram, Interval, Strategy, WindowMax};
+use super::{to_mib_ceil, DecayingHistogram, Decision, Interval, Strategy, WindowMax};
 
 #[derive(Debug, Clone)]
 pub struct AutopilotWindow {
@@ -76,7 +76,10 @@ mod tests {
         }
         let high = s.recommend(100 * 300, None).unwrap();
         let h = &s.hist;
-        assert_eq!(high.limit, to_mib_ceil(h.bucket_start(h.bucket(1e9) + 1) * 1.1));
+        assert_eq!(
+            high.limit,
+            to_mib_ceil(h.bucket_start(h.bucket(1e9) + 1) * 1.1)
+        );
         let mut t = 100 * 300;
         for _ in 0..10_000 {
             s.observe(&iv(t, 1e8));
@@ -84,7 +87,10 @@ mod tests {
         }
         let low = s.recommend(t, Some(high)).unwrap();
         let h = &s.hist;
-        assert_eq!(low.limit, to_mib_ceil(h.bucket_start(h.bucket(1e8) + 1) * 1.1));
+        assert_eq!(
+            low.limit,
+            to_mib_ceil(h.bucket_start(h.bucket(1e8) + 1) * 1.1)
+        );
         assert_eq!(low.request, low.limit);
     }
 }

@@ -45,7 +45,7 @@ impl DecayingHistogram {
 
     /// Index of the bucket holding `v` (values past the range go to the last bucket).
     pub fn bucket(&self, v: f64) -> usize {
-        if !(v > 0.0) {
+        if v.is_nan() || v <= 0.0 {
             return 0;
         }
         let i = ((1.0 + v * (self.ratio - 1.0) / self.first).ln() / self.ln_ratio).floor();
@@ -177,6 +177,8 @@ mod tests {
         h.add(9e8, 1.0, 100);
         h.subtract(9e8, 1.0, 100);
         assert!(h.percentile(1.0).unwrap() < 3e7);
-        assert!(DecayingHistogram::new(1e7, 1.05, 1e12, 1.0).percentile(0.5).is_none());
+        assert!(DecayingHistogram::new(1e7, 1.05, 1e12, 1.0)
+            .percentile(0.5)
+            .is_none());
     }
 }

@@ -149,13 +149,14 @@ pub fn by_name(name: &str) -> Option<&'static Spec> {
     ALL.iter().find(|s| s.name == name)
 }
 
-/// Bytes rounded up to a whole MiB, so recommendations print as clean quantities.
+/// Bytes rounded up to a whole MiB, so recommendations print as clean quantities;
+/// at least 1 MiB (a memory size of 0 means "unset" to Kubernetes).
 pub(crate) fn to_mib_ceil(v: f64) -> u64 {
     const MI: f64 = crate::quantity::MI as f64;
-    if v.is_finite() && v > 0.0 {
+    if v.is_finite() && v > MI {
         ((v / MI).ceil() * MI).min(u64::MAX as f64) as u64
     } else {
-        0
+        crate::quantity::MI
     }
 }
 
@@ -177,7 +178,8 @@ mod tests {
     fn mib_rounding() {
         assert_eq!(to_mib_ceil(1.0), 1 << 20);
         assert_eq!(to_mib_ceil((1u64 << 20) as f64), 1 << 20);
-        assert_eq!(to_mib_ceil(f64::NAN), 0);
-        assert_eq!(to_mib_ceil(-5.0), 0);
+        assert_eq!(to_mib_ceil((3u64 << 20) as f64 + 1.0), 4 << 20);
+        assert_eq!(to_mib_ceil(f64::NAN), 1 << 20);
+        assert_eq!(to_mib_ceil(-5.0), 1 << 20);
     }
 }

@@ -187,16 +187,26 @@ mod tests {
         // A day of much higher usage: each side moves one step (30%) only.
         let now3 = feed(&mut s, now2, 288, 2000.0);
         let d2 = s.recommend(now3, Some(d1)).unwrap();
-        assert_eq!(d2.request, r.step(Some(d1.request), 3008 * MI, Some(2000.0 * MI as f64)));
+        assert_eq!(
+            d2.request,
+            r.step(Some(d1.request), 3008 * MI, Some(2000.0 * MI as f64))
+        );
         assert_eq!(d2.request, 2000 * MI); // the p95 floor beats the 30% step
-        // The limit was overrun: the OOM floor lifts it past the step.
-        assert_eq!(d2.limit, r.oom_floor(d1.limit).max(r.step(Some(d1.limit), 4512 * MI, None)).max(d2.request));
+                                           // The limit was overrun: the OOM floor lifts it past the step.
+        assert_eq!(
+            d2.limit,
+            r.oom_floor(d1.limit)
+                .max(r.step(Some(d1.limit), 4512 * MI, None))
+                .max(d2.request)
+        );
         // Small wobble: hysteresis keeps the values.
         let now4 = feed(&mut s, now3, 288, 2000.0);
         let d3 = s.recommend(now4, Some(d2));
         if let Some(d3) = d3 {
-            assert!(r.worth_changing(Resource::Memory, Some(d2.request), d3.request)
-                || r.worth_changing(Resource::Memory, Some(d2.limit), d3.limit));
+            assert!(
+                r.worth_changing(Resource::Memory, Some(d2.request), d3.request)
+                    || r.worth_changing(Resource::Memory, Some(d2.limit), d3.limit)
+            );
         }
     }
 }

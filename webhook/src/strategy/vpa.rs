@@ -8,7 +8,7 @@
 //!
 //! Input: [`Interval::max`](super::Interval) (PromQL `max_over_time(...[5m])`).
 
-use super::{to_mib_ceil, Decision, DecayingHistogram, Interval, Strategy};
+use super::{to_mib_ceil, DecayingHistogram, Decision, Interval, Strategy};
 use crate::quantity::MI;
 
 const WINDOW: i64 = 86400;
