@@ -15,7 +15,7 @@ mod score;
 pub mod trace;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 pub use report::{render_csv, render_table, Report, Row};
 pub use score::Acc;
@@ -206,14 +206,18 @@ pub fn run<I: IntoIterator<Item = Result<Series, TraceError>>>(
 ) -> Result<Report, ReplayError> {
     cfg.check()?;
     let (tx, rx) = mpsc::sync_channel::<Series>(64);
-    let rx = Mutex::new(rx);
+    // Only the workers hold the receiver: if they all die, sending fails instead
+    // of blocking the reader forever.
+    let rx = Arc::new(Mutex::new(rx));
     let done = AtomicU64::new(0);
     let samples = AtomicU64::new(0);
     let threads = cfg.threads.max(1);
     let (read_result, parts) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
-                scope.spawn(|| {
+                let rx = Arc::clone(&rx);
+                let (done, samples) = (&done, &samples);
+                scope.spawn(move || {
                     let mut mine: Vec<Acc> = (0..=specs.len()).map(|_| Acc::default()).collect();
                     loop {
                         // The lock is held only to take the next series.
@@ -232,6 +236,7 @@ pub fn run<I: IntoIterator<Item = Result<Series, TraceError>>>(
                 })
             })
             .collect();
+        drop(rx);
         let mut read_result = Ok(());
         for series in trace {
             match series {
@@ -273,4 +278,72 @@ pub fn run<I: IntoIterator<Item = Result<Series, TraceError>>>(
         min_samples: cfg.min_samples,
         rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Panics;
+    impl Strategy for Panics {
+        fn observe(&mut self, _: &Interval) {
+            panic!("strategy bug");
+        }
+        fn recommend(&mut self, _: i64, _: Option<Decision>) -> Option<Decision> {
+            None
+        }
+    }
+    static PANICS: Spec = Spec::new("panics", "test", || Box::new(Panics));
+
+    #[test]
+    fn a_panicking_strategy_fails_the_run_instead_of_hanging() {
+        // More series than the channel holds, so the reader would block on a dead pool.
+        let series = (0..500).map(|i| {
+            Ok(Series {
+                id: format!("s{i}"),
+                samples: (0..10)
+                    .map(|k| Sample {
+                        t: k * 86400,
+                        memory: 1.0,
+                        limit: None,
+                    })
+                    .collect(),
+            })
+        });
+        let r = std::panic::catch_unwind(|| run(series, &[&PANICS], &Config::default(), &|_| {}));
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn intervals_aggregate_by_epoch_buckets() {
+        let s = |t, m| Sample {
+            t,
+            memory: m,
+            limit: None,
+        };
+        let ivs = intervals(
+            &[
+                s(0, 1.0),
+                s(100, 3.0),
+                s(299, 2.0),
+                s(300, 5.0),
+                s(1000, 4.0),
+            ],
+            300,
+        );
+        assert_eq!(ivs.len(), 3);
+        assert_eq!(
+            (ivs[0].start, ivs[0].max, ivs[0].avg, ivs[0].samples),
+            (0, 3.0, 2.0, 3)
+        );
+        assert_eq!((ivs[1].start, ivs[1].samples), (300, 1));
+        assert_eq!(ivs[2].start, 900);
+    }
+
+    #[test]
+    fn step_must_be_a_multiple_of_the_interval() {
+        let cfg = Config::for_step(1000);
+        let r = run(std::iter::empty(), &[], &cfg, &|_| {});
+        assert!(matches!(r, Err(ReplayError::Config(_))));
+    }
 }

@@ -95,6 +95,15 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// A strategy built by `make` (e.g. one with policy-set parameters).
+    pub const fn new(
+        name: &'static str,
+        about: &'static str,
+        make: fn() -> Box<dyn Strategy>,
+    ) -> Self {
+        Spec { name, about, make }
+    }
+
     /// A fresh state for one series.
     pub fn make(&self) -> Box<dyn Strategy> {
         (self.make)()
