@@ -32,6 +32,9 @@ pub struct Args {
     /// History each series has before its steps are scored.
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     warmup: i64,
+    /// Width of the usage aggregates the strategies see (the analyzer's query resolution).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    interval: i64,
     /// Samples a step needs to be scored [default: 200 per day of step].
     #[arg(long)]
     min_samples: Option<usize>,
@@ -99,6 +102,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut cfg = Config::for_step(args.step);
     cfg.warmup = args.warmup;
+    cfg.interval = u32::try_from(args.interval).context("--interval is too long")?;
     if let Some(m) = args.min_samples {
         cfg.min_samples = m;
     }
@@ -144,7 +148,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let report = result.with_context(|| format!("replaying {}", args.trace.display()))?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "replayed {} series, {} samples, {} strategies in {:.2}s ({:.0} rows/s, {} threads); step {}s, warm-up {}s, min {} samples per step",
+        "replayed {} series, {} samples, {} strategies in {:.2}s ({:.0} rows/s, {} threads); step {}s, interval {}s, warm-up {}s, min {} samples per step",
         report.series,
         report.samples,
         specs.len(),
@@ -152,6 +156,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         report.samples as f64 / secs.max(1e-9),
         cfg.threads,
         cfg.step,
+        cfg.interval,
         cfg.warmup,
         cfg.min_samples
     );

@@ -44,8 +44,8 @@ pub struct AdaptiveParams {
     pub max_limit_ratio: f64,
     /// Seconds between changes that are not limit rises.
     pub cooldown: i64,
-    /// Minimum evidence before the first answer, in 5-minute intervals.
-    pub min_intervals: u64,
+    /// Minimum evidence before the first answer, in raw samples (3 h at 5 minutes).
+    pub min_samples: u64,
 }
 
 impl Default for AdaptiveParams {
@@ -65,7 +65,7 @@ impl Default for AdaptiveParams {
             limit_rise: 0.10,
             max_limit_ratio: 4.0,
             cooldown: 10 * 86400,
-            min_intervals: 36,
+            min_samples: 36,
         }
     }
 }
@@ -84,7 +84,7 @@ pub struct Adaptive {
     day_sq: f64,
     /// Overrun multiplier on the margin: (value ≥ 1, time set).
     boost: (f64, i64),
-    intervals: u64,
+    samples: u64,
     applied: Option<Decision>,
     /// The applied limit was overrun since the last answer.
     overrun: bool,
@@ -108,7 +108,7 @@ impl Adaptive {
             day_sum: 0.0,
             day_sq: 0.0,
             boost: (1.0, 0),
-            intervals: 0,
+            samples: 0,
             applied: None,
             overrun: false,
             last_change: None,
@@ -163,7 +163,7 @@ impl Adaptive {
 impl Strategy for Adaptive {
     fn observe(&mut self, iv: &Interval) {
         let t = iv.end();
-        self.intervals += 1;
+        self.samples += u64::from(iv.samples);
         self.hist.add(iv.max, 1.0, t);
         let decayed = self.peak.map_or(0.0, |(v, pt)| {
             v * self.decay(t - pt, self.p.limit_half_life)
@@ -197,7 +197,7 @@ impl Strategy for Adaptive {
     fn recommend(&mut self, now: i64, current: Option<Decision>) -> Option<Decision> {
         self.applied = current;
         let overrun = std::mem::take(&mut self.overrun);
-        if self.intervals < self.p.min_intervals {
+        if self.samples < self.p.min_samples {
             return None;
         }
         let t = self.target(now)?;
