@@ -234,3 +234,37 @@ fn default_beats_krr_and_vpa_on_a_real_trace_slice() {
         );
     }
 }
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let mut text = String::new();
+    for k in 0..12 {
+        let series = csv(&format!("v{k}"), 10, (k + 1) as f64 * GI, move |dt| {
+            GI * (0.2 + 0.1 * k as f64) * (1.0 + ((dt / 300 + k) % 37) as f64 / 20.0)
+        });
+        text.push_str(if k == 0 {
+            &series
+        } else {
+            series.split_once('\n').unwrap().1
+        });
+    }
+    let all: Vec<&Spec> = strategy::ALL.iter().collect();
+    let with = |threads| {
+        let cfg = Config {
+            threads,
+            warmup: 2 * DAY,
+            ..Config::default()
+        };
+        replay::run(
+            replay::TraceReader::new(text.as_bytes()),
+            &all,
+            &cfg,
+            &|_| {},
+        )
+        .unwrap()
+    };
+    let one = with(1);
+    assert_eq!(one.series, 12);
+    assert!(one.rows.iter().all(|r| r.series_steps == 12 * 8));
+    assert_eq!(one, with(3));
+}

@@ -205,7 +205,7 @@ pub fn run<I: IntoIterator<Item = Result<Series, TraceError>>>(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Report, ReplayError> {
     cfg.check()?;
-    let (tx, rx) = mpsc::sync_channel::<Series>(64);
+    let (tx, rx) = mpsc::sync_channel::<(usize, Series)>(64);
     // Only the workers hold the receiver: if they all die, sending fails instead
     // of blocking the reader forever.
     let rx = Arc::new(Mutex::new(rx));
@@ -218,18 +218,16 @@ pub fn run<I: IntoIterator<Item = Result<Series, TraceError>>>(
                 let rx = Arc::clone(&rx);
                 let (done, samples) = (&done, &samples);
                 scope.spawn(move || {
-                    let mut mine: Vec<Acc> = (0..=specs.len()).map(|_| Acc::default()).collect();
+                    let mut mine: Vec<(usize, Vec<Acc>)> = Vec::new();
                     loop {
                         // The lock is held only to take the next series.
                         let next = match rx.lock() {
                             Ok(r) => r.recv(),
                             Err(_) => break,
                         };
-                        let Ok(series) = next else { break };
+                        let Ok((i, series)) = next else { break };
                         samples.fetch_add(series.samples.len() as u64, Ordering::Relaxed);
-                        for (m, a) in mine.iter_mut().zip(replay_series(&series, specs, cfg)) {
-                            m.merge(a);
-                        }
+                        mine.push((i, replay_series(&series, specs, cfg)));
                         progress(done.fetch_add(1, Ordering::Relaxed) + 1);
                     }
                     mine
@@ -238,10 +236,10 @@ pub fn run<I: IntoIterator<Item = Result<Series, TraceError>>>(
             .collect();
         drop(rx);
         let mut read_result = Ok(());
-        for series in trace {
+        for (i, series) in trace.into_iter().enumerate() {
             match series {
                 Ok(s) => {
-                    if tx.send(s).is_err() {
+                    if tx.send((i, s)).is_err() {
                         break;
                     }
                 }
@@ -252,15 +250,18 @@ pub fn run<I: IntoIterator<Item = Result<Series, TraceError>>>(
             }
         }
         drop(tx);
-        let parts: Vec<Vec<Acc>> = workers
+        let parts: Vec<(usize, Vec<Acc>)> = workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect();
         (read_result, parts)
     });
     read_result?;
+    // Merge in trace order, so the floating-point sums do not depend on scheduling.
+    let mut parts = parts;
+    parts.sort_unstable_by_key(|p| p.0);
     let mut total: Vec<Acc> = (0..=specs.len()).map(|_| Acc::default()).collect();
-    for part in parts {
+    for (_, part) in parts {
         for (t, a) in total.iter_mut().zip(part) {
             t.merge(a);
         }
