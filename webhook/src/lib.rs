@@ -6,8 +6,14 @@
 //! the analyzer and the replay. `main.rs` only parses arguments.
 
 pub mod admission;
+pub mod certs;
+pub mod cluster;
+pub mod object;
+pub mod offline;
+pub mod policy;
 pub mod quantity;
 pub mod recommendation;
 pub mod replay;
 pub mod rules;
+pub mod sizing;
 pub mod strategy;
