@@ -15,6 +15,8 @@ pub mod offline;
 pub mod policy;
 pub mod quantity;
 pub mod recommendation;
+pub mod replay;
 pub mod rules;
 pub mod server;
 pub mod sizing;
+pub mod strategy;

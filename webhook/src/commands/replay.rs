@@ -1,8 +1,184 @@
-//! `rightsizer replay`
+//! `rightsizer replay`: backtest recommenders on a usage trace.
+
+use std::fs::File;
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rightsizer::replay::{self, Config};
+use rightsizer::strategy::{self, Spec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Csv,
+}
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Usage history: CSV `series_id,timestamp_s,memory_bytes[,memory_limit_bytes]`, plain or gzip.
+    #[arg(long)]
+    trace: PathBuf,
+    /// Comma-separated strategy names, or `all`.
+    #[arg(long, default_value = "all")]
+    strategies: String,
+    /// Time between decisions (s, m, h or d suffix).
+    #[arg(long, default_value = "1d", value_parser = parse_duration)]
+    step: i64,
+    /// History each series has before its steps are scored.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    warmup: i64,
+    /// Width of the usage aggregates the strategies see (the analyzer's query resolution).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    interval: i64,
+    /// Samples a step needs to be scored [default: 200 per day of step].
+    #[arg(long)]
+    min_samples: Option<usize>,
+    /// Worker threads [default: the number of CPUs].
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(short, long, value_enum, default_value = "table")]
+    output: Output,
+}
 
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("rightsizer replay: not built yet")
+/// `90s`, `5m`, `1h`, `1d`, or plain seconds.
+fn parse_duration(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: i64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("invalid duration unit in {s:?} (use s, m, h or d)")),
+    };
+    Ok(n * mult)
+}
+
+fn select(list: &str) -> anyhow::Result<Vec<&'static Spec>> {
+    if list.trim() == "all" {
+        return Ok(strategy::ALL.iter().collect());
+    }
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|n| {
+            strategy::by_name(n).with_context(|| {
+                format!(
+                    "unknown strategy {n:?}; known: {}",
+                    strategy::names().collect::<Vec<_>>().join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+/// Counts the (compressed) bytes read, for the progress line.
+struct Counting<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let specs = select(&args.strategies)?;
+    if specs.is_empty() {
+        bail!("no strategy selected");
+    }
+    let mut cfg = Config::for_step(args.step);
+    cfg.warmup = args.warmup;
+    cfg.interval = u32::try_from(args.interval).context("--interval is too long")?;
+    if let Some(m) = args.min_samples {
+        cfg.min_samples = m;
+    }
+    if let Some(t) = args.threads {
+        cfg.threads = t.max(1);
+    }
+    let file =
+        File::open(&args.trace).with_context(|| format!("opening {}", args.trace.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let read = Arc::new(AtomicU64::new(0));
+    let reader = replay::open(Counting {
+        inner: file,
+        read: read.clone(),
+    })?;
+    let started = Instant::now();
+    let show = std::io::stderr().is_terminal();
+    let series_done = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(AtomicBool::new(false));
+    let ticker = show.then(|| {
+        let (read, done, finished) = (read.clone(), series_done.clone(), finished.clone());
+        std::thread::spawn(move || {
+            while !finished.load(Ordering::Relaxed) {
+                let r = read.load(Ordering::Relaxed);
+                let pct = (100 * r).checked_div(size).unwrap_or(0).min(100);
+                let bar = "#".repeat((pct / 5) as usize);
+                eprint!(
+                    "\rreplay [{bar:<20}] {pct:>3}%  {} series  {:.1}s ",
+                    done.load(Ordering::Relaxed),
+                    started.elapsed().as_secs_f64()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            eprint!("\r{:60}\r", "");
+        })
+    });
+    let progress = |n: u64| series_done.store(n, Ordering::Relaxed);
+    let cfg2 = cfg;
+    let result = tokio::task::block_in_place(|| replay::run(reader, &specs, &cfg2, &progress));
+    finished.store(true, Ordering::Relaxed);
+    if let Some(t) = ticker {
+        let _ = t.join();
+    }
+    let report = result.with_context(|| format!("replaying {}", args.trace.display()))?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "replayed {} series, {} samples, {} strategies in {:.2}s ({:.0} rows/s, {} threads); step {}s, interval {}s, warm-up {}s, min {} samples per step",
+        report.series,
+        report.samples,
+        specs.len(),
+        secs,
+        report.samples as f64 / secs.max(1e-9),
+        cfg.threads,
+        cfg.step,
+        cfg.interval,
+        cfg.warmup,
+        cfg.min_samples
+    );
+    let text = match args.output {
+        Output::Table => replay::render_table(&report),
+        Output::Csv => replay::render_csv(&report),
+        Output::Json => serde_json::to_string_pretty(&report)? + "\n",
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1d"), Ok(86400));
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert_eq!(parse_duration("5m"), Ok(300));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("x").is_err());
+    }
 }

@@ -1,0 +1,270 @@
+//! `rightsizer replay` end to end: synthetic traces with answers worked out by hand,
+//! gzip and plain input, malformed input, the binary, and a slice of a real trace.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rightsizer::replay::{self, Config, ReplayError, Report, TraceError, AS_PROVISIONED};
+use rightsizer::strategy::{self, Spec};
+
+const DAY: i64 = 86400;
+const MI: f64 = 1048576.0;
+const GI: f64 = 1073741824.0;
+/// A UTC midnight, so steps are whole days of the synthetic series.
+const T0: i64 = 19_000 * DAY;
+
+/// CSV of one series sampled every 5 minutes for `days`, usage from `usage(t)`.
+fn csv(id: &str, days: i64, limit: f64, usage: impl Fn(i64) -> f64) -> String {
+    let mut s = String::from("series_id,timestamp_s,memory_bytes,memory_limit_bytes\n");
+    for i in 0..days * 288 {
+        let t = T0 + i * 300;
+        s.push_str(&format!("{id},{t},{},{}\n", usage(t - T0), limit));
+    }
+    s
+}
+
+fn specs(names: &[&str]) -> Vec<&'static Spec> {
+    names
+        .iter()
+        .map(|n| strategy::by_name(n).unwrap())
+        .collect()
+}
+
+fn run_text(text: &str, names: &[&str]) -> Result<Report, ReplayError> {
+    let reader = replay::TraceReader::new(text.as_bytes());
+    replay::run(reader, &specs(names), &Config::default(), &|_| {})
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[test]
+fn constant_usage_has_exact_slack() {
+    let rep = run_text(&csv("c", 20, 4.0 * GI, |_| GI), &["krr-simple"]).unwrap();
+    let krr = rep.row("krr-simple").unwrap();
+    // Warm-up 7 days, then days 7..=19 are scored.
+    assert_eq!(krr.series_steps, 13);
+    // 1.15 × 1 GiB = 1177.6 MiB, rounded up to 1178 MiB.
+    let v = 1178.0 * MI;
+    assert!(close(krr.request_slack_mean, (v - GI) / v), "{krr:?}");
+    assert!(close(krr.limit_slack_median, (v - GI) / v));
+    assert_eq!(krr.oom_steps, 0);
+    assert!(close(krr.request_gib_days, 13.0 * 1178.0 / 1024.0));
+    // The one change (template size -> first answer) happened in the warm-up.
+    assert_eq!(krr.changes_per_day_p99, 0.0);
+    let prov = rep.row(AS_PROVISIONED).unwrap();
+    assert!(close(prov.limit_slack_mean, 0.75));
+    assert!(close(prov.limit_gib_days, 13.0 * 4.0));
+}
+
+#[test]
+fn a_step_up_is_one_overrun_day() {
+    // 1 GiB for 10 days and 6 hours, then 2 GiB.
+    let text = csv("s", 20, 4.0 * GI, |dt| {
+        if dt < 10 * DAY + 6 * 3600 {
+            GI
+        } else {
+            2.0 * GI
+        }
+    });
+    let rep = run_text(&text, &["krr-simple", "adaptive", "seed"]).unwrap();
+    let krr = rep.row("krr-simple").unwrap();
+    // Day 10 runs with 1178 MiB and 18 h × 12 samples above it; day 11 on, 2356 MiB.
+    assert_eq!(krr.oom_steps, 1);
+    assert!(close(
+        krr.samples_over_limit_pct,
+        100.0 * 216.0 / (13.0 * 288.0)
+    ));
+    assert!(close(krr.oom_steps_pct, 100.0 / 13.0));
+    // One change in 13 scored days.
+    assert!(close(krr.changes_per_day_p50, 1.0 / 13.0));
+    // The trace's own 4 GiB never overran.
+    assert_eq!(rep.row(AS_PROVISIONED).unwrap().oom_steps, 0);
+    for r in &rep.rows {
+        assert_eq!(r.series_steps, 13, "{}", r.strategy);
+        // Everyone sees the jump only after it happened: at most one bad day.
+        assert!(r.oom_steps <= 1, "{r:?}");
+    }
+}
+
+fn write_plain_and_gzip(dir: &Path, text: &str) -> (PathBuf, PathBuf) {
+    let plain = dir.join("t.csv");
+    std::fs::write(&plain, text).unwrap();
+    let gz = dir.join("t.csv.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::default(),
+    );
+    enc.write_all(text.as_bytes()).unwrap();
+    enc.finish().unwrap();
+    (plain, gz)
+}
+
+#[test]
+fn gzip_and_plain_read_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = csv("a", 12, 3.0 * GI, |dt| {
+        GI * (1.0 + (dt % 7000) as f64 / 7000.0)
+    });
+    let b = csv("b", 12, 2.0 * GI, |dt| {
+        0.5 * GI + (dt % 3600) as f64 * 1000.0
+    });
+    text.push_str(b.split_once('\n').unwrap().1); // without its header
+    let (plain, gz) = write_plain_and_gzip(dir.path(), &text);
+    let read = |p: &Path| {
+        replay::open(std::fs::File::open(p).unwrap())
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+    };
+    let (a, b) = (read(&plain), read(&gz));
+    assert_eq!(a.len(), 2);
+    assert_eq!(a[1].samples.len(), 12 * 288);
+    assert_eq!(a, b);
+    let all: Vec<&Spec> = strategy::ALL.iter().collect();
+    let run = |p: &Path| {
+        let r = replay::open(std::fs::File::open(p).unwrap()).unwrap();
+        replay::run(r, &all, &Config::default(), &|_| {}).unwrap()
+    };
+    let (ra, rb) = (run(&plain), run(&gz));
+    assert_eq!(ra, rb);
+    assert_eq!(ra.series, 2);
+    assert_eq!(ra.rows.len(), strategy::ALL.len() + 1);
+}
+
+#[test]
+fn malformed_line_is_reported_with_its_number() {
+    let text = "series_id,timestamp_s,memory_bytes\nx,1,100\nx,301,lots\n";
+    match run_text(text, &["vpa"]) {
+        Err(ReplayError::Trace(TraceError::BadLine { line: 3, reason })) => {
+            assert!(reason.contains("memory_bytes"), "{reason}")
+        }
+        other => panic!("expected a bad line 3, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_binary_prints_json_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, gz) = write_plain_and_gzip(dir.path(), &csv("c", 20, 4.0 * GI, |_| GI));
+    let out = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+        .args(["replay", "--trace"])
+        .arg(&gz)
+        .args(["--strategies", "krr-simple,adaptive", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["strategy"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["krr-simple", "adaptive", AS_PROVISIONED]);
+    assert_eq!(v["rows"][0]["series_steps"], 13);
+
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "a,1,2\na,2\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+        .args(["replay", "--trace"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+        .args(["replay", "--strategies", "nope", "--trace"])
+        .arg(&gz)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown strategy"));
+}
+
+/// The shared traces live beside the repository, never in it.
+fn shared_trace(name: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/traces")
+        .join(name);
+    p.exists().then_some(p)
+}
+
+#[test]
+fn default_beats_krr_and_vpa_on_a_real_trace_slice() {
+    let Some(path) = shared_trace("bitbrains_rnd_2013-07_all500.csv.gz") else {
+        println!("skipped: shared trace bitbrains_rnd_2013-07_all500.csv.gz not found");
+        return;
+    };
+    let reader = replay::open(std::fs::File::open(path).unwrap())
+        .unwrap()
+        .take(20);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let rep = replay::run(
+        reader,
+        &specs(&[strategy::DEFAULT, "krr-simple", "vpa"]),
+        &Config::default(),
+        &|_| {
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        },
+    )
+    .unwrap();
+    assert_eq!(rep.series, 20);
+    assert_eq!(done.into_inner(), 20);
+    let d = rep.row(strategy::DEFAULT).unwrap();
+    assert!(d.series_steps > 300, "{d:?}");
+    for peer in ["krr-simple", "vpa"] {
+        let p = rep.row(peer).unwrap();
+        assert_eq!(d.series_steps, p.series_steps);
+        assert!(d.oom_steps <= p.oom_steps, "OOM days: {d:?} vs {p:?}");
+        assert!(
+            d.request_slack_mean < p.request_slack_mean,
+            "slack: {d:?} vs {p:?}"
+        );
+        assert!(
+            d.changes_per_day_p99 <= p.changes_per_day_p99,
+            "changes: {d:?} vs {p:?}"
+        );
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let mut text = String::new();
+    for k in 0..12 {
+        let series = csv(&format!("v{k}"), 10, (k + 1) as f64 * GI, move |dt| {
+            GI * (0.2 + 0.1 * k as f64) * (1.0 + ((dt / 300 + k) % 37) as f64 / 20.0)
+        });
+        text.push_str(if k == 0 {
+            &series
+        } else {
+            series.split_once('\n').unwrap().1
+        });
+    }
+    let all: Vec<&Spec> = strategy::ALL.iter().collect();
+    let with = |threads| {
+        let cfg = Config {
+            threads,
+            warmup: 2 * DAY,
+            ..Config::default()
+        };
+        replay::run(
+            replay::TraceReader::new(text.as_bytes()),
+            &all,
+            &cfg,
+            &|_| {},
+        )
+        .unwrap()
+    };
+    let one = with(1);
+    assert_eq!(one.series, 12);
+    assert!(one.rows.iter().all(|r| r.series_steps == 12 * 8));
+    assert_eq!(one, with(3));
+}

@@ -1,0 +1,305 @@
+//! rightsizer's default: size the request and the limit for their different jobs.
+//!
+//! - The request is what the scheduler packs, and going above it costs nothing
+//!   until the node is short: a high quantile of recent 5-minute peaks, from a
+//!   histogram whose weights halve every few days, with a small margin.
+//! - The limit is what OOM-kills: a decaying peak (the highest 5-minute peak, each
+//!   discounted by its age with a long half-life) times a margin. The margin is
+//!   learnt per series: it starts from the spread of daily peaks (bursty series get
+//!   more room) and widens after every overrun of the applied limit, then relaxes
+//!   back slowly.
+//! - Stability: the limit rises at once after an overrun or when its target is 10%
+//!   above it; every other change (request ±15%, limit −25%) waits for a 10-day
+//!   cooldown, and rides along with a rise when there is one.
+//!
+//! Inputs: [`Interval::max`](super::Interval) (PromQL `max_over_time(...[5m])`), and
+//! the daily peak built from it.
+
+use super::{to_mib_ceil, DecayingHistogram, Decision, Interval, Strategy};
+
+/// The tunables, with the defaults chosen on the replay traces (see BENCHMARKS.md).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaptiveParams {
+    pub request_quantile: f64,
+    pub request_half_life: f64,
+    pub request_margin: f64,
+    pub limit_half_life: f64,
+    /// Base limit margin over the decayed peak.
+    pub limit_margin: f64,
+    /// Extra margin per unit of the daily peaks' coefficient of variation.
+    pub spread_weight: f64,
+    /// Multiplier on the extra margin after each overrun, and its cap.
+    pub widen: f64,
+    pub max_margin: f64,
+    /// Half-life of the overrun-driven extra margin.
+    pub relax_half_life: f64,
+    /// The request moves when it changes by more than this fraction.
+    pub request_hysteresis: f64,
+    /// The limit falls only when the target is this fraction below it.
+    pub limit_fall: f64,
+    /// The limit rises (at once, past any cooldown) when the target is this fraction
+    /// above it, or after an overrun.
+    pub limit_rise: f64,
+    /// The limit is at most this many times the request.
+    pub max_limit_ratio: f64,
+    /// Seconds between changes that are not limit rises.
+    pub cooldown: i64,
+    /// Minimum evidence before the first answer, in raw samples (3 h at 5 minutes).
+    pub min_samples: u64,
+}
+
+impl Default for AdaptiveParams {
+    fn default() -> Self {
+        AdaptiveParams {
+            request_quantile: 0.95,
+            request_half_life: 3.0 * 86400.0,
+            request_margin: 1.05,
+            limit_half_life: 21.0 * 86400.0,
+            limit_margin: 1.15,
+            spread_weight: 0.5,
+            widen: 1.25,
+            max_margin: 1.5,
+            relax_half_life: 7.0 * 86400.0,
+            request_hysteresis: 0.15,
+            limit_fall: 0.25,
+            limit_rise: 0.10,
+            max_limit_ratio: 4.0,
+            cooldown: 10 * 86400,
+            min_samples: 36,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Adaptive {
+    p: AdaptiveParams,
+    hist: DecayingHistogram,
+    /// Decayed running peak: (value, time).
+    peak: Option<(f64, i64)>,
+    /// Current day (start) and its running peak.
+    day: Option<(i64, f64)>,
+    /// Decayed moments of daily peaks (weights halve with the limit half-life).
+    day_n: f64,
+    day_sum: f64,
+    day_sq: f64,
+    /// Overrun multiplier on the margin: (value ≥ 1, time set).
+    boost: (f64, i64),
+    samples: u64,
+    applied: Option<Decision>,
+    /// The applied limit was overrun since the last answer.
+    overrun: bool,
+    last_change: Option<i64>,
+}
+
+impl Default for Adaptive {
+    fn default() -> Self {
+        Adaptive::new(AdaptiveParams::default())
+    }
+}
+
+impl Adaptive {
+    pub fn new(p: AdaptiveParams) -> Self {
+        Adaptive {
+            p,
+            hist: DecayingHistogram::new((1u64 << 20) as f64, 1.05, 1e12, p.request_half_life),
+            peak: None,
+            day: None,
+            day_n: 0.0,
+            day_sum: 0.0,
+            day_sq: 0.0,
+            boost: (1.0, 0),
+            samples: 0,
+            applied: None,
+            overrun: false,
+            last_change: None,
+        }
+    }
+
+    fn decay(&self, seconds: i64, half_life: f64) -> f64 {
+        (-(seconds.max(0) as f64) / half_life).exp2()
+    }
+
+    fn close_day(&mut self, peak: f64) {
+        let k = self.decay(86400, self.p.limit_half_life);
+        self.day_n = self.day_n * k + 1.0;
+        self.day_sum = self.day_sum * k + peak;
+        self.day_sq = self.day_sq * k + peak * peak;
+    }
+
+    /// Coefficient of variation of daily peaks, including the running day.
+    fn spread(&self) -> f64 {
+        let (mut n, mut s, mut q) = (self.day_n, self.day_sum, self.day_sq);
+        if let Some((_, p)) = self.day {
+            n += 1.0;
+            s += p;
+            q += p * p;
+        }
+        if n < 2.0 || s <= 0.0 {
+            return 0.0;
+        }
+        let mean = s / n;
+        let var = (q / n - mean * mean).max(0.0);
+        var.sqrt() / mean
+    }
+
+    fn boost_at(&self, now: i64) -> f64 {
+        1.0 + (self.boost.0 - 1.0) * self.decay(now - self.boost.1, self.p.relax_half_life)
+    }
+
+    fn target(&self, now: i64) -> Option<Decision> {
+        let request = self.hist.percentile(self.p.request_quantile)? * self.p.request_margin;
+        let (pv, pt) = self.peak?;
+        let peak = pv * self.decay(now - pt, self.p.limit_half_life);
+        let margin = ((self.p.limit_margin + self.p.spread_weight * self.spread())
+            * self.boost_at(now))
+        .min(self.p.max_margin);
+        let limit = to_mib_ceil(peak * margin);
+        let request = to_mib_ceil(request.max(limit as f64 / self.p.max_limit_ratio));
+        let limit = limit.max(request);
+        Some(Decision { request, limit })
+    }
+}
+
+impl Strategy for Adaptive {
+    fn observe(&mut self, iv: &Interval) {
+        let t = iv.end();
+        self.samples += u64::from(iv.samples);
+        self.hist.add(iv.max, 1.0, t);
+        let decayed = self.peak.map_or(0.0, |(v, pt)| {
+            v * self.decay(t - pt, self.p.limit_half_life)
+        });
+        if iv.max >= decayed {
+            self.peak = Some((iv.max, t));
+        }
+        let day = iv.start.div_euclid(86400) * 86400;
+        match self.day {
+            Some((d, p)) if d == day => self.day = Some((d, p.max(iv.max))),
+            Some((_, p)) => {
+                self.close_day(p);
+                self.day = Some((day, iv.max));
+            }
+            None => self.day = Some((day, iv.max)),
+        }
+        if let Some(a) = self.applied {
+            if iv.max > a.limit as f64 {
+                let b = (self.boost_at(t) * self.p.widen).min(self.p.max_margin);
+                self.boost = (b, t);
+                self.overrun = true;
+                // Count each overrun once per applied limit.
+                self.applied = Some(Decision {
+                    limit: to_mib_ceil(iv.max),
+                    ..a
+                });
+            }
+        }
+    }
+
+    fn recommend(&mut self, now: i64, current: Option<Decision>) -> Option<Decision> {
+        self.applied = current;
+        let overrun = std::mem::take(&mut self.overrun);
+        if self.samples < self.p.min_samples {
+            return None;
+        }
+        let t = self.target(now)?;
+        let Some(cur) = current else {
+            return self.change(now, t);
+        };
+        let rel = |a: u64, b: u64| (a as f64 - b as f64) / (b.max(1) as f64);
+        // Raising the limit protects from OOM kills: no cooldown for that.
+        let urgent = overrun || rel(t.limit, cur.limit) > self.p.limit_rise;
+        let calm = self
+            .last_change
+            .is_none_or(|lc| now - lc >= self.p.cooldown);
+        let request_moves = rel(t.request, cur.request).abs() > self.p.request_hysteresis;
+        let limit_falls = rel(t.limit, cur.limit) < -self.p.limit_fall;
+        if !(urgent || (calm && (request_moves || limit_falls))) {
+            return None;
+        }
+        let request = if request_moves {
+            t.request
+        } else {
+            cur.request
+        };
+        let limit = if urgent {
+            t.limit.max(cur.limit)
+        } else if limit_falls {
+            t.limit
+        } else {
+            cur.limit
+        };
+        let d = Decision {
+            request,
+            limit: limit.max(request),
+        };
+        if d == cur {
+            return None;
+        }
+        self.change(now, d)
+    }
+}
+
+impl Adaptive {
+    fn change(&mut self, now: i64, d: Decision) -> Option<Decision> {
+        self.applied = Some(d);
+        self.last_change = Some(now);
+        Some(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantity::MI;
+
+    fn iv(start: i64, mib: f64) -> Interval {
+        Interval {
+            start,
+            seconds: 300,
+            max: mib * MI as f64,
+            avg: mib * MI as f64,
+            samples: 1,
+        }
+    }
+
+    #[test]
+    fn constant_usage_gives_tight_request_and_margin_limit() {
+        let mut s = Adaptive::default();
+        for i in 0..(3 * 288) {
+            s.observe(&iv(i * 300, 1000.0));
+        }
+        let d = s.recommend(3 * 86400, None).unwrap();
+        let h = &s.hist;
+        let bucket_end = h.bucket_start(h.bucket(1000.0 * MI as f64) + 1);
+        assert_eq!(d.request, to_mib_ceil(bucket_end * 1.05));
+        // No spread, no overrun: the base margin over the (fresh) peak.
+        assert_eq!(d.limit, to_mib_ceil(1000.0 * MI as f64 * 1.15));
+    }
+
+    #[test]
+    fn overrun_widens_the_margin() {
+        let p = AdaptiveParams::default();
+        let mut s = Adaptive::default();
+        for i in 0..288 {
+            s.observe(&iv(i * 300, 1000.0));
+        }
+        let d1 = s.recommend(86400, None).unwrap();
+        // An overrun by 1%, then the same usage as before.
+        s.observe(&iv(86400, d1.limit as f64 / MI as f64 * 1.01));
+        let d2 = s.recommend(86400 + 300, Some(d1)).unwrap();
+        assert!(d2.limit as f64 >= d1.limit as f64 * 1.01 * p.limit_margin * p.widen * 0.99);
+    }
+
+    #[test]
+    fn hysteresis_keeps_small_moves() {
+        let mut s = Adaptive::default();
+        for i in 0..288 {
+            s.observe(&iv(i * 300, 1000.0));
+        }
+        let d1 = s.recommend(86400, None).unwrap();
+        for i in 288..576 {
+            s.observe(&iv(i * 300, 950.0));
+        }
+        assert_eq!(s.recommend(2 * 86400, Some(d1)), None);
+        assert_eq!(s.recommend(2 * 86400, None), s.target(2 * 86400));
+    }
+}
