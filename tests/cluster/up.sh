@@ -11,6 +11,7 @@
 #   group when done. Component logs: WORKDIR/{etcd,apiserver,controller-manager}.log
 # Env: RIGHTSIZER_K8S_BIN   directory holding the binaries (default: what build.sh prints)
 #      RIGHTSIZER_CLUSTER_TIMEOUT  seconds to wait for readiness (default 90)
+#      RIGHTSIZER_CLUSTER_PARENT_PID  stop when this process exits
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -188,14 +189,21 @@ log "control plane ready after ${SECONDS}s (dir $DIR)"
 echo "CLUSTER_DIR=$DIR"
 echo "KUBECONFIG=$KUBECONFIG_FILE"
 
-# Stay up; if any component dies, say which and take the rest down.
+# Stay up; if any component dies, say which and take the rest down. With
+# RIGHTSIZER_CLUSTER_PARENT_PID set, also go when that process is gone (a test binary that
+# exits without running destructors must not leave a control plane behind).
 names=(etcd kube-apiserver kube-controller-manager)
 logs=(etcd.log apiserver.log controller-manager.log)
-set +e
-wait -n "${pids[@]}"
-for i in "${!pids[@]}"; do
-  if ! kill -0 "${pids[i]}" 2>/dev/null; then
-    die_with_log "${names[i]} exited" "$DIR/${logs[i]}"
+parent=${RIGHTSIZER_CLUSTER_PARENT_PID:-}
+while :; do
+  for i in "${!pids[@]}"; do
+    kill -0 "${pids[i]}" 2>/dev/null || die_with_log "${names[i]} exited" "$DIR/${logs[i]}"
+  done
+  if [ -n "$parent" ] && ! kill -0 "$parent" 2>/dev/null; then
+    log "parent $parent is gone; stopping"
+    exit 0
   fi
+  # In the background so a signal runs the trap at once.
+  sleep 1 &
+  wait $! || true
 done
-exit 1
