@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod cluster;
+pub mod kube;
 pub mod object;
 pub mod offline;
 pub mod policy;
