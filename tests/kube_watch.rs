@@ -34,6 +34,30 @@ use rightsizer::recommendation::{
 use rightsizer::rules::Sizes;
 use serde_json::{json, Value};
 
+/// Live heap bytes of this test binary, for the store-memory benchmark (the System
+/// allocator plus a counter).
+struct Counting;
+static LIVE: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        std::alloc::System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        LIVE.fetch_sub(l.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        std::alloc::System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new as isize - l.size() as isize,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        std::alloc::System.realloc(p, l, new)
+    }
+}
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
 static PLANE: tokio::sync::OnceCell<Result<ControlPlane, (bool, String)>> =
     tokio::sync::OnceCell::const_new();
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -855,4 +879,120 @@ async fn events_are_deduplicated_and_rate_limited() {
     assert_eq!(found[0].reason.as_deref(), Some("RecommendationChanged"));
     assert!(found[0].involved_object.uid.is_some(), "uid from the watch");
     r.handles.shutdown().await.unwrap();
+}
+
+/// Memory of the watch stores: the derived mirror against kube's reflector of whole
+/// objects, for many ReplicaSets with the usual bulky metadata. Prints figures; run with
+/// `cargo test --test kube_watch -- --ignored --nocapture bench_`.
+#[tokio::test]
+#[ignore = "benchmark: prints figures"]
+async fn bench_watch_store_memory() {
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    use kube::api::PartialObjectMeta;
+    use kube::runtime::{reflector, watcher, WatchStreamExt};
+    use rightsizer::kube::facts::controller_of;
+    use rightsizer::kube::mirror::{self, Mirror};
+
+    fn live() -> isize {
+        LIVE.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    let (_g, plane) = plane_or_skip!();
+    let ns = "kw-bench";
+    namespace(plane, ns, &[]);
+    let n: usize = std::env::var("BENCH_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let bulky = "x".repeat(1500);
+    let items: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": format!("bench-{i}"),
+                    "labels": {"app": format!("bench-{i}"), "pod-template-hash": "5f4c44fcb9"},
+                    "annotations": {"deployment.kubernetes.io/revision": "3", "note": bulky}},
+                "spec": {"replicas": 0, "selector": {"matchLabels": {"app": format!("bench-{i}")}},
+                    "template": {"metadata": {"labels": {"app": format!("bench-{i}")}},
+                        "spec": {"containers": [{"name": "app", "image": "busybox",
+                            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                            "resources": {"requests": {"memory": "64Mi", "cpu": "50m"}}}]}}}})
+        })
+        .collect();
+    let existing = plane.kubectl_ok(&["-n", ns, "get", "rs", "-o", "name"], None);
+    if existing.lines().count() < n {
+        let t = Instant::now();
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
+        plane.kubectl_ok(&["-n", ns, "create", "-f", "-"], Some(&list.to_string()));
+        eprintln!("created {n} ReplicaSets in {:?}", t.elapsed());
+    }
+    let client = plane.client().await;
+
+    let live0 = live();
+    let t = Instant::now();
+    let m = Mirror::new(Default::default());
+    let stream = watcher(
+        Api::<PartialObjectMeta<ReplicaSet>>::namespaced(client.clone(), ns),
+        Default::default(),
+    )
+    .default_backoff();
+    let task = tokio::spawn(mirror::run(
+        "bench",
+        stream,
+        m.clone(),
+        |o: &PartialObjectMeta<ReplicaSet>| {
+            Some((
+                (o.metadata.namespace.clone()?, o.metadata.name.clone()?),
+                controller_of(&o.metadata),
+            ))
+        },
+        |_| {},
+    ));
+    m.synced().await;
+    let mirror_sync = t.elapsed();
+    // Let the list's buffers go before reading the heap.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let live1 = live();
+
+    let t = Instant::now();
+    let (store, writer) = reflector::store::<ReplicaSet>();
+    let refl = reflector(
+        writer,
+        watcher(
+            Api::<ReplicaSet>::namespaced(client, ns),
+            Default::default(),
+        ),
+    )
+    .applied_objects();
+    let drive = tokio::spawn(async move {
+        let mut refl = std::pin::pin!(refl);
+        while refl.next().await.is_some() {}
+    });
+    store.wait_until_ready().await.unwrap();
+    let full_sync = t.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let live2 = live();
+    let full_json: usize = store
+        .state()
+        .iter()
+        .map(|o| serde_json::to_vec(&**o).unwrap().len())
+        .sum();
+
+    println!("watch store memory, {n} ReplicaSets (live heap held after the first list):");
+    println!(
+        "  rightsizer mirror (metadata watch, owner only): {:>7} KiB total, {:>6.0} B/object, first list {:?}",
+        (live1 - live0) / 1024,
+        (live1 - live0) as f64 / m.len() as f64,
+        mirror_sync
+    );
+    println!(
+        "  kube reflector (whole objects):                 {:>7} KiB total, {:>6.0} B/object, first list {:?}",
+        (live2 - live1) / 1024,
+        (live2 - live1) as f64 / store.state().len() as f64,
+        full_sync
+    );
+    println!("  whole objects as JSON: {} B/object", full_json / n.max(1));
+    task.abort();
+    drive.abort();
+    plane.kubectl_ok(&["delete", "namespace", ns, "--wait=false"], None);
 }
