@@ -362,7 +362,15 @@ async fn setup() -> Option<(tokio::sync::MutexGuard<'static, ()>, &'static Env)>
     match ENV.get_or_init(init).await {
         Ok(env) => Some((guard, env)),
         Err(Setup::Missing(reason)) if !cluster::in_ci() => {
-            eprintln!("SKIPPED (no control plane here): {reason}");
+            // Straight to stderr (not eprintln!, which the harness captures) and once.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "cluster_e2e: SKIPPED, no control plane here: {reason}"
+                );
+            });
             None
         }
         Err(Setup::Missing(reason)) => panic!("CI=true and the control plane cannot run: {reason}"),
