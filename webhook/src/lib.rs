@@ -6,6 +6,11 @@
 //! the analyzer and the replay. `main.rs` only parses arguments.
 
 pub mod admission;
+pub mod cluster;
+pub mod object;
+pub mod offline;
+pub mod policy;
 pub mod quantity;
 pub mod recommendation;
 pub mod rules;
+pub mod sizing;

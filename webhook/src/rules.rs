@@ -238,6 +238,14 @@ impl Rules {
         }
     }
 
+    /// The rounding step of a resource's recommended values.
+    pub fn round_to(&self, resource: Resource) -> u64 {
+        match resource {
+            Resource::Memory => self.memory.request.round_to.0,
+            Resource::Cpu => self.cpu.request.round_to.0,
+        }
+    }
+
     pub fn worth_changing(&self, resource: Resource, current: Option<u64>, proposed: u64) -> bool {
         match resource {
             Resource::Memory => self.memory.worth_changing(current, proposed),

@@ -1,0 +1,206 @@
+//! The review handler exactly as the apiserver drives it: AdmissionReview v1 bodies in,
+//! AdmissionReview responses out (no HTTP here; the HTTPS tests cover the transport).
+
+use std::sync::Arc;
+
+use base64::Engine;
+use rightsizer::admission::{AdmitConfig, Admitter, Outcome, ReviewError};
+use rightsizer::cluster::NoFacts;
+use rightsizer::policy::{parse_manifests, PolicyStore};
+use rightsizer::recommendation::{RecommendationSource, Snapshot};
+use rstest::rstest;
+use serde_json::{json, Value};
+
+const POLICY: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: p, namespace: rightsizer-system, labels: {rightsizer.io/policy: "true"}}
+data:
+  policy.yaml: |
+    mode: enforce
+    defaults:
+      memory: {request: 128Mi, limit: 256Mi}
+"#;
+
+fn admitter(enforcement: bool) -> Admitter {
+    let policies = parse_manifests("test", POLICY).expect("policy");
+    let snap: Snapshot = serde_json::from_value(json!({"recommendations": {
+        "shop/Deployment/api/app": {"memory": {"recommended": {"request": 512u64 << 20, "limit": 768u64 << 20}}}
+    }}))
+    .expect("snapshot");
+    let recs: Arc<dyn RecommendationSource> = Arc::new(snap);
+    Admitter::new(
+        Arc::new(PolicyStore::with_policies(policies)),
+        recs,
+        Arc::new(NoFacts),
+        AdmitConfig {
+            enforcement,
+            own_namespace: Some("rightsizer-system".into()),
+        },
+    )
+}
+
+fn deployment_pod() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "generateName": "api-6c9f7-", "namespace": "shop",
+            "labels": {"app": "api", "pod-template-hash": "6c9f7"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-6c9f7", "uid": "u1", "controller": true}]
+        },
+        "spec": {"containers": [{"name": "app", "image": "api:1"}]}
+    })
+}
+
+fn review(group: &str, kind: &str, op: &str, ns: &str, object: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": group, "version": "v1", "kind": kind},
+            "resource": {"group": group, "version": "v1", "resource": format!("{}s", kind.to_lowercase())},
+            "requestKind": {"group": group, "version": "v1", "kind": kind},
+            "namespace": ns,
+            "operation": op,
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": object,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    })
+}
+
+fn answer(a: &Admitter, body: &Value) -> (Value, Outcome) {
+    let r = a
+        .review(&serde_json::to_vec(body).unwrap())
+        .expect("review answered");
+    (serde_json::from_slice(&r.body).unwrap(), r.outcome)
+}
+
+fn decoded_patch(resp: &Value) -> Option<json_patch::Patch> {
+    let b64 = resp.pointer("/response/patch")?.as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+#[test]
+fn pod_review_gets_a_patch_keyed_to_its_deployment() {
+    let a = admitter(true);
+    let pod = deployment_pod();
+    let (resp, outcome) = answer(&a, &review("", "Pod", "CREATE", "shop", pod.clone()));
+    assert_eq!(outcome, Outcome::Patched);
+    assert_eq!(resp["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(resp["kind"], "AdmissionReview");
+    assert_eq!(
+        resp["response"]["uid"],
+        "705ab4f5-6393-11e8-b7cc-42010a800002"
+    );
+    assert_eq!(resp["response"]["allowed"], true);
+    assert_eq!(resp["response"]["patchType"], "JSONPatch");
+    let patch = decoded_patch(&resp).expect("base64 JSONPatch");
+    let mut patched = pod;
+    json_patch::patch(&mut patched, &patch).expect("patch applies");
+    let typed: k8s_openapi::api::core::v1::Pod =
+        serde_json::from_value(patched.clone()).expect("still a Pod");
+    let res = typed.spec.unwrap().containers[0].resources.clone().unwrap();
+    assert_eq!(res.requests.unwrap()["memory"].0, "512Mi");
+    assert_eq!(res.limits.unwrap()["memory"].0, "768Mi");
+    // The webhook on its own output: no patch (reinvocationPolicy IfNeeded is safe).
+    let (again, outcome) = answer(&a, &review("", "Pod", "CREATE", "shop", patched));
+    assert!(again["response"].get("patch").is_none());
+    assert_eq!(outcome, Outcome::Unchanged);
+}
+
+#[test]
+fn dry_run_gives_the_same_patch() {
+    let a = admitter(true);
+    let mut body = review("", "Pod", "CREATE", "shop", deployment_pod());
+    let (plain, _) = answer(&a, &body);
+    body["request"]["dryRun"] = json!(true);
+    let r = a.review(&serde_json::to_vec(&body).unwrap()).unwrap();
+    assert!(r.dry_run);
+    let dry: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(plain["response"]["patch"], dry["response"]["patch"]);
+}
+
+#[rstest]
+#[case::delete("", "Pod", "DELETE", "shop")]
+#[case::connect("", "Pod", "CONNECT", "shop")]
+#[case::pod_update("", "Pod", "UPDATE", "shop")]
+#[case::other_kind("", "ConfigMap", "CREATE", "shop")]
+#[case::kube_system("", "Pod", "CREATE", "kube-system")]
+#[case::kube_public("", "Pod", "CREATE", "kube-public")]
+#[case::kube_node_lease("", "Pod", "CREATE", "kube-node-lease")]
+#[case::own_namespace("", "Pod", "CREATE", "rightsizer-system")]
+fn admitted_unchanged(#[case] group: &str, #[case] kind: &str, #[case] op: &str, #[case] ns: &str) {
+    let a = admitter(true);
+    let (resp, outcome) = answer(&a, &review(group, kind, op, ns, deployment_pod()));
+    assert_eq!(resp["response"]["allowed"], true);
+    assert!(resp["response"].get("patch").is_none());
+    assert_eq!(outcome, Outcome::Skipped);
+}
+
+#[test]
+fn subresource_is_admitted_unchanged() {
+    let a = admitter(true);
+    let mut body = review("", "Pod", "CREATE", "shop", deployment_pod());
+    body["request"]["subResource"] = json!("binding");
+    let (resp, outcome) = answer(&a, &body);
+    assert!(resp["response"].get("patch").is_none());
+    assert_eq!(outcome, Outcome::Skipped);
+}
+
+#[test]
+fn undecodable_object_is_admitted_with_a_warning() {
+    let a = admitter(true);
+    let mut pod = deployment_pod();
+    pod["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": ["nope"]}});
+    let (resp, outcome) = answer(&a, &review("", "Pod", "CREATE", "shop", pod));
+    assert_eq!(outcome, Outcome::Invalid);
+    assert_eq!(resp["response"]["allowed"], true);
+    assert!(resp["response"].get("patch").is_none());
+    let w = resp["response"]["warnings"][0].as_str().unwrap();
+    assert!(w.starts_with("rightsizer: Pod does not decode"), "{w}");
+}
+
+#[rstest]
+#[case::not_json(b"{not json".to_vec(), "not JSON")]
+#[case::empty(b"".to_vec(), "not JSON")]
+#[case::wrong_version(br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"1","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE"}}"#.to_vec(), "apiVersion")]
+#[case::wrong_kind(br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod"}"#.to_vec(), "kind")]
+#[case::no_request(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(), "no request")]
+#[case::no_uid(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE"}}"#.to_vec(), "uid")]
+#[case::wrong_types(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":5}}"#.to_vec(), "invalid type")]
+#[case::not_utf8(vec![0xff, 0xfe, 0x00], "not JSON")]
+fn malformed_reviews_are_refused_with_a_reason(#[case] body: Vec<u8>, #[case] reason: &str) {
+    let err = admitter(true).review(&body).expect_err("refused");
+    let msg = err.to_string();
+    assert!(msg.contains(reason), "{msg:?} should mention {reason:?}");
+    assert!(matches!(
+        err,
+        ReviewError::NotJson(_) | ReviewError::NotReview(_)
+    ));
+}
+
+#[test]
+fn arbitrary_bytes_never_panic() {
+    let a = admitter(true);
+    // A deterministic pseudo-random walk over mutations of a valid review.
+    let base = serde_json::to_vec(&review("", "Pod", "CREATE", "shop", deployment_pod())).unwrap();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for _ in 0..3000 {
+        let mut b = base.clone();
+        for _ in 0..4 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = (x as usize) % b.len();
+            b[i] = (x >> 32) as u8;
+        }
+        let _ = a.review(&b);
+        b.truncate((x as usize) % base.len());
+        let _ = a.review(&b);
+    }
+}

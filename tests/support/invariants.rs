@@ -1,0 +1,199 @@
+//! Checks every mutated object must pass: it still decodes as its strict Kubernetes
+//! type, and the apiserver's resource rules hold (request ≤ limit, valid quantities,
+//! LimitRange bounds).
+
+#![allow(dead_code)]
+
+use k8s_openapi::api::core::v1::LimitRangeSpec;
+use rightsizer::object::{kind_of_manifest, pod_paths};
+use rightsizer::quantity::Resource;
+use rightsizer::recommendation::WorkloadKind;
+use serde_json::Value;
+
+fn strip_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), strip_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(strip_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) -> Result<(), String> {
+    let typed: T =
+        serde_json::from_value(obj.clone()).map_err(|e| format!("does not decode: {e}"))?;
+    let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+    if strip_nulls(&back) != strip_nulls(obj) {
+        return Err(format!(
+            "does not round-trip through its typed form (unknown or misplaced field)\n got: {}\nwant: {}",
+            serde_json::to_string(&strip_nulls(obj)).unwrap(),
+            serde_json::to_string(&strip_nulls(&back)).unwrap()
+        ));
+    }
+    Ok(())
+}
+
+/// The object decodes as its strict k8s-openapi type and round-trips unchanged.
+pub fn strict_type(obj: &Value) -> Result<(), String> {
+    use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
+    let Some(kind) = kind_of_manifest(obj) else {
+        return Ok(());
+    };
+    match kind {
+        WorkloadKind::Pod => roundtrip::<core::Pod>(obj),
+        WorkloadKind::Deployment => roundtrip::<apps::Deployment>(obj),
+        WorkloadKind::StatefulSet => roundtrip::<apps::StatefulSet>(obj),
+        WorkloadKind::DaemonSet => roundtrip::<apps::DaemonSet>(obj),
+        WorkloadKind::ReplicaSet => roundtrip::<apps::ReplicaSet>(obj),
+        WorkloadKind::Job => roundtrip::<batch::Job>(obj),
+        WorkloadKind::CronJob => roundtrip::<batch::CronJob>(obj),
+        WorkloadKind::KnativeService | WorkloadKind::KnativeConfiguration => {
+            // No upstream Rust type: check the revision template's pod-spec parts.
+            let spec = obj
+                .pointer("/spec/template/spec")
+                .ok_or("no spec.template.spec")?;
+            for c in spec
+                .get("containers")
+                .and_then(Value::as_array)
+                .ok_or("no containers")?
+            {
+                if let Some(r) = c.get("resources") {
+                    roundtrip::<core::ResourceRequirements>(r)?;
+                }
+            }
+            if let Some(a) = spec.get("affinity") {
+                return Err(format!("Knative templates refuse affinity: {a}"));
+            }
+            if let Some(cc) = spec.get("containerConcurrency") {
+                let n = cc.as_u64().ok_or("containerConcurrency is not a number")?;
+                if n > 1000 {
+                    return Err("containerConcurrency above 1000".into());
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Request ≤ limit, quantities valid, LimitRange bounds kept, for every container.
+pub fn resource_rules(obj: &Value, limit_ranges: &[LimitRangeSpec]) -> Result<(), String> {
+    let Some(kind) = kind_of_manifest(obj) else {
+        return Ok(());
+    };
+    let (spec_ptr, _) = pod_paths(kind);
+    let Some(containers) = obj
+        .pointer(&format!("{spec_ptr}/containers"))
+        .and_then(Value::as_array)
+    else {
+        return Ok(());
+    };
+    for c in containers {
+        let name = c
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("user-container");
+        for r in Resource::ALL {
+            let get = |side: &str| -> Result<Option<u64>, String> {
+                match c.pointer(&format!("/resources/{side}/{}", r.as_str())) {
+                    None => Ok(None),
+                    Some(Value::String(s)) => {
+                        r.parse(s).map(Some).map_err(|e| format!("{name}: {e}"))
+                    }
+                    Some(other) => Err(format!("{name}: {r} {side} is not a string: {other}")),
+                }
+            };
+            let (req, lim) = (get("requests")?, get("limits")?);
+            if let (Some(q), Some(l)) = (req, lim) {
+                if q > l {
+                    return Err(format!("{name}: {r} request {q} > limit {l}"));
+                }
+            }
+            for item in limit_ranges
+                .iter()
+                .flat_map(|s| s.limits.iter())
+                .filter(|i| i.type_ == "Container")
+            {
+                let b = |m: &Option<
+                    std::collections::BTreeMap<
+                        String,
+                        k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+                    >,
+                >| {
+                    m.as_ref()
+                        .and_then(|m| m.get(r.as_str()))
+                        .and_then(|q| r.parse(&q.0).ok())
+                };
+                let lim_eff = lim.or(b(&item.default)).or(b(&item.max));
+                let req_eff = req.or(b(&item.default_request)).or(lim_eff);
+                if let (Some(max), Some(l)) = (b(&item.max), lim_eff) {
+                    if l > max {
+                        return Err(format!("{name}: {r} limit {l} above LimitRange max {max}"));
+                    }
+                }
+                if let (Some(min), Some(q)) = (b(&item.min), req_eff) {
+                    if q < min {
+                        return Err(format!(
+                            "{name}: {r} request {q} below LimitRange min {min}"
+                        ));
+                    }
+                }
+                if let (Some(ratio), Some(q), Some(l)) = (
+                    item.max_limit_request_ratio
+                        .as_ref()
+                        .and_then(|m| m.get(r.as_str()))
+                        .and_then(|q| rightsizer::quantity::parse_millicores(&q.0).ok()),
+                    req_eff,
+                    lim_eff,
+                ) {
+                    if (l as u128) * 1000 > (q as u128) * ratio as u128 {
+                        return Err(format!(
+                            "{name}: {r} limit/request {l}/{q} above ratio {}",
+                            ratio as f64 / 1000.0
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every value a patch writes for memory/CPU is a canonical quantity.
+pub fn canonical_patch(patch: &json_patch::Patch) -> Result<(), String> {
+    let v = serde_json::to_value(patch).map_err(|e| e.to_string())?;
+    for op in v.as_array().into_iter().flatten() {
+        let path = op.get("path").and_then(Value::as_str).unwrap_or("");
+        check_canonical(path, op.get("value").unwrap_or(&Value::Null))?;
+    }
+    Ok(())
+}
+
+fn check_canonical(path: &str, v: &Value) -> Result<(), String> {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                check_canonical(&format!("{path}/{k}"), x)?;
+            }
+            Ok(())
+        }
+        Value::String(s) if path.contains("/resources/") => {
+            let r = if path.ends_with("/memory") {
+                Resource::Memory
+            } else if path.ends_with("/cpu") {
+                Resource::Cpu
+            } else {
+                return Ok(());
+            };
+            let n = r.parse(s).map_err(|e| format!("{path}: {e}"))?;
+            if r.format(n) != *s {
+                return Err(format!("{path}: {s:?} is not canonical ({})", r.format(n)));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}

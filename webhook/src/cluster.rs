@@ -1,0 +1,119 @@
+//! Facts about the cluster that admission needs and cannot read from the object:
+//! namespace labels, LimitRanges and PriorityClasses. In the cluster they come from
+//! watchers; offline from objects in the input. Admission only reads them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::LimitRangeSpec;
+
+use crate::policy::schema::PriorityClassInfo;
+use crate::recommendation::WorkloadKey;
+
+/// What is known about one namespace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NamespaceFacts {
+    pub labels: BTreeMap<String, String>,
+    pub limit_ranges: Vec<LimitRangeSpec>,
+}
+
+/// Read access to cluster facts; must not block.
+pub trait ClusterFacts: Send + Sync {
+    fn namespace(&self, name: &str) -> Arc<NamespaceFacts>;
+    /// PriorityClasses by name (empty when unknown: policies' values apply).
+    fn priority_classes(&self) -> Arc<BTreeMap<String, PriorityClassInfo>>;
+    /// The top-level workload of a Pod's controller (ReplicaSet -> Deployment,
+    /// Job -> CronJob), when the cluster's owner chains are known. `None`: the
+    /// name-based mapping applies.
+    fn resolve_owner(&self, _namespace: &str, _kind: &str, _name: &str) -> Option<WorkloadKey> {
+        None
+    }
+    /// Annotations on a workload's own metadata (e.g. `rightsizer.io/mode` on a
+    /// Deployment, seen when its Pods are admitted), when known.
+    fn workload_annotations(&self, _key: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
+        None
+    }
+}
+
+/// Nothing known.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoFacts;
+
+impl ClusterFacts for NoFacts {
+    fn namespace(&self, _name: &str) -> Arc<NamespaceFacts> {
+        Arc::new(NamespaceFacts::default())
+    }
+    fn priority_classes(&self) -> Arc<BTreeMap<String, PriorityClassInfo>> {
+        Arc::new(BTreeMap::new())
+    }
+}
+
+/// A fixed set of facts (offline runs and tests).
+#[derive(Debug, Default, Clone)]
+pub struct StaticFacts {
+    pub namespaces: BTreeMap<String, Arc<NamespaceFacts>>,
+    pub priority_classes: Arc<BTreeMap<String, PriorityClassInfo>>,
+}
+
+impl StaticFacts {
+    /// Record the facts carried by a manifest: Namespace labels, LimitRange specs and
+    /// PriorityClass values. Returns whether the object was such a fact.
+    pub fn absorb(&mut self, obj: &serde_json::Value, default_namespace: &str) -> bool {
+        let kind = obj.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+        let meta = obj.get("metadata");
+        let name = meta
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or_default();
+        match kind {
+            "Namespace" => {
+                let labels = meta
+                    .and_then(|m| m.get("labels"))
+                    .and_then(|l| serde_json::from_value(l.clone()).ok())
+                    .unwrap_or_default();
+                let entry = self.namespaces.entry(name.to_string()).or_default();
+                Arc::make_mut(entry).labels = labels;
+                true
+            }
+            "LimitRange" => {
+                let ns = meta
+                    .and_then(|m| m.get("namespace"))
+                    .and_then(|n| n.as_str())
+                    .unwrap_or(default_namespace);
+                let Some(spec) = obj
+                    .get("spec")
+                    .and_then(|s| serde_json::from_value::<LimitRangeSpec>(s.clone()).ok())
+                else {
+                    return false;
+                };
+                let entry = self.namespaces.entry(ns.to_string()).or_default();
+                Arc::make_mut(entry).limit_ranges.push(spec);
+                true
+            }
+            "PriorityClass" => {
+                let Some(value) = obj.get("value").and_then(|v| v.as_i64()) else {
+                    return false;
+                };
+                let info = PriorityClassInfo {
+                    value: value as i32,
+                    preemption_policy: obj
+                        .get("preemptionPolicy")
+                        .and_then(|p| p.as_str())
+                        .map(str::to_string),
+                };
+                Arc::make_mut(&mut self.priority_classes).insert(name.to_string(), info);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl ClusterFacts for StaticFacts {
+    fn namespace(&self, name: &str) -> Arc<NamespaceFacts> {
+        self.namespaces.get(name).cloned().unwrap_or_default()
+    }
+    fn priority_classes(&self) -> Arc<BTreeMap<String, PriorityClassInfo>> {
+        self.priority_classes.clone()
+    }
+}

@@ -1,0 +1,194 @@
+//! `rightsizer mutate`: what the webhook would make of manifests, without a cluster.
+//! Reads multi-document YAML or JSON (or AdmissionReviews); Namespace, LimitRange and
+//! PriorityClass objects in the input become the cluster facts for the others.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::admission::{AdmitConfig, Admitter, Outcome};
+use crate::cluster::{NamespaceFacts, StaticFacts};
+use crate::object::kind_of_manifest;
+use crate::policy::PolicyStore;
+use crate::recommendation::RecommendationSource;
+
+/// Why the input could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("document {index}: {message}")]
+    Syntax { index: usize, message: String },
+    #[error("document {index}: AdmissionReview has no request.object")]
+    EmptyReview { index: usize },
+}
+
+/// One input object, with the namespace it is admitted into.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    pub object: Value,
+    /// From the AdmissionReview's request.namespace, else metadata.namespace, else the default.
+    pub namespace: String,
+}
+
+/// The result for one input object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mutated {
+    pub object: Value,
+    pub patch: json_patch::Patch,
+    pub warnings: Vec<String>,
+    /// Whether rightsizer looked at it (a handled kind in an unprotected namespace).
+    pub handled: bool,
+}
+
+/// Parse YAML/JSON documents; AdmissionReviews are replaced by their request object.
+pub fn parse_documents(text: &str, default_namespace: &str) -> Result<Vec<Document>, InputError> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let index = i + 1;
+        let v: Value = Value::deserialize(doc).map_err(|e| InputError::Syntax {
+            index,
+            message: e.to_string(),
+        })?;
+        if v.is_null() {
+            continue;
+        }
+        // A `kind: List` (kubectl get -o yaml) holds its objects in items.
+        if v.get("kind").and_then(Value::as_str) == Some("List") {
+            for item in v
+                .get("items")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                out.push(document(item.clone(), None, default_namespace));
+            }
+            continue;
+        }
+        if v.get("kind").and_then(Value::as_str) == Some("AdmissionReview") {
+            let req = v.get("request");
+            let obj = req
+                .and_then(|r| r.get("object"))
+                .filter(|o| !o.is_null())
+                .ok_or(InputError::EmptyReview { index })?;
+            let ns = req.and_then(|r| r.get("namespace")).and_then(Value::as_str);
+            out.push(document(obj.clone(), ns, default_namespace));
+            continue;
+        }
+        out.push(document(v, None, default_namespace));
+    }
+    Ok(out)
+}
+
+fn document(object: Value, ns: Option<&str>, default_namespace: &str) -> Document {
+    let namespace = ns
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            object
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or(default_namespace)
+        .to_string();
+    Document { object, namespace }
+}
+
+/// Cluster facts from the input, plus namespace labels for namespaces it does not describe.
+pub fn facts_from(
+    docs: &[Document],
+    default_labels: &std::collections::BTreeMap<String, String>,
+) -> StaticFacts {
+    let mut facts = StaticFacts::default();
+    for d in docs {
+        facts.absorb(&d.object, &d.namespace);
+    }
+    for d in docs {
+        let entry = facts
+            .namespaces
+            .entry(d.namespace.clone())
+            .or_insert_with(|| Arc::new(NamespaceFacts::default()));
+        if entry.labels.is_empty() {
+            Arc::make_mut(entry).labels = default_labels.clone();
+        }
+    }
+    facts
+}
+
+/// Run every document through the admission logic.
+pub fn mutate_all(
+    docs: &[Document],
+    policies: Arc<PolicyStore>,
+    recs: Arc<dyn RecommendationSource>,
+    facts: StaticFacts,
+    config: AdmitConfig,
+) -> Vec<Mutated> {
+    let admitter = Admitter::new(policies, recs, Arc::new(facts), config);
+    docs.iter()
+        .map(|d| {
+            let Some(kind) = kind_of_manifest(&d.object) else {
+                return unchanged(d);
+            };
+            let raw = d.object.to_string();
+            let m = admitter.mutate_object(kind, &d.namespace, &raw);
+            let mut object = d.object.clone();
+            if let Err(e) = json_patch::patch(&mut object, &m.patch) {
+                return Mutated {
+                    object: d.object.clone(),
+                    patch: json_patch::Patch(Vec::new()),
+                    warnings: vec![format!("internal: patch did not apply: {e}")],
+                    handled: true,
+                };
+            }
+            Mutated {
+                object,
+                patch: m.patch,
+                warnings: m.warnings,
+                handled: m.outcome != Outcome::Skipped,
+            }
+        })
+        .collect()
+}
+
+fn unchanged(d: &Document) -> Mutated {
+    Mutated {
+        object: d.object.clone(),
+        patch: json_patch::Patch(Vec::new()),
+        warnings: Vec::new(),
+        handled: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_yaml_json_lists_and_reviews() {
+        let text = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "x"}}]}
+---
+apiVersion: admission.k8s.io/v1
+kind: AdmissionReview
+request:
+  uid: "1"
+  namespace: shop
+  object: {apiVersion: v1, kind: Pod, metadata: {generateName: b-}}
+"#;
+        let docs = parse_documents(text, "default").unwrap();
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs[1].namespace, "x");
+        assert_eq!(docs[2].namespace, "shop");
+        assert!(matches!(
+            parse_documents("kind: AdmissionReview\nrequest: {}\n", "d"),
+            Err(InputError::EmptyReview { index: 1 })
+        ));
+        assert!(matches!(
+            parse_documents("a: [", "d"),
+            Err(InputError::Syntax { index: 1, .. })
+        ));
+    }
+}

@@ -1,0 +1,127 @@
+//! Reading policies out of ConfigMap manifests (files or, later, the API).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::policy::error::PolicyError;
+use crate::policy::schema::{Policy, PolicySpec};
+use crate::policy::validate::validate;
+
+/// The label that marks a policy ConfigMap.
+pub const POLICY_LABEL: &str = "rightsizer.io/policy";
+/// The data key holding the policy document.
+pub const POLICY_KEY: &str = "policy.yaml";
+
+/// Parse one policy document (the `policy.yaml` text).
+pub fn parse_policy(source: &str, default_name: &str, text: &str) -> Result<Policy, PolicyError> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    let spec: PolicySpec = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            PolicyError::Syntax {
+                source_name: source.to_string(),
+                message: format!("{POLICY_KEY}: {inner}"),
+            }
+        } else {
+            PolicyError::Invalid {
+                source_name: source.to_string(),
+                path,
+                message: inner.to_string(),
+            }
+        }
+    })?;
+    validate(source, default_name, spec)
+}
+
+/// A ConfigMap as far as policies care.
+#[derive(Debug, Deserialize)]
+struct ConfigMapDoc {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: Meta,
+    #[serde(default)]
+    data: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Meta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Whether a ConfigMap's labels mark it as a policy.
+pub fn is_policy_configmap(labels: &std::collections::BTreeMap<String, String>) -> bool {
+    labels.get(POLICY_LABEL).map(String::as_str) == Some("true")
+}
+
+/// Policies in one manifest text (multi-document YAML or JSON). Documents that are not
+/// policy ConfigMaps are ignored; each policy ConfigMap must be valid.
+pub fn parse_manifests(source: &str, text: &str) -> Result<Vec<Policy>, PolicyError> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| PolicyError::Syntax {
+            source_name: source.to_string(),
+            message: format!("document {}: {e}", i + 1),
+        })?;
+        if value.is_null() {
+            continue;
+        }
+        let Ok(cm) = serde_yaml::from_value::<ConfigMapDoc>(value) else {
+            continue;
+        };
+        if cm.kind.as_deref() != Some("ConfigMap") || !is_policy_configmap(&cm.metadata.labels) {
+            continue;
+        }
+        let name = cm.metadata.name.clone().unwrap_or_default();
+        let where_ = match &cm.metadata.namespace {
+            Some(ns) => format!("{source} (ConfigMap {ns}/{name})"),
+            None => format!("{source} (ConfigMap {name})"),
+        };
+        let Some(text) = cm.data.get(POLICY_KEY) else {
+            return Err(PolicyError::Invalid {
+                source_name: where_,
+                path: format!("data.{POLICY_KEY}"),
+                message: "missing".into(),
+            });
+        };
+        out.push(parse_policy(&where_, &name, text)?);
+    }
+    Ok(out)
+}
+
+/// Read every `*.yaml`, `*.yml` and `*.json` file of a folder, in name order.
+pub fn read_dir_sources(dir: &Path) -> Result<Vec<(String, String)>, PolicyError> {
+    let io = |e| PolicyError::Io {
+        source_name: dir.display().to_string(),
+        error: e,
+    };
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
+        })
+        .collect();
+    files.sort();
+    let mut out = Vec::with_capacity(files.len());
+    for p in files {
+        let text = std::fs::read_to_string(&p).map_err(|e| PolicyError::Io {
+            source_name: p.display().to_string(),
+            error: e,
+        })?;
+        out.push((p.display().to_string(), text));
+    }
+    Ok(out)
+}
