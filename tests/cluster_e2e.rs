@@ -228,7 +228,9 @@ struct Env {
     addr: SocketAddr,
     args: Vec<String>,
     webhook: Mutex<Option<Webhook>>,
-    work: tempfile::TempDir,
+    /// Certificates, inputs and the webhook log; inside the plane's directory, which
+    /// up.sh removes when it stops (statics are never dropped).
+    work: std::path::PathBuf,
 }
 
 enum Setup {
@@ -247,7 +249,7 @@ impl Env {
             &self.plane.kubeconfig,
             &self.args,
             &[("RIGHTSIZER_ENFORCEMENT", "true")],
-            self.work.path().join("webhook.log"),
+            self.work.join("webhook.log"),
         )
     }
 
@@ -288,13 +290,14 @@ async fn init() -> Result<Env, Setup> {
         plane.startup.as_secs_f64(),
         plane.dir.display()
     );
-    let work = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
-    let tls = cluster::generate_tls(work.path());
-    let policies = work.path().join("policies");
+    let work = plane.dir.join("e2e");
+    std::fs::create_dir_all(&work).map_err(|e| fail(e.to_string()))?;
+    let tls = cluster::generate_tls(&work);
+    let policies = work.join("policies");
     std::fs::create_dir_all(&policies).map_err(|e| fail(e.to_string()))?;
     std::fs::write(policies.join("e2e.yaml"), policy_configmap())
         .map_err(|e| fail(e.to_string()))?;
-    let snap = work.path().join("recommendations.json");
+    let snap = work.join("recommendations.json");
     std::fs::write(&snap, snapshot().to_string()).map_err(|e| fail(e.to_string()))?;
     let args = vec![
         "--policies".to_string(),
@@ -362,7 +365,15 @@ async fn setup() -> Option<(tokio::sync::MutexGuard<'static, ()>, &'static Env)>
     match ENV.get_or_init(init).await {
         Ok(env) => Some((guard, env)),
         Err(Setup::Missing(reason)) if !cluster::in_ci() => {
-            eprintln!("SKIPPED (no control plane here): {reason}");
+            // Straight to stderr (not eprintln!, which the harness captures) and once.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "cluster_e2e: SKIPPED, no control plane here: {reason}"
+                );
+            });
             None
         }
         Err(Setup::Missing(reason)) => panic!("CI=true and the control plane cannot run: {reason}"),

@@ -204,3 +204,86 @@ fn arbitrary_bytes_never_panic() {
         let _ = a.review(&b);
     }
 }
+
+/// Cluster facts from watchers: exact owner chains and workload annotations.
+struct WatchedFacts;
+
+impl rightsizer::cluster::ClusterFacts for WatchedFacts {
+    fn namespace(&self, _name: &str) -> Arc<rightsizer::cluster::NamespaceFacts> {
+        Arc::default()
+    }
+    fn priority_classes(
+        &self,
+    ) -> Arc<std::collections::BTreeMap<String, rightsizer::policy::schema::PriorityClassInfo>>
+    {
+        Arc::default()
+    }
+    fn resolve_owner(
+        &self,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+    ) -> Option<rightsizer::recommendation::WorkloadKey> {
+        (kind == "ReplicaSet" && name == "api-6c9f7").then(|| {
+            rightsizer::recommendation::WorkloadKey {
+                namespace: namespace.into(),
+                kind: rightsizer::recommendation::WorkloadKind::Deployment,
+                name: "api".into(),
+            }
+        })
+    }
+    fn workload_annotations(
+        &self,
+        key: &rightsizer::recommendation::WorkloadKey,
+    ) -> Option<Arc<std::collections::BTreeMap<String, String>>> {
+        (key.name == "quiet").then(|| {
+            Arc::new(std::collections::BTreeMap::from([(
+                "rightsizer.io/mode".to_string(),
+                "off".to_string(),
+            )]))
+        })
+    }
+}
+
+fn watched_admitter() -> Admitter {
+    let policies = parse_manifests("test", POLICY).expect("policy");
+    let snap: Snapshot = serde_json::from_value(json!({"recommendations": {
+        "shop/Deployment/api/app": {"memory": {"recommended": {"request": 512u64 << 20, "limit": 768u64 << 20}}},
+        "shop/Deployment/quiet/app": {"memory": {"recommended": {"request": 512u64 << 20, "limit": 768u64 << 20}}}
+    }}))
+    .unwrap();
+    Admitter::new(
+        Arc::new(PolicyStore::with_policies(policies)),
+        Arc::new(snap),
+        Arc::new(WatchedFacts),
+        AdmitConfig {
+            enforcement: true,
+            own_namespace: None,
+        },
+    )
+}
+
+#[test]
+fn watched_owner_chain_beats_the_name_heuristic() {
+    // No pod-template-hash label: by name alone this Pod would be keyed to the ReplicaSet.
+    let mut pod = deployment_pod();
+    pod["metadata"]["labels"] = json!({"app": "api"});
+    let r = watched_admitter()
+        .review(&serde_json::to_vec(&review("", "Pod", "CREATE", "shop", pod)).unwrap())
+        .unwrap();
+    assert_eq!(r.workload.unwrap().to_string(), "shop/Deployment/api");
+    assert_eq!(r.outcome, Outcome::Patched);
+}
+
+#[test]
+fn mode_off_on_the_deployment_reaches_its_pods() {
+    let mut pod = deployment_pod();
+    pod["metadata"]["generateName"] = json!("quiet-7b8c9-");
+    pod["metadata"]["labels"] = json!({"pod-template-hash": "7b8c9"});
+    pod["metadata"]["ownerReferences"][0]["name"] = json!("quiet-7b8c9");
+    let r = watched_admitter()
+        .review(&serde_json::to_vec(&review("", "Pod", "CREATE", "shop", pod)).unwrap())
+        .unwrap();
+    assert_eq!(r.workload.unwrap().to_string(), "shop/Deployment/quiet");
+    assert_eq!(r.outcome, Outcome::Unchanged);
+}

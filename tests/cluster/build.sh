@@ -97,6 +97,7 @@ need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v dpkg-source >/dev/null 2>&1 || need+=(dpkg-dev)
 
@@ -135,7 +136,9 @@ cd "$SRC"
 
 if [ ! -f pkg/generated/openapi/zz_generated.openapi.go ]; then
   log "generating pkg/generated/openapi (make gen_openapi)"
+  start=$(date +%s)
   make gen_openapi >>"$LOG" 2>&1 || fail "make gen_openapi"
+  log "generated in $(($(date +%s) - start)) s"
   [ -f pkg/generated/openapi/zz_generated.openapi.go ] || fail "make gen_openapi produced no zz_generated.openapi.go"
 fi
 

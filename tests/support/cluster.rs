@@ -134,12 +134,23 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Start `tests/cluster/up.sh` and wait for its `KUBECONFIG=` line.
+    /// Start `tests/cluster/up.sh` and wait for its `KUBECONFIG=` line. Tries twice: the
+    /// script picks free ports, and another process may take one before it is bound.
     pub fn start() -> Result<ControlPlane, String> {
+        match Self::start_once() {
+            Ok(p) => Ok(p),
+            Err(first) => {
+                eprintln!("control plane failed to start, retrying once:\n{first}");
+                Self::start_once()
+            }
+        }
+    }
+
+    fn start_once() -> Result<ControlPlane, String> {
         let started = Instant::now();
-        let log_dir = std::env::temp_dir();
-        let stderr_path = log_dir.join(format!("rightsizer-up-{}.log", std::process::id()));
-        let stderr = fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
+        // up.sh's own progress lines; its components log into the cluster directory.
+        let stderr_file = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+        let stderr = stderr_file.reopen().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(script("up.sh"));
         cmd.env("RIGHTSIZER_K8S_BIN", k8s_cache_dir().join("bin"))
             .env(
@@ -177,7 +188,7 @@ impl ControlPlane {
             }),
             _ => {
                 group.stop();
-                let log = fs::read_to_string(&stderr_path).unwrap_or_default();
+                let log = fs::read_to_string(stderr_file.path()).unwrap_or_default();
                 Err(format!("tests/cluster/up.sh did not come up:\n{log}"))
             }
         }

@@ -6,6 +6,7 @@
 //! the analyzer and the replay. `main.rs` only parses arguments.
 
 pub mod admission;
+pub mod certs;
 pub mod cluster;
 pub mod kube;
 pub mod object;

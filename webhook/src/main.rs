@@ -22,6 +22,8 @@ enum Command {
     Replay(commands::replay::Args),
     /// Capacity and cost for a declared load, from the policies' load models.
     Plan(commands::plan::Args),
+    /// Generate the webhook's CA and serving certificate, TLS Secret and caBundle patch.
+    Certs(commands::certs::Args),
 }
 
 #[tokio::main]
@@ -33,5 +35,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Recommend(a) => commands::recommend::run(a).await,
         Command::Replay(a) => commands::replay::run(a).await,
         Command::Plan(a) => commands::plan::run(a).await,
+        Command::Certs(a) => commands::certs::run(a),
     }
 }

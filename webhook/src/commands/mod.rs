@@ -1,5 +1,6 @@
 //! Subcommands: argument parsing and process edges only; the work is in the library.
 
+pub mod certs;
 pub mod mutate;
 pub mod plan;
 pub mod recommend;

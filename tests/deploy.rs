@@ -1,0 +1,1807 @@
+//! `deploy/` and `rightsizer certs`, checked with the real tools: every kustomization
+//! renders with the machine's `kubectl kustomize`; every rendered object survives a
+//! strict round trip through its k8s-openapi type (CRD kinds are checked field by field);
+//! the webhook configuration, RBAC and Deployment are asserted; the PrometheusRule
+//! passes `promtool check rules` and its promtool unit tests; every metric a rule or
+//! dashboard names is in `deploy/monitoring/metrics.txt`; the certificates that
+//! `rightsizer certs` writes verify (rustls/webpki and openssl) and the self-signed
+//! overlay renders with them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use rightsizer::certs;
+use rustls::client::danger::ServerCertVerifier as _;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+// ---------------------------------------------------------------- helpers
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn deploy() -> PathBuf {
+    repo().join("deploy")
+}
+
+/// `kubectl kustomize DIR`, split into JSON documents.
+fn kustomize(dir: &Path) -> Vec<Value> {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .expect("kubectl must be on PATH (tests/run installs it)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {} failed:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Deprecation notices and other warnings fail too: they become errors in later kustomize.
+    assert!(
+        out.stderr.is_empty(),
+        "kubectl kustomize {} warned:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    assert!(!docs.is_empty(), "{} rendered nothing", dir.display());
+    docs
+}
+
+fn kind(doc: &Value) -> (&str, &str) {
+    (
+        doc["apiVersion"].as_str().unwrap_or_default(),
+        doc["kind"].as_str().unwrap_or_default(),
+    )
+}
+
+fn name(doc: &Value) -> &str {
+    doc["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+fn find<'a>(docs: &'a [Value], kind_: &str, name_: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| kind(d).1 == kind_ && name(d) == name_)
+        .unwrap_or_else(|| panic!("no {kind_} {name_} rendered"))
+}
+
+fn all<'a>(docs: &'a [Value], kind_: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| kind(d).1 == kind_).collect()
+}
+
+fn typed<T: DeserializeOwned>(doc: &Value) -> T {
+    serde_json::from_value(doc.clone()).unwrap()
+}
+
+/// First path where two JSON values differ.
+fn first_difference(a: &Value, b: &Value, path: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
+                (Some(p), Some(q)) => first_difference(p, q, &format!("{path}/{k}")),
+                (Some(_), None) => Some(format!(
+                    "{path}/{k} is dropped by the typed struct (unknown or misplaced field)"
+                )),
+                (None, Some(_)) => Some(format!("{path}/{k} appears only after the round trip")),
+                (None, None) => None,
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (p, q))| first_difference(p, q, &format!("{path}/{i}"))),
+        _ if a == b => None,
+        _ => Some(format!("{path}: {a} became {b}")),
+    }
+}
+
+/// Deserialize into the typed struct, serialize back, and require the same JSON: a field
+/// the type does not know (typo, wrong level) is dropped and fails the comparison.
+fn round_trip<T: DeserializeOwned + Serialize>(doc: &Value) {
+    let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| {
+        panic!("{} {}: {e}", kind(doc).1, name(doc));
+    });
+    let back = serde_json::to_value(&typed).unwrap();
+    if let Some(diff) = first_difference(doc, &back, "") {
+        panic!(
+            "{} {} is not strictly valid: {diff}",
+            kind(doc).1,
+            name(doc)
+        );
+    }
+}
+
+fn is<T: k8s_openapi::Resource>(doc: &Value) -> bool {
+    kind(doc) == (T::API_VERSION, T::KIND)
+}
+
+/// Strict check of one rendered object: k8s-openapi types for built-in kinds, field
+/// lists for the CRD kinds this repository uses. Unknown kinds fail.
+fn check_strict(doc: &Value) {
+    if is::<Namespace>(doc) {
+        round_trip::<Namespace>(doc)
+    } else if is::<ServiceAccount>(doc) {
+        round_trip::<ServiceAccount>(doc)
+    } else if is::<ClusterRole>(doc) {
+        round_trip::<ClusterRole>(doc)
+    } else if is::<ClusterRoleBinding>(doc) {
+        round_trip::<ClusterRoleBinding>(doc)
+    } else if is::<Role>(doc) {
+        round_trip::<Role>(doc)
+    } else if is::<RoleBinding>(doc) {
+        round_trip::<RoleBinding>(doc)
+    } else if is::<Deployment>(doc) {
+        round_trip::<Deployment>(doc)
+    } else if is::<PodDisruptionBudget>(doc) {
+        round_trip::<PodDisruptionBudget>(doc)
+    } else if is::<Service>(doc) {
+        round_trip::<Service>(doc)
+    } else if is::<MutatingWebhookConfiguration>(doc) {
+        round_trip::<MutatingWebhookConfiguration>(doc)
+    } else if is::<Secret>(doc) {
+        round_trip::<Secret>(doc)
+    } else if is::<ConfigMap>(doc) {
+        round_trip::<ConfigMap>(doc)
+    } else if is::<PriorityClass>(doc) {
+        round_trip::<PriorityClass>(doc)
+    } else {
+        match kind(doc) {
+            ("cert-manager.io/v1", "Certificate") => check_certificate(doc),
+            ("cert-manager.io/v1", "Issuer") => check_issuer(doc),
+            ("monitoring.coreos.com/v1", "ServiceMonitor") => check_service_monitor(doc),
+            ("monitoring.coreos.com/v1", "PrometheusRule") => check_prometheus_rule(doc),
+            other => panic!("no strict check for {other:?}"),
+        }
+    }
+}
+
+// ------------------------------------------------------------ CRD checks
+
+/// The object at `path` has only `allowed` keys and all `required` ones.
+fn fields(v: &Value, path: &str, allowed: &[&str], required: &[&str]) {
+    let map = v
+        .as_object()
+        .unwrap_or_else(|| panic!("{path} must be an object, is {v}"));
+    for k in map.keys() {
+        assert!(allowed.contains(&k.as_str()), "{path}: unknown field {k:?}");
+    }
+    for r in required {
+        assert!(map.contains_key(*r), "{path}: missing required field {r:?}");
+    }
+}
+
+fn string_at<'a>(v: &'a Value, path: &str) -> &'a str {
+    v.as_str()
+        .unwrap_or_else(|| panic!("{path} must be a string, is {v}"))
+}
+
+fn crd_envelope(doc: &Value) {
+    fields(
+        doc,
+        "",
+        &["apiVersion", "kind", "metadata", "spec"],
+        &["apiVersion", "kind", "metadata", "spec"],
+    );
+    let meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta = typed(&doc["metadata"]);
+    assert_eq!(serde_json::to_value(&meta).unwrap(), doc["metadata"]);
+    assert!(meta.name.is_some_and(|n| !n.is_empty()));
+}
+
+/// Go duration as cert-manager and Prometheus accept it (e.g. 90m, 2160h, 1h30m).
+fn is_duration(s: &str) -> bool {
+    let mut digits = false;
+    let mut units = 0;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            digits = true;
+        } else if digits && "smhdwy".contains(c) {
+            if c == 'm' && chars.peek() == Some(&'s') {
+                chars.next();
+            }
+            digits = false;
+            units += 1;
+        } else {
+            return false;
+        }
+    }
+    !digits && units > 0
+}
+
+fn check_issuer_ref(v: &Value, path: &str) {
+    fields(v, path, &["name", "kind", "group"], &["name"]);
+    if let Some(k) = v.get("kind") {
+        assert!(["Issuer", "ClusterIssuer"].contains(&string_at(k, path)));
+    }
+}
+
+fn check_certificate(doc: &Value) {
+    crd_envelope(doc);
+    let spec = &doc["spec"];
+    fields(
+        spec,
+        "Certificate.spec",
+        &[
+            "secretName",
+            "issuerRef",
+            "commonName",
+            "dnsNames",
+            "ipAddresses",
+            "uris",
+            "emailAddresses",
+            "isCA",
+            "duration",
+            "renewBefore",
+            "usages",
+            "privateKey",
+            "subject",
+            "secretTemplate",
+            "revisionHistoryLimit",
+        ],
+        &["secretName", "issuerRef"],
+    );
+    check_issuer_ref(&spec["issuerRef"], "Certificate.spec.issuerRef");
+    assert!(
+        spec.get("dnsNames").is_some() || spec.get("commonName").is_some(),
+        "a Certificate needs dnsNames or commonName"
+    );
+    for key in ["duration", "renewBefore"] {
+        if let Some(d) = spec.get(key) {
+            assert!(is_duration(string_at(d, key)), "{key}: {d}");
+        }
+    }
+    for u in spec["usages"].as_array().into_iter().flatten() {
+        let u = string_at(u, "usages");
+        assert!(
+            [
+                "digital signature",
+                "key encipherment",
+                "server auth",
+                "client auth",
+                "cert sign",
+                "crl sign"
+            ]
+            .contains(&u),
+            "unknown usage {u:?}"
+        );
+    }
+    if let Some(pk) = spec.get("privateKey") {
+        fields(
+            pk,
+            "privateKey",
+            &["algorithm", "size", "encoding", "rotationPolicy"],
+            &[],
+        );
+        if let Some(a) = pk.get("algorithm") {
+            assert!(["RSA", "ECDSA", "Ed25519"].contains(&string_at(a, "algorithm")));
+        }
+        if let Some(r) = pk.get("rotationPolicy") {
+            assert!(["Never", "Always"].contains(&string_at(r, "rotationPolicy")));
+        }
+    }
+}
+
+fn check_issuer(doc: &Value) {
+    crd_envelope(doc);
+    let spec = doc["spec"].as_object().unwrap();
+    let kinds: Vec<&String> = spec.keys().collect();
+    assert_eq!(
+        kinds.len(),
+        1,
+        "an Issuer has exactly one issuer type: {kinds:?}"
+    );
+    match kinds[0].as_str() {
+        "selfSigned" => fields(
+            &spec["selfSigned"],
+            "selfSigned",
+            &["crlDistributionPoints"],
+            &[],
+        ),
+        "ca" => fields(
+            &spec["ca"],
+            "ca",
+            &["secretName", "crlDistributionPoints"],
+            &["secretName"],
+        ),
+        other => panic!("unexpected issuer type {other}"),
+    }
+}
+
+fn check_service_monitor(doc: &Value) {
+    crd_envelope(doc);
+    let spec = &doc["spec"];
+    fields(
+        spec,
+        "ServiceMonitor.spec",
+        &[
+            "selector",
+            "endpoints",
+            "namespaceSelector",
+            "jobLabel",
+            "targetLabels",
+            "podTargetLabels",
+            "sampleLimit",
+        ],
+        &["selector", "endpoints"],
+    );
+    round_trip_value::<LabelSelector>(&spec["selector"]);
+    if let Some(ns) = spec.get("namespaceSelector") {
+        fields(ns, "namespaceSelector", &["any", "matchNames"], &[]);
+    }
+    let endpoints = spec["endpoints"].as_array().unwrap();
+    assert!(!endpoints.is_empty());
+    for e in endpoints {
+        fields(
+            e,
+            "endpoints[]",
+            &[
+                "port",
+                "targetPort",
+                "path",
+                "scheme",
+                "interval",
+                "scrapeTimeout",
+                "honorLabels",
+                "honorTimestamps",
+                "tlsConfig",
+                "relabelings",
+                "metricRelabelings",
+                "params",
+            ],
+            &[],
+        );
+        assert!(e.get("port").is_some() || e.get("targetPort").is_some());
+        for key in ["interval", "scrapeTimeout"] {
+            if let Some(d) = e.get(key) {
+                assert!(is_duration(string_at(d, key)));
+            }
+        }
+    }
+}
+
+fn round_trip_value<T: DeserializeOwned + Serialize>(v: &Value) {
+    let t: T = typed(v);
+    assert_eq!(
+        first_difference(v, &serde_json::to_value(t).unwrap(), ""),
+        None
+    );
+}
+
+fn is_metric_name(s: &str) -> bool {
+    let mut cs = s.chars();
+    cs.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn check_prometheus_rule(doc: &Value) {
+    crd_envelope(doc);
+    fields(
+        &doc["spec"],
+        "PrometheusRule.spec",
+        &["groups"],
+        &["groups"],
+    );
+    let groups = doc["spec"]["groups"].as_array().unwrap();
+    let mut names = BTreeSet::new();
+    for g in groups {
+        fields(
+            g,
+            "groups[]",
+            &[
+                "name",
+                "interval",
+                "rules",
+                "limit",
+                "partial_response_strategy",
+                "query_offset",
+            ],
+            &["name", "rules"],
+        );
+        assert!(
+            names.insert(string_at(&g["name"], "name")),
+            "duplicate group name"
+        );
+        for r in g["rules"].as_array().unwrap() {
+            fields(
+                r,
+                "rules[]",
+                &[
+                    "record",
+                    "alert",
+                    "expr",
+                    "for",
+                    "keep_firing_for",
+                    "labels",
+                    "annotations",
+                ],
+                &["expr"],
+            );
+            assert!(
+                r.get("record").is_some() != r.get("alert").is_some(),
+                "a rule is a record or an alert: {r}"
+            );
+            if let Some(rec) = r.get("record") {
+                assert!(
+                    is_metric_name(string_at(rec, "record")),
+                    "record name {rec}"
+                );
+                assert!(r.get("for").is_none() && r.get("annotations").is_none());
+            }
+            if let Some(f) = r.get("for") {
+                assert!(is_duration(string_at(f, "for")));
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------- rendering
+
+const KUSTOMIZATIONS: &[&str] = &[
+    "base",
+    "priority-classes",
+    "overlays/cert-manager",
+    "monitoring",
+];
+
+#[test]
+fn every_kustomization_renders_and_every_object_is_strictly_valid() {
+    // Every directory with a kustomization.yaml is listed here or is the self-signed
+    // overlay (which needs `rightsizer certs` first; rendered in its own test).
+    let mut found = Vec::new();
+    for entry in walk(&deploy()) {
+        if entry.file_name().is_some_and(|n| n == "kustomization.yaml") {
+            let dir = entry.parent().unwrap().strip_prefix(deploy()).unwrap();
+            found.push(dir.to_string_lossy().into_owned());
+        }
+    }
+    found.sort();
+    let mut expected: Vec<String> = KUSTOMIZATIONS.iter().map(|s| s.to_string()).collect();
+    expected.push("overlays/self-signed".to_string());
+    expected.sort();
+    assert_eq!(found, expected);
+
+    for k in KUSTOMIZATIONS {
+        let docs = kustomize(&deploy().join(k));
+        let mut seen = BTreeSet::new();
+        for d in &docs {
+            check_strict(d);
+            let ns = d["metadata"]["namespace"].as_str().unwrap_or_default();
+            assert!(
+                seen.insert((kind(d).1.to_string(), ns.to_string(), name(d).to_string())),
+                "duplicate {d}"
+            );
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Minimal LabelSelector evaluation (matchLabels and the four set operators).
+fn selects(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_labels = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expr = sel.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.clone().unwrap_or_default();
+        match (e.operator.as_str(), labels.get(&e.key)) {
+            ("In", Some(v)) => values.contains(v),
+            ("In", None) => false,
+            ("NotIn", Some(v)) => !values.contains(v),
+            ("NotIn", None) => true,
+            ("Exists", v) => v.is_some(),
+            ("DoesNotExist", v) => v.is_none(),
+            (op, _) => panic!("unknown operator {op}"),
+        }
+    });
+    by_labels && by_expr
+}
+
+/// A namespace's labels as the apiserver sets them (it adds kubernetes.io/metadata.name).
+fn ns_labels(name: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::from([("kubernetes.io/metadata.name".to_string(), name.to_string())]);
+    m.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    m
+}
+
+#[test]
+fn the_webhook_configuration_matches_the_contract() {
+    let docs = kustomize(&deploy().join("base"));
+    let deployment: Deployment = typed(find(&docs, "Deployment", "rightsizer"));
+    let own_ns = deployment.metadata.namespace.clone().unwrap();
+    let cfg: MutatingWebhookConfiguration = typed(find(
+        &docs,
+        "MutatingWebhookConfiguration",
+        certs::WEBHOOK_CONFIGURATION,
+    ));
+    let hooks = cfg.webhooks.unwrap();
+    assert_eq!(hooks.len(), 1);
+    let h = &hooks[0];
+    assert_eq!(h.name, certs::WEBHOOK_NAME);
+    assert_eq!(h.admission_review_versions, ["v1"]);
+    assert_eq!(h.failure_policy.as_deref(), Some("Ignore"));
+    let timeout = h.timeout_seconds.unwrap();
+    assert!((1..=5).contains(&timeout), "timeoutSeconds {timeout}");
+    assert_eq!(h.side_effects, "NoneOnDryRun");
+    assert_eq!(h.reinvocation_policy.as_deref(), Some("IfNeeded"));
+    assert_eq!(h.match_policy.as_deref(), Some("Equivalent"));
+
+    // clientConfig -> Service 443 -> container port 8443 that `serve --listen` uses.
+    let svc_ref = h.client_config.service.as_ref().unwrap();
+    assert_eq!(svc_ref.path.as_deref(), Some("/mutate"));
+    assert_eq!(svc_ref.namespace, own_ns);
+    assert_eq!(svc_ref.name, certs::DEFAULT_SERVICE);
+    assert_eq!(own_ns, certs::DEFAULT_NAMESPACE);
+    let svc: Service = typed(find(&docs, "Service", &svc_ref.name));
+    let port = svc
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|p| Some(p.port) == svc_ref.port.or(Some(443)))
+        .expect("the Service exposes the port the webhook calls");
+    assert_eq!(port.port, 443);
+    let container = &deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let target = match port.target_port.as_ref().unwrap() {
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(n) => {
+            container
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(n))
+                .unwrap()
+                .container_port
+        }
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => *i,
+    };
+    assert_eq!(target, 8443);
+    let args = container.args.clone().unwrap();
+    assert!(
+        args.windows(2).any(|w| w == ["--listen", "0.0.0.0:8443"]),
+        "{args:?}"
+    );
+
+    // Rules: pods CREATE; workload kinds CREATE/UPDATE.
+    let mut rules = BTreeSet::new();
+    for r in h.rules.iter().flatten() {
+        assert_eq!(r.scope.as_deref(), Some("Namespaced"));
+        for g in r.api_groups.iter().flatten() {
+            for v in r.api_versions.iter().flatten() {
+                for res in r.resources.iter().flatten() {
+                    rules.insert((
+                        g.clone(),
+                        v.clone(),
+                        res.clone(),
+                        r.operations.clone().unwrap(),
+                    ));
+                }
+            }
+        }
+    }
+    let cu = || vec!["CREATE".to_string(), "UPDATE".to_string()];
+    let mut expected = BTreeSet::from([(
+        String::new(),
+        "v1".to_string(),
+        "pods".to_string(),
+        vec!["CREATE".to_string()],
+    )]);
+    for (g, v, rs) in [
+        (
+            "apps",
+            "v1",
+            &["deployments", "statefulsets", "daemonsets", "replicasets"][..],
+        ),
+        ("batch", "v1", &["jobs", "cronjobs"][..]),
+        (
+            "serving.knative.dev",
+            "v1",
+            &["services", "configurations"][..],
+        ),
+    ] {
+        for r in rs {
+            expected.insert((g.to_string(), v.to_string(), r.to_string(), cu()));
+        }
+    }
+    assert_eq!(rules, expected);
+
+    // Selectors, evaluated against namespaces as the apiserver labels them.
+    let nsel = h.namespace_selector.as_ref().unwrap();
+    let on = [("rightsizer.io/enabled", "true")];
+    assert!(selects(nsel, &ns_labels("shop", &on)));
+    assert!(!selects(nsel, &ns_labels("shop", &[])));
+    assert!(!selects(
+        nsel,
+        &ns_labels("shop", &[("rightsizer.io/enabled", "false")])
+    ));
+    assert!(!selects(nsel, &ns_labels("kube-system", &on)));
+    assert!(!selects(nsel, &ns_labels(&own_ns, &on)));
+    let osel = h.object_selector.as_ref().unwrap();
+    assert!(selects(osel, &BTreeMap::new()));
+    assert!(selects(
+        osel,
+        &BTreeMap::from([("rightsizer.io/mode".into(), "enforce".into())])
+    ));
+    assert!(!selects(
+        osel,
+        &BTreeMap::from([("rightsizer.io/mode".into(), "off".into())])
+    ));
+    assert!(
+        h.client_config.ca_bundle.is_none(),
+        "the base has no caBundle; overlays add it"
+    );
+}
+
+#[test]
+fn the_deployment_is_hardened_and_highly_available() {
+    let docs = kustomize(&deploy().join("base"));
+    let ns: Namespace = typed(find(&docs, "Namespace", certs::DEFAULT_NAMESPACE));
+    let ns_name = ns.metadata.name.unwrap();
+    for d in &docs {
+        let namespaced = !matches!(
+            kind(d).1,
+            "Namespace" | "ClusterRole" | "ClusterRoleBinding" | "MutatingWebhookConfiguration"
+        );
+        assert_eq!(
+            d["metadata"]["namespace"].as_str().is_some(),
+            namespaced,
+            "{}",
+            name(d)
+        );
+        if namespaced {
+            assert_eq!(d["metadata"]["namespace"], ns_name.as_str());
+        }
+    }
+    let dep: Deployment = typed(find(&docs, "Deployment", "rightsizer"));
+    let spec = dep.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.unwrap();
+    let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
+    assert!(selects(&spec.selector, &pod_labels));
+
+    let anti = pod.affinity.unwrap().pod_anti_affinity.unwrap();
+    let term = &anti
+        .preferred_during_scheduling_ignored_during_execution
+        .unwrap()[0]
+        .pod_affinity_term;
+    assert_eq!(term.topology_key, "kubernetes.io/hostname");
+    assert!(selects(term.label_selector.as_ref().unwrap(), &pod_labels));
+
+    let pdb: PodDisruptionBudget = typed(all(&docs, "PodDisruptionBudget")[0]);
+    let pdb_spec = pdb.spec.unwrap();
+    assert!(selects(pdb_spec.selector.as_ref().unwrap(), &pod_labels));
+    assert!(pdb_spec.min_available.is_some());
+
+    // Service account token only where needed.
+    let sa: ServiceAccount = typed(find(&docs, "ServiceAccount", "rightsizer"));
+    assert_eq!(sa.automount_service_account_token, Some(false));
+    assert_eq!(pod.automount_service_account_token, Some(true));
+    assert_eq!(pod.service_account_name.as_deref(), Some("rightsizer"));
+
+    let psc = pod.security_context.unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    assert_eq!(pod.containers.len(), 1);
+    let c = &pod.containers[0];
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_string()][..])
+    );
+    let res = c.resources.as_ref().unwrap();
+    for side in [&res.requests, &res.limits] {
+        let side = side.as_ref().unwrap();
+        assert!(
+            side.contains_key("cpu") && side.contains_key("memory"),
+            "{side:?}"
+        );
+    }
+
+    // Probes hit the contract's endpoints on a declared port.
+    let port_names: BTreeSet<String> = c
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| p.name.clone())
+        .collect();
+    for (probe, path) in [
+        (&c.readiness_probe, "/readyz"),
+        (&c.liveness_probe, "/healthz"),
+    ] {
+        let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(get.path.as_deref(), Some(path));
+        match &get.port {
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(n) => {
+                assert!(port_names.contains(n))
+            }
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(_) => {
+                panic!("use a named port")
+            }
+        }
+    }
+
+    // TLS Secret mounted where --tls-cert/--tls-key point.
+    let args = c.args.clone().unwrap();
+    assert_eq!(args[0], "serve");
+    let arg = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| args[i + 1].clone())
+            .unwrap()
+    };
+    let vol = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.secret.is_some())
+        .unwrap();
+    assert_eq!(
+        vol.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some(certs::DEFAULT_SECRET)
+    );
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == vol.name)
+        .unwrap();
+    assert_eq!(mount.read_only, Some(true));
+    assert_eq!(arg("--tls-cert"), format!("{}/tls.crt", mount.mount_path));
+    assert_eq!(arg("--tls-key"), format!("{}/tls.key", mount.mount_path));
+    let admin_port = arg("--admin-listen")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse::<i32>()
+        .unwrap();
+    assert!(c
+        .ports
+        .iter()
+        .flatten()
+        .any(|p| p.container_port == admin_port));
+
+    let env: BTreeMap<String, _> = c
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.clone()))
+        .collect();
+    assert!(env["RIGHTSIZER_PROMETHEUS_URL"]
+        .value
+        .as_deref()
+        .is_some_and(|v| v.starts_with("http")));
+    let ns_ref = env["POD_NAMESPACE"]
+        .value_from
+        .as_ref()
+        .unwrap()
+        .field_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(ns_ref.field_path, "metadata.namespace");
+}
+
+fn verbs_by_resource(rules: &[PolicyRule]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in rules {
+        for g in r.api_groups.iter().flatten() {
+            for res in r.resources.iter().flatten() {
+                let key = match &r.resource_names {
+                    Some(n) => format!("{g}/{res}@{}", n.join(",")),
+                    None => format!("{g}/{res}"),
+                };
+                out.entry(key).or_default().extend(r.verbs.iter().cloned());
+            }
+        }
+    }
+    out
+}
+
+fn set(v: &[&str]) -> BTreeSet<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn rbac_is_least_privilege() {
+    let docs = kustomize(&deploy().join("base"));
+    let cr: ClusterRole = typed(find(&docs, "ClusterRole", "rightsizer"));
+    let read = set(&["get", "list", "watch"]);
+    let read_patch = set(&["get", "list", "watch", "patch"]);
+    let mut expected = BTreeMap::new();
+    for r in [
+        "/namespaces",
+        "/limitranges",
+        "scheduling.k8s.io/priorityclasses",
+        "autoscaling/horizontalpodautoscalers",
+    ] {
+        expected.insert(r.to_string(), read.clone());
+    }
+    for r in [
+        "apps/deployments",
+        "apps/statefulsets",
+        "apps/daemonsets",
+        "apps/replicasets",
+        "batch/jobs",
+        "batch/cronjobs",
+        "serving.knative.dev/services",
+        "serving.knative.dev/configurations",
+    ] {
+        expected.insert(r.to_string(), read_patch.clone());
+    }
+    expected.insert("/events".to_string(), set(&["create", "patch"]));
+    expected.insert(
+        "events.k8s.io/events".to_string(),
+        set(&["create", "patch"]),
+    );
+    assert_eq!(verbs_by_resource(&cr.rules.unwrap()), expected);
+
+    let role: Role = typed(find(&docs, "Role", "rightsizer"));
+    let expected = BTreeMap::from([
+        ("/configmaps".to_string(), read.clone()),
+        ("coordination.k8s.io/leases".to_string(), set(&["create"])),
+        (
+            "coordination.k8s.io/leases@rightsizer-leader".to_string(),
+            set(&["get", "watch", "update", "patch"]),
+        ),
+    ]);
+    assert_eq!(verbs_by_resource(&role.rules.unwrap()), expected);
+
+    // Both bindings give exactly these roles to the webhook's ServiceAccount.
+    let crb: ClusterRoleBinding = typed(find(&docs, "ClusterRoleBinding", "rightsizer"));
+    let rb: RoleBinding = typed(find(&docs, "RoleBinding", "rightsizer"));
+    assert_eq!(
+        (crb.role_ref.kind.as_str(), crb.role_ref.name.as_str()),
+        ("ClusterRole", "rightsizer")
+    );
+    assert_eq!(
+        (rb.role_ref.kind.as_str(), rb.role_ref.name.as_str()),
+        ("Role", "rightsizer")
+    );
+    for subjects in [crb.subjects.unwrap(), rb.subjects.unwrap()] {
+        assert_eq!(subjects.len(), 1);
+        assert_eq!(subjects[0].kind, "ServiceAccount");
+        assert_eq!(subjects[0].name, "rightsizer");
+        assert_eq!(
+            subjects[0].namespace.as_deref(),
+            Some(certs::DEFAULT_NAMESPACE)
+        );
+    }
+}
+
+#[test]
+fn the_five_priority_classes() {
+    let docs = kustomize(&deploy().join("priority-classes"));
+    let got: BTreeMap<String, (i32, Option<bool>)> = docs
+        .iter()
+        .map(|d| {
+            let pc: PriorityClass = typed(d);
+            (pc.metadata.name.unwrap(), (pc.value, pc.global_default))
+        })
+        .collect();
+    let expected = BTreeMap::from([
+        ("gpu-workload".to_string(), (1000, Some(false))),
+        ("high-priority".to_string(), (900, Some(false))),
+        ("cpu-workload".to_string(), (500, Some(false))),
+        ("normal-priority".to_string(), (100, Some(false))),
+        ("low-priority".to_string(), (50, Some(false))),
+    ]);
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn the_cert_manager_overlay_chains_issuers_and_injects_the_ca() {
+    let docs = kustomize(&deploy().join("overlays/cert-manager"));
+    let cfg = find(
+        &docs,
+        "MutatingWebhookConfiguration",
+        certs::WEBHOOK_CONFIGURATION,
+    );
+    let inject = cfg["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+        .as_str()
+        .unwrap();
+    let (ns, cert_name) = inject.split_once('/').unwrap();
+    assert_eq!(ns, certs::DEFAULT_NAMESPACE);
+
+    // The injected Certificate writes the Secret the Deployment mounts, for the Service's names.
+    let serving = find(&docs, "Certificate", cert_name);
+    assert_eq!(serving["metadata"]["namespace"], ns);
+    assert_eq!(serving["spec"]["secretName"], certs::DEFAULT_SECRET);
+    let dns: BTreeSet<&str> = serving["spec"]["dnsNames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for n in certs::service_dns_names(certs::DEFAULT_SERVICE, certs::DEFAULT_NAMESPACE) {
+        assert!(dns.contains(n.as_str()), "missing {n}");
+    }
+    assert!(serving["spec"]["usages"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("server auth")));
+
+    // serving <- CA Issuer (ca.secretName) <- CA Certificate (isCA) <- self-signed Issuer.
+    let ca_issuer = find(
+        &docs,
+        "Issuer",
+        serving["spec"]["issuerRef"]["name"].as_str().unwrap(),
+    );
+    let ca_secret = ca_issuer["spec"]["ca"]["secretName"].as_str().unwrap();
+    let ca_cert = all(&docs, "Certificate")
+        .into_iter()
+        .find(|c| c["spec"]["secretName"] == ca_secret)
+        .unwrap();
+    assert_eq!(ca_cert["spec"]["isCA"], true);
+    let root = find(
+        &docs,
+        "Issuer",
+        ca_cert["spec"]["issuerRef"]["name"].as_str().unwrap(),
+    );
+    assert!(root["spec"].get("selfSigned").is_some());
+    assert!(cfg["webhooks"][0]["clientConfig"].get("caBundle").is_none());
+}
+
+// ----------------------------------------------------------------- certs
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_name() == "generated" {
+            continue; // a developer's own generated material stays out of the test
+        }
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+fn run_certs(out: &Path, extra: &[&str]) {
+    let status = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+        .arg("certs")
+        .arg("--out-dir")
+        .arg(out)
+        .args(extra)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn pem_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.unwrap())
+        .collect()
+}
+
+/// webpki's verdict on `leaf` for `host`, trusting only the certificates in `bundle`.
+fn verify(bundle: &[u8], leaf: &[u8], host: &str) -> Result<(), rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in pem_certs(bundle) {
+        roots.add(c).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .unwrap();
+    let leaf = pem_certs(leaf).remove(0);
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+    verifier
+        .verify_server_cert(&leaf, &[], &name, &[], rustls::pki_types::UnixTime::now())
+        .map(|_| ())
+}
+
+fn keys_match(cert: &[u8], key: &[u8]) -> bool {
+    use rustls::pki_types::pem::PemObject;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key).unwrap();
+    let signer = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .unwrap();
+    rustls::sign::CertifiedKey::new(pem_certs(cert), signer)
+        .keys_match()
+        .is_ok()
+}
+
+#[test]
+fn certs_output_verifies_and_the_self_signed_overlay_renders_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("deploy");
+    copy_dir(&deploy(), &copy);
+    let overlay = copy.join("overlays/self-signed");
+    let out = overlay.join("generated");
+    run_certs(&out, &["--san", "127.0.0.1"]);
+
+    let read = |n: &str| fs::read(out.join(n)).unwrap();
+    let (ca, crt, key) = (read("ca.crt"), read("tls.crt"), read("tls.key"));
+    for host in certs::service_dns_names(certs::DEFAULT_SERVICE, certs::DEFAULT_NAMESPACE)
+        .iter()
+        .map(String::as_str)
+        .chain(["127.0.0.1"])
+    {
+        verify(&ca, &crt, host).unwrap_or_else(|e| panic!("{host}: {e}"));
+    }
+    assert!(
+        verify(&ca, &crt, "rightsizer.other-namespace.svc").is_err(),
+        "a name outside the SANs must fail"
+    );
+    let stranger = certs::Ca::generate("stranger", 1).unwrap();
+    assert!(verify(
+        stranger.cert_pem().as_bytes(),
+        &crt,
+        "rightsizer.rightsizer-system.svc"
+    )
+    .is_err());
+    assert!(keys_match(&crt, &key));
+    assert!(!keys_match(&crt, &read("ca.key")));
+
+    // A second opinion from openssl.
+    let openssl = Command::new("openssl")
+        .args(["verify", "-purpose", "sslserver", "-CAfile"])
+        .arg(out.join("ca.crt"))
+        .arg(out.join("tls.crt"))
+        .output()
+        .unwrap();
+    assert!(
+        openssl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&openssl.stdout)
+    );
+
+    #[cfg(unix)]
+    for private in ["ca.key", "tls.key", "secret.yaml"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            fs::metadata(out.join(private))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600,
+            "{private}"
+        );
+    }
+    assert!(fs::read_to_string(out.join(".gitignore"))
+        .unwrap()
+        .lines()
+        .any(|l| l == "*"));
+
+    // The overlay renders: Secret with the generated pair, caBundle = the CA.
+    let docs = kustomize(&overlay);
+    for d in &docs {
+        check_strict(d);
+    }
+    let secret: Secret = typed(find(&docs, "Secret", certs::DEFAULT_SECRET));
+    assert_eq!(
+        secret.metadata.namespace.as_deref(),
+        Some(certs::DEFAULT_NAMESPACE)
+    );
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    let data = secret.data.unwrap();
+    assert_eq!(data["tls.crt"].0, crt);
+    assert_eq!(data["tls.key"].0, key);
+    let cfg: MutatingWebhookConfiguration = typed(find(
+        &docs,
+        "MutatingWebhookConfiguration",
+        certs::WEBHOOK_CONFIGURATION,
+    ));
+    let hook = &cfg.webhooks.unwrap()[0];
+    assert_eq!(hook.client_config.ca_bundle.as_ref().unwrap().0, ca);
+    // The patch only added the caBundle: everything else is still the base's.
+    assert_eq!(hook.failure_policy.as_deref(), Some("Ignore"));
+    assert_eq!(
+        hook.client_config.service.as_ref().unwrap().path.as_deref(),
+        Some("/mutate")
+    );
+    assert_eq!(hook.rules.as_ref().unwrap().len(), 4);
+
+    // Renewal reuses the CA (caBundle unchanged); --new-ca trusts old and new CA meanwhile.
+    run_certs(&out, &[]);
+    assert_eq!(read("ca.crt"), ca);
+    assert_ne!(read("tls.crt"), crt);
+    verify(&ca, &read("tls.crt"), "rightsizer.rightsizer-system.svc").unwrap();
+    run_certs(&out, &["--new-ca"]);
+    let new_ca = read("ca.crt");
+    assert_ne!(new_ca, ca);
+    let bundle = read("ca-bundle.crt");
+    assert_eq!(pem_certs(&bundle).len(), 2);
+    verify(
+        &bundle,
+        &read("tls.crt"),
+        "rightsizer.rightsizer-system.svc",
+    )
+    .unwrap();
+    assert!(verify(&ca, &read("tls.crt"), "rightsizer.rightsizer-system.svc").is_err());
+    let docs = kustomize(&overlay);
+    let cfg: MutatingWebhookConfiguration = typed(find(
+        &docs,
+        "MutatingWebhookConfiguration",
+        certs::WEBHOOK_CONFIGURATION,
+    ));
+    assert_eq!(
+        cfg.webhooks.unwrap()[0]
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .unwrap()
+            .0,
+        bundle
+    );
+}
+
+/// A real TLS handshake on loopback: a rustls server with the generated pair, a client
+/// that trusts only the generated bundle and asks for the Service's name.
+fn handshake(bundle: &[u8], crt: &[u8], key: &[u8], host: &str) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::{Read as _, Write as _};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_cfg = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            pem_certs(crt),
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(key).unwrap(),
+        )
+        .map_err(|e| e.to_string())?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let conn = rustls::ServerConnection::new(Arc::new(server_cfg)).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut buf = [0u8; 4];
+        if tls.read_exact(&mut buf).is_ok() {
+            let _ = tls.write_all(b"pong");
+            let _ = tls.flush();
+        }
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    for c in pem_certs(bundle) {
+        roots.add(c).unwrap();
+    }
+    let client_cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(client_cfg), name).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let result = tls
+        .write_all(b"ping")
+        .and_then(|()| tls.flush())
+        .and_then(|()| {
+            let mut reply = vec![0u8; 4];
+            tls.read_exact(&mut reply).map(|()| reply)
+        })
+        .map_err(|e| e.to_string());
+    drop(tls);
+    server.join().unwrap();
+    result
+}
+
+#[test]
+fn the_generated_pair_serves_tls_to_a_client_trusting_the_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    run_certs(tmp.path(), &[]);
+    let read = |n: &str| fs::read(tmp.path().join(n)).unwrap();
+    let (bundle, crt, key) = (read("ca-bundle.crt"), read("tls.crt"), read("tls.key"));
+    assert_eq!(
+        handshake(&bundle, &crt, &key, "rightsizer.rightsizer-system.svc").unwrap(),
+        b"pong"
+    );
+    // The client refuses a name the certificate does not carry, and a CA it does not trust.
+    let err = handshake(&bundle, &crt, &key, "rightsizer.default.svc").unwrap_err();
+    assert!(
+        err.contains("NotValidForName") || err.contains("name"),
+        "{err}"
+    );
+    let stranger = certs::Ca::generate("stranger", 1).unwrap();
+    assert!(handshake(
+        stranger.cert_pem().as_bytes(),
+        &crt,
+        &key,
+        "rightsizer.rightsizer-system.svc"
+    )
+    .is_err());
+}
+
+#[test]
+fn generated_material_is_git_ignored() {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo())
+        .args([
+            "check-ignore",
+            "-q",
+            "deploy/overlays/self-signed/generated/tls.key",
+        ])
+        .status()
+        .expect("git on PATH");
+    assert!(
+        out.success(),
+        "deploy/overlays/self-signed/generated/ must be git-ignored"
+    );
+}
+
+// ------------------------------------------------------------ monitoring
+
+struct MetricList {
+    webhook: BTreeMap<String, (String, BTreeSet<String>)>,
+    external: BTreeSet<String>,
+}
+
+fn metric_list() -> MetricList {
+    let text = fs::read_to_string(deploy().join("monitoring/metrics.txt")).unwrap();
+    let mut webhook = BTreeMap::new();
+    let mut external = BTreeSet::new();
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        assert!(matches!(parts.len(), 3 | 4), "bad line {line:?}");
+        assert!(is_metric_name(parts[1]));
+        assert!(
+            ["counter", "gauge", "histogram"].contains(&parts[2]),
+            "{line}"
+        );
+        if parts[2] == "counter" {
+            assert!(
+                parts[1].ends_with("_total"),
+                "counters end in _total: {line}"
+            );
+        }
+        let labels: BTreeSet<String> = parts
+            .get(3)
+            .map(|l| l.split(',').map(String::from).collect())
+            .unwrap_or_default();
+        match parts[0] {
+            "webhook" => {
+                assert!(parts[1].starts_with("rightsizer_"));
+                webhook.insert(parts[1].to_string(), (parts[2].to_string(), labels));
+            }
+            "external" => {
+                external.insert(parts[1].to_string());
+            }
+            other => panic!("unknown source {other}"),
+        }
+    }
+    MetricList { webhook, external }
+}
+
+impl MetricList {
+    /// The exported metric a series name belongs to (histograms add suffixes).
+    fn webhook_metric(&self, series: &str) -> Option<&(String, BTreeSet<String>)> {
+        self.webhook.get(series).or_else(|| {
+            ["_bucket", "_sum", "_count"].iter().find_map(|s| {
+                series
+                    .strip_suffix(s)
+                    .and_then(|base| self.webhook.get(base))
+                    .filter(|(t, _)| t == "histogram")
+            })
+        })
+    }
+}
+
+/// Metric names in a PromQL expression with the label names of their matchers. A small
+/// lexer: strings, ranges and grouping label lists are skipped; an identifier followed
+/// by `(` is a function or aggregation; keywords are not names.
+fn promql_metrics(expr: &str) -> Vec<(String, BTreeSet<String>)> {
+    const KEYWORDS: &[&str] = &[
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "inf",
+        "nan",
+        "atan2",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "group",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+    ];
+    const GROUPING: &[&str] = &[
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    let b: Vec<char> = expr.chars().collect();
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let skip_ws = |mut i: usize| {
+        while i < b.len() && b[i].is_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    let skip_string = |mut i: usize| {
+        let q = b[i];
+        i += 1;
+        while i < b.len() && b[i] != q {
+            if b[i] == '\\' && q != '`' {
+                i += 1;
+            }
+            i += 1;
+        }
+        i + 1
+    };
+    let mut out: Vec<(String, BTreeSet<String>)> = Vec::new();
+    // Where the last metric name ended: a `{` right after it holds its matchers.
+    let mut last_metric_end = None;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == '"' || c == '\'' || c == '`' {
+            i = skip_string(i);
+        } else if c == '[' {
+            while i < b.len() && b[i] != ']' {
+                i += 1;
+            }
+            i += 1;
+        } else if c == '#' {
+            while i < b.len() && b[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '$'
+            || c.is_ascii_digit()
+            || (c == '.' && b.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
+            i += 1;
+            while i < b.len() && (ident(b[i]) || b[i] == '.' || b[i] == '{' || b[i] == '}') {
+                i += 1;
+            }
+        } else if c == '{' {
+            // Label matchers: every bare identifier inside is a label name.
+            let attached = last_metric_end.is_some_and(|end| skip_ws(end) == i);
+            let mut labels = BTreeSet::new();
+            i += 1;
+            while i < b.len() && b[i] != '}' {
+                if b[i] == '"' || b[i] == '\'' || b[i] == '`' {
+                    i = skip_string(i);
+                } else if ident(b[i]) {
+                    let s = i;
+                    while i < b.len() && ident(b[i]) {
+                        i += 1;
+                    }
+                    labels.insert(b[s..i].iter().collect::<String>());
+                } else {
+                    i += 1;
+                }
+            }
+            i += 1;
+            match out.last_mut() {
+                Some(last) if attached => last.1 = labels,
+                _ => panic!("a selector without a metric name: {expr}"),
+            }
+        } else if ident(c) {
+            let s = i;
+            while i < b.len() && ident(b[i]) {
+                i += 1;
+            }
+            let word: String = b[s..i].iter().collect();
+            let next = skip_ws(i);
+            let lower = word.to_ascii_lowercase();
+            if GROUPING.contains(&lower.as_str()) {
+                if b.get(next) == Some(&'(') {
+                    i = next;
+                    while i < b.len() && b[i] != ')' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            } else if lower == "offset" {
+                i = next;
+                while i < b.len() && ident(b[i]) {
+                    i += 1;
+                }
+            } else if KEYWORDS.contains(&lower.as_str()) || b.get(next) == Some(&'(') {
+                // function, aggregation or keyword
+            } else {
+                out.push((word, BTreeSet::new()));
+                last_metric_end = Some(i);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn the_promql_lexer_finds_names_and_labels() {
+    let got = promql_metrics(
+        r#"sum by (le, pod) (rate(a_b_bucket{job="x", le!~"1|2"}[5m] offset 1h)) / on (pod) group_left (q)
+           max without (side) (rec:x:sum{side="request"}) and b > bool 0.5 * 1e3 or label_replace(c, "d", "$1", "e", "(.+)") unless ${v} + $w"#,
+    );
+    let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["a_b_bucket", "rec:x:sum", "b", "c"]);
+    assert_eq!(got[0].1, set(&["job", "le"]));
+    assert_eq!(got[1].1, set(&["side"]));
+}
+
+struct Rules {
+    groups: Value,
+    records: BTreeSet<String>,
+    exprs: Vec<(String, String)>,
+}
+
+fn rules() -> Rules {
+    let docs = kustomize(&deploy().join("monitoring"));
+    let rule = find(&docs, "PrometheusRule", "rightsizer");
+    let groups = rule["spec"].clone();
+    let mut records = BTreeSet::new();
+    let mut exprs = Vec::new();
+    for g in groups["groups"].as_array().unwrap() {
+        for r in g["rules"].as_array().unwrap() {
+            let id = r
+                .get("record")
+                .or(r.get("alert"))
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string();
+            if let Some(rec) = r.get("record") {
+                records.insert(rec.as_str().unwrap().to_string());
+            }
+            exprs.push((id, r["expr"].as_str().unwrap().to_string()));
+        }
+    }
+    Rules {
+        groups,
+        records,
+        exprs,
+    }
+}
+
+fn promtool(args: &[&str], dir: &Path) {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("promtool must be on PATH (tests/run installs Debian's prometheus)");
+    assert!(
+        out.status.success(),
+        "promtool {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
+    let r = rules();
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(
+        tmp.path().join("rightsizer-rules.yaml"),
+        serde_yaml::to_string(&r.groups).unwrap(),
+    )
+    .unwrap();
+    promtool(&["check", "rules", "rightsizer-rules.yaml"], tmp.path());
+    fs::copy(
+        deploy().join("monitoring/rules.test.yaml"),
+        tmp.path().join("rules.test.yaml"),
+    )
+    .unwrap();
+    promtool(&["test", "rules", "rules.test.yaml"], tmp.path());
+
+    // The seed alerts and the webhook's own are all there.
+    let alerts: BTreeSet<&str> = r
+        .exprs
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .filter(|id| !id.contains(':'))
+        .collect();
+    for a in [
+        "ContainerMemoryNearLimit",
+        "ContainerOOMKilled",
+        "HPAScalingLimited",
+        "RightsizerAdmissionErrors",
+        "RightsizerAdmissionLatencyHigh",
+        "RightsizerAnalyzerStale",
+        "RightsizerPolicyRejected",
+    ] {
+        assert!(alerts.contains(a), "missing alert {a}");
+    }
+    // Every alert is exercised by the unit tests.
+    let tests = fs::read_to_string(deploy().join("monitoring/rules.test.yaml")).unwrap();
+    for a in alerts {
+        assert!(
+            tests.contains(&format!("alertname: {a}")),
+            "no promtool test for {a}"
+        );
+    }
+}
+
+/// Target labels Prometheus (via prometheus-operator) attaches to scraped series.
+const TARGET_LABELS: &[&str] = &[
+    "job",
+    "instance",
+    "pod",
+    "namespace",
+    "service",
+    "endpoint",
+    "container",
+];
+
+fn check_names(origin: &str, expr: &str, list: &MetricList, records: &BTreeSet<String>) -> usize {
+    let found = promql_metrics(expr);
+    for (n, labels) in &found {
+        if let Some((kind_, declared)) = list.webhook_metric(n) {
+            for l in labels {
+                let ok = declared.contains(l)
+                    || TARGET_LABELS.contains(&l.as_str())
+                    || (l == "le" && kind_ == "histogram");
+                assert!(ok, "{origin}: {n} has no label {l:?} (metrics.txt)");
+            }
+        } else {
+            assert!(
+                list.external.contains(n) || records.contains(n),
+                "{origin}: metric {n} is neither exported by the webhook, nor a known cAdvisor/kube-state-metrics name, nor a recording rule (deploy/monitoring/metrics.txt)"
+            );
+        }
+    }
+    found.len()
+}
+
+struct Dashboard {
+    file: String,
+    json: Value,
+    /// (panel title or variable, PromQL)
+    exprs: Vec<(String, String)>,
+}
+
+fn dashboards() -> Vec<Dashboard> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(deploy().join("monitoring/dashboards")).unwrap() {
+        let path = e.unwrap().path();
+        let json: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        let mut exprs = Vec::new();
+        let mut panels: Vec<&Value> = json["panels"].as_array().unwrap().iter().collect();
+        let mut i = 0;
+        while i < panels.len() {
+            panels.extend(panels[i]["panels"].as_array().into_iter().flatten());
+            i += 1;
+        }
+        for p in panels {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                exprs.push((
+                    p["title"].as_str().unwrap().to_string(),
+                    t["expr"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+        for v in json["templating"]["list"].as_array().unwrap() {
+            if v["type"] == "query" {
+                let q = v["query"]["query"]
+                    .as_str()
+                    .or(v["query"].as_str())
+                    .unwrap();
+                let inner = q
+                    .strip_prefix("label_values(")
+                    .and_then(|s| s.strip_suffix(')'))
+                    .unwrap();
+                let (metric_expr, _label) = inner.rsplit_once(',').unwrap();
+                exprs.push((format!("variable {}", v["name"]), metric_expr.to_string()));
+            }
+        }
+        out.push(Dashboard {
+            file: path.file_name().unwrap().to_string_lossy().into_owned(),
+            json,
+            exprs,
+        });
+    }
+    out.sort_by(|a, b| a.file.cmp(&b.file));
+    out
+}
+
+#[test]
+fn every_metric_in_rules_and_dashboards_is_known() {
+    let list = metric_list();
+    let r = rules();
+    let mut used = BTreeSet::new();
+    for (id, expr) in &r.exprs {
+        assert!(
+            check_names(&format!("rule {id}"), expr, &list, &r.records) > 0,
+            "{id}: no metric found"
+        );
+        used.extend(promql_metrics(expr).into_iter().map(|(n, _)| n));
+    }
+    let boards = dashboards();
+    assert_eq!(boards.len(), 2);
+    for d in &boards {
+        for (title, expr) in &d.exprs {
+            assert!(
+                check_names(&format!("{} / {title}", d.file), expr, &list, &r.records) > 0,
+                "{title}: no metric"
+            );
+            used.extend(promql_metrics(expr).into_iter().map(|(n, _)| n));
+        }
+    }
+    // Every recording rule is used by something (a dashboard or another rule).
+    for rec in &r.records {
+        assert!(used.contains(rec), "recording rule {rec} is never used");
+    }
+    // The recommendation lines and webhook health are on the dashboards.
+    let all_dash: String = boards
+        .iter()
+        .flat_map(|d| d.exprs.iter().map(|(_, e)| e.as_str()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for must in [
+        "rightsizer_recommendation_bytes",
+        "kube_pod_container_resource_requests",
+        "kube_pod_container_resource_limits",
+        "container_memory_working_set_bytes",
+        "rightsizer_admission_duration_seconds_bucket",
+        "rightsizer_admission_reviews_total",
+        "rightsizer_analyzer_last_success_timestamp_seconds",
+        "rightsizer:workload_memory_efficiency:ratio",
+        "rightsizer:memory_freed_by_sizing_bytes:sum",
+    ] {
+        assert!(all_dash.contains(must), "no dashboard shows {must}");
+    }
+}
+
+#[test]
+fn dashboards_are_well_formed_and_their_queries_parse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rules = Vec::new();
+    let mut uids = BTreeSet::new();
+    for d in dashboards() {
+        assert!(uids.insert(d.json["uid"].as_str().unwrap().to_string()));
+        let vars: BTreeSet<String> = d.json["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect();
+        let mut ids = BTreeSet::new();
+        for p in d.json["panels"].as_array().unwrap() {
+            assert!(
+                ids.insert(p["id"].as_i64().unwrap()),
+                "{}: duplicate panel id",
+                d.file
+            );
+            let g = &p["gridPos"];
+            assert!(
+                g["x"].as_i64().unwrap() + g["w"].as_i64().unwrap() <= 24,
+                "{}: panel wider than the grid",
+                d.file
+            );
+            if p["type"] != "row" {
+                assert!(
+                    !p["targets"].as_array().unwrap().is_empty(),
+                    "{}: {} has no query",
+                    d.file,
+                    p["title"]
+                );
+            }
+        }
+        for (i, (title, expr)) in d.exprs.iter().enumerate() {
+            // Grafana variables must be defined; then substitute them so promtool can parse.
+            let mut promql = expr.replace("$__rate_interval", "5m");
+            for word in promql
+                .clone()
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+            {
+                if let Some(var) = word.strip_prefix('$') {
+                    assert!(
+                        vars.contains(var),
+                        "{} / {title}: undefined variable ${var}",
+                        d.file
+                    );
+                }
+            }
+            for v in &vars {
+                promql = promql.replace(&format!("${v}"), "x");
+            }
+            rules.push(serde_json::json!({"record": format!("dashboard:q{}_{i}", rules.len()), "expr": promql}));
+        }
+        // The ConfigMap generator ships this file unchanged, labelled for Grafana's sidecar.
+        let docs = kustomize(&deploy().join("monitoring"));
+        let cm: ConfigMap = typed(find(&docs, "ConfigMap", "rightsizer-dashboards"));
+        assert_eq!(cm.metadata.labels.unwrap()["grafana_dashboard"], "1");
+        let shipped: Value = serde_json::from_str(&cm.data.unwrap()[&d.file]).unwrap();
+        assert_eq!(shipped, d.json);
+    }
+    let file = serde_json::json!({"groups": [{"name": "dashboards", "rules": rules}]});
+    fs::write(
+        tmp.path().join("dashboards.yaml"),
+        serde_yaml::to_string(&file).unwrap(),
+    )
+    .unwrap();
+    promtool(&["check", "rules", "dashboards.yaml"], tmp.path());
+}
+
+#[test]
+fn the_service_monitor_scrapes_the_webhook_service() {
+    let base = kustomize(&deploy().join("base"));
+    let mon = kustomize(&deploy().join("monitoring"));
+    let svc: Service = typed(find(&base, "Service", certs::DEFAULT_SERVICE));
+    let sm = find(&mon, "ServiceMonitor", "rightsizer");
+    let sel: LabelSelector = typed(&sm["spec"]["selector"]);
+    assert!(selects(&sel, svc.metadata.labels.as_ref().unwrap()));
+    let svc_ns = svc.metadata.namespace.clone().unwrap();
+    assert!(sm["spec"]["namespaceSelector"]["matchNames"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from(svc_ns)));
+    let ports: BTreeSet<String> = svc
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .into_iter()
+        .filter_map(|p| p.name)
+        .collect();
+    let ep = &sm["spec"]["endpoints"][0];
+    assert!(ports.contains(ep["port"].as_str().unwrap()));
+    assert_eq!(ep["path"], "/metrics");
+    // The recommendation metric's own `namespace` label must survive the scrape.
+    assert_eq!(ep["honorLabels"], true);
+}

@@ -1,0 +1,151 @@
+//! Policy loading: the shipped examples are valid, broken policies are refused with the
+//! field path, and a refused update keeps the last good policy in force.
+
+use std::path::Path;
+
+use rightsizer::policy::{parse_manifests, Mode, PolicyStore, Target};
+use rstest::rstest;
+
+fn wrap(policy: &str) -> String {
+    let indented: String = policy.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: p\n  namespace: rightsizer-system\n  labels:\n    rightsizer.io/policy: \"true\"\ndata:\n  policy.yaml: |\n{indented}"
+    )
+}
+
+#[test]
+fn shipped_examples_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let store = PolicyStore::new();
+    let report = store.sync_dir(&dir).expect("policies/ readable");
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let set = store.current();
+    assert_eq!(set.len(), 4);
+    let names: Vec<&str> = set.iter().map(|p| p.name.as_str()).collect();
+    assert!(names.contains(&"rightsizer-default"), "{names:?}");
+    let enforce = set
+        .iter()
+        .find(|p| p.name == "rightsizer-enforce-shop")
+        .unwrap();
+    assert_eq!(enforce.mode, Mode::Enforce);
+    assert_eq!(enforce.target, Target::Pods);
+    // A partial rules block keeps every other seed number.
+    assert_eq!(enforce.rules.memory.request.p95_factor, 1.25);
+    assert_eq!(enforce.rules.memory.request.avg_factor, 1.5);
+    assert_eq!(enforce.rules.memory.hysteresis.ratio, 0.15);
+}
+
+#[rstest]
+#[case::unknown_top_field("mood: enforce\n", "mood")]
+#[case::bad_mode("mode: enforcing\n", "mode")]
+#[case::bad_kind("selector:\n  kinds: [Deploymnet]\n", "selector.kinds[0]")]
+#[case::bad_quantity("defaults:\n  memory: {request: lots}\n", "defaults.memory.request")]
+#[case::request_over_limit("defaults:\n  memory: {request: 2Gi, limit: 1Gi}\n", "defaults.memory")]
+#[case::rules_unknown(
+    "rules:\n  memory:\n    request: {p59Factor: 1}\n",
+    "rules.memory.request.p59Factor"
+)]
+#[case::rules_min_max(
+    "rules:\n  memory:\n    request: {min: 8Gi}\n",
+    "rules.memory.request.min"
+)]
+#[case::rules_negative(
+    "rules:\n  cpu:\n    request: {p95Factor: -1}\n",
+    "rules.cpu.request.p95Factor"
+)]
+#[case::limit_factor(
+    "rules:\n  memory:\n    limit: {requestFactor: 0.5}\n",
+    "rules.memory.limit.requestFactor"
+)]
+#[case::knative_target("knative: {target: 0}\n", "knative.target")]
+#[case::knative_util(
+    "knative: {targetUtilizationPercentage: 101}\n",
+    "knative.targetUtilizationPercentage"
+)]
+#[case::knative_cc(
+    "knative: {containerConcurrency: 1001}\n",
+    "knative.containerConcurrency"
+)]
+#[case::gpu_operator(
+    "gpu:\n  requiredNodeAffinity: [{key: a, operator: Near, values: [b]}]\n",
+    "gpu.requiredNodeAffinity[0].operator"
+)]
+#[case::gpu_values(
+    "gpu:\n  requiredNodeAffinity: [{key: a, operator: Exists, values: [b]}]\n",
+    "gpu.requiredNodeAffinity[0].values"
+)]
+#[case::toleration(
+    "gpu:\n  tolerations: [{key: a, operator: Sometimes}]\n",
+    "gpu.tolerations[0].operator"
+)]
+#[case::preemption(
+    "priority:\n  classes:\n    x: {value: 1, preemptionPolicy: Always}\n",
+    "priority.classes.x.preemptionPolicy"
+)]
+#[case::override_name(
+    "overrides:\n  - workload: {name: \"\"}\n    containers: {}\n",
+    "overrides[0].workload.name"
+)]
+#[case::recommender("recommender: magic\n", "recommender")]
+fn broken_policies_name_the_field(#[case] policy: &str, #[case] path: &str) {
+    let err = parse_manifests("test.yaml", &wrap(policy)).expect_err("refused");
+    let msg = err.to_string();
+    assert_eq!(err.path(), Some(path), "{msg}");
+    assert!(msg.contains("test.yaml"), "names the source: {msg}");
+}
+
+#[test]
+fn not_yaml_is_a_syntax_error() {
+    let err = parse_manifests("x.yaml", &wrap("mode: [observe\n")).expect_err("refused");
+    assert!(err.to_string().contains("x.yaml"));
+}
+
+#[test]
+fn refused_update_keeps_last_good_policy() {
+    let store = PolicyStore::new();
+    assert!(store.apply("cm/a", &wrap("mode: enforce\n")).unwrap());
+    assert_eq!(store.current().iter().next().unwrap().mode, Mode::Enforce);
+    let err = store
+        .apply("cm/a", &wrap("mode: sometimes\n"))
+        .expect_err("refused");
+    assert_eq!(err.path(), Some("mode"));
+    let set = store.current();
+    assert_eq!(set.len(), 1, "last good policy still in force");
+    assert_eq!(set.iter().next().unwrap().mode, Mode::Enforce);
+    assert_eq!(store.errors().len(), 1);
+    // Same broken text again: seen already, nothing changes.
+    assert!(matches!(
+        store.apply("cm/a", &wrap("mode: sometimes\n")),
+        Ok(false)
+    ));
+    assert_eq!(store.errors().len(), 1);
+    // A fix clears the error.
+    assert!(store.apply("cm/a", &wrap("mode: off\n")).unwrap());
+    assert!(store.errors().is_empty());
+    assert_eq!(store.current().iter().next().unwrap().mode, Mode::Off);
+    assert!(store.remove("cm/a"));
+    assert!(store.current().is_empty());
+}
+
+#[test]
+fn folder_sync_tracks_added_changed_and_deleted_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.yaml");
+    std::fs::write(&a, wrap("mode: observe\n")).unwrap();
+    let store = PolicyStore::new();
+    let r = store.sync_dir(dir.path()).unwrap();
+    assert_eq!(r.applied.len(), 1);
+    assert_eq!(
+        store.sync_dir(dir.path()).unwrap().applied.len(),
+        0,
+        "unchanged file not re-applied"
+    );
+    std::fs::write(&a, wrap("mode: [broken\n")).unwrap();
+    let r = store.sync_dir(dir.path()).unwrap();
+    assert_eq!(r.refused.len(), 1);
+    assert_eq!(store.current().len(), 1, "last good kept");
+    std::fs::remove_file(&a).unwrap();
+    let r = store.sync_dir(dir.path()).unwrap();
+    assert_eq!(r.removed.len(), 1);
+    assert!(store.current().is_empty());
+}

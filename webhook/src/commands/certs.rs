@@ -1,0 +1,131 @@
+//! `rightsizer certs`: write the webhook's CA, serving certificate, TLS Secret manifest
+//! and caBundle patch into a directory (by default the self-signed overlay's git-ignored
+//! `generated/`), reusing the CA found there unless `--new-ca`.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use rightsizer::certs::{self, Ca};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Directory to write into (created when missing; it gets a `.gitignore` of `*`).
+    #[arg(long, default_value = "deploy/overlays/self-signed/generated")]
+    out_dir: PathBuf,
+    /// Namespace of the Service and Secret.
+    #[arg(long, default_value = certs::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// Name of the webhook's Service.
+    #[arg(long, default_value = certs::DEFAULT_SERVICE)]
+    service: String,
+    /// Name of the TLS Secret the Deployment mounts.
+    #[arg(long, default_value = certs::DEFAULT_SECRET)]
+    secret_name: String,
+    /// Name of the MutatingWebhookConfiguration to patch with the caBundle.
+    #[arg(long, default_value = certs::WEBHOOK_CONFIGURATION)]
+    webhook_configuration: String,
+    /// Webhook entries inside it to patch (repeatable).
+    #[arg(long = "webhook", default_values_t = [certs::WEBHOOK_NAME.to_string()])]
+    webhooks: Vec<String>,
+    /// Extra subject alternative names, DNS names or IP addresses (repeatable), e.g.
+    /// 127.0.0.1 for a webhook registered by URL in a local test cluster.
+    #[arg(long = "san")]
+    extra_names: Vec<String>,
+    /// Validity of the serving certificate, in days.
+    #[arg(long, default_value_t = 365)]
+    days: u32,
+    /// Validity of a newly generated CA, in days.
+    #[arg(long, default_value_t = 3650)]
+    ca_days: u32,
+    /// Generate a new CA even if one exists in the output directory. The caBundle then
+    /// holds the new and the previous CA, so the apiserver trusts both during the switch.
+    #[arg(long)]
+    new_ca: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let dir = &args.out_dir;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write(
+        dir,
+        ".gitignore",
+        b"# generated certificates and keys: never commit\n*\n",
+        false,
+    )?;
+
+    let ca_crt = dir.join("ca.crt");
+    let ca_key = dir.join("ca.key");
+    let existing = match (fs::read_to_string(&ca_crt), fs::read_to_string(&ca_key)) {
+        (Ok(c), Ok(k)) => Some((c, k)),
+        _ => None,
+    };
+    let (ca, previous) = match existing {
+        Some((cert, key)) if !args.new_ca => {
+            let ca = Ca::load(&cert, &key)
+                .with_context(|| format!("reusing the CA in {}", dir.display()))?;
+            eprintln!("reusing the CA in {}", dir.display());
+            (ca, None)
+        }
+        existing => {
+            let cn = format!("rightsizer webhook CA ({})", args.namespace);
+            let ca = Ca::generate(&cn, args.ca_days)?;
+            eprintln!("generated a new CA valid for {} days", args.ca_days);
+            (ca, existing.map(|(cert, _)| cert))
+        }
+    };
+
+    let mut names = certs::service_dns_names(&args.service, &args.namespace);
+    names.extend(args.extra_names.iter().cloned());
+    let serving = ca.issue_serving(&names, args.days)?;
+
+    let mut bundle = ca.cert_pem().to_string();
+    if let Some(old) = &previous {
+        write(dir, "ca-previous.crt", old.as_bytes(), false)?;
+        bundle.push_str(old);
+    }
+    let webhooks: Vec<&str> = args.webhooks.iter().map(String::as_str).collect();
+
+    write(dir, "ca.key", ca.key_pem().as_bytes(), true)?;
+    write(dir, "ca.crt", ca.cert_pem().as_bytes(), false)?;
+    write(dir, "ca-bundle.crt", bundle.as_bytes(), false)?;
+    write(dir, "tls.key", serving.key_pem.as_bytes(), true)?;
+    write(dir, "tls.crt", serving.cert_pem.as_bytes(), false)?;
+    let secret = certs::tls_secret_yaml(&args.secret_name, &args.namespace, &serving, &bundle)?;
+    write(dir, "secret.yaml", secret.as_bytes(), true)?;
+    let patch = certs::webhook_ca_patch_yaml(&args.webhook_configuration, &webhooks, &bundle)?;
+    write(dir, "webhook-ca-patch.yaml", patch.as_bytes(), false)?;
+
+    eprintln!(
+        "serving certificate for {} valid for {} days; wrote {}",
+        names.join(", "),
+        args.days,
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Writes via a temporary file and a rename, so a process watching the directory never
+/// reads half a file; private material is created owner-only.
+fn write(dir: &Path, name: &str, contents: &[u8], private: bool) -> anyhow::Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(if private { 0o600 } else { 0o644 });
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
