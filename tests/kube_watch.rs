@@ -123,10 +123,12 @@ async fn replica(plane: &ControlPlane, ns: &str, identity: &str, lease: LeaseTim
     )
     .await
     .expect("kube side starts");
+    let t = Instant::now();
     handles
         .wait_synced(Duration::from_secs(20))
         .await
         .expect("watchers list everything");
+    eprintln!("{identity}: watchers synced {:?} after start", t.elapsed());
     Replica {
         handles,
         policies,
@@ -249,18 +251,23 @@ async fn policy_configmaps_apply_within_2s_and_broken_edits_are_refused() {
     // Created with the API: in force within 2 s.
     let good =
         "precedence: 1\nmode: observe\ndefaults:\n  memory: {request: 128Mi, limit: 256Mi}\n";
+    let t = Instant::now();
     api.create(&PostParams::default(), &policy_cm("team", ns, good))
         .await
         .unwrap();
-    let (_, took) = until(Duration::from_secs(2), || {
+    let (_, _) = until(Duration::from_secs(2), || {
         (policy_precedence(&r.policies, "team") == Some(1)).then_some(())
     })
     .await
     .expect("a created policy ConfigMap is in force within 2 s");
-    eprintln!("policy created -> in force: {took:?}");
+    eprintln!(
+        "policy created -> in force: {:?} from the create call",
+        t.elapsed()
+    );
 
     // Edited: the new content replaces the old within 2 s.
     let edited = good.replace("precedence: 1", "precedence: 7");
+    let t = Instant::now();
     api.replace("team", &PostParams::default(), &{
         let mut cm = api.get("team").await.unwrap();
         cm.data = policy_cm("team", ns, &edited).data;
@@ -268,12 +275,15 @@ async fn policy_configmaps_apply_within_2s_and_broken_edits_are_refused() {
     })
     .await
     .unwrap();
-    let (_, took) = until(Duration::from_secs(2), || {
+    until(Duration::from_secs(2), || {
         (policy_precedence(&r.policies, "team") == Some(7)).then_some(())
     })
     .await
     .expect("an edited policy is in force within 2 s");
-    eprintln!("policy edited -> in force: {took:?}");
+    eprintln!(
+        "policy edited -> in force: {:?} from the read-modify-write",
+        t.elapsed()
+    );
 
     // A broken edit: refused, the last good one stays, an Event names the field path.
     let broken = edited.replace("request: 128Mi", "request: lots");
@@ -686,6 +696,50 @@ async fn committed_values_written_by_the_leader_are_read_by_another_replica() {
     assert!(events
         .iter()
         .all(|e| e.involved_object.uid == after.metadata.uid));
+
+    // CronJobs carry them too, through the version the server serves (v1beta1 here).
+    let cj = json!({"apiVersion": "batch/v1beta1", "kind": "CronJob",
+        "metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "report", "image": "busybox"}]}}}}}});
+    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&cj.to_string()));
+    let cj_key = ContainerKey::parse(&format!("{ns}/CronJob/nightly/report")).unwrap();
+    let cpu = Committed {
+        sizes: Sizes {
+            request: Some(250),
+            limit: None,
+        },
+        at: 1_700_000_900,
+        reason: "cpu p95".into(),
+    };
+    until_async(Duration::from_secs(5), || async {
+        a.handles
+            .commit_sink()
+            .commit(&cj_key, Resource::Cpu, cpu.clone())
+            .await
+            .ok()
+    })
+    .await
+    .expect("a CronJob commit");
+    let (rec, _) = until(Duration::from_secs(2), || overlay_b.get(&cj_key))
+        .await
+        .expect("the follower reads the CronJob's committed value");
+    assert_eq!(rec.cpu.unwrap().committed.unwrap(), cpu);
+    assert!(rec.memory.is_none());
+    let stored = plane.kubectl_ok(
+        &[
+            "-n",
+            ns,
+            "get",
+            "cronjobs.v1beta1.batch",
+            "nightly",
+            "-o",
+            "jsonpath={.metadata.annotations.rightsizer\\.io/committed}",
+        ],
+        None,
+    );
+    let doc: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(doc["report"]["cpu"]["request"], "250m");
 
     // A commit for a kind that cannot carry the annotation is refused, not misplaced.
     let pod_key = ContainerKey::parse(&format!("{ns}/Pod/p/app")).unwrap();

@@ -170,9 +170,10 @@ impl Leader {
         };
         match result {
             Ok(_) => {
-                // Count validity from before the request, so it never outlasts the
-                // apiserver's view.
-                self.set_leading(true, Some(started + self.timings.lease_duration));
+                // Count validity from before the request and stop a fifth early, so a
+                // stalled leader steps down before another replica may take over.
+                let d = self.timings.lease_duration;
+                self.set_leading(true, Some(started + d - d / 5));
                 Ok(true)
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
