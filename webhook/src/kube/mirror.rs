@@ -140,3 +140,46 @@ pub async fn run<K, Key, V, S>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use watcher::Event as E;
+
+    #[tokio::test]
+    async fn relists_replace_the_map_and_report_removals() {
+        let events: Vec<Result<E<(&str, u32)>, watcher::Error>> = vec![
+            Ok(E::Init),
+            Ok(E::InitApply(("a", 1))),
+            Ok(E::InitApply(("b", 2))),
+            Ok(E::InitDone),
+            Ok(E::Apply(("c", 3))),
+            Ok(E::Delete(("a", 1))),
+            // A relist (e.g. after 410 Gone) that no longer holds b.
+            Ok(E::Init),
+            Ok(E::InitApply(("c", 4))),
+            Ok(E::InitDone),
+        ];
+        let size = Gauge::default();
+        let m = Mirror::<String, u32>::new(size.clone());
+        let mut log = Vec::new();
+        run(
+            "test",
+            futures::stream::iter(events),
+            m.clone(),
+            |(k, v): &(&str, u32)| Some((k.to_string(), *v)),
+            |c| match c {
+                Change::Upsert(k, v) => log.push(format!("+{k}{v}")),
+                Change::Remove(k) => log.push(format!("-{k}")),
+            },
+        )
+        .await;
+        assert!(m.is_synced());
+        let map: Vec<_> = m.read().iter().map(|(k, v)| (k.clone(), *v)).collect();
+        assert_eq!(map, vec![("c".to_string(), 4)]);
+        assert_eq!(size.get(), 1);
+        let first_list: Vec<_> = log[..2].iter().cloned().collect();
+        assert!(first_list.contains(&"+a1".to_string()) && first_list.contains(&"+b2".to_string()));
+        assert_eq!(&log[2..], &["+c3", "-a", "-b", "+c4"]);
+    }
+}
