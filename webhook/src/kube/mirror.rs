@@ -178,7 +178,7 @@ mod tests {
         let map: Vec<_> = m.read().iter().map(|(k, v)| (k.clone(), *v)).collect();
         assert_eq!(map, vec![("c".to_string(), 4)]);
         assert_eq!(size.get(), 1);
-        let first_list: Vec<_> = log[..2].iter().cloned().collect();
+        let first_list = log[..2].to_vec();
         assert!(first_list.contains(&"+a1".to_string()) && first_list.contains(&"+b2".to_string()));
         assert_eq!(&log[2..], &["+c3", "-a", "-b", "+c4"]);
     }
