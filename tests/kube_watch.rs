@@ -404,6 +404,62 @@ async fn namespaces_limitranges_and_priorityclasses_reach_cluster_facts() {
     // The apiserver's built-in classes are there too.
     assert_eq!(pcs["system-cluster-critical"].value, 2_000_000_000);
 
+    // A ResourceQuota: the room left follows the quota controller's count of usage.
+    let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota",
+        "metadata": {"name": "team-quota", "namespace": ns},
+        "spec": {"hard": {"requests.memory": "1Gi", "limits.cpu": "2"}}});
+    plane.kubectl_ok(&["apply", "-f", "-"], Some(&quota.to_string()));
+    until(Duration::from_secs(5), || {
+        let q = facts.namespace(ns).quotas.first()?.clone();
+        (q.name == "team-quota" && q.room.get("requests.memory") == Some(&(1 << 30))).then_some(())
+    })
+    .await
+    .expect("the quota reaches the facts");
+    // The quota controller's first count must be in before a Pod is charged to it.
+    until_async(Duration::from_secs(20), || async {
+        let used = plane.kubectl_ok(
+            &[
+                "-n",
+                ns,
+                "get",
+                "resourcequota",
+                "team-quota",
+                "-o",
+                "jsonpath={.status.used}",
+            ],
+            None,
+        );
+        (!used.trim().is_empty()).then_some(())
+    })
+    .await
+    .expect("the quota controller counts usage");
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "user", "namespace": ns},
+        "spec": {"automountServiceAccountToken": false, "containers": [{"name": "c", "image": "busybox",
+            "resources": {"requests": {"memory": "100Mi"}, "limits": {"cpu": "500m", "memory": "100Mi"}}}]}});
+    let created = until_async(Duration::from_secs(20), || async {
+        plane
+            .kubectl(&["apply", "-f", "-"], Some(&pod.to_string()))
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+    assert!(created.is_some(), "the pod is admitted");
+    let (room, took) = until(Duration::from_secs(10), || {
+        let q = facts.namespace(ns).quotas.first()?.clone();
+        (q.room.get("requests.memory") == Some(&((1 << 30) - (100 << 20)))).then_some(q.room)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "used quota never reached the facts: {:?}\nstored: {}",
+            facts.namespace(ns).quotas,
+            plane.kubectl_ok(&["-n", ns, "get", "resourcequota,pods", "-o", "json"], None)
+        )
+    });
+    eprintln!("pod created -> quota room in facts: {took:?}");
+    assert_eq!(room.get("limits.cpu"), Some(&1500));
+
     // Deleting takes them away again.
     plane.kubectl_ok(&["-n", ns, "delete", "limitrange", "bounds"], None);
     plane.kubectl_ok(&["delete", "priorityclass", "kw-batch-low"], None);
@@ -419,6 +475,7 @@ async fn namespaces_limitranges_and_priorityclasses_reach_cluster_facts() {
     for resource in [
         "namespaces",
         "limitranges",
+        "resourcequotas",
         "priorityclasses",
         "replicasets",
         "jobs",

@@ -330,6 +330,7 @@ impl Admitter {
         let ctx = Context {
             namespace_labels: &ns.labels,
             limit_ranges: &ns.limit_ranges,
+            quotas: &ns.quotas,
             priority_classes: &classes,
             enforcement: self.config.enforcement,
         };

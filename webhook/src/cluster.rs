@@ -15,6 +15,54 @@ use crate::recommendation::WorkloadKey;
 pub struct NamespaceFacts {
     pub labels: BTreeMap<String, String>,
     pub limit_ranges: Vec<LimitRangeSpec>,
+    /// ResourceQuotas: what each still allows.
+    pub quotas: Vec<QuotaRoom>,
+}
+
+/// Room left in one ResourceQuota (hard minus used), per quota key such as
+/// `requests.memory`, `limits.memory`, `requests.cpu`, `limits.cpu` (memory in bytes,
+/// CPU in millicores). `memory`/`cpu` alone mean requests, as in ResourceQuota.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuotaRoom {
+    pub name: String,
+    pub room: BTreeMap<String, u64>,
+}
+
+impl QuotaRoom {
+    /// From a quota's `spec.hard` and `status.used` quantity strings.
+    pub fn from_quantities(
+        name: &str,
+        hard: &BTreeMap<String, String>,
+        used: &BTreeMap<String, String>,
+    ) -> Self {
+        use crate::quantity::Resource;
+        let mut room = BTreeMap::new();
+        for (key, h) in hard {
+            let resource = match key.as_str() {
+                "memory" | "requests.memory" | "limits.memory" => Resource::Memory,
+                "cpu" | "requests.cpu" | "limits.cpu" => Resource::Cpu,
+                _ => continue,
+            };
+            let Ok(h) = resource.parse(h) else { continue };
+            let u = used
+                .get(key)
+                .and_then(|u| resource.parse(u).ok())
+                .unwrap_or(0);
+            let key = match key.as_str() {
+                "memory" => "requests.memory",
+                "cpu" => "requests.cpu",
+                k => k,
+            };
+            let left = h.saturating_sub(u);
+            room.entry(key.to_string())
+                .and_modify(|v: &mut u64| *v = (*v).min(left))
+                .or_insert(left);
+        }
+        QuotaRoom {
+            name: name.to_string(),
+            room,
+        }
+    }
 }
 
 /// Read access to cluster facts; must not block.
@@ -88,6 +136,22 @@ impl StaticFacts {
                 };
                 let entry = self.namespaces.entry(ns.to_string()).or_default();
                 Arc::make_mut(entry).limit_ranges.push(spec);
+                true
+            }
+            "ResourceQuota" => {
+                let ns = meta
+                    .and_then(|m| m.get("namespace"))
+                    .and_then(|n| n.as_str())
+                    .unwrap_or(default_namespace);
+                let map = |ptr: &str| -> BTreeMap<String, String> {
+                    obj.pointer(ptr)
+                        .and_then(|v| serde_json::from_value(v.clone()).ok())
+                        .unwrap_or_default()
+                };
+                let room =
+                    QuotaRoom::from_quantities(name, &map("/spec/hard"), &map("/status/used"));
+                let entry = self.namespaces.entry(ns.to_string()).or_default();
+                Arc::make_mut(entry).quotas.push(room);
                 true
             }
             "PriorityClass" => {

@@ -1,4 +1,4 @@
-//! `ClusterFacts` from the watched state: namespace labels, LimitRanges,
+//! `ClusterFacts` from the watched state: namespace labels, LimitRanges, ResourceQuotas,
 //! PriorityClasses, owner chains, HPAs and workload annotations. Admission reads these
 //! mirrors; it never calls the API.
 
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::LimitRangeSpec;
 use kube::api::ObjectMeta;
 
-use crate::cluster::{ClusterFacts, NamespaceFacts};
+use crate::cluster::{ClusterFacts, NamespaceFacts, QuotaRoom};
 use crate::kube::committed::ContainerCommits;
 use crate::kube::mirror::Mirror;
 use crate::policy::schema::PriorityClassInfo;
@@ -55,6 +55,7 @@ pub const WATCHED_WORKLOADS: [WorkloadKind; 4] = [
 pub struct KubeFacts {
     pub(crate) namespaces: Arc<Mirror<String, BTreeMap<String, String>>>,
     pub(crate) limit_ranges: Arc<Mirror<NsName, LimitRangeSpec>>,
+    pub(crate) quotas: Arc<Mirror<NsName, QuotaRoom>>,
     pub(crate) priority_classes: Arc<Mirror<String, PriorityClassInfo>>,
     pub(crate) replica_sets: Arc<Mirror<NsName, Option<Owner>>>,
     pub(crate) jobs: Arc<Mirror<NsName, Option<Owner>>>,
@@ -67,6 +68,7 @@ impl KubeFacts {
     pub fn is_synced(&self) -> bool {
         self.namespaces.is_synced()
             && self.limit_ranges.is_synced()
+            && self.quotas.is_synced()
             && self.priority_classes.is_synced()
             && self.replica_sets.is_synced()
             && self.jobs.is_synced()
@@ -78,6 +80,7 @@ impl KubeFacts {
     pub async fn synced(&self) {
         self.namespaces.synced().await;
         self.limit_ranges.synced().await;
+        self.quotas.synced().await;
         self.priority_classes.synced().await;
         self.replica_sets.synced().await;
         self.jobs.synced().await;
@@ -135,6 +138,7 @@ impl KubeFacts {
         let mut out = BTreeMap::from([
             ("namespaces", self.namespaces.len()),
             ("limitranges", self.limit_ranges.len()),
+            ("resourcequotas", self.quotas.len()),
             ("priorityclasses", self.priority_classes.len()),
             ("replicasets", self.replica_sets.len()),
             ("jobs", self.jobs.len()),
@@ -177,9 +181,18 @@ impl ClusterFacts for KubeFacts {
             .collect();
         // Stable order, whatever the map's.
         limit_ranges.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut quotas: Vec<QuotaRoom> = self
+            .quotas
+            .read()
+            .iter()
+            .filter(|((ns, _), _)| ns == name)
+            .map(|(_, q)| q.clone())
+            .collect();
+        quotas.sort_by(|a, b| a.name.cmp(&b.name));
         Arc::new(NamespaceFacts {
             labels,
             limit_ranges: limit_ranges.into_iter().map(|(_, s)| s).collect(),
+            quotas,
         })
     }
 

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DynamicObject, ObjectMeta, PartialObjectMeta};
 use kube::discovery::ApiResource;
 use kube::runtime::watcher::{self, watcher};
@@ -19,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
+use crate::cluster::QuotaRoom;
 use crate::kube::committed::{parse_annotation, COMMITTED_ANNOTATION};
 use crate::kube::facts::{
     controller_of, hpa_target, workload_resource, KubeFacts, NsName, Owner, WorkloadMeta,
@@ -88,6 +90,21 @@ fn workload_meta(meta: &ObjectMeta) -> WorkloadMeta {
     }
 }
 
+/// Room left in a quota (hard minus used, as the quota controller last counted).
+fn quota_room(q: &ResourceQuota) -> QuotaRoom {
+    let strings = |m: Option<&BTreeMap<String, Quantity>>| -> BTreeMap<String, String> {
+        m.into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect()
+    };
+    QuotaRoom::from_quantities(
+        &q.name_any(),
+        &strings(q.spec.as_ref().and_then(|s| s.hard.as_ref())),
+        &strings(q.status.as_ref().and_then(|s| s.used.as_ref())),
+    )
+}
+
 fn owner_of<K>(o: &PartialObjectMeta<K>) -> Option<(NsName, Option<Owner>)> {
     Some((ns_name(&o.metadata), controller_of(&o.metadata)))
 }
@@ -112,6 +129,7 @@ pub(crate) fn spawn(
     let facts = KubeFacts {
         namespaces: Mirror::new(gauge("namespaces")),
         limit_ranges: Mirror::new(gauge("limitranges")),
+        quotas: Mirror::new(gauge("resourcequotas")),
         priority_classes: Mirror::new(gauge("priorityclasses")),
         replica_sets: Mirror::new(gauge("replicasets")),
         jobs: Mirror::new(gauge("jobs")),
@@ -140,6 +158,13 @@ pub(crate) fn spawn(
         watcher(Api::<LimitRange>::all(client.clone()), cfg()).default_backoff(),
         facts.limit_ranges.clone(),
         |o: &LimitRange| Some((ns_name(&o.metadata), o.spec.clone().unwrap_or_default())),
+        ignore,
+    )));
+    t.push(tokio::spawn(mirror::run(
+        "resourcequotas",
+        watcher(Api::<ResourceQuota>::all(client.clone()), cfg()).default_backoff(),
+        facts.quotas.clone(),
+        |o: &ResourceQuota| Some((ns_name(&o.metadata), quota_room(o))),
         ignore,
     )));
     t.push(tokio::spawn(mirror::run(

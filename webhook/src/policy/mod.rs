@@ -7,6 +7,7 @@ pub mod schema;
 pub mod select;
 pub mod store;
 pub mod validate;
+pub mod watch;
 
 pub use error::PolicyError;
 pub use load::{parse_manifests, parse_policy, POLICY_KEY, POLICY_LABEL};

@@ -31,6 +31,8 @@ use resources::{Candidates, Resolved};
 pub struct Context<'a> {
     pub namespace_labels: &'a BTreeMap<String, String>,
     pub limit_ranges: &'a [LimitRangeSpec],
+    /// ResourceQuota room in the namespace (Pods only: quota counts Pods).
+    pub quotas: &'a [crate::cluster::QuotaRoom],
     /// PriorityClasses known from the cluster (empty: use the policy's values).
     pub priority_classes: &'a BTreeMap<String, PriorityClassInfo>,
     /// `RIGHTSIZER_ENFORCEMENT=true`: enforce mode may apply values.
@@ -421,6 +423,23 @@ fn size_resources(
             sized.retain(|_, m| !m.is_empty());
         }
     }
+    // ResourceQuota: the apiserver refuses a Pod whose requests or limits exceed what a
+    // quota has left. Never let sizing be the reason: undo raises that do not fit.
+    if view.kind == WorkloadKind::Pod {
+        for r in Resource::ALL {
+            if let Some(msg) = quota_violation(ctx.quotas, r, &containers, &new_containers, knative)
+            {
+                warnings.push(format!("{r}: {msg}; {r} left as declared"));
+                for (i, c) in containers.iter().enumerate() {
+                    restore_resource(&mut new_containers[i], c, r);
+                }
+                for m in sized.values_mut() {
+                    m.remove(&r);
+                }
+                sized.retain(|_, m| !m.is_empty());
+            }
+        }
+    }
     changed_any = changed_any && new_containers != containers;
     if changed_any {
         if let Some(slot) = out.pointer_mut(&containers_ptr) {
@@ -529,6 +548,47 @@ fn pod_bounds_violation(
                 "the Pod total would be below the LimitRange Pod min {}",
                 r.format(min)
             ));
+        }
+    }
+    None
+}
+
+/// Whether the sized containers need more of a quota than it has left.
+fn quota_violation(
+    quotas: &[crate::cluster::QuotaRoom],
+    r: Resource,
+    before: &[Value],
+    after: &[Value],
+    knative: bool,
+) -> Option<String> {
+    let total = |cs: &[Value]| -> (u64, u64) {
+        cs.iter()
+            .filter(|c| container_name(c, knative).is_some())
+            .filter_map(|c| read_sizes(c, r).ok())
+            .fold((0u64, 0u64), |(q, l), s| {
+                (
+                    q.saturating_add(s.request.or(s.limit).unwrap_or(0)),
+                    l.saturating_add(s.limit.unwrap_or(0)),
+                )
+            })
+    };
+    let (req_after, lim_after) = total(after);
+    if (req_after, lim_after) == total(before) {
+        return None;
+    }
+    for q in quotas {
+        for (side, need) in [("requests", req_after), ("limits", lim_after)] {
+            let key = format!("{side}.{}", r.as_str());
+            if let Some(room) = q.room.get(&key) {
+                if need > *room {
+                    return Some(format!(
+                        "the Pod would need {} of {key} but ResourceQuota {} has {} left",
+                        r.format(need),
+                        q.name,
+                        r.format(*room)
+                    ));
+                }
+            }
         }
     }
     None
