@@ -9,6 +9,7 @@ pub mod admission;
 pub mod analyzer;
 pub mod certs;
 pub mod cluster;
+pub mod kube;
 pub mod loadmodel;
 pub mod object;
 pub mod offline;

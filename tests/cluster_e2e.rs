@@ -1,0 +1,1120 @@
+//! End to end through a real kube-apiserver v1.20.2 (with kube-controller-manager and
+//! etcd) on loopback: `rightsizer serve` runs as a local process, registered with a
+//! MutatingWebhookConfiguration carrying the shipped settings and a `url` clientConfig.
+//! Every assertion reads what the apiserver stored (or returned).
+//!
+//! One control plane and one webhook serve the whole binary; tests take a lock and run
+//! one at a time. Without the control plane binaries the tests skip with a reason, except
+//! under `CI=true`, where that is a failure (run `tests/cluster/build.sh`).
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cluster::{counter_sum, ControlPlane, TlsFiles, Webhook};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------------------------------
+// The webhook registration. Kept in this one place: the values mirror the shipped
+// `deploy/base/mutatingwebhookconfiguration.yaml`; when that file is in the tree it is used
+// instead (and `registration_matches_deploy_base` checks the two agree).
+
+const DEPLOY_WEBHOOK: &str = "deploy/base/mutatingwebhookconfiguration.yaml";
+const WEBHOOK_NAME: &str = "mutate.rightsizer.io";
+const TIMEOUT_SECONDS: u64 = 3;
+
+fn mirrored_entry() -> Value {
+    json!({
+        "name": WEBHOOK_NAME,
+        "admissionReviewVersions": ["v1"],
+        "namespaceSelector": {
+            "matchLabels": {"rightsizer.io/enabled": "true"},
+            "matchExpressions": [{
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": ["kube-system", "rightsizer-system"]
+            }]
+        },
+        "objectSelector": {
+            "matchExpressions": [{"key": "rightsizer.io/mode", "operator": "NotIn", "values": ["off"]}]
+        },
+        "rules": [
+            {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
+             "operations": ["CREATE"], "scope": "Namespaced"},
+            {"apiGroups": ["apps"], "apiVersions": ["v1"],
+             "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"],
+             "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"},
+            {"apiGroups": ["batch"], "apiVersions": ["v1"], "resources": ["jobs", "cronjobs"],
+             "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"},
+            {"apiGroups": ["serving.knative.dev"], "apiVersions": ["v1"],
+             "resources": ["services", "configurations"],
+             "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}
+        ],
+        "failurePolicy": "Ignore",
+        "timeoutSeconds": TIMEOUT_SECONDS,
+        "sideEffects": "NoneOnDryRun",
+        "reinvocationPolicy": "IfNeeded",
+        "matchPolicy": "Equivalent"
+    })
+}
+
+/// The first webhook entry of the shipped configuration, if `deploy/base` has it.
+fn deploy_entry() -> Option<Value> {
+    let path = cluster::repo_root().join(DEPLOY_WEBHOOK);
+    let text = std::fs::read_to_string(path).ok()?;
+    let doc: Value = serde_yaml::from_str(&text).expect("deploy webhook YAML parses");
+    let mut entry = doc["webhooks"][0].clone();
+    entry.as_object_mut()?.remove("clientConfig");
+    Some(entry)
+}
+
+/// The shipped entry with a `url` clientConfig.
+fn registration(name: &str, entry: Value, url: &str, ca_pem: &str) -> Value {
+    use base64::Engine;
+    let mut entry = entry;
+    entry["clientConfig"] = json!({
+        "url": url,
+        "caBundle": base64::engine::general_purpose::STANDARD.encode(ca_pem),
+    });
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [entry],
+    })
+}
+
+fn shipped_entry() -> Value {
+    deploy_entry().unwrap_or_else(mirrored_entry)
+}
+
+// ---------------------------------------------------------------------------------------
+// Inputs of the sizing tests: one policy (enforce everywhere, GPU placement, a priority rule)
+// and one recommendation snapshot with committed values, so expected sizes are exact.
+
+const MI: u64 = 1024 * 1024;
+
+fn policy_configmap() -> String {
+    r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: e2e
+  namespace: rightsizer-system
+  labels:
+    rightsizer.io/policy: "true"
+data:
+  policy.yaml: |
+    mode: enforce
+    gpu:
+      resources: [nvidia.com/gpu]
+      requiredNodeAffinity:
+        - key: nvidia.com/gpu.present
+          operator: In
+          values: ["true"]
+      tolerations:
+        - key: nvidia.com/gpu
+          operator: Exists
+          effect: NoSchedule
+    priority:
+      rules:
+        - className: e2e-batch
+          selector:
+            namespaces: [e2e-priority]
+"#
+    .to_string()
+}
+
+fn committed_memory(request: u64, limit: u64) -> Value {
+    json!({"memory": {"committed": {"request": request, "limit": limit, "at": 1, "reason": "e2e"}}})
+}
+
+fn snapshot() -> Value {
+    let mut deploy = committed_memory(300 * MI, 600 * MI);
+    deploy["cpu"] = json!({"committed": {"request": 250, "at": 1, "reason": "e2e"}});
+    json!({
+        "generatedAt": 1,
+        "recommendations": {
+            "e2e-deploy/Deployment/web/app": deploy,
+            "e2e-cron/CronJob/nightly/job": committed_memory(320 * MI, 640 * MI),
+            "e2e-override/Deployment/web/app": committed_memory(300 * MI, 600 * MI),
+            "e2e-off/Deployment/web/app": committed_memory(300 * MI, 600 * MI),
+            "e2e-limits/Pod/big/app": committed_memory(1024 * MI, 4096 * MI),
+            "e2e-quota/Pod/big/app": committed_memory(2048 * MI, 3072 * MI),
+            "kube-system/Pod/sys/app": committed_memory(300 * MI, 600 * MI),
+            "e2e-dryrun/Pod/dry/app": committed_memory(300 * MI, 600 * MI),
+        }
+    })
+}
+
+/// Namespaces, PriorityClasses, LimitRange and ResourceQuota every test can rely on.
+fn fixtures() -> String {
+    let mut docs = Vec::new();
+    let enabled = [
+        "e2e-calls",
+        "e2e-deploy",
+        "e2e-cron",
+        "e2e-override",
+        "e2e-off",
+        "e2e-limits",
+        "e2e-quota",
+        "e2e-priority",
+        "e2e-gpu",
+        "e2e-dryrun",
+    ];
+    for ns in enabled {
+        docs.push(format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    rightsizer.io/enabled: \"true\"\n"
+        ));
+    }
+    docs.push("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: e2e-plain\n".into());
+    docs.push(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: e2e-slow\n  labels:\n    rightsizer.io/enabled: \"true\"\n    rightsizer-e2e/slow: \"true\"\n"
+            .into(),
+    );
+    // v1.20 does not yet label namespaces with their name (v1.21 does); set it as a newer
+    // apiserver would, so the shipped selector's exclusion can be seen working.
+    docs.push(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: rightsizer-system\n  labels:\n    rightsizer.io/enabled: \"true\"\n    kubernetes.io/metadata.name: rightsizer-system\n"
+            .into(),
+    );
+    for (name, value) in [("e2e-batch", 1000), ("e2e-user", 7)] {
+        docs.push(format!(
+            "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: {name}\nvalue: {value}\n"
+        ));
+    }
+    docs.push(
+        r#"apiVersion: v1
+kind: LimitRange
+metadata:
+  name: bounds
+  namespace: e2e-limits
+spec:
+  limits:
+    - type: Container
+      min: {memory: 64Mi}
+      max: {memory: 512Mi}
+      maxLimitRequestRatio: {memory: "2"}
+"#
+        .into(),
+    );
+    docs.push(
+        r#"apiVersion: v1
+kind: ResourceQuota
+metadata:
+  name: memory
+  namespace: e2e-quota
+spec:
+  hard:
+    requests.memory: 1Gi
+    limits.memory: 1Gi
+"#
+        .into(),
+    );
+    docs.join("---\n")
+}
+
+// ---------------------------------------------------------------------------------------
+// The shared environment.
+
+struct Env {
+    plane: ControlPlane,
+    tls: TlsFiles,
+    addr: SocketAddr,
+    args: Vec<String>,
+    webhook: Mutex<Option<Webhook>>,
+    /// Certificates, inputs and the webhook log; inside the plane's directory, which
+    /// up.sh removes when it stops (statics are never dropped).
+    work: std::path::PathBuf,
+}
+
+enum Setup {
+    Missing(String),
+    Failed(String),
+}
+
+static ENV: tokio::sync::OnceCell<Result<Env, Setup>> = tokio::sync::OnceCell::const_new();
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+impl Env {
+    fn start_webhook(&self) -> Result<Webhook, String> {
+        Webhook::start(
+            self.addr,
+            &self.tls,
+            &self.plane.kubeconfig,
+            &self.args,
+            &[("RIGHTSIZER_ENFORCEMENT", "true")],
+            self.work.join("webhook.log"),
+        )
+    }
+
+    async fn metrics(&self) -> String {
+        cluster::webhook_get(self.addr, &self.tls.ca_pem, "/metrics")
+            .await
+            .expect("webhook /metrics")
+    }
+
+    /// Admission reviews answered so far, of any kind and outcome: the count is what
+    /// proves the apiserver called the webhook.
+    async fn reviews(&self) -> f64 {
+        counter_sum(
+            &self.metrics().await,
+            "rightsizer_admission_reviews_total",
+            &[],
+        )
+    }
+
+    fn apply(&self, yaml: &str) {
+        self.plane.kubectl_ok(&["apply", "-f", "-"], Some(yaml));
+    }
+
+    fn webhook_log(&self) -> String {
+        let guard = self.webhook.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().map(|w| w.log_text()).unwrap_or_default()
+    }
+}
+
+async fn init() -> Result<Env, Setup> {
+    if let Some(reason) = cluster::missing_prerequisite() {
+        return Err(Setup::Missing(reason));
+    }
+    let fail = Setup::Failed;
+    let plane = ControlPlane::start().map_err(fail)?;
+    eprintln!(
+        "cluster_e2e: control plane up in {:.1} s ({})",
+        plane.startup.as_secs_f64(),
+        plane.dir.display()
+    );
+    let work = plane.dir.join("e2e");
+    std::fs::create_dir_all(&work).map_err(|e| fail(e.to_string()))?;
+    let tls = cluster::generate_tls(&work);
+    let policies = work.join("policies");
+    std::fs::create_dir_all(&policies).map_err(|e| fail(e.to_string()))?;
+    std::fs::write(policies.join("e2e.yaml"), policy_configmap())
+        .map_err(|e| fail(e.to_string()))?;
+    let snap = work.join("recommendations.json");
+    std::fs::write(&snap, snapshot().to_string()).map_err(|e| fail(e.to_string()))?;
+    let args = vec![
+        "--policies".to_string(),
+        policies.display().to_string(),
+        "--recommendations".to_string(),
+        snap.display().to_string(),
+    ];
+    let addr: SocketAddr = format!("127.0.0.1:{}", cluster::free_port())
+        .parse()
+        .map_err(|e: std::net::AddrParseError| fail(e.to_string()))?;
+    let env = Env {
+        plane,
+        tls,
+        addr,
+        args,
+        webhook: Mutex::new(None),
+        work,
+    };
+    let webhook = env.start_webhook().map_err(fail)?;
+    *env.webhook.lock().unwrap_or_else(|e| e.into_inner()) = Some(webhook);
+
+    env.apply(&fixtures());
+    let reg = registration(
+        "rightsizer",
+        shipped_entry(),
+        &format!("https://{}/mutate", env.addr),
+        &env.tls.ca_pem,
+    );
+    env.apply(&reg.to_string());
+
+    // The apiserver picks up webhook configurations asynchronously: probe with server-side
+    // dry runs until one reaches the webhook.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let before = env.reviews().await;
+    loop {
+        env.plane.kubectl(
+            &[
+                "-n",
+                "e2e-calls",
+                "run",
+                "probe",
+                "--image=busybox",
+                "--restart=Never",
+                "--dry-run=server",
+            ],
+            None,
+        );
+        if env.reviews().await > before {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(fail(format!(
+                "the apiserver never called the webhook; webhook log:\n{}",
+                env.webhook_log()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(env)
+}
+
+/// The shared environment and the lock that runs tests one at a time, or None (skip).
+async fn setup() -> Option<(tokio::sync::MutexGuard<'static, ()>, &'static Env)> {
+    let guard = SERIAL.lock().await;
+    match ENV.get_or_init(init).await {
+        Ok(env) => Some((guard, env)),
+        Err(Setup::Missing(reason)) if !cluster::in_ci() => {
+            // Straight to stderr (not eprintln!, which the harness captures) and once.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "cluster_e2e: SKIPPED, no control plane here: {reason}"
+                );
+            });
+            None
+        }
+        Err(Setup::Missing(reason)) => panic!("CI=true and the control plane cannot run: {reason}"),
+        Err(Setup::Failed(e)) => panic!("control plane setup failed: {e}"),
+    }
+}
+
+macro_rules! env_or_skip {
+    () => {
+        match setup().await {
+            Some(x) => x,
+            None => return,
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers.
+
+fn container(name: &str, request: &str, limit: &str) -> Value {
+    json!({
+        "name": name,
+        "image": "busybox",
+        "resources": {"requests": {"memory": request}, "limits": {"memory": limit}}
+    })
+}
+
+fn pod(name: &str, containers: Vec<Value>) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": containers, "restartPolicy": "Never"}
+    }))
+    .expect("pod JSON")
+}
+
+fn deployment(name: &str, replicas: u32, annotations: Value, containers: Vec<Value>) -> String {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}, "annotations": annotations},
+                "spec": {"containers": containers}
+            }
+        }
+    })
+    .to_string()
+}
+
+/// Wait until at least `n` Pods match `selector` in `ns`.
+async fn wait_pods(client: &kube::Client, ns: &str, selector: &str, n: usize) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pods = api
+            .list(&ListParams::default().labels(selector))
+            .await
+            .expect("list pods");
+        if pods.items.len() >= n {
+            return pods.items;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} pods for {selector} in {ns} after 30 s",
+            pods.items.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// (request, limit) memory in bytes of a stored Pod's container.
+fn memory(pod: &Pod, container: &str) -> (Option<u64>, Option<u64>) {
+    let spec = pod.spec.as_ref().expect("pod spec");
+    let c = spec
+        .containers
+        .iter()
+        .find(|c| c.name == container)
+        .expect("container present");
+    let get = |m: Option<
+        &std::collections::BTreeMap<
+            String,
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+        >,
+    >| {
+        m.and_then(|m| m.get("memory"))
+            .map(|q| rightsizer::quantity::parse_bytes(&q.0).expect("memory quantity"))
+    };
+    let r = c.resources.as_ref();
+    (
+        get(r.and_then(|r| r.requests.as_ref())),
+        get(r.and_then(|r| r.limits.as_ref())),
+    )
+}
+
+fn cpu_request(pod: &Pod, container: &str) -> Option<u64> {
+    let spec = pod.spec.as_ref()?;
+    let c = spec.containers.iter().find(|c| c.name == container)?;
+    let q = c.resources.as_ref()?.requests.as_ref()?.get("cpu")?;
+    rightsizer::quantity::parse_millicores(&q.0).ok()
+}
+
+fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+async fn create_pod(client: &kube::Client, ns: &str, p: &Pod) -> Result<Pod, kube::Error> {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), p)
+        .await
+}
+
+// ---------------------------------------------------------------------------------------
+// The webhook is called where the shipped registration says, and never blocks admission.
+
+#[test]
+fn registration_matches_deploy_base() {
+    match deploy_entry() {
+        Some(shipped) => assert_eq!(
+            shipped,
+            mirrored_entry(),
+            "{DEPLOY_WEBHOOK} and the mirrored registration in this test differ"
+        ),
+        None => eprintln!("SKIPPED: {DEPLOY_WEBHOOK} is not in this tree yet"),
+    }
+}
+
+#[tokio::test]
+async fn webhook_is_called_only_for_opted_in_namespaces() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    let c0 = env.reviews().await;
+
+    // Not opted in: no label, kube-system, the webhook's own namespace (excluded by name),
+    // and an object labelled `rightsizer.io/mode: off`.
+    create_pod(
+        &client,
+        "e2e-plain",
+        &pod("plain", vec![container("app", "64Mi", "128Mi")]),
+    )
+    .await
+    .expect("pod in unlabelled namespace");
+    create_pod(
+        &client,
+        "kube-system",
+        &pod("sys-plain", vec![container("app", "64Mi", "128Mi")]),
+    )
+    .await
+    .expect("pod in kube-system");
+    create_pod(
+        &client,
+        "rightsizer-system",
+        &pod("own", vec![container("app", "64Mi", "128Mi")]),
+    )
+    .await
+    .expect("pod in the webhook's namespace");
+    let mut off = pod("labelled-off", vec![container("app", "64Mi", "128Mi")]);
+    off.metadata.labels = Some([("rightsizer.io/mode".to_string(), "off".to_string())].into());
+    create_pod(&client, "e2e-calls", &off)
+        .await
+        .expect("pod labelled off");
+    assert_eq!(
+        env.reviews().await,
+        c0,
+        "the webhook was called for a pod it must not see"
+    );
+
+    // Opted in: exactly one more review.
+    create_pod(
+        &client,
+        "e2e-calls",
+        &pod("called", vec![container("app", "64Mi", "128Mi")]),
+    )
+    .await
+    .expect("pod in labelled namespace");
+    assert_eq!(env.reviews().await, c0 + 1.0);
+}
+
+#[tokio::test]
+async fn replicaset_controller_pods_reach_the_webhook() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    let reviews0 = env.reviews().await;
+
+    env.plane.kubectl_ok(
+        &["-n", "e2e-calls", "apply", "-f", "-"],
+        Some(&deployment(
+            "fleet",
+            3,
+            json!({}),
+            vec![container("app", "64Mi", "128Mi")],
+        )),
+    );
+    let pods = wait_pods(&client, "e2e-calls", "app=fleet", 3).await;
+    for p in &pods {
+        let gen = p.metadata.generate_name.as_deref().unwrap_or_default();
+        assert!(
+            gen.starts_with("fleet-") && gen.ends_with('-'),
+            "generateName {gen:?}"
+        );
+        let owner = &p
+            .metadata
+            .owner_references
+            .as_ref()
+            .expect("owner references")[0];
+        assert_eq!(owner.kind, "ReplicaSet");
+        assert_eq!(owner.controller, Some(true));
+    }
+    // The Deployment, its ReplicaSet and three Pods (which arrive without a name, only
+    // generateName) each reach the webhook.
+    let reviews = env.reviews().await;
+    assert!(reviews >= reviews0 + 5.0, "{reviews0} -> {reviews} reviews");
+}
+
+#[tokio::test]
+async fn webhook_down_with_failure_policy_ignore_admits() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    {
+        let mut w = env.webhook.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut hook) = w.take() {
+            hook.stop();
+        }
+    }
+    let created = create_pod(
+        &client,
+        "e2e-calls",
+        &pod("while-down", vec![container("app", "64Mi", "128Mi")]),
+    )
+    .await;
+    // Bring the webhook back before asserting, so later tests find it.
+    let restarted = env.start_webhook();
+    match restarted {
+        Ok(hook) => *env.webhook.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook),
+        Err(e) => panic!("restarting the webhook: {e}"),
+    }
+    let stored = created.expect("failurePolicy Ignore: pod admitted while the webhook is down");
+    assert_eq!(stored.metadata.name.as_deref(), Some("while-down"));
+    let (req, lim) = memory(&stored, "app");
+    assert_eq!(
+        (req, lim),
+        (Some(64 * MI), Some(128 * MI)),
+        "stored unchanged"
+    );
+}
+
+/// Accepts TLS with the webhook's certificate and never answers.
+async fn silent_tls_server(tls: &TlsFiles, handshakes: Arc<AtomicUsize>) -> SocketAddr {
+    let certs = rustls_pemfile::certs(&mut tls.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut tls.key_pem.as_bytes())
+        .unwrap()
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let handshakes = handshakes.clone();
+            tokio::spawn(async move {
+                if let Ok(stream) = acceptor.accept(tcp).await {
+                    handshakes.fetch_add(1, Ordering::SeqCst);
+                    // Hold the connection open without a byte of response.
+                    tokio::time::sleep(Duration::from_secs(120)).await;
+                    drop(stream);
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_slower_than_timeout_admits() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let slow = silent_tls_server(&env.tls, handshakes.clone()).await;
+    // Same settings as shipped; only the name and (so other tests are not slowed down)
+    // a namespace label narrow it to `e2e-slow`.
+    let mut entry = shipped_entry();
+    entry["name"] = json!("slow.rightsizer.io");
+    entry["namespaceSelector"]["matchLabels"]["rightsizer-e2e/slow"] = json!("true");
+    let reg = registration(
+        "rightsizer-e2e-slow",
+        entry,
+        &format!("https://{slow}/mutate"),
+        &env.tls.ca_pem,
+    );
+    env.apply(&reg.to_string());
+
+    // Until the apiserver has loaded the configuration, creations do not reach it.
+    let mut slow_creation = None;
+    for i in 0..20 {
+        let started = Instant::now();
+        let created = create_pod(
+            &client,
+            "e2e-slow",
+            &pod(
+                &format!("slow-{i}"),
+                vec![container("app", "64Mi", "128Mi")],
+            ),
+        )
+        .await;
+        let took = started.elapsed();
+        if handshakes.load(Ordering::SeqCst) > 0 {
+            slow_creation = Some((created, took));
+            break;
+        }
+        created.expect("pod admitted before the slow webhook was loaded");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    env.plane.kubectl_ok(
+        &[
+            "delete",
+            "mutatingwebhookconfiguration",
+            "rightsizer-e2e-slow",
+        ],
+        None,
+    );
+    let (created, took) = slow_creation.expect("the apiserver never called the silent webhook");
+    let stored =
+        created.expect("failurePolicy Ignore: pod admitted although the webhook timed out");
+    assert!(stored.metadata.uid.is_some());
+    eprintln!(
+        "creation with a silent webhook took {:.1} s (timeoutSeconds {TIMEOUT_SECONDS})",
+        took.as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn server_dry_run_calls_the_webhook_and_stores_nothing() {
+    let (_serial, env) = env_or_skip!();
+    let before = env.reviews().await;
+    let manifest = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "dry-calls", "namespace": "e2e-calls"},
+        "spec": {"containers": [container("app", "64Mi", "128Mi")]}
+    });
+    let out = env.plane.kubectl_ok(
+        &["apply", "--dry-run=server", "-o", "json", "-f", "-"],
+        Some(&manifest.to_string()),
+    );
+    let returned: Pod = serde_json::from_str(&out).expect("kubectl returns the Pod");
+    assert_eq!(returned.metadata.name.as_deref(), Some("dry-calls"));
+    assert_eq!(
+        env.reviews().await,
+        before + 1.0,
+        "dry run reaches the webhook (NoneOnDryRun)"
+    );
+    let get = env
+        .plane
+        .kubectl(&["-n", "e2e-calls", "get", "pod", "dry-calls"], None);
+    assert!(!get.status.success(), "a dry run stored the Pod");
+}
+
+// ---------------------------------------------------------------------------------------
+// Sizing through the real apiserver (needs the admission logic in `serve`).
+
+#[tokio::test]
+async fn deployment_pods_sized_from_snapshot_keyed_to_the_deployment() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    env.plane.kubectl_ok(
+        &["-n", "e2e-deploy", "apply", "-f", "-"],
+        Some(&deployment(
+            "web",
+            2,
+            json!({}),
+            vec![container("app", "128Mi", "256Mi")],
+        )),
+    );
+    let pods = wait_pods(&client, "e2e-deploy", "app=web", 2).await;
+    for p in &pods {
+        assert_eq!(
+            memory(p, "app"),
+            (Some(300 * MI), Some(600 * MI)),
+            "log:\n{}",
+            env.webhook_log()
+        );
+        assert_eq!(cpu_request(p, "app"), Some(250));
+        assert!(
+            annotation(p, "rightsizer.io/sized").is_some(),
+            "no rightsizer.io/sized annotation"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cronjob_job_pods_keyed_to_the_cronjob() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    // batch/v1 CronJob arrives in v1.21; v1.20 serves batch/v1beta1. Suspended, so the
+    // Job below is the only one; it is created as the CronJob controller would name and own it.
+    env.apply(
+        r#"apiVersion: batch/v1beta1
+kind: CronJob
+metadata:
+  name: nightly
+  namespace: e2e-cron
+spec:
+  schedule: "0 3 * * *"
+  suspend: true
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+            - name: job
+              image: busybox
+              resources:
+                requests: {memory: 64Mi}
+                limits: {memory: 128Mi}
+"#,
+    );
+    let uid = env.plane.kubectl_ok(
+        &[
+            "-n",
+            "e2e-cron",
+            "get",
+            "cronjobs.v1beta1.batch",
+            "nightly",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+        None,
+    );
+    let job = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {
+            "name": "nightly-28000000", "namespace": "e2e-cron",
+            "ownerReferences": [{"apiVersion": "batch/v1beta1", "kind": "CronJob", "name": "nightly",
+                                 "uid": uid.trim(), "controller": true, "blockOwnerDeletion": true}]
+        },
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [container("job", "64Mi", "128Mi")]}}}
+    });
+    env.apply(&job.to_string());
+    let pods = wait_pods(&client, "e2e-cron", "job-name=nightly-28000000", 1).await;
+    let owner = &pods[0].metadata.owner_references.as_ref().expect("owner")[0];
+    assert_eq!(owner.kind, "Job", "the Job controller created the Pod");
+    assert_eq!(
+        memory(&pods[0], "job"),
+        (Some(320 * MI), Some(640 * MI)),
+        "log:\n{}",
+        env.webhook_log()
+    );
+}
+
+#[tokio::test]
+async fn overrides_win_over_committed_values() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    let overrides = json!({"app": {"memory": {"request": "200Mi", "limit": "400Mi"}}}).to_string();
+    env.plane.kubectl_ok(
+        &["-n", "e2e-override", "apply", "-f", "-"],
+        Some(&deployment(
+            "web",
+            1,
+            json!({"rightsizer.io/overrides": overrides}),
+            vec![container("app", "128Mi", "256Mi")],
+        )),
+    );
+    let pods = wait_pods(&client, "e2e-override", "app=web", 1).await;
+    assert_eq!(
+        memory(&pods[0], "app"),
+        (Some(200 * MI), Some(400 * MI)),
+        "log:\n{}",
+        env.webhook_log()
+    );
+}
+
+#[tokio::test]
+async fn mode_off_annotation_opts_out() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    let reviews = env.reviews().await;
+    env.plane.kubectl_ok(
+        &["-n", "e2e-off", "apply", "-f", "-"],
+        Some(&deployment(
+            "web",
+            1,
+            json!({"rightsizer.io/mode": "off"}),
+            vec![container("app", "128Mi", "256Mi")],
+        )),
+    );
+    let pods = wait_pods(&client, "e2e-off", "app=web", 1).await;
+    // An annotation is invisible to selectors: the webhook is called and must leave it alone.
+    assert!(env.reviews().await > reviews);
+    assert_eq!(memory(&pods[0], "app"), (Some(128 * MI), Some(256 * MI)));
+    assert!(annotation(&pods[0], "rightsizer.io/sized").is_none());
+}
+
+#[tokio::test]
+async fn limit_range_still_admits_sized_pods() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    // Committed 1Gi/4Gi, but the LimitRange allows at most 512Mi and a ratio of 2.
+    let stored = create_pod(
+        &client,
+        "e2e-limits",
+        &pod("big", vec![container("app", "128Mi", "256Mi")]),
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "LimitRanger refused the sized pod: {e}\nlog:\n{}",
+            env.webhook_log()
+        )
+    });
+    let (req, lim) = memory(&stored, "app");
+    let (req, lim) = (req.expect("request"), lim.expect("limit"));
+    assert!(
+        lim <= 512 * MI && req >= 64 * MI && lim <= 2 * req,
+        "request {req} limit {lim}"
+    );
+    assert!(
+        annotation(&stored, "rightsizer.io/sized").is_some(),
+        "pod was not sized"
+    );
+}
+
+#[tokio::test]
+async fn resource_quota_never_rejects_because_of_sizing() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    // The quota admission refuses pods until the quota controller has filled in the status.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env
+        .plane
+        .kubectl_ok(
+            &[
+                "-n",
+                "e2e-quota",
+                "get",
+                "resourcequota",
+                "memory",
+                "-o",
+                "jsonpath={.status.hard}",
+            ],
+            None,
+        )
+        .trim()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "quota status never synced");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let reviews = env.reviews().await;
+    // Committed 2Gi/3Gi would exceed the 1Gi quota; the pod as written fits.
+    let stored = create_pod(
+        &client,
+        "e2e-quota",
+        &pod("big", vec![container("app", "100Mi", "200Mi")]),
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "sizing got the pod rejected: {e}\nlog:\n{}",
+            env.webhook_log()
+        )
+    });
+    assert!(
+        env.reviews().await > reviews,
+        "the webhook was not consulted"
+    );
+    let (req, lim) = memory(&stored, "app");
+    assert!(req.unwrap_or(0) <= 1024 * MI && lim.unwrap_or(0) <= 1024 * MI);
+}
+
+#[tokio::test]
+async fn priority_class_from_policy_and_user_class_kept() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    let stored = create_pod(
+        &client,
+        "e2e-priority",
+        &pod("assigned", vec![container("app", "64Mi", "128Mi")]),
+    )
+    .await
+    .expect("pod admitted");
+    let spec = stored.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.priority_class_name.as_deref(),
+        Some("e2e-batch"),
+        "log:\n{}",
+        env.webhook_log()
+    );
+    assert_eq!(
+        spec.priority,
+        Some(1000),
+        "spec.priority must be the cluster class's value"
+    );
+
+    let mut own = pod("own-class", vec![container("app", "64Mi", "128Mi")]);
+    own.spec.as_mut().unwrap().priority_class_name = Some("e2e-user".into());
+    let stored = create_pod(&client, "e2e-priority", &own)
+        .await
+        .expect("pod admitted");
+    let spec = stored.spec.as_ref().unwrap();
+    assert_eq!(spec.priority_class_name.as_deref(), Some("e2e-user"));
+    assert_eq!(spec.priority, Some(7));
+}
+
+#[tokio::test]
+async fn gpu_pods_get_affinity_and_tolerations() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    let mut gpu = container("app", "64Mi", "128Mi");
+    gpu["resources"]["limits"]["nvidia.com/gpu"] = json!("1");
+    let stored = create_pod(&client, "e2e-gpu", &pod("trainer", vec![gpu]))
+        .await
+        .expect("gpu pod admitted");
+    let spec = stored.spec.as_ref().unwrap();
+    let tolerates = spec.tolerations.iter().flatten().any(|t| {
+        t.key.as_deref() == Some("nvidia.com/gpu") && t.effect.as_deref() == Some("NoSchedule")
+    });
+    assert!(tolerates, "no GPU toleration; log:\n{}", env.webhook_log());
+    let required = serde_json::to_value(
+        spec.affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            }),
+    )
+    .unwrap();
+    assert!(
+        required.to_string().contains("nvidia.com/gpu.present"),
+        "required affinity {required}"
+    );
+
+    let plain = create_pod(
+        &client,
+        "e2e-gpu",
+        &pod("cpu-only", vec![container("app", "64Mi", "128Mi")]),
+    )
+    .await
+    .expect("pod admitted");
+    let spec = plain.spec.as_ref().unwrap();
+    assert!(spec.affinity.is_none(), "non-GPU pod got an affinity");
+    assert!(!spec
+        .tolerations
+        .iter()
+        .flatten()
+        .any(|t| t.key.as_deref() == Some("nvidia.com/gpu")));
+}
+
+#[tokio::test]
+async fn kube_system_is_never_sized_even_when_labelled() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    // On v1.20 nothing labels kube-system with its name, so with the opt-in label the
+    // apiserver does call the webhook; the webhook itself must leave it alone.
+    env.plane.kubectl_ok(
+        &[
+            "label",
+            "namespace",
+            "kube-system",
+            "rightsizer.io/enabled=true",
+            "--overwrite",
+        ],
+        None,
+    );
+    let reviews = env.reviews().await;
+    let created = create_pod(
+        &client,
+        "kube-system",
+        &pod("sys", vec![container("app", "64Mi", "128Mi")]),
+    )
+    .await;
+    let called = env.reviews().await > reviews;
+    env.plane.kubectl_ok(
+        &[
+            "label",
+            "namespace",
+            "kube-system",
+            "rightsizer.io/enabled-",
+        ],
+        None,
+    );
+    let stored = created.expect("pod admitted");
+    assert!(
+        called,
+        "the webhook was not consulted, so nothing was proven"
+    );
+    assert_eq!(memory(&stored, "app"), (Some(64 * MI), Some(128 * MI)));
+    assert!(annotation(&stored, "rightsizer.io/sized").is_none());
+}
+
+#[tokio::test]
+async fn server_dry_run_returns_the_sized_object() {
+    let (_serial, env) = env_or_skip!();
+    let manifest = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "dry", "namespace": "e2e-dryrun"},
+        "spec": {"containers": [container("app", "64Mi", "128Mi")]}
+    });
+    let out = env.plane.kubectl_ok(
+        &["apply", "--dry-run=server", "-o", "json", "-f", "-"],
+        Some(&manifest.to_string()),
+    );
+    let returned: Pod = serde_json::from_str(&out).expect("kubectl returns the Pod");
+    assert_eq!(
+        memory(&returned, "app"),
+        (Some(300 * MI), Some(600 * MI)),
+        "log:\n{}",
+        env.webhook_log()
+    );
+    let get = env
+        .plane
+        .kubectl(&["-n", "e2e-dryrun", "get", "pod", "dry"], None);
+    assert!(!get.status.success(), "a dry run stored the Pod");
+    let events = env
+        .plane
+        .kubectl_ok(&["-n", "e2e-dryrun", "get", "events", "-o", "json"], None);
+    assert!(
+        !events.contains("rightsizer"),
+        "a dry run wrote an Event: {events}"
+    );
+}

@@ -1,0 +1,313 @@
+//! `ClusterFacts` from the watched state: namespace labels, LimitRanges, ResourceQuotas,
+//! PriorityClasses, owner chains, HPAs and workload annotations. Admission reads these
+//! mirrors; it never calls the API.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::LimitRangeSpec;
+use kube::api::ObjectMeta;
+
+use crate::cluster::{ClusterFacts, NamespaceFacts, QuotaRoom};
+use crate::kube::committed::ContainerCommits;
+use crate::kube::mirror::Mirror;
+use crate::policy::schema::PriorityClassInfo;
+use crate::quantity::Resource;
+use crate::recommendation::{WorkloadKey, WorkloadKind};
+
+/// Namespace and name.
+pub type NsName = (String, String);
+
+/// The controlling owner of a ReplicaSet or Job, when it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub kind: String,
+    pub name: String,
+}
+
+/// What an HPA scales and on which resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HpaTarget {
+    pub kind: String,
+    pub name: String,
+    pub resources: Vec<Resource>,
+}
+
+/// The parts of a workload's metadata rightsizer uses.
+#[derive(Debug, Clone, Default)]
+pub struct WorkloadMeta {
+    pub uid: Option<String>,
+    /// `rightsizer.io/*` annotations except the committed values.
+    pub annotations: Arc<BTreeMap<String, String>>,
+    /// Parsed `rightsizer.io/committed`, by container.
+    pub committed: Arc<BTreeMap<String, ContainerCommits>>,
+}
+
+/// The workload kinds whose metadata is watched.
+pub const WATCHED_WORKLOADS: [WorkloadKind; 4] = [
+    WorkloadKind::Deployment,
+    WorkloadKind::StatefulSet,
+    WorkloadKind::DaemonSet,
+    WorkloadKind::CronJob,
+];
+
+/// Every mirror the watchers fill.
+pub struct KubeFacts {
+    pub(crate) namespaces: Arc<Mirror<String, BTreeMap<String, String>>>,
+    pub(crate) limit_ranges: Arc<Mirror<NsName, LimitRangeSpec>>,
+    pub(crate) quotas: Arc<Mirror<NsName, QuotaRoom>>,
+    pub(crate) priority_classes: Arc<Mirror<String, PriorityClassInfo>>,
+    pub(crate) replica_sets: Arc<Mirror<NsName, Option<Owner>>>,
+    pub(crate) jobs: Arc<Mirror<NsName, Option<Owner>>>,
+    pub(crate) hpas: Arc<Mirror<NsName, HpaTarget>>,
+    pub(crate) workloads: HashMap<WorkloadKind, Arc<Mirror<NsName, WorkloadMeta>>>,
+}
+
+impl KubeFacts {
+    /// Whether every watcher has delivered its first complete list.
+    pub fn is_synced(&self) -> bool {
+        self.namespaces.is_synced()
+            && self.limit_ranges.is_synced()
+            && self.quotas.is_synced()
+            && self.priority_classes.is_synced()
+            && self.replica_sets.is_synced()
+            && self.jobs.is_synced()
+            && self.hpas.is_synced()
+            && self.workloads.values().all(|m| m.is_synced())
+    }
+
+    /// Wait until every watcher has delivered its first complete list.
+    pub async fn synced(&self) {
+        self.namespaces.synced().await;
+        self.limit_ranges.synced().await;
+        self.quotas.synced().await;
+        self.priority_classes.synced().await;
+        self.replica_sets.synced().await;
+        self.jobs.synced().await;
+        self.hpas.synced().await;
+        for m in self.workloads.values() {
+            m.synced().await;
+        }
+    }
+
+    /// Resources the HPAs targeting this workload scale on.
+    pub fn hpa_resources(&self, key: &WorkloadKey) -> Vec<Resource> {
+        let mut out: Vec<Resource> = self
+            .hpas
+            .read()
+            .iter()
+            .filter(|((ns, _), t)| {
+                *ns == key.namespace && t.kind == key.kind.as_str() && t.name == key.name
+            })
+            .flat_map(|(_, t)| t.resources.iter().copied())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The watched metadata of a workload.
+    pub fn workload(&self, key: &WorkloadKey) -> Option<WorkloadMeta> {
+        self.workloads
+            .get(&key.kind)?
+            .read()
+            .get(&(key.namespace.clone(), key.name.clone()))
+            .cloned()
+    }
+
+    /// Every watched workload that carries committed values.
+    pub fn all_committed(&self) -> Vec<(WorkloadKey, Arc<BTreeMap<String, ContainerCommits>>)> {
+        let mut out = Vec::new();
+        for (kind, m) in &self.workloads {
+            for ((ns, name), meta) in m.read().iter() {
+                if !meta.committed.is_empty() {
+                    let key = WorkloadKey {
+                        namespace: ns.clone(),
+                        kind: *kind,
+                        name: name.clone(),
+                    };
+                    out.push((key, meta.committed.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Objects held, by resource (also in `rightsizer_watch_objects`).
+    pub fn sizes(&self) -> BTreeMap<&'static str, usize> {
+        let mut out = BTreeMap::from([
+            ("namespaces", self.namespaces.len()),
+            ("limitranges", self.limit_ranges.len()),
+            ("resourcequotas", self.quotas.len()),
+            ("priorityclasses", self.priority_classes.len()),
+            ("replicasets", self.replica_sets.len()),
+            ("jobs", self.jobs.len()),
+            ("horizontalpodautoscalers", self.hpas.len()),
+        ]);
+        for (kind, m) in &self.workloads {
+            out.insert(workload_resource(*kind), m.len());
+        }
+        out
+    }
+}
+
+/// The plural resource name of a watched workload kind.
+pub fn workload_resource(kind: WorkloadKind) -> &'static str {
+    match kind {
+        WorkloadKind::Deployment => "deployments",
+        WorkloadKind::StatefulSet => "statefulsets",
+        WorkloadKind::DaemonSet => "daemonsets",
+        WorkloadKind::CronJob => "cronjobs",
+        WorkloadKind::ReplicaSet => "replicasets",
+        WorkloadKind::Job => "jobs",
+        _ => "other",
+    }
+}
+
+impl ClusterFacts for KubeFacts {
+    fn namespace(&self, name: &str) -> Arc<NamespaceFacts> {
+        let labels = self
+            .namespaces
+            .read()
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
+        let mut limit_ranges: Vec<(String, LimitRangeSpec)> = self
+            .limit_ranges
+            .read()
+            .iter()
+            .filter(|((ns, _), _)| ns == name)
+            .map(|((_, n), spec)| (n.clone(), spec.clone()))
+            .collect();
+        // Stable order, whatever the map's.
+        limit_ranges.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut quotas: Vec<QuotaRoom> = self
+            .quotas
+            .read()
+            .iter()
+            .filter(|((ns, _), _)| ns == name)
+            .map(|(_, q)| q.clone())
+            .collect();
+        quotas.sort_by(|a, b| a.name.cmp(&b.name));
+        Arc::new(NamespaceFacts {
+            labels,
+            limit_ranges: limit_ranges.into_iter().map(|(_, s)| s).collect(),
+            quotas,
+        })
+    }
+
+    fn priority_classes(&self) -> Arc<BTreeMap<String, PriorityClassInfo>> {
+        Arc::new(
+            self.priority_classes
+                .read()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+    }
+
+    fn resolve_owner(&self, namespace: &str, kind: &str, name: &str) -> Option<WorkloadKey> {
+        let (mirror, top_kind) = match kind {
+            "ReplicaSet" => (&self.replica_sets, "Deployment"),
+            "Job" => (&self.jobs, "CronJob"),
+            _ => return None,
+        };
+        let owner = mirror
+            .read()
+            .get(&(namespace.to_string(), name.to_string()))?
+            .clone();
+        let (kind, name) = match owner {
+            Some(o) if o.kind == top_kind => (o.kind, o.name),
+            // Not owned by the usual controller: the object is the workload itself.
+            _ => (kind.to_string(), name.to_string()),
+        };
+        Some(WorkloadKey {
+            namespace: namespace.to_string(),
+            kind: WorkloadKind::parse(&kind)?,
+            name,
+        })
+    }
+
+    fn workload_annotations(&self, key: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
+        self.workload(key).map(|w| w.annotations)
+    }
+}
+
+/// The controlling owner in an object's metadata.
+pub fn controller_of(meta: &ObjectMeta) -> Option<Owner> {
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| Owner {
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+        })
+}
+
+/// Which resources an HPA (autoscaling v2 or v2beta2 JSON; same shape) scales on.
+pub fn hpa_target(spec: &serde_json::Value) -> Option<HpaTarget> {
+    let target = spec.get("scaleTargetRef")?;
+    let kind = target.get("kind")?.as_str()?.to_string();
+    let name = target.get("name")?.as_str()?.to_string();
+    let mut resources = Vec::new();
+    for m in spec
+        .get("metrics")
+        .and_then(|m| m.as_array())
+        .into_iter()
+        .flatten()
+    {
+        // Resource metrics name the resource directly; ContainerResource metrics too.
+        let field = match m.get("type").and_then(|t| t.as_str()) {
+            Some("Resource") => "resource",
+            Some("ContainerResource") => "containerResource",
+            _ => continue,
+        };
+        let r = match m
+            .get(field)
+            .and_then(|r| r.get("name"))
+            .and_then(|n| n.as_str())
+        {
+            Some("memory") => Resource::Memory,
+            Some("cpu") => Resource::Cpu,
+            _ => continue,
+        };
+        if !resources.contains(&r) {
+            resources.push(r);
+        }
+    }
+    if spec.get("metrics").is_none() {
+        // No metrics listed: the HPA controller's default is 80% CPU.
+        resources.push(Resource::Cpu);
+    }
+    resources.sort();
+    Some(HpaTarget {
+        kind,
+        name,
+        resources,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn hpa_resources_from_v2_metrics() {
+        let spec = json!({
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"},
+            "metrics": [
+                {"type": "Resource", "resource": {"name": "memory", "target": {"type": "Utilization", "averageUtilization": 80}}},
+                {"type": "Pods", "pods": {"metric": {"name": "rps"}}},
+                {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}
+            ]
+        });
+        let t = hpa_target(&spec).unwrap();
+        assert_eq!(t.kind, "Deployment");
+        assert_eq!(t.resources, vec![Resource::Memory, Resource::Cpu]);
+        let only_default =
+            hpa_target(&json!({"scaleTargetRef": {"kind": "StatefulSet", "name": "db"}})).unwrap();
+        assert_eq!(only_default.resources, vec![Resource::Cpu]);
+    }
+}

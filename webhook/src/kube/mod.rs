@@ -1,0 +1,193 @@
+//! The webhook's Kubernetes side: watchers that mirror what admission needs (policy
+//! ConfigMaps, namespaces, LimitRanges, PriorityClasses, owner chains, HPAs, workload
+//! metadata), committed values on workloads, Events, and leader election.
+//!
+//! `start` spawns it all and returns the handles `serve` wires in: `facts` for the
+//! `Admitter`, `overlay` around the recommendation source, `writer` (a `CommitSink`)
+//! for the analyzer, `leader` to gate the analyzer's commits.
+
+pub mod committed;
+pub mod discovery;
+pub mod error;
+pub mod events;
+pub mod facts;
+pub mod leader;
+pub mod mirror;
+pub mod policies;
+mod watchers;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
+
+pub use committed::{CommitError, CommitSink, CommittedOverlay, COMMITTED_ANNOTATION};
+pub use error::KubeError;
+pub use events::{EventLimits, Published, Recorder};
+pub use facts::KubeFacts;
+pub use leader::{Leader, LeaseTimings, LEASE_NAME};
+pub use writer::{KubeWriter, FIELD_MANAGER};
+
+use crate::policy::PolicyStore;
+use crate::recommendation::RecommendationSource;
+
+/// How the Kubernetes side runs.
+#[derive(Debug, Clone)]
+pub struct KubeOptions {
+    /// This replica's name in the Lease and Events (the pod name in a cluster).
+    pub identity: String,
+    pub lease: LeaseTimings,
+    pub events: EventLimits,
+}
+
+impl Default for KubeOptions {
+    fn default() -> Self {
+        KubeOptions {
+            identity: default_identity(),
+            lease: LeaseTimings::default(),
+            events: EventLimits::default(),
+        }
+    }
+}
+
+/// `POD_NAME` (downward API), else the host name (the pod name in a cluster), else
+/// a name with the process id.
+pub fn default_identity() -> String {
+    ["POD_NAME", "HOSTNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| format!("rightsizer-{}", std::process::id()))
+}
+
+/// The running Kubernetes side.
+pub struct KubeHandles {
+    /// Cluster facts for the `Admitter`.
+    pub facts: Arc<KubeFacts>,
+    pub leader: Arc<Leader>,
+    /// Persists the analyzer's commits (leader only) and posts Events.
+    pub writer: Arc<KubeWriter>,
+    pub recorder: Arc<Recorder>,
+    tasks: Vec<JoinHandle<()>>,
+    policies_synced: Arc<mirror::Mirror<String, policies::PolicySource>>,
+}
+
+impl KubeHandles {
+    /// `inner` with the committed values read from the cluster filled in.
+    pub fn overlay(&self, inner: Arc<dyn RecommendationSource>) -> Arc<CommittedOverlay> {
+        Arc::new(CommittedOverlay::new(inner, self.facts.clone()))
+    }
+
+    /// The writer as the analyzer's commit sink.
+    pub fn commit_sink(&self) -> Arc<dyn CommitSink> {
+        self.writer.clone()
+    }
+
+    /// Whether every watcher (policies included) has its first complete list.
+    pub fn is_synced(&self) -> bool {
+        self.policies_synced.is_synced() && self.facts.is_synced()
+    }
+
+    /// Wait for every watcher's first complete list.
+    pub async fn wait_synced(&self, timeout: Duration) -> Result<(), KubeError> {
+        let all = async {
+            self.policies_synced.synced().await;
+            self.facts.synced().await;
+        };
+        tokio::time::timeout(timeout, all)
+            .await
+            .map_err(|_| KubeError::SyncTimeout(timeout))
+    }
+
+    /// Stop: give the Lease up (so another replica leads at once) and end the watchers.
+    pub async fn shutdown(self) -> Result<(), KubeError> {
+        let released = self.leader.release().await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        released
+    }
+
+    /// Stop without releasing the Lease (as a crashed replica would): the others take
+    /// over once it expires.
+    pub fn abandon(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Start with the default options (identity from `POD_NAME`/`HOSTNAME`).
+pub async fn start(
+    client: Client,
+    own_namespace: &str,
+    policies: Arc<PolicyStore>,
+    registry: &mut Registry,
+) -> Result<KubeHandles, KubeError> {
+    start_with(
+        client,
+        own_namespace,
+        policies,
+        registry,
+        KubeOptions::default(),
+    )
+    .await
+}
+
+/// Discover API versions, spawn the watchers and the election, and return at once
+/// (use `wait_synced` to wait for the first lists).
+pub async fn start_with(
+    client: Client,
+    own_namespace: &str,
+    policies: Arc<PolicyStore>,
+    registry: &mut Registry,
+    options: KubeOptions,
+) -> Result<KubeHandles, KubeError> {
+    let cronjobs = discovery::cronjobs(&client).await?;
+    let hpas = discovery::hpas(&client).await?;
+    tracing::info!(cronjobs = %cronjobs.api_version, hpas = %hpas.api_version, "API versions in use");
+
+    let recorder = Arc::new(Recorder::new(
+        client.clone(),
+        options.identity.clone(),
+        options.events,
+    ));
+    recorder.register_metrics(registry);
+    let leader = Leader::new(
+        client.clone(),
+        own_namespace,
+        options.identity.clone(),
+        options.lease,
+    );
+    leader.register_metrics(registry);
+
+    let mut spawned = watchers::spawn(client.clone(), &cronjobs, &hpas, registry);
+    let policy_mirror = mirror::Mirror::new(spawned.gauge("policyconfigmaps"));
+    spawned.tasks.push(tokio::spawn(policies::run(
+        client.clone(),
+        own_namespace.to_string(),
+        policies,
+        policy_mirror.clone(),
+        recorder.clone(),
+    )));
+    spawned.tasks.push(tokio::spawn(leader.clone().run()));
+
+    let facts = spawned.facts;
+    let writer = Arc::new(KubeWriter::new(
+        client,
+        facts.clone(),
+        leader.clone(),
+        recorder.clone(),
+        cronjobs,
+    ));
+    Ok(KubeHandles {
+        facts,
+        leader,
+        writer,
+        recorder,
+        tasks: spawned.tasks,
+        policies_synced: policy_mirror,
+    })
+}
