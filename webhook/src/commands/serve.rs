@@ -9,7 +9,8 @@ use anyhow::Context;
 use prometheus_client::registry::Registry;
 use rightsizer::admission::{AdmitConfig, Admitter};
 use rightsizer::certs::Ca;
-use rightsizer::cluster::NoFacts;
+use rightsizer::cluster::{ClusterFacts, NoFacts};
+use rightsizer::kube::KubeHandles;
 use rightsizer::policy::store::PolicyStore;
 use rightsizer::policy::watch as policy;
 use rightsizer::recommendation::{NoRecommendations, RecommendationSource, Snapshot};
@@ -56,6 +57,30 @@ pub struct Args {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Watch the Kubernetes API (policy ConfigMaps, LimitRanges, quotas, PriorityClasses,
+    /// owner chains, HPAs, committed values). `auto`: when running in a cluster or when
+    /// KUBECONFIG is set.
+    #[arg(long, value_enum, default_value_t = KubeMode::Auto)]
+    pub kube: KubeMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubeMode {
+    Auto,
+    Always,
+    Never,
+}
+
+impl KubeMode {
+    fn enabled(self) -> bool {
+        match self {
+            KubeMode::Always => true,
+            KubeMode::Never => false,
+            KubeMode::Auto => ["KUBERNETES_SERVICE_HOST", "KUBECONFIG"]
+                .iter()
+                .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -69,12 +94,13 @@ struct Admission {
     admitter: Arc<Admitter>,
     recommendations: Arc<dyn RecommendationSource>,
     readiness: Readiness,
+    kube: Option<KubeHandles>,
 }
 
-/// Build the admission side. Kept in one place so the analyzer cache can be wired in
-/// here without touching the HTTP/TLS code.
-fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result<Admission> {
-    let recommendations: Arc<dyn RecommendationSource> = match &args.recommendations {
+/// Build the admission side: policies (folders and/or ConfigMaps), cluster facts,
+/// recommendations (snapshot or analyzer cache, with committed values overlaid).
+async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result<Admission> {
+    let mut recommendations: Arc<dyn RecommendationSource> = match &args.recommendations {
         Some(path) => {
             let text = std::fs::read(path)
                 .with_context(|| format!("reading recommendations {}", path.display()))?;
@@ -99,7 +125,22 @@ fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result<Admis
             POLICY_REREAD,
         ));
     }
-    store.mark_ready();
+
+    let mut facts: Arc<dyn ClusterFacts> = Arc::new(NoFacts);
+    let kube = if args.kube.enabled() {
+        let client = ::kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API (use --kube never to run without it)")?;
+        let handles =
+            rightsizer::kube::start(client, &args.own_namespace, store.clone(), registry).await?;
+        // Ready once the first lists are in (the policy watcher marks the store ready).
+        facts = handles.facts.clone();
+        recommendations = handles.overlay(recommendations);
+        Some(handles)
+    } else {
+        store.mark_ready();
+        None
+    };
 
     let config = AdmitConfig {
         enforcement: args.enforcement,
@@ -108,7 +149,7 @@ fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result<Admis
     let admitter = Arc::new(Admitter::new(
         store.clone(),
         recommendations.clone(),
-        Arc::new(NoFacts),
+        facts,
         config,
     ));
     let readiness = Readiness::from_fn(move || {
@@ -122,6 +163,7 @@ fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result<Admis
         admitter,
         recommendations,
         readiness,
+        kube,
     })
 }
 
@@ -133,7 +175,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     let metrics = ServerMetrics::register(&mut registry);
-    let admission = build_admission(&args, &mut registry)?;
+    let mut admission = build_admission(&args, &mut registry).await?;
+    let kube = admission.kube.take();
 
     // Keep the watch alive for the life of the server.
     let (cert, _watch) = serving_cert(&args, &metrics)?;
@@ -190,6 +233,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .await;
     if let Some(h) = admin {
         h.await??;
+    }
+    if let Some(k) = kube {
+        // Give the Lease up so another replica leads at once.
+        if let Err(e) = k.shutdown().await {
+            tracing::warn!(error = %e, "releasing the leader Lease");
+        }
     }
     tracing::info!(?drained, "stopped");
     Ok(())

@@ -174,14 +174,24 @@ impl RecommendationSource for CommittedOverlay {
             .facts
             .workload(&key.workload)
             .and_then(|w| w.committed.get(&key.container).cloned());
-        match (inner, commits) {
+        let hpa = self.facts.hpa_resources(&key.workload);
+        let mut rec = match (inner, commits) {
             (inner, Some(c)) => {
                 let mut rec = inner.unwrap_or_default();
                 overlay(&mut rec, &c);
                 Some(rec)
             }
             (inner, None) => inner,
+        };
+        // The watched HPAs are the truth on which requests an HPA depends on.
+        if let Some(r) = rec.as_mut() {
+            for res in hpa {
+                if !r.hpa_resources.contains(&res) {
+                    r.hpa_resources.push(res);
+                }
+            }
         }
+        rec
     }
 
     fn snapshot(&self) -> Snapshot {
