@@ -7,9 +7,6 @@ use crate::policy::schema::{
 };
 use crate::rules::{Amount, ResourceRules, Rules};
 
-/// Recommendation strategies a policy may name.
-pub const RECOMMENDERS: &[&str] = &["seed"];
-
 struct Ctx<'a> {
     source: &'a str,
 }
@@ -320,13 +317,16 @@ pub fn validate(source: &str, default_name: &str, spec: PolicySpec) -> Result<Po
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| default_name.to_string());
     check_selector(&ctx, "selector", &spec.selector)?;
-    let recommender = spec.recommender.clone().unwrap_or_else(|| "seed".into());
-    if !RECOMMENDERS.contains(&recommender.as_str()) {
+    let recommender = spec
+        .recommender
+        .clone()
+        .unwrap_or_else(|| crate::strategy::DEFAULT.into());
+    if crate::strategy::by_name(&recommender).is_none() {
         return Err(ctx.err(
             "recommender",
             format!(
                 "unknown recommender {recommender:?}; known: {}",
-                RECOMMENDERS.join(", ")
+                crate::strategy::names().collect::<Vec<_>>().join(", ")
             ),
         ));
     }
