@@ -757,6 +757,26 @@ async fn prometheus_down_then_back() {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
     assert!(text.contains("rightsizer_cache_stale_entries 0"), "{text}");
+
+    // The background loop (wall-clock time) fills its cache and stops on shutdown.
+    let mut cfg = config(prom.url());
+    cfg.interval = Duration::from_millis(50);
+    let (bg, _) = analyzer(cfg, DefaultPolicy::default());
+    let bg = Arc::new(bg);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(bg.clone().run(async move {
+        let _ = rx.await;
+    }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while bg.cache().get(&key(k)).is_none() {
+        assert!(std::time::Instant::now() < deadline, "no cycle completed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("run stops on shutdown")
+        .unwrap();
 }
 
 fn none() -> (Option<u64>, Option<u64>) {

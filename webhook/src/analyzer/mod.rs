@@ -667,6 +667,7 @@ impl Analyzer {
         }
         let n = fresh.len();
         self.cache.mark_stale_except(&fresh);
+        self.cache.purge_expired(now);
         state
             .containers
             .retain(|_, c| *c != state::ContainerState::default());

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// Backoff never grows beyond this.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PromError {
@@ -156,7 +159,7 @@ impl PromClient {
                     attempt += 1;
                     tracing::debug!(error = %e, attempt, "retrying Prometheus query");
                     tokio::time::sleep(delay).await;
-                    delay = delay.saturating_mul(2);
+                    delay = delay.saturating_mul(2).min(MAX_BACKOFF);
                 }
                 Err(e) => return Err(e),
             }
