@@ -102,13 +102,12 @@ impl TestProm {
             "global:\n  scrape_interval: 1m\n",
         )
         .expect("config");
-        let p = TestProm {
+        TestProm {
             child: None,
             web_config: None,
             port: free_port(),
             dir,
-        };
-        p
+        }
     }
 
     /// Backfill `om` and start with a web config (files it names must be in `dir`).
