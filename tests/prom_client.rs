@@ -106,8 +106,7 @@ fn header_recorder() -> (u16, Arc<Mutex<Vec<String>>>) {
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
             // Read headers and the form body (Content-Length).
-            loop {
-                let Ok(k) = c.read(&mut chunk) else { break };
+            while let Ok(k) = c.read(&mut chunk) {
                 if k == 0 {
                     break;
                 }
