@@ -445,6 +445,10 @@ async fn recommendations_from_real_history() {
     assert_eq!(obs.samples as usize, st.n);
     assert!((obs.avg - st.avg).abs() < 1.0, "{} vs {}", obs.avg, st.avg);
     // CPU: rate 0.2113 cores → p95 211.3m × 1.2 = 253.56 → 254 → ↑5m = 255m; no limit.
+    let cpu_obs = web.cpu.as_ref().unwrap().observed.unwrap();
+    // Averaged over the time the pods ran (the old ReplicaSet's pod ran half the window).
+    assert!((cpu_obs.avg - 211.3).abs() < 1.0, "{cpu_obs:?}");
+    assert!((cpu_obs.p95 - 211.3).abs() < 1e-6 && (cpu_obs.max - 211.3).abs() < 1e-6);
     let cpu = web.cpu.as_ref().unwrap().recommended.unwrap();
     assert_eq!(
         cpu,

@@ -94,11 +94,14 @@ struct ApiResponse {
     error: Option<String>,
 }
 
+/// The analyzer only sends queries that return instant vectors; anything else does not
+/// decode and counts as garbage. Decoding straight into the vector (no intermediate
+/// JSON tree) keeps memory at the size of the result.
 #[derive(Deserialize)]
 struct ApiData {
     #[serde(rename = "resultType")]
     result_type: String,
-    result: serde_json::Value,
+    result: Vec<VectorElem>,
 }
 
 #[derive(Deserialize)]
@@ -209,25 +212,23 @@ impl PromClient {
 
 fn decode_vector(data: Option<ApiData>) -> Result<Vec<Sample>, PromError> {
     let data = data.ok_or_else(|| PromError::Garbage("no data".into()))?;
-    match data.result_type.as_str() {
-        "vector" => {
-            let elems: Vec<VectorElem> = serde_json::from_value(data.result)
-                .map_err(|e| PromError::Garbage(e.to_string()))?;
-            Ok(elems
-                .into_iter()
-                .filter_map(|e| {
-                    let v: f64 = e.value.1.parse().ok()?;
-                    v.is_finite().then_some(Sample {
-                        labels: e.metric,
-                        value: v,
-                    })
-                })
-                .collect())
-        }
-        // A scalar answer means no per-series data (e.g. a constant expression).
-        "scalar" => Ok(Vec::new()),
-        other => Err(PromError::Garbage(format!("result type {other}"))),
+    if data.result_type != "vector" {
+        return Err(PromError::Garbage(format!(
+            "result type {}",
+            data.result_type
+        )));
     }
+    Ok(data
+        .result
+        .into_iter()
+        .filter_map(|e| {
+            let v: f64 = e.value.1.parse().ok()?;
+            v.is_finite().then_some(Sample {
+                labels: e.metric,
+                value: v,
+            })
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -210,12 +210,11 @@ impl<'a> Builder<'a> {
                 ),
             ));
             let sub = format!("{}[{r}:{}s]", self.cpu_rate(), step(secs));
+            // Averaged over the 5m rates (not rate over the window), so a pod that ran
+            // for part of the window is not diluted by the time it did not exist.
             out.push((
                 QueryKind::CpuAvg(w),
-                format!(
-                    "max by (namespace,pod,container) (rate({}[{r}]))",
-                    self.container_sel("container_cpu_usage_seconds_total")
-                ),
+                format!("max by (namespace,pod,container) (avg_over_time({sub}))"),
             ));
             out.push((
                 QueryKind::CpuP95(w),
