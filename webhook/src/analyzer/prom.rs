@@ -2,7 +2,6 @@
 //! tenancy options of the backends people run (Prometheus, Thanos Query, Mimir,
 //! VictoriaMetrics), a timeout per request and retries with exponential backoff.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -70,17 +69,45 @@ impl PromConfig {
     }
 }
 
-/// One element of an instant vector.
+/// One element of an instant vector. Labels are a short list (the queries aggregate
+/// down to a handful), which is far smaller than a map per sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
-    pub labels: BTreeMap<String, String>,
+    pub labels: Vec<(String, String)>,
     pub value: f64,
 }
 
 impl Sample {
     pub fn label(&self, name: &str) -> &str {
-        self.labels.get(name).map(String::as_str).unwrap_or("")
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
     }
+}
+
+/// Reads a JSON object into a list of pairs.
+fn label_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<(String, String)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a label object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(m.size_hint().unwrap_or(4));
+            while let Some(kv) = m.next_entry::<String, String>()? {
+                out.push(kv);
+            }
+            out.shrink_to_fit();
+            Ok(out)
+        }
+    }
+    d.deserialize_map(V)
 }
 
 #[derive(Deserialize)]
@@ -106,7 +133,8 @@ struct ApiData {
 
 #[derive(Deserialize)]
 struct VectorElem {
-    metric: BTreeMap<String, String>,
+    #[serde(deserialize_with = "label_list")]
+    metric: Vec<(String, String)>,
     value: (f64, String),
 }
 
