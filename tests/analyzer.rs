@@ -562,6 +562,11 @@ async fn recommendations_from_real_history() {
     a.cycle(t0 + 1860).await.unwrap();
     let at31 = exp(g, t0 + 1860);
     assert_eq!(mem_sizes(&get(&a, g, t0 + 1860)), sizes(at31.0, at31.1));
+    // Knative proposals stay as they were while the inputs stay the same.
+    let kn = get(&a, "shop/KnativeService/hello/user-container", t0 + 1860)
+        .knative
+        .unwrap();
+    assert_eq!((kn.target, kn.container_concurrency), (Some(8.0), Some(12)));
     // web did not move enough to be revised between the cycles.
     assert_eq!(
         mem_sizes(&get(&a, "shop/Deployment/web/app", t0 + 1860)),
@@ -872,6 +877,7 @@ async fn recommend_command_prints_recommendations() {
     assert!(mem[9].starts_with('-'), "a decrease: {}", mem[9]);
 
     let table = run("table", None);
+    eprintln!("{table}");
     assert!(table.starts_with("NAMESPACE"), "{table}");
     assert!(
         table.contains("other") && table.contains(&format!("{}/{}", fmt(r), fmt(l))),
