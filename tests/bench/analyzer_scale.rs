@@ -141,6 +141,37 @@ fn run_recommend(url: &str, at: u64) -> Figures {
     Figures { summary, rss_kb }
 }
 
+/// Time each query of a cycle on its own, to show where Prometheus spends the cycle.
+fn slowest_queries(url: &str, at: u64) -> String {
+    use rightsizer::analyzer::{queries::Builder, PromClient, PromConfig, QueryConfig};
+    let cfg = QueryConfig {
+        long_window_secs: 6 * 3600,
+        ..QueryConfig::default()
+    };
+    let b = Builder::new(&cfg, None);
+    let mut list = b.global();
+    list.extend(b.scoped());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = PromClient::new(PromConfig::new(url)).expect("client");
+    let mut times: Vec<(f64, String)> = rt.block_on(async {
+        let mut out = Vec::new();
+        for (k, q) in list {
+            let t = std::time::Instant::now();
+            let _ = client.query(&q, at).await;
+            out.push((t.elapsed().as_secs_f64(), format!("{k:?}")));
+        }
+        out
+    });
+    times.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let total: f64 = times.iter().map(|t| t.0).sum();
+    let top: Vec<String> = times
+        .iter()
+        .take(4)
+        .map(|(t, k)| format!("{k} {t:.1}s"))
+        .collect();
+    format!("sequential total {total:.1}s; slowest: {}", top.join(", "))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut ns: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
@@ -172,5 +203,6 @@ fn main() {
             .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
             .unwrap_or_else(|| "n/a".into());
         println!("{n:>8}  {samples:>9}  {:<64}  {rss:>14}", f.summary);
+        println!("          {}", slowest_queries(&prom.url(), t0));
     }
 }
