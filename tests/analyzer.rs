@@ -445,6 +445,10 @@ async fn recommendations_from_real_history() {
     assert_eq!(obs.samples as usize, st.n);
     assert!((obs.avg - st.avg).abs() < 1.0, "{} vs {}", obs.avg, st.avg);
     // CPU: rate 0.2113 cores → p95 211.3m × 1.2 = 253.56 → 254 → ↑5m = 255m; no limit.
+    let cpu_obs = web.cpu.as_ref().unwrap().observed.unwrap();
+    // Averaged over the time the pods ran (the old ReplicaSet's pod ran half the window).
+    assert!((cpu_obs.avg - 211.3).abs() < 1.0, "{cpu_obs:?}");
+    assert!((cpu_obs.p95 - 211.3).abs() < 1e-6 && (cpu_obs.max - 211.3).abs() < 1e-6);
     let cpu = web.cpu.as_ref().unwrap().recommended.unwrap();
     assert_eq!(
         cpu,
@@ -558,6 +562,11 @@ async fn recommendations_from_real_history() {
     a.cycle(t0 + 1860).await.unwrap();
     let at31 = exp(g, t0 + 1860);
     assert_eq!(mem_sizes(&get(&a, g, t0 + 1860)), sizes(at31.0, at31.1));
+    // Knative proposals stay as they were while the inputs stay the same.
+    let kn = get(&a, "shop/KnativeService/hello/user-container", t0 + 1860)
+        .knative
+        .unwrap();
+    assert_eq!((kn.target, kn.container_concurrency), (Some(8.0), Some(12)));
     // web did not move enough to be revised between the cycles.
     assert_eq!(
         mem_sizes(&get(&a, "shop/Deployment/web/app", t0 + 1860)),
@@ -757,6 +766,26 @@ async fn prometheus_down_then_back() {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
     assert!(text.contains("rightsizer_cache_stale_entries 0"), "{text}");
+
+    // The background loop (wall-clock time) fills its cache and stops on shutdown.
+    let mut cfg = config(prom.url());
+    cfg.interval = Duration::from_millis(50);
+    let (bg, _) = analyzer(cfg, DefaultPolicy::default());
+    let bg = Arc::new(bg);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(bg.clone().run(async move {
+        let _ = rx.await;
+    }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while bg.cache().get(&key(k)).is_none() {
+        assert!(std::time::Instant::now() < deadline, "no cycle completed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("run stops on shutdown")
+        .unwrap();
 }
 
 fn none() -> (Option<u64>, Option<u64>) {
@@ -848,6 +877,7 @@ async fn recommend_command_prints_recommendations() {
     assert!(mem[9].starts_with('-'), "a decrease: {}", mem[9]);
 
     let table = run("table", None);
+    eprintln!("{table}");
     assert!(table.starts_with("NAMESPACE"), "{table}");
     assert!(
         table.contains("other") && table.contains(&format!("{}/{}", fmt(r), fmt(l))),

@@ -47,6 +47,8 @@ impl OpenMetrics {
 
 pub struct TestProm {
     child: Option<Child>,
+    /// `--web.config.file` (TLS, basic auth) when set.
+    pub web_config: Option<PathBuf>,
     pub port: u16,
     pub dir: tempfile::TempDir,
 }
@@ -64,6 +66,17 @@ impl TestProm {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("history.om");
         std::fs::write(&file, om.render()).expect("write openmetrics");
+        Self::start_with_file(dir, &file)
+    }
+
+    /// Backfill an OpenMetrics file already written into `dir`, then start.
+    pub fn start_with_file(dir: tempfile::TempDir, file: &std::path::Path) -> TestProm {
+        let mut p = Self::backfill(dir, file);
+        p.start();
+        p
+    }
+
+    fn backfill(dir: tempfile::TempDir, file: &std::path::Path) -> TestProm {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).expect("data dir");
         let out = Command::new("promtool")
@@ -73,7 +86,7 @@ impl TestProm {
                 "openmetrics",
                 "--max-block-duration=24h",
             ])
-            .arg(&file)
+            .arg(file)
             .arg(&data)
             .output()
             .expect("promtool runs (install the Debian package prometheus)");
@@ -83,17 +96,28 @@ impl TestProm {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        std::fs::remove_file(&file).ok();
+        std::fs::remove_file(file).ok();
         std::fs::write(
             dir.path().join("prometheus.yml"),
             "global:\n  scrape_interval: 1m\n",
         )
         .expect("config");
-        let mut p = TestProm {
+        TestProm {
             child: None,
+            web_config: None,
             port: free_port(),
             dir,
-        };
+        }
+    }
+
+    /// Backfill `om` and start with a web config (files it names must be in `dir`).
+    pub fn start_with_web(om: &OpenMetrics, dir: tempfile::TempDir, web_yml: &str) -> TestProm {
+        let web = dir.path().join("web.yml");
+        std::fs::write(&web, web_yml).expect("web config");
+        let file = dir.path().join("history.om");
+        std::fs::write(&file, om.render()).expect("write openmetrics");
+        let mut p = Self::backfill(dir, &file);
+        p.web_config = Some(web);
         p.start();
         p
     }
@@ -118,8 +142,17 @@ impl TestProm {
             .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
             .arg("--storage.tsdb.retention.time=60d")
             .arg("--log.level=warn")
+            .args(
+                self.web_config
+                    .iter()
+                    .map(|w| format!("--web.config.file={}", w.display())),
+            )
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.dir.path().join("prometheus.log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .spawn()
             .expect("prometheus starts (install the Debian package prometheus)");
         self.child = Some(child);
@@ -130,13 +163,21 @@ impl TestProm {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("prometheus did not become ready on port {}", self.port);
+        panic!(
+            "prometheus did not become ready on port {}: {}",
+            self.port,
+            self.log()
+        );
     }
 
     fn ready(&self) -> bool {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
+        if self.web_config.is_some() {
+            // TLS and auth in front: an open port is enough (the client retries 503s).
+            return true;
+        }
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
         let req = format!(
             "GET /-/ready HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
@@ -148,6 +189,11 @@ impl TestProm {
         let mut buf = String::new();
         let _ = s.read_to_string(&mut buf);
         buf.starts_with("HTTP/1.1 200")
+    }
+
+    /// What Prometheus logged (warnings and errors).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }
 
     pub fn stop(&mut self) {

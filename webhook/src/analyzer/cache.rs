@@ -113,6 +113,20 @@ impl RecommendationCache {
         n
     }
 
+    /// Drop entries that are stale past the TTL (workloads that went away).
+    pub fn purge_expired(&self, now: u64) -> usize {
+        let mut g = self.lock();
+        let dead: Vec<ContainerKey> = g
+            .iter()
+            .filter(|(_, e)| !self.servable(e, now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &dead {
+            g.pop(k);
+        }
+        dead.len()
+    }
+
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -160,5 +174,7 @@ mod tests {
         assert!(c.get_at(&key("b"), 1102).is_none()); // past the TTL
         assert!(c.get_at(&key("c"), 5000).is_some()); // fresh entries do not expire
         assert_eq!(c.snapshot_at(1102).recommendations.len(), 1);
+        assert_eq!(c.purge_expired(1102), 1);
+        assert_eq!(c.len(), 1);
     }
 }

@@ -31,7 +31,8 @@ fn owner_pair(s: &Sample) -> (String, String) {
     )
 }
 
-fn knative_key(ns: &str, svc: &str, cfg: &str) -> Option<WorkloadKey> {
+/// Knative Service when the revision names one, else its Configuration.
+pub(crate) fn knative_key(ns: &str, svc: &str, cfg: &str) -> Option<WorkloadKey> {
     let (kind, name) = if !svc.is_empty() {
         (WorkloadKind::KnativeService, svc)
     } else if !cfg.is_empty() {
@@ -162,14 +163,13 @@ impl OwnerIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn s(pairs: &[(&str, &str)]) -> Sample {
         Sample {
             labels: pairs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
+                .collect(),
             value: 1.0,
         }
     }

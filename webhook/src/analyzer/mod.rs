@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod compute;
+mod gather;
 pub mod knative;
 pub mod mapping;
 pub mod metrics;
@@ -27,9 +28,9 @@ use crate::recommendation::{ContainerKey, WorkloadKey, WorkloadKind};
 use crate::rules::{Rules, Sizes};
 
 pub use cache::{Entry, RecommendationCache, DEFAULT_CAPACITY};
-use compute::{Fold, PodFigures, Previous, ResourceInput};
+use compute::{Fold, Previous, ResourceInput};
+use gather::{max_into, max_u64_into, Acc, KnFigures, PodKey};
 pub use knative::KnativeRules;
-use mapping::OwnerIndex;
 use metrics::AnalyzerMetrics;
 pub use prom::{PromClient, PromConfig, PromError, Sample};
 pub use queries::{QueryConfig, QueryKind, Window};
@@ -138,47 +139,6 @@ pub struct Analyzer {
     progress: Option<Progress>,
 }
 
-/// Per pod-container figures of one cycle.
-#[derive(Debug, Default, Clone)]
-struct PodData {
-    mem: [PodFigures; 2],
-    cpu: [PodFigures; 2],
-    samples: [u64; 2],
-    first: Option<f64>,
-}
-
-fn win_ix(w: Window) -> usize {
-    match w {
-        Window::Short => 0,
-        Window::Long => 1,
-    }
-}
-
-type PodKey = (String, String, String);
-
-fn pod_key(s: &Sample) -> PodKey {
-    (
-        s.label("namespace").to_string(),
-        s.label("pod").to_string(),
-        s.label("container").to_string(),
-    )
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct KnFigures {
-    conc_p95: Option<f64>,
-    target: Option<f64>,
-    queue_p95: Option<f64>,
-}
-
-fn max_into(slot: &mut Option<f64>, v: f64) {
-    *slot = Some(slot.map_or(v, |x| x.max(v)));
-}
-
-fn max_u64_into(slot: &mut Option<u64>, v: u64) {
-    *slot = Some(slot.map_or(v, |x| x.max(v)));
-}
-
 impl Analyzer {
     /// Build the analyzer; metrics are registered into `registry`, committed values
     /// are loaded from the state file when there is one.
@@ -250,15 +210,18 @@ impl Analyzer {
         }
     }
 
+    /// Run `list` with bounded concurrency, handing each answer to `sink` as it arrives
+    /// (so only the answers in flight are held in memory). Returns series read.
     async fn run_queries(
         &self,
         list: Vec<(QueryKind, String)>,
         now: u64,
         queries: &mut u64,
-    ) -> Result<Vec<(QueryKind, Vec<Sample>)>, PromError> {
+        sink: &mut (dyn FnMut(QueryKind, Vec<Sample>) + Send),
+    ) -> Result<u64, PromError> {
         let total = list.len();
         let mut done = 0usize;
-        let mut out = Vec::with_capacity(total);
+        let mut series = 0u64;
         let mut st = stream::iter(list.into_iter().map(|(k, q)| {
             let c = self.client.clone();
             async move { (k, c.query(&q, now).await) }
@@ -273,7 +236,11 @@ impl Analyzer {
                 p(done, total);
             }
             match r {
-                Ok(v) => out.push((k, v)),
+                Ok(v) if first_err.is_none() => {
+                    series += v.len() as u64;
+                    sink(k, v);
+                }
+                Ok(_) => {}
                 Err(e) => {
                     self.metrics.errors.inc();
                     first_err.get_or_insert(e);
@@ -282,7 +249,7 @@ impl Analyzer {
         }
         match first_err {
             Some(e) => Err(e),
-            None => Ok(out),
+            None => Ok(series),
         }
     }
 
@@ -351,122 +318,38 @@ impl Analyzer {
     ) -> Result<(u64, usize, usize), AnalyzerError> {
         let qcfg = &self.cfg.queries;
         let top = queries::Builder::new(qcfg, None);
-        let sizes = self
+        let mut sizes = Vec::new();
+        let mut series_read = self
             .run_queries(
                 vec![(QueryKind::NamespaceSizes, top.namespace_sizes())],
                 now,
                 queries,
+                &mut |_, v| sizes = v,
             )
             .await?;
-        let sizes: Vec<Sample> = sizes.into_iter().flat_map(|(_, v)| v).collect();
         let scopes = self.scopes(&sizes);
         let mut list = top.global();
         for s in &scopes {
             list.extend(queries::Builder::new(qcfg, s.as_deref()).scoped());
         }
-        let results = self.run_queries(list, now, queries).await?;
-        let series_read =
-            sizes.len() as u64 + results.iter().map(|(_, v)| v.len() as u64).sum::<u64>();
-        let containers = self.apply(now, &results);
+        let mut acc = Acc::default();
+        series_read += self
+            .run_queries(list, now, queries, &mut |k, v| acc.absorb(k, &v))
+            .await?;
+        let containers = self.apply(now, acc);
         Ok((series_read, containers, scopes.len()))
     }
 
-    /// Turn one cycle's query results into cache entries.
-    fn apply(&self, now: u64, results: &[(QueryKind, Vec<Sample>)]) -> usize {
-        let mut owners = OwnerIndex::default();
-        let mut pods: HashMap<PodKey, PodData> = HashMap::new();
-        let mut current: HashMap<PodKey, (Sizes, Sizes)> = HashMap::new();
-        let mut oom: Vec<(PodKey, u64)> = Vec::new();
-        let mut hpa: HashMap<WorkloadKey, Vec<Resource>> = HashMap::new();
-        let mut kn_raw: Vec<(&Sample, QueryKind)> = Vec::new();
-        for (kind, samples) in results {
-            match *kind {
-                QueryKind::PodOwner => owners.add_pod_owners(samples),
-                QueryKind::ReplicaSetOwner => owners.add_replicaset_owners(samples),
-                QueryKind::JobOwner => owners.add_job_owners(samples),
-                QueryKind::KnativePodLabels => owners.add_knative_pod_labels(samples),
-                QueryKind::KnativeConcurrencyP95
-                | QueryKind::KnativeTarget
-                | QueryKind::KnativeQueueDepthP95 => {
-                    owners.add_knative_revisions(samples);
-                    kn_raw.extend(samples.iter().map(|s| (s, *kind)));
-                }
-                QueryKind::Requests | QueryKind::Limits => {
-                    for s in samples {
-                        let (mem, cpu) = current.entry(pod_key(s)).or_default();
-                        let (slot, v) = match s.label("resource") {
-                            "memory" => (mem, s.value.ceil()),
-                            "cpu" => (cpu, (s.value * 1000.0).round()),
-                            _ => continue,
-                        };
-                        let v = v.max(0.0) as u64;
-                        if *kind == QueryKind::Requests {
-                            max_u64_into(&mut slot.request, v);
-                        } else {
-                            max_u64_into(&mut slot.limit, v);
-                        }
-                    }
-                }
-                QueryKind::OomLimit => {
-                    oom.extend(
-                        samples
-                            .iter()
-                            .map(|s| (pod_key(s), s.value.max(0.0) as u64)),
-                    );
-                }
-                QueryKind::Hpa => {
-                    for s in samples {
-                        let Some(k) = WorkloadKind::parse(s.label("scaletargetref_kind")) else {
-                            continue;
-                        };
-                        let w = WorkloadKey {
-                            namespace: s.label("namespace").to_string(),
-                            kind: k,
-                            name: s.label("scaletargetref_name").to_string(),
-                        };
-                        let r = match s.label("metric_name") {
-                            "memory" => Resource::Memory,
-                            "cpu" => Resource::Cpu,
-                            _ => continue,
-                        };
-                        let v = hpa.entry(w).or_default();
-                        if !v.contains(&r) {
-                            v.push(r);
-                        }
-                    }
-                }
-                QueryKind::NamespaceSizes => {}
-                QueryKind::MemAvg(w)
-                | QueryKind::MemP95(w)
-                | QueryKind::MemMax(w)
-                | QueryKind::CpuAvg(w)
-                | QueryKind::CpuP95(w)
-                | QueryKind::CpuMax(w)
-                | QueryKind::Samples(w) => {
-                    let i = win_ix(w);
-                    for s in samples {
-                        let d = pods.entry(pod_key(s)).or_default();
-                        let v = s.value;
-                        match *kind {
-                            QueryKind::MemAvg(_) => d.mem[i].avg = Some(v),
-                            QueryKind::MemP95(_) => d.mem[i].p95 = Some(v),
-                            QueryKind::MemMax(_) => d.mem[i].max = Some(v),
-                            // CPU in millicores.
-                            QueryKind::CpuAvg(_) => d.cpu[i].avg = Some(v * 1000.0),
-                            QueryKind::CpuP95(_) => d.cpu[i].p95 = Some(v * 1000.0),
-                            QueryKind::CpuMax(_) => d.cpu[i].max = Some(v * 1000.0),
-                            _ => d.samples[i] = v.max(0.0) as u64,
-                        }
-                    }
-                }
-                QueryKind::FirstSample => {
-                    for s in samples {
-                        pods.entry(pod_key(s)).or_default().first = Some(s.value);
-                    }
-                }
-            }
-        }
-
+    /// Turn one cycle's folded answers into cache entries.
+    fn apply(&self, now: u64, acc: Acc) -> usize {
+        let Acc {
+            owners,
+            pods,
+            current,
+            oom,
+            hpa,
+            kn_raw,
+        } = acc;
         // Fold pods into workload containers.
         let key_of = |p: &PodKey| ContainerKey::new(owners.workload(&p.0, &p.1), p.2.clone());
         #[derive(Default)]
@@ -507,27 +390,12 @@ impl Analyzer {
             }
         }
         let mut kn: HashMap<WorkloadKey, KnFigures> = HashMap::new();
-        for (s, kind) in kn_raw {
-            let ns = s.label(queries::KN_NS);
-            let (svc, cfg) = (s.label(queries::KN_SVC), s.label(queries::KN_CFG));
-            let (kind_w, name) = if !svc.is_empty() {
-                (WorkloadKind::KnativeService, svc)
-            } else if !cfg.is_empty() {
-                (WorkloadKind::KnativeConfiguration, cfg)
-            } else {
-                continue;
-            };
-            let f = kn
-                .entry(WorkloadKey {
-                    namespace: ns.to_string(),
-                    kind: kind_w,
-                    name: name.to_string(),
-                })
-                .or_default();
+        for (w, kind, v) in kn_raw {
+            let f = kn.entry(w).or_default();
             match kind {
-                QueryKind::KnativeConcurrencyP95 => max_into(&mut f.conc_p95, s.value),
-                QueryKind::KnativeTarget => max_into(&mut f.target, s.value),
-                _ => max_into(&mut f.queue_p95, s.value),
+                QueryKind::KnativeConcurrencyP95 => max_into(&mut f.conc_p95, v),
+                QueryKind::KnativeTarget => max_into(&mut f.target, v),
+                _ => max_into(&mut f.queue_p95, v),
             }
         }
 
@@ -667,6 +535,7 @@ impl Analyzer {
         }
         let n = fresh.len();
         self.cache.mark_stale_except(&fresh);
+        self.cache.purge_expired(now);
         state
             .containers
             .retain(|_, c| *c != state::ContainerState::default());

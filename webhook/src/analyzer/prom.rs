@@ -2,10 +2,12 @@
 //! tenancy options of the backends people run (Prometheus, Thanos Query, Mimir,
 //! VictoriaMetrics), a timeout per request and retries with exponential backoff.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+/// Backoff never grows beyond this.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,17 +69,45 @@ impl PromConfig {
     }
 }
 
-/// One element of an instant vector.
+/// One element of an instant vector. Labels are a short list (the queries aggregate
+/// down to a handful), which is far smaller than a map per sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
-    pub labels: BTreeMap<String, String>,
+    pub labels: Vec<(String, String)>,
     pub value: f64,
 }
 
 impl Sample {
     pub fn label(&self, name: &str) -> &str {
-        self.labels.get(name).map(String::as_str).unwrap_or("")
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
     }
+}
+
+/// Reads a JSON object into a list of pairs.
+fn label_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<(String, String)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a label object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(m.size_hint().unwrap_or(4));
+            while let Some(kv) = m.next_entry::<String, String>()? {
+                out.push(kv);
+            }
+            out.shrink_to_fit();
+            Ok(out)
+        }
+    }
+    d.deserialize_map(V)
 }
 
 #[derive(Deserialize)]
@@ -91,16 +121,20 @@ struct ApiResponse {
     error: Option<String>,
 }
 
+/// The analyzer only sends queries that return instant vectors; anything else does not
+/// decode and counts as garbage. Decoding straight into the vector (no intermediate
+/// JSON tree) keeps memory at the size of the result.
 #[derive(Deserialize)]
 struct ApiData {
     #[serde(rename = "resultType")]
     result_type: String,
-    result: serde_json::Value,
+    result: Vec<VectorElem>,
 }
 
 #[derive(Deserialize)]
 struct VectorElem {
-    metric: BTreeMap<String, String>,
+    #[serde(deserialize_with = "label_list")]
+    metric: Vec<(String, String)>,
     value: (f64, String),
 }
 
@@ -156,7 +190,7 @@ impl PromClient {
                     attempt += 1;
                     tracing::debug!(error = %e, attempt, "retrying Prometheus query");
                     tokio::time::sleep(delay).await;
-                    delay = delay.saturating_mul(2);
+                    delay = delay.saturating_mul(2).min(MAX_BACKOFF);
                 }
                 Err(e) => return Err(e),
             }
@@ -206,25 +240,23 @@ impl PromClient {
 
 fn decode_vector(data: Option<ApiData>) -> Result<Vec<Sample>, PromError> {
     let data = data.ok_or_else(|| PromError::Garbage("no data".into()))?;
-    match data.result_type.as_str() {
-        "vector" => {
-            let elems: Vec<VectorElem> = serde_json::from_value(data.result)
-                .map_err(|e| PromError::Garbage(e.to_string()))?;
-            Ok(elems
-                .into_iter()
-                .filter_map(|e| {
-                    let v: f64 = e.value.1.parse().ok()?;
-                    v.is_finite().then_some(Sample {
-                        labels: e.metric,
-                        value: v,
-                    })
-                })
-                .collect())
-        }
-        // A scalar answer means no per-series data (e.g. a constant expression).
-        "scalar" => Ok(Vec::new()),
-        other => Err(PromError::Garbage(format!("result type {other}"))),
+    if data.result_type != "vector" {
+        return Err(PromError::Garbage(format!(
+            "result type {}",
+            data.result_type
+        )));
     }
+    Ok(data
+        .result
+        .into_iter()
+        .filter_map(|e| {
+            let v: f64 = e.value.1.parse().ok()?;
+            v.is_finite().then_some(Sample {
+                labels: e.metric,
+                value: v,
+            })
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub enum QueryKind {
     MemMax(Window),
     /// Number of working-set samples.
     Samples(Window),
-    /// Timestamp of the first working-set sample in the long window.
+    /// When working-set samples start in the long window (to a slice of W/96).
     FirstSample,
     CpuAvg(Window),
     CpuP95(Window),
@@ -210,12 +210,11 @@ impl<'a> Builder<'a> {
                 ),
             ));
             let sub = format!("{}[{r}:{}s]", self.cpu_rate(), step(secs));
+            // Averaged over the 5m rates (not rate over the window), so a pod that ran
+            // for part of the window is not diluted by the time it did not exist.
             out.push((
                 QueryKind::CpuAvg(w),
-                format!(
-                    "max by (namespace,pod,container) (rate({}[{r}]))",
-                    self.container_sel("container_cpu_usage_seconds_total")
-                ),
+                format!("max by (namespace,pod,container) (avg_over_time({sub}))"),
             ));
             out.push((
                 QueryKind::CpuP95(w),
@@ -230,11 +229,16 @@ impl<'a> Builder<'a> {
         let lr = dur(long);
         out.push((
             QueryKind::FirstSample,
-            format!(
-                "min by (namespace,pod,container) (min_over_time(timestamp({})[{lr}:{}s]))",
-                self.container_sel("container_memory_working_set_bytes"),
-                step(long)
-            ),
+            // End of the first coarse slice (W/96) holding a sample: history is
+            // under-estimated by less than one slice, never over-estimated. Much cheaper
+            // than timestamp() of the raw series at every subquery step.
+            {
+                let slice = (long / 96).max(60);
+                format!(
+                    "min by (namespace,pod,container) (min_over_time(timestamp(last_over_time({}[{slice}s]))[{lr}:{slice}s]))",
+                    self.container_sel("container_memory_working_set_bytes"),
+                )
+            },
         ));
         out.push((
             QueryKind::PodOwner,

@@ -1,0 +1,168 @@
+//! One cycle's answers, folded per pod-container as they arrive, so only the answers in
+//! flight are held in memory.
+
+use std::collections::HashMap;
+
+use super::mapping::{self, OwnerIndex};
+use super::prom::Sample;
+use super::queries::{self, QueryKind, Window};
+use crate::quantity::Resource;
+use crate::recommendation::{WorkloadKey, WorkloadKind};
+use crate::rules::Sizes;
+
+use super::compute::PodFigures;
+
+/// Per pod-container figures of one cycle.
+#[derive(Debug, Default, Clone)]
+pub(super) struct PodData {
+    pub(super) mem: [PodFigures; 2],
+    pub(super) cpu: [PodFigures; 2],
+    pub(super) samples: [u64; 2],
+    pub(super) first: Option<f64>,
+}
+
+fn win_ix(w: Window) -> usize {
+    match w {
+        Window::Short => 0,
+        Window::Long => 1,
+    }
+}
+
+pub(super) type PodKey = (String, String, String);
+
+fn pod_key(s: &Sample) -> PodKey {
+    (
+        s.label("namespace").to_string(),
+        s.label("pod").to_string(),
+        s.label("container").to_string(),
+    )
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct KnFigures {
+    pub(super) conc_p95: Option<f64>,
+    pub(super) target: Option<f64>,
+    pub(super) queue_p95: Option<f64>,
+}
+
+pub(super) fn max_into(slot: &mut Option<f64>, v: f64) {
+    *slot = Some(slot.map_or(v, |x| x.max(v)));
+}
+
+pub(super) fn max_u64_into(slot: &mut Option<u64>, v: u64) {
+    *slot = Some(slot.map_or(v, |x| x.max(v)));
+}
+
+/// One cycle's answers, folded as they arrive.
+#[derive(Default)]
+pub(super) struct Acc {
+    pub(super) owners: OwnerIndex,
+    pub(super) pods: HashMap<PodKey, PodData>,
+    pub(super) current: HashMap<PodKey, (Sizes, Sizes)>,
+    pub(super) oom: Vec<(PodKey, u64)>,
+    pub(super) hpa: HashMap<WorkloadKey, Vec<Resource>>,
+    pub(super) kn_raw: Vec<(WorkloadKey, QueryKind, f64)>,
+}
+
+/// The Knative workload a normalised revision series belongs to.
+fn knative_key(s: &Sample) -> Option<WorkloadKey> {
+    mapping::knative_key(
+        s.label(queries::KN_NS),
+        s.label(queries::KN_SVC),
+        s.label(queries::KN_CFG),
+    )
+}
+
+impl Acc {
+    pub(super) fn absorb(&mut self, kind: QueryKind, samples: &[Sample]) {
+        match kind {
+            QueryKind::PodOwner => self.owners.add_pod_owners(samples),
+            QueryKind::ReplicaSetOwner => self.owners.add_replicaset_owners(samples),
+            QueryKind::JobOwner => self.owners.add_job_owners(samples),
+            QueryKind::KnativePodLabels => self.owners.add_knative_pod_labels(samples),
+            QueryKind::KnativeConcurrencyP95
+            | QueryKind::KnativeTarget
+            | QueryKind::KnativeQueueDepthP95 => {
+                self.owners.add_knative_revisions(samples);
+                self.kn_raw.extend(
+                    samples
+                        .iter()
+                        .filter_map(|s| knative_key(s).map(|w| (w, kind, s.value))),
+                );
+            }
+            QueryKind::Requests | QueryKind::Limits => {
+                for s in samples {
+                    let (mem, cpu) = self.current.entry(pod_key(s)).or_default();
+                    let (slot, v) = match s.label("resource") {
+                        "memory" => (mem, s.value.ceil()),
+                        "cpu" => (cpu, (s.value * 1000.0).round()),
+                        _ => continue,
+                    };
+                    let v = v.max(0.0) as u64;
+                    if kind == QueryKind::Requests {
+                        max_u64_into(&mut slot.request, v);
+                    } else {
+                        max_u64_into(&mut slot.limit, v);
+                    }
+                }
+            }
+            QueryKind::OomLimit => {
+                self.oom.extend(
+                    samples
+                        .iter()
+                        .map(|s| (pod_key(s), s.value.max(0.0) as u64)),
+                );
+            }
+            QueryKind::Hpa => {
+                for s in samples {
+                    let Some(k) = WorkloadKind::parse(s.label("scaletargetref_kind")) else {
+                        continue;
+                    };
+                    let w = WorkloadKey {
+                        namespace: s.label("namespace").to_string(),
+                        kind: k,
+                        name: s.label("scaletargetref_name").to_string(),
+                    };
+                    let r = match s.label("metric_name") {
+                        "memory" => Resource::Memory,
+                        "cpu" => Resource::Cpu,
+                        _ => continue,
+                    };
+                    let v = self.hpa.entry(w).or_default();
+                    if !v.contains(&r) {
+                        v.push(r);
+                    }
+                }
+            }
+            QueryKind::NamespaceSizes => {}
+            QueryKind::MemAvg(w)
+            | QueryKind::MemP95(w)
+            | QueryKind::MemMax(w)
+            | QueryKind::CpuAvg(w)
+            | QueryKind::CpuP95(w)
+            | QueryKind::CpuMax(w)
+            | QueryKind::Samples(w) => {
+                let i = win_ix(w);
+                for s in samples {
+                    let d = self.pods.entry(pod_key(s)).or_default();
+                    let v = s.value;
+                    match kind {
+                        QueryKind::MemAvg(_) => d.mem[i].avg = Some(v),
+                        QueryKind::MemP95(_) => d.mem[i].p95 = Some(v),
+                        QueryKind::MemMax(_) => d.mem[i].max = Some(v),
+                        // CPU in millicores.
+                        QueryKind::CpuAvg(_) => d.cpu[i].avg = Some(v * 1000.0),
+                        QueryKind::CpuP95(_) => d.cpu[i].p95 = Some(v * 1000.0),
+                        QueryKind::CpuMax(_) => d.cpu[i].max = Some(v * 1000.0),
+                        _ => d.samples[i] = v.max(0.0) as u64,
+                    }
+                }
+            }
+            QueryKind::FirstSample => {
+                for s in samples {
+                    self.pods.entry(pod_key(s)).or_default().first = Some(s.value);
+                }
+            }
+        }
+    }
+}
