@@ -1283,16 +1283,28 @@ async fn policy_configmap_edits_apply_within_2s_and_broken_ones_are_refused() {
     .await
     .expect("pod admitted");
     let ready = cluster::webhook_status(env.addr, &env.tls.ca_pem, "/readyz").await;
+    let rejected = counter_sum(&env.metrics().await, "rightsizer_policy_rejected", &[]);
     env.plane.kubectl_ok(
         &["-n", "rightsizer-system", "delete", "configmap", "e2e-live"],
         None,
     );
+    // Deleting the refused ConfigMap clears the refusal.
+    let deadline = Instant::now() + POLICY_DEADLINE;
+    let cleared = loop {
+        let now = counter_sum(&env.metrics().await, "rightsizer_policy_rejected", &[]);
+        if now == 0.0 || Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(
         memory(&kept, "app"),
         (Some(160 * MI), Some(320 * MI)),
         "the last good policy must stay in force"
     );
     assert_eq!(ready, Ok(200), "/readyz after a refused policy");
+    assert_eq!(rejected, 1.0, "rightsizer_policy_rejected while refused");
+    assert_eq!(cleared, 0.0, "rightsizer_policy_rejected after the delete");
 }
 
 #[tokio::test]
