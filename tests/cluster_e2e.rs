@@ -1191,12 +1191,12 @@ async fn dry_run_memory(client: &kube::Client, ns: &str) -> (Option<u64>, Option
 async fn time_until_sized(
     client: &kube::Client,
     ns: &str,
-    want: (u64, u64),
+    want: (Option<u64>, Option<u64>),
     limit: Duration,
 ) -> Option<Duration> {
     let started = Instant::now();
     loop {
-        if dry_run_memory(client, ns).await == (Some(want.0), Some(want.1)) {
+        if dry_run_memory(client, ns).await == want {
             return Some(started.elapsed());
         }
         if started.elapsed() > limit {
@@ -1216,14 +1216,24 @@ async fn policy_configmap_edits_apply_within_2s_and_broken_ones_are_refused() {
     let ns = "e2e-policy";
 
     env.apply(&defaults_policy("{request: 96Mi, limit: 192Mi}"));
-    let created = time_until_sized(&client, ns, (96 * MI, 192 * MI), Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|| panic!("new policy never applied; log:\n{}", env.webhook_log()));
+    let created = time_until_sized(
+        &client,
+        ns,
+        (Some(96 * MI), Some(192 * MI)),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_or_else(|| panic!("new policy never applied; log:\n{}", env.webhook_log()));
 
     env.apply(&defaults_policy("{request: 160Mi, limit: 320Mi}"));
-    let edited = time_until_sized(&client, ns, (160 * MI, 320 * MI), Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|| panic!("edited policy never applied; log:\n{}", env.webhook_log()));
+    let edited = time_until_sized(
+        &client,
+        ns,
+        (Some(160 * MI), Some(320 * MI)),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_or_else(|| panic!("edited policy never applied; log:\n{}", env.webhook_log()));
     eprintln!(
         "policy ConfigMap in force {:.0} ms after create, {:.0} ms after edit",
         created.as_secs_f64() * 1e3,
@@ -1288,7 +1298,9 @@ async fn policy_configmap_edits_apply_within_2s_and_broken_ones_are_refused() {
         &["-n", "rightsizer-system", "delete", "configmap", "e2e-live"],
         None,
     );
-    // Deleting the refused ConfigMap clears the refusal.
+    // Deleting the ConfigMap withdraws its policy: the folder policy (no defaults) is back.
+    let removed = time_until_sized(&client, ns, (None, None), Duration::from_secs(10)).await;
+    // And it clears the refusal.
     let deadline = Instant::now() + POLICY_DEADLINE;
     let cleared = loop {
         let now = counter_sum(&env.metrics().await, "rightsizer_policy_rejected", &[]);
@@ -1305,6 +1317,8 @@ async fn policy_configmap_edits_apply_within_2s_and_broken_ones_are_refused() {
     assert_eq!(ready, Ok(200), "/readyz after a refused policy");
     assert_eq!(rejected, 1.0, "rightsizer_policy_rejected while refused");
     assert_eq!(cleared, 0.0, "rightsizer_policy_rejected after the delete");
+    let removed = removed.expect("the deleted policy still sizes new pods");
+    assert!(removed <= POLICY_DEADLINE, "delete took {removed:?}");
 }
 
 #[tokio::test]
@@ -1539,7 +1553,6 @@ async fn committed_values_applied_by_the_writer_are_read_by_a_second_replica() {
         .commit(&key, Resource::Memory, value)
         .await
         .expect("commit written");
-    writer.shutdown().await.expect("writer stops");
     let managers = env.plane.kubectl_ok(
         &[
             "-n",
@@ -1593,6 +1606,43 @@ async fn committed_values_applied_by_the_writer_are_read_by_a_second_replica() {
         None,
     );
     let pods = wait_pods(&client, ns, "app=web", 1).await;
+
+    // A later commit reaches the running replica through its watch: Pods of the same
+    // ReplicaSet (server dry runs, nothing stored) get it.
+    let owner = pods[0].metadata.owner_references.clone().expect("owner");
+    let newer = Committed {
+        sizes: Sizes {
+            request: Some(384 * MI),
+            limit: Some(768 * MI),
+        },
+        at: 1_700_000_100,
+        reason: "e2e again".into(),
+    };
+    writer
+        .commit_sink()
+        .commit(&key, Resource::Memory, newer)
+        .await
+        .expect("second commit written");
+    let committed_at = Instant::now();
+    let mut sibling = pod("sibling", vec![container("app", "128Mi", "256Mi")]);
+    sibling.metadata.owner_references = Some(owner);
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let followed = loop {
+        let returned = pods_api.create(&dry, &sibling).await.expect("dry run");
+        let got = memory(&returned, "app");
+        if got == (Some(384 * MI), Some(768 * MI))
+            || committed_at.elapsed() > Duration::from_secs(10)
+        {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let follow_time = committed_at.elapsed();
+    writer.shutdown().await.expect("writer stops");
     env.plane.kubectl_ok(
         &[
             "delete",
@@ -1603,6 +1653,15 @@ async fn committed_values_applied_by_the_writer_are_read_by_a_second_replica() {
     );
     let b_log = b.log_text();
     drop(b);
+    eprintln!(
+        "replica b served the newer commit {:.0} ms after it was applied",
+        follow_time.as_secs_f64() * 1e3
+    );
+    assert_eq!(
+        followed,
+        (Some(384 * MI), Some(768 * MI)),
+        "b never served the newer commit; b's log:\n{b_log}"
+    );
     assert_eq!(
         memory(&pods[0], "app"),
         (Some(352 * MI), Some(704 * MI)),
