@@ -1283,6 +1283,16 @@ async fn policy_configmap_edits_apply_within_2s_and_broken_ones_are_refused() {
         message.contains("defaults.memory.limit"),
         "the Event does not name the field: {message}"
     );
+    // A policy ConfigMap outside the webhook's namespace is not read (it would win here).
+    env.apply(
+        &live_policy(
+            "e2e-foreign",
+            99,
+            "[e2e-policy]",
+            "    mode: observe\n    defaults:\n      memory: {request: 480Mi, limit: 960Mi}\n",
+        )
+        .replace("namespace: rightsizer-system", "namespace: e2e-policy"),
+    );
     // Give a wrongly accepted edit the same time a good one gets, then check it was not.
     tokio::time::sleep(POLICY_DEADLINE).await;
     let kept = create_pod(
@@ -1298,6 +1308,8 @@ async fn policy_configmap_edits_apply_within_2s_and_broken_ones_are_refused() {
         &["-n", "rightsizer-system", "delete", "configmap", "e2e-live"],
         None,
     );
+    env.plane
+        .kubectl_ok(&["-n", ns, "delete", "configmap", "e2e-foreign"], None);
     // Deleting the ConfigMap withdraws its policy: the folder policy (no defaults) is back.
     let removed = time_until_sized(&client, ns, (None, None), Duration::from_secs(10)).await;
     // And it clears the refusal.
