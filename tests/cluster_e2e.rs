@@ -28,6 +28,8 @@ use serde_json::{json, Value};
 const DEPLOY_WEBHOOK: &str = "deploy/base/mutatingwebhookconfiguration.yaml";
 const WEBHOOK_NAME: &str = "mutate.rightsizer.io";
 const TIMEOUT_SECONDS: u64 = 3;
+/// The shared webhook's identity in the leader Lease (`POD_NAME`).
+const REPLICA_A: &str = "rightsizer-a";
 
 fn mirrored_entry() -> Value {
     json!({
@@ -166,6 +168,7 @@ fn fixtures() -> String {
         "e2e-priority",
         "e2e-gpu",
         "e2e-dryrun",
+        "e2e-policy",
     ];
     for ns in enabled {
         docs.push(format!(
@@ -248,8 +251,23 @@ impl Env {
             &self.tls,
             &self.plane.kubeconfig,
             &self.args,
-            &[("RIGHTSIZER_ENFORCEMENT", "true")],
+            &[("RIGHTSIZER_ENFORCEMENT", "true"), ("POD_NAME", REPLICA_A)],
             self.work.join("webhook.log"),
+        )
+    }
+
+    /// Another `rightsizer serve` replica with the same inputs on its own port.
+    fn start_replica(&self, identity: &str) -> Result<Webhook, String> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", cluster::free_port())
+            .parse()
+            .map_err(|e: std::net::AddrParseError| e.to_string())?;
+        Webhook::start(
+            addr,
+            &self.tls,
+            &self.plane.kubeconfig,
+            &self.args,
+            &[("RIGHTSIZER_ENFORCEMENT", "true"), ("POD_NAME", identity)],
+            self.work.join(format!("{identity}.log")),
         )
     }
 
@@ -1117,4 +1135,637 @@ async fn server_dry_run_returns_the_sized_object() {
         !events.contains("rightsizer"),
         "a dry run wrote an Event: {events}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The webhook's Kubernetes side through the real binary: policy ConfigMaps, committed values
+// read by another replica, the leader Lease.
+
+/// A policy ConfigMap in the webhook's namespace. `memory` is the defaults' YAML flow map.
+fn live_policy(name: &str, precedence: i32, namespaces: &str, body: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {name}
+  namespace: rightsizer-system
+  labels:
+    rightsizer.io/policy: "true"
+data:
+  policy.yaml: |
+    precedence: {precedence}
+    selector:
+      namespaces: {namespaces}
+{body}"#
+    )
+}
+
+fn defaults_policy(memory: &str) -> String {
+    live_policy(
+        "e2e-live",
+        50,
+        "[e2e-policy]",
+        &format!("    mode: observe\n    defaults:\n      memory: {memory}\n"),
+    )
+}
+
+/// A container that declares nothing: policy defaults size it.
+fn bare_container(name: &str) -> Value {
+    json!({"name": name, "image": "busybox"})
+}
+
+/// What the webhook makes of a new Pod now, by a server-side dry run (nothing stored).
+async fn dry_run_memory(client: &kube::Client, ns: &str) -> (Option<u64>, Option<u64>) {
+    let params = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let returned = Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&params, &pod("probe", vec![bare_container("app")]))
+        .await
+        .expect("dry-run pod creation");
+    memory(&returned, "app")
+}
+
+/// Poll until new Pods in `ns` get `want`; the time it took, or None after `limit`.
+async fn time_until_sized(
+    client: &kube::Client,
+    ns: &str,
+    want: (Option<u64>, Option<u64>),
+    limit: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    loop {
+        if dry_run_memory(client, ns).await == want {
+            return Some(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The contract says 2 s; the margin covers one poll and a busy 2-core machine.
+const POLICY_DEADLINE: Duration = Duration::from_millis(2500);
+
+#[tokio::test]
+async fn policy_configmap_edits_apply_within_2s_and_broken_ones_are_refused() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    let ns = "e2e-policy";
+
+    env.apply(&defaults_policy("{request: 96Mi, limit: 192Mi}"));
+    let created = time_until_sized(
+        &client,
+        ns,
+        (Some(96 * MI), Some(192 * MI)),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_or_else(|| panic!("new policy never applied; log:\n{}", env.webhook_log()));
+
+    env.apply(&defaults_policy("{request: 160Mi, limit: 320Mi}"));
+    let edited = time_until_sized(
+        &client,
+        ns,
+        (Some(160 * MI), Some(320 * MI)),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_or_else(|| panic!("edited policy never applied; log:\n{}", env.webhook_log()));
+    eprintln!(
+        "policy ConfigMap in force {:.0} ms after create, {:.0} ms after edit",
+        created.as_secs_f64() * 1e3,
+        edited.as_secs_f64() * 1e3
+    );
+    assert!(created <= POLICY_DEADLINE, "create took {created:?}");
+    assert!(edited <= POLICY_DEADLINE, "edit took {edited:?}");
+    let stored = create_pod(&client, ns, &pod("edited", vec![bare_container("app")]))
+        .await
+        .expect("pod admitted");
+    assert_eq!(memory(&stored, "app"), (Some(160 * MI), Some(320 * MI)));
+    let sized: Value =
+        serde_json::from_str(annotation(&stored, "rightsizer.io/sized").expect("sized")).unwrap();
+    assert_eq!(sized["app"]["memory"]["request"]["source"], "default");
+
+    // A broken edit: refused with a Warning Event naming the field; the last good stays.
+    env.apply(&defaults_policy("{request: 160Mi, limit: lots}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let event = loop {
+        let out = env.plane.kubectl_ok(
+            &[
+                "-n",
+                "rightsizer-system",
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.kind=ConfigMap,involvedObject.name=e2e-live,reason=PolicyRejected",
+                "-o",
+                "json",
+            ],
+            None,
+        );
+        let list: Value = serde_json::from_str(&out).expect("event list JSON");
+        if let Some(e) = list["items"].as_array().and_then(|a| a.first()) {
+            break e.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no PolicyRejected Event; log:\n{}",
+            env.webhook_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(event["type"], "Warning");
+    let message = event["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("defaults.memory.limit"),
+        "the Event does not name the field: {message}"
+    );
+    // A policy ConfigMap outside the webhook's namespace is not read (it would win here).
+    env.apply(
+        &live_policy(
+            "e2e-foreign",
+            99,
+            "[e2e-policy]",
+            "    mode: observe\n    defaults:\n      memory: {request: 480Mi, limit: 960Mi}\n",
+        )
+        .replace("namespace: rightsizer-system", "namespace: e2e-policy"),
+    );
+    // Give a wrongly accepted edit the same time a good one gets, then check it was not.
+    tokio::time::sleep(POLICY_DEADLINE).await;
+    let kept = create_pod(
+        &client,
+        ns,
+        &pod("after-broken", vec![bare_container("app")]),
+    )
+    .await
+    .expect("pod admitted");
+    let ready = cluster::webhook_status(env.addr, &env.tls.ca_pem, "/readyz").await;
+    let rejected = counter_sum(&env.metrics().await, "rightsizer_policy_rejected", &[]);
+    env.plane.kubectl_ok(
+        &["-n", "rightsizer-system", "delete", "configmap", "e2e-live"],
+        None,
+    );
+    env.plane
+        .kubectl_ok(&["-n", ns, "delete", "configmap", "e2e-foreign"], None);
+    // Deleting the ConfigMap withdraws its policy: the folder policy (no defaults) is back.
+    let removed = time_until_sized(&client, ns, (None, None), Duration::from_secs(10)).await;
+    // And it clears the refusal.
+    let deadline = Instant::now() + POLICY_DEADLINE;
+    let cleared = loop {
+        let now = counter_sum(&env.metrics().await, "rightsizer_policy_rejected", &[]);
+        if now == 0.0 || Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        memory(&kept, "app"),
+        (Some(160 * MI), Some(320 * MI)),
+        "the last good policy must stay in force"
+    );
+    assert_eq!(ready, Ok(200), "/readyz after a refused policy");
+    assert_eq!(rejected, 1.0, "rightsizer_policy_rejected while refused");
+    assert_eq!(cleared, 0.0, "rightsizer_policy_rejected after the delete");
+    let removed = removed.expect("the deleted policy still sizes new pods");
+    assert!(removed <= POLICY_DEADLINE, "delete took {removed:?}");
+}
+
+#[tokio::test]
+async fn webhook_namespace_and_kube_system_untouched_even_when_a_policy_selects_them() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    env.apply(&live_policy(
+        "e2e-system",
+        60,
+        "[kube-system, rightsizer-system]",
+        "    mode: enforce\n    defaults:\n      memory: {request: 99Mi, limit: 198Mi}\n    priority:\n      rules:\n        - className: e2e-batch\n          selector:\n            namespaces: [kube-system, rightsizer-system]\n",
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.webhook_log().contains("rightsizer-system/e2e-system") {
+        assert!(
+            Instant::now() < deadline,
+            "policy never applied; log:\n{}",
+            env.webhook_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Make the apiserver call the webhook for both (a newer apiserver's name label is what
+    // keeps the shipped selector away from the webhook's namespace; v1.20 has none).
+    let kubectl = |args: &[&str]| env.plane.kubectl_ok(args, None);
+    kubectl(&[
+        "label",
+        "namespace",
+        "kube-system",
+        "rightsizer.io/enabled=true",
+        "--overwrite",
+    ]);
+    kubectl(&[
+        "label",
+        "namespace",
+        "rightsizer-system",
+        "kubernetes.io/metadata.name-",
+    ]);
+    let reviews = env.reviews().await;
+    let mut stored = Vec::new();
+    for ns in ["kube-system", "rightsizer-system"] {
+        stored.push(create_pod(&client, ns, &pod("selected", vec![bare_container("app")])).await);
+    }
+    let calls = env.reviews().await - reviews;
+    kubectl(&[
+        "label",
+        "namespace",
+        "kube-system",
+        "rightsizer.io/enabled-",
+    ]);
+    kubectl(&[
+        "label",
+        "namespace",
+        "rightsizer-system",
+        "kubernetes.io/metadata.name=rightsizer-system",
+    ]);
+    kubectl(&[
+        "-n",
+        "rightsizer-system",
+        "delete",
+        "configmap",
+        "e2e-system",
+    ]);
+    assert_eq!(calls, 2.0, "the webhook must be consulted for both pods");
+    for p in stored {
+        let p = p.expect("pod admitted");
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        assert_eq!(memory(&p, "app"), (None, None), "{ns}: resources added");
+        assert!(annotation(&p, "rightsizer.io/sized").is_none(), "{ns}");
+        let spec = p.spec.as_ref().unwrap();
+        assert!(spec.priority_class_name.is_none(), "{ns}: class set");
+    }
+}
+
+fn lease_holder(env: &Env) -> String {
+    env.plane
+        .kubectl(
+            &[
+                "-n",
+                "rightsizer-system",
+                "get",
+                "lease",
+                "rightsizer-leader",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
+            None,
+        )
+        .stdout
+        .iter()
+        .map(|b| *b as char)
+        .collect()
+}
+
+/// Poll the Lease until `want` holds it; the time it took, or None after `limit`.
+async fn time_until_holder(env: &Env, want: &str, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    loop {
+        if lease_holder(env) == want {
+            return Some(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Longest acceptable hand-over. An unreleased Lease would take its 15 s duration; a
+/// released one is taken at the follower's next retry (every 2 s).
+const HANDOVER: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn leader_lease_hands_over_when_the_leader_stops() {
+    let (_serial, env) = env_or_skip!();
+    time_until_holder(env, REPLICA_A, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "{REPLICA_A} never held the Lease (holder {:?}); log:\n{}",
+                lease_holder(env),
+                env.webhook_log()
+            )
+        });
+    let mut b = env.start_replica("rightsizer-b").expect("replica b starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster::webhook_status(b.addr, &env.tls.ca_pem, "/readyz").await != Ok(200) {
+        assert!(Instant::now() < deadline, "replica b never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // b has tried and lost at least once by the time it is ready.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let while_both = lease_holder(env);
+
+    // SIGTERM to the leader: it drains, releases the Lease and exits.
+    let stopped_at = Instant::now();
+    if let Some(mut a) = env.webhook.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        a.stop();
+    }
+    let exit = stopped_at.elapsed();
+    let to_b = time_until_holder(env, "rightsizer-b", Duration::from_secs(20)).await;
+    let to_b = to_b.map(|_| stopped_at.elapsed());
+    let a_log = std::fs::read_to_string(env.work.join("webhook.log")).unwrap_or_default();
+
+    // Back to a: restart it (a follower now), stop b, and a takes over again.
+    let restarted = env.start_webhook().expect("restarting the webhook");
+    *env.webhook.lock().unwrap_or_else(|e| e.into_inner()) = Some(restarted);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let back_at = Instant::now();
+    b.stop();
+    let to_a = time_until_holder(env, REPLICA_A, Duration::from_secs(20))
+        .await
+        .map(|_| back_at.elapsed());
+
+    eprintln!(
+        "leader hand-over: a exited {:.1} s after SIGTERM; b held the Lease after {:?}, a again after {:?}",
+        exit.as_secs_f64(),
+        to_b,
+        to_a
+    );
+    assert_eq!(while_both, REPLICA_A, "one holder while both run");
+    let to_b = to_b.unwrap_or_else(|| panic!("b never took the Lease; a's log:\n{a_log}"));
+    assert!(to_b <= HANDOVER, "a -> b took {to_b:?}; a's log:\n{a_log}");
+    assert!(a_log.contains("released the leader Lease"), "{a_log}");
+    let to_a = to_a.unwrap_or_else(|| panic!("a never took the Lease back:\n{}", b.log_text()));
+    assert!(to_a <= HANDOVER, "b -> a took {to_a:?}");
+}
+
+#[tokio::test]
+async fn committed_values_applied_by_the_writer_are_read_by_a_second_replica() {
+    use rightsizer::kube::{EventLimits, KubeOptions, LeaseTimings};
+    use rightsizer::quantity::Resource;
+    use rightsizer::recommendation::{Committed, ContainerKey};
+    use rightsizer::rules::Sizes;
+
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    let ns = "e2e-replica";
+    // Only replica b is registered for this namespace, so what its Pods get comes from b.
+    env.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    rightsizer-e2e/replica: b\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: e2e-writer\n"
+    ));
+    env.plane.kubectl_ok(
+        &["-n", ns, "apply", "-f", "-"],
+        Some(&deployment(
+            "web",
+            0,
+            json!({}),
+            vec![container("app", "128Mi", "256Mi")],
+        )),
+    );
+
+    // The writer: the library's Kubernetes side leading in its own namespace, committing
+    // with server-side apply as a leader replica's analyzer does.
+    let store = Arc::new(rightsizer::policy::store::PolicyStore::new());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let writer = rightsizer::kube::start_with(
+        client.clone(),
+        "e2e-writer",
+        store,
+        &mut registry,
+        KubeOptions {
+            identity: "e2e-writer".into(),
+            lease: LeaseTimings {
+                lease_duration: Duration::from_secs(5),
+                retry_period: Duration::from_millis(200),
+            },
+            events: EventLimits::default(),
+        },
+    )
+    .await
+    .expect("writer starts");
+    writer
+        .wait_synced(Duration::from_secs(20))
+        .await
+        .expect("writer synced");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !writer.leader.is_leader() {
+        assert!(Instant::now() < deadline, "the writer never led");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let key = ContainerKey::parse(&format!("{ns}/Deployment/web/app")).expect("key");
+    let value = Committed {
+        sizes: Sizes {
+            request: Some(352 * MI),
+            limit: Some(704 * MI),
+        },
+        at: 1_700_000_000,
+        reason: "e2e".into(),
+    };
+    writer
+        .commit_sink()
+        .commit(&key, Resource::Memory, value)
+        .await
+        .expect("commit written");
+    let managers = env.plane.kubectl_ok(
+        &[
+            "-n",
+            ns,
+            "get",
+            "deployment",
+            "web",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={.metadata.managedFields[*].manager}",
+        ],
+        None,
+    );
+    assert!(
+        managers.split_whitespace().any(|m| m == "rightsizer"),
+        "no server-side apply by field manager rightsizer: {managers}"
+    );
+
+    // Replica b starts after the commit and reads it through its own watch.
+    let b = env.start_replica("rightsizer-b").expect("replica b starts");
+    let mut entry = shipped_entry();
+    entry["name"] = json!("replica-b.rightsizer.io");
+    entry["namespaceSelector"]["matchLabels"] = json!({"rightsizer-e2e/replica": "b"});
+    let reg = registration(
+        "rightsizer-e2e-replica-b",
+        entry,
+        &format!("https://{}/mutate", b.addr),
+        &env.tls.ca_pem,
+    );
+    env.apply(&reg.to_string());
+    let b_reviews = || async {
+        let text = cluster::webhook_get(b.addr, &env.tls.ca_pem, "/metrics")
+            .await
+            .unwrap_or_default();
+        counter_sum(&text, "rightsizer_admission_reviews_total", &[])
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b_reviews().await == 0.0 {
+        assert!(Instant::now() < deadline, "the apiserver never called b");
+        dry_run_memory(&client, ns).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster::webhook_status(b.addr, &env.tls.ca_pem, "/readyz").await != Ok(200) {
+        assert!(Instant::now() < deadline, "replica b never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    env.plane.kubectl_ok(
+        &["-n", ns, "scale", "deployment", "web", "--replicas=1"],
+        None,
+    );
+    let pods = wait_pods(&client, ns, "app=web", 1).await;
+
+    // A later commit reaches the running replica through its watch: Pods of the same
+    // ReplicaSet (server dry runs, nothing stored) get it.
+    let owner = pods[0].metadata.owner_references.clone().expect("owner");
+    let newer = Committed {
+        sizes: Sizes {
+            request: Some(384 * MI),
+            limit: Some(768 * MI),
+        },
+        at: 1_700_000_100,
+        reason: "e2e again".into(),
+    };
+    writer
+        .commit_sink()
+        .commit(&key, Resource::Memory, newer)
+        .await
+        .expect("second commit written");
+    let committed_at = Instant::now();
+    let mut sibling = pod("sibling", vec![container("app", "128Mi", "256Mi")]);
+    sibling.metadata.owner_references = Some(owner);
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let followed = loop {
+        let returned = pods_api.create(&dry, &sibling).await.expect("dry run");
+        let got = memory(&returned, "app");
+        if got == (Some(384 * MI), Some(768 * MI))
+            || committed_at.elapsed() > Duration::from_secs(10)
+        {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let follow_time = committed_at.elapsed();
+    writer.shutdown().await.expect("writer stops");
+    env.plane.kubectl_ok(
+        &[
+            "delete",
+            "mutatingwebhookconfiguration",
+            "rightsizer-e2e-replica-b",
+        ],
+        None,
+    );
+    let b_log = b.log_text();
+    drop(b);
+    eprintln!(
+        "replica b served the newer commit {:.0} ms after it was applied",
+        follow_time.as_secs_f64() * 1e3
+    );
+    assert_eq!(
+        followed,
+        (Some(384 * MI), Some(768 * MI)),
+        "b never served the newer commit; b's log:\n{b_log}"
+    );
+    assert_eq!(
+        memory(&pods[0], "app"),
+        (Some(352 * MI), Some(704 * MI)),
+        "b's log:\n{b_log}"
+    );
+    let sized: Value =
+        serde_json::from_str(annotation(&pods[0], "rightsizer.io/sized").expect("sized"))
+            .expect("sized JSON");
+    assert_eq!(sized["app"]["memory"]["request"]["source"], "enforced");
+    assert_eq!(sized["app"]["memory"]["limit"]["source"], "enforced");
+}
+
+#[tokio::test]
+async fn server_dry_run_update_writes_no_event_and_no_commit() {
+    let (_serial, env) = env_or_skip!();
+    let ns = "e2e-dryrun";
+    let original = deployment(
+        "dry-web",
+        0,
+        json!({}),
+        vec![container("app", "128Mi", "256Mi")],
+    );
+    env.plane
+        .kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&original));
+    let reviews = env.reviews().await;
+    let changed = deployment(
+        "dry-web",
+        2,
+        json!({}),
+        vec![container("app", "200Mi", "400Mi")],
+    );
+    env.plane.kubectl_ok(
+        &[
+            "-n",
+            ns,
+            "apply",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
+        ],
+        Some(&changed),
+    );
+    assert!(
+        env.reviews().await > reviews,
+        "the dry run did not reach the webhook"
+    );
+    // Anything the webhook might write would be on its way by now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stored: Value = serde_json::from_str(&env.plane.kubectl_ok(
+        &[
+            "-n",
+            ns,
+            "get",
+            "deployment",
+            "dry-web",
+            "--show-managed-fields",
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .expect("deployment JSON");
+    assert_eq!(stored["spec"]["replicas"], 0, "the dry run was stored");
+    assert!(
+        stored["metadata"]["annotations"]["rightsizer.io/committed"].is_null(),
+        "a dry run committed: {}",
+        stored["metadata"]
+    );
+    let managers: Vec<&str> = stored["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(!managers.contains(&"rightsizer"), "managers {managers:?}");
+    let events: Value = serde_json::from_str(
+        &env.plane
+            .kubectl_ok(&["-n", ns, "get", "events", "-o", "json"], None),
+    )
+    .expect("event list JSON");
+    let ours: Vec<&Value> = events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["source"]["component"] == "rightsizer"
+                || e["reportingComponent"] == "rightsizer"
+                || ["Committed", "RecommendationChanged"]
+                    .contains(&e["reason"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert!(ours.is_empty(), "a dry run wrote Events: {ours:?}");
 }

@@ -365,6 +365,23 @@ pub async fn webhook_get(addr: SocketAddr, ca_pem: &str, path: &str) -> Result<S
     resp.text().await.map_err(|e| e.to_string())
 }
 
+/// Status code of a GET on the webhook over HTTPS, trusting `ca_pem`.
+pub async fn webhook_status(addr: SocketAddr, ca_pem: &str, path: &str) -> Result<u16, String> {
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .get(format!("https://{addr}{path}"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(resp.status().as_u16())
+}
+
 /// Sum of a counter family's samples whose labels contain every `key="value"` given.
 pub fn counter_sum(metrics_text: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
     metrics_text
