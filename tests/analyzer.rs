@@ -636,9 +636,11 @@ async fn recommendations_from_real_history() {
     let web_key = key("shop/Deployment/web/app");
     let c1 = e.state().containers[&web_key].memory.clone().unwrap();
     let p95 = obs.p95;
-    // From the running 128Mi towards the recommendation: +30% is 166.4Mi, but never below p95.
+    // From the running 128Mi towards the recommendation: +30% is 166.4Mi, but never below
+    // p95, rounded up to 16Mi like every recommended value.
     let step = (128 * MI) + ((128 * MI) as f64 * 0.3).ceil() as u64;
-    assert_eq!(c1.sizes.request, Some(step.max(p95.ceil() as u64)));
+    let want = step.max(p95.ceil() as u64).div_ceil(16 * MI) * (16 * MI);
+    assert_eq!(c1.sizes.request, Some(want));
     assert_eq!(c1.at, t0);
     e.cycle(t0 + 600).await.unwrap();
     assert_eq!(

@@ -260,8 +260,15 @@ impl Rules {
     }
 
     /// One enforcement step from `current` towards `target`: at most `maxStepRatio`
-    /// of the current value, and (for requests) never below the observed p95.
-    pub fn step(&self, current: Option<u64>, target: u64, p95: Option<f64>) -> u64 {
+    /// of the current value, and (for requests) never below the observed p95; rounded up
+    /// like recommendations, so committed values stay canonical quantities.
+    pub fn step(
+        &self,
+        resource: Resource,
+        current: Option<u64>,
+        target: u64,
+        p95: Option<f64>,
+    ) -> u64 {
         let mut v = match current {
             Some(cur) if cur > 0 => {
                 let step = (cur as f64 * self.safeguards.max_step_ratio).ceil() as u64;
@@ -274,7 +281,7 @@ impl Rules {
                 v = v.max(p.ceil().max(0.0) as u64);
             }
         }
-        v
+        round_up(v, self.round_to(resource))
     }
 
     /// The memory floor after an OOM kill at `limit_at_kill`.
@@ -363,7 +370,7 @@ mod tests {
         #[case] p95: Option<f64>,
         #[case] want: u64,
     ) {
-        assert_eq!(Rules::default().step(cur, target, p95), want);
+        assert_eq!(Rules::default().step(Resource::Cpu, cur, target, p95), want);
     }
 
     #[test]

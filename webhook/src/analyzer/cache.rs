@@ -34,7 +34,7 @@ pub struct RecommendationCache {
     stale_ttl_secs: u64,
 }
 
-pub(crate) fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

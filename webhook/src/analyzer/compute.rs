@@ -261,7 +261,7 @@ pub fn commit(
     let one = |from: Option<u64>, to: Option<u64>| -> Option<u64> {
         match to {
             Some(t) if from.is_none() || rules.worth_changing(resource, from, t) => {
-                Some(rules.step(from, t, p95))
+                Some(rules.step(resource, from, t, p95))
             }
             _ => from,
         }
@@ -425,10 +425,12 @@ mod tests {
             0,
         )
         .unwrap();
-        assert_eq!(c.sizes.request, Some(700 * MI));
-        assert_eq!(c.sizes.limit, Some(1400 * MI));
+        // -30% of 1000Mi/2000Mi is 700Mi/1400Mi, rounded up to 16Mi steps.
+        assert_eq!(c.sizes.request, Some(704 * MI));
+        assert_eq!(c.sizes.limit, Some(1408 * MI));
         assert!(commit(&r, Resource::Memory, Some(&c), cur, target, None, 60).is_none());
         let c2 = commit(&r, Resource::Memory, Some(&c), cur, target, None, 1800).unwrap();
-        assert_eq!(c2.sizes.request, Some(490 * MI));
+        // 704Mi - 30% = 492.8Mi -> 496Mi.
+        assert_eq!(c2.sizes.request, Some(496 * MI));
     }
 }

@@ -10,6 +10,7 @@ mod gather;
 pub mod knative;
 pub mod mapping;
 pub mod metrics;
+pub mod policies;
 pub mod prom;
 pub mod queries;
 pub mod state;
@@ -24,7 +25,7 @@ use futures::stream::{self, StreamExt};
 use prometheus_client::registry::Registry;
 
 use crate::quantity::Resource;
-use crate::recommendation::{ContainerKey, WorkloadKey, WorkloadKind};
+use crate::recommendation::{Committed, ContainerKey, WorkloadKey, WorkloadKind};
 use crate::rules::{Rules, Sizes};
 
 pub use cache::{Entry, RecommendationCache, DEFAULT_CAPACITY};
@@ -32,6 +33,7 @@ use compute::{Fold, Previous, ResourceInput};
 use gather::{max_into, max_u64_into, Acc, KnFigures, PodKey};
 pub use knative::KnativeRules;
 use metrics::AnalyzerMetrics;
+pub use policies::PoliciesLookup;
 pub use prom::{PromClient, PromConfig, PromError, Sample};
 pub use queries::{QueryConfig, QueryKind, Window};
 use state::{OomHold, State, StateError};
@@ -53,6 +55,30 @@ where
 {
     fn rules(&self, workload: &WorkloadKey) -> Rules {
         self(workload)
+    }
+}
+
+/// Told about what the analyzer decides, e.g. to persist commits in the cluster and post
+/// Events. Called from the cycle; implementations must not block (spawn the I/O).
+pub trait AnalyzerHooks: Send + Sync {
+    /// A committed value moved (`previous` is what was committed before).
+    fn committed(
+        &self,
+        _key: &ContainerKey,
+        _r: Resource,
+        _new: &Committed,
+        _previous: Option<&Committed>,
+    ) {
+    }
+    /// A recommendation was revised.
+    fn revised(
+        &self,
+        _key: &ContainerKey,
+        _r: Resource,
+        _before: Option<Sizes>,
+        _after: Sizes,
+        _reason: &str,
+    ) {
     }
 }
 
@@ -137,6 +163,7 @@ pub struct Analyzer {
     state: Mutex<State>,
     metrics: AnalyzerMetrics,
     progress: Option<Progress>,
+    hooks: Option<Arc<dyn AnalyzerHooks>>,
 }
 
 impl Analyzer {
@@ -164,6 +191,7 @@ impl Analyzer {
             policy,
             state: Mutex::new(state),
             progress: None,
+            hooks: None,
         })
     }
 
@@ -175,6 +203,11 @@ impl Analyzer {
     /// Report progress as (queries done, queries total) during a cycle.
     pub fn set_progress(&mut self, f: impl Fn(usize, usize) + Send + Sync + 'static) {
         self.progress = Some(Box::new(f));
+    }
+
+    /// Be told about commits and revisions.
+    pub fn set_hooks(&mut self, hooks: Arc<dyn AnalyzerHooks>) {
+        self.hooks = Some(hooks);
     }
 
     /// The committed values and OOM holds as they stand.
@@ -484,6 +517,9 @@ impl Analyzer {
                             observed.map(|o| o.p95),
                             now,
                         ) {
+                            if let Some(h) = &self.hooks {
+                                h.committed(&key, res, &c, committed.as_ref());
+                            }
                             cs.record(res, c);
                             state_changed = true;
                         }
@@ -491,6 +527,11 @@ impl Analyzer {
                 }
                 d.rec.committed = cs.committed(res).cloned();
                 if d.revised {
+                    if let (Some(h), Some(after)) = (&self.hooks, d.rec.recommended) {
+                        let before = prev_rec.and_then(|p| p.recommended);
+                        let reason = d.rec.reasons.first().map_or("usage", String::as_str);
+                        h.revised(&key, res, before, after, reason);
+                    }
                     match res {
                         Resource::Memory => entry.memory_revised_at = now,
                         Resource::Cpu => entry.cpu_revised_at = now,

@@ -8,12 +8,21 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus_client::registry::Registry;
 use rightsizer::admission::{AdmitConfig, Admitter};
+use rightsizer::analyzer::{
+    Analyzer, AnalyzerHooks, PoliciesLookup, PromClient, RecommendationCache,
+};
 use rightsizer::certs::Ca;
 use rightsizer::cluster::{ClusterFacts, NoFacts};
-use rightsizer::kube::KubeHandles;
+use rightsizer::kube::{CommitSink, KubeHandles, KubeWriter, Leader};
+use rightsizer::loadmodel::fitter::Window;
+use rightsizer::loadmodel::metrics::LoadModelMetrics;
+use rightsizer::loadmodel::publish::refresh;
 use rightsizer::policy::store::PolicyStore;
 use rightsizer::policy::watch as policy;
+use rightsizer::quantity::Resource;
+use rightsizer::recommendation::{Committed, ContainerKey};
 use rightsizer::recommendation::{NoRecommendations, RecommendationSource, Snapshot};
+use rightsizer::rules::Sizes;
 use rightsizer::server::{self, listener, reload, tls, AppState, Readiness, ServerMetrics};
 
 #[derive(Debug, clap::Args)]
@@ -39,9 +48,16 @@ pub struct Args {
     /// Folder of policy ConfigMap manifests (may be repeated).
     #[arg(long, value_name = "DIR")]
     pub policies: Vec<PathBuf>,
-    /// Prometheus base URL for the analyzer.
-    #[arg(long, env = "RIGHTSIZER_PROMETHEUS_URL")]
-    pub prometheus: Option<String>,
+    /// Prometheus for the analyzer (without it only overrides and defaults apply).
+    #[command(flatten)]
+    pub prom: Box<crate::commands::recommend::PromArgs>,
+    /// Time between analyzer cycles.
+    #[arg(long, default_value = "5m", value_parser = crate::commands::recommend::parse_duration)]
+    pub analyzer_interval: u64,
+    /// Where the analyzer keeps committed values across restarts when not in a cluster
+    /// (in a cluster they live on the workloads).
+    #[arg(long, value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
     /// JSON recommendation snapshot to serve from (when there is no Prometheus).
     #[arg(long, value_name = "FILE")]
     pub recommendations: Option<PathBuf>,
@@ -95,24 +111,23 @@ struct Admission {
     recommendations: Arc<dyn RecommendationSource>,
     readiness: Readiness,
     kube: Option<KubeHandles>,
+    /// Background work (analyzer, load-model fits), aborted on shutdown.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Build the admission side: policies (folders and/or ConfigMaps), cluster facts,
 /// recommendations (snapshot or analyzer cache, with committed values overlaid).
 async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result<Admission> {
-    let mut recommendations: Arc<dyn RecommendationSource> = match &args.recommendations {
+    let snapshot: Option<Arc<dyn RecommendationSource>> = match &args.recommendations {
         Some(path) => {
             let text = std::fs::read(path)
                 .with_context(|| format!("reading recommendations {}", path.display()))?;
             let snap: Snapshot = serde_json::from_slice(&text)
                 .with_context(|| format!("parsing recommendations {}", path.display()))?;
-            Arc::new(snap)
+            Some(Arc::new(snap))
         }
-        None => Arc::new(NoRecommendations),
+        None => None,
     };
-    if args.prometheus.is_some() {
-        tracing::warn!("--prometheus is not used yet by this build");
-    }
 
     let store = Arc::new(PolicyStore::new());
     store.register_metrics(registry);
@@ -135,12 +150,58 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
             rightsizer::kube::start(client, &args.own_namespace, store.clone(), registry).await?;
         // Ready once the first lists are in (the policy watcher marks the store ready).
         facts = handles.facts.clone();
-        recommendations = handles.overlay(recommendations);
         Some(handles)
     } else {
         store.mark_ready();
         None
     };
+
+    // The analyzer: background cycles into the cache admission reads.
+    let mut recommendations: Arc<dyn RecommendationSource> = Arc::new(NoRecommendations);
+    let mut tasks = Vec::new();
+    if let Some(mut cfg) = args.prom.analyzer_config()? {
+        cfg.enforcement = args.enforcement;
+        cfg.interval = Duration::from_secs(args.analyzer_interval.max(10));
+        cfg.state_file = args.state_file.clone();
+        let may_commit: Arc<dyn Fn() -> bool + Send + Sync> = match &kube {
+            Some(k) => {
+                let leader = k.leader.clone();
+                Arc::new(move || leader.is_leader())
+            }
+            None => Arc::new(|| true),
+        };
+        let lookup = Arc::new(PoliciesLookup {
+            store: store.clone(),
+            facts: facts.clone(),
+            may_commit,
+        });
+        let prom = cfg.prometheus.clone();
+        let long_window = cfg.queries.long_window_secs;
+        let mut analyzer = Analyzer::new(cfg, lookup, registry)?;
+        if let Some(k) = &kube {
+            analyzer.set_hooks(Arc::new(ClusterHooks {
+                sink: k.commit_sink(),
+                writer: k.writer.clone(),
+                leader: k.leader.clone(),
+            }));
+        }
+        let analyzer = Arc::new(analyzer);
+        let cache = analyzer.cache();
+        tasks.push(tokio::spawn(analyzer.run(std::future::pending())));
+        tasks.push(tokio::spawn(load_models(
+            PromClient::new(prom)?,
+            store.clone(),
+            cache.clone(),
+            LoadModelMetrics::register(registry),
+            long_window,
+        )));
+        recommendations = cache;
+    } else if let Some(s) = snapshot {
+        recommendations = s;
+    }
+    if let Some(k) = &kube {
+        recommendations = k.overlay(recommendations);
+    }
 
     let config = AdmitConfig {
         enforcement: args.enforcement,
@@ -164,8 +225,90 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
         recommendations,
         readiness,
         kube,
+        tasks,
     })
 }
+
+/// Persists the analyzer's commits on the workloads and posts Events, from the leader.
+struct ClusterHooks {
+    sink: Arc<dyn CommitSink>,
+    writer: Arc<KubeWriter>,
+    leader: Arc<Leader>,
+}
+
+impl AnalyzerHooks for ClusterHooks {
+    fn committed(
+        &self,
+        key: &ContainerKey,
+        r: Resource,
+        new: &Committed,
+        _previous: Option<&Committed>,
+    ) {
+        if !self.leader.is_leader() {
+            return;
+        }
+        let (sink, key, c) = (self.sink.clone(), key.clone(), new.clone());
+        tokio::spawn(async move {
+            if let Err(e) = sink.commit(&key, r, c).await {
+                tracing::warn!(%key, error = %e, "could not persist a commit");
+            }
+        });
+    }
+
+    fn revised(
+        &self,
+        key: &ContainerKey,
+        r: Resource,
+        before: Option<Sizes>,
+        after: Sizes,
+        reason: &str,
+    ) {
+        if !self.leader.is_leader() {
+            return;
+        }
+        let (writer, key, reason) = (self.writer.clone(), key.clone(), reason.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = writer
+                .announce_recommendation(&key, r, before, after, &reason)
+                .await
+            {
+                tracing::debug!(%key, error = %e, "no Event for a revised recommendation");
+            }
+        });
+    }
+}
+
+/// Fit load models now and then (they change slowly) into the analyzer's cache.
+async fn load_models(
+    prom: PromClient,
+    store: Arc<PolicyStore>,
+    cache: Arc<RecommendationCache>,
+    metrics: LoadModelMetrics,
+    long_window: u64,
+) {
+    // The first fit waits for the analyzer to have filled the cache.
+    let first = tokio::time::Instant::now() + LOAD_MODEL_FIRST;
+    let mut tick = tokio::time::interval_at(first, LOAD_MODEL_REFIT);
+    loop {
+        tick.tick().await;
+        let policies = store.current();
+        if !policies.iter().any(|p| !p.load_models.is_empty()) {
+            continue;
+        }
+        let window = Window {
+            end: rightsizer::analyzer::cache::unix_now(),
+            seconds: long_window,
+            step: 300,
+        };
+        let report = refresh(&prom, &policies, &cache, Some(&metrics), &[], window).await;
+        tracing::info!(?report, "load models refitted");
+    }
+}
+
+/// When load models are first fitted after start.
+const LOAD_MODEL_FIRST: Duration = Duration::from_secs(120);
+/// How often load models are refitted.
+const LOAD_MODEL_REFIT: Duration = Duration::from_secs(3600);
 
 /// How often policy folders are re-read.
 const POLICY_REREAD: Duration = Duration::from_secs(5);
@@ -177,6 +320,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let metrics = ServerMetrics::register(&mut registry);
     let mut admission = build_admission(&args, &mut registry).await?;
     let kube = admission.kube.take();
+    let admission_tasks = std::mem::take(&mut admission.tasks);
 
     // Keep the watch alive for the life of the server.
     let (cert, _watch) = serving_cert(&args, &metrics)?;
@@ -233,6 +377,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .await;
     if let Some(h) = admin {
         h.await??;
+    }
+    for t in &admission_tasks {
+        t.abort();
     }
     if let Some(k) = kube {
         // Give the Lease up so another replica leads at once.

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::quantity::{round_up, Resource};
+use crate::quantity::Resource;
 use crate::recommendation::ResourceRecommendation;
 use crate::rules::{Rules, Sizes};
 
@@ -152,10 +152,9 @@ pub fn guarded(
 ) -> Sizes {
     let side = |proposed: Option<u64>, cur: Option<u64>, floor: Option<f64>| {
         let p = proposed?;
-        // Stepped values are rounded like recommendations, so they stay canonical.
         rules
             .worth_changing(resource, cur, p)
-            .then(|| round_up(rules.step(cur, p, floor), rules.round_to(resource)))
+            .then(|| rules.step(resource, cur, p, floor))
     };
     let request = side(proposal.request, current.request, p95);
     let mut limit = side(proposal.limit, current.limit, None);

@@ -108,11 +108,13 @@ impl Strategy for Seed {
         let cur_lim = current.map(|c| c.limit);
         let request = match cur_req {
             Some(c) if !self.rules.worth_changing(Resource::Memory, Some(c), req_t) => c,
-            _ => self.rules.step(cur_req, req_t, Some(obs.p95)),
+            _ => self
+                .rules
+                .step(Resource::Memory, cur_req, req_t, Some(obs.p95)),
         };
         let mut limit = match cur_lim {
             Some(c) if !self.rules.worth_changing(Resource::Memory, Some(c), lim_t) => c,
-            _ => self.rules.step(cur_lim, lim_t, None),
+            _ => self.rules.step(Resource::Memory, cur_lim, lim_t, None),
         };
         // The OOM floor is a safety raise: it is not held back by the step limit.
         limit = limit.max(floor.unwrap_or(0)).max(request);
@@ -189,14 +191,19 @@ mod tests {
         let d2 = s.recommend(now3, Some(d1)).unwrap();
         assert_eq!(
             d2.request,
-            r.step(Some(d1.request), 3008 * MI, Some(2000.0 * MI as f64))
+            r.step(
+                Resource::Memory,
+                Some(d1.request),
+                3008 * MI,
+                Some(2000.0 * MI as f64)
+            )
         );
         assert_eq!(d2.request, 2000 * MI); // the p95 floor beats the 30% step
                                            // The limit was overrun: the OOM floor lifts it past the step.
         assert_eq!(
             d2.limit,
             r.oom_floor(d1.limit)
-                .max(r.step(Some(d1.limit), 4512 * MI, None))
+                .max(r.step(Resource::Memory, Some(d1.limit), 4512 * MI, None))
                 .max(d2.request)
         );
         // Small wobble: hysteresis keeps the values.
