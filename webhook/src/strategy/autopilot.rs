@@ -56,15 +56,7 @@ impl Strategy for AutopilotWindow {
 mod tests {
     use super::*;
 
-    fn iv(start: i64, bytes: f64) -> Interval {
-        Interval {
-            start,
-            seconds: 300,
-            max: bytes,
-            avg: bytes,
-            samples: 1,
-        }
-    }
+    use crate::strategy::test_support::iv_bytes as iv;
 
     #[test]
     fn p98_plus_margin_held_for_an_hour() {

@@ -46,15 +46,7 @@ mod tests {
     use super::*;
     use crate::quantity::MI;
 
-    fn iv(start: i64, mib: f64) -> Interval {
-        Interval {
-            start,
-            seconds: 300,
-            max: mib * MI as f64,
-            avg: mib * MI as f64,
-            samples: 1,
-        }
-    }
+    use crate::strategy::test_support::iv_mib as iv;
 
     #[test]
     fn peak_of_fourteen_days_plus_buffer() {

@@ -192,3 +192,26 @@ mod tests {
         assert_eq!(to_mib_ceil(-5.0), 1 << 20);
     }
 }
+
+/// Intervals for the strategies' table tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::Interval;
+    use crate::quantity::MI;
+
+    /// A 5-minute interval with one sample of `bytes`.
+    pub fn iv_bytes(start: i64, bytes: f64) -> Interval {
+        Interval {
+            start,
+            seconds: 300,
+            max: bytes,
+            avg: bytes,
+            samples: 1,
+        }
+    }
+
+    /// A 5-minute interval with one sample of `mib` MiB.
+    pub fn iv_mib(start: i64, mib: f64) -> Interval {
+        iv_bytes(start, mib * MI as f64)
+    }
+}

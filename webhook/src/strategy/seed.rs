@@ -134,15 +134,7 @@ mod tests {
     use crate::quantity::MI;
     use crate::rules::Sizes;
 
-    fn iv(start: i64, mib: f64) -> Interval {
-        Interval {
-            start,
-            seconds: 300,
-            max: mib * MI as f64,
-            avg: mib * MI as f64,
-            samples: 1,
-        }
-    }
+    use crate::strategy::test_support::iv_mib as iv;
 
     fn feed(s: &mut Seed, from: i64, n: i64, mib: f64) -> i64 {
         for i in 0..n {

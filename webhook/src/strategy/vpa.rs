@@ -75,15 +75,7 @@ impl Strategy for Vpa {
 mod tests {
     use super::*;
 
-    fn iv(start: i64, bytes: f64) -> Interval {
-        Interval {
-            start,
-            seconds: 300,
-            max: bytes,
-            avg: bytes,
-            samples: 1,
-        }
-    }
+    use crate::strategy::test_support::iv_bytes as iv;
 
     #[test]
     fn daily_peaks_p90_with_margin() {
