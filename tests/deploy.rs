@@ -857,6 +857,7 @@ fn rbac_is_least_privilege() {
     for r in [
         "/namespaces",
         "/limitranges",
+        "/resourcequotas",
         "scheduling.k8s.io/priorityclasses",
         "autoscaling/horizontalpodautoscalers",
     ] {
