@@ -210,6 +210,8 @@ async fn analyzer_runs_the_policy_strategy_on_prometheus_intervals() {
     }
     let want2 = own.unwrap();
 
+    // Every interval fed exactly once (one container runs a strategy).
+    assert_eq!(a.intervals_fed(), (ivs1.len() + ivs2.len()) as u64);
     let mem = |r: &rightsizer::recommendation::ContainerRecommendation| {
         r.memory.as_ref().and_then(|m| m.recommended)
     };

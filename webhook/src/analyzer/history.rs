@@ -193,6 +193,8 @@ pub struct Tracks {
     tracks: LruCache<ContainerKey, Track>,
     /// Evaluation time of the last interval read for everyone.
     pub read_until: Option<i64>,
+    /// Intervals fed so far, all containers.
+    pub fed: u64,
 }
 
 impl Tracks {
@@ -200,6 +202,7 @@ impl Tracks {
         Tracks {
             tracks: LruCache::new(NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN)),
             read_until: None,
+            fed: 0,
         }
     }
 
@@ -240,6 +243,7 @@ impl Tracks {
             if iv.start >= t.fed_until {
                 t.strategy.observe(iv);
                 t.fed_until = iv.end();
+                self.fed += 1;
             }
         }
         if let Some(d) = t.strategy.recommend(now, t.own.or(running)) {

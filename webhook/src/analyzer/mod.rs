@@ -427,6 +427,7 @@ impl Analyzer {
                 .await;
         *queries += 3;
         self.metrics.queries.inc_by(3);
+        self.metrics.range_queries.inc_by(3);
         match r {
             Ok(n) => *series_read += n,
             Err(e) => {
@@ -436,6 +437,11 @@ impl Analyzer {
         }
         self.lock_tracks().read_until = Some(last as i64);
         Ok(answers.fold(&acc.owners, history::WIDTH))
+    }
+
+    /// Intervals fed to strategy states since the start (all containers).
+    pub fn intervals_fed(&self) -> u64 {
+        self.lock_tracks().fed
     }
 
     fn lock_tracks(&self) -> std::sync::MutexGuard<'_, history::Tracks> {
@@ -506,6 +512,7 @@ impl Analyzer {
         let mut fresh = HashSet::new();
         let mut state = self.lock_state();
         let mut tracks = self.lock_tracks();
+        let fed_before = tracks.fed;
         let mut state_changed = false;
         for (key, f) in folded {
             let w = &key.workload;
@@ -656,6 +663,8 @@ impl Analyzer {
             fresh.insert(key.clone());
             self.cache.put(key, entry);
         }
+        self.metrics.intervals_fed.inc_by(tracks.fed - fed_before);
+        drop(tracks);
         let n = fresh.len();
         self.cache.mark_stale_except(&fresh);
         self.cache.purge_expired(now);
