@@ -193,13 +193,16 @@ async fn run_prometheus(args: &Args, specs: &[&'static Spec], cfg: Config) -> an
     let iter = series
         .into_iter()
         .map(|(k, ivs)| Ok(replay::from_intervals(k.to_string(), ivs)));
+    let show = std::io::stderr().is_terminal();
     let progress = |n: u64| {
-        if n % 100 == 0 || n as usize == total {
+        if show && (n % 100 == 0 || n as usize == total) {
             eprint!("\rreplay {n}/{total} series ");
         }
     };
     let report = tokio::task::block_in_place(|| replay::run(iter, specs, &cfg, &progress))?;
-    eprintln!();
+    if show {
+        eprintln!();
+    }
     summary(&report, specs, &cfg, started);
     print(&report, args.output)
 }
