@@ -19,12 +19,14 @@ use support_https::{client_config, Conn, Proto, Server};
 
 const H: u64 = 3600;
 
+// `recommender: seed`: the assertions below are the seed rules' exact values.
 const POLICY: &str = r#"apiVersion: v1
 kind: ConfigMap
 metadata: {name: enforce, namespace: rightsizer-system, labels: {rightsizer.io/policy: "true"}}
 data:
   policy.yaml: |
     mode: enforce
+    recommender: seed
 "#;
 
 fn now() -> u64 {

@@ -172,6 +172,38 @@ fn slowest_queries(url: &str, at: u64) -> String {
     format!("sequential total {total:.1}s; slowest: {}", top.join(", "))
 }
 
+/// The three interval range queries a strategy needs: the first read (the whole 6h
+/// window) and a steady-state read (the last 5 minutes), timed.
+fn range_reads(url: &str, at: u64) -> String {
+    use rightsizer::analyzer::history::{self, IntervalAnswers};
+    use rightsizer::analyzer::{queries::Builder, PromClient, PromConfig, QueryConfig};
+    let cfg = QueryConfig::default();
+    let b = Builder::new(&cfg, None);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = PromClient::new(PromConfig::new(url)).expect("client");
+    let last = at - at % 300;
+    let mut out = Vec::new();
+    for (what, first) in [("first read 6h", last - 6 * 3600 + 300), ("next 5m", last)] {
+        let t = std::time::Instant::now();
+        let mut ans = IntervalAnswers::default();
+        let series = rt
+            .block_on(history::read_intervals(
+                &client,
+                &b,
+                first,
+                last,
+                history::WIDTH,
+                &mut ans,
+            ))
+            .expect("range queries");
+        out.push(format!(
+            "{what}: 3 queries, {series} series, {:.2}s",
+            t.elapsed().as_secs_f64()
+        ));
+    }
+    format!("strategy intervals: {}", out.join("; "))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut ns: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
@@ -204,5 +236,6 @@ fn main() {
             .unwrap_or_else(|| "n/a".into());
         println!("{n:>8}  {samples:>9}  {:<64}  {rss:>14}", f.summary);
         println!("          {}", slowest_queries(&prom.url(), t0));
+        println!("          {}", range_reads(&prom.url(), t0));
     }
 }

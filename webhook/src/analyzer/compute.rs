@@ -240,6 +240,49 @@ pub fn decide(
     }
 }
 
+/// The memory recommendation when a strategy (`crate::strategy`) decides: `own` is the
+/// strategy's decision (its hysteresis and cooldown are its own); the OOM floor and HPA
+/// handling apply on top as in [`decide`].
+pub fn from_strategy(input: &ResourceInput, own: Option<Sizes>, prev: Previous<'_>) -> Decision {
+    let mut reasons = Vec::new();
+    let cur = input.current;
+    let mut proposal = own;
+    if proposal.is_none() {
+        push(&mut reasons, REASON_NO_DATA);
+    }
+    if let Some(floor) = input.oom_floor {
+        let s = proposal.get_or_insert(cur);
+        s.request = Some(s.request.unwrap_or(0).max(floor));
+        s.limit = Some(s.limit.unwrap_or(0).max(floor));
+        push(&mut reasons, REASON_OOM);
+    }
+    if input.hpa {
+        if let Some(s) = proposal.as_mut() {
+            s.request = None;
+        }
+        push(&mut reasons, REASON_HPA);
+    }
+    if let Some(s) = proposal.as_mut() {
+        let floor = s.request.or(cur.request);
+        if let (Some(l), Some(r)) = (s.limit, floor) {
+            s.limit = Some(l.max(r));
+        }
+    }
+    let prev_sizes = prev.rec.and_then(|r| r.recommended);
+    // Without an answer yet, keep what was recommended before.
+    let recommended = proposal.or(prev_sizes);
+    Decision {
+        revised: recommended.is_some() && recommended != prev_sizes,
+        rec: ResourceRecommendation {
+            observed: input.observed,
+            recommended,
+            committed: prev.rec.and_then(|r| r.committed.clone()),
+            oom_floor: input.oom_floor,
+            reasons,
+        },
+    }
+}
+
 /// One enforcement step: the next committed value on the way from the last committed
 /// value (or what runs now) to the recommendation. `None` when nothing is to commit
 /// now (no target, cooldown, or within hysteresis).

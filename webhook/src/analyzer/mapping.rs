@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::prom::Sample;
-use super::queries::{KN_CFG, KN_NS, KN_REV, KN_SVC};
+use super::queries::{QueryKind, KN_CFG, KN_NS, KN_REV, KN_SVC};
 use crate::recommendation::{WorkloadKey, WorkloadKind};
 
 /// kube-state-metrics writes this when an object has no owner.
@@ -114,6 +114,17 @@ impl OwnerIndex {
                 self.knative_deploy
                     .insert((ns.to_string(), format!("{rev}-deployment")), k);
             }
+        }
+    }
+
+    /// Take an owner query's answer (other kinds are ignored).
+    pub fn absorb(&mut self, kind: QueryKind, samples: &[Sample]) {
+        match kind {
+            QueryKind::PodOwner => self.add_pod_owners(samples),
+            QueryKind::ReplicaSetOwner => self.add_replicaset_owners(samples),
+            QueryKind::JobOwner => self.add_job_owners(samples),
+            QueryKind::KnativePodLabels => self.add_knative_pod_labels(samples),
+            _ => {}
         }
     }
 

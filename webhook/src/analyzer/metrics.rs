@@ -17,6 +17,10 @@ pub struct AnalyzerMetrics {
     pub last_success: Gauge<f64, AtomicU64>,
     pub cache_entries: Gauge,
     pub cache_stale: Gauge,
+    /// `query_range` calls for the strategies' 5-minute intervals (also in `queries`).
+    pub range_queries: Counter,
+    /// Intervals fed to strategy states.
+    pub intervals_fed: Counter,
 }
 
 impl AnalyzerMetrics {
@@ -30,6 +34,8 @@ impl AnalyzerMetrics {
             last_success: Gauge::default(),
             cache_entries: Gauge::default(),
             cache_stale: Gauge::default(),
+            range_queries: Counter::default(),
+            intervals_fed: Counter::default(),
         };
         r.register(
             "rightsizer_analyzer_cycle_duration_seconds",
@@ -71,6 +77,16 @@ impl AnalyzerMetrics {
             "rightsizer_cache_stale_entries",
             "Cache entries the last cycle could not refresh",
             m.cache_stale.clone(),
+        );
+        r.register(
+            "rightsizer_analyzer_range_queries",
+            "Range queries for the strategies' 5-minute usage intervals",
+            m.range_queries.clone(),
+        );
+        r.register(
+            "rightsizer_analyzer_intervals_fed",
+            "5-minute usage intervals fed to the policies' strategies",
+            m.intervals_fed.clone(),
         );
         m
     }

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod compute;
 mod gather;
+pub mod history;
 pub mod knative;
 pub mod mapping;
 pub mod metrics;
@@ -15,7 +16,7 @@ pub mod prom;
 pub mod queries;
 pub mod state;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,7 @@ use prometheus_client::registry::Registry;
 use crate::quantity::Resource;
 use crate::recommendation::{Committed, ContainerKey, WorkloadKey, WorkloadKind};
 use crate::rules::{Rules, Sizes};
+use crate::strategy::{self, Decision as StrategyDecision, Interval};
 
 pub use cache::{Entry, RecommendationCache, DEFAULT_CAPACITY};
 use compute::{Fold, Previous, ResourceInput};
@@ -47,7 +49,15 @@ pub trait PolicyLookup: Send + Sync {
     fn enforce(&self, _workload: &WorkloadKey) -> bool {
         false
     }
+    /// The memory strategy (`crate::strategy::by_name`) for this workload; `seed`
+    /// keeps the seed arithmetic of [`compute::decide`].
+    fn recommender(&self, _workload: &WorkloadKey) -> String {
+        SEED.to_string()
+    }
 }
+
+/// The recommender name that keeps the seed rules' own path.
+pub const SEED: &str = "seed";
 
 impl<F> PolicyLookup for F
 where
@@ -164,6 +174,7 @@ pub struct Analyzer {
     metrics: AnalyzerMetrics,
     progress: Option<Progress>,
     hooks: Option<Arc<dyn AnalyzerHooks>>,
+    tracks: Mutex<history::Tracks>,
 }
 
 impl Analyzer {
@@ -185,6 +196,7 @@ impl Analyzer {
         ));
         Ok(Analyzer {
             metrics: AnalyzerMetrics::register(registry),
+            tracks: Mutex::new(history::Tracks::new(cfg.cache_capacity)),
             cfg,
             client,
             cache,
@@ -369,12 +381,75 @@ impl Analyzer {
         series_read += self
             .run_queries(list, now, queries, &mut |k, v| acc.absorb(k, &v))
             .await?;
-        let containers = self.apply(now, acc);
+        let intervals = self
+            .read_intervals(&acc, now, queries, &mut series_read)
+            .await?;
+        let containers = self.apply(now, acc, intervals);
         Ok((series_read, containers, scopes.len()))
     }
 
+    /// The 5-minute intervals not read before (the first time: the long window, at
+    /// most 14 days), per workload container, when some workload's policy names a
+    /// strategy other than `seed`. Three range queries, whatever the cluster's size.
+    async fn read_intervals(
+        &self,
+        acc: &Acc,
+        now: u64,
+        queries: &mut u64,
+        series_read: &mut u64,
+    ) -> Result<BTreeMap<ContainerKey, Vec<Interval>>, AnalyzerError> {
+        let mut seen = HashSet::new();
+        let wanted = acc.pods.keys().any(|(ns, pod, _)| {
+            let w = acc.owners.workload(ns, pod);
+            !seen.contains(&w) && {
+                let r = self.policy.recommender(&w) != SEED;
+                seen.insert(w);
+                r
+            }
+        });
+        if !wanted {
+            return Ok(BTreeMap::new());
+        }
+        let read_until = self.lock_tracks().read_until;
+        let long = self
+            .cfg
+            .queries
+            .long_window_secs
+            .min(history::MAX_HISTORY_SECS);
+        let after = read_until.unwrap_or(now.saturating_sub(long) as i64);
+        let Some((first, last)) = history::new_range(after, now, history::WIDTH) else {
+            return Ok(BTreeMap::new());
+        };
+        let mut answers = history::IntervalAnswers::default();
+        let b = queries::Builder::new(&self.cfg.queries, None);
+        let r =
+            history::read_intervals(&self.client, &b, first, last, history::WIDTH, &mut answers)
+                .await;
+        *queries += 3;
+        self.metrics.queries.inc_by(3);
+        self.metrics.range_queries.inc_by(3);
+        match r {
+            Ok(n) => *series_read += n,
+            Err(e) => {
+                self.metrics.errors.inc();
+                return Err(e.into());
+            }
+        }
+        self.lock_tracks().read_until = Some(last as i64);
+        Ok(answers.fold(&acc.owners, history::WIDTH))
+    }
+
+    /// Intervals fed to strategy states since the start (all containers).
+    pub fn intervals_fed(&self) -> u64 {
+        self.lock_tracks().fed
+    }
+
+    fn lock_tracks(&self) -> std::sync::MutexGuard<'_, history::Tracks> {
+        self.tracks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Turn one cycle's folded answers into cache entries.
-    fn apply(&self, now: u64, acc: Acc) -> usize {
+    fn apply(&self, now: u64, acc: Acc, intervals: BTreeMap<ContainerKey, Vec<Interval>>) -> usize {
         let Acc {
             owners,
             pods,
@@ -436,10 +511,24 @@ impl Analyzer {
         let long_cap = self.cfg.queries.long_window_secs;
         let mut fresh = HashSet::new();
         let mut state = self.lock_state();
+        let mut tracks = self.lock_tracks();
+        let fed_before = tracks.fed;
         let mut state_changed = false;
         for (key, f) in folded {
             let w = &key.workload;
             let rules = self.policy.rules(w);
+            let spec = Some(self.policy.recommender(w))
+                .filter(|n| n != SEED)
+                .and_then(|n| strategy::by_name(&n));
+            // The strategy's own decision (memory), fed with the intervals not seen yet.
+            let own = spec.and_then(|spec| {
+                let running = match (f.cur_mem.request, f.cur_mem.limit) {
+                    (Some(request), Some(limit)) => Some(StrategyDecision { request, limit }),
+                    _ => None,
+                };
+                let ivs = intervals.get(&key).map_or(&[][..], Vec::as_slice);
+                tracks.decide(&key, spec, ivs, now as i64, running)
+            });
             let prev = self.cache.entry(&key).unwrap_or_default();
 
             // OOM holds: a new kill (another pod than the one behind the hold) sets
@@ -494,16 +583,16 @@ impl Analyzer {
                     Resource::Memory => (prev.rec.memory.as_ref(), prev.memory_revised_at),
                     Resource::Cpu => (prev.rec.cpu.as_ref(), prev.cpu_revised_at),
                 };
-                let mut d = compute::decide(
-                    &rules,
-                    res,
-                    &input,
-                    Previous {
-                        rec: prev_rec,
-                        revised_at,
-                    },
-                    now,
-                );
+                let previous = Previous {
+                    rec: prev_rec,
+                    revised_at,
+                };
+                let mut d = match (res, spec) {
+                    (Resource::Memory, Some(_)) => {
+                        compute::from_strategy(&input, own.map(Sizes::from), previous)
+                    }
+                    _ => compute::decide(&rules, res, &input, previous, now),
+                };
                 // Enforcement: move the committed value one guarded step.
                 let committed = cs.committed(res).cloned();
                 if self.cfg.enforcement && self.policy.enforce(w) {
@@ -574,6 +663,8 @@ impl Analyzer {
             fresh.insert(key.clone());
             self.cache.put(key, entry);
         }
+        self.metrics.intervals_fed.inc_by(tracks.fed - fed_before);
+        drop(tracks);
         let n = fresh.len();
         self.cache.mark_stale_except(&fresh);
         self.cache.purge_expired(now);

@@ -41,6 +41,16 @@ impl PolicyLookup for PoliciesLookup {
         self.with_policy(w, |p| p.map(|p| p.rules).unwrap_or_default())
     }
 
+    /// The policy's `recommender`; without a policy, the seed rules as for `rules`.
+    fn recommender(&self, w: &WorkloadKey) -> String {
+        self.with_policy(w, |p| {
+            p.map_or_else(
+                || crate::analyzer::SEED.to_string(),
+                |p| p.recommender.clone(),
+            )
+        })
+    }
+
     fn enforce(&self, w: &WorkloadKey) -> bool {
         (self.may_commit)() && self.with_policy(w, |p| p.is_some_and(|p| p.mode == Mode::Enforce))
     }

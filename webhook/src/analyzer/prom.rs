@@ -1,4 +1,4 @@
-//! A small Prometheus HTTP API client: instant queries only, with the auth and
+//! A small Prometheus HTTP API client: instant and range queries, with the auth and
 //! tenancy options of the backends people run (Prometheus, Thanos Query, Mimir,
 //! VictoriaMetrics), a timeout per request and retries with exponential backoff.
 
@@ -111,10 +111,10 @@ fn label_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, Str
 }
 
 #[derive(Deserialize)]
-struct ApiResponse {
+struct ApiResponse<D> {
     status: String,
-    #[serde(default)]
-    data: Option<ApiData>,
+    #[serde(default = "none")]
+    data: Option<D>,
     #[serde(default, rename = "errorType")]
     error_type: Option<String>,
     #[serde(default)]
@@ -138,12 +138,50 @@ struct VectorElem {
     value: (f64, String),
 }
 
+fn none<D>() -> Option<D> {
+    None
+}
+
+/// A range query's answer: every matrix series with its points.
+#[derive(Deserialize)]
+struct MatrixData {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    result: Vec<MatrixElem>,
+}
+
+#[derive(Deserialize)]
+struct MatrixElem {
+    #[serde(deserialize_with = "label_list")]
+    metric: Vec<(String, String)>,
+    values: Vec<(f64, String)>,
+}
+
+/// One series of a range query: labels and (unix seconds, value) points; non-finite
+/// values are dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSeries {
+    pub labels: Vec<(String, String)>,
+    pub points: Vec<(i64, f64)>,
+}
+
+impl RangeSeries {
+    pub fn label(&self, name: &str) -> &str {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+}
+
 /// The client. Cheap to clone.
 #[derive(Clone)]
 pub struct PromClient {
     http: reqwest::Client,
     cfg: PromConfig,
     endpoint: String,
+    range_endpoint: String,
 }
 
 impl PromClient {
@@ -172,19 +210,54 @@ impl PromClient {
             )));
         }
         let endpoint = format!("{base}/api/v1/query");
+        let range_endpoint = format!("{base}/api/v1/query_range");
         Ok(PromClient {
             http,
             cfg,
             endpoint,
+            range_endpoint,
         })
     }
 
     /// Evaluate `query` as an instant vector at unix time `at`, retrying transient failures.
     pub async fn query(&self, query: &str, at: u64) -> Result<Vec<Sample>, PromError> {
+        let time = at.to_string();
+        let params = [("query", query), ("time", time.as_str())];
+        let data = self.call::<ApiData>(&self.endpoint, &params).await?;
+        decode_vector(data)
+    }
+
+    /// Evaluate `query` at every `step` seconds from `start` to `end` (unix seconds,
+    /// both included), retrying transient failures.
+    pub async fn query_range(
+        &self,
+        query: &str,
+        start: u64,
+        end: u64,
+        step: u64,
+    ) -> Result<Vec<RangeSeries>, PromError> {
+        let (s, e, st) = (start.to_string(), end.to_string(), step.to_string());
+        let params = [
+            ("query", query),
+            ("start", s.as_str()),
+            ("end", e.as_str()),
+            ("step", st.as_str()),
+        ];
+        let data = self
+            .call::<MatrixData>(&self.range_endpoint, &params)
+            .await?;
+        decode_matrix(data)
+    }
+
+    async fn call<D: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        params: &[(&str, &str)],
+    ) -> Result<Option<D>, PromError> {
         let mut delay = self.cfg.backoff;
         let mut attempt = 0;
         loop {
-            match self.query_once(query, at).await {
+            match self.call_once::<D>(endpoint, params).await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.retryable() && attempt < self.cfg.retries => {
                     attempt += 1;
@@ -197,12 +270,12 @@ impl PromClient {
         }
     }
 
-    async fn query_once(&self, query: &str, at: u64) -> Result<Vec<Sample>, PromError> {
-        let time = at.to_string();
-        let mut req = self
-            .http
-            .post(&self.endpoint)
-            .form(&[("query", query), ("time", time.as_str())]);
+    async fn call_once<D: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        params: &[(&str, &str)],
+    ) -> Result<Option<D>, PromError> {
+        let mut req = self.http.post(endpoint).form(params);
         if let Some(t) = &self.cfg.bearer_token {
             req = req.bearer_auth(t);
         } else if let Some((u, p)) = &self.cfg.basic_auth {
@@ -221,9 +294,9 @@ impl PromClient {
             .await
             .map_err(|e| PromError::Transport(e.to_string()))?;
         // Prometheus answers 400/422 with a JSON error body; decode those too.
-        let parsed: Result<ApiResponse, _> = serde_json::from_slice(&body);
+        let parsed: Result<ApiResponse<D>, _> = serde_json::from_slice(&body);
         match parsed {
-            Ok(r) if r.status == "success" => decode_vector(r.data),
+            Ok(r) if r.status == "success" => Ok(r.data),
             Ok(r) if status < 500 && status != 429 => Err(PromError::Query {
                 kind: r.error_type.unwrap_or_default(),
                 message: r.error.unwrap_or_default(),
@@ -236,6 +309,31 @@ impl PromClient {
             Err(e) => Err(PromError::Garbage(e.to_string())),
         }
     }
+}
+
+fn decode_matrix(data: Option<MatrixData>) -> Result<Vec<RangeSeries>, PromError> {
+    let data = data.ok_or_else(|| PromError::Garbage("no data".into()))?;
+    if data.result_type != "matrix" {
+        return Err(PromError::Garbage(format!(
+            "result type {}",
+            data.result_type
+        )));
+    }
+    Ok(data
+        .result
+        .into_iter()
+        .map(|e| RangeSeries {
+            labels: e.metric,
+            points: e
+                .values
+                .into_iter()
+                .filter_map(|(t, v)| {
+                    let v: f64 = v.parse().ok()?;
+                    (v.is_finite() && t.is_finite()).then_some((t.round() as i64, v))
+                })
+                .collect(),
+        })
+        .collect())
 }
 
 fn decode_vector(data: Option<ApiData>) -> Result<Vec<Sample>, PromError> {

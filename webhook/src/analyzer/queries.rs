@@ -44,6 +44,14 @@ pub enum QueryKind {
     NamespaceSizes,
 }
 
+/// What a per-interval range query answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IntervalKind {
+    Max,
+    Avg,
+    Samples,
+}
+
 /// Settings the queries depend on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryConfig {
@@ -181,6 +189,44 @@ impl<'a> Builder<'a> {
             f.replace('@', &format!("{ws}[{r}]")),
             f.replace('@', &format!("{rss}[{r}]"))
         )
+    }
+
+    /// The per-interval memory aggregates for `query_range` at step = `width`
+    /// (max, avg: the larger of working set and RSS; samples: working-set count), one
+    /// answer per pod-container per step. Three queries whatever the cluster's size.
+    pub fn memory_intervals(&self, width: u32) -> [(IntervalKind, String); 3] {
+        let r = format!("{width}s");
+        let ws = self.container_sel("container_memory_working_set_bytes");
+        let rss = self.container_sel("container_memory_rss");
+        let both = |f: &str| {
+            format!(
+                "max by (namespace,pod,container) (label_replace({f}({ws}[{r}]),\"signal\",\"ws\",\"\",\"\") or label_replace({f}({rss}[{r}]),\"signal\",\"rss\",\"\",\"\"))"
+            )
+        };
+        [
+            (IntervalKind::Max, both("max_over_time")),
+            (IntervalKind::Avg, both("avg_over_time")),
+            (
+                IntervalKind::Samples,
+                format!("sum by (namespace,pod,container) (count_over_time({ws}[{r}]))"),
+            ),
+        ]
+    }
+
+    /// The owner queries (pods, ReplicaSets, Jobs, Knative pod labels) over the long window.
+    pub fn owners(&self) -> Vec<(QueryKind, String)> {
+        self.scoped()
+            .into_iter()
+            .filter(|(k, _)| {
+                matches!(
+                    k,
+                    QueryKind::PodOwner
+                        | QueryKind::ReplicaSetOwner
+                        | QueryKind::JobOwner
+                        | QueryKind::KnativePodLabels
+                )
+            })
+            .collect()
     }
 
     fn cpu_rate(&self) -> String {

@@ -21,8 +21,16 @@ pub enum Output {
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Usage history: CSV `series_id,timestamp_s,memory_bytes[,memory_limit_bytes]`, plain or gzip.
+    #[arg(long, required_unless_present = "prometheus")]
+    trace: Option<PathBuf>,
+    /// With --prometheus: how much history to replay (at most 14d).
+    #[arg(long, default_value = "14d", value_parser = parse_duration)]
+    window: i64,
+    /// With --prometheus: the end of the replayed history, unix seconds [default: now].
     #[arg(long)]
-    trace: PathBuf,
+    end: Option<u64>,
+    #[command(flatten)]
+    prom: Box<super::recommend::PromArgs>,
     /// Comma-separated strategy names, or `all`.
     #[arg(long, default_value = "all")]
     strategies: String,
@@ -109,8 +117,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(t) = args.threads {
         cfg.threads = t.max(1);
     }
-    let file =
-        File::open(&args.trace).with_context(|| format!("opening {}", args.trace.display()))?;
+    let Some(trace) = args.trace.clone() else {
+        return run_prometheus(&args, &specs, cfg).await;
+    };
+    let file = File::open(&trace).with_context(|| format!("opening {}", trace.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let read = Arc::new(AtomicU64::new(0));
     let reader = replay::open(Counting {
@@ -145,7 +155,59 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(t) = ticker {
         let _ = t.join();
     }
-    let report = result.with_context(|| format!("replaying {}", args.trace.display()))?;
+    let report = result.with_context(|| format!("replaying {}", trace.display()))?;
+    summary(&report, &specs, &cfg, started);
+    print(&report, args.output)
+}
+
+/// The same replay over a cluster's own history: the analyzer's interval queries and
+/// pod-to-workload folding (`analyzer::history::load`), one series per workload container.
+async fn run_prometheus(args: &Args, specs: &[&'static Spec], cfg: Config) -> anyhow::Result<()> {
+    use rightsizer::analyzer::{history, PromClient};
+    let acfg = args
+        .prom
+        .analyzer_config()?
+        .context("give --trace FILE or --prometheus URL")?;
+    anyhow::ensure!(
+        i64::from(history::WIDTH) == i64::from(cfg.interval),
+        "--interval must be {}s with --prometheus (the analyzer's resolution)",
+        history::WIDTH
+    );
+    let client = PromClient::new(acfg.prometheus.clone())?;
+    let end = args
+        .end
+        .unwrap_or_else(rightsizer::analyzer::cache::unix_now);
+    let started = Instant::now();
+    eprintln!(
+        "replay: reading {}s of history from Prometheus",
+        args.window
+    );
+    let (series, queries) =
+        history::load(&client, &acfg.queries, args.window.max(0) as u64, end).await?;
+    eprintln!(
+        "replay: {} containers from {queries} queries in {:.2}s",
+        series.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let total = series.len();
+    let iter = series
+        .into_iter()
+        .map(|(k, ivs)| Ok(replay::from_intervals(k.to_string(), ivs)));
+    let show = std::io::stderr().is_terminal();
+    let progress = |n: u64| {
+        if show && (n % 100 == 0 || n as usize == total) {
+            eprint!("\rreplay {n}/{total} series ");
+        }
+    };
+    let report = tokio::task::block_in_place(|| replay::run(iter, specs, &cfg, &progress))?;
+    if show {
+        eprintln!();
+    }
+    summary(&report, specs, &cfg, started);
+    print(&report, args.output)
+}
+
+fn summary(report: &replay::Report, specs: &[&Spec], cfg: &Config, started: Instant) {
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "replayed {} series, {} samples, {} strategies in {:.2}s ({:.0} rows/s, {} threads); step {}s, interval {}s, warm-up {}s, min {} samples per step",
@@ -160,10 +222,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cfg.warmup,
         cfg.min_samples
     );
-    let text = match args.output {
-        Output::Table => replay::render_table(&report),
-        Output::Csv => replay::render_csv(&report),
-        Output::Json => serde_json::to_string_pretty(&report)? + "\n",
+}
+
+fn print(report: &replay::Report, output: Output) -> anyhow::Result<()> {
+    let text = match output {
+        Output::Table => replay::render_table(report),
+        Output::Csv => replay::render_csv(report),
+        Output::Json => serde_json::to_string_pretty(report)? + "\n",
     };
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(())

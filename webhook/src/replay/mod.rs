@@ -113,6 +113,35 @@ pub fn intervals(samples: &[Sample], width: u32) -> Vec<Interval> {
     out
 }
 
+/// A series known only by its intervals (e.g. read from Prometheus): the strategies
+/// see exactly `ivs`; for scoring, each interval stands for `samples` samples (at
+/// least one), one at its peak and the others at the value that keeps its mean, so
+/// the peak, the mean and the sample count per interval are those of the source.
+/// When usage is constant inside every interval, these are the raw samples' values.
+pub fn from_intervals(id: String, ivs: Vec<Interval>) -> Series {
+    let mut samples = Vec::new();
+    for iv in &ivs {
+        let n = iv.samples.max(1);
+        let rest = if n > 1 {
+            ((f64::from(n) * iv.avg - iv.max) / f64::from(n - 1)).max(0.0)
+        } else {
+            iv.max
+        };
+        for k in 0..n {
+            samples.push(Sample {
+                t: iv.start + i64::from(k) * i64::from(iv.seconds) / i64::from(n),
+                memory: if k == 0 { iv.max } else { rest },
+                limit: None,
+            });
+        }
+    }
+    Series {
+        id,
+        samples,
+        intervals: Some(ivs),
+    }
+}
+
 /// Replay one series with fresh states of `specs`. The result has one [`Acc`] per
 /// spec, then one for `as-provisioned`.
 pub fn replay_series(series: &Series, specs: &[&Spec], cfg: &Config) -> Vec<Acc> {
@@ -121,7 +150,14 @@ pub fn replay_series(series: &Series, specs: &[&Spec], cfg: &Config) -> Vec<Acc>
     let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
         return accs;
     };
-    let ivs = intervals(samples, cfg.interval);
+    let built;
+    let ivs = match &series.intervals {
+        Some(v) => v.as_slice(),
+        None => {
+            built = intervals(samples, cfg.interval);
+            built.as_slice()
+        }
+    };
     let mut states: Vec<Box<dyn Strategy>> = specs.iter().map(|s| s.make()).collect();
     let mut own: Vec<Option<Decision>> = vec![None; specs.len()];
     let mut changes = vec![0u64; specs.len() + 1];
@@ -309,6 +345,7 @@ mod tests {
                         limit: None,
                     })
                     .collect(),
+                intervals: None,
             })
         });
         let r = std::panic::catch_unwind(|| run(series, &[&PANICS], &Config::default(), &|_| {}));

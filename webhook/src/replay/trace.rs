@@ -33,6 +33,9 @@ pub struct Sample {
 pub struct Series {
     pub id: String,
     pub samples: Vec<Sample>,
+    /// The aggregates the strategies see, when they come ready-made (from Prometheus);
+    /// otherwise they are built from `samples`.
+    pub intervals: Option<Vec<crate::strategy::Interval>>,
 }
 
 /// Streams [`Series`] out of a CSV trace.
@@ -169,7 +172,11 @@ impl<R: BufRead> TraceReader<R> {
         if !samples.is_sorted_by_key(|s| s.t) {
             samples.sort_by_key(|s| s.t);
         }
-        Ok(Some(Series { id, samples }))
+        Ok(Some(Series {
+            id,
+            samples,
+            intervals: None,
+        }))
     }
 }
 
