@@ -34,8 +34,7 @@ const PATH: &str = "/mutate?timeout=10s";
 
 /// The recommendations every case reads (also given to the server as `--recommendations`).
 fn recommendations() -> Arc<dyn RecommendationSource> {
-    let snap: Snapshot =
-        serde_json::from_slice(&fixture(SNAPSHOT)).expect("bench snapshot parses");
+    let snap: Snapshot = serde_json::from_slice(&fixture(SNAPSHOT)).expect("bench snapshot parses");
     Arc::new(snap)
 }
 

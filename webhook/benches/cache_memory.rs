@@ -90,7 +90,11 @@ fn child(n: usize) {
     let fill = start.elapsed();
     // A few lookups, as admission does, so the figure is of a cache in use.
     let hits = (0..1000)
-        .filter(|i| cache.get_at(&key(i * 97 % n.max(1)), 1_700_000_100).is_some())
+        .filter(|i| {
+            cache
+                .get_at(&key(i * 97 % n.max(1)), 1_700_000_100)
+                .is_some()
+        })
         .count();
     let (after, hwm) = vm();
     let per_entry = if n == 0 {
