@@ -1,9 +1,12 @@
-//! Admission latency and throughput for a typical Pod review and a Deployment review:
-//! in process (`Admitter::review`, then the router through tower `oneshot`) and over
-//! loopback HTTPS against the real `rightsizer serve` binary, HTTP/1.1 and HTTP/2.
+//! Admission latency and throughput for a typical Pod, Deployment and Knative Service
+//! review: in process (`Admitter::review`, then the router through tower `oneshot`) and
+//! over loopback HTTPS against the real `rightsizer serve` binary, HTTP/1.1 and HTTP/2.
+//! The recommendations come from `tests/fixtures/server/bench-snapshot.json`, so the
+//! Deployment and Knative reviews hit a cache entry.
 //!
-//! Run: `cargo bench -p rightsizer --bench admission` (BENCH_SECONDS=N per case, default 2).
-//! Loopback only; every case is bounded by time and count.
+//! Run: `cargo bench -p rightsizer --bench admission` (BENCH_SECONDS=N per case, default 2;
+//! BENCH_HTTPS=0 for the in-process cases only). Loopback only; every case is bounded by
+//! time and count.
 
 #[path = "../../tests/support_https/mod.rs"]
 mod support_https;
@@ -18,7 +21,7 @@ use rightsizer::admission::{AdmitConfig, Admitter};
 use rightsizer::cluster::NoFacts;
 use rightsizer::policy::store::PolicyStore;
 use rightsizer::policy::watch::load_dirs;
-use rightsizer::recommendation::NoRecommendations;
+use rightsizer::recommendation::{RecommendationSource, Snapshot};
 use rightsizer::server::{router, AppState, Readiness, ServerMetrics};
 use support_https::{client_config, fixture, Conn, Proto, Server};
 use tower::ServiceExt;
@@ -29,8 +32,23 @@ const MAX_COUNT: usize = 1_000_000;
 const CONCURRENCY: usize = 16;
 const PATH: &str = "/mutate?timeout=10s";
 
-/// The admitter measured in process: the repository's `policies/`, no recommendations,
-/// as `serve --policies policies/` builds it (the HTTPS cases run exactly that).
+/// The recommendations every case reads (also given to the server as `--recommendations`).
+fn recommendations() -> Arc<dyn RecommendationSource> {
+    let snap: Snapshot = serde_json::from_slice(&fixture(SNAPSHOT)).expect("bench snapshot parses");
+    Arc::new(snap)
+}
+
+const SNAPSHOT: &str = "bench-snapshot.json";
+
+fn snapshot_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/server")
+        .join(SNAPSHOT)
+}
+
+/// The admitter measured in process: the repository's `policies/` and the bench snapshot,
+/// as `serve --policies policies/ --recommendations FILE` builds it (the HTTPS cases run
+/// exactly that).
 fn admitter() -> Admitter {
     let store = Arc::new(PolicyStore::new());
     let problems = load_dirs(&store, &[policies_dir()]);
@@ -38,7 +56,7 @@ fn admitter() -> Admitter {
     store.mark_ready();
     Admitter::new(
         store,
-        Arc::new(NoRecommendations),
+        recommendations(),
         Arc::new(NoFacts),
         AdmitConfig::default(),
     )
@@ -54,6 +72,16 @@ struct Figures {
     p50: Duration,
     p99: Duration,
     per_sec: f64,
+    /// Reviews per second of this thread's own CPU time (in-process cases only): the
+    /// throughput of one core, whatever else the machine is running.
+    per_core: Option<f64>,
+}
+
+/// CPU time this thread has run, from the scheduler's own accounting.
+fn thread_cpu() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
 }
 
 fn figures(case: String, mut lat: Vec<Duration>, wall: Duration) -> Figures {
@@ -68,24 +96,35 @@ fn figures(case: String, mut lat: Vec<Duration>, wall: Duration) -> Figures {
         p50: pick(0.50),
         p99: pick(0.99),
         per_sec: lat.len() as f64 / wall.as_secs_f64(),
+        per_core: None,
         case,
     }
 }
 
+fn with_cpu(mut f: Figures, cpu: Option<Duration>) -> Figures {
+    f.per_core = cpu
+        .filter(|c| !c.is_zero())
+        .map(|c| f.count as f64 / c.as_secs_f64());
+    f
+}
+
 fn print(f: &Figures) {
+    let per_core = f.per_core.map(|c| format!("{c:.0}")).unwrap_or("-".into());
     println!(
-        "{:<44} {:>9} {:>10.1} {:>10.1} {:>12.0}",
+        "{:<44} {:>9} {:>10.1} {:>10.1} {:>12.0} {:>12}",
         f.case,
         f.count,
         f.p50.as_secs_f64() * 1e6,
         f.p99.as_secs_f64() * 1e6,
-        f.per_sec
+        f.per_sec,
+        per_core
     );
 }
 
 fn in_process(name: &str, body: &[u8], budget: Duration) -> Figures {
     let a = admitter();
     let mut lat = Vec::new();
+    let cpu0 = thread_cpu();
     let start = Instant::now();
     while start.elapsed() < budget && lat.len() < MAX_COUNT {
         let t = Instant::now();
@@ -93,10 +132,11 @@ fn in_process(name: &str, body: &[u8], budget: Duration) -> Figures {
         std::hint::black_box(r);
         lat.push(t.elapsed());
     }
-    figures(
-        format!("in process  Admitter::review  {name}"),
-        lat,
-        start.elapsed(),
+    let wall = start.elapsed();
+    let cpu = thread_cpu().zip(cpu0).map(|(b, a)| b.saturating_sub(a));
+    with_cpu(
+        figures(format!("in process  Admitter::review  {name}"), lat, wall),
+        cpu,
     )
 }
 
@@ -105,13 +145,14 @@ async fn oneshot(name: &str, body: &[u8], budget: Duration) -> Figures {
     let metrics = ServerMetrics::register(&mut registry);
     let app = router(AppState {
         admitter: Arc::new(admitter()),
-        recommendations: Arc::new(NoRecommendations),
+        recommendations: recommendations(),
         readiness: Readiness::always(),
         registry: Arc::new(registry),
         metrics,
     });
     let body = bytes::Bytes::copy_from_slice(body);
     let mut lat = Vec::new();
+    let cpu0 = thread_cpu();
     let start = Instant::now();
     while start.elapsed() < budget && lat.len() < MAX_COUNT {
         let t = Instant::now();
@@ -125,10 +166,11 @@ async fn oneshot(name: &str, body: &[u8], budget: Duration) -> Figures {
         std::hint::black_box(out);
         lat.push(t.elapsed());
     }
-    figures(
-        format!("in process  router oneshot    {name}"),
-        lat,
-        start.elapsed(),
+    let wall = start.elapsed();
+    let cpu = thread_cpu().zip(cpu0).map(|(b, a)| b.saturating_sub(a));
+    with_cpu(
+        figures(format!("in process  router oneshot    {name}"), lat, wall),
+        cpu,
     )
 }
 
@@ -206,10 +248,27 @@ fn main() {
     let cases = [
         ("Pod", fixture("pod-review.json")),
         ("Deployment", fixture("deployment-review.json")),
+        ("Knative Service", fixture("knative-service-review.json")),
     ];
+    let https = std::env::var("BENCH_HTTPS").map_or(true, |v| v != "0");
+    // Profiling mode (e.g. under `valgrind --tool=callgrind`): a fixed number of
+    // `Admitter::review` calls for one case, no clocks, nothing else.
+    if let Ok(spec) = std::env::var("BENCH_PROFILE") {
+        let (case, count) = spec.split_once(':').unwrap_or((spec.as_str(), "1000"));
+        let count: usize = count.parse().expect("BENCH_PROFILE=CASE:COUNT");
+        let (_, body) = cases
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(case))
+            .expect("BENCH_PROFILE case: Pod, Deployment or Knative Service");
+        let a = admitter();
+        for _ in 0..count {
+            std::hint::black_box(a.review(std::hint::black_box(body)).expect("review"));
+        }
+        return;
+    }
     println!(
-        "{:<44} {:>9} {:>10} {:>10} {:>12}",
-        "case", "requests", "p50 µs", "p99 µs", "req/s"
+        "{:<44} {:>9} {:>10} {:>10} {:>12} {:>12}",
+        "case", "requests", "p50 µs", "p99 µs", "req/s", "req/s/core"
     );
     for (name, body) in &cases {
         let r = admitter().review(body).expect("review");
@@ -231,6 +290,9 @@ fn main() {
             print(&oneshot(name, body, budget).await);
         }
     });
+    if !https {
+        return;
+    }
 
     // Over loopback HTTPS against the real binary (its own process and runtime).
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -241,6 +303,8 @@ fn main() {
         ca_out.display().to_string(),
         "--policies".to_string(),
         policies_dir().display().to_string(),
+        "--recommendations".to_string(),
+        snapshot_path().display().to_string(),
     ];
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start(&argv, tmp.path().join("serve.log"));

@@ -20,6 +20,8 @@ use crate::recommendation::{
 };
 use crate::sizing::{self, Context};
 
+mod diff;
+
 /// Namespaces never mutated, whatever the configuration.
 pub const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
 
@@ -335,7 +337,7 @@ impl Admitter {
             enforcement: self.config.enforcement,
         };
         let decision = sizing::plan(&obj, &view, policy, &recs, &ctx);
-        let patch = json_patch::diff(&obj, &decision.object);
+        let patch = diff::diff(&obj, &decision.object);
         let outcome = if patch.0.is_empty() {
             Outcome::Unchanged
         } else {

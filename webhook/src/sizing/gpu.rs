@@ -11,7 +11,8 @@ pub fn wants_gpu(pod_spec: &Value, gpu: &GpuPolicy) -> bool {
     containers.into_iter().flatten().any(|c| {
         ["limits", "requests"].iter().any(|side| {
             gpu.resources.iter().any(|r| {
-                c.pointer(&format!("/resources/{side}"))
+                c.get("resources")
+                    .and_then(|v| v.get(side))
                     .and_then(|m| m.get(r))
                     .and_then(quantity_positive)
                     .unwrap_or(false)
