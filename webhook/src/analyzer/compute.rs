@@ -177,25 +177,7 @@ pub fn decide(
             None
         }
     };
-    if let (Resource::Memory, Some(floor)) = (resource, input.oom_floor) {
-        let s = proposal.get_or_insert(cur);
-        s.request = Some(s.request.unwrap_or(0).max(floor));
-        s.limit = Some(s.limit.unwrap_or(0).max(floor));
-        push(&mut reasons, REASON_OOM);
-    }
-    if input.hpa {
-        // Changing this request would change what the HPA scales on: leave it alone.
-        if let Some(s) = proposal.as_mut() {
-            s.request = None;
-        }
-        push(&mut reasons, REASON_HPA);
-    }
-    if let Some(s) = proposal.as_mut() {
-        let floor = s.request.or(cur.request);
-        if let (Some(l), Some(r)) = (s.limit, floor) {
-            s.limit = Some(l.max(r));
-        }
-    }
+    guard(resource, input, &mut proposal, &mut reasons);
 
     let prev_sizes = prev.rec.and_then(|r| r.recommended);
     let oom_raise = |n: &Sizes, p: &Sizes| {
@@ -245,29 +227,11 @@ pub fn decide(
 /// handling apply on top as in [`decide`].
 pub fn from_strategy(input: &ResourceInput, own: Option<Sizes>, prev: Previous<'_>) -> Decision {
     let mut reasons = Vec::new();
-    let cur = input.current;
     let mut proposal = own;
     if proposal.is_none() {
         push(&mut reasons, REASON_NO_DATA);
     }
-    if let Some(floor) = input.oom_floor {
-        let s = proposal.get_or_insert(cur);
-        s.request = Some(s.request.unwrap_or(0).max(floor));
-        s.limit = Some(s.limit.unwrap_or(0).max(floor));
-        push(&mut reasons, REASON_OOM);
-    }
-    if input.hpa {
-        if let Some(s) = proposal.as_mut() {
-            s.request = None;
-        }
-        push(&mut reasons, REASON_HPA);
-    }
-    if let Some(s) = proposal.as_mut() {
-        let floor = s.request.or(cur.request);
-        if let (Some(l), Some(r)) = (s.limit, floor) {
-            s.limit = Some(l.max(r));
-        }
-    }
+    guard(Resource::Memory, input, &mut proposal, &mut reasons);
     let prev_sizes = prev.rec.and_then(|r| r.recommended);
     // Without an answer yet, keep what was recommended before.
     let recommended = proposal.or(prev_sizes);
@@ -334,6 +298,36 @@ pub fn commit(
             rules.safeguards.max_step_ratio * 100.0
         ),
     })
+}
+
+/// The guards every proposal goes through, whichever recommender made it: the OOM floor
+/// (memory), an HPA on the resource keeps its request, and limit ≥ request.
+fn guard(
+    resource: Resource,
+    input: &ResourceInput,
+    proposal: &mut Option<Sizes>,
+    reasons: &mut Vec<String>,
+) {
+    let cur = input.current;
+    if let (Resource::Memory, Some(floor)) = (resource, input.oom_floor) {
+        let s = proposal.get_or_insert(cur);
+        s.request = Some(s.request.unwrap_or(0).max(floor));
+        s.limit = Some(s.limit.unwrap_or(0).max(floor));
+        push(reasons, REASON_OOM);
+    }
+    if input.hpa {
+        // Changing this request would change what the HPA scales on: leave it alone.
+        if let Some(s) = proposal.as_mut() {
+            s.request = None;
+        }
+        push(reasons, REASON_HPA);
+    }
+    if let Some(s) = proposal.as_mut() {
+        let floor = s.request.or(cur.request);
+        if let (Some(l), Some(r)) = (s.limit, floor) {
+            s.limit = Some(l.max(r));
+        }
+    }
 }
 
 #[cfg(test)]
