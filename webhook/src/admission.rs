@@ -280,7 +280,10 @@ impl Admitter {
                 Some("request has no object; admitted unchanged".into()),
             );
         };
-        self.mutate_object(kind, namespace, raw.get())
+        match serde_json::from_str::<Value>(raw.get()) {
+            Ok(obj) => self.mutate_object(kind, namespace, &obj),
+            Err(e) => Mutation::skipped(Outcome::Invalid, Some(format!("{e}; admitted unchanged"))),
+        }
     }
 
     fn is_protected(&self, namespace: &str) -> bool {
@@ -289,20 +292,11 @@ impl Admitter {
     }
 
     /// Look at one object of a handled kind (also used offline by `mutate`).
-    pub fn mutate_object(&self, kind: WorkloadKind, namespace: &str, raw: &str) -> Mutation {
-        if let Err(e) = check_decodes(kind, raw) {
+    pub fn mutate_object(&self, kind: WorkloadKind, namespace: &str, obj: &Value) -> Mutation {
+        if let Err(e) = check_decodes(kind, obj) {
             return Mutation::skipped(Outcome::Invalid, Some(format!("{e}; admitted unchanged")));
         }
-        let obj: Value = match serde_json::from_str(raw) {
-            Ok(v) => v,
-            Err(e) => {
-                return Mutation::skipped(
-                    Outcome::Invalid,
-                    Some(format!("{e}; admitted unchanged")),
-                )
-            }
-        };
-        let view = match View::new(kind, namespace, &obj) {
+        let view = match View::new(kind, namespace, obj) {
             Ok(v) => self.refine(v),
             Err(e) => {
                 return Mutation::skipped(
@@ -327,7 +321,7 @@ impl Admitter {
                 ..Mutation::skipped(Outcome::Skipped, None)
             };
         };
-        let recs = self.lookup(&view, &obj);
+        let recs = self.lookup(&view, obj);
         let classes = self.facts.priority_classes();
         let ctx = Context {
             namespace_labels: &ns.labels,
@@ -336,8 +330,8 @@ impl Admitter {
             priority_classes: &classes,
             enforcement: self.config.enforcement,
         };
-        let decision = sizing::plan(&obj, &view, policy, &recs, &ctx);
-        let patch = diff::diff(&obj, &decision.object);
+        let decision = sizing::plan(obj, &view, policy, &recs, &ctx);
+        let patch = diff::diff(obj, &decision.object);
         let outcome = if patch.0.is_empty() {
             Outcome::Unchanged
         } else {

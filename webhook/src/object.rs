@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::recommendation::{WorkloadKey, WorkloadKind};
@@ -74,13 +75,14 @@ pub fn is_knative(kind: WorkloadKind) -> bool {
 
 /// Check that the object decodes as its strict Kubernetes type (Knative: the template's
 /// pod spec shape), so we never patch something the apiserver would not store.
-pub fn check_decodes(kind: WorkloadKind, raw: &str) -> Result<(), ObjectError> {
+pub fn check_decodes(kind: WorkloadKind, raw: &Value) -> Result<(), ObjectError> {
     use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
+    // Decoded from the already parsed tree: the text is parsed once per review.
     fn de<T: serde::de::DeserializeOwned>(
         kind: WorkloadKind,
-        raw: &str,
+        raw: &Value,
     ) -> Result<(), ObjectError> {
-        serde_json::from_str::<T>(raw)
+        T::deserialize(raw)
             .map(|_| ())
             .map_err(|e| ObjectError::Decode {
                 kind,
@@ -96,7 +98,7 @@ pub fn check_decodes(kind: WorkloadKind, raw: &str) -> Result<(), ObjectError> {
         WorkloadKind::Job => de::<batch::Job>(kind, raw),
         WorkloadKind::CronJob => de::<batch::CronJob>(kind, raw),
         WorkloadKind::KnativeService | WorkloadKind::KnativeConfiguration => {
-            serde_json::from_str::<knative_shape::Tpl>(raw)
+            knative_shape::Tpl::deserialize(raw)
                 .map(|_| ())
                 .map_err(|e| ObjectError::Decode {
                     kind,
@@ -390,14 +392,14 @@ mod tests {
         assert_eq!(v.identity.to_string(), "ops/CronJob/nightly");
         assert_eq!(v.labels.get("b").map(String::as_str), Some("2"));
         assert_eq!(v.annotation(MODE_ANNOTATION), Some("off"));
-        assert!(check_decodes(WorkloadKind::CronJob, &obj.to_string()).is_ok());
+        assert!(check_decodes(WorkloadKind::CronJob, &obj).is_ok());
     }
 
     #[test]
     fn decode_failure_is_reported() {
         let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": {"containers": "nope"}});
         assert!(matches!(
-            check_decodes(WorkloadKind::Pod, &bad.to_string()),
+            check_decodes(WorkloadKind::Pod, &bad),
             Err(ObjectError::Decode { .. })
         ));
     }

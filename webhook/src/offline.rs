@@ -128,8 +128,7 @@ pub fn mutate_all(
             let Some(kind) = kind_of_manifest(&d.object) else {
                 return unchanged(d);
             };
-            let raw = d.object.to_string();
-            let m = admitter.mutate_object(kind, &d.namespace, &raw);
+            let m = admitter.mutate_object(kind, &d.namespace, &d.object);
             let mut object = d.object.clone();
             if let Err(e) = json_patch::patch(&mut object, &m.patch) {
                 return Mutated {
