@@ -3,6 +3,10 @@
 //! output is a valid object of its type, that request ≤ limit and LimitRange bounds
 //! hold, that written quantities are canonical, and that a second pass changes nothing.
 //!
+//! A case may use the shipped example policies instead of (or beside) its own
+//! `policy.yaml`: `shippedPolicies: [default-observe.yaml]` in `case.yaml` reads them from
+//! `policies/`, so the examples are tested as shipped.
+//!
 //! Regenerate expectations after an intended change with `UPDATE_GOLDEN=1 cargo test
 //! --test golden`, then review the diff.
 
@@ -30,6 +34,9 @@ struct CaseConfig {
     namespace_labels: BTreeMap<String, String>,
     #[serde(default)]
     description: String,
+    /// Files of `policies/` to load as well.
+    #[serde(default)]
+    shipped_policies: Vec<String>,
 }
 
 struct Case {
@@ -53,6 +60,14 @@ fn load_case(dir: &Path) -> Case {
     policies
         .apply("policy.yaml", &policy_text)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    for name in &config.shipped_policies {
+        let text = std::fs::read_to_string(shipped.join(name))
+            .unwrap_or_else(|e| panic!("{}: policies/{name}: {e}", dir.display()));
+        policies
+            .apply(name, &text)
+            .unwrap_or_else(|e| panic!("{}: policies/{name}: {e}", dir.display()));
+    }
     policies.mark_ready();
     let recs: Arc<dyn RecommendationSource> = match read("recommendations.json") {
         Ok(t) => Arc::new(

@@ -371,13 +371,16 @@ impl Admitter {
         view
     }
 
+    /// Recommendations of the app containers, init containers and sidecars (names are
+    /// unique across both lists).
     fn lookup(&self, view: &View, obj: &Value) -> BTreeMap<String, ContainerRecommendation> {
         let knative = crate::object::is_knative(view.identity.kind);
-        obj.pointer(&format!("{}/containers", view.pod_spec))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|c| {
+        let spec = obj.pointer(view.pod_spec);
+        let list = |key: &str| spec.and_then(|s| s.get(key)).and_then(Value::as_array);
+        let init = list("initContainers").into_iter().flatten().map(|c| (c, false));
+        let app = list("containers").into_iter().flatten().map(|c| (c, knative));
+        init.chain(app)
+            .filter_map(|(c, knative)| {
                 let name = c
                     .get("name")
                     .and_then(Value::as_str)

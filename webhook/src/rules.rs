@@ -129,6 +129,9 @@ pub struct Rules {
     pub safeguards: Safeguards,
     pub oom: OomRule,
     pub evidence: Evidence,
+    /// Knative concurrency tuning thresholds.
+    #[serde(default)]
+    pub knative: crate::analyzer::knative::KnativeRules,
 }
 
 impl Default for Rules {
@@ -185,6 +188,7 @@ impl Default for Rules {
                 min_samples: 100,
                 min_history_seconds: 3 * 3600,
             },
+            knative: Default::default(),
         }
     }
 }
@@ -294,6 +298,17 @@ impl Rules {
     }
 }
 
+/// The one OOM rule, for the analyzer and admission alike: while an OOM floor holds, memory
+/// request and limit are both at least the floor. The request rises too because the kill
+/// showed the container uses that much: a request below it would let the scheduler pack the
+/// node with memory the container is known to need.
+pub fn oom_raise(s: Sizes, floor: u64) -> Sizes {
+    Sizes {
+        request: Some(s.request.unwrap_or(0).max(floor)),
+        limit: Some(s.limit.unwrap_or(0).max(floor)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +395,35 @@ mod tests {
         assert_eq!(r.oom_floor(256 * MI), 368 * MI);
         // 2Gi*1.2 = 2457.6Mi > 2148Mi -> 2464Mi
         assert_eq!(r.oom_floor(2 * GI), 2464 * MI);
+    }
+
+    #[rstest]
+    #[case::raises_both(Some(100), Some(200), 368, 368, 368)]
+    #[case::keeps_higher_limit(Some(100), Some(500), 368, 368, 500)]
+    #[case::keeps_higher_request(Some(400), Some(500), 368, 400, 500)]
+    #[case::fills_missing(None, None, 368, 368, 368)]
+    fn oom_raise_table(
+        #[case] request: Option<u64>,
+        #[case] limit: Option<u64>,
+        #[case] floor: u64,
+        #[case] want_request: u64,
+        #[case] want_limit: u64,
+    ) {
+        let mi = |v: Option<u64>| v.map(|x| x * MI);
+        let got = oom_raise(
+            Sizes {
+                request: mi(request),
+                limit: mi(limit),
+            },
+            floor * MI,
+        );
+        assert_eq!(
+            got,
+            Sizes {
+                request: Some(want_request * MI),
+                limit: Some(want_limit * MI)
+            }
+        );
     }
 
     #[test]

@@ -311,8 +311,7 @@ fn guard(
     let cur = input.current;
     if let (Resource::Memory, Some(floor)) = (resource, input.oom_floor) {
         let s = proposal.get_or_insert(cur);
-        s.request = Some(s.request.unwrap_or(0).max(floor));
-        s.limit = Some(s.limit.unwrap_or(0).max(floor));
+        *s = crate::rules::oom_raise(*s, floor);
         push(reasons, REASON_OOM);
     }
     if input.hpa {

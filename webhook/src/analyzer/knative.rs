@@ -1,10 +1,15 @@
-//! Knative concurrency proposals (seed rules). Applied by admission only where the
-//! user set no value; revised together with memory, under the same cooldown.
+//! Knative concurrency proposals (seed rules). Admission applies them where the user set
+//! no value, or where the value is one rightsizer set itself (so the target keeps
+//! following usage, revision after revision); revised together with memory, under the
+//! same cooldown. The thresholds are `rules.knative` of a policy (seed values by default).
+
+use serde::{Deserialize, Serialize};
 
 use crate::recommendation::KnativeRecommendation;
 
 /// The numbers of the Knative rules.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KnativeRules {
     /// Max working set at or above this fraction of the limit counts as "near the limit".
     pub near_limit: f64,
@@ -20,6 +25,41 @@ pub struct KnativeRules {
     pub target_utilization: f64,
     /// Target assumed when the revision reports none (Knative's default).
     pub default_target: f64,
+}
+
+impl KnativeRules {
+    /// The first rule broken, as (field, message): thresholds must describe "near the
+    /// limit" above "ample headroom", and steps that keep the target positive.
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        let fraction = |v: f64| v > 0.0 && v <= 1.0;
+        if !fraction(self.near_limit) {
+            return Err(("nearLimit", "must be above 0 and at most 1"));
+        }
+        if !(self.ample_headroom >= 0.0 && self.ample_headroom < self.near_limit) {
+            return Err(("ampleHeadroom", "must be 0 or more and below nearLimit"));
+        }
+        if !(self.lower_by > 0.0 && self.lower_by < 1.0) {
+            return Err(("lowerBy", "must be above 0 and below 1"));
+        }
+        if !(self.raise_by > 0.0 && self.raise_by.is_finite()) {
+            return Err(("raiseBy", "must be a positive number"));
+        }
+        if !(self.queue_depth_high >= 0.0 && self.queue_depth_high.is_finite()) {
+            return Err(("queueDepthHigh", "must be 0 or more"));
+        }
+        if !fraction(self.target_utilization) {
+            return Err(("targetUtilization", "must be above 0 and at most 1"));
+        }
+        if !(self.default_target >= 0.01 && self.default_target.is_finite()) {
+            return Err(("defaultTarget", "must be at least 0.01"));
+        }
+        Ok(())
+    }
+
+    /// The containerConcurrency that lets `target` work at the target utilization.
+    pub fn concurrency_for(&self, target: f64) -> u64 {
+        (target / self.target_utilization).ceil().max(1.0) as u64
+    }
 }
 
 impl Default for KnativeRules {
@@ -63,7 +103,7 @@ impl KnativeRules {
         let used = max / limit;
         if used >= self.near_limit && conc > target {
             let t = cents((target * (1.0 - self.lower_by)).max(1.0));
-            let cc = (t / self.target_utilization).ceil().max(1.0) as u64;
+            let cc = self.concurrency_for(t);
             return Some(KnativeRecommendation {
                 target: Some(t),
                 // Only applied where containerConcurrency is unset (unlimited).

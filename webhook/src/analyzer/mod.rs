@@ -133,7 +133,6 @@ pub struct AnalyzerConfig {
     pub state_file: Option<PathBuf>,
     /// `RIGHTSIZER_ENFORCEMENT=true`: commits happen for workloads whose policy enforces.
     pub enforcement: bool,
-    pub knative: KnativeRules,
 }
 
 impl AnalyzerConfig {
@@ -148,7 +147,6 @@ impl AnalyzerConfig {
             concurrency: 4,
             state_file: None,
             enforcement: false,
-            knative: KnativeRules::default(),
         }
     }
 }
@@ -639,7 +637,7 @@ impl Analyzer {
             ) && key.container != "queue-proxy"
             {
                 let figs = kn.get(w).copied().unwrap_or_default();
-                let proposal = self.cfg.knative.propose(&knative::KnativeInput {
+                let proposal = rules.knative.propose(&knative::KnativeInput {
                     concurrency_p95: figs.conc_p95,
                     target: figs.target,
                     queue_depth_p95: figs.queue_p95,

@@ -1,17 +1,24 @@
 //! The admission side of load models: from the `rightsizer.io/expected-load`
 //! annotation to a predicted memory request/limit per container, and how that
 //! prediction joins the recommendation level of the precedence chain.
+//!
+//! A prediction is applied whole, not in 30% steps like usage-based values: its purpose
+//! is to size Pods before the declared load arrives, so a jump past the step is expected.
+//! It is capped by the policy's clamps (`rules.memory.request`/`limit` min and max), and
+//! the warnings say when either happened; `rightsizer.io/sized` records the declared load.
 
 use std::collections::BTreeMap;
 
-use crate::loadmodel::annotation::parse_load;
+use crate::loadmodel::annotation::{format_load, parse_load};
 use crate::loadmodel::model::{choose, sizes, Origin};
 use crate::loadmodel::schema::LoadModelSpec;
 use crate::object::{View, EXPECTED_LOAD_ANNOTATION};
 use crate::policy::schema::Policy;
 use crate::policy::select::Subject;
 use crate::recommendation::ContainerRecommendation;
-use crate::rules::Sizes;
+use crate::quantity::Resource;
+use crate::rules::{Rules, Sizes};
+use crate::sizing::resources::{Resolved, Source};
 
 /// A container's predicted memory.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +30,10 @@ pub struct Prediction {
     pub predicted: f64,
     /// Request (prediction × headroom, rounded and clamped) and limit (the policy's rule).
     pub sizes: Sizes,
+    /// Prediction × headroom, bytes, before rounding and clamps.
+    pub wanted: f64,
+    /// The declared load, in canonical form (`unit=value,...`, by unit).
+    pub load: String,
 }
 
 /// The first of the policy's load models that selects this workload.
@@ -89,6 +100,8 @@ pub fn predictions(
                 origin: chosen.origin,
                 predicted,
                 sizes: sizes(&policy.rules, spec.headroom, predicted),
+                wanted: predicted * spec.headroom,
+                load: format_load(&load),
             },
         );
     }
@@ -137,10 +150,97 @@ pub fn join(prediction: Sizes, recommendation: &mut Sizes, template: Sizes) -> S
     }
 }
 
+/// What the user should know about a prediction that set a value: that it was capped by
+/// the policy's clamps, and that it moved past the step usage-based changes are held to.
+pub fn notes(p: &Prediction, rules: &Rules, resolved: &Resolved, template: Sizes) -> Vec<String> {
+    let mut notes = Vec::new();
+    let from_model = |s: Option<crate::sizing::resources::Side>| {
+        s.filter(|s| s.source == Source::LoadModel).map(|s| s.value)
+    };
+    let (Some(request), limit) = (from_model(resolved.request), from_model(resolved.limit))
+    else {
+        return notes;
+    };
+    let m = Resource::Memory;
+    let max = rules.memory.request.max.0;
+    if p.wanted > max as f64 {
+        notes.push(format!(
+            "load model {} predicts {} for {}; capped at the policy's rules.memory.request.max {}",
+            p.model,
+            m.format(p.wanted.ceil() as u64),
+            p.load,
+            m.format(max)
+        ));
+    }
+    let ratio = rules.safeguards.max_step_ratio;
+    let jumped = |now: u64, was: Option<u64>| {
+        was.is_some_and(|w| w > 0 && now as f64 > w as f64 * (1.0 + ratio))
+    };
+    if jumped(request, template.request) || limit.is_some_and(|l| jumped(l, template.limit)) {
+        notes.push(format!(
+            "sized by load model {} for {} past the {:.0}% step (a prediction sizes Pods before the load arrives)",
+            p.model,
+            p.load,
+            ratio * 100.0
+        ));
+    }
+    notes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quantity::MI;
+    use crate::sizing::resources::Side;
     use rstest::rstest;
+
+    fn prediction(wanted_mi: u64, request_mi: u64) -> Prediction {
+        Prediction {
+            model: "backend".into(),
+            origin: Origin::Declared,
+            predicted: 0.0,
+            sizes: s(Some(request_mi * MI), None),
+            wanted: (wanted_mi * MI) as f64,
+            load: "users=40".into(),
+        }
+    }
+
+    fn by_model(request_mi: u64) -> Resolved {
+        Resolved {
+            request: Some(Side {
+                value: request_mi * MI,
+                source: Source::LoadModel,
+            }),
+            limit: None,
+        }
+    }
+
+    #[rstest]
+    // 256Mi -> 912Mi: past the 30% step, said so
+    #[case::jump(900, 912, Some(256), &["past the 30% step"][..])]
+    // within the step: nothing to say
+    #[case::small(300, 304, Some(256), &[][..])]
+    // nothing declared: no step to speak of
+    #[case::fresh(900, 912, None, &[][..])]
+    // 10Gi wanted, capped at the seed's 4Gi request max
+    #[case::capped(10240, 4096, Some(4096), &["capped at the policy's rules.memory.request.max 4Gi"][..])]
+    fn notes_table(
+        #[case] wanted: u64,
+        #[case] request: u64,
+        #[case] template: Option<u64>,
+        #[case] want: &[&str],
+    ) {
+        let got = notes(
+            &prediction(wanted, request),
+            &Rules::default(),
+            &by_model(request),
+            s(template.map(|t| t * MI), None),
+        );
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(g.contains(w), "{g}");
+        }
+    }
 
     const fn s(request: Option<u64>, limit: Option<u64>) -> Sizes {
         Sizes { request, limit }

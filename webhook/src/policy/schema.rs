@@ -160,6 +160,32 @@ pub fn default_gpu_resources() -> Vec<String> {
     vec!["nvidia.com/gpu".to_string()]
 }
 
+/// Node placement for the workloads a rule selects (tried in order; the first that
+/// matches applies; GPU Pods take the `gpu` section's instead). Terms are merged into the
+/// pod spec like the GPU section's.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlacementRule {
+    /// For messages and readers only.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub selector: Selector,
+    /// Match only when the Pod's effective CPU request (as the scheduler counts it) is at
+    /// least this.
+    #[serde(default)]
+    pub min_cpu: Option<Millicores>,
+    /// Requirements ANDed into every required node-selector term (or a new term).
+    #[serde(default)]
+    pub required_node_affinity: Vec<NodeSelectorRequirement>,
+    /// Preferred terms added when not already present.
+    #[serde(default)]
+    pub preferred_node_affinity: Vec<PreferredSchedulingTerm>,
+    /// Tolerations added when not already present.
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+}
+
 /// A PriorityClass as the webhook needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -252,6 +278,9 @@ pub struct PolicySpec {
     pub overrides: Vec<Override>,
     #[serde(default)]
     pub gpu: Option<GpuPolicy>,
+    /// Placement by workload and CPU request; the first matching rule applies.
+    #[serde(default)]
+    pub placement: Vec<PlacementRule>,
     #[serde(default)]
     pub priority: Option<PriorityPolicy>,
     #[serde(default)]
@@ -277,6 +306,7 @@ pub struct Policy {
     pub defaults: Option<ContainerValues>,
     pub overrides: Vec<Override>,
     pub gpu: Option<GpuPolicy>,
+    pub placement: Vec<PlacementRule>,
     pub priority: Option<PriorityPolicy>,
     pub knative: Option<KnativePolicy>,
     pub load_models: Vec<crate::loadmodel::LoadModelSpec>,

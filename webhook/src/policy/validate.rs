@@ -3,7 +3,8 @@
 
 use crate::policy::error::PolicyError;
 use crate::policy::schema::{
-    ContainerValues, KnativePolicy, Pair, Policy, PolicySpec, PriorityPolicy, Selector,
+    ContainerValues, KnativePolicy, Pair, PlacementRule, Policy, PolicySpec, PriorityPolicy,
+    Selector,
 };
 use crate::rules::{Amount, ResourceRules, Rules};
 
@@ -60,6 +61,9 @@ fn build_rules(ctx: &Ctx, patch: Option<&serde_json::Value>) -> Result<Rules, Po
     }
     if !(rules.oom.factor >= 1.0 && rules.oom.factor.is_finite()) {
         return Err(ctx.err("rules.oom.factor", "must be at least 1"));
+    }
+    if let Err((field, message)) = rules.knative.check() {
+        return Err(ctx.err(format!("rules.knative.{field}"), message));
     }
     Ok(rules)
 }
@@ -231,38 +235,79 @@ fn check_gpu(ctx: &Ctx, g: &crate::policy::schema::GpuPolicy) -> Result<(), Poli
     if g.resources.is_empty() {
         return Err(ctx.err("gpu.resources", "must name at least one resource"));
     }
-    for (i, r) in g.required_node_affinity.iter().enumerate() {
-        check_requirement(ctx, &format!("gpu.requiredNodeAffinity[{i}]"), r)?;
+    check_node_terms(
+        ctx,
+        "gpu",
+        &g.required_node_affinity,
+        &g.preferred_node_affinity,
+        &g.tolerations,
+    )
+}
+
+fn check_placement(ctx: &Ctx, rules: &[PlacementRule]) -> Result<(), PolicyError> {
+    for (i, r) in rules.iter().enumerate() {
+        let at = format!("placement[{i}]");
+        check_selector(ctx, &format!("{at}.selector"), &r.selector)?;
+        if r.required_node_affinity.is_empty()
+            && r.preferred_node_affinity.is_empty()
+            && r.tolerations.is_empty()
+        {
+            return Err(ctx.err(
+                at,
+                "must add requiredNodeAffinity, preferredNodeAffinity or tolerations",
+            ));
+        }
+        check_node_terms(
+            ctx,
+            &at,
+            &r.required_node_affinity,
+            &r.preferred_node_affinity,
+            &r.tolerations,
+        )?;
     }
-    for (i, t) in g.preferred_node_affinity.iter().enumerate() {
+    Ok(())
+}
+
+/// Node affinity terms and tolerations, as the apiserver would check them in a Pod.
+fn check_node_terms(
+    ctx: &Ctx,
+    at: &str,
+    required: &[k8s_openapi::api::core::v1::NodeSelectorRequirement],
+    preferred: &[k8s_openapi::api::core::v1::PreferredSchedulingTerm],
+    tolerations: &[k8s_openapi::api::core::v1::Toleration],
+) -> Result<(), PolicyError> {
+    for (i, r) in required.iter().enumerate() {
+        check_requirement(ctx, &format!("{at}.requiredNodeAffinity[{i}]"), r)?;
+    }
+    for (i, t) in preferred.iter().enumerate() {
         if !(1..=100).contains(&t.weight) {
             return Err(ctx.err(
-                format!("gpu.preferredNodeAffinity[{i}].weight"),
+                format!("{at}.preferredNodeAffinity[{i}].weight"),
                 "must be between 1 and 100",
             ));
         }
         for (j, r) in t.preference.match_expressions.iter().flatten().enumerate() {
             check_requirement(
                 ctx,
-                &format!("gpu.preferredNodeAffinity[{i}].preference.matchExpressions[{j}]"),
+                &format!("{at}.preferredNodeAffinity[{i}].preference.matchExpressions[{j}]"),
                 r,
             )?;
         }
     }
-    for (i, t) in g.tolerations.iter().enumerate() {
+    for (i, t) in tolerations.iter().enumerate() {
         match t.operator.as_deref() {
             None | Some("Equal") => {}
             Some("Exists") => {
                 if t.value.as_deref().is_some_and(|v| !v.is_empty()) {
                     return Err(ctx.err(
-                        format!("gpu.tolerations[{i}].value"),
+                        format!("{at}.tolerations[{i}].value"),
                         "must be empty when operator is Exists",
                     ));
                 }
             }
             Some(other) => {
                 return Err(ctx.err(
-                    format!("gpu.tolerations[{i}].operator"),
+                    format!("{at}.tolerations[{i}].operator"),
                     format!("must be Equal or Exists, got {other:?}"),
                 ))
             }
@@ -270,7 +315,7 @@ fn check_gpu(ctx: &Ctx, g: &crate::policy::schema::GpuPolicy) -> Result<(), Poli
         if let Some(e) = t.effect.as_deref() {
             if !["", "NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&e) {
                 return Err(ctx.err(
-                    format!("gpu.tolerations[{i}].effect"),
+                    format!("{at}.tolerations[{i}].effect"),
                     "must be NoSchedule, PreferNoSchedule or NoExecute",
                 ));
             }
@@ -345,6 +390,7 @@ pub fn validate(source: &str, default_name: &str, spec: PolicySpec) -> Result<Po
     if let Some(g) = &spec.gpu {
         check_gpu(&ctx, g)?;
     }
+    check_placement(&ctx, &spec.placement)?;
     if let Some(p) = &spec.priority {
         check_priority(&ctx, p)?;
     }
@@ -369,6 +415,7 @@ pub fn validate(source: &str, default_name: &str, spec: PolicySpec) -> Result<Po
         defaults: spec.defaults,
         overrides: spec.overrides,
         gpu: spec.gpu,
+        placement: spec.placement,
         priority: spec.priority,
         knative: spec.knative,
         load_models: spec.load_models,

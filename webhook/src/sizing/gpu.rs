@@ -1,6 +1,7 @@
-//! GPU placement: node affinity and tolerations merged into what the pod spec has.
-//! User terms are never replaced; nothing is added twice.
+//! GPU placement: node affinity and tolerations merged into what the pod spec has (also
+//! used by placement rules). User terms are never replaced; nothing is added twice.
 
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, PreferredSchedulingTerm, Toleration};
 use serde_json::{json, Map, Value};
 
 use crate::policy::schema::GpuPolicy;
@@ -56,16 +57,30 @@ fn normalized_toleration(t: &Value) -> Value {
     t
 }
 
-/// Merge the policy's placement into the pod spec. Returns notes for what was added.
+/// Merge the policy's GPU placement into the pod spec. Returns notes for what was added.
 pub fn merge(pod_spec: &mut Value, gpu: &GpuPolicy) -> Vec<String> {
+    merge_terms(
+        pod_spec,
+        &gpu.required_node_affinity,
+        &gpu.preferred_node_affinity,
+        &gpu.tolerations,
+    )
+}
+
+/// Merge node affinity terms and tolerations (the GPU section's or a placement rule's)
+/// into the pod spec. Returns notes for what was added.
+pub fn merge_terms(
+    pod_spec: &mut Value,
+    required: &[NodeSelectorRequirement],
+    preferred: &[PreferredSchedulingTerm],
+    tolerations: &[Toleration],
+) -> Vec<String> {
     let mut notes = Vec::new();
-    let required: Vec<Value> = gpu
-        .required_node_affinity
+    let required: Vec<Value> = required
         .iter()
         .filter_map(|r| serde_json::to_value(r).ok())
         .collect();
-    let preferred: Vec<Value> = gpu
-        .preferred_node_affinity
+    let preferred: Vec<Value> = preferred
         .iter()
         .filter_map(|p| serde_json::to_value(p).ok())
         .collect();
@@ -107,7 +122,7 @@ pub fn merge(pod_spec: &mut Value, gpu: &GpuPolicy) -> Vec<String> {
                     }
                 }
                 if added {
-                    notes.push("GPU node affinity added".into());
+                    notes.push("node affinity added".into());
                 }
             }
         }
@@ -123,19 +138,19 @@ pub fn merge(pod_spec: &mut Value, gpu: &GpuPolicy) -> Vec<String> {
                     }
                 }
                 if list.len() > before {
-                    notes.push("GPU preferred node affinity added".into());
+                    notes.push("preferred node affinity added".into());
                 }
             }
         }
     }
-    if !gpu.tolerations.is_empty() {
+    if !tolerations.is_empty() {
         if let Some(list) = pod_spec
             .as_object_mut()
             .and_then(|m| array(m, "tolerations"))
         {
             let have: Vec<Value> = list.iter().map(normalized_toleration).collect();
             let before = list.len();
-            for t in &gpu.tolerations {
+            for t in tolerations {
                 let Ok(v) = serde_json::to_value(t) else {
                     continue;
                 };
@@ -144,7 +159,7 @@ pub fn merge(pod_spec: &mut Value, gpu: &GpuPolicy) -> Vec<String> {
                 }
             }
             if list.len() > before {
-                notes.push("GPU tolerations added".into());
+                notes.push("tolerations added".into());
             }
         }
     }

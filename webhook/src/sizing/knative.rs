@@ -1,9 +1,14 @@
 //! Knative autoscaling settings. They belong on `spec.template.metadata.annotations`
 //! (Knative refuses them elsewhere) and `spec.template.spec.containerConcurrency`.
-//! Values the user set are never replaced; values are kept within Knative's ranges.
+//! Values the user set are never replaced; values rightsizer set (recorded in
+//! `rightsizer.io/sized`) are revised with each new recommendation; values are kept within
+//! Knative's ranges.
+
+use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use crate::analyzer::knative::KnativeRules;
 use crate::policy::schema::KnativePolicy;
 use crate::recommendation::KnativeRecommendation;
 
@@ -58,57 +63,99 @@ pub fn desired(
     (ann, cc)
 }
 
-/// Write the values into a Knative Service/Configuration where the user set none.
+/// The short name a setting is recorded under in `rightsizer.io/sized`.
+fn short(key: &str) -> &str {
+    key.strip_prefix("autoscaling.knative.dev/").unwrap_or(key)
+}
+
+const CONCURRENCY: &str = "containerConcurrency";
+
+/// Write the values into a Knative Service/Configuration where the user set none, or
+/// where the value there is the one rightsizer recorded in `own` (so it is rightsizer's
+/// to revise). Returns what rightsizer owns afterwards: the settings it wrote now, and the
+/// ones it wrote before that still have their recorded value. A value that differs from
+/// the record is the user's and is never touched.
 pub fn apply(
     obj: &mut Value,
     policy: &KnativePolicy,
+    rules: &KnativeRules,
     rec: Option<&KnativeRecommendation>,
-) -> Vec<String> {
+    own: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let (ann, cc) = desired(policy, rec);
-    let mut notes = Vec::new();
+    let tuned = rec.is_some() && policy.apply_recommendations;
+    let mut owned = BTreeMap::new();
     let Some(template) = obj
         .pointer_mut("/spec/template")
         .and_then(Value::as_object_mut)
     else {
-        return notes;
+        return owned;
     };
-    if !ann.is_empty() {
-        let meta = template.entry("metadata").or_insert_with(|| json!({}));
-        if meta.is_null() {
-            *meta = json!({});
+    let mine = |key: &str, have: &str| own.get(key).is_some_and(|v| v == have);
+    let mut target_now = None;
+    let meta = template.entry("metadata").or_insert_with(|| json!({}));
+    if meta.is_null() {
+        *meta = json!({});
+    }
+    if let Some(a) = meta.as_object_mut().and_then(|m| {
+        let annotations = m.entry("annotations").or_insert_with(|| json!({}));
+        if annotations.is_null() {
+            *annotations = json!({});
         }
-        if let Some(meta) = meta.as_object_mut() {
-            let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
-            if annotations.is_null() {
-                *annotations = json!({});
+        annotations.as_object_mut()
+    }) {
+        // Settings written before and still as written stay rightsizer's.
+        for (k, v) in a.iter().filter(|(k, _)| short(k) != k.as_str()) {
+            if let Some(s) = v.as_str().filter(|s| mine(short(k), s)) {
+                owned.insert(short(k).to_string(), s.to_string());
             }
-            if let Some(a) = annotations.as_object_mut() {
-                for (k, v) in ann {
-                    let user_set = a.contains_key(k)
-                        || (k == MIN_SCALE && a.contains_key(OLD_MIN_SCALE))
-                        || (k == MAX_SCALE && a.contains_key(OLD_MAX_SCALE));
-                    if !user_set {
-                        notes.push(format!("{k}={v}"));
-                        a.insert(k.to_string(), json!(v));
-                    }
+        }
+        for (k, v) in ann {
+            let have = a.get(k).and_then(Value::as_str);
+            let user_set = match have {
+                Some(h) => !mine(short(k), h),
+                None => {
+                    (k == MIN_SCALE && a.contains_key(OLD_MIN_SCALE))
+                        || (k == MAX_SCALE && a.contains_key(OLD_MAX_SCALE))
                 }
+            };
+            if !user_set {
+                a.insert(k.to_string(), json!(v));
+                owned.insert(short(k).to_string(), v);
             }
         }
+        target_now = a
+            .get(TARGET)
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<f64>().ok());
     }
-    if let Some(cc) = cc {
-        if let Some(spec) = template.get_mut("spec").and_then(Value::as_object_mut) {
-            if !spec.contains_key("containerConcurrency") {
-                notes.push(format!("containerConcurrency={cc}"));
-                spec.insert("containerConcurrency".into(), json!(cc));
-            }
+    let Some(spec) = template.get_mut("spec").and_then(Value::as_object_mut) else {
+        return owned;
+    };
+    let have = spec.get(CONCURRENCY).and_then(Value::as_u64);
+    // 0 is Knative's "unbounded", also what its defaulting writes: not a user's bound.
+    let ours = have.is_some_and(|h| mine(CONCURRENCY, &h.to_string()));
+    if have.unwrap_or(0) == 0 || ours {
+        let mut want = cc.or(have.filter(|_| ours));
+        // A bound rightsizer tunes must let a raised target work.
+        if let (Some(w), Some(t), true) = (want, target_now, tuned) {
+            want = Some(w.max(rules.concurrency_for(t)).min(1000));
+        }
+        if let Some(w) = want.filter(|w| *w > 0) {
+            spec.insert(CONCURRENCY.into(), json!(w));
+            owned.insert(CONCURRENCY.into(), w.to_string());
         }
     }
-    notes
+    owned
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn apply_plain(obj: &mut Value, p: &KnativePolicy) -> BTreeMap<String, String> {
+        apply(obj, p, &KnativeRules::default(), None, &BTreeMap::new())
+    }
 
     #[test]
     fn user_values_are_kept_and_ranges_hold() {
@@ -120,7 +167,7 @@ mod tests {
             ..Default::default()
         };
         let mut obj = json!({"spec": {"template": {"metadata": {"annotations": {"autoscaling.knative.dev/minScale": "3"}}, "spec": {"containers": [{}]}}}});
-        apply(&mut obj, &p, None);
+        let own = apply_plain(&mut obj, &p);
         let a = &obj["spec"]["template"]["metadata"]["annotations"];
         assert_eq!(a[TARGET], "0.01");
         assert_eq!(a[UTILIZATION], "100");
@@ -132,8 +179,9 @@ mod tests {
             obj["spec"]["template"]["spec"]["containerConcurrency"],
             1000
         );
+        assert_eq!(own.len(), 3, "{own:?}");
         let again = obj.clone();
-        assert!(apply(&mut obj, &p, None).is_empty());
+        assert_eq!(apply(&mut obj, &p, &KnativeRules::default(), None, &own), own);
         assert_eq!(obj, again);
     }
 
@@ -154,5 +202,77 @@ mod tests {
             desired(&p, Some(&rec)),
             (vec![(TARGET, "42".to_string())], Some(50))
         );
+    }
+
+    fn service(annotations: Value, cc: Option<u64>) -> Value {
+        let mut spec = json!({"containers": [{"image": "hello"}]});
+        if let Some(cc) = cc {
+            spec["containerConcurrency"] = json!(cc);
+        }
+        json!({"spec": {"template": {"metadata": {"annotations": annotations}, "spec": spec}}})
+    }
+
+    fn rec(target: f64, cc: Option<u64>) -> KnativeRecommendation {
+        KnativeRecommendation {
+            target: Some(target),
+            container_concurrency: cc,
+            reasons: vec![],
+        }
+    }
+
+    /// (target annotation, containerConcurrency) of a service.
+    fn settings(obj: &Value) -> (Option<&str>, Option<u64>) {
+        (
+            obj.pointer("/spec/template/metadata/annotations/autoscaling.knative.dev~1target")
+                .and_then(Value::as_str),
+            obj.pointer("/spec/template/spec/containerConcurrency")
+                .and_then(Value::as_u64),
+        )
+    }
+
+    #[test]
+    fn three_revisions_follow_the_recommendation() {
+        let p = KnativePolicy {
+            apply_recommendations: true,
+            ..Default::default()
+        };
+        let rules = KnativeRules::default();
+        // Knative's defaulting wrote containerConcurrency: 0 (unbounded).
+        let mut obj = service(json!({}), Some(0));
+        let mut own = BTreeMap::new();
+        let revisions = [
+            // near the limit: 100 -> 80, a finite bound where it was 0
+            (rec(80.0, Some(115)), (Some("80"), Some(115))),
+            // still near the limit: 80 -> 64, rightsizer's own values revised
+            (rec(64.0, Some(92)), (Some("64"), Some(92))),
+            // headroom and queueing: 64 -> 76.8; the bound rightsizer set follows the target
+            (rec(76.8, None), (Some("76.8"), Some(110))),
+        ];
+        for (i, (r, want)) in revisions.iter().enumerate() {
+            own = apply(&mut obj, &p, &rules, Some(r), &own);
+            assert_eq!(settings(&obj), *want, "revision {}", i + 1);
+            assert_eq!(own.get("target").map(String::as_str), want.0);
+        }
+    }
+
+    #[test]
+    fn a_users_value_is_never_touched() {
+        let p = KnativePolicy {
+            apply_recommendations: true,
+            ..Default::default()
+        };
+        let rules = KnativeRules::default();
+        // The user wrote target 30 and containerConcurrency 20.
+        let mut obj = service(json!({"autoscaling.knative.dev/target": "30"}), Some(20));
+        let own = apply(&mut obj, &p, &rules, Some(&rec(24.0, Some(35))), &BTreeMap::new());
+        assert_eq!(settings(&obj), (Some("30"), Some(20)));
+        assert!(own.is_empty(), "{own:?}");
+        // rightsizer set 80 before; the user changed it to 50 since: now it is the user's.
+        let mut obj = service(json!({"autoscaling.knative.dev/target": "50"}), None);
+        let before = BTreeMap::from([("target".to_string(), "80".to_string())]);
+        let own = apply(&mut obj, &p, &rules, Some(&rec(40.0, Some(58))), &before);
+        // The bound it adds lets the target in force work: ceil(50 / 0.7) = 72.
+        assert_eq!(settings(&obj), (Some("50"), Some(72)));
+        assert_eq!(own.get("target"), None);
     }
 }

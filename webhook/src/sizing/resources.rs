@@ -130,13 +130,8 @@ pub fn proposal(rules: &Rules, resource: Resource, rec: &ResourceRecommendation)
         return None;
     }
     let mut s = rules.recommend(resource, obs);
-    if resource == Resource::Memory {
-        if let Some(floor) = rec.oom_floor {
-            s.limit = s.limit.map(|l| l.max(floor));
-            if let (Some(r), Some(l)) = (s.request, s.limit) {
-                s.request = Some(r.min(l));
-            }
-        }
+    if let (Resource::Memory, Some(floor)) = (resource, rec.oom_floor) {
+        s = crate::rules::oom_raise(s, floor);
     }
     Some(s)
 }
@@ -274,7 +269,8 @@ mod tests {
         let mut r = rec_observed(100.0, 200.0, 300.0, 1000);
         r.oom_floor = Some(512 * MI);
         let p = proposal(&rules, Resource::Memory, &r).unwrap();
-        assert_eq!(p.limit, Some(512 * MI));
+        // The analyzer's rule (`rules::oom_raise`): request and limit both reach the floor.
+        assert_eq!(p, s(Some(512 * MI), Some(512 * MI)));
     }
 
     #[rstest]

@@ -1,0 +1,308 @@
+//! The containers of a pod spec as sizing sees them (app containers, init containers and
+//! native sidecars), reading and writing their requests and limits, and the Pod's
+//! effective totals as the scheduler, the LimitRanger and ResourceQuota count them.
+
+use serde_json::{json, Map, Value};
+
+use crate::quantity::Resource;
+use crate::rules::Sizes;
+use crate::sizing::resources::Resolved;
+
+/// What a container is to the Pod's totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `spec.containers`: runs for the Pod's life; totals add up.
+    App,
+    /// `spec.initContainers`: runs alone, before the app containers; totals take the max.
+    Init,
+    /// A native sidecar (`initContainers` with `restartPolicy: Always`): starts in init
+    /// order and keeps running beside the app containers, so it adds up like them.
+    Sidecar,
+}
+
+/// Where a container sits in the pod spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub init: bool,
+    pub index: usize,
+}
+
+/// Both container lists of a pod spec, copied out so the merge can edit them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Lists {
+    pub app: Vec<Value>,
+    pub init: Vec<Value>,
+}
+
+fn list(spec: &Value, key: &str) -> Vec<Value> {
+    spec.get(key)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+impl Lists {
+    pub fn read(spec: &Value) -> Lists {
+        Lists {
+            app: list(spec, "containers"),
+            init: list(spec, "initContainers"),
+        }
+    }
+
+    /// Every container with its slot and role: init containers first, in start order.
+    pub fn entries(&self) -> impl Iterator<Item = (Slot, Role, &Value)> {
+        let init = self.init.iter().enumerate().map(|(index, c)| {
+            let role = if c.get("restartPolicy").and_then(Value::as_str) == Some("Always") {
+                Role::Sidecar
+            } else {
+                Role::Init
+            };
+            (Slot { init: true, index }, role, c)
+        });
+        let app = self
+            .app
+            .iter()
+            .enumerate()
+            .map(|(index, c)| (Slot { init: false, index }, Role::App, c));
+        init.chain(app)
+    }
+
+    pub fn get_mut(&mut self, slot: Slot) -> Option<&mut Value> {
+        if slot.init {
+            self.init.get_mut(slot.index)
+        } else {
+            self.app.get_mut(slot.index)
+        }
+    }
+
+    /// A container by name (Knative's unnamed serving container is `user-container`).
+    pub fn find(&self, name: &str, knative: bool) -> Option<&Value> {
+        self.entries()
+            .find(|(slot, _, c)| container_name(c, knative && !slot.init).as_deref() == Some(name))
+            .map(|(_, _, c)| c)
+    }
+
+    /// Put the lists that differ from `before` back into the pod spec.
+    pub fn write_back(self, before: &Lists, spec: &mut Value) {
+        let Some(m) = spec.as_object_mut() else {
+            return;
+        };
+        if self.app != before.app {
+            m.insert("containers".into(), Value::Array(self.app));
+        }
+        if self.init != before.init {
+            m.insert("initContainers".into(), Value::Array(self.init));
+        }
+    }
+
+    /// The Pod's effective request and limit of one resource: the larger of the app
+    /// containers plus sidecars, and of each init container plus the sidecars started
+    /// before it. The same arithmetic as the scheduler, the LimitRanger and ResourceQuota
+    /// (without sidecars, as in v1.20: the max of the init containers vs the app sum). A
+    /// missing request counts as the limit (the apiserver defaults it so).
+    pub fn effective(&self, r: Resource) -> Totals {
+        let side = |pick: fn(Sizes) -> u64| {
+            let value = |c: &Value| read_sizes(c, r).map(pick).unwrap_or(0);
+            let mut sidecars = 0u64;
+            let mut init_peak = 0u64;
+            let mut app = 0u64;
+            for (_, role, c) in self.entries() {
+                let v = value(c);
+                match role {
+                    Role::App => app = app.saturating_add(v),
+                    Role::Sidecar => {
+                        sidecars = sidecars.saturating_add(v);
+                        init_peak = init_peak.max(sidecars);
+                    }
+                    Role::Init => init_peak = init_peak.max(v.saturating_add(sidecars)),
+                }
+            }
+            app.saturating_add(sidecars).max(init_peak)
+        };
+        Totals {
+            request: side(|s| s.request.or(s.limit).unwrap_or(0)),
+            limit: side(|s| s.limit.unwrap_or(0)),
+        }
+    }
+}
+
+/// A Pod's effective request and limit of one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Totals {
+    pub request: u64,
+    pub limit: u64,
+}
+
+pub fn container_name(c: &Value, knative: bool) -> Option<String> {
+    match c.get("name").and_then(Value::as_str) {
+        Some(n) if !n.is_empty() => Some(n.to_string()),
+        // Knative names an unnamed serving container `user-container`.
+        _ if knative => Some("user-container".into()),
+        _ => None,
+    }
+}
+
+fn read_side(c: &Value, side: &str, r: Resource) -> Result<Option<u64>, String> {
+    // Plain lookups: a JSON pointer here (format, then unescape every token) was the
+    // largest cost of a review in the profile.
+    match c
+        .get("resources")
+        .and_then(|v| v.get(side))
+        .and_then(|v| v.get(r.as_str()))
+    {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => r.parse(s).map(Some).map_err(|e| e.to_string()),
+        Some(Value::Number(n)) => r.parse(&n.to_string()).map(Some).map_err(|e| e.to_string()),
+        Some(other) => Err(format!("invalid quantity {other}")),
+    }
+}
+
+pub fn read_sizes(c: &Value, r: Resource) -> Result<Sizes, String> {
+    Ok(Sizes {
+        request: read_side(c, "requests", r)?,
+        limit: read_side(c, "limits", r)?,
+    })
+}
+
+pub fn ensure_object<'a>(
+    m: &'a mut Map<String, Value>,
+    key: &str,
+) -> Option<&'a mut Map<String, Value>> {
+    let slot = m.entry(key.to_string()).or_insert_with(|| json!({}));
+    if !slot.is_object() {
+        *slot = json!({});
+    }
+    slot.as_object_mut()
+}
+
+fn write_side(c: &mut Value, side: &str, r: Resource, v: u64) {
+    if let Some(m) = c.as_object_mut() {
+        if let Some(res) = ensure_object(m, "resources") {
+            if let Some(s) = ensure_object(res, side) {
+                s.insert(r.as_str().to_string(), json!(r.format(v)));
+            }
+        }
+    }
+}
+
+/// Write the sides that differ from the template. Returns whether anything was written.
+pub fn write_resolved(c: &mut Value, r: Resource, resolved: &Resolved, template: Sizes) -> bool {
+    let mut wrote = false;
+    if let Some(s) = resolved.request {
+        if Some(s.value) != template.request {
+            write_side(c, "requests", r, s.value);
+            wrote = true;
+        }
+    }
+    if let Some(s) = resolved.limit {
+        if Some(s.value) != template.limit {
+            write_side(c, "limits", r, s.value);
+            wrote = true;
+        }
+    }
+    wrote
+}
+
+/// Put one resource of a container back as it was (maps sizing created and left empty
+/// go too).
+pub fn restore_resource(new: &mut Value, old: &Value, r: Resource) {
+    let empty = |v: Option<&Value>| v.and_then(Value::as_object).is_some_and(Map::is_empty);
+    for side in ["requests", "limits"] {
+        let ptr = format!("/resources/{side}");
+        let old_side = old.pointer(&ptr);
+        let old_v = old_side.and_then(|m| m.get(r.as_str())).cloned();
+        if let Some(m) = new.pointer_mut(&ptr).and_then(Value::as_object_mut) {
+            match old_v {
+                Some(v) => {
+                    m.insert(r.as_str().into(), v);
+                }
+                None => {
+                    m.remove(r.as_str());
+                }
+            }
+        }
+        if old_side.is_none() && empty(new.pointer(&ptr)) {
+            if let Some(res) = new.get_mut("resources").and_then(Value::as_object_mut) {
+                res.remove(side);
+            }
+        }
+    }
+    if old.get("resources").is_none() && empty(new.get("resources")) {
+        if let Some(c) = new.as_object_mut() {
+            c.remove("resources");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn c(name: &str, request: &str, limit: &str) -> Value {
+        json!({"name": name, "resources": {"requests": {"memory": request}, "limits": {"memory": limit}}})
+    }
+    fn sidecar(name: &str, request: &str, limit: &str) -> Value {
+        let mut v = c(name, request, limit);
+        v["restartPolicy"] = json!("Always");
+        v
+    }
+
+    const MI: u64 = 1 << 20;
+
+    #[rstest]
+    // app sum 300/600 beats the init container's 200/800 on requests, not on limits
+    #[case::init_vs_app(
+        vec![c("init", "200Mi", "800Mi")],
+        vec![c("a", "100Mi", "200Mi"), c("b", "200Mi", "400Mi")],
+        (300, 800))]
+    // a big init container sets the request
+    #[case::big_init(
+        vec![c("migrate", "1Gi", "1Gi")],
+        vec![c("a", "100Mi", "200Mi")],
+        (1024, 1024))]
+    // sidecars add to the app containers...
+    #[case::sidecar_adds(
+        vec![sidecar("proxy", "50Mi", "100Mi")],
+        vec![c("a", "100Mi", "200Mi")],
+        (150, 300))]
+    // ...and to the init containers that start after them, not before
+    #[case::sidecar_before_init(
+        vec![sidecar("proxy", "50Mi", "100Mi"), c("init", "400Mi", "400Mi")],
+        vec![c("a", "100Mi", "200Mi")],
+        (450, 500))]
+    #[case::init_before_sidecar(
+        vec![c("init", "400Mi", "400Mi"), sidecar("proxy", "50Mi", "100Mi")],
+        vec![c("a", "100Mi", "200Mi")],
+        (400, 400))]
+    // a missing request counts as the limit (apiserver defaulting)
+    #[case::request_from_limit(
+        vec![],
+        vec![json!({"name": "a", "resources": {"limits": {"memory": "64Mi"}}})],
+        (64, 64))]
+    fn effective_totals(
+        #[case] init: Vec<Value>,
+        #[case] app: Vec<Value>,
+        #[case] want_mi: (u64, u64),
+    ) {
+        let l = Lists { app, init };
+        assert_eq!(
+            l.effective(Resource::Memory),
+            Totals {
+                request: want_mi.0 * MI,
+                limit: want_mi.1 * MI
+            }
+        );
+    }
+
+    #[test]
+    fn roles_follow_restart_policy() {
+        let l = Lists {
+            app: vec![c("a", "1Mi", "1Mi")],
+            init: vec![c("i", "1Mi", "1Mi"), sidecar("s", "1Mi", "1Mi")],
+        };
+        let roles: Vec<Role> = l.entries().map(|(_, r, _)| r).collect();
+        assert_eq!(roles, vec![Role::Init, Role::Sidecar, Role::App]);
+        assert!(l.find("s", false).is_some());
+    }
+}
