@@ -287,3 +287,121 @@ fn mode_off_on_the_deployment_reaches_its_pods() {
     assert_eq!(r.workload.unwrap().to_string(), "shop/Deployment/quiet");
     assert_eq!(r.outcome, Outcome::Unchanged);
 }
+
+// ---------------------------------------------------------------------------------------
+// Knative concurrency tuned revision after revision: rightsizer revises the settings it
+// wrote (recorded in `rightsizer.io/sized`) and never a value the user wrote.
+
+const KNATIVE_POLICY: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: kn, namespace: rightsizer-system, labels: {rightsizer.io/policy: "true"}}
+data:
+  policy.yaml: |
+    mode: enforce
+    selector: {kinds: [KnativeService]}
+    knative: {applyRecommendations: true}
+"#;
+
+/// An admitter whose analyzer proposes `target` (and `cc`) for the `hello` service.
+fn knative_admitter(target: f64, cc: Option<u64>) -> Admitter {
+    let mut proposal = json!({"target": target});
+    if let Some(cc) = cc {
+        proposal["containerConcurrency"] = json!(cc);
+    }
+    let snap: Snapshot = serde_json::from_value(json!({"recommendations": {
+        "serverless/KnativeService/hello/user-container": {"knative": proposal}
+    }}))
+    .expect("snapshot");
+    Admitter::new(
+        Arc::new(PolicyStore::with_policies(
+            parse_manifests("test", KNATIVE_POLICY).expect("policy"),
+        )),
+        Arc::new(snap),
+        Arc::new(NoFacts),
+        AdmitConfig {
+            enforcement: true,
+            own_namespace: Some("rightsizer-system".into()),
+        },
+    )
+}
+
+/// The stored Service after the webhook's patch.
+fn admit_service(a: &Admitter, svc: &Value) -> Value {
+    let (resp, _) = answer(
+        a,
+        &review("serving.knative.dev", "Service", "UPDATE", "serverless", svc.clone()),
+    );
+    let mut out = svc.clone();
+    if let Some(p) = decoded_patch(&resp) {
+        json_patch::patch(&mut out, &p).expect("patch applies");
+    }
+    out
+}
+
+/// A new revision: the user changes the image and keeps everything else as stored.
+fn new_revision(svc: &mut Value, n: u32) {
+    svc["spec"]["template"]["spec"]["containers"][0]["image"] = json!(format!("hello:{n}"));
+}
+
+fn target_and_cc(svc: &Value) -> (Option<&str>, Option<u64>) {
+    (
+        svc.pointer("/spec/template/metadata/annotations/autoscaling.knative.dev~1target")
+            .and_then(Value::as_str),
+        svc.pointer("/spec/template/spec/containerConcurrency")
+            .and_then(Value::as_u64),
+    )
+}
+
+#[test]
+fn knative_target_follows_the_recommendation_over_three_revisions() {
+    // As stored after Knative's defaulting: containerConcurrency 0 (unbounded).
+    let mut svc = json!({
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "hello", "namespace": "serverless", "uid": "s1"},
+        "spec": {"template": {"spec": {"containerConcurrency": 0, "containers": [{"image": "hello:1"}]}}}
+    });
+    let revisions = [
+        // memory near the limit, concurrency above the target: 100 -> 80, bounded
+        ((80.0, Some(115)), (Some("80"), Some(115))),
+        // still near the limit: 80 -> 64; both values are rightsizer's, both revised
+        ((64.0, Some(92)), (Some("64"), Some(92))),
+        // ample headroom with queueing: 64 -> 76.8; rightsizer's bound follows the target
+        ((76.8, None), (Some("76.8"), Some(110))),
+    ];
+    for (n, ((target, cc), want)) in revisions.into_iter().enumerate() {
+        new_revision(&mut svc, n as u32 + 2);
+        svc = admit_service(&knative_admitter(target, cc), &svc);
+        assert_eq!(target_and_cc(&svc), want, "revision {}", n + 2);
+    }
+    let sized: Value = serde_json::from_str(
+        svc.pointer("/spec/template/metadata/annotations/rightsizer.io~1sized")
+            .and_then(Value::as_str)
+            .expect("sized record"),
+    )
+    .unwrap();
+    assert_eq!(
+        sized["autoscaling.knative.dev"],
+        json!({"target": "76.8", "containerConcurrency": "110"})
+    );
+}
+
+#[test]
+fn knative_user_values_are_never_touched() {
+    let mut svc = json!({
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "hello", "namespace": "serverless", "uid": "s1"},
+        "spec": {"template": {"spec": {"containers": [{"image": "hello:1"}]}}}
+    });
+    svc = admit_service(&knative_admitter(80.0, Some(115)), &svc);
+    assert_eq!(target_and_cc(&svc), (Some("80"), Some(115)));
+    // The user takes both over: their values stay through later proposals.
+    svc["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/target"] =
+        json!("30");
+    svc["spec"]["template"]["spec"]["containerConcurrency"] = json!(20);
+    for (n, target) in [(3, 64.0), (4, 51.2)] {
+        new_revision(&mut svc, n);
+        svc = admit_service(&knative_admitter(target, Some(92)), &svc);
+        assert_eq!(target_and_cc(&svc), (Some("30"), Some(20)), "revision {n}");
+    }
+}

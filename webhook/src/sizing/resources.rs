@@ -274,6 +274,25 @@ mod tests {
     }
 
     #[rstest]
+    #[case::floor_above_both(512)]
+    #[case::floor_between(300)]
+    #[case::floor_below_both(64)]
+    fn oom_floor_same_at_admission_and_in_the_analyzer(#[case] floor_mi: u64) {
+        use crate::analyzer::compute::{decide, Previous, ResourceInput};
+        let rules = Rules::default();
+        let mut r = rec_observed(100.0, 200.0, 300.0, 1000);
+        r.oom_floor = Some(floor_mi * MI);
+        let admission = proposal(&rules, Resource::Memory, &r);
+        let input = ResourceInput {
+            observed: r.observed,
+            oom_floor: r.oom_floor,
+            ..Default::default()
+        };
+        let analyzer = decide(&rules, Resource::Memory, &input, Previous::default(), 0);
+        assert_eq!(admission, analyzer.rec.recommended);
+    }
+
+    #[rstest]
     // current 1000Mi; proposal 240Mi: at most -30% -> 700Mi, rounded up to 16Mi steps -> 704Mi
     #[case::step_down(
         s(Some(240), Some(368)),
