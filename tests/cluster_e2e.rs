@@ -1769,3 +1769,205 @@ async fn server_dry_run_update_writes_no_event_and_no_commit() {
         .collect();
     assert!(ours.is_empty(), "a dry run wrote Events: {ours:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Init containers: sized by policy, counted as the LimitRanger and ResourceQuota count them
+// (the larger of the largest init container and the sum of the app containers).
+
+/// A Pod with one init container `migrate` and one app container `app`, each declaring
+/// `declared` (request = limit; None: nothing), and `migrate` overridden to `migrate_to`.
+fn pod_with_init(name: &str, declared: Option<&str>, migrate_to: &str) -> Pod {
+    let c = |n: &str| {
+        let mut v = json!({"name": n, "image": "busybox"});
+        if let Some(q) = declared {
+            v["resources"] = json!({"requests": {"memory": q}, "limits": {"memory": q}});
+        }
+        v
+    };
+    let overrides = json!({"migrate": {"memory": {"request": migrate_to, "limit": migrate_to}}});
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "annotations": {"rightsizer.io/overrides": overrides.to_string()}},
+        "spec": {"initContainers": [c("migrate")], "containers": [c("app")], "restartPolicy": "Never"}
+    }))
+    .expect("pod JSON")
+}
+
+/// (request, limit) memory of a stored Pod's init container.
+fn init_memory(pod: &Pod, container: &str) -> (Option<u64>, Option<u64>) {
+    let spec = pod.spec.as_ref().expect("pod spec");
+    let c = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == container)
+        .expect("init container present");
+    let side = |m: Option<
+        &std::collections::BTreeMap<
+            String,
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+        >,
+    >| {
+        m.and_then(|m| m.get("memory"))
+            .map(|q| rightsizer::quantity::parse_bytes(&q.0).expect("memory quantity"))
+    };
+    let r = c.resources.as_ref();
+    (
+        side(r.and_then(|r| r.requests.as_ref())),
+        side(r.and_then(|r| r.limits.as_ref())),
+    )
+}
+
+const INIT_LIMITS: &str = "e2e-init-limits";
+const INIT_QUOTA: &str = "e2e-init-quota";
+/// Without limits: probes for the policy here (a bare probe Pod breaks the others' rules).
+const INIT_PROBE: &str = "e2e-init-probe";
+
+/// Both namespaces, a LimitRange with a Pod max of 1Gi, a 1Gi memory quota, and a policy
+/// with memory defaults for them; returns once the policy is in force.
+async fn init_container_fixtures(env: &Env, client: &kube::Client) {
+    let mut docs = Vec::new();
+    for ns in [INIT_LIMITS, INIT_QUOTA, INIT_PROBE] {
+        docs.push(format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    rightsizer.io/enabled: \"true\"\n"
+        ));
+    }
+    docs.push(format!(
+        "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: pod-max\n  namespace: {INIT_LIMITS}\nspec:\n  limits:\n    - type: Pod\n      max: {{memory: 1Gi}}\n"
+    ));
+    docs.push(format!(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: memory\n  namespace: {INIT_QUOTA}\nspec:\n  hard:\n    requests.memory: 1Gi\n    limits.memory: 1Gi\n"
+    ));
+    docs.push(live_policy(
+        "e2e-init",
+        40,
+        &format!("[{INIT_LIMITS}, {INIT_QUOTA}, {INIT_PROBE}]"),
+        "    mode: observe\n    defaults:\n      memory: {request: 128Mi, limit: 256Mi}\n",
+    ));
+    env.apply(&docs.join("---\n"));
+    time_until_sized(
+        client,
+        INIT_PROBE,
+        (Some(128 * MI), Some(256 * MI)),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_or_else(|| panic!("init policy never applied; log:\n{}", env.webhook_log()));
+}
+
+#[tokio::test]
+async fn init_containers_sized_within_a_pod_limit_range() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    init_container_fixtures(env, &client).await;
+    // app gets the 256Mi default limit, migrate 896Mi: the LimitRanger counts
+    // max(896Mi, 256Mi) against the 1Gi Pod max (a sum, 1152Mi, would not fit).
+    let stored = create_pod(&client, INIT_LIMITS, &pod_with_init("fits", None, "896Mi"))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "LimitRanger refused the sized pod: {e}\nlog:\n{}",
+                env.webhook_log()
+            )
+        });
+    assert_eq!(
+        init_memory(&stored, "migrate"),
+        (Some(896 * MI), Some(896 * MI))
+    );
+    assert_eq!(memory(&stored, "app"), (Some(128 * MI), Some(256 * MI)));
+    let sized: Value =
+        serde_json::from_str(annotation(&stored, "rightsizer.io/sized").expect("sized")).unwrap();
+    assert_eq!(sized["migrate"]["memory"]["limit"]["source"], "override");
+    // 1536Mi for migrate would break the Pod max: memory is left as declared, and admitted.
+    let stored = create_pod(
+        &client,
+        INIT_LIMITS,
+        &pod_with_init("too-big", Some("256Mi"), "1536Mi"),
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "sizing got the pod refused: {e}\nlog:\n{}",
+            env.webhook_log()
+        )
+    });
+    assert_eq!(
+        init_memory(&stored, "migrate"),
+        (Some(256 * MI), Some(256 * MI))
+    );
+}
+
+#[tokio::test]
+async fn init_containers_sized_within_a_resource_quota() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    init_container_fixtures(env, &client).await;
+    let status = |field: &str| {
+        env.plane.kubectl_ok(
+            &[
+                "-n",
+                INIT_QUOTA,
+                "get",
+                "resourcequota",
+                "memory",
+                "-o",
+                &format!("jsonpath={{.status.{field}}}"),
+            ],
+            None,
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status("hard").trim().is_empty() {
+        assert!(Instant::now() < deadline, "quota status never synced");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The quota charges max(896Mi init, 256Mi app) = 896Mi of its 1Gi (a sum would not fit).
+    let first = create_pod(
+        &client,
+        INIT_QUOTA,
+        &pod_with_init("first", Some("256Mi"), "896Mi"),
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "the sized pod was refused: {e}\nlog:\n{}",
+            env.webhook_log()
+        )
+    });
+    assert_eq!(
+        init_memory(&first, "migrate"),
+        (Some(896 * MI), Some(896 * MI))
+    );
+    // 128Mi left: the same raise for the next Pod does not fit and is undone. Wait until
+    // the webhook sees the charge (a dry run is admitted once it does).
+    let second = pod_with_init("second", Some("64Mi"), "896Mi");
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let api = Api::<Pod>::namespaced(client.clone(), INIT_QUOTA);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api.create(&dry, &second).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the webhook never saw the quota charge; used {}; log:\n{}",
+            status("used"),
+            env.webhook_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored = create_pod(&client, INIT_QUOTA, &second)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "sizing got the pod refused: {e}\nlog:\n{}",
+                env.webhook_log()
+            )
+        });
+    assert_eq!(
+        init_memory(&stored, "migrate"),
+        (Some(64 * MI), Some(64 * MI))
+    );
+    assert!(annotation(&stored, "rightsizer.io/sized").is_none());
+}

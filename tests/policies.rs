@@ -34,17 +34,17 @@ fn shipped_examples_are_valid() {
     assert_eq!(enforce.rules.memory.request.avg_factor, 1.5);
     assert_eq!(enforce.rules.memory.hysteresis.ratio, 0.15);
     // The seed's placement and priorities are in the catch-all policy.
-    let default = set
-        .iter()
-        .find(|p| p.name == "rightsizer-default")
-        .unwrap();
+    let default = set.iter().find(|p| p.name == "rightsizer-default").unwrap();
     assert_eq!(default.placement.len(), 1);
     assert_eq!(default.placement[0].min_cpu.map(|m| m.0), Some(2000));
     assert_eq!(default.placement[0].preferred_node_affinity[0].weight, 100);
     let gpu = default.gpu.as_ref().expect("GPU placement");
     assert_eq!(gpu.preferred_node_affinity[0].weight, 100);
     let priority = default.priority.as_ref().unwrap();
-    assert_eq!(priority.default_class_name.as_deref(), Some("normal-priority"));
+    assert_eq!(
+        priority.default_class_name.as_deref(),
+        Some("normal-priority")
+    );
     assert_eq!(priority.rules[0].class_name, "low-priority");
     // Knative tuning thresholds written out are the defaults.
     let knative = set.iter().find(|p| p.name == "rightsizer-knative").unwrap();
@@ -123,23 +123,14 @@ fn shipped_examples_are_valid() {
     "placement:\n  - selector: {names: [\"\"]}\n    tolerations: [{key: a}]\n",
     "placement[0].selector.names[0]"
 )]
-#[case::placement_unknown(
-    "placement:\n  - prefered: []\n",
-    "placement[0].prefered"
-)]
-#[case::knative_near_limit(
-    "rules:\n  knative: {nearLimit: 1.5}\n",
-    "rules.knative.nearLimit"
-)]
+#[case::placement_unknown("placement:\n  - prefered: []\n", "placement[0].prefered")]
+#[case::knative_near_limit("rules:\n  knative: {nearLimit: 1.5}\n", "rules.knative.nearLimit")]
 #[case::knative_headroom_above_near(
     "rules:\n  knative: {ampleHeadroom: 0.95}\n",
     "rules.knative.ampleHeadroom"
 )]
 #[case::knative_lower_by("rules:\n  knative: {lowerBy: 1}\n", "rules.knative.lowerBy")]
-#[case::knative_unknown(
-    "rules:\n  knative: {nearlimit: 0.8}\n",
-    "rules.knative.nearlimit"
-)]
+#[case::knative_unknown("rules:\n  knative: {nearlimit: 0.8}\n", "rules.knative.nearlimit")]
 fn broken_policies_name_the_field(#[case] policy: &str, #[case] path: &str) {
     let err = parse_manifests("test.yaml", &wrap(policy)).expect_err("refused");
     let msg = err.to_string();

@@ -330,7 +330,13 @@ fn knative_admitter(target: f64, cc: Option<u64>) -> Admitter {
 fn admit_service(a: &Admitter, svc: &Value) -> Value {
     let (resp, _) = answer(
         a,
-        &review("serving.knative.dev", "Service", "UPDATE", "serverless", svc.clone()),
+        &review(
+            "serving.knative.dev",
+            "Service",
+            "UPDATE",
+            "serverless",
+            svc.clone(),
+        ),
     );
     let mut out = svc.clone();
     if let Some(p) = decoded_patch(&resp) {

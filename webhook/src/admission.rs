@@ -377,8 +377,14 @@ impl Admitter {
         let knative = crate::object::is_knative(view.identity.kind);
         let spec = obj.pointer(view.pod_spec);
         let list = |key: &str| spec.and_then(|s| s.get(key)).and_then(Value::as_array);
-        let init = list("initContainers").into_iter().flatten().map(|c| (c, false));
-        let app = list("containers").into_iter().flatten().map(|c| (c, knative));
+        let init = list("initContainers")
+            .into_iter()
+            .flatten()
+            .map(|c| (c, false));
+        let app = list("containers")
+            .into_iter()
+            .flatten()
+            .map(|c| (c, knative));
         init.chain(app)
             .filter_map(|(c, knative)| {
                 let name = c

@@ -15,8 +15,8 @@ use crate::loadmodel::schema::LoadModelSpec;
 use crate::object::{View, EXPECTED_LOAD_ANNOTATION};
 use crate::policy::schema::Policy;
 use crate::policy::select::Subject;
-use crate::recommendation::ContainerRecommendation;
 use crate::quantity::Resource;
+use crate::recommendation::ContainerRecommendation;
 use crate::rules::{Rules, Sizes};
 use crate::sizing::resources::{Resolved, Source};
 
@@ -157,8 +157,7 @@ pub fn notes(p: &Prediction, rules: &Rules, resolved: &Resolved, template: Sizes
     let from_model = |s: Option<crate::sizing::resources::Side>| {
         s.filter(|s| s.source == Source::LoadModel).map(|s| s.value)
     };
-    let (Some(request), limit) = (from_model(resolved.request), from_model(resolved.limit))
-    else {
+    let (Some(request), limit) = (from_model(resolved.request), from_model(resolved.limit)) else {
         return notes;
     };
     let m = Resource::Memory;

@@ -181,7 +181,10 @@ mod tests {
         );
         assert_eq!(own.len(), 3, "{own:?}");
         let again = obj.clone();
-        assert_eq!(apply(&mut obj, &p, &KnativeRules::default(), None, &own), own);
+        assert_eq!(
+            apply(&mut obj, &p, &KnativeRules::default(), None, &own),
+            own
+        );
         assert_eq!(obj, again);
     }
 
@@ -264,7 +267,13 @@ mod tests {
         let rules = KnativeRules::default();
         // The user wrote target 30 and containerConcurrency 20.
         let mut obj = service(json!({"autoscaling.knative.dev/target": "30"}), Some(20));
-        let own = apply(&mut obj, &p, &rules, Some(&rec(24.0, Some(35))), &BTreeMap::new());
+        let own = apply(
+            &mut obj,
+            &p,
+            &rules,
+            Some(&rec(24.0, Some(35))),
+            &BTreeMap::new(),
+        );
         assert_eq!(settings(&obj), (Some("30"), Some(20)));
         assert!(own.is_empty(), "{own:?}");
         // rightsizer set 80 before; the user changed it to 50 since: now it is the user's.

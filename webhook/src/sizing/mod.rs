@@ -148,7 +148,12 @@ fn apply_knative(
 ) {
     let now = out
         .pointer(view.pod_meta)
-        .and_then(|m| m.pointer(&format!("/annotations/{}", SIZED_ANNOTATION.replace('/', "~1"))))
+        .and_then(|m| {
+            m.pointer(&format!(
+                "/annotations/{}",
+                SIZED_ANNOTATION.replace('/', "~1")
+            ))
+        })
         .and_then(Value::as_str);
     let mut record = SizedRecord::parse(now);
     let own = knative::apply(out, k, &policy.rules.knative, rec, &record.knative);

@@ -15,9 +15,10 @@ use crate::sizing::{gpu, priority, Context};
 
 /// The first placement rule that selects this workload at this CPU request.
 pub fn rule_for<'p>(policy: &'p Policy, subject: &Subject, cpu: u64) -> Option<&'p PlacementRule> {
-    policy.placement.iter().find(|r| {
-        r.selector.matches(subject) && r.min_cpu.is_none_or(|m| cpu >= m.0)
-    })
+    policy
+        .placement
+        .iter()
+        .find(|r| r.selector.matches(subject) && r.min_cpu.is_none_or(|m| cpu >= m.0))
 }
 
 pub(super) fn apply_placement(

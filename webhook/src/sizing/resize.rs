@@ -57,7 +57,11 @@ pub(super) fn size_resources(
     let Some(before) = out.pointer(view.pod_spec).map(Lists::read) else {
         return;
     };
-    let existing = SizedRecord::parse(view.pod_annotations.get(SIZED_ANNOTATION).map(String::as_str));
+    let existing = SizedRecord::parse(
+        view.pod_annotations
+            .get(SIZED_ANNOTATION)
+            .map(String::as_str),
+    );
     // Already sized (by an earlier pass, or through the template): leave it.
     let current = |name: &str, r: Resource| {
         before
