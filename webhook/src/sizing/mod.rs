@@ -116,7 +116,7 @@ pub fn plan(
     }
     let place = routes(view, policy);
     if place.resources {
-        resize::size_resources(&mut out, obj, view, policy, recs, ctx, mode, &mut warnings);
+        resize::size_resources(&mut out, view, policy, recs, ctx, mode, &mut warnings);
     }
     if place.placement {
         placement::apply_placement(&mut out, view, policy, ctx, &mut warnings);

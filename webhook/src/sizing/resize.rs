@@ -33,6 +33,8 @@ struct Inputs<'a> {
     enforce: bool,
     annotation_overrides: BTreeMap<String, ContainerValues>,
     predictions: BTreeMap<String, Prediction>,
+    /// How many Pods the object stands for (the quota check).
+    pods: pod::Pods,
 }
 
 /// One container and resource, sized.
@@ -45,7 +47,6 @@ struct Sized {
 /// Size the containers of the pod spec at `view.pod_spec` in `out`.
 pub(super) fn size_resources(
     out: &mut Value,
-    obj: &Value,
     view: &View,
     policy: &Policy,
     recs: &BTreeMap<String, ContainerRecommendation>,
@@ -80,6 +81,7 @@ pub(super) fn size_resources(
         enforce: mode == Mode::Enforce,
         annotation_overrides: parse_overrides_annotation(view, warnings),
         predictions: load::predictions(policy, view, ctx.namespace_labels, recs, warnings),
+        pods: pod::pods_of(view.kind, out),
     };
     let mut after = before.clone();
     let mut sized = ContainersRecord::new();
@@ -119,7 +121,7 @@ pub(super) fn size_resources(
         }
     }
     for r in touched {
-        if let Some(msg) = pod_violation(&inputs, obj, r, &before, &after, warnings) {
+        if let Some(msg) = pod_violation(&inputs, r, &before, &after, warnings) {
             warnings.push(format!("{r}: {msg}; {r} left as declared"));
             undo(r, &before, &mut after, &mut sized);
         }
@@ -244,7 +246,6 @@ fn size_one(
 /// or the room left in a ResourceQuota (for templates, for all the Pods they make).
 fn pod_violation(
     inputs: &Inputs,
-    obj: &Value,
     r: Resource,
     before: &Lists,
     after: &Lists,
@@ -254,8 +255,13 @@ fn pod_violation(
     if let Some(msg) = pod::bounds_violation(inputs.ctx.limit_ranges, r, totals) {
         return Some(msg);
     }
-    let pods = pod::pods_of(inputs.view.kind, obj);
-    let verdict = pod::quota_check(inputs.ctx.quotas, r, before.effective(r), totals, pods);
+    let verdict = pod::quota_check(
+        inputs.ctx.quotas,
+        r,
+        before.effective(r),
+        totals,
+        inputs.pods,
+    );
     if let Some(w) = verdict.warning {
         warnings.push(format!("{r}: {w}"));
     }
