@@ -193,3 +193,21 @@ fn folder_sync_tracks_added_changed_and_deleted_files() {
     assert_eq!(r.removed.len(), 1);
     assert!(store.current().is_empty());
 }
+
+/// The README's "every field" policy is a policy the webhook accepts.
+#[test]
+fn readme_policy_reference_is_valid() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let start = readme
+        .find("Every field, with its default:")
+        .expect("policy reference section");
+    let block = &readme[start..];
+    let body_start = block.find("```yaml\n").expect("yaml block") + "```yaml\n".len();
+    let body = &block[body_start..];
+    let body = &body[..body.find("```").expect("block end")];
+    let policies = parse_manifests("README.md", body).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policies.len(), 1);
+    assert_eq!(policies[0].placement.len(), 1);
+}
