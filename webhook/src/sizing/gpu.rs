@@ -6,10 +6,12 @@ use serde_json::{json, Map, Value};
 
 use crate::policy::schema::GpuPolicy;
 
-/// Whether any container asks for one of the GPU resources (limits or requests > 0).
+/// Whether any container (init containers too: they run on the same node) asks for one of
+/// the GPU resources (limits or requests > 0).
 pub fn wants_gpu(pod_spec: &Value, gpu: &GpuPolicy) -> bool {
-    let containers = pod_spec.get("containers").and_then(Value::as_array);
-    containers.into_iter().flatten().any(|c| {
+    let list = |key: &str| pod_spec.get(key).and_then(Value::as_array);
+    let containers = list("containers").into_iter().chain(list("initContainers"));
+    containers.flatten().any(|c| {
         ["limits", "requests"].iter().any(|side| {
             gpu.resources.iter().any(|r| {
                 c.get("resources")
@@ -188,6 +190,8 @@ mod tests {
         assert!(!wants_gpu(&spec, &policy()));
         let spec = json!({"containers": [{"name": "a"}]});
         assert!(!wants_gpu(&spec, &policy()));
+        let spec = json!({"containers": [{"name": "a"}], "initContainers": [{"name": "warm", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]});
+        assert!(wants_gpu(&spec, &policy()), "an init container on a GPU");
     }
 
     #[test]
