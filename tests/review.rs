@@ -410,4 +410,8 @@ fn knative_user_values_are_never_touched() {
         svc = admit_service(&knative_admitter(target, Some(92)), &svc);
         assert_eq!(target_and_cc(&svc), (Some("30"), Some(20)), "revision {n}");
     }
+    // Nothing is rightsizer's any more: no record of it either.
+    assert!(svc
+        .pointer("/spec/template/metadata/annotations/rightsizer.io~1sized")
+        .is_none());
 }

@@ -148,18 +148,23 @@ fn apply_knative(
 ) {
     let now = out
         .pointer(view.pod_meta)
-        .and_then(|m| {
-            m.pointer(&format!(
-                "/annotations/{}",
-                SIZED_ANNOTATION.replace('/', "~1")
-            ))
-        })
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(SIZED_ANNOTATION))
         .and_then(Value::as_str);
     let mut record = SizedRecord::parse(now);
     let own = knative::apply(out, k, &policy.rules.knative, rec, &record.knative);
     if own != record.knative {
         record.knative = own;
-        if let Ok(text) = serde_json::to_string(&record) {
+        if record.is_empty() {
+            // The user took every setting over: nothing left to record.
+            if let Some(a) = out
+                .pointer_mut(view.pod_meta)
+                .and_then(|m| m.get_mut("annotations"))
+                .and_then(Value::as_object_mut)
+            {
+                a.remove(SIZED_ANNOTATION);
+            }
+        } else if let Ok(text) = serde_json::to_string(&record) {
             record::set_annotation(out, view.pod_meta, SIZED_ANNOTATION, text);
         }
     }
