@@ -1971,3 +1971,86 @@ async fn init_containers_sized_within_a_resource_quota() {
     );
     assert!(annotation(&stored, "rightsizer.io/sized").is_none());
 }
+
+// ---------------------------------------------------------------------------------------
+// The quota guard on templates (`target: templates`): a raise all replicas would not fit in
+// is undone, so the ReplicaSet controller can create every Pod.
+
+const TPL_QUOTA: &str = "e2e-tpl-quota";
+const TPL_PROBE: &str = "e2e-tpl-probe";
+
+#[tokio::test]
+async fn template_raise_its_replicas_would_not_fit_in_the_quota_is_undone() {
+    let (_serial, env) = env_or_skip!();
+    let client = env.plane.client().await;
+    let mut docs = Vec::new();
+    for ns in [TPL_QUOTA, TPL_PROBE] {
+        docs.push(format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    rightsizer.io/enabled: \"true\"\n"
+        ));
+    }
+    docs.push(format!(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: memory\n  namespace: {TPL_QUOTA}\nspec:\n  hard:\n    requests.memory: 1Gi\n"
+    ));
+    docs.push(live_policy(
+        "e2e-tpl",
+        40,
+        &format!("[{TPL_QUOTA}, {TPL_PROBE}]"),
+        "    mode: observe\n    target: templates\n    defaults:\n      memory: {request: 96Mi, limit: 192Mi}\n",
+    ));
+    env.apply(&docs.join("---\n"));
+    time_until_sized(
+        &client,
+        TPL_PROBE,
+        (Some(96 * MI), Some(192 * MI)),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_or_else(|| panic!("template policy never applied; log:\n{}", env.webhook_log()));
+    let overrides = |q: &str| json!({"rightsizer.io/overrides": json!({"app": {"memory": {"request": q, "limit": q}}}).to_string()});
+    let apply = |name: &str, raise: &str| {
+        let yaml = deployment(
+            name,
+            2,
+            overrides(raise),
+            vec![container("app", "100Mi", "100Mi")],
+        );
+        env.plane
+            .kubectl_ok(&["-n", TPL_QUOTA, "apply", "-f", "-"], Some(&yaml));
+    };
+    let template_request = |name: &str| {
+        env.plane.kubectl_ok(
+            &[
+                "-n",
+                TPL_QUOTA,
+                "get",
+                "deployment",
+                name,
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].resources.requests.memory}",
+            ],
+            None,
+        )
+    };
+    // 2 × 640Mi would not fit in 1Gi: the template keeps its 100Mi.
+    apply("wide", "640Mi");
+    assert_eq!(
+        template_request("wide"),
+        "100Mi",
+        "log:\n{}",
+        env.webhook_log()
+    );
+    // 2 × 300Mi fits beside wide's 2 × 100Mi: sized.
+    apply("fits", "300Mi");
+    assert_eq!(
+        template_request("fits"),
+        "300Mi",
+        "log:\n{}",
+        env.webhook_log()
+    );
+    // Every replica of both was admitted by the quota.
+    let wide = wait_pods(&client, TPL_QUOTA, "app=wide", 2).await;
+    let fits = wait_pods(&client, TPL_QUOTA, "app=fits", 2).await;
+    assert!(wide.iter().all(|p| memory(p, "app").0 == Some(100 * MI)));
+    assert!(fits.iter().all(|p| memory(p, "app").0 == Some(300 * MI)));
+}
