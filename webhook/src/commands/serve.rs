@@ -20,6 +20,7 @@ use rightsizer::loadmodel::publish::refresh;
 use rightsizer::policy::store::PolicyStore;
 use rightsizer::policy::watch as policy;
 use rightsizer::quantity::Resource;
+use rightsizer::recommendation::metrics::RecommendationCollector;
 use rightsizer::recommendation::{Committed, ContainerKey};
 use rightsizer::recommendation::{NoRecommendations, RecommendationSource, Snapshot};
 use rightsizer::rules::Sizes;
@@ -199,6 +200,10 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
     } else if let Some(s) = snapshot {
         recommendations = s;
     }
+    // Exported as recommended (committed values are on the workloads, not in this metric).
+    registry.register_collector(Box::new(RecommendationCollector::new(
+        recommendations.clone(),
+    )));
     if let Some(k) = &kube {
         recommendations = k.overlay(recommendations);
     }
@@ -314,8 +319,6 @@ const LOAD_MODEL_REFIT: Duration = Duration::from_secs(3600);
 const POLICY_REREAD: Duration = Duration::from_secs(5);
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    init_logging(args.log_format);
-
     let mut registry = Registry::default();
     let metrics = ServerMetrics::register(&mut registry);
     let mut admission = build_admission(&args, &mut registry).await?;
@@ -428,16 +431,4 @@ const SELF_SIGNED_DAYS: u32 = 365;
 /// The names `--self-signed` certifies.
 fn localhost_names() -> Vec<String> {
     vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => b.try_init(),
-        LogFormat::Json => b.json().try_init(),
-    };
 }
