@@ -19,8 +19,11 @@ pub struct Logging {
 pub fn init_logging(l: Logging) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(l.default_level));
+    use std::io::IsTerminal as _;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only for a person watching, not in files and pipes.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // Fails only when a subscriber is already set; the first one stays.
     let _ = if l.json {
