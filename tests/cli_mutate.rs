@@ -237,11 +237,21 @@ fn patch_output_with_pods_adds_a_line_for_the_pod() {
     let (stdout, _) = mutate_app("pods", &["--pods", "-o", "patch"]);
     let objects: Vec<String> = stdout
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["object"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["object"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(objects.len(), 2, "{stdout}");
     assert_eq!(objects[0], "Deployment shop/web");
-    assert!(objects[1].starts_with("Pod shop/web-") && objects[1].ends_with(" (from Deployment shop/web)"), "{}", objects[1]);
+    assert!(
+        objects[1].starts_with("Pod shop/web-")
+            && objects[1].ends_with(" (from Deployment shop/web)"),
+        "{}",
+        objects[1]
+    );
 }
 
 /// CLI commands log through the one subscriber: warnings by default, more with RUST_LOG.

@@ -1395,11 +1395,31 @@ fn the_seed_alerts_have_their_severity_and_duration() {
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
     for (alert, severity, hold, reads) in [
-        ("ContainerOOMKilled", "critical", None, "kube_pod_container_status_last_terminated_reason"),
+        (
+            "ContainerOOMKilled",
+            "critical",
+            None,
+            "kube_pod_container_status_last_terminated_reason",
+        ),
         ("HPAScalingLimited", "warning", Some("5m"), "ScalingLimited"),
-        ("ContainerCPUThrottled", "warning", Some("15m"), "rightsizer:container_cpu_throttled:ratio"),
-        ("ClusterAutoscalerNotSafeToScale", "warning", Some("10m"), "cluster_autoscaler_cluster_safe_to_autoscale"),
-        ("ClusterAutoscalerScaleUpFailing", "warning", Some("15m"), "cluster_autoscaler_failed_scale_ups_total"),
+        (
+            "ContainerCPUThrottled",
+            "warning",
+            Some("15m"),
+            "rightsizer:container_cpu_throttled:ratio",
+        ),
+        (
+            "ClusterAutoscalerNotSafeToScale",
+            "warning",
+            Some("10m"),
+            "cluster_autoscaler_cluster_safe_to_autoscale",
+        ),
+        (
+            "ClusterAutoscalerScaleUpFailing",
+            "warning",
+            Some("15m"),
+            "cluster_autoscaler_failed_scale_ups_total",
+        ),
     ] {
         let rule = all
             .iter()

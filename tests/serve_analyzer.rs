@@ -373,10 +373,19 @@ async fn every_metric_the_monitoring_reads_is_exported() {
 
     let ca = tmp.path().join("ca.pem").to_str().unwrap().to_string();
     // (mode, extra serve flags, whether the analyzer runs)
-    let analyzer_only = |n: &str| n.starts_with("rightsizer_analyzer_") || n.starts_with("rightsizer_cache_");
+    let analyzer_only =
+        |n: &str| n.starts_with("rightsizer_analyzer_") || n.starts_with("rightsizer_cache_");
     let cases: [(&str, Vec<&str>, bool); 2] = [
-        ("snapshot", vec!["--recommendations", snap.to_str().unwrap()], false),
-        ("analyzer", vec!["--prometheus", &url, "--long-window", "6h"], true),
+        (
+            "snapshot",
+            vec!["--recommendations", snap.to_str().unwrap()],
+            false,
+        ),
+        (
+            "analyzer",
+            vec!["--prometheus", &url, "--long-window", "6h"],
+            true,
+        ),
     ];
     for (mode, extra, analyzer) in cases {
         let mut args = vec![
@@ -405,9 +414,21 @@ async fn every_metric_the_monitoring_reads_is_exported() {
             if n > 0 {
                 break v;
             }
-            assert!(Instant::now() < deadline, "{mode}: no recommendation: {}", server.logs());
+            assert!(
+                Instant::now() < deadline,
+                "{mode}: no recommendation: {}",
+                server.logs()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
+        // One review, so the per-outcome counters have a series.
+        let ca_pem = std::fs::read_to_string(&ca).unwrap();
+        let mut conn = Conn::connect(server.addr, client_config(&[&ca_pem], Proto::H2), Proto::H2)
+            .await
+            .unwrap();
+        let body = serde_json::to_vec(&pod_review()).unwrap();
+        assert_eq!(conn.post("/mutate", body).await.unwrap().status, 200);
+
         let m = support_https::plain_get(admin, "/metrics").await.unwrap();
         let text = String::from_utf8_lossy(&m.body).to_string();
         let got = exported(&text);
@@ -416,9 +437,9 @@ async fn every_metric_the_monitoring_reads_is_exported() {
             if !analyzer && analyzer_only(name) {
                 continue;
             }
-            let samples = got
-                .get(name)
-                .unwrap_or_else(|| panic!("{mode}: {name} is read by deploy/monitoring but not exported:\n{text}"));
+            let samples = got.get(name).unwrap_or_else(|| {
+                panic!("{mode}: {name} is read by deploy/monitoring but not exported:\n{text}")
+            });
             let (_, declared) = list.webhook_metric(name).unwrap();
             for labels in samples {
                 assert_eq!(labels, declared, "{mode}: labels of {name} (metrics.txt)");
@@ -437,7 +458,11 @@ async fn every_metric_the_monitoring_reads_is_exported() {
         assert!(!want.is_empty(), "{mode}: {recs}");
         assert_eq!(recommendation_samples(&text), want, "{mode}");
         if !analyzer {
-            assert_eq!(want.len(), 3, "web request+limit, db request; nothing for CPU only");
+            assert_eq!(
+                want.len(),
+                3,
+                "web request+limit, db request; nothing for CPU only"
+            );
         }
     }
 }

@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 pub fn monitoring_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/monitoring")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/monitoring")
 }
 
 pub fn is_metric_name(s: &str) -> bool {
@@ -23,7 +22,6 @@ pub fn is_metric_name(s: &str) -> bool {
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
         && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
-
 
 pub struct MetricList {
     pub webhook: BTreeMap<String, (String, BTreeSet<String>)>,
@@ -219,7 +217,6 @@ pub fn promql_metrics(expr: &str) -> Vec<(String, BTreeSet<String>)> {
     out
 }
 
-
 /// The PromQL of a dashboard: (panel title or `variable NAME`, expression). The metric
 /// selector of a `label_values(SELECTOR, label)` variable counts as a query.
 pub fn dashboard_queries(json: &Value) -> Vec<(String, String)> {
@@ -272,11 +269,19 @@ pub fn queries() -> Queries {
     let mut exprs = Vec::new();
     for g in rule["spec"]["groups"].as_array().unwrap() {
         for r in g["rules"].as_array().unwrap() {
-            let id = r.get("record").or(r.get("alert")).unwrap().as_str().unwrap();
+            let id = r
+                .get("record")
+                .or(r.get("alert"))
+                .unwrap()
+                .as_str()
+                .unwrap();
             if r.get("record").is_some() {
                 records.insert(id.to_string());
             }
-            exprs.push((format!("rule {id}"), r["expr"].as_str().unwrap().to_string()));
+            exprs.push((
+                format!("rule {id}"),
+                r["expr"].as_str().unwrap().to_string(),
+            ));
         }
     }
     let mut files: Vec<PathBuf> = fs::read_dir(dir.join("dashboards"))

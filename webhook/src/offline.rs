@@ -209,10 +209,13 @@ pub fn preview_pods(
         let Some(pod) = preview::controller_pod(kind, &d.namespace, &r.object) else {
             continue;
         };
-        let result = mutate_all_with(&admitter, &[Document {
-            object: pod.clone(),
-            namespace: d.namespace.clone(),
-        }])
+        let result = mutate_all_with(
+            &admitter,
+            &[Document {
+                object: pod.clone(),
+                namespace: d.namespace.clone(),
+            }],
+        )
         .remove(0);
         out.push(PodPreview { index, pod, result });
     }

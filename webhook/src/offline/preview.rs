@@ -239,13 +239,55 @@ mod tests {
     }
 
     #[rstest::rstest]
-    #[case::deployment(WorkloadKind::Deployment, "apps/v1", "/spec/template", WorkloadKind::Deployment, "web")]
-    #[case::statefulset(WorkloadKind::StatefulSet, "apps/v1", "/spec/template", WorkloadKind::StatefulSet, "web")]
-    #[case::daemonset(WorkloadKind::DaemonSet, "apps/v1", "/spec/template", WorkloadKind::DaemonSet, "web")]
-    #[case::replicaset(WorkloadKind::ReplicaSet, "apps/v1", "/spec/template", WorkloadKind::ReplicaSet, "web")]
-    #[case::job(WorkloadKind::Job, "batch/v1", "/spec/template", WorkloadKind::Job, "web")]
-    #[case::cronjob(WorkloadKind::CronJob, "batch/v1", "/spec/jobTemplate/spec/template", WorkloadKind::CronJob, "web")]
-    #[case::knative(WorkloadKind::KnativeService, "serving.knative.dev/v1", "/spec/template", WorkloadKind::KnativeService, "web")]
+    #[case::deployment(
+        WorkloadKind::Deployment,
+        "apps/v1",
+        "/spec/template",
+        WorkloadKind::Deployment,
+        "web"
+    )]
+    #[case::statefulset(
+        WorkloadKind::StatefulSet,
+        "apps/v1",
+        "/spec/template",
+        WorkloadKind::StatefulSet,
+        "web"
+    )]
+    #[case::daemonset(
+        WorkloadKind::DaemonSet,
+        "apps/v1",
+        "/spec/template",
+        WorkloadKind::DaemonSet,
+        "web"
+    )]
+    #[case::replicaset(
+        WorkloadKind::ReplicaSet,
+        "apps/v1",
+        "/spec/template",
+        WorkloadKind::ReplicaSet,
+        "web"
+    )]
+    #[case::job(
+        WorkloadKind::Job,
+        "batch/v1",
+        "/spec/template",
+        WorkloadKind::Job,
+        "web"
+    )]
+    #[case::cronjob(
+        WorkloadKind::CronJob,
+        "batch/v1",
+        "/spec/jobTemplate/spec/template",
+        WorkloadKind::CronJob,
+        "web"
+    )]
+    #[case::knative(
+        WorkloadKind::KnativeService,
+        "serving.knative.dev/v1",
+        "/spec/template",
+        WorkloadKind::KnativeService,
+        "web"
+    )]
     fn the_controllers_pod_is_keyed_to_its_workload(
         #[case] kind: WorkloadKind,
         #[case] api: &str,
@@ -255,13 +297,22 @@ mod tests {
     ) {
         let w = workload(kind.as_str(), api, at);
         let pod = controller_pod(kind, "shop", &w).unwrap();
-        assert!(crate::object::check_decodes(WorkloadKind::Pod, &pod).is_ok(), "{pod}");
+        assert!(
+            crate::object::check_decodes(WorkloadKind::Pod, &pod).is_ok(),
+            "{pod}"
+        );
         let v = crate::object::View::new(WorkloadKind::Pod, "shop", &pod).unwrap();
-        assert_eq!((v.identity.kind, v.identity.name.as_str()), (want_kind, want_name));
+        assert_eq!(
+            (v.identity.kind, v.identity.name.as_str()),
+            (want_kind, want_name)
+        );
         assert!(v.controlled);
         assert_eq!(v.labels.get("app").map(String::as_str), Some("web"));
         assert_eq!(v.annotation("a"), Some("1"));
-        assert_eq!(pod["spec"], json!({"containers": [{"name": "app", "image": "i"}]}));
+        assert_eq!(
+            pod["spec"],
+            json!({"containers": [{"name": "app", "image": "i"}]})
+        );
     }
 
     #[test]
@@ -270,17 +321,21 @@ mod tests {
         let after = json!({"metadata": {"annotations": {SIZED_ANNOTATION:
             r#"{"app":{"memory":{"request":{"value":"720Mi","source":"recommendation"},"limit":{"value":"1440Mi","source":"recommendation"}}}}"#}},
             "spec": {"containers": [{"name": "app", "resources": {"requests": {"memory": "720Mi", "cpu": "500m"}, "limits": {"memory": "1440Mi"}}}]}});
-        let got: Vec<(String, Option<String>, Option<String>, Option<String>)> = rows(&before, &after)
+        let got: Vec<String> = rows(&before, &after)
             .into_iter()
-            .map(|r| (r.resource, r.before, r.after, r.source))
+            .map(|r| {
+                format!(
+                    "{} {} {:?} {:?} {:?}",
+                    r.container, r.resource, r.before, r.after, r.source
+                )
+            })
             .collect();
-        let s = |v: &str| Some(v.to_string());
         assert_eq!(
             got,
             [
-                ("memory request".to_string(), s("1Gi"), s("720Mi"), s("recommendation")),
-                ("memory limit".to_string(), None, s("1440Mi"), s("recommendation")),
-                ("cpu request".to_string(), s("500m"), s("500m"), s("template")),
+                r#"app memory request Some("1Gi") Some("720Mi") Some("recommendation")"#,
+                r#"app memory limit None Some("1440Mi") Some("recommendation")"#,
+                r#"app cpu request Some("500m") Some("500m") Some("template")"#,
             ]
         );
     }
