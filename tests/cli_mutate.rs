@@ -279,3 +279,102 @@ fn a_cli_commands_log_reaches_stderr(#[case] rust_log: Option<&str>, #[case] sho
     }
     assert!(!String::from_utf8_lossy(&out.stdout).contains("input read"));
 }
+
+// ------------------------------------------- the README's small-pod policy
+
+const SMALL_PODS: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: frontend, namespace: shop}
+spec:
+  selector: {matchLabels: {app: frontend}}
+  template:
+    metadata: {labels: {app: frontend}}
+    spec:
+      containers:
+      - {name: web, image: nginx, resources: {requests: {memory: 16Mi}, limits: {memory: 32Mi}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: redis, namespace: shop}
+spec:
+  selector: {matchLabels: {app: redis}}
+  template:
+    metadata: {labels: {app: redis}}
+    spec:
+      containers:
+      - {name: redis, image: redis, resources: {requests: {memory: 32Mi}, limits: {memory: 48Mi}}}
+"#;
+
+const SMALL_USAGE: &str = r#"{"recommendations": {
+ "shop/Deployment/frontend/web": {"memory": {"observed": {"avg": 11000000, "p95": 12582912, "max": 13000000, "samples": 5000, "historySeconds": 86400}}},
+ "shop/Deployment/redis/redis": {"memory": {"observed": {"avg": 25000000, "p95": 27000000, "max": 28000000, "samples": 5000, "historySeconds": 86400}}}}}"#;
+
+/// The policy of the README's "Small pods" section, as printed there.
+fn readme_small_pod_policy() -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let section = readme
+        .split("### Small pods: the memory floor is a policy setting")
+        .nth(1)
+        .expect("README section");
+    let block = section.split("```yaml\n").nth(1).unwrap();
+    block.split("```").next().unwrap().to_string()
+}
+
+/// Under a catch-all enforce policy small pods are walked up towards the 64Mi floor; the
+/// README's policy keeps them where they are.
+#[rstest::rstest]
+#[case::default_floor(
+    false,
+    "\
+WORKLOAD                  CONTAINER  RESOURCE        BEFORE -> AFTER  SOURCE
+shop/Deployment/frontend  web        memory request  16Mi -> 32Mi     recommendation
+shop/Deployment/frontend  web        memory limit    32Mi -> 48Mi     recommendation
+shop/Deployment/redis     redis      memory request  32Mi -> 48Mi     recommendation
+shop/Deployment/redis     redis      memory limit    48Mi -> 64Mi     recommendation
+"
+)]
+#[case::readme_policy(
+    true,
+    "\
+WORKLOAD                  CONTAINER  RESOURCE        BEFORE -> AFTER  SOURCE
+shop/Deployment/frontend  web        memory request  16Mi -> 16Mi     template
+shop/Deployment/frontend  web        memory limit    32Mi -> 32Mi     template
+shop/Deployment/redis     redis      memory request  32Mi -> 32Mi     template
+shop/Deployment/redis     redis      memory limit    48Mi -> 48Mi     template
+"
+)]
+fn the_memory_floor_is_a_policy_setting(#[case] readme_policy: bool, #[case] want: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let pol = dir.path().join("pol");
+    std::fs::create_dir(&pol).unwrap();
+    std::fs::write(
+        pol.join("catch-all.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: all, labels: {rightsizer.io/policy: \"true\"}}\ndata:\n  policy.yaml: \"mode: enforce\"\n",
+    )
+    .unwrap();
+    if readme_policy {
+        std::fs::write(pol.join("small.yaml"), readme_small_pod_policy()).unwrap();
+    }
+    std::fs::write(dir.path().join("app.yaml"), SMALL_PODS).unwrap();
+    std::fs::write(dir.path().join("recs.json"), SMALL_USAGE).unwrap();
+    let path = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let out = mutate(&[
+        "-f",
+        &path("app.yaml"),
+        "--policies",
+        pol.to_str().unwrap(),
+        "--recommendations",
+        &path("recs.json"),
+        "--enforcement",
+        "-o",
+        "table",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
+}
