@@ -49,7 +49,7 @@ pub fn controller_pod(kind: WorkloadKind, namespace: &str, workload: &Value) -> 
         return None;
     }
     let (spec_ptr, meta_ptr) = pod_paths(kind);
-    let spec = workload.pointer(spec_ptr)?.clone();
+    let mut spec = workload.pointer(spec_ptr)?.clone();
     let template = workload.pointer(spec_ptr.strip_suffix("/spec")?)?;
     let name = workload.pointer("/metadata/name")?.as_str()?;
     let tmeta = workload.pointer(meta_ptr).cloned().unwrap_or(json!({}));
@@ -114,6 +114,20 @@ pub fn controller_pod(kind: WorkloadKind, namespace: &str, workload: &Value) -> 
             let rs = format!("{revision}-deployment-{hash}");
             set("generateName", json!(format!("{rs}-")));
             set("ownerReferences", owner("apps/v1", "ReplicaSet", &rs));
+            // Knative names an unnamed serving container so.
+            for c in spec
+                .get_mut("containers")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if c.get("name")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    c["name"] = json!("user-container");
+                }
+            }
         }
         WorkloadKind::Pod => return None,
     }
@@ -313,6 +327,16 @@ mod tests {
             pod["spec"],
             json!({"containers": [{"name": "app", "image": "i"}]})
         );
+    }
+
+    #[test]
+    fn an_unnamed_knative_container_is_the_user_container() {
+        let w = json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": {"name": "hello", "namespace": "shop"},
+            "spec": {"template": {"spec": {"containers": [{"image": "hello:1"}]}}}});
+        let pod = controller_pod(WorkloadKind::KnativeService, "shop", &w).unwrap();
+        assert_eq!(pod["spec"]["containers"][0]["name"], "user-container");
+        assert!(crate::object::check_decodes(WorkloadKind::Pod, &pod).is_ok());
     }
 
     #[test]
