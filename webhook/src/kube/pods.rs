@@ -43,17 +43,58 @@ pub struct PodFacts {
     pub containers: Box<[ContainerFacts]>,
 }
 
-/// What the analyzer reads of one (regular) container.
+/// What the analyzer reads of one (regular) container. Packed (no `Option`s): there
+/// are two or three of these per pod, 100k pods and more in a large cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerFacts {
     pub name: Arc<str>,
+    /// Memory request and limit (bytes), CPU request and limit (millicores); `UNSET`.
+    sizes: [u64; 4],
+    /// See [`ContainerFacts::oom_killed_at`]; `NO_OOM` for none.
+    oom_at: i64,
+}
+
+const UNSET: u64 = u64::MAX;
+const NO_OOM: i64 = i64::MIN;
+
+impl ContainerFacts {
+    pub fn new(name: Arc<str>, memory: Sizes, cpu: Sizes, oom_killed_at: Option<i64>) -> Self {
+        let v = |o: Option<u64>| o.unwrap_or(UNSET);
+        ContainerFacts {
+            name,
+            sizes: [
+                v(memory.request),
+                v(memory.limit),
+                v(cpu.request),
+                v(cpu.limit),
+            ],
+            oom_at: oom_killed_at.unwrap_or(NO_OOM),
+        }
+    }
+
+    fn pair(&self, i: usize) -> Sizes {
+        let o = |v: u64| (v != UNSET).then_some(v);
+        Sizes {
+            request: o(self.sizes[i]),
+            limit: o(self.sizes[i + 1]),
+        }
+    }
+
     /// Bytes.
-    pub memory: Sizes,
+    pub fn memory(&self) -> Sizes {
+        self.pair(0)
+    }
+
     /// Millicores.
-    pub cpu: Sizes,
+    pub fn cpu(&self) -> Sizes {
+        self.pair(2)
+    }
+
     /// The container's last (or current) termination was an OOM kill that finished at
     /// this unix time (0: the status gave no time).
-    pub oom_killed_at: Option<i64>,
+    pub fn oom_killed_at(&self) -> Option<i64> {
+        (self.oom_at != NO_OOM).then_some(self.oom_at)
+    }
 }
 
 /// Shares the few distinct namespace and container names among all pods.
@@ -145,14 +186,14 @@ pub fn derive(pod: &Pod, names: &Names) -> Option<(PodKey, PodFacts)> {
                 res.and_then(|r| r.limits.as_ref()),
             );
             let status = statuses.iter().find(|s| s.name == c.name);
-            ContainerFacts {
-                name: names.get(&c.name),
-                memory: sizes(req, lim, "memory", parse_bytes),
-                cpu: sizes(req, lim, "cpu", parse_millicores),
-                oom_killed_at: status.and_then(|s| {
+            ContainerFacts::new(
+                names.get(&c.name),
+                sizes(req, lim, "memory", parse_bytes),
+                sizes(req, lim, "cpu", parse_millicores),
+                status.and_then(|s| {
                     oom_at(s.last_state.as_ref()).or_else(|| oom_at(s.state.as_ref()))
                 }),
-            }
+            )
         })
         .collect();
     Some((
@@ -261,13 +302,13 @@ impl PodStore {
             }
             for c in p.containers.iter() {
                 if alive {
-                    sink.resources(ns, pod, &c.name, Resource::Memory, c.memory);
-                    sink.resources(ns, pod, &c.name, Resource::Cpu, c.cpu);
+                    sink.resources(ns, pod, &c.name, Resource::Memory, c.memory());
+                    sink.resources(ns, pod, &c.name, Resource::Cpu, c.cpu());
                 }
                 let recent = c
-                    .oom_killed_at
+                    .oom_killed_at()
                     .is_some_and(|at| at == 0 || at >= since as i64);
-                if let (true, Some(limit)) = (recent, c.memory.limit) {
+                if let (true, Some(limit)) = (recent, c.memory().limit) {
                     sink.oom_kill(ns, pod, &c.name, limit);
                 }
             }
@@ -378,5 +419,164 @@ impl WorkloadFacts for PodWatch {
 
     fn feed(&self, since: u64, namespace: Option<&str>, sink: &mut dyn FactsSink) {
         self.store.feed(&self.facts, since, namespace, sink);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    const MI: u64 = 1 << 20;
+
+    fn pod(name: &str, extra_meta: Value, containers: Value, statuses: Value) -> Pod {
+        let mut meta = json!({"name": name, "namespace": "shop"});
+        meta.as_object_mut()
+            .unwrap()
+            .extend(extra_meta.as_object().unwrap().clone());
+        serde_json::from_value(json!({"metadata": meta, "spec": {"containers": containers},
+            "status": {"containerStatuses": statuses}}))
+        .unwrap()
+    }
+
+    fn owned_by(kind: &str, name: &str) -> Value {
+        json!({"ownerReferences": [{"apiVersion": "x/v1", "kind": kind, "name": name,
+            "uid": "u", "controller": true}]})
+    }
+
+    fn terminated(reason: &str, finished: Option<&str>) -> Value {
+        let mut t = json!({"exitCode": 137, "reason": reason});
+        if let Some(f) = finished {
+            t["finishedAt"] = json!(f);
+        }
+        json!({"terminated": t})
+    }
+
+    #[test]
+    fn a_pod_is_cut_down_to_owner_labels_sizes_and_oom_kills() {
+        let names = Names::default();
+        let app = json!([{"name": "app", "image": "i", "resources": {
+            "requests": {"memory": "128Mi", "cpu": "250m"}, "limits": {"memory": "256Mi"}}}]);
+        let status = |last: Value, state: Value| {
+            json!([{"name": "app", "image": "i",
+            "imageID": "", "ready": false, "restartCount": 1, "lastState": last, "state": state}])
+        };
+        let cases: Vec<(&str, Pod, Option<(WorkloadKind, &str)>, Option<i64>)> = vec![
+            (
+                "ReplicaSet owner, OOM in lastState",
+                pod(
+                    "web-1",
+                    owned_by("ReplicaSet", "web-5f"),
+                    app.clone(),
+                    status(
+                        terminated("OOMKilled", Some("2026-11-20T11:00:00Z")),
+                        json!({}),
+                    ),
+                ),
+                Some((WorkloadKind::ReplicaSet, "web-5f")),
+                Some(1_795_172_400),
+            ),
+            (
+                "Job owner, OOM in the current state (restartPolicy Never)",
+                pod(
+                    "job-1",
+                    owned_by("Job", "nightly-1"),
+                    app.clone(),
+                    status(json!({}), terminated("OOMKilled", None)),
+                ),
+                Some((WorkloadKind::Job, "nightly-1")),
+                Some(0),
+            ),
+            (
+                "another reason is no OOM",
+                pod(
+                    "db-0",
+                    owned_by("StatefulSet", "db"),
+                    app.clone(),
+                    status(terminated("Error", Some("2026-11-20T11:00:00Z")), json!({})),
+                ),
+                Some((WorkloadKind::StatefulSet, "db")),
+                None,
+            ),
+            (
+                "an unknown controller: the pod is its own workload",
+                pod("node-x", owned_by("Node", "n1"), app.clone(), json!([])),
+                None,
+                None,
+            ),
+        ];
+        for (what, p, owner, oom) in cases {
+            let (key, f) = derive(&p, &names).unwrap();
+            assert_eq!(
+                (&*key.0, key.1.as_ref()),
+                ("shop", p.metadata.name.as_deref().unwrap()),
+                "{what}"
+            );
+            assert_eq!(
+                f.owner.as_ref().map(|(k, n)| (*k, n.as_ref())),
+                owner,
+                "{what}"
+            );
+            let c = &f.containers[0];
+            assert_eq!(c.oom_killed_at(), oom, "{what}");
+            assert_eq!(&*c.name, "app");
+            assert_eq!(
+                (c.memory(), c.cpu()),
+                (
+                    Sizes {
+                        request: Some(128 * MI),
+                        limit: Some(256 * MI)
+                    },
+                    Sizes {
+                        request: Some(250),
+                        limit: None
+                    }
+                ),
+                "{what}"
+            );
+        }
+        let kn = pod(
+            "echo-00001-deployment-x",
+            json!({"labels": {"serving.knative.dev/service": "echo",
+                "serving.knative.dev/configuration": "echo"}}),
+            json!([{"name": "user-container", "image": "i"}]),
+            json!([]),
+        );
+        let (_, f) = derive(&kn, &names).unwrap();
+        assert_eq!(
+            f.knative.as_deref().map(|(s, c)| (&**s, &**c)),
+            Some(("echo", "echo"))
+        );
+        assert_eq!(f.containers[0].memory(), Sizes::default());
+        // Namespace and container names are shared, not copied per pod.
+        let (a, _) = derive(&kn, &names).unwrap();
+        let (b, _) = derive(&kn, &names).unwrap();
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+    }
+
+    #[tokio::test]
+    async fn deleted_pods_are_kept_until_their_name_comes_back() {
+        use kube::runtime::watcher::Event as E;
+        let p = |name: &str| pod(name, json!({}), json!([]), json!([]));
+        let store = PodStore::new(Gauge::default());
+        let events = vec![
+            Ok(E::Init),
+            Ok(E::InitApply(p("db-0"))),
+            Ok(E::InitApply(p("web-1"))),
+            Ok(E::InitDone),
+            Ok(E::Delete(p("db-0"))),
+        ];
+        store.clone().run(futures::stream::iter(events)).await;
+        assert_eq!(store.len(), (1, 1));
+        // A relist that misses web-1 (deleted while the watch was down) keeps it too.
+        let relist = vec![Ok(E::Init), Ok(E::InitDone)];
+        store.clone().run(futures::stream::iter(relist)).await;
+        assert_eq!(store.len(), (0, 2));
+        // The StatefulSet's pod comes back under its name: live again, not deleted.
+        store
+            .clone()
+            .run(futures::stream::iter(vec![Ok(E::Apply(p("db-0")))]))
+            .await;
+        assert_eq!(store.len(), (1, 1));
     }
 }
