@@ -1384,9 +1384,9 @@ async fn kube_state_metrics_and_the_pod_watch_give_the_same_recommendations() {
     let want_rows = [
         format!("pod {} <- ReplicaSet/{}", old_web[0].0, old_web[0].1),
         format!("oom {cache_pod}/redis limit {}", 256 * MI),
-        format!("pod lonely <- <none>/<none>"),
+        "pod lonely <- <none>/<none>".to_string(),
         format!("rs {cache_rs} <- Deployment/cache"),
-        format!("job nightly-1 <- CronJob/nightly"),
+        "job nightly-1 <- CronJob/nightly".to_string(),
         format!("knative {echo_pod} <- echo/echo"),
         format!("Cpu {}/app Some(100)/None", new_web[0].0),
         format!("hpa {ns}/Deployment/api Memory"),

@@ -461,7 +461,8 @@ mod tests {
             json!([{"name": "app", "image": "i",
             "imageID": "", "ready": false, "restartCount": 1, "lastState": last, "state": state}])
         };
-        let cases: Vec<(&str, Pod, Option<(WorkloadKind, &str)>, Option<i64>)> = vec![
+        type Case<'a> = (&'a str, Pod, Option<(WorkloadKind, &'a str)>, Option<i64>);
+        let cases: Vec<Case> = vec![
             (
                 "ReplicaSet owner, OOM in lastState",
                 pod(
