@@ -70,6 +70,16 @@ pub enum Source {
     KubernetesApi,
 }
 
+/// Which source a cycle uses: the API only when there is one, and kube-state-metrics is
+/// not to be read or answered no `kube_pod_owner` row.
+pub fn choose(mode: KsmMode, has_api: bool, ksm_answered: bool) -> Source {
+    match (has_api, mode) {
+        (true, KsmMode::Never) => Source::KubernetesApi,
+        (true, KsmMode::Auto) if !ksm_answered => Source::KubernetesApi,
+        _ => Source::KubeStateMetrics,
+    }
+}
+
 /// The analyzer's choice of source, made per cycle.
 pub struct Sources {
     mode: KsmMode,
@@ -109,11 +119,7 @@ impl Sources {
         now: u64,
         cfg: &QueryConfig,
     ) -> Result<Source, FactsError> {
-        let source = match (&self.api, self.mode) {
-            (Some(_), KsmMode::Never) => Source::KubernetesApi,
-            (Some(_), KsmMode::Auto) if !acc.owners.has_pod_owners() => Source::KubernetesApi,
-            _ => Source::KubeStateMetrics,
-        };
+        let source = choose(self.mode, self.api.is_some(), acc.owners.has_pod_owners());
         if let (Source::KubernetesApi, Some(api)) = (source, &self.api) {
             if !api.ready(READY_TIMEOUT).await {
                 return Err(FactsError::NotReady(READY_TIMEOUT));
@@ -137,5 +143,32 @@ impl Sources {
             tracing::info!(source = ?source, mode = ?self.mode, "analyzer reads owners, requests/limits and OOM kills from {source:?}");
         }
         Ok(source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use KsmMode::*;
+    use Source::*;
+
+    #[test]
+    fn the_api_stands_in_only_when_there_is_one_and_the_series_are_not_read_or_absent() {
+        // (mode, API watch available, kube_pod_owner answered) → source
+        let table = [
+            (Auto, true, true, KubeStateMetrics),
+            (Auto, true, false, KubernetesApi),
+            (Auto, false, false, KubeStateMetrics),
+            (Always, true, false, KubeStateMetrics),
+            (Never, true, true, KubernetesApi),
+            (Never, false, false, KubeStateMetrics),
+        ];
+        for (mode, api, answered, want) in table {
+            assert_eq!(
+                choose(mode, api, answered),
+                want,
+                "{mode:?} {api} {answered}"
+            );
+        }
     }
 }
