@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus_client::registry::Registry;
 use rightsizer::admission::{AdmitConfig, Admitter};
+use rightsizer::analyzer::ksm::KsmMode;
 use rightsizer::analyzer::{
     Analyzer, AnalyzerHooks, PoliciesLookup, PromClient, RecommendationCache,
 };
@@ -79,6 +80,11 @@ pub struct Args {
     /// KUBECONFIG is set.
     #[arg(long, value_enum, default_value_t = KubeMode::Auto)]
     pub kube: KubeMode,
+    /// Read owners, requests/limits, OOM kills and HPAs from kube-state-metrics series.
+    /// `auto`: when a cycle finds none, from the Kubernetes API (a Pod watch, started
+    /// then); `never`: always from the API. Without `--kube`, always the series.
+    #[arg(long, value_enum, default_value_t = KsmMode::Auto)]
+    pub kube_state_metrics: KsmMode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -180,6 +186,9 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
         let long_window = cfg.queries.long_window_secs;
         let mut analyzer = Analyzer::new(cfg, lookup, registry)?;
         if let Some(k) = &kube {
+            if args.kube_state_metrics != KsmMode::Always {
+                analyzer.set_facts_source(args.kube_state_metrics, k.pods.clone());
+            }
             analyzer.set_hooks(Arc::new(ClusterHooks {
                 sink: k.commit_sink(),
                 writer: k.writer.clone(),
