@@ -3,7 +3,9 @@
 //! strict round trip through its k8s-openapi type (CRD kinds are checked field by field);
 //! the webhook configuration, RBAC and Deployment are asserted; the PrometheusRule
 //! passes `promtool check rules` and its promtool unit tests; every metric a rule or
-//! dashboard names is in `deploy/monitoring/metrics.txt`; the certificates that
+//! dashboard names is in `deploy/monitoring/metrics.txt` (names found with the lexer in
+//! tests/support/monitoring.rs; tests/serve_analyzer.rs checks the webhook's are exported
+//! by a running `serve`); the certificates that
 //! `rightsizer certs` writes verify (rustls/webpki and openssl) and the self-signed
 //! overlay renders with them.
 
@@ -25,6 +27,10 @@ use rustls::client::danger::ServerCertVerifier as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+#[path = "support/monitoring.rs"]
+mod monitoring;
+use monitoring::{dashboard_queries, is_metric_name, metric_list, promql_metrics, MetricList};
 
 // ---------------------------------------------------------------- helpers
 
@@ -387,13 +393,6 @@ fn round_trip_value<T: DeserializeOwned + Serialize>(v: &Value) {
         first_difference(v, &serde_json::to_value(t).unwrap(), ""),
         None
     );
-}
-
-fn is_metric_name(s: &str) -> bool {
-    let mut cs = s.chars();
-    cs.next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
 fn check_prometheus_rule(doc: &Value) {
@@ -1279,200 +1278,6 @@ fn generated_material_is_git_ignored() {
 
 // ------------------------------------------------------------ monitoring
 
-struct MetricList {
-    webhook: BTreeMap<String, (String, BTreeSet<String>)>,
-    external: BTreeSet<String>,
-}
-
-fn metric_list() -> MetricList {
-    let text = fs::read_to_string(deploy().join("monitoring/metrics.txt")).unwrap();
-    let mut webhook = BTreeMap::new();
-    let mut external = BTreeSet::new();
-    for line in text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        assert!(matches!(parts.len(), 3 | 4), "bad line {line:?}");
-        assert!(is_metric_name(parts[1]));
-        assert!(
-            ["counter", "gauge", "histogram"].contains(&parts[2]),
-            "{line}"
-        );
-        if parts[2] == "counter" {
-            assert!(
-                parts[1].ends_with("_total"),
-                "counters end in _total: {line}"
-            );
-        }
-        let labels: BTreeSet<String> = parts
-            .get(3)
-            .map(|l| l.split(',').map(String::from).collect())
-            .unwrap_or_default();
-        match parts[0] {
-            "webhook" => {
-                assert!(parts[1].starts_with("rightsizer_"));
-                webhook.insert(parts[1].to_string(), (parts[2].to_string(), labels));
-            }
-            "external" => {
-                external.insert(parts[1].to_string());
-            }
-            other => panic!("unknown source {other}"),
-        }
-    }
-    MetricList { webhook, external }
-}
-
-impl MetricList {
-    /// The exported metric a series name belongs to (histograms add suffixes).
-    fn webhook_metric(&self, series: &str) -> Option<&(String, BTreeSet<String>)> {
-        self.webhook.get(series).or_else(|| {
-            ["_bucket", "_sum", "_count"].iter().find_map(|s| {
-                series
-                    .strip_suffix(s)
-                    .and_then(|base| self.webhook.get(base))
-                    .filter(|(t, _)| t == "histogram")
-            })
-        })
-    }
-}
-
-/// Metric names in a PromQL expression with the label names of their matchers. A small
-/// lexer: strings, ranges and grouping label lists are skipped; an identifier followed
-/// by `(` is a function or aggregation; keywords are not names.
-fn promql_metrics(expr: &str) -> Vec<(String, BTreeSet<String>)> {
-    const KEYWORDS: &[&str] = &[
-        "and",
-        "or",
-        "unless",
-        "bool",
-        "offset",
-        "inf",
-        "nan",
-        "atan2",
-        "sum",
-        "min",
-        "max",
-        "avg",
-        "count",
-        "group",
-        "stddev",
-        "stdvar",
-        "topk",
-        "bottomk",
-        "quantile",
-        "count_values",
-    ];
-    const GROUPING: &[&str] = &[
-        "by",
-        "without",
-        "on",
-        "ignoring",
-        "group_left",
-        "group_right",
-    ];
-    let b: Vec<char> = expr.chars().collect();
-    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
-    let skip_ws = |mut i: usize| {
-        while i < b.len() && b[i].is_whitespace() {
-            i += 1;
-        }
-        i
-    };
-    let skip_string = |mut i: usize| {
-        let q = b[i];
-        i += 1;
-        while i < b.len() && b[i] != q {
-            if b[i] == '\\' && q != '`' {
-                i += 1;
-            }
-            i += 1;
-        }
-        i + 1
-    };
-    let mut out: Vec<(String, BTreeSet<String>)> = Vec::new();
-    // Where the last metric name ended: a `{` right after it holds its matchers.
-    let mut last_metric_end = None;
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if c == '"' || c == '\'' || c == '`' {
-            i = skip_string(i);
-        } else if c == '[' {
-            while i < b.len() && b[i] != ']' {
-                i += 1;
-            }
-            i += 1;
-        } else if c == '#' {
-            while i < b.len() && b[i] != '\n' {
-                i += 1;
-            }
-        } else if c == '$'
-            || c.is_ascii_digit()
-            || (c == '.' && b.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
-        {
-            i += 1;
-            while i < b.len() && (ident(b[i]) || b[i] == '.' || b[i] == '{' || b[i] == '}') {
-                i += 1;
-            }
-        } else if c == '{' {
-            // Label matchers: every bare identifier inside is a label name.
-            let attached = last_metric_end.is_some_and(|end| skip_ws(end) == i);
-            let mut labels = BTreeSet::new();
-            i += 1;
-            while i < b.len() && b[i] != '}' {
-                if b[i] == '"' || b[i] == '\'' || b[i] == '`' {
-                    i = skip_string(i);
-                } else if ident(b[i]) {
-                    let s = i;
-                    while i < b.len() && ident(b[i]) {
-                        i += 1;
-                    }
-                    labels.insert(b[s..i].iter().collect::<String>());
-                } else {
-                    i += 1;
-                }
-            }
-            i += 1;
-            match out.last_mut() {
-                Some(last) if attached => last.1 = labels,
-                _ => panic!("a selector without a metric name: {expr}"),
-            }
-        } else if ident(c) {
-            let s = i;
-            while i < b.len() && ident(b[i]) {
-                i += 1;
-            }
-            let word: String = b[s..i].iter().collect();
-            let next = skip_ws(i);
-            let lower = word.to_ascii_lowercase();
-            if GROUPING.contains(&lower.as_str()) {
-                if b.get(next) == Some(&'(') {
-                    i = next;
-                    while i < b.len() && b[i] != ')' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-            } else if lower == "offset" {
-                i = next;
-                while i < b.len() && ident(b[i]) {
-                    i += 1;
-                }
-            } else if KEYWORDS.contains(&lower.as_str()) || b.get(next) == Some(&'(') {
-                // function, aggregation or keyword
-            } else {
-                out.push((word, BTreeSet::new()));
-                last_metric_end = Some(i);
-            }
-        } else {
-            i += 1;
-        }
-    }
-    out
-}
-
 #[test]
 fn the_promql_lexer_finds_names_and_labels() {
     let got = promql_metrics(
@@ -1561,6 +1366,9 @@ fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
         "ContainerMemoryNearLimit",
         "ContainerOOMKilled",
         "HPAScalingLimited",
+        "ContainerCPUThrottled",
+        "ClusterAutoscalerNotSafeToScale",
+        "ClusterAutoscalerScaleUpFailing",
         "RightsizerAdmissionErrors",
         "RightsizerAdmissionLatencyHigh",
         "RightsizerAnalyzerStale",
@@ -1575,6 +1383,53 @@ fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
             tests.contains(&format!("alertname: {a}")),
             "no promtool test for {a}"
         );
+    }
+}
+
+/// The alerts the seeds name, with their severity and how long the condition must hold.
+#[test]
+fn the_seed_alerts_have_their_severity_and_duration() {
+    let r = rules();
+    let all: Vec<&Value> = r.groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .collect();
+    for (alert, severity, hold, reads) in [
+        (
+            "ContainerOOMKilled",
+            "critical",
+            None,
+            "kube_pod_container_status_last_terminated_reason",
+        ),
+        ("HPAScalingLimited", "warning", Some("5m"), "ScalingLimited"),
+        (
+            "ContainerCPUThrottled",
+            "warning",
+            Some("15m"),
+            "rightsizer:container_cpu_throttled:ratio",
+        ),
+        (
+            "ClusterAutoscalerNotSafeToScale",
+            "warning",
+            Some("10m"),
+            "cluster_autoscaler_cluster_safe_to_autoscale",
+        ),
+        (
+            "ClusterAutoscalerScaleUpFailing",
+            "warning",
+            Some("15m"),
+            "cluster_autoscaler_failed_scale_ups_total",
+        ),
+    ] {
+        let rule = all
+            .iter()
+            .find(|x| x["alert"] == alert)
+            .unwrap_or_else(|| panic!("no alert {alert}"));
+        assert_eq!(rule["labels"]["severity"], severity, "{alert}");
+        assert_eq!(rule["for"].as_str(), hold, "{alert}");
+        assert!(rule["expr"].as_str().unwrap().contains(reads), "{alert}");
     }
 }
 
@@ -1621,35 +1476,7 @@ fn dashboards() -> Vec<Dashboard> {
     for e in fs::read_dir(deploy().join("monitoring/dashboards")).unwrap() {
         let path = e.unwrap().path();
         let json: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-        let mut exprs = Vec::new();
-        let mut panels: Vec<&Value> = json["panels"].as_array().unwrap().iter().collect();
-        let mut i = 0;
-        while i < panels.len() {
-            panels.extend(panels[i]["panels"].as_array().into_iter().flatten());
-            i += 1;
-        }
-        for p in panels {
-            for t in p["targets"].as_array().into_iter().flatten() {
-                exprs.push((
-                    p["title"].as_str().unwrap().to_string(),
-                    t["expr"].as_str().unwrap().to_string(),
-                ));
-            }
-        }
-        for v in json["templating"]["list"].as_array().unwrap() {
-            if v["type"] == "query" {
-                let q = v["query"]["query"]
-                    .as_str()
-                    .or(v["query"].as_str())
-                    .unwrap();
-                let inner = q
-                    .strip_prefix("label_values(")
-                    .and_then(|s| s.strip_suffix(')'))
-                    .unwrap();
-                let (metric_expr, _label) = inner.rsplit_once(',').unwrap();
-                exprs.push((format!("variable {}", v["name"]), metric_expr.to_string()));
-            }
-        }
+        let exprs = dashboard_queries(&json);
         out.push(Dashboard {
             file: path.file_name().unwrap().to_string_lossy().into_owned(),
             json,

@@ -10,18 +10,27 @@
 
 #[path = "support/cluster.rs"]
 mod cluster;
+#[path = "support/prometheus.rs"]
+mod prometheus;
+#[path = "support/scenario.rs"]
+mod scenario;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::ControlPlane;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use prometheus::TestProm;
 use prometheus_client::registry::Registry;
+use rightsizer::analyzer::ksm::{FactsSink, KsmMode, WorkloadFacts};
+use rightsizer::analyzer::{Analyzer, AnalyzerConfig, DefaultPolicy, PromConfig, QueryConfig};
 use rightsizer::cluster::ClusterFacts;
 use rightsizer::kube::events::{EventType, Target};
+use rightsizer::kube::pods::PodWatch;
 use rightsizer::kube::{
     CommitError, EventLimits, KubeHandles, KubeOptions, LeaseTimings, Published, Recorder,
     COMMITTED_ANNOTATION, FIELD_MANAGER, LEASE_NAME,
@@ -1107,4 +1116,725 @@ async fn bench_watch_store_memory() {
     task.abort();
     drive.abort();
     plane.kubectl_ok(&["delete", "namespace", ns, "--wait=false"], None);
+}
+
+// ---- Without kube-state-metrics: the Pod watch gives the analyzer the same facts ----
+
+/// The rows the Pod watch feeds the analyzer, as text, to assert on and to print.
+#[derive(Default, Debug)]
+struct Rows(std::collections::BTreeSet<String>);
+
+impl FactsSink for Rows {
+    fn pod_owner(&mut self, _ns: &str, pod: &str, kind: &str, name: &str) {
+        self.0.insert(format!("pod {pod} <- {kind}/{name}"));
+    }
+    fn replicaset_owner(&mut self, _ns: &str, rs: &str, kind: &str, name: &str) {
+        self.0.insert(format!("rs {rs} <- {kind}/{name}"));
+    }
+    fn job_owner(&mut self, _ns: &str, job: &str, kind: &str, name: &str) {
+        self.0.insert(format!("job {job} <- {kind}/{name}"));
+    }
+    fn knative_pod(&mut self, _ns: &str, pod: &str, service: &str, configuration: &str) {
+        self.0
+            .insert(format!("knative {pod} <- {service}/{configuration}"));
+    }
+    fn resources(&mut self, _ns: &str, pod: &str, c: &str, r: Resource, s: Sizes) {
+        self.0
+            .insert(format!("{r:?} {pod}/{c} {:?}/{:?}", s.request, s.limit));
+    }
+    fn oom_kill(&mut self, _ns: &str, pod: &str, c: &str, limit: u64) {
+        self.0.insert(format!("oom {pod}/{c} limit {limit}"));
+    }
+    fn hpa(&mut self, w: WorkloadKey, r: Resource) {
+        self.0.insert(format!("hpa {w} {r:?}"));
+    }
+}
+
+fn fed(pods: &PodWatch, ns: &str) -> Rows {
+    let mut rows = Rows::default();
+    pods.feed(0, Some(ns), &mut rows);
+    rows
+}
+
+/// A one-container Deployment that is replaced all at once on a rollout (its pods never
+/// run here: there is no kubelet).
+fn ksm_deployment(name: &str, replicas: u32, container: &str, resources: Value) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": replicas, "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": container, "image": "busybox",
+                    "resources": resources}]}}}})
+}
+
+/// Pod name → (owner kind, owner name) ("<none>" for none), from the apiserver.
+async fn pod_owners(client: &kube::Client, ns: &str) -> BTreeMap<String, (String, String)> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            let o = rightsizer::kube::facts::controller_of(&p.metadata);
+            let (k, n) = o.map_or(("<none>".into(), "<none>".into()), |o| (o.kind, o.name));
+            (p.metadata.name.unwrap_or_default(), (k, n))
+        })
+        .collect()
+}
+
+fn pods_owned_by<'a>(
+    owners: &'a BTreeMap<String, (String, String)>,
+    kind: &'a str,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a String)> + 'a {
+    owners
+        .iter()
+        .filter(move |(_, (k, n))| k == kind && n.starts_with(prefix))
+        .map(|(p, (_, n))| (p, n))
+}
+
+/// What a cycle decided per container, without the observed figures (their last float
+/// bit depends on the order pods are folded in).
+type Decided = BTreeMap<
+    String,
+    (
+        Option<(Option<Sizes>, Vec<String>, Option<u64>)>,
+        Option<(Option<Sizes>, Vec<String>)>,
+        Vec<Resource>,
+        (Sizes, Sizes),
+    ),
+>;
+
+fn decided(a: &Analyzer) -> Decided {
+    a.cache()
+        .entries()
+        .into_iter()
+        .map(|(k, e)| {
+            let m = e
+                .rec
+                .memory
+                .map(|m| (m.recommended, m.reasons, m.oom_floor));
+            let c = e.rec.cpu.map(|c| (c.recommended, c.reasons));
+            (
+                k.to_string(),
+                (m, c, e.rec.hpa_resources, (e.current_memory, e.current_cpu)),
+            )
+        })
+        .collect()
+}
+
+fn oom_holds(a: &Analyzer) -> Vec<String> {
+    a.state()
+        .containers
+        .iter()
+        .filter_map(|(k, c)| c.oom.as_ref().map(|h| format!("{k}: {h:?}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn kube_state_metrics_and_the_pod_watch_give_the_same_recommendations() {
+    use scenario::{Cluster, PodSpec, MI};
+    const H: u64 = 3600;
+    let (_g, plane) = plane_or_skip!();
+    let ns = "kw-ksm";
+    namespace(plane, ns, &[]);
+    let r = replica(plane, "kw-ksm-sys", "ksm-a", LeaseTimings::default()).await;
+    let pods = r.handles.pods.clone();
+    assert!(
+        !pods.is_started(),
+        "the Pod watch starts only when the analyzer asks for it"
+    );
+    assert!(
+        pods.ready(Duration::from_secs(20)).await,
+        "first list of pods"
+    );
+    let client = plane.client().await;
+
+    // The cluster: workloads of every kind the owner resolution walks through.
+    let mem =
+        |req: &str, lim: &str| json!({"requests": {"memory": req}, "limits": {"memory": lim}});
+    let web_res =
+        json!({"requests": {"memory": "128Mi", "cpu": "100m"}, "limits": {"memory": "256Mi"}});
+    for d in [
+        ksm_deployment("web", 2, "app", web_res),
+        ksm_deployment("cache", 1, "redis", mem("128Mi", "256Mi")),
+        ksm_deployment("api", 1, "app", mem("1Gi", "2Gi")),
+    ] {
+        plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&d.to_string()));
+    }
+    let mut echo = ksm_deployment(
+        "echo-00001-deployment",
+        1,
+        "user-container",
+        mem("256Mi", "512Mi"),
+    );
+    echo["spec"]["template"]["metadata"]["labels"] = json!({"app": "echo-00001-deployment",
+        "serving.knative.dev/service": "echo", "serving.knative.dev/configuration": "echo",
+        "serving.knative.dev/revision": "echo-00001"});
+    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&echo.to_string()));
+    let db = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+        "spec": {"serviceName": "db", "replicas": 1, "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}},
+                "spec": {"containers": [{"name": "postgres", "image": "busybox"}]}}}});
+    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&db.to_string()));
+    let cj = json!({"apiVersion": "batch/v1beta1", "kind": "CronJob", "metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "batch", "image": "busybox"}]}}}}}});
+    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&cj.to_string()));
+    let uid = plane.kubectl_ok(
+        &[
+            "-n",
+            ns,
+            "get",
+            "cronjobs.v1beta1.batch",
+            "nightly",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+        None,
+    );
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "nightly-1", "ownerReferences": [{
+            "apiVersion": "batch/v1beta1", "kind": "CronJob", "name": "nightly",
+            "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "batch", "image": "busybox"}]}}}});
+    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&job.to_string()));
+    let hpa = json!({"apiVersion": "autoscaling/v2beta2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "api"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"},
+            "minReplicas": 1, "maxReplicas": 4,
+            "metrics": [{"type": "Resource", "resource": {"name": "memory",
+                "target": {"type": "Utilization", "averageUtilization": 80}}}]}});
+    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&hpa.to_string()));
+    let lonely = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lonely"},
+        "spec": {"containers": [{"name": "app", "image": "busybox",
+            "resources": {"requests": {"memory": "64Mi"}, "limits": {"memory": "128Mi"}}}]}});
+    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&lonely.to_string()));
+
+    let all_there = |o: &BTreeMap<String, (String, String)>| o.len() == 8;
+    let owners = until_async(Duration::from_secs(30), || async {
+        Some(pod_owners(&client, ns).await).filter(all_there)
+    })
+    .await
+    .expect("the controllers create 8 pods");
+    let old_web: Vec<(String, String)> = pods_owned_by(&owners, "ReplicaSet", "web-")
+        .map(|(p, n)| (p.clone(), n.clone()))
+        .collect();
+    assert_eq!(old_web.len(), 2, "{owners:?}");
+
+    // A rollout while the watch runs: the old pods are deleted, new ones take over.
+    plane.kubectl_ok(
+        &[
+            "-n",
+            ns,
+            "patch",
+            "deployment",
+            "web",
+            "-p",
+            r#"{"spec":{"template":{"metadata":{"annotations":{"rollout":"2"}}}}}"#,
+        ],
+        None,
+    );
+    let owners = until_async(Duration::from_secs(30), || async {
+        let o = pod_owners(&client, ns).await;
+        let new = pods_owned_by(&o, "ReplicaSet", "web-")
+            .filter(|(_, rs)| **rs != old_web[0].1)
+            .count();
+        (all_there(&o) && new == 2).then_some(o)
+    })
+    .await
+    .expect("the rollout replaces web's pods");
+    let new_web: Vec<(String, String)> = pods_owned_by(&owners, "ReplicaSet", "web-")
+        .map(|(p, n)| (p.clone(), n.clone()))
+        .collect();
+    let one = |kind: &str, prefix: &str| -> (String, String) {
+        let v: Vec<_> = pods_owned_by(&owners, kind, prefix).collect();
+        assert_eq!(v.len(), 1, "{kind} {prefix}: {owners:?}");
+        (v[0].0.clone(), v[0].1.clone())
+    };
+    let (cache_pod, cache_rs) = one("ReplicaSet", "cache-");
+    let (api_pod, api_rs) = one("ReplicaSet", "api-");
+    let (echo_pod, echo_rs) = one("ReplicaSet", "echo-00001-deployment-");
+    let (job_pod, _) = one("Job", "nightly-1");
+
+    // The kernel's OOM kill, as the kubelet reports it, two hours before the cycle.
+    let t0 = {
+        let now = rightsizer::analyzer::cache::unix_now() - 3 * H;
+        now - now % 60
+    };
+    let at = |t: u64| {
+        k8s_openapi::jiff::Timestamp::from_second(t as i64)
+            .unwrap()
+            .to_string()
+    };
+    let status = json!({"status": {"containerStatuses": [{"name": "redis", "image": "busybox",
+        "imageID": "", "ready": false, "restartCount": 1,
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled",
+            "startedAt": at(t0 - 3 * H), "finishedAt": at(t0 - 2 * H)}}}]}});
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .patch_status(&cache_pod, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("the status subresource takes an OOMKilled lastState");
+
+    // What the watch holds: deleted pods keep their owner, lose their current sizes.
+    let want_rows = [
+        format!("pod {} <- ReplicaSet/{}", old_web[0].0, old_web[0].1),
+        format!("oom {cache_pod}/redis limit {}", 256 * MI),
+        "pod lonely <- <none>/<none>".to_string(),
+        format!("rs {cache_rs} <- Deployment/cache"),
+        "job nightly-1 <- CronJob/nightly".to_string(),
+        format!("knative {echo_pod} <- echo/echo"),
+        format!("Cpu {}/app Some(100)/None", new_web[0].0),
+        format!("hpa {ns}/Deployment/api Memory"),
+    ];
+    let (rows, took) = until(Duration::from_secs(10), || {
+        let rows = fed(&pods, ns);
+        want_rows.iter().all(|w| rows.0.contains(w)).then_some(rows)
+    })
+    .await
+    .unwrap_or_else(|| panic!("rows {:#?} lack some of {want_rows:#?}", fed(&pods, ns)));
+    eprintln!(
+        "pod watch rows complete after {took:?}: {} rows",
+        rows.0.len()
+    );
+    assert!(
+        !rows
+            .0
+            .iter()
+            .any(|r| r.starts_with(&format!("Memory {}/", old_web[0].0))),
+        "a deleted pod has no current sizes: {rows:#?}"
+    );
+
+    // The same history, with kube-state-metrics series for what the apiserver holds.
+    let history = |ghost: bool| -> Cluster {
+        let start = t0 - 2 * 24 * H;
+        let end = t0 + 2 * H;
+        let mut c = Cluster::new(t0);
+        let peak = |t: u64, base: f64, high: f64| if (t / 60) % 10 == 0 { high } else { base };
+        let pod = |c: &mut Cluster,
+                   pod: &str,
+                   kind: &str,
+                   owner: &str,
+                   from: u64,
+                   to: u64,
+                   workload: &str,
+                   container: &str,
+                   ws: (f64, f64),
+                   req_lim: (Option<u64>, Option<u64>),
+                   cpu: Option<f64>| {
+            let spec = PodSpec {
+                ns,
+                pod,
+                owner_kind: kind,
+                owner_name: owner,
+                from,
+                to,
+            };
+            c.pod(&spec, &format!("{ns}/{workload}")).container(
+                container,
+                move |t| peak(t, ws.0, ws.1),
+                move |_| ws.0 / 2.0,
+                req_lim,
+                cpu,
+            );
+        };
+        for (i, (p, rs)) in old_web.iter().enumerate() {
+            pod(
+                &mut c,
+                p,
+                "ReplicaSet",
+                rs,
+                start,
+                t0 - 12 * H,
+                "Deployment/web",
+                "app",
+                (200.0, 420.0 - 10.0 * i as f64),
+                (Some(128), Some(256)),
+                Some(0.2113),
+            );
+        }
+        for (i, (p, rs)) in new_web.iter().enumerate() {
+            pod(
+                &mut c,
+                p,
+                "ReplicaSet",
+                rs,
+                t0 - 12 * H,
+                end,
+                "Deployment/web",
+                "app",
+                (200.0 + 20.0 * i as f64, 300.0),
+                (Some(128), Some(256)),
+                Some(0.2113),
+            );
+        }
+        for (p, from, to) in old_web
+            .iter()
+            .map(|(p, _)| (p, start, t0 - 12 * H))
+            .chain(new_web.iter().map(|(p, _)| (p, t0 - 12 * H, end)))
+        {
+            c.constant("kube_pod_container_resource_requests",
+                &format!(r#"namespace="{ns}",pod="{p}",container="app",node="n1",resource="cpu",unit="core""#),
+                0.1, from, to);
+        }
+        c.owner(
+            "kube_replicaset_owner",
+            ns,
+            "replicaset",
+            &old_web[0].1,
+            "Deployment",
+            "web",
+            start,
+            t0 - 12 * H,
+        );
+        c.owner(
+            "kube_replicaset_owner",
+            ns,
+            "replicaset",
+            &new_web[0].1,
+            "Deployment",
+            "web",
+            t0 - 12 * H,
+            end,
+        );
+        pod(
+            &mut c,
+            &cache_pod,
+            "ReplicaSet",
+            &cache_rs,
+            start,
+            end,
+            "Deployment/cache",
+            "redis",
+            (180.0, 240.0),
+            (Some(128), Some(256)),
+            None,
+        );
+        c.owner(
+            "kube_replicaset_owner",
+            ns,
+            "replicaset",
+            &cache_rs,
+            "Deployment",
+            "cache",
+            start,
+            end,
+        );
+        c.constant(
+            "kube_pod_container_status_last_terminated_reason",
+            &format!(r#"namespace="{ns}",pod="{cache_pod}",container="redis",reason="OOMKilled""#),
+            1.0,
+            t0 - 2 * H,
+            end,
+        );
+        pod(
+            &mut c,
+            &api_pod,
+            "ReplicaSet",
+            &api_rs,
+            start,
+            end,
+            "Deployment/api",
+            "app",
+            (300.0, 360.0),
+            (Some(1024), Some(2048)),
+            None,
+        );
+        c.owner(
+            "kube_replicaset_owner",
+            ns,
+            "replicaset",
+            &api_rs,
+            "Deployment",
+            "api",
+            start,
+            end,
+        );
+        c.constant("kube_horizontalpodautoscaler_info",
+            &format!(r#"namespace="{ns}",horizontalpodautoscaler="api",scaletargetref_api_version="apps/v1",scaletargetref_kind="Deployment",scaletargetref_name="api""#),
+            1.0, start, end);
+        c.constant("kube_horizontalpodautoscaler_spec_target_metric",
+            &format!(r#"namespace="{ns}",horizontalpodautoscaler="api",metric_name="memory",metric_target_type="utilization""#),
+            80.0, start, end);
+        pod(
+            &mut c,
+            &echo_pod,
+            "ReplicaSet",
+            &echo_rs,
+            start,
+            end,
+            "KnativeService/echo",
+            "user-container",
+            (100.0, 100.0),
+            (Some(256), Some(512)),
+            None,
+        );
+        c.owner(
+            "kube_replicaset_owner",
+            ns,
+            "replicaset",
+            &echo_rs,
+            "Deployment",
+            "echo-00001-deployment",
+            start,
+            end,
+        );
+        c.constant("kube_pod_labels",
+            &format!(r#"namespace="{ns}",pod="{echo_pod}",label_serving_knative_dev_service="echo",label_serving_knative_dev_configuration="echo""#),
+            1.0, start, end);
+        pod(
+            &mut c,
+            "db-0",
+            "StatefulSet",
+            "db",
+            start,
+            end,
+            "StatefulSet/db",
+            "postgres",
+            (1000.0, 1200.0),
+            (None, None),
+            None,
+        );
+        pod(
+            &mut c,
+            &job_pod,
+            "Job",
+            "nightly-1",
+            t0 - 8 * H,
+            t0 - 3 * H,
+            "CronJob/nightly",
+            "batch",
+            (500.0, 640.0),
+            (None, None),
+            None,
+        );
+        c.owner(
+            "kube_job_owner",
+            ns,
+            "job_name",
+            "nightly-1",
+            "CronJob",
+            "nightly",
+            t0 - 8 * H,
+            t0 - 3 * H,
+        );
+        pod(
+            &mut c,
+            "lonely",
+            "<none>",
+            "<none>",
+            start,
+            end,
+            "Pod/lonely",
+            "app",
+            (90.0, 100.0),
+            (Some(64), Some(128)),
+            None,
+        );
+        if ghost {
+            // A pod deleted before the watch began: nobody knows its owner any more.
+            pod(
+                &mut c,
+                "gone-5d9f-x",
+                "<none>",
+                "<none>",
+                start,
+                t0 - 20 * H,
+                "Pod/gone-5d9f-x",
+                "app",
+                (50.0, 60.0),
+                (None, None),
+                None,
+            );
+        }
+        c
+    };
+    let with_ksm = TestProm::start_with(&history(false).om);
+    let mut without = history(true).om;
+    without.drop_families(|name| name.starts_with("kube_"));
+    let without_ksm = TestProm::start_with(&without);
+
+    let analyzer_on = |url: String, mode: Option<KsmMode>| {
+        let mut p = PromConfig::new(url);
+        p.retries = 0;
+        let mut cfg = AnalyzerConfig::new(p);
+        cfg.queries = QueryConfig {
+            short_window_secs: 900,
+            long_window_secs: 24 * H,
+            ..QueryConfig::default()
+        };
+        let mut a = Analyzer::new(
+            cfg,
+            Arc::new(DefaultPolicy::default()),
+            &mut Registry::default(),
+        )
+        .unwrap();
+        if let Some(m) = mode {
+            a.set_facts_source(m, pods.clone());
+        }
+        a
+    };
+    let ksm = analyzer_on(with_ksm.url(), None);
+    let api = analyzer_on(with_ksm.url(), Some(KsmMode::Never));
+    let auto = analyzer_on(without_ksm.url(), Some(KsmMode::Auto));
+    let (rk, ra, rauto) = (
+        ksm.cycle(t0).await.unwrap(),
+        api.cycle(t0).await.unwrap(),
+        auto.cycle(t0).await.unwrap(),
+    );
+
+    // kube-state-metrics' answer covers every kind, and the OOM raises the floor.
+    let from_ksm = decided(&ksm);
+    let keys: Vec<&str> = from_ksm.keys().map(String::as_str).collect();
+    let want: Vec<String> = [
+        "CronJob/nightly/batch",
+        "Deployment/api/app",
+        "Deployment/cache/redis",
+        "Deployment/web/app",
+        "KnativeService/echo/user-container",
+        "Pod/lonely/app",
+        "StatefulSet/db/postgres",
+    ]
+    .iter()
+    .map(|k| format!("{ns}/{k}"))
+    .collect();
+    assert_eq!(keys, want.iter().map(String::as_str).collect::<Vec<_>>());
+    let cache = &from_ksm[&format!("{ns}/Deployment/cache/redis")];
+    let (_, reasons, floor) = cache.0.clone().unwrap();
+    assert_eq!(
+        floor,
+        Some(368 * MI),
+        "max(256Mi × 1.2, 256Mi + 100Mi) ↑16Mi"
+    );
+    assert!(reasons.iter().any(|r| r == "oom"), "{reasons:?}");
+    assert_eq!(
+        from_ksm[&format!("{ns}/Deployment/api/app")].2,
+        vec![Resource::Memory]
+    );
+    let web = &from_ksm[&format!("{ns}/Deployment/web/app")];
+    assert_eq!(
+        web.3,
+        (
+            Sizes {
+                request: Some(128 * MI),
+                limit: Some(256 * MI)
+            },
+            Sizes {
+                request: Some(100),
+                limit: None
+            }
+        )
+    );
+    assert!(web.0.as_ref().unwrap().0.is_some(), "web is sized: {web:?}");
+
+    // The API gives the same decisions, OOM holds and running sizes.
+    assert_eq!(decided(&api), from_ksm, "never: from the Pod watch");
+    assert_eq!(
+        decided(&auto),
+        from_ksm,
+        "auto without kube_* series: from the Pod watch"
+    );
+    assert_eq!(oom_holds(&api), oom_holds(&ksm));
+    assert_eq!(oom_holds(&auto), oom_holds(&ksm));
+    assert_eq!(oom_holds(&ksm).len(), 1, "{:?}", oom_holds(&ksm));
+    // `never` leaves the 8 kube-state-metrics queries out; `auto` asks and finds nothing.
+    assert_eq!(ra.queries + 8, rk.queries, "{ra:?} {rk:?}");
+    assert_eq!(rauto.queries, rk.queries);
+    assert_eq!(
+        (ra.containers, rauto.containers),
+        (rk.containers, rk.containers)
+    );
+    r.handles.shutdown().await.unwrap();
+}
+
+/// Memory of the Pod watch's store at 10k and 100k pods (typical Deployment pods: two
+/// containers, the usual labels, annotations, env and status; 1 in 50 OOM-killed),
+/// live and after deletion (deleted pods are kept for the window). Needs no cluster;
+/// `cargo test --test kube_watch -- --ignored --nocapture bench_pod_store`.
+#[tokio::test]
+#[ignore = "benchmark: prints figures"]
+async fn bench_pod_store_memory() {
+    use kube::runtime::watcher::Event as E;
+    use rightsizer::kube::pods::PodStore;
+
+    fn live() -> isize {
+        LIVE.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn pod(i: usize) -> Pod {
+        let ns = format!("team-{:04}", i / 100);
+        let app = format!("service-{:04}-api", (i % 100) / 4);
+        let rs = format!("{app}-5f4c44fcb9");
+        let oom = if i % 50 == 0 {
+            json!({"terminated": {"exitCode": 137, "reason": "OOMKilled",
+                "startedAt": "2026-11-20T10:00:00Z", "finishedAt": "2026-11-20T11:00:00Z"}})
+        } else {
+            json!({})
+        };
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("{rs}-{:05x}", i), "namespace": ns,
+                "uid": format!("6f1c2d9e-0000-4000-8000-{i:012}"), "resourceVersion": "123456",
+                "creationTimestamp": "2026-11-20T09:00:00Z",
+                "labels": {"app": app, "pod-template-hash": "5f4c44fcb9", "version": "v1"},
+                "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-20T09:00:00Z",
+                    "prometheus.io/scrape": "true", "prometheus.io/port": "9090"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs,
+                    "uid": "0e3b7a52-1111-4000-8000-000000000000", "controller": true,
+                    "blockOwnerDeletion": true}]},
+            "spec": {"nodeName": "node-17", "serviceAccountName": "default",
+                "containers": [
+                    {"name": "app", "image": "registry.example/app:1.2.3",
+                        "env": [{"name": "LOG_LEVEL", "value": "info"}, {"name": "PORT", "value": "8080"}],
+                        "ports": [{"containerPort": 8080}],
+                        "resources": {"requests": {"memory": "512Mi", "cpu": "250m"},
+                            "limits": {"memory": "1Gi"}}},
+                    {"name": "istio-proxy", "image": "registry.example/proxyv2:1.20",
+                        "resources": {"requests": {"memory": "128Mi", "cpu": "100m"},
+                            "limits": {"memory": "256Mi", "cpu": "2"}}}]},
+            "status": {"phase": "Running", "podIP": "10.1.2.3", "hostIP": "10.0.0.17",
+                "startTime": "2026-11-20T09:00:00Z",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [
+                    {"name": "app", "image": "registry.example/app:1.2.3", "imageID": "sha256:abc",
+                        "containerID": "containerd://0123456789abcdef", "ready": true,
+                        "restartCount": if i % 50 == 0 { 1 } else { 0 },
+                        "state": {"running": {"startedAt": "2026-11-20T11:00:01Z"}}, "lastState": oom},
+                    {"name": "istio-proxy", "image": "registry.example/proxyv2:1.20",
+                        "imageID": "sha256:def", "containerID": "containerd://fedcba9876543210",
+                        "ready": true, "restartCount": 0,
+                        "state": {"running": {"startedAt": "2026-11-20T09:00:05Z"}}, "lastState": {}}]}}))
+        .unwrap()
+    }
+
+    let sizes: Vec<usize> = std::env::var("BENCH_PODS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| vec![10_000, 100_000]);
+    println!("pod watch store (kube::pods::PodStore), live heap held:");
+    for n in sizes {
+        let json_per_pod = serde_json::to_vec(&pod(n / 2)).unwrap().len();
+        let live0 = live();
+        let store = PodStore::new(Default::default());
+        let events = std::iter::once(Ok(E::Init))
+            .chain((0..n).map(|i| Ok(E::InitApply(pod(i)))))
+            .chain(std::iter::once(Ok(E::InitDone)));
+        store.clone().run(futures::stream::iter(events)).await;
+        let live1 = live();
+        assert_eq!(store.len(), (n, 0));
+        let deletes = (0..n).map(|i| Ok(E::Delete(pod(i))));
+        store.clone().run(futures::stream::iter(deletes)).await;
+        assert_eq!(store.len(), (0, n));
+        let live2 = live();
+        println!(
+            "  {n:>7} pods: live {:>6.1} MiB ({:>4.0} B/pod); after all are deleted (kept for the window) {:>6.1} MiB ({:>4.0} B/pod); one Pod as JSON {json_per_pod} B",
+            (live1 - live0) as f64 / (1 << 20) as f64,
+            (live1 - live0) as f64 / n as f64,
+            (live2 - live0) as f64 / (1 << 20) as f64,
+            (live2 - live0) as f64 / n as f64,
+        );
+        drop(store);
+    }
 }

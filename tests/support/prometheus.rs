@@ -34,6 +34,11 @@ impl OpenMetrics {
         }
     }
 
+    /// Drop the metric families `drop` names (e.g. a cluster without kube-state-metrics).
+    pub fn drop_families(&mut self, drop: impl Fn(&str) -> bool) {
+        self.families.retain(|name, _| !drop(name));
+    }
+
     pub fn render(&self) -> String {
         let mut s = String::new();
         for (name, body) in &self.families {

@@ -31,6 +31,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    commands::init_logging(logging(&cli.command));
     match cli.command {
         Command::Serve(a) => commands::serve::run(a).await,
         Command::Mutate(a) => commands::mutate::run(a).await,
@@ -38,5 +39,20 @@ async fn main() -> anyhow::Result<()> {
         Command::Replay(a) => commands::replay::run(a).await,
         Command::Plan(a) => commands::plan::run(a).await,
         Command::Certs(a) => commands::certs::run(a),
+    }
+}
+
+/// The server logs its life (info); the offline commands only what goes wrong (warn),
+/// so their stdout and stderr stay readable. `RUST_LOG` overrides both.
+fn logging(c: &Command) -> commands::Logging {
+    match c {
+        Command::Serve(a) => commands::Logging {
+            default_level: "info",
+            json: matches!(a.log_format, commands::serve::LogFormat::Json),
+        },
+        _ => commands::Logging {
+            default_level: "warn",
+            json: false,
+        },
     }
 }

@@ -11,7 +11,9 @@ use crate::admission::{AdmitConfig, Admitter, Outcome};
 use crate::cluster::{NamespaceFacts, StaticFacts};
 use crate::object::kind_of_manifest;
 use crate::policy::PolicyStore;
-use crate::recommendation::RecommendationSource;
+use crate::recommendation::{RecommendationSource, WorkloadKey};
+
+pub mod preview;
 
 /// Why the input could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,8 @@ pub struct Mutated {
     pub warnings: Vec<String>,
     /// Whether rightsizer looked at it (a handled kind in an unprotected namespace).
     pub handled: bool,
+    /// Whose recommendations apply, when it was looked at.
+    pub workload: Option<WorkloadKey>,
 }
 
 /// Parse YAML/JSON documents; AdmissionReviews are replaced by their request object.
@@ -123,6 +127,10 @@ pub fn mutate_all(
     config: AdmitConfig,
 ) -> Vec<Mutated> {
     let admitter = Admitter::new(policies, recs, Arc::new(facts), config);
+    mutate_all_with(&admitter, docs)
+}
+
+fn mutate_all_with(admitter: &Admitter, docs: &[Document]) -> Vec<Mutated> {
     docs.iter()
         .map(|d| {
             let Some(kind) = kind_of_manifest(&d.object) else {
@@ -136,6 +144,7 @@ pub fn mutate_all(
                     patch: json_patch::Patch(Vec::new()),
                     warnings: vec![format!("internal: patch did not apply: {e}")],
                     handled: true,
+                    workload: m.workload,
                 };
             }
             Mutated {
@@ -143,6 +152,7 @@ pub fn mutate_all(
                 patch: m.patch,
                 warnings: m.warnings,
                 handled: m.outcome != Outcome::Skipped,
+                workload: m.workload,
             }
         })
         .collect()
@@ -154,7 +164,62 @@ fn unchanged(d: &Document) -> Mutated {
         patch: json_patch::Patch(Vec::new()),
         warnings: Vec::new(),
         handled: false,
+        workload: None,
     }
+}
+
+/// A workload's Pod as its controller would create it and admission would leave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodPreview {
+    /// Index of the workload in the input.
+    pub index: usize,
+    /// The Pod sent for admission (from the workload as admission left it).
+    pub pod: Value,
+    pub result: Mutated,
+}
+
+/// The Pods the input's workloads would create, each admitted as the webhook would
+/// (`results` are `mutate_all`'s for the same documents).
+pub fn preview_pods(
+    docs: &[Document],
+    results: &[Mutated],
+    policies: Arc<PolicyStore>,
+    recs: Arc<dyn RecommendationSource>,
+    facts: StaticFacts,
+    config: AdmitConfig,
+) -> Vec<PodPreview> {
+    let mut workload_annotations = std::collections::BTreeMap::new();
+    for (d, r) in docs.iter().zip(results) {
+        if let (Some(key), Some(a)) = (&r.workload, d.object.pointer("/metadata/annotations")) {
+            if let Ok(a) = serde_json::from_value(a.clone()) {
+                workload_annotations.insert(key.clone(), Arc::new(a));
+            }
+        }
+    }
+    let facts = preview::PreviewFacts {
+        base: facts,
+        workload_annotations,
+    };
+    let admitter = Admitter::new(policies, recs, Arc::new(facts), config);
+    let mut out = Vec::new();
+    for (index, (d, r)) in docs.iter().zip(results).enumerate() {
+        let Some(kind) = kind_of_manifest(&d.object) else {
+            continue;
+        };
+        let Some(pod) = preview::controller_pod(kind, &d.namespace, &r.object) else {
+            continue;
+        };
+        let result = mutate_all_with(
+            &admitter,
+            &[Document {
+                object: pod.clone(),
+                namespace: d.namespace.clone(),
+            }],
+        )
+        .remove(0);
+        out.push(PodPreview { index, pod, result });
+    }
+    out
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::quantity::Resource;
 use crate::rules::{Observed, Sizes};
 
+pub mod metrics;
+
 /// The kinds a workload identity can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum WorkloadKind {
@@ -234,6 +236,12 @@ pub trait RecommendationSource: Send + Sync {
     fn get(&self, key: &ContainerKey) -> Option<ContainerRecommendation>;
     /// A copy of everything, for `GET /recommendations`.
     fn snapshot(&self) -> Snapshot;
+    /// Every servable entry, without copying them all first (the metrics collector).
+    fn visit(&self, f: &mut dyn FnMut(&ContainerKey, &ContainerRecommendation)) {
+        for (k, r) in &self.snapshot().recommendations {
+            f(k, r);
+        }
+    }
 }
 
 /// A point-in-time copy of recommendations: the JSON format of `GET /recommendations`
@@ -286,6 +294,11 @@ impl RecommendationSource for Snapshot {
     }
     fn snapshot(&self) -> Snapshot {
         self.clone()
+    }
+    fn visit(&self, f: &mut dyn FnMut(&ContainerKey, &ContainerRecommendation)) {
+        for (k, r) in &self.recommendations {
+            f(k, r);
+        }
     }
 }
 

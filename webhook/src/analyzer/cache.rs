@@ -147,6 +147,13 @@ impl RecommendationSource for RecommendationCache {
     fn snapshot(&self) -> Snapshot {
         self.snapshot_at(unix_now())
     }
+    fn visit(&self, f: &mut dyn FnMut(&ContainerKey, &ContainerRecommendation)) {
+        let now = unix_now();
+        let g = self.lock();
+        for (k, e) in g.iter().filter(|(_, e)| self.servable(e, now)) {
+            f(k, &e.rec);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::recommendation::{WorkloadKey, WorkloadKind};
 use crate::rules::Sizes;
 
 use super::compute::PodFigures;
+use super::ksm::FactsSink;
 
 /// Per pod-container figures of one cycle.
 #[derive(Debug, Default, Clone)]
@@ -92,26 +93,37 @@ impl Acc {
             }
             QueryKind::Requests | QueryKind::Limits => {
                 for s in samples {
-                    let (mem, cpu) = self.current.entry(pod_key(s)).or_default();
-                    let (slot, v) = match s.label("resource") {
-                        "memory" => (mem, s.value.ceil()),
-                        "cpu" => (cpu, (s.value * 1000.0).round()),
+                    let (r, v) = match s.label("resource") {
+                        "memory" => (Resource::Memory, s.value.ceil()),
+                        "cpu" => (Resource::Cpu, (s.value * 1000.0).round()),
                         _ => continue,
                     };
-                    let v = v.max(0.0) as u64;
-                    if kind == QueryKind::Requests {
-                        max_u64_into(&mut slot.request, v);
+                    let v = Some(v.max(0.0) as u64);
+                    let sizes = if kind == QueryKind::Requests {
+                        Sizes {
+                            request: v,
+                            limit: None,
+                        }
                     } else {
-                        max_u64_into(&mut slot.limit, v);
-                    }
+                        Sizes {
+                            request: None,
+                            limit: v,
+                        }
+                    };
+                    let (ns, pod) = (s.label("namespace"), s.label("pod"));
+                    self.resources(ns, pod, s.label("container"), r, sizes);
                 }
             }
             QueryKind::OomLimit => {
-                self.oom.extend(
-                    samples
-                        .iter()
-                        .map(|s| (pod_key(s), s.value.max(0.0) as u64)),
-                );
+                for s in samples {
+                    let limit = s.value.max(0.0) as u64;
+                    self.oom_kill(
+                        s.label("namespace"),
+                        s.label("pod"),
+                        s.label("container"),
+                        limit,
+                    );
+                }
             }
             QueryKind::Hpa => {
                 for s in samples {
@@ -128,10 +140,7 @@ impl Acc {
                         "cpu" => Resource::Cpu,
                         _ => continue,
                     };
-                    let v = self.hpa.entry(w).or_default();
-                    if !v.contains(&r) {
-                        v.push(r);
-                    }
+                    self.hpa(w, r);
                 }
             }
             QueryKind::NamespaceSizes => {}
@@ -163,6 +172,61 @@ impl Acc {
                     self.pods.entry(pod_key(s)).or_default().first = Some(s.value);
                 }
             }
+        }
+    }
+}
+
+/// The rows kube-state-metrics answers with, whichever source gives them.
+impl FactsSink for Acc {
+    fn pod_owner(&mut self, namespace: &str, pod: &str, kind: &str, name: &str) {
+        self.owners.pod_owner(namespace, pod, kind, name);
+    }
+
+    fn replicaset_owner(&mut self, namespace: &str, rs: &str, kind: &str, name: &str) {
+        self.owners.replicaset_owner(namespace, rs, kind, name);
+    }
+
+    fn job_owner(&mut self, namespace: &str, job: &str, kind: &str, name: &str) {
+        self.owners.job_owner(namespace, job, kind, name);
+    }
+
+    fn knative_pod(&mut self, namespace: &str, pod: &str, service: &str, configuration: &str) {
+        self.owners
+            .knative_pod(namespace, pod, service, configuration);
+    }
+
+    fn resources(&mut self, namespace: &str, pod: &str, container: &str, r: Resource, s: Sizes) {
+        let key = (
+            namespace.to_string(),
+            pod.to_string(),
+            container.to_string(),
+        );
+        let (mem, cpu) = self.current.entry(key).or_default();
+        let slot = match r {
+            Resource::Memory => mem,
+            Resource::Cpu => cpu,
+        };
+        if let Some(v) = s.request {
+            max_u64_into(&mut slot.request, v);
+        }
+        if let Some(v) = s.limit {
+            max_u64_into(&mut slot.limit, v);
+        }
+    }
+
+    fn oom_kill(&mut self, namespace: &str, pod: &str, container: &str, memory_limit: u64) {
+        let key = (
+            namespace.to_string(),
+            pod.to_string(),
+            container.to_string(),
+        );
+        self.oom.push((key, memory_limit));
+    }
+
+    fn hpa(&mut self, workload: WorkloadKey, r: Resource) {
+        let v = self.hpa.entry(workload).or_default();
+        if !v.contains(&r) {
+            v.push(r);
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Pod → top-level workload, from kube-state-metrics owner series: a Deployment's
-//! pods across all its ReplicaSets, a CronJob's across all its Jobs, a Knative
-//! Service's across all its revisions.
+//! Pod → top-level workload, from owner rows (kube-state-metrics owner series, or the
+//! same rows read from the Kubernetes API by `analyzer::ksm`): a Deployment's pods
+//! across all its ReplicaSets, a CronJob's across all its Jobs, a Knative Service's
+//! across all its revisions.
 
 use std::collections::HashMap;
 
@@ -9,7 +10,7 @@ use super::queries::{QueryKind, KN_CFG, KN_NS, KN_REV, KN_SVC};
 use crate::recommendation::{WorkloadKey, WorkloadKind};
 
 /// kube-state-metrics writes this when an object has no owner.
-const NO_OWNER: &str = "<none>";
+pub const NO_OWNER: &str = "<none>";
 
 type NsName = (String, String);
 
@@ -24,11 +25,8 @@ pub struct OwnerIndex {
     knative_deploy: HashMap<NsName, WorkloadKey>,
 }
 
-fn owner_pair(s: &Sample) -> (String, String) {
-    (
-        s.label("owner_kind").to_string(),
-        s.label("owner_name").to_string(),
-    )
+fn owner_labels(s: &Sample) -> (&str, &str) {
+    (s.label("owner_kind"), s.label("owner_name"))
 }
 
 /// Knative Service when the revision names one, else its Configuration.
@@ -58,30 +56,62 @@ fn insert_owner(map: &mut HashMap<NsName, (String, String)>, key: NsName, owner:
 }
 
 impl OwnerIndex {
+    /// A pod's controlling owner (`<none>` or no call when it has none).
+    pub fn pod_owner(&mut self, namespace: &str, pod: &str, kind: &str, name: &str) {
+        let key = (namespace.to_string(), pod.to_string());
+        insert_owner(
+            &mut self.pod_owner,
+            key,
+            (kind.to_string(), name.to_string()),
+        );
+    }
+
+    /// A ReplicaSet's controlling owner.
+    pub fn replicaset_owner(&mut self, namespace: &str, rs: &str, kind: &str, name: &str) {
+        let key = (namespace.to_string(), rs.to_string());
+        insert_owner(
+            &mut self.rs_owner,
+            key,
+            (kind.to_string(), name.to_string()),
+        );
+    }
+
+    /// A Job's controlling owner.
+    pub fn job_owner(&mut self, namespace: &str, job: &str, kind: &str, name: &str) {
+        let key = (namespace.to_string(), job.to_string());
+        insert_owner(
+            &mut self.job_owner,
+            key,
+            (kind.to_string(), name.to_string()),
+        );
+    }
+
+    /// A pod carrying Knative's `serving.knative.dev/{service,configuration}` labels.
+    pub fn knative_pod(&mut self, namespace: &str, pod: &str, service: &str, configuration: &str) {
+        if let Some(k) = knative_key(namespace, service, configuration) {
+            self.knative_pod
+                .insert((namespace.to_string(), pod.to_string()), k);
+        }
+    }
+
     pub fn add_pod_owners(&mut self, samples: &[Sample]) {
         for s in samples {
-            let key = (s.label("namespace").to_string(), s.label("pod").to_string());
-            insert_owner(&mut self.pod_owner, key, owner_pair(s));
+            let (kind, name) = owner_labels(s);
+            self.pod_owner(s.label("namespace"), s.label("pod"), kind, name);
         }
     }
 
     pub fn add_replicaset_owners(&mut self, samples: &[Sample]) {
         for s in samples {
-            let key = (
-                s.label("namespace").to_string(),
-                s.label("replicaset").to_string(),
-            );
-            insert_owner(&mut self.rs_owner, key, owner_pair(s));
+            let (kind, name) = owner_labels(s);
+            self.replicaset_owner(s.label("namespace"), s.label("replicaset"), kind, name);
         }
     }
 
     pub fn add_job_owners(&mut self, samples: &[Sample]) {
         for s in samples {
-            let key = (
-                s.label("namespace").to_string(),
-                s.label("job_name").to_string(),
-            );
-            insert_owner(&mut self.job_owner, key, owner_pair(s));
+            let (kind, name) = owner_labels(s);
+            self.job_owner(s.label("namespace"), s.label("job_name"), kind, name);
         }
     }
 
@@ -89,15 +119,12 @@ impl OwnerIndex {
     /// in kube-state-metrics).
     pub fn add_knative_pod_labels(&mut self, samples: &[Sample]) {
         for s in samples {
-            let ns = s.label("namespace");
-            if let Some(k) = knative_key(
-                ns,
+            self.knative_pod(
+                s.label("namespace"),
+                s.label("pod"),
                 s.label("label_serving_knative_dev_service"),
                 s.label("label_serving_knative_dev_configuration"),
-            ) {
-                self.knative_pod
-                    .insert((ns.to_string(), s.label("pod").to_string()), k);
-            }
+            );
         }
     }
 
@@ -126,6 +153,17 @@ impl OwnerIndex {
             QueryKind::KnativePodLabels => self.add_knative_pod_labels(samples),
             _ => {}
         }
+    }
+
+    /// Whether any pod owner row came in (from kube-state-metrics, before the API's).
+    pub fn has_pod_owners(&self) -> bool {
+        !self.pod_owner.is_empty()
+    }
+
+    /// Whether a pod has an owner row (`<none>` included).
+    pub fn knows_pod(&self, namespace: &str, pod: &str) -> bool {
+        self.pod_owner
+            .contains_key(&(namespace.to_string(), pod.to_string()))
     }
 
     /// The workload a pod belongs to. Pods without owner data count as bare Pods.

@@ -9,6 +9,7 @@ pub mod compute;
 mod gather;
 pub mod history;
 pub mod knative;
+pub mod ksm;
 pub mod mapping;
 pub mod metrics;
 pub mod policies;
@@ -113,6 +114,8 @@ pub enum AnalyzerError {
     Prometheus(#[from] PromError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Facts(#[from] ksm::FactsError),
 }
 
 /// Everything the analyzer is configured with.
@@ -173,6 +176,7 @@ pub struct Analyzer {
     progress: Option<Progress>,
     hooks: Option<Arc<dyn AnalyzerHooks>>,
     tracks: Mutex<history::Tracks>,
+    sources: ksm::Sources,
 }
 
 impl Analyzer {
@@ -202,6 +206,7 @@ impl Analyzer {
             state: Mutex::new(state),
             progress: None,
             hooks: None,
+            sources: ksm::Sources::default(),
         })
     }
 
@@ -218,6 +223,12 @@ impl Analyzer {
     /// Be told about commits and revisions.
     pub fn set_hooks(&mut self, hooks: Arc<dyn AnalyzerHooks>) {
         self.hooks = Some(hooks);
+    }
+
+    /// Where owners, requests/limits, OOM kills and HPA targets come from when
+    /// kube-state-metrics is absent (`mode`); see [`ksm`].
+    pub fn set_facts_source(&mut self, mode: ksm::KsmMode, api: Arc<dyn ksm::WorkloadFacts>) {
+        self.sources = ksm::Sources::new(mode, Some(api));
     }
 
     /// The committed values and OOM holds as they stand.
@@ -375,10 +386,12 @@ impl Analyzer {
         for s in &scopes {
             list.extend(queries::Builder::new(qcfg, s.as_deref()).scoped());
         }
+        self.sources.plan(&mut list);
         let mut acc = Acc::default();
         series_read += self
             .run_queries(list, now, queries, &mut |k, v| acc.absorb(k, &v))
             .await?;
+        self.sources.complete(&mut acc, now, qcfg).await?;
         let intervals = self
             .read_intervals(&acc, now, queries, &mut series_read)
             .await?;

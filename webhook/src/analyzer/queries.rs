@@ -44,6 +44,24 @@ pub enum QueryKind {
     NamespaceSizes,
 }
 
+impl QueryKind {
+    /// Answered by kube-state-metrics series (`kube_*`); `analyzer::ksm` reads the same
+    /// facts from the Kubernetes API when a cluster does not run it.
+    pub fn from_kube_state_metrics(self) -> bool {
+        matches!(
+            self,
+            QueryKind::PodOwner
+                | QueryKind::ReplicaSetOwner
+                | QueryKind::JobOwner
+                | QueryKind::KnativePodLabels
+                | QueryKind::Requests
+                | QueryKind::Limits
+                | QueryKind::OomLimit
+                | QueryKind::Hpa
+        )
+    }
+}
+
 /// What a per-interval range query answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IntervalKind {
@@ -463,5 +481,18 @@ mod tests {
             .unwrap();
         assert!(p95.starts_with("max by (namespace,pod,container) (label_replace(quantile_over_time(0.95,container_memory_working_set_bytes{"), "{p95}");
         assert!(p95.contains("[86400s]"));
+    }
+
+    #[test]
+    fn exactly_the_kube_series_are_kube_state_metrics_queries() {
+        let cfg = QueryConfig::default();
+        let b = Builder::new(&cfg, None);
+        for (k, q) in b.scoped().into_iter().chain(b.global()) {
+            assert_eq!(
+                k.from_kube_state_metrics(),
+                q.contains("kube_"),
+                "{k:?}: {q}"
+            );
+        }
     }
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use rightsizer::admission::AdmitConfig;
-use rightsizer::offline::{facts_from, mutate_all, parse_documents};
+use rightsizer::offline::preview::rows;
+use rightsizer::offline::{facts_from, mutate_all, parse_documents, preview_pods, PodPreview};
 use rightsizer::policy::PolicyStore;
 use rightsizer::recommendation::{NoRecommendations, RecommendationSource, Snapshot};
 
@@ -16,6 +17,9 @@ pub enum Output {
     Yaml,
     Json,
     Patch,
+    /// Per container: workload, container, resource, before -> after, source (what the
+    /// Pods get, for workloads too).
+    Table,
 }
 
 #[derive(Debug, clap::Args)]
@@ -43,6 +47,11 @@ pub struct Args {
     own_namespace: String,
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Yaml)]
     output: Output,
+    /// Also print, after each workload, the Pod its controller would create as admission
+    /// leaves it (under `target: pods` the template itself is not changed). Off by default:
+    /// the YAML/JSON output stays the manifests to apply, without a bare Pod among them.
+    #[arg(long)]
+    pods: bool,
 }
 
 fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
@@ -96,25 +105,58 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let policies = load_policies(&args.policies)?;
     let recs = load_snapshot(&args.recommendations)?;
     let facts = facts_from(&docs, &args.namespace_labels);
+    tracing::info!(
+        documents = docs.len(),
+        policies = policies.current().len(),
+        "mutate: input read"
+    );
     let config = AdmitConfig {
         enforcement: args.enforcement,
         own_namespace: Some(args.own_namespace.clone()),
     };
-    let results = mutate_all(&docs, policies, recs, facts, config);
+    let results = mutate_all(
+        &docs,
+        policies.clone(),
+        recs.clone(),
+        facts.clone(),
+        config.clone(),
+    );
+    let previews = preview_pods(&docs, &results, policies, recs, facts, config);
+    let preview_of = |i: usize| previews.iter().find(|p| p.index == i);
+    let show_pods = args.pods || matches!(args.output, Output::Table);
     let mut out = String::new();
     for (i, r) in results.iter().enumerate() {
         let id = describe(&r.object);
         for w in &r.warnings {
             eprintln!("warning: {id}: {w}");
         }
+        let preview = preview_of(i);
+        if let Some(p) = preview {
+            if show_pods {
+                for w in &p.result.warnings {
+                    eprintln!("warning: {} (from {id}): {w}", describe(&p.pod));
+                }
+            } else if r.patch.0.is_empty() && !p.result.patch.0.is_empty() {
+                eprintln!(
+                    "note: {id}: its template is left as is (policy target: pods); its Pods are sized when created: add --pods to see them, or -o table for a summary"
+                );
+            }
+        }
+        let pod = preview.filter(|_| args.pods);
         match args.output {
             Output::Yaml => {
                 if i > 0 {
                     out.push_str("---\n");
                 }
                 out.push_str(&serde_yaml::to_string(&r.object)?);
+                if let Some(p) = pod {
+                    out.push_str(&format!(
+                        "---\n# the Pod {id} would create, as admitted (a preview, not a manifest to apply)\n"
+                    ));
+                    out.push_str(&serde_yaml::to_string(&p.result.object)?);
+                }
             }
-            Output::Json => {}
+            Output::Json | Output::Table => {}
             Output::Patch => {
                 if r.handled {
                     out.push_str(&serde_json::to_string(&serde_json::json!({
@@ -122,21 +164,95 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     }))?);
                     out.push('\n');
                 }
+                if let Some(p) = pod.filter(|p| p.result.handled) {
+                    out.push_str(&serde_json::to_string(&serde_json::json!({
+                        "object": format!("{} (from {id})", describe(&p.pod)),
+                        "patch": p.result.patch, "warnings": p.result.warnings,
+                    }))?);
+                    out.push('\n');
+                }
             }
         }
     }
-    if let Output::Json = args.output {
-        let objects: Vec<_> = results.into_iter().map(|r| r.object).collect();
-        let v = if objects.len() == 1 {
-            objects.into_iter().next().unwrap_or_default()
-        } else {
-            serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects})
-        };
-        out = serde_json::to_string_pretty(&v)?;
-        out.push('\n');
+    match args.output {
+        Output::Json => {
+            let mut objects = Vec::new();
+            for (i, r) in results.iter().enumerate() {
+                objects.push(r.object.clone());
+                if let Some(p) = preview_of(i).filter(|_| args.pods) {
+                    objects.push(p.result.object.clone());
+                }
+            }
+            let v = if objects.len() == 1 {
+                objects.into_iter().next().unwrap_or_default()
+            } else {
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects})
+            };
+            out = serde_json::to_string_pretty(&v)?;
+            out.push('\n');
+        }
+        Output::Table => out = table(&docs, &results, &previews),
+        _ => {}
     }
     print!("{out}");
     Ok(())
+}
+
+/// One line per container, resource and side of what each Pod gets: a Pod's own
+/// values, a workload's from the Pod its controller would create.
+fn table(
+    docs: &[rightsizer::offline::Document],
+    results: &[rightsizer::offline::Mutated],
+    previews: &[PodPreview],
+) -> String {
+    let mut lines = vec![[
+        "WORKLOAD".to_string(),
+        "CONTAINER".to_string(),
+        "RESOURCE".to_string(),
+        "BEFORE -> AFTER".to_string(),
+        "SOURCE".to_string(),
+    ]];
+    for (i, (d, r)) in docs.iter().zip(results).enumerate() {
+        let (before, after, workload) = match previews.iter().find(|p| p.index == i) {
+            Some(p) => {
+                let spec = rightsizer::object::kind_of_manifest(&d.object)
+                    .and_then(|k| d.object.pointer(rightsizer::object::pod_paths(k).0));
+                (spec, &p.result.object, &p.result.workload)
+            }
+            None if d.object.get("kind").and_then(|k| k.as_str()) == Some("Pod") => {
+                (d.object.get("spec"), &r.object, &r.workload)
+            }
+            None => continue,
+        };
+        let Some(workload) = workload else { continue };
+        for row in rows(before.unwrap_or(&serde_json::Value::Null), after) {
+            let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+            lines.push([
+                workload.to_string(),
+                row.container,
+                row.resource,
+                format!("{} -> {}", dash(&row.before), dash(&row.after)),
+                dash(&row.source),
+            ]);
+        }
+    }
+    let mut width = [0; 5];
+    for l in &lines {
+        for (w, c) in width.iter_mut().zip(l) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    for l in &lines {
+        let cells: Vec<String> = l
+            .iter()
+            .zip(width)
+            .map(|(c, w)| format!("{c:w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 fn describe(obj: &serde_json::Value) -> String {

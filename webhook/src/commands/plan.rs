@@ -171,7 +171,7 @@ async fn plans(args: &Args) -> anyhow::Result<Vec<WorkloadPlan>> {
                     Some(q) => match fit_container(client, &q, model, Some(spec), end).await {
                         Ok(r) => Some(r.fit),
                         Err(e) => {
-                            eprintln!("{key}: fit failed: {e}");
+                            tracing::warn!(container = %key, error = %e, "load-model fit failed");
                             None
                         }
                     },

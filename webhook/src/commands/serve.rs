@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus_client::registry::Registry;
 use rightsizer::admission::{AdmitConfig, Admitter};
+use rightsizer::analyzer::ksm::KsmMode;
 use rightsizer::analyzer::{
     Analyzer, AnalyzerHooks, PoliciesLookup, PromClient, RecommendationCache,
 };
@@ -20,6 +21,7 @@ use rightsizer::loadmodel::publish::refresh;
 use rightsizer::policy::store::PolicyStore;
 use rightsizer::policy::watch as policy;
 use rightsizer::quantity::Resource;
+use rightsizer::recommendation::metrics::RecommendationCollector;
 use rightsizer::recommendation::{Committed, ContainerKey};
 use rightsizer::recommendation::{NoRecommendations, RecommendationSource, Snapshot};
 use rightsizer::rules::Sizes;
@@ -78,6 +80,11 @@ pub struct Args {
     /// KUBECONFIG is set.
     #[arg(long, value_enum, default_value_t = KubeMode::Auto)]
     pub kube: KubeMode,
+    /// Read owners, requests/limits, OOM kills and HPAs from kube-state-metrics series.
+    /// `auto`: when a cycle finds none, from the Kubernetes API (a Pod watch, started
+    /// then); `never`: always from the API. Without `--kube`, always the series.
+    #[arg(long, value_enum, default_value_t = KsmMode::Auto)]
+    pub kube_state_metrics: KsmMode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -179,6 +186,9 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
         let long_window = cfg.queries.long_window_secs;
         let mut analyzer = Analyzer::new(cfg, lookup, registry)?;
         if let Some(k) = &kube {
+            if args.kube_state_metrics != KsmMode::Always {
+                analyzer.set_facts_source(args.kube_state_metrics, k.pods.clone());
+            }
             analyzer.set_hooks(Arc::new(ClusterHooks {
                 sink: k.commit_sink(),
                 writer: k.writer.clone(),
@@ -199,6 +209,10 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
     } else if let Some(s) = snapshot {
         recommendations = s;
     }
+    // Exported as recommended (committed values are on the workloads, not in this metric).
+    registry.register_collector(Box::new(RecommendationCollector::new(
+        recommendations.clone(),
+    )));
     if let Some(k) = &kube {
         recommendations = k.overlay(recommendations);
     }
@@ -314,8 +328,6 @@ const LOAD_MODEL_REFIT: Duration = Duration::from_secs(3600);
 const POLICY_REREAD: Duration = Duration::from_secs(5);
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    init_logging(args.log_format);
-
     let mut registry = Registry::default();
     let metrics = ServerMetrics::register(&mut registry);
     let mut admission = build_admission(&args, &mut registry).await?;
@@ -428,16 +440,4 @@ const SELF_SIGNED_DAYS: u32 = 365;
 /// The names `--self-signed` certifies.
 fn localhost_names() -> Vec<String> {
     vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => b.try_init(),
-        LogFormat::Json => b.json().try_init(),
-    };
 }

@@ -75,10 +75,11 @@ impl<Key: Eq + Hash, V> Mirror<Key, V> {
     }
 }
 
-/// What changed in a mirror, for watchers that act on changes (policies).
+/// What changed in a mirror, for watchers that act on changes (policies, pods).
 pub enum Change<'a, Key, V> {
     Upsert(&'a Key, &'a V),
-    Remove(&'a Key),
+    /// With the last value held (pods keep it after deletion).
+    Remove(&'a Key, &'a V),
 }
 
 /// Drive `stream` into `mirror`: `derive` turns an object into its key and value (or
@@ -108,8 +109,8 @@ pub async fn run<K, Key, V, S>(
                 }
             }
             Ok(watcher::Event::Delete(obj)) => {
-                if let Some((k, _)) = derive(&obj) {
-                    on_change(Change::Remove(&k));
+                if let Some((k, v)) = derive(&obj) {
+                    on_change(Change::Remove(&k, &v));
                     let mut map = mirror.write();
                     map.remove(&k);
                     mirror.set_size(map.len());
@@ -125,8 +126,8 @@ pub async fn run<K, Key, V, S>(
                 let fresh = pending.take().unwrap_or_default();
                 {
                     let old = mirror.read();
-                    for k in old.keys().filter(|k| !fresh.contains_key(*k)) {
-                        on_change(Change::Remove(k));
+                    for (k, v) in old.iter().filter(|(k, _)| !fresh.contains_key(*k)) {
+                        on_change(Change::Remove(k, v));
                     }
                 }
                 for (k, v) in &fresh {
@@ -170,7 +171,7 @@ mod tests {
             |(k, v): &(&str, u32)| Some((k.to_string(), *v)),
             |c| match c {
                 Change::Upsert(k, v) => log.push(format!("+{k}{v}")),
-                Change::Remove(k) => log.push(format!("-{k}")),
+                Change::Remove(k, v) => log.push(format!("-{k}{v}")),
             },
         )
         .await;
@@ -180,6 +181,6 @@ mod tests {
         assert_eq!(size.get(), 1);
         let first_list = log[..2].to_vec();
         assert!(first_list.contains(&"+a1".to_string()) && first_list.contains(&"+b2".to_string()));
-        assert_eq!(&log[2..], &["+c3", "-a", "-b", "+c4"]);
+        assert_eq!(&log[2..], &["+c3", "-a1", "-b2", "+c4"]);
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! `start` spawns it all and returns the handles `serve` wires in: `facts` for the
 //! `Admitter`, `overlay` around the recommendation source, `writer` (a `CommitSink`)
-//! for the analyzer, `leader` to gate the analyzer's commits.
+//! for the analyzer, `leader` to gate the analyzer's commits, `pods` (started only when
+//! the analyzer needs it) in place of kube-state-metrics.
 
 pub mod committed;
 pub mod discovery;
@@ -13,6 +14,7 @@ pub mod events;
 pub mod facts;
 pub mod leader;
 pub mod mirror;
+pub mod pods;
 pub mod policies;
 mod watchers;
 pub mod writer;
@@ -70,6 +72,8 @@ pub struct KubeHandles {
     /// Persists the analyzer's commits (leader only) and posts Events.
     pub writer: Arc<KubeWriter>,
     pub recorder: Arc<Recorder>,
+    /// Pods for the analyzer when kube-state-metrics is absent (not in `wait_synced`).
+    pub pods: Arc<pods::PodWatch>,
     tasks: Vec<JoinHandle<()>>,
     policies_synced: Arc<mirror::Mirror<String, policies::PolicySource>>,
 }
@@ -104,6 +108,7 @@ impl KubeHandles {
     /// Stop: give the Lease up (so another replica leads at once) and end the watchers.
     pub async fn shutdown(self) -> Result<(), KubeError> {
         let released = self.leader.release().await;
+        self.pods.stop();
         for t in &self.tasks {
             t.abort();
         }
@@ -113,6 +118,7 @@ impl KubeHandles {
     /// Stop without releasing the Lease (as a crashed replica would): the others take
     /// over once it expires.
     pub fn abandon(self) {
+        self.pods.stop();
         for t in &self.tasks {
             t.abort();
         }
@@ -174,6 +180,7 @@ pub async fn start_with(
     )));
     spawned.tasks.push(tokio::spawn(leader.clone().run()));
 
+    let pods = pods::PodWatch::new(client.clone(), spawned.facts.clone(), spawned.gauge("pods"));
     let facts = spawned.facts;
     let writer = Arc::new(KubeWriter::new(
         client,
@@ -187,6 +194,7 @@ pub async fn start_with(
         leader,
         writer,
         recorder,
+        pods,
         tasks: spawned.tasks,
         policies_synced: policy_mirror,
     })

@@ -99,7 +99,7 @@ pub async fn run(
                 }
             }
         }
-        Change::Remove(name) => {
+        Change::Remove(name, _) => {
             let source = source_name(&ns, name);
             if store.remove(&source) {
                 tracing::info!(policy = %source, "policy removed");

@@ -25,10 +25,16 @@ pub fn parse_policy(source: &str, default_name: &str, text: &str) -> Result<Poli
                 message: format!("{POLICY_KEY}: {inner}"),
             }
         } else {
+            // serde_yaml's message already starts with the path; the error adds it once.
+            let message = inner.to_string();
+            let message = message
+                .strip_prefix(&format!("{path}: "))
+                .map(str::to_string)
+                .unwrap_or(message);
             PolicyError::Invalid {
                 source_name: source.to_string(),
                 path,
-                message: inner.to_string(),
+                message,
             }
         }
     })?;
@@ -124,4 +130,29 @@ pub fn read_dir_sources(dir: &Path) -> Result<Vec<(String, String)>, PolicyError
         out.push((p.display().to_string(), text));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[rstest::rstest]
+    #[case::top_level("mode: sideways\n", "mode", "p.yaml: mode: unknown variant `sideways`")]
+    #[case::nested(
+        "rules:\n  memory:\n    request: {floor: lots}\n",
+        "rules.memory.request.floor",
+        "p.yaml: rules.memory.request.floor: "
+    )]
+    #[case::in_a_list(
+        "overrides:\n  - workload: {kind: Widget, name: a}\n",
+        "overrides[0].workload.kind",
+        "p.yaml: overrides[0].workload.kind: unknown variant `Widget`"
+    )]
+    fn a_refused_field_is_named_once(#[case] text: &str, #[case] path: &str, #[case] starts: &str) {
+        let e = parse_policy("p.yaml", "p", text).unwrap_err();
+        assert_eq!(e.path(), Some(path));
+        let shown = e.to_string();
+        assert!(shown.starts_with(starts), "{shown}");
+        assert_eq!(shown.matches(&format!("{path}:")).count(), 1, "{shown}");
+    }
 }

@@ -1,0 +1,174 @@
+//! Where owners, current requests/limits, OOM kills and HPA targets come from:
+//! kube-state-metrics series, or, when a cluster does not run it, the Kubernetes API
+//! through the webhook's watchers (`kube::pods`). Both give the same rows to the same
+//! [`FactsSink`], so the rest of a cycle cannot tell them apart.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use super::gather::Acc;
+use super::queries::{QueryConfig, QueryKind};
+use crate::quantity::Resource;
+use crate::recommendation::WorkloadKey;
+use crate::rules::Sizes;
+
+/// `--kube-state-metrics`: whether its series are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum KsmMode {
+    /// Read them; when a cycle finds no `kube_pod_owner` series, take the facts from the
+    /// Kubernetes API for that cycle.
+    #[default]
+    Auto,
+    /// Always read them (the API is never asked).
+    Always,
+    /// Never query them; always take the facts from the Kubernetes API.
+    Never,
+}
+
+/// The rows kube-state-metrics answers with, one at a time.
+pub trait FactsSink {
+    /// A pod's controlling owner.
+    fn pod_owner(&mut self, namespace: &str, pod: &str, kind: &str, name: &str);
+    fn replicaset_owner(&mut self, namespace: &str, rs: &str, kind: &str, name: &str);
+    fn job_owner(&mut self, namespace: &str, job: &str, kind: &str, name: &str);
+    /// A pod labelled `serving.knative.dev/service` / `configuration`.
+    fn knative_pod(&mut self, namespace: &str, pod: &str, service: &str, configuration: &str);
+    /// What a live pod's container runs with (bytes, millicores).
+    fn resources(&mut self, namespace: &str, pod: &str, container: &str, r: Resource, s: Sizes);
+    /// A container whose last termination was an OOM kill, with its memory limit.
+    fn oom_kill(&mut self, namespace: &str, pod: &str, container: &str, memory_limit: u64);
+    /// An HPA scales `workload` on `r`.
+    fn hpa(&mut self, workload: WorkloadKey, r: Resource);
+}
+
+/// The same facts read from somewhere else than Prometheus (the Kubernetes API).
+pub trait WorkloadFacts: Send + Sync {
+    /// Start watching if not yet, and wait up to `timeout` for the first complete list.
+    fn ready(&self, timeout: Duration) -> BoxFuture<'_, bool>;
+    /// Feed the pods alive now and those deleted after `since` (unix seconds), with
+    /// the OOM kills that finished after `since`; only `namespace` when given. Every
+    /// pod gets an owner row (`mapping::NO_OWNER` when it has none).
+    fn feed(&self, since: u64, namespace: Option<&str>, sink: &mut dyn FactsSink);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FactsError {
+    #[error("kube-state-metrics series are absent and the Pod watch has not listed all pods within {0:?}; retrying next cycle")]
+    NotReady(Duration),
+}
+
+/// How long a cycle waits for the Pod watch's first list (later cycles do not wait).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which source a cycle used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    KubeStateMetrics,
+    KubernetesApi,
+}
+
+/// Which source a cycle uses: the API only when there is one, and kube-state-metrics is
+/// not to be read or answered no `kube_pod_owner` row.
+pub fn choose(mode: KsmMode, has_api: bool, ksm_answered: bool) -> Source {
+    match (has_api, mode) {
+        (true, KsmMode::Never) => Source::KubernetesApi,
+        (true, KsmMode::Auto) if !ksm_answered => Source::KubernetesApi,
+        _ => Source::KubeStateMetrics,
+    }
+}
+
+/// The analyzer's choice of source, made per cycle.
+pub struct Sources {
+    mode: KsmMode,
+    api: Option<Arc<dyn WorkloadFacts>>,
+    /// The last cycle's source (0 none yet), to log changes once.
+    last: AtomicU8,
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Sources::new(KsmMode::Always, None)
+    }
+}
+
+impl Sources {
+    /// Without `api`, kube-state-metrics is the only source whatever the mode.
+    pub fn new(mode: KsmMode, api: Option<Arc<dyn WorkloadFacts>>) -> Self {
+        Sources {
+            mode,
+            api,
+            last: AtomicU8::new(0),
+        }
+    }
+
+    /// Drop the kube-state-metrics queries when they are never to be read.
+    pub(super) fn plan(&self, list: &mut Vec<(QueryKind, String)>) {
+        if self.mode == KsmMode::Never && self.api.is_some() {
+            list.retain(|(k, _)| !k.from_kube_state_metrics());
+        }
+    }
+
+    /// After a cycle's queries: take the facts from the API when kube-state-metrics is
+    /// not read (`never`) or did not answer (`auto`: no `kube_pod_owner` rows).
+    pub(super) async fn complete(
+        &self,
+        acc: &mut Acc,
+        now: u64,
+        cfg: &QueryConfig,
+    ) -> Result<Source, FactsError> {
+        let source = choose(self.mode, self.api.is_some(), acc.owners.has_pod_owners());
+        if let (Source::KubernetesApi, Some(api)) = (source, &self.api) {
+            if !api.ready(READY_TIMEOUT).await {
+                return Err(FactsError::NotReady(READY_TIMEOUT));
+            }
+            let since = now.saturating_sub(cfg.long_window_secs);
+            api.feed(since, cfg.namespace.as_deref(), acc);
+            // Usage of pods deleted before the watch began: their owner is unknown, and
+            // counting them as bare Pods would invent workloads.
+            let before = acc.pods.len();
+            let owners = &acc.owners;
+            acc.pods.retain(|(ns, pod, _), _| owners.knows_pod(ns, pod));
+            if acc.pods.len() < before {
+                tracing::debug!(
+                    containers = before - acc.pods.len(),
+                    "usage of pods the Pod watch never saw is left out"
+                );
+            }
+        }
+        let code = source as u8 + 1;
+        if self.last.swap(code, Ordering::Relaxed) != code {
+            tracing::info!(source = ?source, mode = ?self.mode, "analyzer reads owners, requests/limits and OOM kills from {source:?}");
+        }
+        Ok(source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use KsmMode::*;
+    use Source::*;
+
+    #[test]
+    fn the_api_stands_in_only_when_there_is_one_and_the_series_are_not_read_or_absent() {
+        // (mode, API watch available, kube_pod_owner answered) → source
+        let table = [
+            (Auto, true, true, KubeStateMetrics),
+            (Auto, true, false, KubernetesApi),
+            (Auto, false, false, KubeStateMetrics),
+            (Always, true, false, KubeStateMetrics),
+            (Never, true, true, KubernetesApi),
+            (Never, false, false, KubeStateMetrics),
+        ];
+        for (mode, api, answered, want) in table {
+            assert_eq!(
+                choose(mode, api, answered),
+                want,
+                "{mode:?} {api} {answered}"
+            );
+        }
+    }
+}
