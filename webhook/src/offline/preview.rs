@@ -187,12 +187,12 @@ fn containers(spec: &Value) -> impl Iterator<Item = &Value> {
 /// What each container's resources were in the manifest (`before`, a pod spec) and are in
 /// the admitted Pod (`after`), with the source rightsizer recorded.
 pub fn rows(before: &Value, after: &Value) -> Vec<Row> {
-    let sized: SizedRecord = after
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(SIZED_ANNOTATION))
-        .and_then(Value::as_str)
-        .and_then(|t| serde_json::from_str(t).ok())
-        .unwrap_or_default();
+    let sized = SizedRecord::parse(
+        after
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(SIZED_ANNOTATION))
+            .and_then(Value::as_str),
+    );
     let mut out = Vec::new();
     for c in containers(after.get("spec").unwrap_or(&Value::Null)) {
         let Some(name) = c.get("name").and_then(Value::as_str) else {
@@ -211,13 +211,17 @@ pub fn rows(before: &Value, after: &Value) -> Vec<Row> {
                 if b.is_none() && a.is_none() {
                     continue;
                 }
-                let applied = sized.get(name).and_then(|m| m.get(&r)).and_then(|p| {
-                    if side == "request" {
-                        p.request.as_ref()
-                    } else {
-                        p.limit.as_ref()
-                    }
-                });
+                let applied = sized
+                    .containers
+                    .get(name)
+                    .and_then(|m| m.get(&r))
+                    .and_then(|p| {
+                        if side == "request" {
+                            p.request.as_ref()
+                        } else {
+                            p.limit.as_ref()
+                        }
+                    });
                 let source = match applied {
                     Some(x) => Some(x.source.as_str().to_string()),
                     None if b.is_some() && b == a => Some("template".to_string()),
