@@ -1,31 +1,33 @@
-//! The analyzer's view of the policies in force: which rules apply to a workload and
-//! whether its policy enforces.
+//! The analyzer's view of the policies in force: the same selection admission makes
+//! (namespace, kind, name and the workload's labels, from the watchers), the mode
+//! narrowed by the workload's `rightsizer.io/mode` annotation, the rules and strategy.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::analyzer::PolicyLookup;
+use crate::admission::SYSTEM_NAMESPACES;
+use crate::analyzer::{PolicyLookup, PolicyView, SEED};
 use crate::cluster::ClusterFacts;
-use crate::policy::{Mode, PolicyStore, Subject};
+use crate::object::MODE_ANNOTATION;
+use crate::policy::{Mode, Policy, PolicyStore, Subject};
 use crate::recommendation::WorkloadKey;
 use crate::rules::Rules;
+use crate::sizing::annotated_mode;
 
-/// Looks workloads up in the policy store. Workload labels are not known to the
-/// analyzer, so label selectors do not match here (namespace, kind and name do).
+/// Looks workloads up in the policy store. Labels are the workload's own (the
+/// metadata watch does not see pod-template labels); without cluster facts, none.
 pub struct PoliciesLookup {
     pub store: Arc<PolicyStore>,
     pub facts: Arc<dyn ClusterFacts>,
-    /// Whether this replica may commit (the Lease holder, or always outside a cluster).
-    pub may_commit: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// The webhook's own namespace, which admission never touches (nor do the system
+    /// namespaces).
+    pub own_namespace: Option<String>,
 }
 
 impl PoliciesLookup {
-    fn with_policy<T>(
-        &self,
-        w: &WorkloadKey,
-        f: impl FnOnce(Option<&crate::policy::Policy>) -> T,
-    ) -> T {
+    fn with_policy<T>(&self, w: &WorkloadKey, f: impl FnOnce(Option<&Policy>) -> T) -> T {
         let ns = self.facts.namespace(&w.namespace);
-        let labels = Default::default();
+        let labels = self.facts.workload_labels(w).unwrap_or_default();
         let set = self.store.current();
         let subject = Subject {
             key: w,
@@ -33,6 +35,22 @@ impl PoliciesLookup {
             namespace_labels: &ns.labels,
         };
         f(set.select(&subject).map(|p| p.as_ref()))
+    }
+
+    /// No policy: nothing is applied (admission leaves the object alone).
+    fn mode_of(&self, w: &WorkloadKey, p: Option<&Policy>) -> Mode {
+        let protected = SYSTEM_NAMESPACES.contains(&w.namespace.as_str())
+            || self.own_namespace.as_deref() == Some(w.namespace.as_str());
+        let Some(p) = p.filter(|_| !protected) else {
+            return Mode::Off;
+        };
+        let annotations = self.facts.workload_annotations(w).unwrap_or_default();
+        let annotations: &BTreeMap<String, String> = &annotations;
+        annotated_mode(
+            p.mode,
+            annotations.get(MODE_ANNOTATION).map(String::as_str),
+            &mut Vec::new(),
+        )
     }
 }
 
@@ -44,14 +62,20 @@ impl PolicyLookup for PoliciesLookup {
     /// The policy's `recommender`; without a policy, the seed rules as for `rules`.
     fn recommender(&self, w: &WorkloadKey) -> String {
         self.with_policy(w, |p| {
-            p.map_or_else(
-                || crate::analyzer::SEED.to_string(),
-                |p| p.recommender.clone(),
-            )
+            p.map_or_else(|| SEED.to_string(), |p| p.recommender.clone())
         })
     }
 
-    fn enforce(&self, w: &WorkloadKey) -> bool {
-        (self.may_commit)() && self.with_policy(w, |p| p.is_some_and(|p| p.mode == Mode::Enforce))
+    fn mode(&self, w: &WorkloadKey) -> Mode {
+        self.with_policy(w, |p| self.mode_of(w, p))
+    }
+
+    fn view(&self, w: &WorkloadKey, enforcement: bool) -> PolicyView {
+        self.with_policy(w, |p| PolicyView {
+            rules: p.map(|p| p.rules).unwrap_or_default(),
+            mode: self.mode_of(w, p),
+            enforcement,
+            strategy: p.map_or_else(|| SEED.to_string(), |p| p.recommender.clone()),
+        })
     }
 }
