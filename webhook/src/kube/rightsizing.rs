@@ -421,7 +421,7 @@ mod tests {
         let other = object_name(WorkloadKind::StatefulSet, &format!("{}b", "a".repeat(252)));
         assert_ne!(n, other, "two long names never share an object");
         let odd = object_name(WorkloadKind::Deployment, "Web_App");
-        assert!(odd.starts_with("deployment-web-app-") && odd.len() == 30, "{odd}");
+        assert!(odd.starts_with("deployment-web-app-") && odd.len() == 29, "{odd}");
     }
 
     #[test]
