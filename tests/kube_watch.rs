@@ -1153,8 +1153,12 @@ async fn the_analyzer_commits_to_rightsizings_and_a_new_leader_continues() {
 async fn the_webhook_identity_cannot_write_workloads() {
     let (_g, plane) = plane_or_skip!();
     let can = |verb: &str, what: &str, ns: &str| {
+        let (what, sub) = match what.split_once(':') {
+            Some((w, s)) => (w, format!("--subresource={s}")),
+            None => (what, "--subresource=".to_string()),
+        };
         let out = plane.kubectl(
-            &["auth", "can-i", verb, what, "-n", ns, "--as", cluster::WEBHOOK_USER],
+            &["auth", "can-i", verb, what, &sub, "-n", ns, "--as", cluster::WEBHOOK_USER],
             None,
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -1168,7 +1172,9 @@ async fn the_webhook_identity_cannot_write_workloads() {
         ("patch", "cronjobs.batch", "default", "no"),
         ("watch", "deployments.apps", "kube-system", "yes"),
         ("create", "rightsizings.rightsizer.io", "default", "yes"),
-        ("update", "rightsizings.rightsizer.io/status", "default", "yes"),
+        ("update", "rightsizings.rightsizer.io:status", "default", "yes"),
+        ("patch", "rightsizings.rightsizer.io", "default", "no"),
+        ("delete", "rightsizings.rightsizer.io", "default", "no"),
         ("create", "events", "default", "yes"),
         ("patch", "events", "default", "no"),
         ("update", "leases.coordination.k8s.io/rightsizer-leader", "rightsizer-system", "yes"),
