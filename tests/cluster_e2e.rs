@@ -1448,6 +1448,55 @@ async fn time_until_holder(env: &Env, want: &str, limit: Duration) -> Option<Dur
 /// released one is taken at the follower's next retry (every 2 s).
 const HANDOVER: Duration = Duration::from_secs(5);
 
+/// The webhook runs as the shipped ServiceAccount: every watch lists, the Lease is
+/// held, and nothing it did was refused (a missing permission shows as a 403 in its log).
+#[tokio::test]
+async fn the_webhook_works_with_the_shipped_rights_only() {
+    let (_serial, env) = env_or_skip!();
+    time_until_holder(env, REPLICA_A, Duration::from_secs(20))
+        .await
+        .expect("the webhook holds the Lease as the ServiceAccount");
+    let metrics = env.metrics().await;
+    for resource in [
+        "namespaces",
+        "limitranges",
+        "resourcequotas",
+        "replicasets",
+        "jobs",
+        "deployments",
+        "cronjobs",
+        "policyconfigmaps",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "rightsizer_watch_objects{{resource=\"{resource}\"}}"
+            )),
+            "no {resource} watch:\n{metrics}"
+        );
+    }
+    let log = env.webhook_log();
+    for refused in ["forbidden", "Forbidden", "watch failed"] {
+        assert!(
+            !log.contains(refused),
+            "{refused} in the webhook log:\n{log}"
+        );
+    }
+    let denied = env.plane.kubectl(
+        &[
+            "auth",
+            "can-i",
+            "patch",
+            "deployments.apps",
+            "-n",
+            "kube-system",
+            "--as",
+            cluster::WEBHOOK_USER,
+        ],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&denied.stdout).trim(), "no");
+}
+
 #[tokio::test]
 async fn leader_lease_hands_over_when_the_leader_stops() {
     let (_serial, env) = env_or_skip!();

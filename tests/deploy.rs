@@ -17,9 +17,9 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use rightsizer::certs;
 use rustls::client::danger::ServerCertVerifier as _;
@@ -857,8 +857,11 @@ fn set(v: &[&str]) -> BTreeSet<String> {
 #[test]
 fn the_rightsizing_crd_has_a_status_subresource_and_the_columns() {
     let docs = kustomize(&deploy().join("base"));
-    let crd: CustomResourceDefinition =
-        typed(find(&docs, "CustomResourceDefinition", "rightsizings.rightsizer.io"));
+    let crd: CustomResourceDefinition = typed(find(
+        &docs,
+        "CustomResourceDefinition",
+        "rightsizings.rightsizer.io",
+    ));
     assert_eq!(crd.spec.group, "rightsizer.io");
     assert_eq!(crd.spec.scope, "Namespaced");
     assert_eq!(crd.spec.names.kind, "Rightsizing");
@@ -890,7 +893,12 @@ fn the_rightsizing_crd_has_a_status_subresource_and_the_columns() {
             return;
         }
         assert!(s.get("type").is_some(), "{path} has no type");
-        for (k, p) in s.get("properties").and_then(|p| p.as_object()).into_iter().flatten() {
+        for (k, p) in s
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .into_iter()
+            .flatten()
+        {
             typed_everywhere(p, &format!("{path}.{k}"));
         }
         if let Some(i) = s.get("items") {
@@ -901,7 +909,14 @@ fn the_rightsizing_crd_has_a_status_subresource_and_the_columns() {
     typed_everywhere(&schema, "");
     // The analyzer's status shape deserializes from what the schema allows.
     let status = &schema["properties"]["status"]["properties"];
-    for field in ["workload", "containerNames", "memoryCommitted", "memoryRecommended", "lastChange", "containers"] {
+    for field in [
+        "workload",
+        "containerNames",
+        "memoryCommitted",
+        "memoryRecommended",
+        "lastChange",
+        "containers",
+    ] {
         assert!(status.get(field).is_some(), "status.{field}");
     }
 }

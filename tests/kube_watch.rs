@@ -25,16 +25,14 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use prometheus_client::registry::Registry;
 use rightsizer::admission::{AdmitConfig, Admitter};
-use rightsizer::analyzer::{
-    Analyzer, AnalyzerConfig, PoliciesLookup, PromConfig, QueryConfig,
-};
+use rightsizer::analyzer::state::{ContainerState, OomHold, Saved};
+use rightsizer::analyzer::{Analyzer, AnalyzerConfig, PoliciesLookup, PromConfig, QueryConfig};
 use rightsizer::cluster::ClusterFacts;
 use rightsizer::kube::events::{EventType, Target};
-use rightsizer::analyzer::state::{ContainerState, OomHold, Saved};
 use rightsizer::kube::rightsizing;
 use rightsizer::kube::{
-    EventLimits, KubeHandles, KubeOptions, LeaseTimings, Published, Recorder,
-    COMMITTED_ANNOTATION, LEASE_NAME,
+    EventLimits, KubeHandles, KubeOptions, LeaseTimings, Published, Recorder, COMMITTED_ANNOTATION,
+    LEASE_NAME,
 };
 use rightsizer::policy::PolicyStore;
 use rightsizer::quantity::Resource;
@@ -641,7 +639,12 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
 }
 
 /// One container's stored state with `memory` committed (and an OOM hold when given).
-fn saved(key: &ContainerKey, memory: Committed, history: &[Committed], oom: Option<OomHold>) -> Saved {
+fn saved(
+    key: &ContainerKey,
+    memory: Committed,
+    history: &[Committed],
+    oom: Option<OomHold>,
+) -> Saved {
     let mut state = ContainerState::default();
     for c in history {
         state.record(Resource::Memory, c.clone());
@@ -720,7 +723,12 @@ async fn rightsizings_written_by_the_leader_are_read_by_another_replica() {
     assert!(overlay_b.snapshot().recommendations.contains_key(&key));
     // ... and its store hands a new leader the same state, hold included.
     let (state, _) = until(Duration::from_secs(2), || {
-        b.handles.commit_store().load().containers.get(&key).cloned()
+        b.handles
+            .commit_store()
+            .load()
+            .containers
+            .get(&key)
+            .cloned()
     })
     .await
     .unwrap();
@@ -733,15 +741,28 @@ async fn rightsizings_written_by_the_leader_are_read_by_another_replica() {
         .expect("a Rightsizing deployment-checkout");
     let owner = &obj.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(
-        (owner.kind.as_str(), owner.name.as_str(), owner.api_version.as_str()),
+        (
+            owner.kind.as_str(),
+            owner.name.as_str(),
+            owner.api_version.as_str()
+        ),
         ("Deployment", "checkout", "apps/v1")
     );
     assert_eq!(Some(&owner.uid), before.metadata.uid.as_ref());
     let status = &obj.data["status"];
     assert_eq!(status["workload"], "Deployment/checkout");
-    assert_eq!(status["containers"][0]["memory"]["committed"]["request"], "200Mi");
-    assert_eq!(status["containers"][0]["memory"]["committed"]["limit"], "400Mi");
-    assert_eq!(status["containers"][0]["memory"]["committed"]["reason"], "p95 rose");
+    assert_eq!(
+        status["containers"][0]["memory"]["committed"]["request"],
+        "200Mi"
+    );
+    assert_eq!(
+        status["containers"][0]["memory"]["committed"]["limit"],
+        "400Mi"
+    );
+    assert_eq!(
+        status["containers"][0]["memory"]["committed"]["reason"],
+        "p95 rose"
+    );
     assert_eq!(status["containers"][0]["oomHold"]["floor"], "300Mi");
     let after = dep_api.get("checkout").await.unwrap();
     assert!(after
@@ -797,7 +818,10 @@ async fn rightsizings_written_by_the_leader_are_read_by_another_replica() {
         row.starts_with("deployment-checkout") && row.contains("Deployment/checkout"),
         "{row}"
     );
-    assert!(row.contains(" app ") && row.contains("app=256Mi/512Mi"), "{row}");
+    assert!(
+        row.contains(" app ") && row.contains("app=256Mi/512Mi"),
+        "{row}"
+    );
 
     // CronJobs own theirs through the version the server serves (v1beta1 here).
     let cj = json!({"apiVersion": "batch/v1beta1", "kind": "CronJob",
@@ -814,10 +838,17 @@ async fn rightsizings_written_by_the_leader_are_read_by_another_replica() {
     .expect("the CronJob is watched");
     a.handles
         .commit_store()
-        .save(vec![saved(&cj_key, mem(64, 128, 1_700_000_900, "cron"), &[], None)])
+        .save(vec![saved(
+            &cj_key,
+            mem(64, 128, 1_700_000_900, "cron"),
+            &[],
+            None,
+        )])
         .await
         .unwrap();
-    let obj = rightsizing(plane, ns, "cronjob-nightly").await.expect("cronjob-nightly");
+    let obj = rightsizing(plane, ns, "cronjob-nightly")
+        .await
+        .expect("cronjob-nightly");
     assert_eq!(
         obj.metadata.owner_references.unwrap()[0].api_version,
         "batch/v1beta1"
@@ -846,7 +877,10 @@ async fn rightsizings_written_by_the_leader_are_read_by_another_replica() {
             .then_some(())
     })
     .await;
-    eprintln!("workload deleted -> Rightsizing collected after {:?}", t.elapsed());
+    eprintln!(
+        "workload deleted -> Rightsizing collected after {:?}",
+        t.elapsed()
+    );
     assert!(gone.is_some(), "the Rightsizing outlived its workload");
     assert!(rightsizing(plane, ns, "cronjob-nightly").await.is_some());
     a.handles.shutdown().await.unwrap();
@@ -878,7 +912,9 @@ async fn legacy_committed_annotations_are_imported_once() {
     assert_eq!(committed["reason"], "old step");
     let key = ContainerKey::parse(&format!("{ns}/Deployment/legacy/app")).unwrap();
     let overlay = a.handles.overlay(Arc::new(NoRecommendations));
-    let (rec, _) = until(Duration::from_secs(2), || overlay.get(&key)).await.unwrap();
+    let (rec, _) = until(Duration::from_secs(2), || overlay.get(&key))
+        .await
+        .unwrap();
     assert_eq!(
         rec.memory.unwrap().committed.unwrap().sizes.request,
         Some(300 << 20)
@@ -888,9 +924,11 @@ async fn legacy_committed_annotations_are_imported_once() {
 
     // Once: a restarted leader leaves the imported object alone.
     let b = replica(plane, sys, "migrate-b", quick_lease()).await;
-    until(Duration::from_secs(5), || b.handles.leader.is_leader().then_some(()))
-        .await
-        .expect("b leads");
+    until(Duration::from_secs(5), || {
+        b.handles.leader.is_leader().then_some(())
+    })
+    .await
+    .expect("b leads");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let again = rightsizing(plane, ns, "deployment-legacy").await.unwrap();
     assert_eq!(again.metadata.resource_version, version);
@@ -911,7 +949,16 @@ fn shop_history(t0: u64) -> scenario::Cluster {
     let mut c = scenario::Cluster::new(t0);
     for name in ["web", "obs", "cache", "plain"] {
         let rs = format!("{name}-1");
-        c.owner("kube_replicaset_owner", SHOP, "replicaset", &rs, "Deployment", name, start, end);
+        c.owner(
+            "kube_replicaset_owner",
+            SHOP,
+            "replicaset",
+            &rs,
+            "Deployment",
+            name,
+            start,
+            end,
+        );
         let pod = format!("{rs}-a");
         let spec = scenario::PodSpec {
             ns: SHOP,
@@ -921,14 +968,19 @@ fn shop_history(t0: u64) -> scenario::Cluster {
             from: start,
             to: end,
         };
-        let (base, high) = if name == "cache" { (180.0, 240.0) } else { (200.0, 300.0) };
-        c.pod(&spec, &format!("{SHOP}/Deployment/{name}")).container(
-            "app",
-            move |t| if (t / 60) % 10 == 0 { high } else { base },
-            |_| 100.0,
-            (Some(128), Some(256)),
-            None,
-        );
+        let (base, high) = if name == "cache" {
+            (180.0, 240.0)
+        } else {
+            (200.0, 300.0)
+        };
+        c.pod(&spec, &format!("{SHOP}/Deployment/{name}"))
+            .container(
+                "app",
+                move |t| if (t / 60) % 10 == 0 { high } else { base },
+                |_| 100.0,
+                (Some(128), Some(256)),
+                None,
+            );
     }
     c.constant(
         "kube_pod_container_status_last_terminated_reason",
@@ -1055,7 +1107,10 @@ async fn the_analyzer_commits_to_rightsizings_and_a_new_leader_continues() {
     let c1_request = c1["request"].as_str().unwrap().to_string();
     assert_ne!(c1_request, "128Mi", "a step away from what runs");
     let rec = &web.data["status"]["containers"][0]["memory"]["recommendation"];
-    assert!(rec["p95"].is_string() && rec["samples"].as_u64() > Some(0), "{rec}");
+    assert!(
+        rec["p95"].is_string() && rec["samples"].as_u64() > Some(0),
+        "{rec}"
+    );
     assert_eq!(rec["strategy"], "seed");
     // Observe by annotation: recommended, never committed. No policy: nothing stored.
     let obs = rightsizing(plane, SHOP, "deployment-obs").await;
@@ -1094,14 +1149,18 @@ async fn the_analyzer_commits_to_rightsizings_and_a_new_leader_continues() {
         obj["metadata"]["namespace"] = json!(SHOP);
         let m = admitter.mutate_object(WorkloadKind::Deployment, SHOP, &obj);
         json_patch::patch(&mut obj, &m.patch).unwrap();
-        obj["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"]
-            .clone()
+        obj["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"].clone()
     };
     let (_, _) = until(Duration::from_secs(2), || {
         (admitted_request("web", json!({})) == json!(c1_request)).then_some(())
     })
     .await
-    .unwrap_or_else(|| panic!("admission did not enforce {c1_request}: {}", admitted_request("web", json!({}))));
+    .unwrap_or_else(|| {
+        panic!(
+            "admission did not enforce {c1_request}: {}",
+            admitted_request("web", json!({}))
+        )
+    });
     assert_eq!(
         admitted_request("obs", json!({"rightsizer.io/mode": "observe"})),
         "64Mi"
@@ -1158,7 +1217,17 @@ async fn the_webhook_identity_cannot_write_workloads() {
             None => (what, "--subresource=".to_string()),
         };
         let out = plane.kubectl(
-            &["auth", "can-i", verb, what, &sub, "-n", ns, "--as", cluster::WEBHOOK_USER],
+            &[
+                "auth",
+                "can-i",
+                verb,
+                what,
+                &sub,
+                "-n",
+                ns,
+                "--as",
+                cluster::WEBHOOK_USER,
+            ],
             None,
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -1172,16 +1241,45 @@ async fn the_webhook_identity_cannot_write_workloads() {
         ("patch", "cronjobs.batch", "default", "no"),
         ("watch", "deployments.apps", "kube-system", "yes"),
         ("create", "rightsizings.rightsizer.io", "default", "yes"),
-        ("update", "rightsizings.rightsizer.io:status", "default", "yes"),
+        (
+            "update",
+            "rightsizings.rightsizer.io:status",
+            "default",
+            "yes",
+        ),
         ("patch", "rightsizings.rightsizer.io", "default", "no"),
         ("delete", "rightsizings.rightsizer.io", "default", "no"),
         ("create", "events", "default", "yes"),
         ("patch", "events", "default", "no"),
-        ("update", "leases.coordination.k8s.io/rightsizer-leader", "rightsizer-system", "yes"),
-        ("update", "leases.coordination.k8s.io/other", "rightsizer-system", "no"),
+        (
+            "update",
+            "leases.coordination.k8s.io/rightsizer-leader",
+            "rightsizer-system",
+            "yes",
+        ),
+        (
+            "update",
+            "leases.coordination.k8s.io/other",
+            "rightsizer-system",
+            "no",
+        ),
         ("list", "configmaps", "default", "no"),
     ] {
         assert_eq!(can(verb, what, ns), want, "can-i {verb} {what} -n {ns}");
+    }
+    // The same through the kube client the webhook uses (impersonation in effect).
+    let sa = plane.client_as(cluster::WEBHOOK_USER).await;
+    let dns: Api<Deployment> = Api::namespaced(sa, "kube-system");
+    let refused = dns
+        .patch(
+            "coredns",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await;
+    match refused {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("the webhook identity patched a kube-system Deployment: {other:?}"),
     }
 }
 

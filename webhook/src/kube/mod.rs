@@ -185,9 +185,10 @@ pub async fn start_with(
     let rsz_mirror = mirror::Mirror::new(spawned.gauge("rightsizings"));
     let facts = spawned.facts.clone();
     let writer = Arc::new(KubeWriter::new(facts.clone(), recorder.clone(), cronjobs));
-    spawned
-        .tasks
-        .push(tokio::spawn(KubeStore::watch(client.clone(), rsz_mirror.clone())));
+    spawned.tasks.push(tokio::spawn(KubeStore::watch(
+        client.clone(),
+        rsz_mirror.clone(),
+    )));
     let store = Arc::new(KubeStore::new(
         client,
         rsz_mirror,

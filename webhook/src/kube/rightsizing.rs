@@ -326,8 +326,16 @@ fn summarize(status: &mut Status) {
     let mut last = 0u64;
     for c in &status.containers {
         if let Some(m) = &c.memory {
-            if let Some(v) = m.committed.as_ref().and_then(|v| committed_of(Resource::Memory, v)) {
-                committed.push(format!("{}={}", c.name, pair(Resource::Memory, Some(v.sizes))));
+            if let Some(v) = m
+                .committed
+                .as_ref()
+                .and_then(|v| committed_of(Resource::Memory, v))
+            {
+                committed.push(format!(
+                    "{}={}",
+                    c.name,
+                    pair(Resource::Memory, Some(v.sizes))
+                ));
             }
             if let Some(r) = &m.recommendation {
                 let q = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
@@ -421,7 +429,10 @@ mod tests {
         let other = object_name(WorkloadKind::StatefulSet, &format!("{}b", "a".repeat(252)));
         assert_ne!(n, other, "two long names never share an object");
         let odd = object_name(WorkloadKind::Deployment, "Web_App");
-        assert!(odd.starts_with("deployment-web-app-") && odd.len() == 29, "{odd}");
+        assert!(
+            odd.starts_with("deployment-web-app-") && odd.len() == 29,
+            "{odd}"
+        );
     }
 
     #[test]

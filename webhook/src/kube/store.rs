@@ -25,8 +25,8 @@ use crate::kube::rightsizing::{self, Spec, Status, WorkloadRef};
 use crate::kube::writer::KubeWriter;
 use crate::quantity::Resource;
 use crate::recommendation::{
-    ContainerKey, ContainerRecommendation, RecommendationSource, ResourceRecommendation,
-    Snapshot, WorkloadKey,
+    ContainerKey, ContainerRecommendation, RecommendationSource, ResourceRecommendation, Snapshot,
+    WorkloadKey,
 };
 
 /// What the mirror keeps of one Rightsizing.
@@ -81,7 +81,10 @@ impl KubeStore {
     }
 
     /// The watch that fills the mirror (spawned by `kube::start`).
-    pub(crate) fn watch(client: Client, m: Arc<Mirror<NsName, Stored>>) -> impl std::future::Future<Output = ()> {
+    pub(crate) fn watch(
+        client: Client,
+        m: Arc<Mirror<NsName, Stored>>,
+    ) -> impl std::future::Future<Output = ()> {
         let api = Api::<DynamicObject>::all_with(client, &rightsizing::api_resource());
         mirror::run(
             "rightsizings",
@@ -123,18 +126,16 @@ impl KubeStore {
     async fn get_or_create(&self, w: &WorkloadKey) -> Result<DynamicObject, KubeError> {
         let name = rightsizing::object_name(w.kind, &w.name);
         let api = self.api(&w.namespace);
-        if let Some(o) = api
-            .get_opt(&name)
-            .await
-            .map_err(KubeError::api(format!("reading Rightsizing {}/{name}", w.namespace)))?
-        {
+        if let Some(o) = api.get_opt(&name).await.map_err(KubeError::api(format!(
+            "reading Rightsizing {}/{name}",
+            w.namespace
+        )))? {
             return Ok(o);
         }
         let target = self.writer.target(w)?;
-        let uid = target
-            .uid
-            .clone()
-            .ok_or_else(|| KubeError::UnsupportedKind(format!("{w} (not seen by the watch yet)")))?;
+        let uid = target.uid.clone().ok_or_else(|| {
+            KubeError::UnsupportedKind(format!("{w} (not seen by the watch yet)"))
+        })?;
         let mut obj = DynamicObject::new(&name, &rightsizing::api_resource()).within(&w.namespace);
         obj.metadata = ObjectMeta {
             name: Some(name.clone()),
@@ -163,11 +164,13 @@ impl KubeStore {
         match api.create(&PostParams::default(), &obj).await {
             Ok(o) => Ok(o),
             // Created meanwhile (a previous leader's late write): use that one.
-            Err(kube::Error::Api(s)) if s.code == 409 => api
-                .get(&name)
-                .await
-                .map_err(KubeError::api(format!("reading Rightsizing {}/{name}", w.namespace))),
-            Err(e) => Err(KubeError::api(format!("creating Rightsizing {}/{name}", w.namespace))(e)),
+            Err(kube::Error::Api(s)) if s.code == 409 => api.get(&name).await.map_err(
+                KubeError::api(format!("reading Rightsizing {}/{name}", w.namespace)),
+            ),
+            Err(e) => Err(KubeError::api(format!(
+                "creating Rightsizing {}/{name}",
+                w.namespace
+            ))(e)),
         }
     }
 
@@ -194,7 +197,10 @@ impl KubeStore {
             .api(&w.namespace)
             .replace_status(&name, &PostParams::default(), &obj)
             .await
-            .map_err(KubeError::api(format!("writing Rightsizing {}/{name} status", w.namespace)))?;
+            .map_err(KubeError::api(format!(
+                "writing Rightsizing {}/{name} status",
+                w.namespace
+            )))?;
         // The watch will say the same; putting it now keeps the next cycle exact even
         // when the watch lags.
         if let Some((k, v)) = stored(&written) {
@@ -226,7 +232,9 @@ impl KubeStore {
                     n += 1;
                     tracing::info!(workload = %w, "imported committed values from the legacy annotation");
                 }
-                Err(e) => tracing::warn!(workload = %w, error = %e, "could not import the legacy committed annotation"),
+                Err(e) => {
+                    tracing::warn!(workload = %w, error = %e, "could not import the legacy committed annotation")
+                }
             }
         }
         n
@@ -249,7 +257,10 @@ impl CommitStore for KubeStore {
         Box::pin(async move {
             let mut by_workload: HashMap<WorkloadKey, Vec<Saved>> = HashMap::new();
             for s in batch {
-                by_workload.entry(s.key.workload.clone()).or_default().push(s);
+                by_workload
+                    .entry(s.key.workload.clone())
+                    .or_default()
+                    .push(s);
             }
             let mut first_err = None;
             for (w, items) in by_workload {
