@@ -69,7 +69,7 @@ pub enum Effect {
         reason: String,
     },
     /// Write this container's state to the store.
-    Persist(Saved),
+    Persist(Box<Saved>),
 }
 
 /// The outcome of one decision.
@@ -224,13 +224,13 @@ pub fn decide(
     // The store hears about changed state, and (outside mode off) about revised
     // recommendations, so `kubectl get rsz` shows what is recommended.
     if state_changed || (revised_any && policy.mode != Mode::Off) {
-        effects.push(Effect::Persist(Saved {
+        effects.push(Effect::Persist(Box::new(Saved {
             key: key.clone(),
             state: state.clone(),
             rec: Some(entry.rec.clone()),
             strategy: policy.strategy.clone(),
             cooldown_seconds: rules.safeguards.cooldown_seconds,
-        }));
+        })));
     }
     Outcome {
         entry,

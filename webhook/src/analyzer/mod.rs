@@ -637,7 +637,7 @@ impl Analyzer {
         let mut told = Vec::new();
         for e in effects {
             match e {
-                Effect::Persist(s) => saves.push(s),
+                Effect::Persist(s) => saves.push(*s),
                 other => told.push(other),
             }
         }

@@ -186,6 +186,21 @@ impl FileStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn save_now(&self, batch: Vec<Saved>) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        for s in batch {
+            if s.state == ContainerState::default() {
+                state.containers.remove(&s.key);
+            } else {
+                state.containers.insert(s.key, s.state);
+            }
+        }
+        match &self.path {
+            Some(p) => state.save(p).map_err(StoreError::from),
+            None => Ok(()),
+        }
+    }
 }
 
 impl CommitStore for FileStore {
@@ -194,21 +209,7 @@ impl CommitStore for FileStore {
     }
 
     fn save(&self, batch: Vec<Saved>) -> BoxFuture<'_, Result<(), StoreError>> {
-        let result = (|| {
-            let mut state = self.lock();
-            for s in batch {
-                if s.state == ContainerState::default() {
-                    state.containers.remove(&s.key);
-                } else {
-                    state.containers.insert(s.key, s.state);
-                }
-            }
-            match &self.path {
-                Some(p) => state.save(p).map_err(StoreError::from),
-                None => Ok(()),
-            }
-        })();
-        Box::pin(std::future::ready(result))
+        Box::pin(std::future::ready(self.save_now(batch)))
     }
 }
 
