@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod compute;
 pub mod decide;
+mod execute;
 mod gather;
 pub mod history;
 pub mod knative;
@@ -26,10 +27,9 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt};
 use prometheus_client::registry::Registry;
 
-use crate::policy::Mode;
 use crate::quantity::Resource;
 use crate::recommendation::{Committed, ContainerKey, WorkloadKey, WorkloadKind};
-use crate::rules::{Rules, Sizes};
+use crate::rules::Sizes;
 use crate::strategy::{self, Decision as StrategyDecision, Interval};
 
 pub use cache::{Entry, RecommendationCache, DEFAULT_CAPACITY};
@@ -38,48 +38,10 @@ pub use decide::{Effect, Observation, PolicyView};
 use gather::{max_into, max_u64_into, Acc, KnFigures, PodKey};
 pub use knative::KnativeRules;
 use metrics::AnalyzerMetrics;
-pub use policies::PoliciesLookup;
+pub use policies::{DefaultPolicy, PoliciesLookup, PolicyLookup, SEED};
 pub use prom::{PromClient, PromConfig, PromError, Sample};
 pub use queries::{QueryConfig, QueryKind, Window};
 pub use state::{CommitStore, FileStore, State, StateError};
-
-/// Which rules apply to a workload, in which mode, with which strategy. The policy
-/// store's lookup (`PoliciesLookup`) makes admission's selection; a plain closure
-/// returning `Rules` works too (observe mode).
-pub trait PolicyLookup: Send + Sync {
-    fn rules(&self, workload: &WorkloadKey) -> Rules;
-    /// The mode admission applies to this workload (commits only happen in enforce
-    /// mode with the analyzer's `enforcement` switch on as well).
-    fn mode(&self, _workload: &WorkloadKey) -> Mode {
-        Mode::Observe
-    }
-    /// The memory strategy (`crate::strategy::by_name`) for this workload; `seed`
-    /// keeps the seed arithmetic of [`compute::decide`].
-    fn recommender(&self, _workload: &WorkloadKey) -> String {
-        SEED.to_string()
-    }
-    /// Everything at once (implementations that select a policy do it once here).
-    fn view(&self, w: &WorkloadKey, enforcement: bool) -> PolicyView {
-        PolicyView {
-            rules: self.rules(w),
-            mode: self.mode(w),
-            enforcement,
-            strategy: self.recommender(w),
-        }
-    }
-}
-
-/// The recommender name that keeps the seed rules' own path.
-pub const SEED: &str = "seed";
-
-impl<F> PolicyLookup for F
-where
-    F: Fn(&WorkloadKey) -> Rules + Send + Sync,
-{
-    fn rules(&self, workload: &WorkloadKey) -> Rules {
-        self(workload)
-    }
-}
 
 /// Told about what the analyzer decides, e.g. to persist commits in the cluster and post
 /// Events. Called from the cycle; implementations must not block (spawn the I/O).
@@ -102,25 +64,6 @@ pub trait AnalyzerHooks: Send + Sync {
         _after: Sizes,
         _reason: &str,
     ) {
-    }
-}
-
-/// The seed rules everywhere, optionally enforcing everywhere.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DefaultPolicy {
-    pub enforce: bool,
-}
-
-impl PolicyLookup for DefaultPolicy {
-    fn rules(&self, _w: &WorkloadKey) -> Rules {
-        Rules::default()
-    }
-    fn mode(&self, _w: &WorkloadKey) -> Mode {
-        if self.enforce {
-            Mode::Enforce
-        } else {
-            Mode::Observe
-        }
     }
 }
 
@@ -621,63 +564,5 @@ impl Analyzer {
         self.cache.mark_stale_except(&fresh);
         self.cache.purge_expired(now);
         (n, effects)
-    }
-
-    /// Carry out a cycle's effects: the one place that checks leadership. A replica
-    /// that does not lead drops them; its next cycle starts again from the store.
-    async fn execute(&self, effects: Vec<Effect>) {
-        if effects.is_empty() {
-            return;
-        }
-        if !(self.leading)() {
-            tracing::debug!(effects = effects.len(), "not leading: effects dropped");
-            return;
-        }
-        let mut saves = Vec::new();
-        let mut told = Vec::new();
-        for e in effects {
-            match e {
-                Effect::Persist(s) => saves.push(*s),
-                other => told.push(other),
-            }
-        }
-        let saved = saves.is_empty() || {
-            match self.store.save(saves).await {
-                Ok(()) => true,
-                Err(e) => {
-                    // Recommendations are still good; count it and retry next cycle.
-                    self.metrics.errors.inc();
-                    tracing::warn!(error = %e, "could not persist committed state");
-                    false
-                }
-            }
-        };
-        for e in told {
-            match e {
-                Effect::Commit {
-                    key,
-                    resource,
-                    value,
-                    previous,
-                } if saved => {
-                    self.metrics.commits.inc();
-                    if let Some(h) = &self.hooks {
-                        h.committed(&key, resource, &value, previous.as_ref());
-                    }
-                }
-                Effect::Revised {
-                    key,
-                    resource,
-                    before,
-                    after,
-                    reason,
-                } => {
-                    if let Some(h) = &self.hooks {
-                        h.revised(&key, resource, before, after, &reason);
-                    }
-                }
-                _ => {}
-            }
-        }
     }
 }

@@ -6,13 +6,70 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::admission::SYSTEM_NAMESPACES;
-use crate::analyzer::{PolicyLookup, PolicyView, SEED};
+use crate::analyzer::PolicyView;
 use crate::cluster::ClusterFacts;
 use crate::object::MODE_ANNOTATION;
 use crate::policy::{Mode, Policy, PolicyStore, Subject};
 use crate::recommendation::WorkloadKey;
 use crate::rules::Rules;
 use crate::sizing::annotated_mode;
+
+/// Which rules apply to a workload, in which mode, with which strategy. The policy
+/// store's lookup (`PoliciesLookup`) makes admission's selection; a plain closure
+/// returning `Rules` works too (observe mode).
+pub trait PolicyLookup: Send + Sync {
+    fn rules(&self, workload: &WorkloadKey) -> Rules;
+    /// The mode admission applies to this workload (commits only happen in enforce
+    /// mode with the analyzer's `enforcement` switch on as well).
+    fn mode(&self, _workload: &WorkloadKey) -> Mode {
+        Mode::Observe
+    }
+    /// The memory strategy (`crate::strategy::by_name`) for this workload; `seed`
+    /// keeps the seed arithmetic of [`crate::analyzer::compute::decide`].
+    fn recommender(&self, _workload: &WorkloadKey) -> String {
+        SEED.to_string()
+    }
+    /// Everything at once (implementations that select a policy do it once here).
+    fn view(&self, w: &WorkloadKey, enforcement: bool) -> PolicyView {
+        PolicyView {
+            rules: self.rules(w),
+            mode: self.mode(w),
+            enforcement,
+            strategy: self.recommender(w),
+        }
+    }
+}
+
+/// The recommender name that keeps the seed rules' own path.
+pub const SEED: &str = "seed";
+
+impl<F> PolicyLookup for F
+where
+    F: Fn(&WorkloadKey) -> Rules + Send + Sync,
+{
+    fn rules(&self, workload: &WorkloadKey) -> Rules {
+        self(workload)
+    }
+}
+
+/// The seed rules everywhere, optionally enforcing everywhere.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultPolicy {
+    pub enforce: bool,
+}
+
+impl PolicyLookup for DefaultPolicy {
+    fn rules(&self, _w: &WorkloadKey) -> Rules {
+        Rules::default()
+    }
+    fn mode(&self, _w: &WorkloadKey) -> Mode {
+        if self.enforce {
+            Mode::Enforce
+        } else {
+            Mode::Observe
+        }
+    }
+}
 
 /// Looks workloads up in the policy store. Labels are the workload's own (the
 /// metadata watch does not see pod-template labels); without cluster facts, none.
