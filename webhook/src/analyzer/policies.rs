@@ -136,3 +136,77 @@ impl PolicyLookup for PoliciesLookup {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::NamespaceFacts;
+    use crate::policy::schema::PriorityClassInfo;
+    use crate::recommendation::WorkloadKind;
+
+    /// Workload labels and annotations by name, as the watchers would hold them.
+    struct Workloads(BTreeMap<String, (BTreeMap<String, String>, BTreeMap<String, String>)>);
+
+    impl ClusterFacts for Workloads {
+        fn namespace(&self, _name: &str) -> Arc<NamespaceFacts> {
+            Arc::new(NamespaceFacts::default())
+        }
+        fn priority_classes(&self) -> Arc<BTreeMap<String, PriorityClassInfo>> {
+            Arc::new(BTreeMap::new())
+        }
+        fn workload_annotations(&self, k: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
+            self.0.get(&k.name).map(|w| Arc::new(w.1.clone()))
+        }
+        fn workload_labels(&self, k: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
+            self.0.get(&k.name).map(|w| Arc::new(w.0.clone()))
+        }
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn mode_follows_admission_selection_labels_and_the_mode_annotation() {
+        let store = Arc::new(PolicyStore::new());
+        let policy = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gold\n  namespace: rightsizer-system\n  labels:\n    rightsizer.io/policy: \"true\"\ndata:\n  policy.yaml: |\n    mode: enforce\n    selector:\n      labels: {tier: gold}\n";
+        assert!(store.apply("cm/gold", policy).unwrap());
+        let gold = map(&[("tier", "gold")]);
+        let facts = Workloads(BTreeMap::from([
+            ("web".to_string(), (gold.clone(), BTreeMap::new())),
+            (
+                "watched".to_string(),
+                (gold.clone(), map(&[(MODE_ANNOTATION, "observe")])),
+            ),
+            (
+                "opted-out".to_string(),
+                (gold.clone(), map(&[(MODE_ANNOTATION, "off")])),
+            ),
+            ("plain".to_string(), (BTreeMap::new(), BTreeMap::new())),
+        ]));
+        let lookup = PoliciesLookup {
+            store,
+            facts: Arc::new(facts),
+            own_namespace: Some("rightsizer-system".into()),
+        };
+        for (ns, name, want) in [
+            ("shop", "web", Mode::Enforce),
+            ("shop", "watched", Mode::Observe),
+            ("shop", "opted-out", Mode::Off),
+            ("shop", "plain", Mode::Off),
+            ("kube-system", "web", Mode::Off),
+            ("rightsizer-system", "web", Mode::Off),
+        ] {
+            let w = WorkloadKey {
+                namespace: ns.into(),
+                kind: WorkloadKind::Deployment,
+                name: name.into(),
+            };
+            assert_eq!(lookup.mode(&w), want, "{ns}/{name}");
+            assert_eq!(lookup.view(&w, true).mode, want, "{ns}/{name}");
+        }
+    }
+}

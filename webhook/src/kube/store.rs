@@ -63,6 +63,9 @@ pub struct KubeStore {
     mirror: Arc<Mirror<NsName, Stored>>,
     writer: Arc<KubeWriter>,
     facts: Arc<KubeFacts>,
+    /// State of workloads that cannot own a Rightsizing (bare Pods, Knative, not yet
+    /// watched): kept for this process's life, so their cooldowns still hold.
+    unowned: std::sync::Mutex<BTreeMap<ContainerKey, ContainerState>>,
 }
 
 impl KubeStore {
@@ -77,6 +80,7 @@ impl KubeStore {
             mirror,
             writer,
             facts,
+            unowned: Default::default(),
         }
     }
 
@@ -243,7 +247,13 @@ impl KubeStore {
 
 impl CommitStore for KubeStore {
     fn load(&self) -> State {
-        let mut out = State::default();
+        let mut out = State {
+            containers: self
+                .unowned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        };
         for s in self.mirror.read().values() {
             for (c, st) in s.containers.iter() {
                 out.containers
@@ -266,7 +276,11 @@ impl CommitStore for KubeStore {
             for (w, items) in by_workload {
                 // Only workloads that can own a Rightsizing (the watched kinds).
                 if self.writer.target(&w).ok().and_then(|t| t.uid).is_none() {
-                    tracing::debug!(workload = %w, "no Rightsizing for an unwatched workload");
+                    tracing::debug!(workload = %w, "no Rightsizing for an unwatched workload; kept in memory");
+                    let mut unowned = self.unowned.lock().unwrap_or_else(|p| p.into_inner());
+                    for s in items {
+                        unowned.insert(s.key, s.state);
+                    }
                     continue;
                 }
                 if let Err(e) = self.save_workload(&w, &items).await {
