@@ -144,8 +144,10 @@ mod tests {
     use crate::policy::schema::PriorityClassInfo;
     use crate::recommendation::WorkloadKind;
 
+    type Map = BTreeMap<String, String>;
+
     /// Workload labels and annotations by name, as the watchers would hold them.
-    struct Workloads(BTreeMap<String, (BTreeMap<String, String>, BTreeMap<String, String>)>);
+    struct Workloads(BTreeMap<String, (Map, Map)>);
 
     impl ClusterFacts for Workloads {
         fn namespace(&self, _name: &str) -> Arc<NamespaceFacts> {
