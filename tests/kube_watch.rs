@@ -1,7 +1,9 @@
 //! rightsizer's Kubernetes side against a real kube-apiserver v1.20.2 (with
 //! kube-controller-manager and etcd) on loopback: watchers, policy ConfigMaps, owner
-//! chains, committed values written with server-side apply and read by a second
-//! replica, Events, and Lease hand-over. Every assertion reads what the apiserver
+//! chains, committed state in Rightsizing objects (written by the leader, read by a second
+//! replica, garbage-collected with the workload, migrated from the legacy annotation), the
+//! analyzer's commits and a failover as the webhook's ServiceAccount, Events, and Lease
+//! hand-over. Every assertion reads what the apiserver
 //! stored or what rightsizer's stores hold after the apiserver told them.
 //!
 //! One control plane serves the whole binary; tests take a lock and run one at a time,
