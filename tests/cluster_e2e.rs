@@ -231,6 +231,9 @@ struct Env {
     addr: SocketAddr,
     args: Vec<String>,
     webhook: Mutex<Option<Webhook>>,
+    /// The webhook runs as the shipped ServiceAccount (impersonated): only the shipped
+    /// RBAC authorizes its calls, so a missing permission fails the tests.
+    webhook_kubeconfig: std::path::PathBuf,
     /// Certificates, inputs and the webhook log; inside the plane's directory, which
     /// up.sh removes when it stops (statics are never dropped).
     work: std::path::PathBuf,
@@ -249,7 +252,7 @@ impl Env {
         Webhook::start(
             self.addr,
             &self.tls,
-            &self.plane.kubeconfig,
+            &self.webhook_kubeconfig,
             &self.args,
             &[("RIGHTSIZER_ENFORCEMENT", "true"), ("POD_NAME", REPLICA_A)],
             self.work.join("webhook.log"),
@@ -264,7 +267,7 @@ impl Env {
         Webhook::start(
             addr,
             &self.tls,
-            &self.plane.kubeconfig,
+            &self.webhook_kubeconfig,
             &self.args,
             &[("RIGHTSIZER_ENFORCEMENT", "true"), ("POD_NAME", identity)],
             self.work.join(format!("{identity}.log")),
@@ -308,6 +311,8 @@ async fn init() -> Result<Env, Setup> {
         plane.startup.as_secs_f64(),
         plane.dir.display()
     );
+    plane.install_shipped();
+    let webhook_kubeconfig = plane.kubeconfig_as(cluster::WEBHOOK_USER);
     let work = plane.dir.join("e2e");
     std::fs::create_dir_all(&work).map_err(|e| fail(e.to_string()))?;
     let tls = cluster::generate_tls(&work);
@@ -332,6 +337,7 @@ async fn init() -> Result<Env, Setup> {
         addr,
         args,
         webhook: Mutex::new(None),
+        webhook_kubeconfig,
         work,
     };
     let webhook = env.start_webhook().map_err(fail)?;
@@ -1442,6 +1448,55 @@ async fn time_until_holder(env: &Env, want: &str, limit: Duration) -> Option<Dur
 /// released one is taken at the follower's next retry (every 2 s).
 const HANDOVER: Duration = Duration::from_secs(5);
 
+/// The webhook runs as the shipped ServiceAccount: every watch lists, the Lease is
+/// held, and nothing it did was refused (a missing permission shows as a 403 in its log).
+#[tokio::test]
+async fn the_webhook_works_with_the_shipped_rights_only() {
+    let (_serial, env) = env_or_skip!();
+    time_until_holder(env, REPLICA_A, Duration::from_secs(20))
+        .await
+        .expect("the webhook holds the Lease as the ServiceAccount");
+    let metrics = env.metrics().await;
+    for resource in [
+        "namespaces",
+        "limitranges",
+        "resourcequotas",
+        "replicasets",
+        "jobs",
+        "deployments",
+        "cronjobs",
+        "policyconfigmaps",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "rightsizer_watch_objects{{resource=\"{resource}\"}}"
+            )),
+            "no {resource} watch:\n{metrics}"
+        );
+    }
+    let log = env.webhook_log();
+    for refused in ["forbidden", "Forbidden", "watch failed"] {
+        assert!(
+            !log.contains(refused),
+            "{refused} in the webhook log:\n{log}"
+        );
+    }
+    let denied = env.plane.kubectl(
+        &[
+            "auth",
+            "can-i",
+            "patch",
+            "deployments.apps",
+            "-n",
+            "kube-system",
+            "--as",
+            cluster::WEBHOOK_USER,
+        ],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&denied.stdout).trim(), "no");
+}
+
 #[tokio::test]
 async fn leader_lease_hands_over_when_the_leader_stops() {
     let (_serial, env) = env_or_skip!();
@@ -1499,11 +1554,24 @@ async fn leader_lease_hands_over_when_the_leader_stops() {
 }
 
 #[tokio::test]
-async fn committed_values_applied_by_the_writer_are_read_by_a_second_replica() {
+async fn committed_values_stored_by_the_leader_are_read_by_a_second_replica() {
+    use rightsizer::analyzer::state::{ContainerState, Saved};
     use rightsizer::kube::{EventLimits, KubeOptions, LeaseTimings};
     use rightsizer::quantity::Resource;
     use rightsizer::recommendation::{Committed, ContainerKey};
     use rightsizer::rules::Sizes;
+
+    let saved = |key: &ContainerKey, c: Committed| {
+        let mut state = ContainerState::default();
+        state.record(Resource::Memory, c);
+        Saved {
+            key: key.clone(),
+            state,
+            rec: None,
+            strategy: "seed".into(),
+            cooldown_seconds: 1800,
+        }
+    };
 
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -1522,8 +1590,8 @@ async fn committed_values_applied_by_the_writer_are_read_by_a_second_replica() {
         )),
     );
 
-    // The writer: the library's Kubernetes side leading in its own namespace, committing
-    // with server-side apply as a leader replica's analyzer does.
+    // The writer: the library's Kubernetes side leading in its own namespace, storing
+    // committed values in Rightsizings as a leader replica's analyzer does.
     let store = Arc::new(rightsizer::policy::store::PolicyStore::new());
     let mut registry = prometheus_client::registry::Registry::default();
     let writer = rightsizer::kube::start_with(
@@ -1561,10 +1629,24 @@ async fn committed_values_applied_by_the_writer_are_read_by_a_second_replica() {
         reason: "e2e".into(),
     };
     writer
-        .commit_sink()
-        .commit(&key, Resource::Memory, value)
+        .commit_store()
+        .save(vec![saved(&key, value)])
         .await
         .expect("commit written");
+    // Into the workload's Rightsizing; the Deployment itself is not written.
+    let stored = env.plane.kubectl_ok(
+        &[
+            "-n",
+            ns,
+            "get",
+            "rsz",
+            "deployment-web",
+            "-o",
+            "jsonpath={.status.memoryCommitted}",
+        ],
+        None,
+    );
+    assert_eq!(stored, "app=352Mi/704Mi");
     let managers = env.plane.kubectl_ok(
         &[
             "-n",
@@ -1579,8 +1661,8 @@ async fn committed_values_applied_by_the_writer_are_read_by_a_second_replica() {
         None,
     );
     assert!(
-        managers.split_whitespace().any(|m| m == "rightsizer"),
-        "no server-side apply by field manager rightsizer: {managers}"
+        !managers.split_whitespace().any(|m| m == "rightsizer"),
+        "rightsizer wrote the Deployment: {managers}"
     );
 
     // Replica b starts after the commit and reads it through its own watch.
@@ -1631,8 +1713,8 @@ async fn committed_values_applied_by_the_writer_are_read_by_a_second_replica() {
         reason: "e2e again".into(),
     };
     writer
-        .commit_sink()
-        .commit(&key, Resource::Memory, newer)
+        .commit_store()
+        .save(vec![saved(&key, newer)])
         .await
         .expect("second commit written");
     let committed_at = Instant::now();

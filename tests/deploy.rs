@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceA
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use rightsizer::certs;
 use rustls::client::danger::ServerCertVerifier as _;
@@ -172,6 +173,8 @@ fn check_strict(doc: &Value) {
         round_trip::<ConfigMap>(doc)
     } else if is::<PriorityClass>(doc) {
         round_trip::<PriorityClass>(doc)
+    } else if is::<CustomResourceDefinition>(doc) {
+        round_trip::<CustomResourceDefinition>(doc)
     } else {
         match kind(doc) {
             ("cert-manager.io/v1", "Certificate") => check_certificate(doc),
@@ -684,7 +687,11 @@ fn the_deployment_is_hardened_and_highly_available() {
     for d in &docs {
         let namespaced = !matches!(
             kind(d).1,
-            "Namespace" | "ClusterRole" | "ClusterRoleBinding" | "MutatingWebhookConfiguration"
+            "Namespace"
+                | "ClusterRole"
+                | "ClusterRoleBinding"
+                | "MutatingWebhookConfiguration"
+                | "CustomResourceDefinition"
         );
         assert_eq!(
             d["metadata"]["namespace"].as_str().is_some(),
@@ -847,47 +854,114 @@ fn set(v: &[&str]) -> BTreeSet<String> {
 }
 
 #[test]
+fn the_rightsizing_crd_has_a_status_subresource_and_the_columns() {
+    let docs = kustomize(&deploy().join("base"));
+    let crd: CustomResourceDefinition = typed(find(
+        &docs,
+        "CustomResourceDefinition",
+        "rightsizings.rightsizer.io",
+    ));
+    assert_eq!(crd.spec.group, "rightsizer.io");
+    assert_eq!(crd.spec.scope, "Namespaced");
+    assert_eq!(crd.spec.names.kind, "Rightsizing");
+    assert_eq!(crd.spec.names.plural, "rightsizings");
+    assert_eq!(crd.spec.names.short_names, Some(vec!["rsz".to_string()]));
+    let v = &crd.spec.versions[0];
+    assert_eq!(v.name, rightsizer::kube::rightsizing::VERSION);
+    assert!(v.subresources.as_ref().unwrap().status.is_some());
+    let columns: Vec<&str> = v
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "Workload",
+            "Containers",
+            "Memory-Committed",
+            "Recommendation",
+            "Last-Change",
+            "Age"
+        ]
+    );
+    // Structural: every property has a type (the apiserver refuses v1 CRDs otherwise).
+    fn typed_everywhere(s: &serde_json::Value, path: &str) {
+        if s.get("x-kubernetes-preserve-unknown-fields") == Some(&serde_json::json!(true)) {
+            return;
+        }
+        assert!(s.get("type").is_some(), "{path} has no type");
+        for (k, p) in s
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .into_iter()
+            .flatten()
+        {
+            typed_everywhere(p, &format!("{path}.{k}"));
+        }
+        if let Some(i) = s.get("items") {
+            typed_everywhere(i, &format!("{path}[]"));
+        }
+    }
+    let schema = serde_json::to_value(&v.schema.as_ref().unwrap().open_api_v3_schema).unwrap();
+    typed_everywhere(&schema, "");
+    // The analyzer's status shape deserializes from what the schema allows.
+    let status = &schema["properties"]["status"]["properties"];
+    for field in [
+        "workload",
+        "containerNames",
+        "memoryCommitted",
+        "memoryRecommended",
+        "lastChange",
+        "containers",
+    ] {
+        assert!(status.get(field).is_some(), "status.{field}");
+    }
+}
+
+#[test]
 fn rbac_is_least_privilege() {
     let docs = kustomize(&deploy().join("base"));
     let cr: ClusterRole = typed(find(&docs, "ClusterRole", "rightsizer"));
-    let read = set(&["get", "list", "watch"]);
-    let read_patch = set(&["get", "list", "watch", "patch"]);
+    // The watchers only list and watch; committed state is written to Rightsizings,
+    // never to a workload.
+    let watch = set(&["list", "watch"]);
     let mut expected = BTreeMap::new();
     for r in [
         "/namespaces",
         "/limitranges",
         "/resourcequotas",
+        "/pods",
         "scheduling.k8s.io/priorityclasses",
         "autoscaling/horizontalpodautoscalers",
-    ] {
-        expected.insert(r.to_string(), read.clone());
-    }
-    for r in [
         "apps/deployments",
         "apps/statefulsets",
         "apps/daemonsets",
         "apps/replicasets",
         "batch/jobs",
         "batch/cronjobs",
-        "serving.knative.dev/services",
-        "serving.knative.dev/configurations",
     ] {
-        expected.insert(r.to_string(), read_patch.clone());
+        expected.insert(r.to_string(), watch.clone());
     }
-    expected.insert("/events".to_string(), set(&["create", "patch"]));
     expected.insert(
-        "events.k8s.io/events".to_string(),
-        set(&["create", "patch"]),
+        "rightsizer.io/rightsizings".to_string(),
+        set(&["get", "list", "watch", "create"]),
     );
+    expected.insert(
+        "rightsizer.io/rightsizings/status".to_string(),
+        set(&["update"]),
+    );
+    expected.insert("/events".to_string(), set(&["create"]));
     assert_eq!(verbs_by_resource(&cr.rules.unwrap()), expected);
 
     let role: Role = typed(find(&docs, "Role", "rightsizer"));
     let expected = BTreeMap::from([
-        ("/configmaps".to_string(), read.clone()),
+        ("/configmaps".to_string(), watch.clone()),
         ("coordination.k8s.io/leases".to_string(), set(&["create"])),
         (
             "coordination.k8s.io/leases@rightsizer-leader".to_string(),
-            set(&["get", "watch", "update", "patch"]),
+            set(&["get", "update"]),
         ),
     ]);
     assert_eq!(verbs_by_resource(&role.rules.unwrap()), expected);

@@ -1,7 +1,9 @@
 //! rightsizer's Kubernetes side against a real kube-apiserver v1.20.2 (with
 //! kube-controller-manager and etcd) on loopback: watchers, policy ConfigMaps, owner
-//! chains, committed values written with server-side apply and read by a second
-//! replica, Events, and Lease hand-over. Every assertion reads what the apiserver
+//! chains, committed state in Rightsizing objects (written by the leader, read by a second
+//! replica, garbage-collected with the workload, migrated from the legacy annotation), the
+//! analyzer's commits and a failover as the webhook's ServiceAccount, Events, and Lease
+//! hand-over. Every assertion reads what the apiserver
 //! stored or what rightsizer's stores hold after the apiserver told them.
 //!
 //! One control plane serves the whole binary; tests take a lock and run one at a time,
@@ -23,17 +25,22 @@ use cluster::ControlPlane;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use prometheus::TestProm;
 use prometheus_client::registry::Registry;
+use rightsizer::admission::{AdmitConfig, Admitter};
 use rightsizer::analyzer::ksm::{FactsSink, KsmMode, WorkloadFacts};
-use rightsizer::analyzer::{Analyzer, AnalyzerConfig, DefaultPolicy, PromConfig, QueryConfig};
+use rightsizer::analyzer::state::{ContainerState, OomHold, Saved};
+use rightsizer::analyzer::{
+    Analyzer, AnalyzerConfig, DefaultPolicy, PoliciesLookup, PromConfig, QueryConfig,
+};
 use rightsizer::cluster::ClusterFacts;
 use rightsizer::kube::events::{EventType, Target};
 use rightsizer::kube::pods::PodWatch;
+use rightsizer::kube::rightsizing;
 use rightsizer::kube::{
-    CommitError, EventLimits, KubeHandles, KubeOptions, LeaseTimings, Published, Recorder,
-    COMMITTED_ANNOTATION, FIELD_MANAGER, LEASE_NAME,
+    EventLimits, KubeHandles, KubeOptions, LeaseTimings, Published, Recorder, COMMITTED_ANNOTATION,
+    LEASE_NAME,
 };
 use rightsizer::policy::PolicyStore;
 use rightsizer::quantity::Resource;
@@ -76,6 +83,8 @@ async fn init() -> Result<ControlPlane, (bool, String)> {
         return Err((true, reason));
     }
     let plane = ControlPlane::start().map_err(|e| (false, e))?;
+    // The Rightsizing CRD (the store's watch needs it) and the shipped RBAC.
+    plane.install_shipped();
     eprintln!(
         "kube_watch: control plane up in {:.1} s ({})",
         plane.startup.as_secs_f64(),
@@ -637,8 +646,47 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
     r.handles.shutdown().await.unwrap();
 }
 
+/// One container's stored state with `memory` committed (and an OOM hold when given).
+fn saved(
+    key: &ContainerKey,
+    memory: Committed,
+    history: &[Committed],
+    oom: Option<OomHold>,
+) -> Saved {
+    let mut state = ContainerState::default();
+    for c in history {
+        state.record(Resource::Memory, c.clone());
+    }
+    state.record(Resource::Memory, memory);
+    state.oom = oom;
+    Saved {
+        key: key.clone(),
+        state,
+        rec: None,
+        strategy: "seed".into(),
+        cooldown_seconds: 1800,
+    }
+}
+
+fn mem(request_mi: u64, limit_mi: u64, at: u64, reason: &str) -> Committed {
+    Committed {
+        sizes: Sizes {
+            request: Some(request_mi << 20),
+            limit: Some(limit_mi << 20),
+        },
+        at,
+        reason: reason.into(),
+    }
+}
+
+async fn rightsizing(plane: &ControlPlane, ns: &str, name: &str) -> Option<DynamicObject> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(plane.client().await, ns, &rightsizing::api_resource());
+    api.get_opt(name).await.unwrap()
+}
+
 #[tokio::test]
-async fn committed_values_written_by_the_leader_are_read_by_another_replica() {
+async fn rightsizings_written_by_the_leader_are_read_by_another_replica() {
     let (_g, plane) = plane_or_skip!();
     let sys = "kw-commit-sys";
     let ns = "kw-commit";
@@ -661,30 +709,17 @@ async fn committed_values_written_by_the_leader_are_read_by_another_replica() {
     let dep_api: Api<Deployment> = Api::namespaced(plane.client().await, ns);
     let before = dep_api.get("checkout").await.unwrap();
     let key = ContainerKey::parse(&format!("{ns}/Deployment/checkout/app")).unwrap();
-    let first = Committed {
-        sizes: Sizes {
-            request: Some(200 << 20),
-            limit: Some(400 << 20),
-        },
-        at: 1_700_000_000,
-        reason: "p95 rose".into(),
+    let first = mem(200, 400, 1_700_000_000, "p95 rose");
+    let hold = OomHold {
+        floor: 300 << 20,
+        until: 1_700_086_400,
+        pod: "checkout-1".into(),
     };
     a.handles
-        .commit_sink()
-        .commit(&key, Resource::Memory, first.clone())
+        .commit_store()
+        .save(vec![saved(&key, first.clone(), &[], Some(hold.clone()))])
         .await
         .unwrap();
-
-    // The follower refuses to write.
-    let refused = b
-        .handles
-        .commit_sink()
-        .commit(&key, Resource::Memory, first.clone())
-        .await;
-    assert!(
-        matches!(refused, Err(CommitError::NotLeader)),
-        "{refused:?}"
-    );
 
     // The follower's overlay serves the committed value from its own watch.
     let overlay_b = b.handles.overlay(Arc::new(NoRecommendations));
@@ -692,48 +727,75 @@ async fn committed_values_written_by_the_leader_are_read_by_another_replica() {
         .await
         .expect("the second replica reads the committed value");
     eprintln!("commit by leader -> visible on follower: {took:?}");
-    let m = rec.memory.unwrap().committed.unwrap();
-    assert_eq!(m, first);
+    assert_eq!(rec.memory.unwrap().committed.unwrap(), first);
     assert!(overlay_b.snapshot().recommendations.contains_key(&key));
+    // ... and its store hands a new leader the same state, hold included.
+    let (state, _) = until(Duration::from_secs(2), || {
+        b.handles
+            .commit_store()
+            .load()
+            .containers
+            .get(&key)
+            .cloned()
+    })
+    .await
+    .unwrap();
+    assert_eq!(state.oom, Some(hold));
 
-    // Stored on the workload's top-level metadata, by field manager rightsizer (Apply),
-    // with no rollout: the generation and the pod template are unchanged.
-    let after = dep_api.get("checkout").await.unwrap();
-    let ann = after.metadata.annotations.clone().unwrap_or_default();
-    let doc: Value = serde_json::from_str(&ann[COMMITTED_ANNOTATION]).unwrap();
-    assert_eq!(doc["app"]["memory"]["request"], "200Mi");
-    assert_eq!(doc["app"]["memory"]["limit"], "400Mi");
-    assert_eq!(doc["app"]["memory"]["reason"], "p95 rose");
-    // (Deployments count annotation changes in `generation`, but without a template
-    // change the controller makes no new ReplicaSet.)
+    // One Rightsizing named after the workload, owned by it; the Deployment itself is
+    // untouched (no annotation, no field manager rightsizer, same template).
+    let obj = rightsizing(plane, ns, "deployment-checkout")
+        .await
+        .expect("a Rightsizing deployment-checkout");
+    let owner = &obj.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(
-        serde_json::to_value(&after.spec.as_ref().unwrap().template).unwrap(),
-        serde_json::to_value(&before.spec.as_ref().unwrap().template).unwrap()
+        (
+            owner.kind.as_str(),
+            owner.name.as_str(),
+            owner.api_version.as_str()
+        ),
+        ("Deployment", "checkout", "apps/v1")
     );
-    let managers = after.metadata.managed_fields.clone().unwrap_or_default();
-    let ours = managers
+    assert_eq!(Some(&owner.uid), before.metadata.uid.as_ref());
+    let status = &obj.data["status"];
+    assert_eq!(status["workload"], "Deployment/checkout");
+    assert_eq!(
+        status["containers"][0]["memory"]["committed"]["request"],
+        "200Mi"
+    );
+    assert_eq!(
+        status["containers"][0]["memory"]["committed"]["limit"],
+        "400Mi"
+    );
+    assert_eq!(
+        status["containers"][0]["memory"]["committed"]["reason"],
+        "p95 rose"
+    );
+    assert_eq!(status["containers"][0]["oomHold"]["floor"], "300Mi");
+    let after = dep_api.get("checkout").await.unwrap();
+    assert!(!after
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .contains_key(COMMITTED_ANNOTATION));
+    assert!(after
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
         .iter()
-        .find(|m| m.manager.as_deref() == Some(FIELD_MANAGER))
-        .expect("a rightsizer field manager");
-    assert_eq!(ours.operation.as_deref(), Some("Apply"));
-    let owned = serde_json::to_string(&ours.fields_v1).unwrap();
-    assert!(
-        owned.contains("rightsizer.io/committed") && !owned.contains("f:spec"),
-        "{owned}"
-    );
+        .all(|m| m.manager.as_deref() != Some("rightsizer")));
+    assert_eq!(after.metadata.generation, before.metadata.generation);
 
-    // A second commit keeps the first in the history; the follower sees the new value.
-    let second = Committed {
-        sizes: Sizes {
-            request: Some(256 << 20),
-            limit: Some(512 << 20),
-        },
-        at: 1_700_000_600,
-        reason: "oom".into(),
-    };
+    // A second commit: the follower sees it, the first is in the changes (newest first).
+    let second = mem(256, 512, 1_700_000_600, "oom");
     a.handles
-        .commit_sink()
-        .commit(&key, Resource::Memory, second.clone())
+        .commit_store()
+        .save(vec![saved(
+            &key,
+            second.clone(),
+            std::slice::from_ref(&first),
+            None,
+        )])
         .await
         .unwrap();
     until(Duration::from_secs(2), || {
@@ -741,82 +803,496 @@ async fn committed_values_written_by_the_leader_are_read_by_another_replica() {
     })
     .await
     .expect("the follower follows the new commit");
-    let after = dep_api.get("checkout").await.unwrap();
-    let doc: Value =
-        serde_json::from_str(&after.metadata.annotations.unwrap()[COMMITTED_ANNOTATION]).unwrap();
-    assert_eq!(doc["app"]["memory"]["history"][0]["request"], "200Mi");
+    let obj = rightsizing(plane, ns, "deployment-checkout").await.unwrap();
+    let changes = &obj.data["status"]["containers"][0]["memory"]["changes"];
+    assert_eq!(changes[0]["request"], "256Mi");
+    assert_eq!(changes[1]["request"], "200Mi");
+    assert!(obj.data["status"]["containers"][0]["oomHold"].is_null());
 
-    // Each commit posted a Committed Event with before/after on the Deployment.
-    let events = until_async(Duration::from_secs(5), || async {
-        let e: Vec<Event> = events_on(plane, ns, "checkout")
-            .await
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some("Committed"))
-            .collect();
-        (e.len() == 2).then_some(e)
-    })
-    .await
-    .expect("two Committed Events");
-    assert!(events.iter().any(|e| e.message.as_deref()
-        == Some("memory of container app: request 200Mi -> 256Mi, limit 400Mi -> 512Mi (oom)")));
-    assert!(events
-        .iter()
-        .all(|e| e.involved_object.uid == after.metadata.uid));
+    // `kubectl get rsz` prints the columns.
+    let table = plane.kubectl_ok(&["-n", ns, "get", "rsz"], None);
+    eprintln!("{table}");
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "WORKLOAD",
+            "CONTAINERS",
+            "MEMORY-COMMITTED",
+            "RECOMMENDATION",
+            "LAST-CHANGE",
+            "AGE"
+        ]
+    );
+    let row = table.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with("deployment-checkout") && row.contains("Deployment/checkout"),
+        "{row}"
+    );
+    assert!(
+        row.contains(" app ") && row.contains("app=256Mi/512Mi"),
+        "{row}"
+    );
 
-    // CronJobs carry them too, through the version the server serves (v1beta1 here).
+    // CronJobs own theirs through the version the server serves (v1beta1 here).
     let cj = json!({"apiVersion": "batch/v1beta1", "kind": "CronJob",
         "metadata": {"name": "nightly"},
         "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {
             "restartPolicy": "Never", "containers": [{"name": "report", "image": "busybox"}]}}}}}});
     plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&cj.to_string()));
     let cj_key = ContainerKey::parse(&format!("{ns}/CronJob/nightly/report")).unwrap();
-    let cpu = Committed {
-        sizes: Sizes {
-            request: Some(250),
-            limit: None,
-        },
-        at: 1_700_000_900,
-        reason: "cpu p95".into(),
-    };
     until_async(Duration::from_secs(5), || async {
-        a.handles
-            .commit_sink()
-            .commit(&cj_key, Resource::Cpu, cpu.clone())
-            .await
-            .ok()
+        a.handles.facts.workload(&cj_key.workload)?.uid?;
+        Some(())
     })
     .await
-    .expect("a CronJob commit");
-    let (rec, _) = until(Duration::from_secs(2), || overlay_b.get(&cj_key))
+    .expect("the CronJob is watched");
+    a.handles
+        .commit_store()
+        .save(vec![saved(
+            &cj_key,
+            mem(64, 128, 1_700_000_900, "cron"),
+            &[],
+            None,
+        )])
         .await
-        .expect("the follower reads the CronJob's committed value");
-    assert_eq!(rec.cpu.unwrap().committed.unwrap(), cpu);
-    assert!(rec.memory.is_none());
-    let stored = plane.kubectl_ok(
-        &[
-            "-n",
-            ns,
-            "get",
-            "cronjobs.v1beta1.batch",
-            "nightly",
-            "-o",
-            "jsonpath={.metadata.annotations.rightsizer\\.io/committed}",
-        ],
-        None,
+        .unwrap();
+    let obj = rightsizing(plane, ns, "cronjob-nightly")
+        .await
+        .expect("cronjob-nightly");
+    assert_eq!(
+        obj.metadata.owner_references.unwrap()[0].api_version,
+        "batch/v1beta1"
     );
-    let doc: Value = serde_json::from_str(&stored).unwrap();
-    assert_eq!(doc["report"]["cpu"]["request"], "250m");
 
-    // A commit for a kind that cannot carry the annotation is refused, not misplaced.
+    // A workload kind that cannot own one (a bare Pod) gets none.
     let pod_key = ContainerKey::parse(&format!("{ns}/Pod/p/app")).unwrap();
-    assert!(a
-        .handles
-        .commit_sink()
-        .commit(&pod_key, Resource::Memory, second)
+    a.handles
+        .commit_store()
+        .save(vec![saved(&pod_key, second, &[], None)])
         .await
-        .is_err());
+        .unwrap();
+    assert!(rightsizing(plane, ns, "pod-p").await.is_none());
+
+    // Deleting the workload deletes its Rightsizing (kube-controller-manager's garbage
+    // collector; it discovers the new resource within its 30 s resync).
+    let t = Instant::now();
+    dep_api
+        .delete("checkout", &DeleteParams::background())
+        .await
+        .unwrap();
+    let gone = until_async(Duration::from_secs(90), || async {
+        rightsizing(plane, ns, "deployment-checkout")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    eprintln!(
+        "workload deleted -> Rightsizing collected after {:?}",
+        t.elapsed()
+    );
+    assert!(gone.is_some(), "the Rightsizing outlived its workload");
+    assert!(rightsizing(plane, ns, "cronjob-nightly").await.is_some());
     a.handles.shutdown().await.unwrap();
     b.handles.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn legacy_committed_annotations_are_imported_once() {
+    let (_g, plane) = plane_or_skip!();
+    let sys = "kw-migrate-sys";
+    let ns = "kw-migrate";
+    namespace(plane, sys, &[]);
+    namespace(plane, ns, &[]);
+    let mut dep = deployment("legacy");
+    dep["metadata"]["annotations"] = json!({COMMITTED_ANNOTATION:
+        r#"{"app":{"memory":{"request":"300Mi","limit":"600Mi","at":1600000000,"reason":"old step","history":[{"request":"250Mi","at":1500000000}]}}}"#});
+    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&dep.to_string()));
+    let a = replica(plane, sys, "migrate-a", quick_lease()).await;
+    let obj = until_async(Duration::from_secs(10), || async {
+        rightsizing(plane, ns, "deployment-legacy").await
+    })
+    .await
+    .expect("the leader imports the annotation into a Rightsizing");
+    let committed = &obj.data["status"]["containers"][0]["memory"]["committed"];
+    assert_eq!(committed["request"], "300Mi");
+    assert_eq!(committed["limit"], "600Mi");
+    assert_eq!(committed["at"], 1_600_000_000);
+    assert_eq!(committed["source"], "migrated");
+    assert_eq!(committed["reason"], "old step");
+    let key = ContainerKey::parse(&format!("{ns}/Deployment/legacy/app")).unwrap();
+    let overlay = a.handles.overlay(Arc::new(NoRecommendations));
+    let (rec, _) = until(Duration::from_secs(2), || overlay.get(&key))
+        .await
+        .unwrap();
+    assert_eq!(
+        rec.memory.unwrap().committed.unwrap().sizes.request,
+        Some(300 << 20)
+    );
+    let version = obj.metadata.resource_version.clone();
+    a.handles.shutdown().await.unwrap();
+
+    // Once: a restarted leader leaves the imported object alone.
+    let b = replica(plane, sys, "migrate-b", quick_lease()).await;
+    until(Duration::from_secs(5), || {
+        b.handles.leader.is_leader().then_some(())
+    })
+    .await
+    .expect("b leads");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again = rightsizing(plane, ns, "deployment-legacy").await.unwrap();
+    assert_eq!(again.metadata.resource_version, version);
+    b.handles.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// The analyzer on Rightsizings, as the webhook's ServiceAccount (impersonated: every
+// request is authorized by the shipped RBAC only), against a real Prometheus.
+
+const H: u64 = 3600;
+const SHOP: &str = "kw-shop";
+
+/// Four Deployments' usage in `kw-shop`: web, obs and cache carry `tier: gold` (the
+/// policy's label selector), plain does not; cache was OOM-killed two hours before t0.
+fn shop_history(t0: u64) -> scenario::Cluster {
+    let (start, end) = (t0 - 26 * H, t0 + 2 * H);
+    let mut c = scenario::Cluster::new(t0);
+    for name in ["web", "obs", "cache", "plain"] {
+        let rs = format!("{name}-1");
+        c.owner(
+            "kube_replicaset_owner",
+            SHOP,
+            "replicaset",
+            &rs,
+            "Deployment",
+            name,
+            start,
+            end,
+        );
+        let pod = format!("{rs}-a");
+        let spec = scenario::PodSpec {
+            ns: SHOP,
+            pod: &pod,
+            owner_kind: "ReplicaSet",
+            owner_name: &rs,
+            from: start,
+            to: end,
+        };
+        let (base, high) = if name == "cache" {
+            (180.0, 240.0)
+        } else {
+            (200.0, 300.0)
+        };
+        c.pod(&spec, &format!("{SHOP}/Deployment/{name}"))
+            .container(
+                "app",
+                move |t| if (t / 60) % 10 == 0 { high } else { base },
+                |_| 100.0,
+                (Some(128), Some(256)),
+                None,
+            );
+    }
+    c.constant(
+        "kube_pod_container_status_last_terminated_reason",
+        &format!(r#"namespace="{SHOP}",pod="cache-1-a",container="app",reason="OOMKilled""#),
+        1.0,
+        t0 - 2 * H,
+        end,
+    );
+    c
+}
+
+fn shop_deployment(name: &str, gold: bool, annotations: Value) -> Value {
+    let mut d = deployment(name);
+    d["spec"]["replicas"] = json!(0);
+    if gold {
+        d["metadata"]["labels"] = json!({"tier": "gold"});
+        d["spec"]["template"]["metadata"]["labels"]["tier"] = json!("gold");
+    }
+    d["metadata"]["annotations"] = annotations;
+    d
+}
+
+/// A replica's Kubernetes side as the webhook's ServiceAccount, in its own namespace.
+async fn sa_replica(plane: &ControlPlane, identity: &str) -> Replica {
+    let policies = Arc::new(PolicyStore::new());
+    let mut registry = Registry::default();
+    let handles = rightsizer::kube::start_with(
+        plane.client_as(cluster::WEBHOOK_USER).await,
+        "rightsizer-system",
+        policies.clone(),
+        &mut registry,
+        KubeOptions {
+            identity: identity.to_string(),
+            lease: quick_lease(),
+            events: EventLimits::default(),
+        },
+    )
+    .await
+    .expect("kube side starts");
+    handles
+        .wait_synced(Duration::from_secs(20))
+        .await
+        .expect("the ServiceAccount may list and watch everything the watchers read");
+    Replica {
+        handles,
+        policies,
+        registry,
+    }
+}
+
+/// An analyzer wired as `serve` wires it in a cluster: policies and facts of `r`, its
+/// Rightsizing store, its leadership.
+fn cluster_analyzer(r: &Replica, prom: &str) -> Analyzer {
+    let mut p = PromConfig::new(prom.to_string());
+    p.retries = 0;
+    let mut cfg = AnalyzerConfig::new(p);
+    cfg.queries = QueryConfig {
+        short_window_secs: 900,
+        long_window_secs: 24 * H,
+        ..QueryConfig::default()
+    };
+    cfg.enforcement = true;
+    let lookup = PoliciesLookup {
+        store: r.policies.clone(),
+        facts: r.handles.facts.clone(),
+        own_namespace: Some("rightsizer-system".into()),
+    };
+    let mut a = Analyzer::new(cfg, Arc::new(lookup), &mut Registry::default()).unwrap();
+    a.set_store(r.handles.commit_store());
+    let leader = r.handles.leader.clone();
+    a.set_leader(move || leader.is_leader());
+    a
+}
+
+fn committed_memory(obj: &DynamicObject) -> Value {
+    obj.data["status"]["containers"][0]["memory"]["committed"].clone()
+}
+
+#[tokio::test]
+async fn the_analyzer_commits_to_rightsizings_and_a_new_leader_continues() {
+    let (_g, plane) = plane_or_skip!();
+    let t0 = {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 3 * H;
+        now - now % 60
+    };
+    let history = shop_history(t0);
+    let prom = prometheus::TestProm::start_with(&history.om);
+    namespace(plane, SHOP, &[]);
+    for d in [
+        shop_deployment("web", true, json!({})),
+        shop_deployment("obs", true, json!({"rightsizer.io/mode": "observe"})),
+        shop_deployment("cache", true, json!({})),
+        shop_deployment("plain", false, json!({})),
+    ] {
+        plane.kubectl_ok(&["-n", SHOP, "apply", "-f", "-"], Some(&d.to_string()));
+    }
+    let policy = "precedence: 5\nmode: enforce\ntarget: templates\nrecommender: seed\nselector:\n  namespaces: [kw-shop]\n  labels: {tier: gold}\n";
+    plane.kubectl_ok(
+        &["-n", "rightsizer-system", "apply", "-f", "-"],
+        Some(&serde_json::to_string(&policy_cm("kw-gold", "rightsizer-system", policy)).unwrap()),
+    );
+
+    let a = sa_replica(plane, "analyzer-a").await;
+    until(Duration::from_secs(5), || {
+        (a.handles.leader.is_leader() && policy_precedence(&a.policies, "kw-gold") == Some(5))
+            .then_some(())
+    })
+    .await
+    .expect("a leads with the policy loaded");
+    let analyzer_a = cluster_analyzer(&a, &prom.url());
+    analyzer_a.cycle(t0).await.expect("a's cycle");
+
+    // Enforce mode (selected by label): a Rightsizing with the committed values.
+    let web = rightsizing(plane, SHOP, "deployment-web")
+        .await
+        .expect("web has a Rightsizing");
+    let c1 = committed_memory(&web);
+    assert_eq!(c1["at"], t0, "{web:?}");
+    assert_eq!(c1["source"], "enforced");
+    let c1_request = c1["request"].as_str().unwrap().to_string();
+    assert_ne!(c1_request, "128Mi", "a step away from what runs");
+    let rec = &web.data["status"]["containers"][0]["memory"]["recommendation"];
+    assert!(
+        rec["p95"].is_string() && rec["samples"].as_u64() > Some(0),
+        "{rec}"
+    );
+    assert_eq!(rec["strategy"], "seed");
+    // Observe by annotation: recommended, never committed. No policy: nothing stored.
+    let obs = rightsizing(plane, SHOP, "deployment-obs").await;
+    assert!(
+        obs.as_ref().is_none_or(|o| committed_memory(o).is_null()),
+        "{obs:?}"
+    );
+    assert!(rightsizing(plane, SHOP, "deployment-plain").await.is_none());
+    let cache = rightsizing(plane, SHOP, "deployment-cache")
+        .await
+        .expect("cache has a Rightsizing");
+    let hold = cache.data["status"]["containers"][0]["oomHold"].clone();
+    let hold_until = hold["until"].as_u64().expect("an OOM hold");
+    assert!(hold_until > t0, "{hold}");
+
+    // Same policy, same answer: admission of the same workload (labels through its
+    // object) enforces the same committed value; the observe one keeps its values.
+    let follower = sa_replica(plane, "analyzer-b").await;
+    let overlay = follower.handles.overlay(analyzer_a.cache());
+    let admitter = Admitter::new(
+        follower.policies.clone(),
+        overlay,
+        follower.handles.facts.clone(),
+        AdmitConfig {
+            enforcement: true,
+            own_namespace: Some("rightsizer-system".into()),
+        },
+    );
+    until(Duration::from_secs(5), || {
+        (policy_precedence(&follower.policies, "kw-gold") == Some(5)).then_some(())
+    })
+    .await
+    .expect("the follower has the policy");
+    let admitted_request = |name: &str, annotations: Value| {
+        let mut obj = shop_deployment(name, true, annotations);
+        obj["metadata"]["namespace"] = json!(SHOP);
+        let m = admitter.mutate_object(WorkloadKind::Deployment, SHOP, &obj);
+        json_patch::patch(&mut obj, &m.patch).unwrap();
+        obj["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"].clone()
+    };
+    let (_, _) = until(Duration::from_secs(2), || {
+        (admitted_request("web", json!({})) == json!(c1_request)).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "admission did not enforce {c1_request}: {}",
+            admitted_request("web", json!({}))
+        )
+    });
+    assert_eq!(
+        admitted_request("obs", json!({"rightsizer.io/mode": "observe"})),
+        "64Mi"
+    );
+
+    // The leader stops mid-cooldown; the follower takes over with a fresh analyzer.
+    a.handles.shutdown().await.unwrap();
+    until(Duration::from_secs(5), || {
+        follower.handles.leader.is_leader().then_some(())
+    })
+    .await
+    .expect("b takes over");
+    let analyzer_b = cluster_analyzer(&follower, &prom.url());
+    analyzer_b.cycle(t0 + 600).await.expect("b's cycle");
+    let web = rightsizing(plane, SHOP, "deployment-web").await.unwrap();
+    assert_eq!(
+        committed_memory(&web),
+        c1,
+        "the new leader committed inside the cooldown"
+    );
+    let changes = &web.data["status"]["containers"][0]["memory"]["changes"];
+    assert_eq!(changes.as_array().map(Vec::len), Some(1));
+    // The OOM hold came through the restart unchanged (a lost hold would restart now).
+    let cache = rightsizing(plane, SHOP, "deployment-cache").await.unwrap();
+    assert_eq!(cache.data["status"]["containers"][0]["oomHold"], hold);
+    let b_cache = analyzer_b
+        .cache()
+        .get_at(
+            &ContainerKey::parse(&format!("{SHOP}/Deployment/cache/app")).unwrap(),
+            t0 + 600,
+        )
+        .unwrap();
+    assert!(b_cache.memory.unwrap().oom_floor.is_some());
+    eprintln!(
+        "failover mid-cooldown: committed {} kept at {}; OOM hold until {} kept",
+        c1["request"], c1["at"], hold_until
+    );
+
+    // After the cooldown the new leader takes the next step.
+    analyzer_b.cycle(t0 + 1860).await.expect("b's later cycle");
+    let web = rightsizing(plane, SHOP, "deployment-web").await.unwrap();
+    assert_eq!(committed_memory(&web)["at"], t0 + 1860);
+    let changes = &web.data["status"]["containers"][0]["memory"]["changes"];
+    assert_eq!(changes.as_array().map(Vec::len), Some(2));
+    follower.handles.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_webhook_identity_cannot_write_workloads() {
+    let (_g, plane) = plane_or_skip!();
+    let can = |verb: &str, what: &str, ns: &str| {
+        let (what, sub) = match what.split_once(':') {
+            Some((w, s)) => (w, format!("--subresource={s}")),
+            None => (what, "--subresource=".to_string()),
+        };
+        let out = plane.kubectl(
+            &[
+                "auth",
+                "can-i",
+                verb,
+                what,
+                &sub,
+                "-n",
+                ns,
+                "--as",
+                cluster::WEBHOOK_USER,
+            ],
+            None,
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for (verb, what, ns, want) in [
+        ("patch", "deployments.apps", "kube-system", "no"),
+        ("update", "daemonsets.apps", "kube-system", "no"),
+        ("create", "pods", "kube-system", "no"),
+        ("get", "secrets", "kube-system", "no"),
+        ("patch", "deployments.apps", "default", "no"),
+        ("patch", "cronjobs.batch", "default", "no"),
+        ("watch", "deployments.apps", "kube-system", "yes"),
+        ("create", "rightsizings.rightsizer.io", "default", "yes"),
+        (
+            "update",
+            "rightsizings.rightsizer.io:status",
+            "default",
+            "yes",
+        ),
+        ("patch", "rightsizings.rightsizer.io", "default", "no"),
+        ("delete", "rightsizings.rightsizer.io", "default", "no"),
+        ("create", "events", "default", "yes"),
+        ("patch", "events", "default", "no"),
+        (
+            "update",
+            "leases.coordination.k8s.io/rightsizer-leader",
+            "rightsizer-system",
+            "yes",
+        ),
+        (
+            "update",
+            "leases.coordination.k8s.io/other",
+            "rightsizer-system",
+            "no",
+        ),
+        ("list", "configmaps", "default", "no"),
+    ] {
+        assert_eq!(can(verb, what, ns), want, "can-i {verb} {what} -n {ns}");
+    }
+    // The same through the kube client the webhook uses (impersonation in effect).
+    let sa = plane.client_as(cluster::WEBHOOK_USER).await;
+    let dns: Api<Deployment> = Api::namespaced(sa, "kube-system");
+    let refused = dns
+        .patch(
+            "coredns",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await;
+    match refused {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("the webhook identity patched a kube-system Deployment: {other:?}"),
+    }
 }
 
 #[tokio::test]

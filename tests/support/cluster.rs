@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The webhook's identity: the shipped ServiceAccount (deploy/base).
+pub const WEBHOOK_USER: &str = "system:serviceaccount:rightsizer-system:rightsizer";
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -225,6 +228,67 @@ impl ControlPlane {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Apply what `deploy/base` ships except the webhook itself: the Namespace, the
+    /// Rightsizing CRD, the ServiceAccount and its RBAC, exactly as rendered. Waits
+    /// until the CRD is served.
+    pub fn install_shipped(&self) {
+        const KINDS: [&str; 7] = [
+            "Namespace",
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+        ];
+        let base = repo_root().join("deploy/base");
+        let rendered = self.kubectl_ok(&["kustomize", &base.display().to_string()], None);
+        let docs: Vec<&str> = rendered
+            .split("\n---\n")
+            .filter(|d| {
+                d.lines()
+                    .any(|l| KINDS.iter().any(|k| l.trim_end() == format!("kind: {k}")))
+            })
+            .collect();
+        assert_eq!(docs.len(), KINDS.len(), "rendered deploy/base:\n{rendered}");
+        self.kubectl_ok(&["apply", "-f", "-"], Some(&docs.join("\n---\n")));
+        self.kubectl_ok(
+            &[
+                "wait",
+                "--for=condition=established",
+                "--timeout=30s",
+                "crd/rightsizings.rightsizer.io",
+            ],
+            None,
+        );
+    }
+
+    /// A kubeconfig that impersonates `user` with the admin credentials: the apiserver
+    /// authorizes every request as `user` (e.g. the webhook's ServiceAccount).
+    pub fn kubeconfig_as(&self, user: &str) -> PathBuf {
+        let text = fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
+        let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
+        for u in doc["users"].as_sequence_mut().expect("users") {
+            u["user"]["as"] = serde_yaml::Value::String(user.to_string());
+        }
+        let safe: String = user
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let path = self.dir.join(format!("kubeconfig-as-{safe}"));
+        fs::write(&path, serde_yaml::to_string(&doc).expect("YAML")).expect("writing kubeconfig");
+        path
+    }
+
+    /// A kube client acting as `user` (impersonation, see `kubeconfig_as`).
+    pub async fn client_as(&self, user: &str) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig_as(user)).expect("kubeconfig");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("kube config");
+        kube::Client::try_from(cfg).expect("kube client")
     }
 
     /// A kube client for this plane (one per test: a client belongs to its runtime).

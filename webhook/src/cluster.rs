@@ -81,6 +81,10 @@ pub trait ClusterFacts: Send + Sync {
     fn workload_annotations(&self, _key: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
         None
     }
+    /// Labels on a workload's own metadata (the analyzer's policy selection), when known.
+    fn workload_labels(&self, _key: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
+        None
+    }
 }
 
 /// Nothing known.

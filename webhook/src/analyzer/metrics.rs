@@ -21,6 +21,8 @@ pub struct AnalyzerMetrics {
     pub range_queries: Counter,
     /// Intervals fed to strategy states.
     pub intervals_fed: Counter,
+    /// Values committed (and persisted) by this replica.
+    pub commits: Counter,
 }
 
 impl AnalyzerMetrics {
@@ -36,6 +38,7 @@ impl AnalyzerMetrics {
             cache_stale: Gauge::default(),
             range_queries: Counter::default(),
             intervals_fed: Counter::default(),
+            commits: Counter::default(),
         };
         r.register(
             "rightsizer_analyzer_cycle_duration_seconds",
@@ -87,6 +90,11 @@ impl AnalyzerMetrics {
             "rightsizer_analyzer_intervals_fed",
             "5-minute usage intervals fed to the policies' strategies",
             m.intervals_fed.clone(),
+        );
+        r.register(
+            "rightsizer_analyzer_commits",
+            "Values committed and persisted by this replica (the leader)",
+            m.commits.clone(),
         );
         m
     }

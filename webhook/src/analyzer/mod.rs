@@ -6,6 +6,8 @@
 
 pub mod cache;
 pub mod compute;
+pub mod decide;
+mod execute;
 mod gather;
 pub mod history;
 pub mod knative;
@@ -28,46 +30,19 @@ use prometheus_client::registry::Registry;
 
 use crate::quantity::Resource;
 use crate::recommendation::{Committed, ContainerKey, WorkloadKey, WorkloadKind};
-use crate::rules::{Rules, Sizes};
+use crate::rules::Sizes;
 use crate::strategy::{self, Decision as StrategyDecision, Interval};
 
 pub use cache::{Entry, RecommendationCache, DEFAULT_CAPACITY};
-use compute::{Fold, Previous, ResourceInput};
+use compute::Fold;
+pub use decide::{Effect, Observation, PolicyView};
 use gather::{max_into, max_u64_into, Acc, KnFigures, PodKey};
 pub use knative::KnativeRules;
 use metrics::AnalyzerMetrics;
-pub use policies::PoliciesLookup;
+pub use policies::{DefaultPolicy, PoliciesLookup, PolicyLookup, SEED};
 pub use prom::{PromClient, PromConfig, PromError, Sample};
 pub use queries::{QueryConfig, QueryKind, Window};
-use state::{OomHold, State, StateError};
-
-/// Which rules apply to a workload, and whether its policy asks for enforcement.
-/// The lead plugs the policy lookup in here; a plain closure returning `Rules` works too.
-pub trait PolicyLookup: Send + Sync {
-    fn rules(&self, workload: &WorkloadKey) -> Rules;
-    /// The policy says `enforce` for this workload (commits only happen when the
-    /// analyzer's `enforcement` switch is on as well).
-    fn enforce(&self, _workload: &WorkloadKey) -> bool {
-        false
-    }
-    /// The memory strategy (`crate::strategy::by_name`) for this workload; `seed`
-    /// keeps the seed arithmetic of [`compute::decide`].
-    fn recommender(&self, _workload: &WorkloadKey) -> String {
-        SEED.to_string()
-    }
-}
-
-/// The recommender name that keeps the seed rules' own path.
-pub const SEED: &str = "seed";
-
-impl<F> PolicyLookup for F
-where
-    F: Fn(&WorkloadKey) -> Rules + Send + Sync,
-{
-    fn rules(&self, workload: &WorkloadKey) -> Rules {
-        self(workload)
-    }
-}
+pub use state::{CommitStore, FileStore, State, StateError};
 
 /// Told about what the analyzer decides, e.g. to persist commits in the cluster and post
 /// Events. Called from the cycle; implementations must not block (spawn the I/O).
@@ -90,21 +65,6 @@ pub trait AnalyzerHooks: Send + Sync {
         _after: Sizes,
         _reason: &str,
     ) {
-    }
-}
-
-/// The seed rules everywhere, optionally enforcing everywhere.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DefaultPolicy {
-    pub enforce: bool,
-}
-
-impl PolicyLookup for DefaultPolicy {
-    fn rules(&self, _w: &WorkloadKey) -> Rules {
-        Rules::default()
-    }
-    fn enforce(&self, _w: &WorkloadKey) -> bool {
-        self.enforce
     }
 }
 
@@ -132,7 +92,8 @@ pub struct AnalyzerConfig {
     pub max_series_per_query: usize,
     /// Queries in flight at once.
     pub concurrency: usize,
-    /// Where committed values and OOM holds are kept across restarts.
+    /// Where committed values and OOM holds are kept across restarts without a
+    /// cluster (in a cluster: the Rightsizings, see `Analyzer::set_store`).
     pub state_file: Option<PathBuf>,
     /// `RIGHTSIZER_ENFORCEMENT=true`: commits happen for workloads whose policy enforces.
     pub enforcement: bool,
@@ -171,7 +132,9 @@ pub struct Analyzer {
     client: PromClient,
     cache: Arc<RecommendationCache>,
     policy: Arc<dyn PolicyLookup>,
-    state: Mutex<State>,
+    store: Arc<dyn CommitStore>,
+    /// Whether this replica carries out effects (the Lease holder; always without one).
+    leading: Arc<dyn Fn() -> bool + Send + Sync>,
     metrics: AnalyzerMetrics,
     progress: Option<Progress>,
     hooks: Option<Arc<dyn AnalyzerHooks>>,
@@ -180,18 +143,16 @@ pub struct Analyzer {
 }
 
 impl Analyzer {
-    /// Build the analyzer; metrics are registered into `registry`, committed values
-    /// are loaded from the state file when there is one.
+    /// Build the analyzer; metrics are registered into `registry`; committed state is
+    /// kept in the state file when there is one (in memory otherwise) until
+    /// `set_store` puts it elsewhere.
     pub fn new(
         cfg: AnalyzerConfig,
         policy: Arc<dyn PolicyLookup>,
         registry: &mut Registry,
     ) -> Result<Self, AnalyzerError> {
         let client = PromClient::new(cfg.prometheus.clone())?;
-        let state = match &cfg.state_file {
-            Some(p) => State::load(p)?,
-            None => State::default(),
-        };
+        let store = Arc::new(FileStore::open(cfg.state_file.clone())?);
         let cache = Arc::new(RecommendationCache::new(
             cfg.cache_capacity,
             cfg.stale_ttl_secs,
@@ -203,7 +164,8 @@ impl Analyzer {
             client,
             cache,
             policy,
-            state: Mutex::new(state),
+            store,
+            leading: Arc::new(|| true),
             progress: None,
             hooks: None,
             sources: ksm::Sources::default(),
@@ -231,13 +193,19 @@ impl Analyzer {
         self.sources = ksm::Sources::new(mode, Some(api));
     }
 
-    /// The committed values and OOM holds as they stand.
-    pub fn state(&self) -> State {
-        self.lock_state().clone()
+    /// Keep committed state in `store` (the cluster's Rightsizings) instead.
+    pub fn set_store(&mut self, store: Arc<dyn CommitStore>) {
+        self.store = store;
     }
 
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Carry out effects only while `leading` says so (checked once per cycle).
+    pub fn set_leader(&mut self, leading: impl Fn() -> bool + Send + Sync + 'static) {
+        self.leading = Arc::new(leading);
+    }
+
+    /// The committed values and OOM holds as the store holds them.
+    pub fn state(&self) -> State {
+        self.store.load()
     }
 
     /// Run cycles every `interval` until `shutdown` resolves. Errors are counted and
@@ -395,7 +363,11 @@ impl Analyzer {
         let intervals = self
             .read_intervals(&acc, now, queries, &mut series_read)
             .await?;
-        let containers = self.apply(now, acc, intervals);
+        // The previous state comes from the store: a restarted or new leader continues
+        // exactly where the last one stopped.
+        let previous = self.store.load();
+        let (containers, effects) = self.apply(now, acc, intervals, &previous);
+        self.execute(effects).await;
         Ok((series_read, containers, scopes.len()))
     }
 
@@ -459,8 +431,15 @@ impl Analyzer {
         self.tracks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Turn one cycle's folded answers into cache entries.
-    fn apply(&self, now: u64, acc: Acc, intervals: BTreeMap<ContainerKey, Vec<Interval>>) -> usize {
+    /// Turn one cycle's folded answers into cache entries and effects (the decision
+    /// itself is `decide::decide`, pure).
+    fn apply(
+        &self,
+        now: u64,
+        acc: Acc,
+        intervals: BTreeMap<ContainerKey, Vec<Interval>>,
+        previous: &State,
+    ) -> (usize, Vec<Effect>) {
         let Acc {
             owners,
             pods,
@@ -521,176 +500,79 @@ impl Analyzer {
         let short_cap = self.cfg.queries.short_window_secs;
         let long_cap = self.cfg.queries.long_window_secs;
         let mut fresh = HashSet::new();
-        let mut state = self.lock_state();
         let mut tracks = self.lock_tracks();
         let fed_before = tracks.fed;
-        let mut state_changed = false;
+        let mut effects = Vec::new();
+        let mut views: HashMap<WorkloadKey, PolicyView> = HashMap::new();
         for (key, f) in folded {
             let w = &key.workload;
-            let rules = self.policy.rules(w);
-            let spec = Some(self.policy.recommender(w))
-                .filter(|n| n != SEED)
-                .and_then(|n| strategy::by_name(&n));
+            let view = views
+                .entry(w.clone())
+                .or_insert_with(|| self.policy.view(w, self.cfg.enforcement));
+            let spec = Some(view.strategy.as_str())
+                .filter(|n| *n != SEED)
+                .and_then(strategy::by_name);
             // The strategy's own decision (memory), fed with the intervals not seen yet.
-            let own = spec.and_then(|spec| {
+            let own = spec.map(|spec| {
                 let running = match (f.cur_mem.request, f.cur_mem.limit) {
                     (Some(request), Some(limit)) => Some(StrategyDecision { request, limit }),
                     _ => None,
                 };
                 let ivs = intervals.get(&key).map_or(&[][..], Vec::as_slice);
-                tracks.decide(&key, spec, ivs, now as i64, running)
+                tracks
+                    .decide(&key, spec, ivs, now as i64, running)
+                    .map(Sizes::from)
             });
-            let prev = self.cache.entry(&key).unwrap_or_default();
-
-            // OOM holds: a new kill (another pod than the one behind the hold) sets
-            // or raises the floor and restarts the hold.
-            let cs = state.containers.entry(key.clone()).or_default();
-            for (pod, limit) in &f.oom {
-                if cs.oom.as_ref().is_some_and(|h| &h.pod == pod) {
-                    continue;
-                }
-                let mut floor = rules.oom_floor(*limit);
-                if let Some(h) = cs.oom.as_ref().filter(|h| now < h.until) {
-                    floor = floor.max(h.floor);
-                }
-                cs.oom = Some(OomHold {
-                    floor,
-                    until: now.saturating_add(rules.oom.hold_seconds),
-                    pod: pod.clone(),
-                });
-                state_changed = true;
-            }
-            let oom_floor = cs.oom.as_ref().filter(|h| now < h.until).map(|h| h.floor);
-            let hpa_res = hpa.get(w).cloned().unwrap_or_default();
-
-            let mut entry = Entry {
-                current_memory: f.cur_mem,
-                current_cpu: f.cur_cpu,
-                ..prev.clone()
-            };
-            let mut mem_max = None;
-            for (res, folds, cur) in [
-                (Resource::Memory, &f.mem, f.cur_mem),
-                (Resource::Cpu, &f.cpu, f.cur_cpu),
-            ] {
-                let observed = compute::merge_windows(
+            let observed = |folds: &[Fold; 2]| {
+                compute::merge_windows(
                     folds[0].observed(now, short_cap),
                     folds[1].observed(now, long_cap),
-                );
-                if res == Resource::Memory {
-                    mem_max = observed.map(|o| o.max);
-                }
-                let input = ResourceInput {
-                    observed,
-                    current: cur,
-                    hpa: hpa_res.contains(&res),
-                    oom_floor: if res == Resource::Memory {
-                        oom_floor
-                    } else {
-                        None
-                    },
-                };
-                let (prev_rec, revised_at) = match res {
-                    Resource::Memory => (prev.rec.memory.as_ref(), prev.memory_revised_at),
-                    Resource::Cpu => (prev.rec.cpu.as_ref(), prev.cpu_revised_at),
-                };
-                let previous = Previous {
-                    rec: prev_rec,
-                    revised_at,
-                };
-                let mut d = match (res, spec) {
-                    (Resource::Memory, Some(_)) => {
-                        compute::from_strategy(&input, own.map(Sizes::from), previous)
-                    }
-                    _ => compute::decide(&rules, res, &input, previous, now),
-                };
-                // Enforcement: move the committed value one guarded step.
-                let committed = cs.committed(res).cloned();
-                if self.cfg.enforcement && self.policy.enforce(w) {
-                    if let Some(target) = d.rec.recommended {
-                        if let Some(c) = compute::commit(
-                            &rules,
-                            res,
-                            committed.as_ref(),
-                            cur,
-                            target,
-                            observed.map(|o| o.p95),
-                            now,
-                        ) {
-                            if let Some(h) = &self.hooks {
-                                h.committed(&key, res, &c, committed.as_ref());
-                            }
-                            cs.record(res, c);
-                            state_changed = true;
-                        }
-                    }
-                }
-                d.rec.committed = cs.committed(res).cloned();
-                if d.revised {
-                    if let (Some(h), Some(after)) = (&self.hooks, d.rec.recommended) {
-                        let before = prev_rec.and_then(|p| p.recommended);
-                        let reason = d.rec.reasons.first().map_or("usage", String::as_str);
-                        h.revised(&key, res, before, after, reason);
-                    }
-                    match res {
-                        Resource::Memory => entry.memory_revised_at = now,
-                        Resource::Cpu => entry.cpu_revised_at = now,
-                    }
-                }
-                *entry.rec.resource_mut(res) = Some(d.rec);
-            }
-            entry.rec.hpa_resources = hpa_res;
-            entry.rec.updated_at = now;
-            entry.rec.stale = false;
-
-            // Knative: on the serving containers of Knative workloads.
-            if matches!(
+                )
+            };
+            let memory = observed(&f.mem);
+            let knative = matches!(
                 w.kind,
                 WorkloadKind::KnativeService | WorkloadKind::KnativeConfiguration
-            ) && key.container != "queue-proxy"
-            {
+            )
+            .then(|| {
                 let figs = kn.get(w).copied().unwrap_or_default();
-                let proposal = rules.knative.propose(&knative::KnativeInput {
+                knative::KnativeInput {
                     concurrency_p95: figs.conc_p95,
                     target: figs.target,
                     queue_depth_p95: figs.queue_p95,
-                    memory_max: mem_max,
+                    memory_max: memory.map(|o| o.max),
                     memory_limit: f.cur_mem.limit,
-                });
-                let cooling = now
-                    < prev
-                        .knative_revised_at
-                        .saturating_add(rules.safeguards.cooldown_seconds);
-                match (&prev.rec.knative, proposal) {
-                    (Some(p), Some(n)) if p.target == n.target => {}
-                    (Some(_), Some(_)) if cooling => {}
-                    (_, Some(n)) => {
-                        entry.rec.knative = Some(n);
-                        entry.knative_revised_at = now;
-                    }
-                    (_, None) => {}
                 }
-            }
+            });
+            let obs = Observation {
+                memory,
+                cpu: observed(&f.cpu),
+                current_memory: f.cur_mem,
+                current_cpu: f.cur_cpu,
+                ooms: f.oom,
+                hpa: hpa.get(w).cloned().unwrap_or_default(),
+                strategy: own,
+                knative,
+            };
+            let prev_entry = self.cache.entry(&key).unwrap_or_default();
+            let prev_state = previous.containers.get(&key).cloned().unwrap_or_default();
+            let out = decide::decide(
+                &key,
+                &obs,
+                view,
+                &prev_entry,
+                &prev_state,
+                now,
+            );
+            effects.extend(out.effects);
             fresh.insert(key.clone());
-            self.cache.put(key, entry);
+            self.cache.put(key, out.entry);
         }
         self.metrics.intervals_fed.inc_by(tracks.fed - fed_before);
         drop(tracks);
         let n = fresh.len();
         self.cache.mark_stale_except(&fresh);
         self.cache.purge_expired(now);
-        state
-            .containers
-            .retain(|_, c| *c != state::ContainerState::default());
-        if state_changed {
-            if let Some(p) = &self.cfg.state_file {
-                // Recommendations are still good; count the failure and retry next cycle.
-                if let Err(e) = state.save(p) {
-                    self.metrics.errors.inc();
-                    tracing::warn!(error = %e, "could not persist analyzer state");
-                }
-            }
-        }
-        n
+        (n, effects)
     }
 }

@@ -1,31 +1,90 @@
-//! The analyzer's view of the policies in force: which rules apply to a workload and
-//! whether its policy enforces.
+//! The analyzer's view of the policies in force: the same selection admission makes
+//! (namespace, kind, name and the workload's labels, from the watchers), the mode
+//! narrowed by the workload's `rightsizer.io/mode` annotation, the rules and strategy.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::analyzer::PolicyLookup;
+use crate::admission::SYSTEM_NAMESPACES;
+use crate::analyzer::PolicyView;
 use crate::cluster::ClusterFacts;
-use crate::policy::{Mode, PolicyStore, Subject};
+use crate::object::MODE_ANNOTATION;
+use crate::policy::{Mode, Policy, PolicyStore, Subject};
 use crate::recommendation::WorkloadKey;
 use crate::rules::Rules;
+use crate::sizing::annotated_mode;
 
-/// Looks workloads up in the policy store. Workload labels are not known to the
-/// analyzer, so label selectors do not match here (namespace, kind and name do).
+/// Which rules apply to a workload, in which mode, with which strategy. The policy
+/// store's lookup (`PoliciesLookup`) makes admission's selection; a plain closure
+/// returning `Rules` works too (observe mode).
+pub trait PolicyLookup: Send + Sync {
+    fn rules(&self, workload: &WorkloadKey) -> Rules;
+    /// The mode admission applies to this workload (commits only happen in enforce
+    /// mode with the analyzer's `enforcement` switch on as well).
+    fn mode(&self, _workload: &WorkloadKey) -> Mode {
+        Mode::Observe
+    }
+    /// The memory strategy (`crate::strategy::by_name`) for this workload; `seed`
+    /// keeps the seed arithmetic of [`crate::analyzer::compute::decide`].
+    fn recommender(&self, _workload: &WorkloadKey) -> String {
+        SEED.to_string()
+    }
+    /// Everything at once (implementations that select a policy do it once here).
+    fn view(&self, w: &WorkloadKey, enforcement: bool) -> PolicyView {
+        PolicyView {
+            rules: self.rules(w),
+            mode: self.mode(w),
+            enforcement,
+            strategy: self.recommender(w),
+        }
+    }
+}
+
+/// The recommender name that keeps the seed rules' own path.
+pub const SEED: &str = "seed";
+
+impl<F> PolicyLookup for F
+where
+    F: Fn(&WorkloadKey) -> Rules + Send + Sync,
+{
+    fn rules(&self, workload: &WorkloadKey) -> Rules {
+        self(workload)
+    }
+}
+
+/// The seed rules everywhere, optionally enforcing everywhere.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultPolicy {
+    pub enforce: bool,
+}
+
+impl PolicyLookup for DefaultPolicy {
+    fn rules(&self, _w: &WorkloadKey) -> Rules {
+        Rules::default()
+    }
+    fn mode(&self, _w: &WorkloadKey) -> Mode {
+        if self.enforce {
+            Mode::Enforce
+        } else {
+            Mode::Observe
+        }
+    }
+}
+
+/// Looks workloads up in the policy store. Labels are the workload's own (the
+/// metadata watch does not see pod-template labels); without cluster facts, none.
 pub struct PoliciesLookup {
     pub store: Arc<PolicyStore>,
     pub facts: Arc<dyn ClusterFacts>,
-    /// Whether this replica may commit (the Lease holder, or always outside a cluster).
-    pub may_commit: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// The webhook's own namespace, which admission never touches (nor do the system
+    /// namespaces).
+    pub own_namespace: Option<String>,
 }
 
 impl PoliciesLookup {
-    fn with_policy<T>(
-        &self,
-        w: &WorkloadKey,
-        f: impl FnOnce(Option<&crate::policy::Policy>) -> T,
-    ) -> T {
+    fn with_policy<T>(&self, w: &WorkloadKey, f: impl FnOnce(Option<&Policy>) -> T) -> T {
         let ns = self.facts.namespace(&w.namespace);
-        let labels = Default::default();
+        let labels = self.facts.workload_labels(w).unwrap_or_default();
         let set = self.store.current();
         let subject = Subject {
             key: w,
@@ -33,6 +92,22 @@ impl PoliciesLookup {
             namespace_labels: &ns.labels,
         };
         f(set.select(&subject).map(|p| p.as_ref()))
+    }
+
+    /// No policy: nothing is applied (admission leaves the object alone).
+    fn mode_of(&self, w: &WorkloadKey, p: Option<&Policy>) -> Mode {
+        let protected = SYSTEM_NAMESPACES.contains(&w.namespace.as_str())
+            || self.own_namespace.as_deref() == Some(w.namespace.as_str());
+        let Some(p) = p.filter(|_| !protected) else {
+            return Mode::Off;
+        };
+        let annotations = self.facts.workload_annotations(w).unwrap_or_default();
+        let annotations: &BTreeMap<String, String> = &annotations;
+        annotated_mode(
+            p.mode,
+            annotations.get(MODE_ANNOTATION).map(String::as_str),
+            &mut Vec::new(),
+        )
     }
 }
 
@@ -44,14 +119,96 @@ impl PolicyLookup for PoliciesLookup {
     /// The policy's `recommender`; without a policy, the seed rules as for `rules`.
     fn recommender(&self, w: &WorkloadKey) -> String {
         self.with_policy(w, |p| {
-            p.map_or_else(
-                || crate::analyzer::SEED.to_string(),
-                |p| p.recommender.clone(),
-            )
+            p.map_or_else(|| SEED.to_string(), |p| p.recommender.clone())
         })
     }
 
-    fn enforce(&self, w: &WorkloadKey) -> bool {
-        (self.may_commit)() && self.with_policy(w, |p| p.is_some_and(|p| p.mode == Mode::Enforce))
+    fn mode(&self, w: &WorkloadKey) -> Mode {
+        self.with_policy(w, |p| self.mode_of(w, p))
+    }
+
+    fn view(&self, w: &WorkloadKey, enforcement: bool) -> PolicyView {
+        self.with_policy(w, |p| PolicyView {
+            rules: p.map(|p| p.rules).unwrap_or_default(),
+            mode: self.mode_of(w, p),
+            enforcement,
+            strategy: p.map_or_else(|| SEED.to_string(), |p| p.recommender.clone()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::NamespaceFacts;
+    use crate::policy::schema::PriorityClassInfo;
+    use crate::recommendation::WorkloadKind;
+
+    type Map = BTreeMap<String, String>;
+
+    /// Workload labels and annotations by name, as the watchers would hold them.
+    struct Workloads(BTreeMap<String, (Map, Map)>);
+
+    impl ClusterFacts for Workloads {
+        fn namespace(&self, _name: &str) -> Arc<NamespaceFacts> {
+            Arc::new(NamespaceFacts::default())
+        }
+        fn priority_classes(&self) -> Arc<BTreeMap<String, PriorityClassInfo>> {
+            Arc::new(BTreeMap::new())
+        }
+        fn workload_annotations(&self, k: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
+            self.0.get(&k.name).map(|w| Arc::new(w.1.clone()))
+        }
+        fn workload_labels(&self, k: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
+            self.0.get(&k.name).map(|w| Arc::new(w.0.clone()))
+        }
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn mode_follows_admission_selection_labels_and_the_mode_annotation() {
+        let store = Arc::new(PolicyStore::new());
+        let policy = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gold\n  namespace: rightsizer-system\n  labels:\n    rightsizer.io/policy: \"true\"\ndata:\n  policy.yaml: |\n    mode: enforce\n    selector:\n      labels: {tier: gold}\n";
+        assert!(store.apply("cm/gold", policy).unwrap());
+        let gold = map(&[("tier", "gold")]);
+        let facts = Workloads(BTreeMap::from([
+            ("web".to_string(), (gold.clone(), BTreeMap::new())),
+            (
+                "watched".to_string(),
+                (gold.clone(), map(&[(MODE_ANNOTATION, "observe")])),
+            ),
+            (
+                "opted-out".to_string(),
+                (gold.clone(), map(&[(MODE_ANNOTATION, "off")])),
+            ),
+            ("plain".to_string(), (BTreeMap::new(), BTreeMap::new())),
+        ]));
+        let lookup = PoliciesLookup {
+            store,
+            facts: Arc::new(facts),
+            own_namespace: Some("rightsizer-system".into()),
+        };
+        for (ns, name, want) in [
+            ("shop", "web", Mode::Enforce),
+            ("shop", "watched", Mode::Observe),
+            ("shop", "opted-out", Mode::Off),
+            ("shop", "plain", Mode::Off),
+            ("kube-system", "web", Mode::Off),
+            ("rightsizer-system", "web", Mode::Off),
+        ] {
+            let w = WorkloadKey {
+                namespace: ns.into(),
+                kind: WorkloadKind::Deployment,
+                name: name.into(),
+            };
+            assert_eq!(lookup.mode(&w), want, "{ns}/{name}");
+            assert_eq!(lookup.view(&w, true).mode, want, "{ns}/{name}");
+        }
     }
 }

@@ -1,12 +1,17 @@
-//! Committed (enforced) values and OOM holds, persisted to a JSON file so they survive
-//! a restart. Written atomically (temp file + rename) after each change.
+//! Committed (enforced) values, OOM holds and recent changes: the analyzer's state
+//! between cycles, and `CommitStore`, where it lives. In a cluster that is the
+//! `Rightsizing` custom resource (`kube::store`); without one, the JSON state file here
+//! (written atomically: temp file + rename). Every cycle starts from what the store
+//! holds, so a restarted or new leader continues where the last one stopped.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::recommendation::{Committed, ContainerKey};
+use crate::recommendation::{Committed, ContainerKey, ContainerRecommendation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -62,6 +67,7 @@ pub struct ContainerState {
     pub history: Vec<Change>,
 }
 
+/// Changes kept per container (both resources; the Rightsizing shows 10 per resource).
 const HISTORY_KEPT: usize = 20;
 
 impl ContainerState {
@@ -124,6 +130,86 @@ impl State {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, body).map_err(werr)?;
         std::fs::rename(&tmp, path).map_err(werr)
+    }
+}
+
+/// One container's state to persist, with what is recommended for it (shown in the
+/// Rightsizing, not read back).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Saved {
+    pub key: ContainerKey,
+    pub state: ContainerState,
+    pub rec: Option<ContainerRecommendation>,
+    /// The memory strategy's name (`seed` for the seed rules).
+    pub strategy: String,
+    /// The policy's cooldown, for the shown deadline.
+    pub cooldown_seconds: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    File(#[from] StateError),
+    #[error("{0}")]
+    Kube(String),
+}
+
+/// Where committed state lives between cycles and across restarts.
+pub trait CommitStore: Send + Sync {
+    /// Everything stored: the previous state of a cycle. Must not block (a cluster
+    /// store answers from its watch).
+    fn load(&self) -> State;
+    /// Persist these containers' states (the leader only; the caller checks).
+    fn save(&self, batch: Vec<Saved>) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// The JSON state file (or memory only, without a path): `serve` without a cluster,
+/// `recommend`, tests.
+pub struct FileStore {
+    path: Option<PathBuf>,
+    state: Mutex<State>,
+}
+
+impl FileStore {
+    /// Load `path` (a missing file is an empty state); `None` keeps state in memory.
+    pub fn open(path: Option<PathBuf>) -> Result<FileStore, StateError> {
+        let state = match &path {
+            Some(p) => State::load(p)?,
+            None => State::default(),
+        };
+        Ok(FileStore {
+            path,
+            state: Mutex::new(state),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn save_now(&self, batch: Vec<Saved>) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        for s in batch {
+            if s.state == ContainerState::default() {
+                state.containers.remove(&s.key);
+            } else {
+                state.containers.insert(s.key, s.state);
+            }
+        }
+        match &self.path {
+            Some(p) => state.save(p).map_err(StoreError::from),
+            None => Ok(()),
+        }
+    }
+}
+
+impl CommitStore for FileStore {
+    fn load(&self) -> State {
+        self.lock().clone()
+    }
+
+    fn save(&self, batch: Vec<Saved>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(std::future::ready(self.save_now(batch)))
     }
 }
 

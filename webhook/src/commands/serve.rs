@@ -14,7 +14,7 @@ use rightsizer::analyzer::{
 };
 use rightsizer::certs::Ca;
 use rightsizer::cluster::{ClusterFacts, NoFacts};
-use rightsizer::kube::{CommitSink, KubeHandles, KubeWriter, Leader};
+use rightsizer::kube::{KubeHandles, KubeWriter};
 use rightsizer::loadmodel::fitter::Window;
 use rightsizer::loadmodel::metrics::LoadModelMetrics;
 use rightsizer::loadmodel::publish::refresh;
@@ -57,7 +57,7 @@ pub struct Args {
     #[arg(long, default_value = "5m", value_parser = crate::commands::recommend::parse_duration)]
     pub analyzer_interval: u64,
     /// Where the analyzer keeps committed values across restarts when not in a cluster
-    /// (in a cluster they live on the workloads).
+    /// (in a cluster they live in the Rightsizing objects).
     #[arg(long, value_name = "FILE")]
     pub state_file: Option<PathBuf>,
     /// JSON recommendation snapshot to serve from (when there is no Prometheus).
@@ -170,17 +170,10 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
         cfg.enforcement = args.enforcement;
         cfg.interval = Duration::from_secs(args.analyzer_interval.max(10));
         cfg.state_file = args.state_file.clone();
-        let may_commit: Arc<dyn Fn() -> bool + Send + Sync> = match &kube {
-            Some(k) => {
-                let leader = k.leader.clone();
-                Arc::new(move || leader.is_leader())
-            }
-            None => Arc::new(|| true),
-        };
         let lookup = Arc::new(PoliciesLookup {
             store: store.clone(),
             facts: facts.clone(),
-            may_commit,
+            own_namespace: Some(args.own_namespace.clone()),
         });
         let prom = cfg.prometheus.clone();
         let long_window = cfg.queries.long_window_secs;
@@ -189,10 +182,13 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
             if args.kube_state_metrics != KsmMode::Always {
                 analyzer.set_facts_source(args.kube_state_metrics, k.pods.clone());
             }
+            // Committed state lives in the Rightsizings; only the leader carries out
+            // the analyzer's effects (the analyzer checks once per cycle).
+            analyzer.set_store(k.commit_store());
+            let leader = k.leader.clone();
+            analyzer.set_leader(move || leader.is_leader());
             analyzer.set_hooks(Arc::new(ClusterHooks {
-                sink: k.commit_sink(),
                 writer: k.writer.clone(),
-                leader: k.leader.clone(),
             }));
         }
         let analyzer = Arc::new(analyzer);
@@ -243,11 +239,10 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
     })
 }
 
-/// Persists the analyzer's commits on the workloads and posts Events, from the leader.
+/// Posts Events about the analyzer's commits and revisions (called by the analyzer's
+/// effect executor, which already checked leadership).
 struct ClusterHooks {
-    sink: Arc<dyn CommitSink>,
     writer: Arc<KubeWriter>,
-    leader: Arc<Leader>,
 }
 
 impl AnalyzerHooks for ClusterHooks {
@@ -256,15 +251,16 @@ impl AnalyzerHooks for ClusterHooks {
         key: &ContainerKey,
         r: Resource,
         new: &Committed,
-        _previous: Option<&Committed>,
+        previous: Option<&Committed>,
     ) {
-        if !self.leader.is_leader() {
-            return;
-        }
-        let (sink, key, c) = (self.sink.clone(), key.clone(), new.clone());
+        let (writer, key, new) = (self.writer.clone(), key.clone(), new.clone());
+        let before = previous.map(|p| p.sizes);
         tokio::spawn(async move {
-            if let Err(e) = sink.commit(&key, r, c).await {
-                tracing::warn!(%key, error = %e, "could not persist a commit");
+            if let Err(e) = writer
+                .announce_commit(&key, r, before, new.sizes, &new.reason)
+                .await
+            {
+                tracing::warn!(%key, error = %e, "could not post the Committed Event");
             }
         });
     }
@@ -277,9 +273,6 @@ impl AnalyzerHooks for ClusterHooks {
         after: Sizes,
         reason: &str,
     ) {
-        if !self.leader.is_leader() {
-            return;
-        }
         let (writer, key, reason) = (self.writer.clone(), key.clone(), reason.to_string());
         tokio::spawn(async move {
             if let Err(e) = writer

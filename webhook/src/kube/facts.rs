@@ -1,6 +1,6 @@
 //! `ClusterFacts` from the watched state: namespace labels, LimitRanges, ResourceQuotas,
-//! PriorityClasses, owner chains, HPAs and workload annotations. Admission reads these
-//! mirrors; it never calls the API.
+//! PriorityClasses, owner chains, HPAs and workload labels and annotations. Admission
+//! and the analyzer's policy selection read these mirrors; they never call the API.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -37,10 +37,13 @@ pub struct HpaTarget {
 #[derive(Debug, Clone, Default)]
 pub struct WorkloadMeta {
     pub uid: Option<String>,
-    /// `rightsizer.io/*` annotations except the committed values.
+    /// `rightsizer.io/*` annotations except the legacy committed values.
     pub annotations: Arc<BTreeMap<String, String>>,
-    /// Parsed `rightsizer.io/committed`, by container.
-    pub committed: Arc<BTreeMap<String, ContainerCommits>>,
+    /// The workload's own labels (policy selection; template labels are not watched).
+    pub labels: Arc<BTreeMap<String, String>>,
+    /// Parsed legacy `rightsizer.io/committed`, by container: only read to import it
+    /// once into Rightsizings (`kube::store::migrate`).
+    pub legacy_committed: Arc<BTreeMap<String, ContainerCommits>>,
 }
 
 /// The workload kinds whose metadata is watched.
@@ -115,18 +118,18 @@ impl KubeFacts {
             .cloned()
     }
 
-    /// Every watched workload that carries committed values.
-    pub fn all_committed(&self) -> Vec<(WorkloadKey, Arc<BTreeMap<String, ContainerCommits>>)> {
+    /// Every watched workload that still carries the legacy committed annotation.
+    pub fn legacy_committed(&self) -> Vec<(WorkloadKey, Arc<BTreeMap<String, ContainerCommits>>)> {
         let mut out = Vec::new();
         for (kind, m) in &self.workloads {
             for ((ns, name), meta) in m.read().iter() {
-                if !meta.committed.is_empty() {
+                if !meta.legacy_committed.is_empty() {
                     let key = WorkloadKey {
                         namespace: ns.clone(),
                         kind: *kind,
                         name: name.clone(),
                     };
-                    out.push((key, meta.committed.clone()));
+                    out.push((key, meta.legacy_committed.clone()));
                 }
             }
         }
@@ -230,6 +233,10 @@ impl ClusterFacts for KubeFacts {
 
     fn workload_annotations(&self, key: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
         self.workload(key).map(|w| w.annotations)
+    }
+
+    fn workload_labels(&self, key: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
+        self.workload(key).map(|w| w.labels)
     }
 }
 

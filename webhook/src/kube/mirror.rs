@@ -41,6 +41,14 @@ impl<Key: Eq + Hash, V> Mirror<Key, V> {
         self.map.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Put one value now (a writer that knows what it just stored; the watch will
+    /// deliver the same).
+    pub fn put(&self, k: Key, v: V) {
+        let mut map = self.write();
+        map.insert(k, v);
+        self.set_size(map.len());
+    }
+
     pub fn len(&self) -> usize {
         self.read().len()
     }

@@ -1,11 +1,12 @@
 //! The webhook's Kubernetes side: watchers that mirror what admission needs (policy
 //! ConfigMaps, namespaces, LimitRanges, PriorityClasses, owner chains, HPAs, workload
-//! metadata), committed values on workloads, Events, and leader election.
+//! metadata), committed state in `Rightsizing` objects, Events, and leader election.
 //!
 //! `start` spawns it all and returns the handles `serve` wires in: `facts` for the
-//! `Admitter`, `overlay` around the recommendation source, `writer` (a `CommitSink`)
-//! for the analyzer, `leader` to gate the analyzer's commits, `pods` (started only when
-//! the analyzer needs it) in place of kube-state-metrics.
+//! `Admitter` and the analyzer's policy selection, `overlay` around the recommendation
+//! source, `store` (the analyzer's `CommitStore`), `writer` for Events, `leader` for the
+//! analyzer's one leadership check, `pods` (started only when the analyzer needs it) in
+//! place of kube-state-metrics.
 
 pub mod committed;
 pub mod discovery;
@@ -16,6 +17,8 @@ pub mod leader;
 pub mod mirror;
 pub mod pods;
 pub mod policies;
+pub mod rightsizing;
+pub mod store;
 mod watchers;
 pub mod writer;
 
@@ -26,13 +29,15 @@ use kube::Client;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
-pub use committed::{CommitError, CommitSink, CommittedOverlay, COMMITTED_ANNOTATION};
+pub use committed::COMMITTED_ANNOTATION;
 pub use error::KubeError;
 pub use events::{EventLimits, Published, Recorder};
 pub use facts::KubeFacts;
 pub use leader::{Leader, LeaseTimings, LEASE_NAME};
-pub use writer::{KubeWriter, FIELD_MANAGER};
+pub use store::{CommittedOverlay, KubeStore};
+pub use writer::KubeWriter;
 
+use crate::analyzer::state::CommitStore;
 use crate::policy::PolicyStore;
 use crate::recommendation::RecommendationSource;
 
@@ -69,7 +74,9 @@ pub struct KubeHandles {
     /// Cluster facts for the `Admitter`.
     pub facts: Arc<KubeFacts>,
     pub leader: Arc<Leader>,
-    /// Persists the analyzer's commits (leader only) and posts Events.
+    /// Committed state in Rightsizing objects (written by the leader).
+    pub store: Arc<KubeStore>,
+    /// Posts Events (leader only).
     pub writer: Arc<KubeWriter>,
     pub recorder: Arc<Recorder>,
     /// Pods for the analyzer when kube-state-metrics is absent (not in `wait_synced`).
@@ -79,19 +86,19 @@ pub struct KubeHandles {
 }
 
 impl KubeHandles {
-    /// `inner` with the committed values read from the cluster filled in.
+    /// `inner` with the committed values read from the Rightsizings filled in.
     pub fn overlay(&self, inner: Arc<dyn RecommendationSource>) -> Arc<CommittedOverlay> {
-        Arc::new(CommittedOverlay::new(inner, self.facts.clone()))
+        Arc::new(CommittedOverlay::new(inner, self.store.clone()))
     }
 
-    /// The writer as the analyzer's commit sink.
-    pub fn commit_sink(&self) -> Arc<dyn CommitSink> {
-        self.writer.clone()
+    /// The store as the analyzer's `CommitStore`.
+    pub fn commit_store(&self) -> Arc<dyn CommitStore> {
+        self.store.clone()
     }
 
-    /// Whether every watcher (policies included) has its first complete list.
+    /// Whether every watcher (policies and Rightsizings included) has its first list.
     pub fn is_synced(&self) -> bool {
-        self.policies_synced.is_synced() && self.facts.is_synced()
+        self.policies_synced.is_synced() && self.facts.is_synced() && self.store.is_synced()
     }
 
     /// Wait for every watcher's first complete list.
@@ -99,6 +106,7 @@ impl KubeHandles {
         let all = async {
             self.policies_synced.synced().await;
             self.facts.synced().await;
+            self.store.synced().await;
         };
         tokio::time::timeout(timeout, all)
             .await
@@ -181,21 +189,50 @@ pub async fn start_with(
     spawned.tasks.push(tokio::spawn(leader.clone().run()));
 
     let pods = pods::PodWatch::new(client.clone(), spawned.facts.clone(), spawned.gauge("pods"));
-    let facts = spawned.facts;
-    let writer = Arc::new(KubeWriter::new(
+    let rsz_mirror = mirror::Mirror::new(spawned.gauge("rightsizings"));
+    let facts = spawned.facts.clone();
+    let writer = Arc::new(KubeWriter::new(facts.clone(), recorder.clone(), cronjobs));
+    spawned.tasks.push(tokio::spawn(KubeStore::watch(
+        client.clone(),
+        rsz_mirror.clone(),
+    )));
+    let store = Arc::new(KubeStore::new(
         client,
+        rsz_mirror,
+        writer.clone(),
         facts.clone(),
-        leader.clone(),
-        recorder.clone(),
-        cronjobs,
     ));
+    spawned
+        .tasks
+        .push(tokio::spawn(migrate_once(store.clone(), leader.clone())));
     Ok(KubeHandles {
         facts,
         leader,
+        store,
         writer,
         recorder,
         pods,
         tasks: spawned.tasks,
         policies_synced: policy_mirror,
     })
+}
+
+/// Import the legacy committed annotations once, as soon as this replica leads with
+/// complete lists (the Rightsizings tell which workloads are already imported).
+async fn migrate_once(store: Arc<KubeStore>, leader: Arc<Leader>) {
+    store.synced().await;
+    store.facts_synced().await;
+    let mut changes = leader.subscribe();
+    loop {
+        if leader.is_leader() {
+            let n = store.migrate().await;
+            if n > 0 {
+                tracing::info!(workloads = n, "legacy committed annotations imported");
+            }
+            return;
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
 }

@@ -59,7 +59,7 @@ fn ns_name(meta: &ObjectMeta) -> NsName {
 
 fn ignore<K, V>(_: Change<'_, K, V>) {}
 
-/// The part of a workload's metadata admission and the overlay read.
+/// The part of a workload's metadata admission, policy selection and the migration read.
 fn workload_meta(meta: &ObjectMeta) -> WorkloadMeta {
     let annotations = meta.annotations.as_ref();
     let own: BTreeMap<String, String> = annotations
@@ -86,7 +86,8 @@ fn workload_meta(meta: &ObjectMeta) -> WorkloadMeta {
     WorkloadMeta {
         uid: meta.uid.clone(),
         annotations: Arc::new(own),
-        committed: Arc::new(committed),
+        labels: Arc::new(meta.labels.clone().unwrap_or_default()),
+        legacy_committed: Arc::new(committed),
     }
 }
 

@@ -1,53 +1,35 @@
-//! The leader's writes: committed values onto workload metadata (server-side apply,
-//! field manager `rightsizer`) and Events about new recommendations and commits.
+//! The leader's Events about new recommendations and commits, and the API identity
+//! (apiVersion, kind, uid) of workloads that Events and Rightsizing owner references
+//! name. Workloads themselves are never written.
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::discovery::ApiResource;
-use kube::{Api, Client};
-use serde_json::json;
 
-use crate::kube::committed::{record, CommitError, CommitSink, CommittedDoc, COMMITTED_ANNOTATION};
 use crate::kube::error::KubeError;
 use crate::kube::events::{EventType, Published, Recorder, Target};
 use crate::kube::facts::KubeFacts;
-use crate::kube::leader::Leader;
 use crate::quantity::Resource;
-use crate::recommendation::{Committed, ContainerKey, WorkloadKey, WorkloadKind};
+use crate::recommendation::{ContainerKey, WorkloadKey, WorkloadKind};
 use crate::rules::Sizes;
 
-/// The field manager of every write.
-pub const FIELD_MANAGER: &str = "rightsizer";
-
-/// Writes committed values and posts Events; commits only while leading.
+/// Posts Events about workloads (the caller checks leadership).
 pub struct KubeWriter {
-    client: Client,
     facts: Arc<KubeFacts>,
-    leader: Arc<Leader>,
     recorder: Arc<Recorder>,
     cronjobs: ApiResource,
 }
 
 impl KubeWriter {
-    pub fn new(
-        client: Client,
-        facts: Arc<KubeFacts>,
-        leader: Arc<Leader>,
-        recorder: Arc<Recorder>,
-        cronjobs: ApiResource,
-    ) -> Self {
+    pub fn new(facts: Arc<KubeFacts>, recorder: Arc<Recorder>, cronjobs: ApiResource) -> Self {
         KubeWriter {
-            client,
             facts,
-            leader,
             recorder,
             cronjobs,
         }
     }
 
-    /// The API resource of a workload kind that can carry committed values.
+    /// The API resource of a workload kind that can own a Rightsizing.
     fn api_resource(&self, kind: WorkloadKind) -> Result<ApiResource, KubeError> {
         let apps = |kind: &str, plural: &str| ApiResource {
             group: "apps".into(),
@@ -77,60 +59,20 @@ impl KubeWriter {
         })
     }
 
-    /// Write one committed value: read the current annotation from the server (not
-    /// the cache, so no concurrent history is lost), record the new value, apply.
-    async fn write(
+    /// Post an Event saying a value was committed.
+    pub async fn announce_commit(
         &self,
         key: &ContainerKey,
         r: Resource,
-        value: &Committed,
-    ) -> Result<Option<Committed>, KubeError> {
-        let w = &key.workload;
-        let ar = self.api_resource(w.kind)?;
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &w.namespace, &ar);
-        let current = api
-            .get_metadata(&w.name)
+        before: Option<Sizes>,
+        after: Sizes,
+        reason: &str,
+    ) -> Result<Published, KubeError> {
+        let target = self.target(&key.workload)?;
+        let msg = change_message(&key.container, r, before, after, reason);
+        self.recorder
+            .publish(&target, EventType::Normal, "Committed", &msg)
             .await
-            .map_err(KubeError::api(format!("reading {w}")))?;
-        let mut doc: CommittedDoc = current
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(COMMITTED_ANNOTATION))
-            .and_then(|t| match serde_json::from_str(t) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    tracing::warn!(workload = %w, error = %e, "unreadable committed annotation; starting afresh");
-                    None
-                }
-            })
-            .unwrap_or_default();
-        let before = doc
-            .get(&key.container)
-            .and_then(|c| c.get(&r))
-            .and_then(|e| e.current.to_committed(r));
-        record(&mut doc, &key.container, r, value);
-        let text = serde_json::to_string(&doc).map_err(|source| KubeError::Encode {
-            what: COMMITTED_ANNOTATION.into(),
-            source,
-        })?;
-        // Only top-level metadata: a change under spec.template would roll the
-        // workload out.
-        let patch = json!({
-            "apiVersion": ar.api_version,
-            "kind": ar.kind,
-            "metadata": {"name": w.name, "annotations": {COMMITTED_ANNOTATION: text}},
-        });
-        api.patch(
-            &w.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(KubeError::api(format!(
-            "applying {COMMITTED_ANNOTATION} on {w}"
-        )))?;
-        Ok(before)
     }
 
     /// Post an Event saying a new recommendation was produced.
@@ -172,37 +114,4 @@ pub fn change_message(
         msg.push_str(&format!(" ({reason})"));
     }
     msg
-}
-
-impl CommitSink for KubeWriter {
-    fn commit<'a>(
-        &'a self,
-        key: &'a ContainerKey,
-        resource: Resource,
-        value: Committed,
-    ) -> BoxFuture<'a, Result<(), CommitError>> {
-        Box::pin(async move {
-            if !self.leader.is_leader() {
-                return Err(CommitError::NotLeader);
-            }
-            let before = self.write(key, resource, &value).await?;
-            let msg = change_message(
-                &key.container,
-                resource,
-                before.map(|b| b.sizes),
-                value.sizes,
-                &value.reason,
-            );
-            let target = self.target(&key.workload)?;
-            // The commit stands even when its Event cannot be posted.
-            if let Err(e) = self
-                .recorder
-                .publish(&target, EventType::Normal, "Committed", &msg)
-                .await
-            {
-                tracing::warn!(error = %e, "could not post the Committed Event");
-            }
-            Ok(())
-        })
-    }
 }

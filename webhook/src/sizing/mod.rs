@@ -54,19 +54,26 @@ pub struct Decision {
 /// Effective mode: the policy's, narrowed by the workload annotation, and capped at
 /// observe unless enforcement is switched on globally.
 fn effective_mode(policy: &Policy, view: &View, ctx: &Context, warnings: &mut Vec<String>) -> Mode {
-    let mut mode = policy.mode;
-    if let Some(a) = view.annotation(MODE_ANNOTATION) {
-        match Mode::parse(a) {
-            Some(m) => mode = mode.min(m),
-            None => warnings.push(format!(
-                "{MODE_ANNOTATION}: {a:?} is not off, observe or enforce; ignored"
-            )),
-        }
-    }
+    let mut mode = annotated_mode(policy.mode, view.annotation(MODE_ANNOTATION), warnings);
     if mode == Mode::Enforce && !ctx.enforcement {
         mode = Mode::Observe;
     }
     mode
+}
+
+/// The policy's mode narrowed by a `rightsizer.io/mode` annotation (admission and the
+/// analyzer both use this).
+pub fn annotated_mode(policy: Mode, annotation: Option<&str>, warnings: &mut Vec<String>) -> Mode {
+    match annotation.map(|a| (a, Mode::parse(a))) {
+        Some((_, Some(m))) => policy.min(m),
+        Some((a, None)) => {
+            warnings.push(format!(
+                "{MODE_ANNOTATION}: {a:?} is not off, observe or enforce; ignored"
+            ));
+            policy
+        }
+        None => policy,
+    }
 }
 
 /// Where each kind of change goes for this object.

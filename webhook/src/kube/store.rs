@@ -1,0 +1,364 @@
+//! `KubeStore`: the `CommitStore` of a cluster, on `Rightsizing` objects. Every replica
+//! watches them into a mirror that keeps only the committed state (committed values,
+//! OOM holds, recent changes; not the shown recommendations); admission overlays the
+//! committed values from it and the analyzer starts each cycle from it. The leader
+//! writes: create the object (owned by the workload, so it is garbage-collected with
+//! it), then replace its status.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use kube::api::{DynamicObject, ObjectMeta, PostParams};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use serde_json::json;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+use crate::analyzer::state::{CommitStore, ContainerState, Saved, State, StoreError};
+use crate::kube::error::KubeError;
+use crate::kube::facts::{KubeFacts, NsName};
+use crate::kube::mirror::{self, Mirror};
+use crate::kube::rightsizing::{self, Spec, Status, WorkloadRef};
+use crate::kube::writer::KubeWriter;
+use crate::quantity::Resource;
+use crate::recommendation::{
+    ContainerKey, ContainerRecommendation, RecommendationSource, ResourceRecommendation, Snapshot,
+    WorkloadKey,
+};
+
+/// What the mirror keeps of one Rightsizing.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub workload: WorkloadKey,
+    pub containers: Arc<BTreeMap<String, ContainerState>>,
+}
+
+/// Label on every Rightsizing rightsizer creates.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "rightsizer");
+
+fn stored(o: &DynamicObject) -> Option<(NsName, Stored)> {
+    let ns = o.metadata.namespace.clone()?;
+    let name = o.metadata.name.clone()?;
+    let spec: Spec = serde_json::from_value(o.data.get("spec")?.clone()).ok()?;
+    let workload = rightsizing::workload_key(&ns, &spec)?;
+    let status: Status = o
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default();
+    Some((
+        (ns, name),
+        Stored {
+            workload,
+            containers: Arc::new(rightsizing::states(&status)),
+        },
+    ))
+}
+
+pub struct KubeStore {
+    client: Client,
+    mirror: Arc<Mirror<NsName, Stored>>,
+    writer: Arc<KubeWriter>,
+    facts: Arc<KubeFacts>,
+    /// State of workloads that cannot own a Rightsizing (bare Pods, Knative, not yet
+    /// watched): kept for this process's life, so their cooldowns still hold.
+    unowned: std::sync::Mutex<BTreeMap<ContainerKey, ContainerState>>,
+}
+
+impl KubeStore {
+    pub(crate) fn new(
+        client: Client,
+        mirror: Arc<Mirror<NsName, Stored>>,
+        writer: Arc<KubeWriter>,
+        facts: Arc<KubeFacts>,
+    ) -> Self {
+        KubeStore {
+            client,
+            mirror,
+            writer,
+            facts,
+            unowned: Default::default(),
+        }
+    }
+
+    /// The watch that fills the mirror (spawned by `kube::start`).
+    pub(crate) fn watch(
+        client: Client,
+        m: Arc<Mirror<NsName, Stored>>,
+    ) -> impl std::future::Future<Output = ()> {
+        let api = Api::<DynamicObject>::all_with(client, &rightsizing::api_resource());
+        mirror::run(
+            "rightsizings",
+            watcher(api, watcher::Config::default()).default_backoff(),
+            m,
+            stored,
+            |_| {},
+        )
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.mirror.is_synced()
+    }
+
+    pub async fn synced(&self) {
+        self.mirror.synced().await
+    }
+
+    /// Wait for the workload watchers (the migration reads their annotations).
+    pub async fn facts_synced(&self) {
+        self.facts.synced().await
+    }
+
+    /// The stored state of a workload.
+    pub fn workload(&self, w: &WorkloadKey) -> Option<Stored> {
+        let name = rightsizing::object_name(w.kind, &w.name);
+        self.mirror
+            .read()
+            .get(&(w.namespace.clone(), name))
+            .filter(|s| s.workload == *w)
+            .cloned()
+    }
+
+    fn api(&self, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), namespace, &rightsizing::api_resource())
+    }
+
+    /// The workload's Rightsizing, created (owned by the workload) when missing.
+    async fn get_or_create(&self, w: &WorkloadKey) -> Result<DynamicObject, KubeError> {
+        let name = rightsizing::object_name(w.kind, &w.name);
+        let api = self.api(&w.namespace);
+        if let Some(o) = api.get_opt(&name).await.map_err(KubeError::api(format!(
+            "reading Rightsizing {}/{name}",
+            w.namespace
+        )))? {
+            return Ok(o);
+        }
+        let target = self.writer.target(w)?;
+        let uid = target.uid.clone().ok_or_else(|| {
+            KubeError::UnsupportedKind(format!("{w} (not seen by the watch yet)"))
+        })?;
+        let mut obj = DynamicObject::new(&name, &rightsizing::api_resource()).within(&w.namespace);
+        obj.metadata = ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(w.namespace.clone()),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY.0.to_string(),
+                MANAGED_BY.1.to_string(),
+            )])),
+            owner_references: Some(vec![OwnerReference {
+                api_version: target.api_version.clone(),
+                kind: target.kind.clone(),
+                name: w.name.clone(),
+                uid,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let spec = Spec {
+            workload: WorkloadRef {
+                api_version: target.api_version,
+                kind: target.kind,
+                name: w.name.clone(),
+            },
+        };
+        obj.data = json!({ "spec": spec });
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(o) => Ok(o),
+            // Created meanwhile (a previous leader's late write): use that one.
+            Err(kube::Error::Api(s)) if s.code == 409 => api.get(&name).await.map_err(
+                KubeError::api(format!("reading Rightsizing {}/{name}", w.namespace)),
+            ),
+            Err(e) => Err(KubeError::api(format!(
+                "creating Rightsizing {}/{name}",
+                w.namespace
+            ))(e)),
+        }
+    }
+
+    /// Write the states of one workload's containers into its Rightsizing's status.
+    async fn save_workload(&self, w: &WorkloadKey, items: &[Saved]) -> Result<(), KubeError> {
+        let mut obj = self.get_or_create(w).await?;
+        let mut status: Status = obj
+            .data
+            .get("status")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .unwrap_or_default();
+        status.workload = format!("{}/{}", w.kind, w.name);
+        for s in items {
+            rightsizing::put_container(&mut status, &s.key.container, s);
+        }
+        obj.data["status"] = serde_json::to_value(&status).map_err(|source| KubeError::Encode {
+            what: "Rightsizing status".into(),
+            source,
+        })?;
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        // resourceVersion from the read: a concurrent writer makes this fail (409), and
+        // the next cycle starts again from what is stored.
+        let written = self
+            .api(&w.namespace)
+            .replace_status(&name, &PostParams::default(), &obj)
+            .await
+            .map_err(KubeError::api(format!(
+                "writing Rightsizing {}/{name} status",
+                w.namespace
+            )))?;
+        // The watch will say the same; putting it now keeps the next cycle exact even
+        // when the watch lags.
+        if let Some((k, v)) = stored(&written) {
+            self.mirror.put(k, v);
+        }
+        Ok(())
+    }
+
+    /// Import the legacy `rightsizer.io/committed` annotations of workloads that have no
+    /// Rightsizing yet. Returns how many workloads were imported.
+    pub async fn migrate(&self) -> usize {
+        let mut n = 0;
+        for (w, containers) in self.facts.legacy_committed() {
+            if self.workload(&w).is_some() {
+                continue;
+            }
+            let items: Vec<Saved> = containers
+                .iter()
+                .map(|(c, commits)| Saved {
+                    key: ContainerKey::new(w.clone(), c.clone()),
+                    state: commits.to_state(),
+                    rec: None,
+                    strategy: String::new(),
+                    cooldown_seconds: 0,
+                })
+                .collect();
+            match self.save_workload(&w, &items).await {
+                Ok(()) => {
+                    n += 1;
+                    tracing::info!(workload = %w, "imported committed values from the legacy annotation");
+                }
+                Err(e) => {
+                    tracing::warn!(workload = %w, error = %e, "could not import the legacy committed annotation")
+                }
+            }
+        }
+        n
+    }
+}
+
+impl CommitStore for KubeStore {
+    fn load(&self) -> State {
+        let mut out = State {
+            containers: self
+                .unowned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        };
+        for s in self.mirror.read().values() {
+            for (c, st) in s.containers.iter() {
+                out.containers
+                    .insert(ContainerKey::new(s.workload.clone(), c.clone()), st.clone());
+            }
+        }
+        out
+    }
+
+    fn save(&self, batch: Vec<Saved>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut by_workload: HashMap<WorkloadKey, Vec<Saved>> = HashMap::new();
+            for s in batch {
+                by_workload
+                    .entry(s.key.workload.clone())
+                    .or_default()
+                    .push(s);
+            }
+            let mut first_err = None;
+            for (w, items) in by_workload {
+                // Only workloads that can own a Rightsizing (the watched kinds).
+                if self.writer.target(&w).ok().and_then(|t| t.uid).is_none() {
+                    tracing::debug!(workload = %w, "no Rightsizing for an unwatched workload; kept in memory");
+                    let mut unowned = self.unowned.lock().unwrap_or_else(|p| p.into_inner());
+                    for s in items {
+                        unowned.insert(s.key, s.state);
+                    }
+                    continue;
+                }
+                if let Err(e) = self.save_workload(&w, &items).await {
+                    tracing::warn!(workload = %w, error = %e, "could not write the Rightsizing");
+                    first_err.get_or_insert(e);
+                }
+            }
+            match first_err {
+                Some(e) => Err(StoreError::Kube(e.to_string())),
+                None => Ok(()),
+            }
+        })
+    }
+}
+
+/// Recommendations with the committed values read from the Rightsizings filled in.
+/// The stored value wins over whatever the inner source holds: it is what every
+/// replica agrees on.
+pub struct CommittedOverlay {
+    inner: Arc<dyn RecommendationSource>,
+    store: Arc<KubeStore>,
+}
+
+impl CommittedOverlay {
+    pub fn new(inner: Arc<dyn RecommendationSource>, store: Arc<KubeStore>) -> Self {
+        CommittedOverlay { inner, store }
+    }
+}
+
+fn overlay(rec: &mut ContainerRecommendation, state: &ContainerState) {
+    for r in Resource::ALL {
+        if let Some(c) = state.committed(r) {
+            rec.resource_mut(r)
+                .get_or_insert_with(ResourceRecommendation::default)
+                .committed = Some(c.clone());
+        }
+    }
+}
+
+impl RecommendationSource for CommittedOverlay {
+    fn get(&self, key: &ContainerKey) -> Option<ContainerRecommendation> {
+        let inner = self.inner.get(key);
+        let state = self
+            .store
+            .workload(&key.workload)
+            .and_then(|w| w.containers.get(&key.container).cloned())
+            .filter(|s| s.memory.is_some() || s.cpu.is_some());
+        let hpa = self.store.facts.hpa_resources(&key.workload);
+        let mut rec = match (inner, state) {
+            (inner, Some(s)) => {
+                let mut rec = inner.unwrap_or_default();
+                overlay(&mut rec, &s);
+                Some(rec)
+            }
+            (inner, None) => inner,
+        };
+        // The watched HPAs are the truth on which requests an HPA depends on.
+        if let Some(r) = rec.as_mut() {
+            for res in hpa {
+                if !r.hpa_resources.contains(&res) {
+                    r.hpa_resources.push(res);
+                }
+            }
+        }
+        rec
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut snap = self.inner.snapshot();
+        for s in self.store.mirror.read().values() {
+            for (container, state) in s.containers.iter() {
+                if state.memory.is_none() && state.cpu.is_none() {
+                    continue;
+                }
+                let key = ContainerKey::new(s.workload.clone(), container.clone());
+                overlay(snap.recommendations.entry(key).or_default(), state);
+            }
+        }
+        snap
+    }
+}
