@@ -911,8 +911,12 @@ async fn legacy_committed_annotations_are_imported_once() {
         r#"{"app":{"memory":{"request":"300Mi","limit":"600Mi","at":1600000000,"reason":"old step","history":[{"request":"250Mi","at":1500000000}]}}}"#});
     plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&dep.to_string()));
     let a = replica(plane, sys, "migrate-a", quick_lease()).await;
+    // Created first, then its status written (the status subresource ignores status on
+    // create): wait for the status.
     let obj = until_async(Duration::from_secs(10), || async {
-        rightsizing(plane, ns, "deployment-legacy").await
+        rightsizing(plane, ns, "deployment-legacy")
+            .await
+            .filter(|o| !o.data["status"]["containers"][0].is_null())
     })
     .await
     .expect("the leader imports the annotation into a Rightsizing");
