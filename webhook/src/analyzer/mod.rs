@@ -589,7 +589,14 @@ impl Analyzer {
                 };
                 let mut d = match (res, spec) {
                     (Resource::Memory, Some(_)) => {
-                        compute::from_strategy(&input, own.map(Sizes::from), previous)
+                        // The policy's bounds hold whichever strategy decided.
+                        let own = own.map(|o| strategy::clamp(&rules, o));
+                        let sizes = own.map(|o| Sizes::from(o.0));
+                        let mut d = compute::from_strategy(&input, sizes, previous);
+                        if own.is_some_and(|o| o.1) {
+                            d.rec.reasons.push(strategy::REASON_CLAMPED.into());
+                        }
+                        d
                     }
                     _ => compute::decide(&rules, res, &input, previous, now),
                 };
