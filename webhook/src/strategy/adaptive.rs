@@ -2,18 +2,21 @@
 //!
 //! - The request is what the scheduler packs, and going above it costs nothing
 //!   until the node is short: a high quantile of recent 5-minute peaks, from a
-//!   histogram whose weights halve every few days, with a small margin.
-//! - The limit is what OOM-kills: a decaying peak (the highest 5-minute peak, each
-//!   discounted by its age with a long half-life) times a margin. The margin is
-//!   learnt per series: it starts from the spread of daily peaks (bursty series get
-//!   more room) and widens after every overrun of the applied limit, then relaxes
-//!   back slowly.
-//! - Stability: the limit rises at once after an overrun or when its target is 10%
+//!   histogram whose weights halve every few days, with a small margin, and at
+//!   least limit / 8 (so a node is never overcommitted more than 8×).
+//! - The limit is what OOM-kills: the highest 5-minute peak, each peak counting in
+//!   full for 30 days (a month's business cycle: weekly and month-end peaks come
+//!   back) and halving every 21 days after that, times a margin. The margin is learnt
+//!   per series: it starts from 1.5 plus the spread of daily peaks (bursty series
+//!   get more room), widens after every overrun of the applied limit (OOM-aware), and
+//!   relaxes back slowly; at most 2×.
+//! - Stability: the limit rises at once after an overrun or when its target is 40%
 //!   above it; every other change (request ±15%, limit −25%) waits for a 10-day
 //!   cooldown, and rides along with a rise when there is one.
 //!
 //! Inputs: [`Interval::max`](super::Interval) (PromQL `max_over_time(...[5m])`), and
-//! the daily peak built from it.
+//! the daily peak built from it. The defaults were chosen on the replay traces with
+//! time and series splits (see BENCHMARKS.md).
 
 use super::{to_mib_ceil, DecayingHistogram, Decision, Interval, Strategy};
 
@@ -60,16 +63,16 @@ impl Default for AdaptiveParams {
             request_margin: 1.05,
             request_bucket: 1.05,
             limit_half_life: 21.0 * 86400.0,
-            limit_hold: 0.0,
-            limit_margin: 1.15,
+            limit_hold: 30.0 * 86400.0,
+            limit_margin: 1.5,
             spread_weight: 0.5,
             widen: 1.25,
-            max_margin: 1.5,
+            max_margin: 2.0,
             relax_half_life: 7.0 * 86400.0,
             request_hysteresis: 0.15,
             limit_fall: 0.25,
-            limit_rise: 0.10,
-            max_limit_ratio: 4.0,
+            limit_rise: 0.40,
+            max_limit_ratio: 8.0,
             cooldown: 10 * 86400,
             min_samples: 36,
         }
@@ -323,9 +326,10 @@ mod tests {
         let d = s.recommend(3 * 86400, None).unwrap();
         let h = &s.hist;
         let bucket_end = h.bucket_start(h.bucket(1000.0 * MI as f64) + 1);
-        assert_eq!(d.request, to_mib_ceil(bucket_end * 1.05));
+        let p = AdaptiveParams::default();
+        assert_eq!(d.request, to_mib_ceil(bucket_end * p.request_margin));
         // No spread, no overrun: the base margin over the (fresh) peak.
-        assert_eq!(d.limit, to_mib_ceil(1000.0 * MI as f64 * 1.15));
+        assert_eq!(d.limit, to_mib_ceil(1000.0 * MI as f64 * p.limit_margin));
     }
 
     #[test]
@@ -340,6 +344,25 @@ mod tests {
         s.observe(&iv(86400, d1.limit as f64 / MI as f64 * 1.01));
         let d2 = s.recommend(86400 + 300, Some(d1)).unwrap();
         assert!(d2.limit as f64 >= d1.limit as f64 * 1.01 * p.limit_margin * p.widen * 0.99);
+    }
+
+    #[test]
+    fn peaks_count_in_full_for_the_hold_then_decay() {
+        let p = AdaptiveParams::default();
+        let mut s = Adaptive::default();
+        // One day at 2000 MiB, then 1000 MiB.
+        for i in 0..288 {
+            s.observe(&iv(i * 300, 2000.0));
+        }
+        for i in 288..(3 * 288) {
+            s.observe(&iv(i * 300, 1000.0));
+        }
+        let peak_at = 288 * 300;
+        let day = 86400;
+        assert_eq!(s.peak(peak_at + 20 * day), Some(2000.0 * MI as f64));
+        let hold = p.limit_hold as i64;
+        let later = s.peak(peak_at + hold + p.limit_half_life as i64).unwrap();
+        assert!((later - 1000.0 * MI as f64).abs() < 1.0, "{later}");
     }
 
     #[test]

@@ -126,7 +126,7 @@ impl Spec {
 }
 
 /// `base` (a strategy with parameters: `adaptive`) with `params` (`name=value`) set,
-/// named `base[name=value,...]`: for experiments and sweeps in `rightsizer replay`.
+/// named `base[name=value;...]`: for experiments and sweeps in `rightsizer replay`.
 /// The name is leaked: a process makes a handful of these.
 pub fn tuned(base: &str, params: &[(String, f64)]) -> Result<Spec, String> {
     if base != "adaptive" {
@@ -139,8 +139,9 @@ pub fn tuned(base: &str, params: &[(String, f64)]) -> Result<Spec, String> {
     let name = if params.is_empty() {
         base.to_string()
     } else {
+        // `;`, not `,`: the name is a CSV field of the report.
         let list: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!("{base}[{}]", list.join(","))
+        format!("{base}[{}]", list.join(";"))
     };
     Ok(Spec {
         name: name.leak(),
@@ -162,7 +163,7 @@ pub const DEFAULT: &str = "adaptive";
 pub static ALL: &[Spec] = &[
     Spec::new(
         "adaptive",
-        "request: decaying p95 of 5m peaks; limit: decaying peak with a per-series, overrun-widened margin",
+        "request: decaying p95 of 5m peaks; limit: 30-day peak (then decaying) with a per-series, overrun-widened margin",
         || Box::new(Adaptive::default()),
     ),
     Spec::new(
