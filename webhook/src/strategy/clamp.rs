@@ -62,7 +62,7 @@ mod tests {
     /// Every strategy, fed usage far above and far below the seed's bounds, ends
     /// inside them once clamped (at the bounds when above), and the clamp says so.
     #[rstest]
-    #[case::huge(6.0 * 1024.0, (4 * GI, 8 * GI))]
+    #[case::huge(8.0 * 1024.0, (4 * GI, 8 * GI))]
     #[case::tiny(8.0, (64 * MI, 128 * MI))]
     fn every_strategy_is_clamped(#[case] usage_mib: f64, #[case] bound: (u64, u64)) {
         let rules = Rules::default();
