@@ -37,7 +37,7 @@ mod tests {
     #[case::inside((256 * MI, 512 * MI), (256 * MI, 512 * MI), false)]
     #[case::above((6 * GI, 12 * GI), (4 * GI, 8 * GI), true)]
     #[case::below((16 * MI, 32 * MI), (64 * MI, 128 * MI), true)]
-    #[case::limit_only((1 * GI, 9 * GI), (1 * GI, 8 * GI), true)]
+    #[case::limit_only((GI, 9 * GI), (GI, 8 * GI), true)]
     fn seed_bounds(#[case] got: (u64, u64), #[case] want: (u64, u64), #[case] clamped: bool) {
         let d = Decision {
             request: got.0,
