@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rightsizer::replay::{self, Config, ReplayError, Report, TraceError, AS_PROVISIONED};
+use rightsizer::replay::{
+    self, Config, DaySplit, ReplayError, Report, SeriesSplit, TraceError, AS_PROVISIONED,
+};
 use rightsizer::strategy::{self, Spec};
 
 const DAY: i64 = 86400;
@@ -267,4 +269,210 @@ fn results_do_not_depend_on_the_thread_count() {
     assert_eq!(one.series, 12);
     assert!(one.rows.iter().all(|r| r.series_steps == 12 * 8));
     assert_eq!(one, with(3));
+}
+
+/// Quantile of sorted values, interpolating between ranks (the replay's definition).
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let pos = q * (v.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = (lo + 1).min(v.len() - 1);
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+/// A trace whose strategies change their minds: a level that doubles every 5 days,
+/// with a spike on every third day, and a second series that falls.
+fn changing_trace() -> String {
+    let mut text = csv("up", 21, 8.0 * GI, |dt| {
+        let level = GI * 2f64.powi((dt / (5 * DAY)) as i32);
+        let spike = (dt / DAY) % 3 == 2 && (dt % DAY) / 300 == 100;
+        level
+            * if spike {
+                1.6
+            } else {
+                1.0 + ((dt / 300) % 7) as f64 / 100.0
+            }
+    });
+    let down = csv("down", 21, 8.0 * GI, |dt| {
+        GI * (3.0 - (dt as f64 / (21 * DAY) as f64) * 2.5)
+    });
+    text.push_str(down.split_once('\n').unwrap().1);
+    text
+}
+
+#[test]
+fn decisions_out_rescores_to_the_reported_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = changing_trace();
+    let (plain, _) = write_plain_and_gzip(dir.path(), &text);
+    let out_csv = dir.path().join("decisions.csv");
+    let names = ["adaptive", "krr-simple"];
+    let out = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+        .args(["replay", "--trace"])
+        .arg(&plain)
+        .args([
+            "--strategies",
+            &names.join(","),
+            "-o",
+            "json",
+            "--decisions-out",
+        ])
+        .arg(&out_csv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // The file parses: one header, then series,step,strategy,request,limit.
+    let dump = std::fs::read_to_string(&out_csv).unwrap();
+    let mut lines = dump.lines();
+    assert_eq!(
+        lines.next(),
+        Some("series_id,step_start_s,strategy,request_bytes,limit_bytes")
+    );
+    let mut rows: Vec<(String, i64, String, f64, f64)> = Vec::new();
+    for l in lines {
+        let f: Vec<&str> = l.split(',').collect();
+        assert_eq!(f.len(), 5, "{l}");
+        rows.push((
+            f[0].to_string(),
+            f[1].parse().unwrap(),
+            f[2].to_string(),
+            f[3].parse().unwrap(),
+            f[4].parse().unwrap(),
+        ));
+    }
+    // One row per series, day and strategy: 2 series × 21 days × 2 strategies.
+    assert_eq!(rows.len(), 2 * 21 * names.len());
+
+    // Re-score from the dump and the raw trace alone.
+    let series = replay::TraceReader::new(text.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    for (k, name) in names.iter().enumerate() {
+        let (mut slack, mut ooms, mut rates) = (Vec::new(), 0u64, Vec::new());
+        for s in &series {
+            let mine: Vec<_> = rows
+                .iter()
+                .filter(|r| r.0 == s.id && r.2 == *name)
+                .collect();
+            let score_from = s.samples[0].t + 7 * DAY;
+            let (mut changes, mut days) = (0, 0);
+            for (i, r) in mine.iter().enumerate() {
+                if r.1 < score_from {
+                    continue;
+                }
+                days += 1;
+                if i > 0 && (r.3, r.4) != (mine[i - 1].3, mine[i - 1].4) {
+                    changes += 1;
+                }
+                let mut day: Vec<f64> = s
+                    .samples
+                    .iter()
+                    .filter(|x| x.t >= r.1 && x.t < r.1 + DAY)
+                    .map(|x| x.memory)
+                    .collect();
+                day.sort_by(f64::total_cmp);
+                let p95 = quantile(&day, 0.95);
+                slack.push((r.3 - p95.min(r.4)) / r.3);
+                ooms += u64::from(day.iter().any(|m| *m > r.4));
+            }
+            rates.push(changes as f64 / days as f64);
+        }
+        slack.sort_by(f64::total_cmp);
+        rates.sort_by(f64::total_cmp);
+        let row = &report["rows"][k];
+        assert_eq!(row["strategy"], *name);
+        assert_eq!(row["series_steps"], slack.len() as u64, "{name}");
+        assert_eq!(row["oom_steps"], ooms, "{name}");
+        let mean = slack.iter().sum::<f64>() / slack.len() as f64;
+        let near = |field: &str, v: f64| {
+            let got = row[field].as_f64().unwrap();
+            assert!((got - v).abs() < 1e-9, "{name} {field}: {got} vs {v}");
+        };
+        near("request_slack_mean", mean);
+        near("request_slack_median", quantile(&slack, 0.5));
+        near("changes_per_day_p99", quantile(&rates, 0.99));
+    }
+    // The trace makes both strategies work: overruns and changes to re-score.
+    assert!(report["rows"][1]["oom_steps"].as_u64().unwrap() > 0);
+    assert!(report["rows"][0]["changes_per_day_p99"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn splits_partition_the_scored_steps() {
+    let mut text = String::new();
+    for k in 1..=4 {
+        let series = csv(&format!("vm-{k}"), 20, 4.0 * GI, move |dt| {
+            GI * (0.5 + 0.1 * k as f64) * (1.0 + ((dt / 300) % 29) as f64 / 50.0)
+        });
+        text.push_str(if k == 1 {
+            &series
+        } else {
+            series.split_once('\n').unwrap().1
+        });
+    }
+    let with = |series, days| {
+        let cfg = Config {
+            series,
+            days,
+            ..Config::default()
+        };
+        let r = replay::TraceReader::new(text.as_bytes());
+        replay::run(r, &specs(&["krr-simple"]), &cfg, &|_| {}).unwrap()
+    };
+    let steps = |r: &Report| r.rows[0].series_steps;
+    let all = with(SeriesSplit::All, DaySplit::All);
+    // 4 series × days 7..=19.
+    assert_eq!(steps(&all), 4 * 13);
+    let (odd, even) = (
+        with(SeriesSplit::Odd, DaySplit::All),
+        with(SeriesSplit::Even, DaySplit::All),
+    );
+    assert_eq!((odd.series, even.series), (2, 2));
+    assert_eq!(steps(&odd) + steps(&even), steps(&all));
+    // 13 scored days: 6 in the first half, 7 in the second.
+    let first = with(SeriesSplit::All, DaySplit::FirstHalf);
+    let second = with(SeriesSplit::All, DaySplit::SecondHalf);
+    assert_eq!((steps(&first), steps(&second)), (4 * 6, 4 * 7));
+}
+
+#[test]
+fn synthetic_traces_are_seeded() {
+    let run = |seed: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+            .args([
+                "replay",
+                "--synthetic",
+                "all",
+                "--count",
+                "2",
+                "--length",
+                "12d",
+            ])
+            .args(["--seed", seed, "--strategies", "adaptive", "-o", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let a = run("7");
+    // 5 shapes × 2 series, days 7..=11 scored.
+    assert_eq!(a["series"], 10);
+    assert_eq!(a["rows"][0]["series_steps"], 10 * 5);
+    assert_eq!(a, run("7"));
+    assert_ne!(a["rows"][0], run("8")["rows"][0]);
+    let bad = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+        .args(["replay", "--synthetic", "sawtooth"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown shape"));
 }

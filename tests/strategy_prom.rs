@@ -344,3 +344,66 @@ async fn replay_prometheus_equals_replay_trace() {
     assert!(x["rows"].as_array().unwrap().len() > 3);
     assert_eq!(x, y, "trace:\n{from_trace}\nprometheus:\n{from_prom}");
 }
+
+/// A policy naming a strategy, with memory bounds below what the workload uses.
+struct Bounded(&'static str);
+
+const REQUEST_MAX: u64 = 128 << 20;
+const LIMIT_MAX: u64 = 256 << 20;
+
+impl PolicyLookup for Bounded {
+    fn rules(&self, _w: &WorkloadKey) -> Rules {
+        let mut r = Rules::default();
+        r.memory.request.max = rightsizer::quantity::Bytes(REQUEST_MAX);
+        if let Some(l) = r.memory.limit.as_mut() {
+            l.max = rightsizer::quantity::Bytes(LIMIT_MAX);
+        }
+        r
+    }
+    fn recommender(&self, _w: &WorkloadKey) -> String {
+        self.0.to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_strategy_is_held_to_the_policy_bounds() {
+    let t0 = t0();
+    let (start, switch, end) = (t0 - 2 * 24 * H, t0 - 12 * H, t0 + 2 * H);
+    let mut c = Cluster::new(t0);
+    deployment(
+        &mut c,
+        start,
+        switch,
+        end,
+        &[
+            ("web-a-1", "web-a", start, switch, 200.0),
+            ("web-b-1", "web-b", switch, end, 260.0),
+        ],
+        ws_bursty,
+        rss_spiky,
+    );
+    let prom = TestProm::start_with(&c.om);
+    let key = ContainerKey::parse("shop/Deployment/web/app").unwrap();
+    let now = t0 - H - 120;
+    for name in strategy::names() {
+        let mut reg = Registry::default();
+        let a = Analyzer::new(config(prom.url()), Arc::new(Bounded(name)), &mut reg).unwrap();
+        a.cycle(now).await.unwrap();
+        let mem = a.cache().get_at(&key, now).and_then(|r| r.memory);
+        let mem = mem.unwrap_or_else(|| panic!("{name}: no memory recommendation"));
+        let s = mem
+            .recommended
+            .unwrap_or_else(|| panic!("{name}: nothing recommended"));
+        // Usage is 200-800 MiB: both bounds bind, whichever strategy decided.
+        assert_eq!(s.request, Some(REQUEST_MAX), "{name}");
+        assert_eq!(s.limit, Some(LIMIT_MAX), "{name}");
+        if name != "seed" {
+            // The seed arithmetic clamps inside `Rules`; strategies are clamped after.
+            assert!(
+                mem.reasons.iter().any(|r| r == strategy::REASON_CLAMPED),
+                "{name}: {:?}",
+                mem.reasons
+            );
+        }
+    }
+}

@@ -11,6 +11,7 @@ use crate::policy::Mode;
 use crate::quantity::Resource;
 use crate::recommendation::{Committed, ContainerKey, WorkloadKind};
 use crate::rules::{Observed, Rules, Sizes};
+use crate::strategy;
 
 /// What one cycle observed for one workload container.
 #[derive(Debug, Clone, Default)]
@@ -26,7 +27,7 @@ pub struct Observation {
     /// Resources an HPA scales the workload on.
     pub hpa: Vec<Resource>,
     /// The memory strategy's own decision, when a strategy other than `seed` decides.
-    pub strategy: Option<Option<Sizes>>,
+    pub strategy: Option<Option<crate::strategy::Decision>>,
     /// Knative figures (serving containers of Knative workloads).
     pub knative: Option<KnativeInput>,
 }
@@ -147,7 +148,15 @@ pub fn decide(
         };
         // Where strategy decisions become recommendations.
         let mut d = match (res, obs.strategy) {
-            (Resource::Memory, Some(own)) => compute::from_strategy(&input, own, previous),
+            (Resource::Memory, Some(own)) => {
+                // The policy's bounds hold whichever strategy decided.
+                let own = own.map(|o| strategy::clamp(rules, o));
+                let mut d = compute::from_strategy(&input, own.map(|o| Sizes::from(o.0)), previous);
+                if own.is_some_and(|o| o.1) {
+                    d.rec.reasons.push(strategy::REASON_CLAMPED.into());
+                }
+                d
+            }
             _ => compute::decide(rules, res, &input, previous, now),
         };
         // Enforcement: move the committed value one guarded step.
@@ -359,25 +368,11 @@ mod tests {
         let hold = o.state.oom.clone().expect("a hold");
         assert!(o.effects.iter().any(|e| matches!(e, Effect::Persist(_))));
         // Restarted: no kill in the new observations, the hold comes from the store.
-        let again = decide(
-            &k,
-            &busy(),
-            &p,
-            &Entry::default(),
-            &o.state,
-            1_060,
-        );
+        let again = decide(&k, &busy(), &p, &Entry::default(), &o.state, 1_060);
         let rec = again.entry.rec.memory.unwrap();
         assert_eq!(rec.oom_floor, Some(hold.floor));
         assert!(rec.recommended.unwrap().limit >= Some(hold.floor));
-        let later = decide(
-            &k,
-            &busy(),
-            &p,
-            &Entry::default(),
-            &o.state,
-            hold.until,
-        );
+        let later = decide(&k, &busy(), &p, &Entry::default(), &o.state, hold.until);
         assert_eq!(later.entry.rec.memory.unwrap().oom_floor, None);
     }
 }

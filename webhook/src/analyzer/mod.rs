@@ -519,9 +519,7 @@ impl Analyzer {
                     _ => None,
                 };
                 let ivs = intervals.get(&key).map_or(&[][..], Vec::as_slice);
-                tracks
-                    .decide(&key, spec, ivs, now as i64, running)
-                    .map(Sizes::from)
+                tracks.decide(&key, spec, ivs, now as i64, running)
             });
             let observed = |folds: &[Fold; 2]| {
                 compute::merge_windows(
@@ -556,14 +554,7 @@ impl Analyzer {
             };
             let prev_entry = self.cache.entry(&key).unwrap_or_default();
             let prev_state = previous.containers.get(&key).cloned().unwrap_or_default();
-            let out = decide::decide(
-                &key,
-                &obs,
-                view,
-                &prev_entry,
-                &prev_state,
-                now,
-            );
+            let out = decide::decide(&key, &obs, view, &prev_entry, &prev_state, now);
             effects.extend(out.effects);
             fresh.insert(key.clone());
             self.cache.put(key, out.entry);

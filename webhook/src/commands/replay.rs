@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rightsizer::replay::{self, Config};
+use rightsizer::replay::{self, Config, DaySplit, SeriesSplit};
 use rightsizer::strategy::{self, Spec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -21,8 +21,21 @@ pub enum Output {
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Usage history: CSV `series_id,timestamp_s,memory_bytes[,memory_limit_bytes]`, plain or gzip.
-    #[arg(long, required_unless_present = "prometheus")]
+    #[arg(long, required_unless_present_any = ["prometheus", "synthetic"])]
     trace: Option<PathBuf>,
+    /// Replay a generated container-like trace instead: a shape (steady, daily, leak, step,
+    /// batch) or `all` (every shape, `--count` series each).
+    #[arg(long, value_name = "SHAPE|all", conflicts_with = "trace")]
+    synthetic: Option<String>,
+    /// With --synthetic: the generator's seed (same seed, same trace).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// With --synthetic: series per shape.
+    #[arg(long, default_value_t = 100)]
+    count: usize,
+    /// With --synthetic: length of every series (whole days).
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    length: i64,
     /// With --prometheus: how much history to replay (at most 14d).
     #[arg(long, default_value = "14d", value_parser = parse_duration)]
     window: i64,
@@ -49,8 +62,78 @@ pub struct Args {
     /// Worker threads [default: the number of CPUs].
     #[arg(long)]
     threads: Option<usize>,
+    /// Replay only the series with odd or even numbers (tune on one, report on the other).
+    #[arg(long, value_enum, default_value = "all")]
+    series: SeriesArg,
+    /// Score only the first or the second half of each series' scored days.
+    #[arg(long, value_enum, default_value = "all")]
+    days: DaysArg,
+    /// Write every step's applied decision per strategy to FILE as CSV
+    /// `series_id,step_start_s,strategy,request_bytes,limit_bytes`.
+    #[arg(long, value_name = "FILE")]
+    decisions_out: Option<PathBuf>,
+    /// Experiments: set a parameter of the `adaptive` strategy, `NAME=VALUE` (durations in
+    /// days); repeatable. The row is named `adaptive[NAME=VALUE,...]`.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    params: Vec<(String, f64)>,
+    /// Experiments: add one `adaptive` row per value, `NAME=V1,V2,...` (on top of --param).
+    #[arg(long, value_name = "NAME=V1,V2,...")]
+    sweep: Option<String>,
     #[arg(short, long, value_enum, default_value = "table")]
     output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SeriesArg {
+    All,
+    Odd,
+    Even,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DaysArg {
+    All,
+    FirstHalf,
+    SecondHalf,
+}
+
+fn parse_param(s: &str) -> Result<(String, f64), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
+    let v: f64 = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid number in {s:?}"))?;
+    Ok((k.trim().to_string(), v))
+}
+
+/// The strategies to replay: `--strategies`, with `adaptive` replaced by its tuned
+/// form when `--param` is given, plus one row per `--sweep` value.
+fn strategies(args: &Args) -> anyhow::Result<Vec<&'static Spec>> {
+    let mut specs = select(&args.strategies)?;
+    let leak = |s: Spec| -> &'static Spec { Box::leak(Box::new(s)) };
+    if !args.params.is_empty() {
+        let tuned = leak(strategy::tuned("adaptive", &args.params).map_err(anyhow::Error::msg)?);
+        for s in specs.iter_mut().filter(|s| s.name == "adaptive") {
+            *s = tuned;
+        }
+    }
+    if let Some(sweep) = &args.sweep {
+        let (name, values) = sweep
+            .split_once('=')
+            .context("--sweep expects NAME=V1,V2,...")?;
+        for v in values.split(',') {
+            let (k, v) = parse_param(&format!("{name}={v}")).map_err(anyhow::Error::msg)?;
+            let mut ps = args.params.clone();
+            ps.retain(|(n, _)| *n != k);
+            ps.push((k, v));
+            specs.push(leak(
+                strategy::tuned("adaptive", &ps).map_err(anyhow::Error::msg)?,
+            ));
+        }
+    }
+    Ok(specs)
 }
 
 /// `90s`, `5m`, `1h`, `1d`, or plain seconds.
@@ -104,7 +187,7 @@ impl<R: Read> Read for Counting<R> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let specs = select(&args.strategies)?;
+    let specs = strategies(&args)?;
     if specs.is_empty() {
         bail!("no strategy selected");
     }
@@ -116,6 +199,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(t) = args.threads {
         cfg.threads = t.max(1);
+    }
+    cfg.series = match args.series {
+        SeriesArg::All => SeriesSplit::All,
+        SeriesArg::Odd => SeriesSplit::Odd,
+        SeriesArg::Even => SeriesSplit::Even,
+    };
+    cfg.days = match args.days {
+        DaysArg::All => DaySplit::All,
+        DaysArg::FirstHalf => DaySplit::FirstHalf,
+        DaysArg::SecondHalf => DaySplit::SecondHalf,
+    };
+    cfg.record_decisions = args.decisions_out.is_some();
+    if let Some(shape) = &args.synthetic {
+        return run_synthetic(&args, shape, &specs, cfg);
     }
     let Some(trace) = args.trace.clone() else {
         return run_prometheus(&args, &specs, cfg).await;
@@ -157,6 +254,41 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let report = result.with_context(|| format!("replaying {}", trace.display()))?;
     summary(&report, &specs, &cfg, started);
+    write_decisions(&report, args.decisions_out.as_deref())?;
+    print(&report, args.output)
+}
+
+fn write_decisions(report: &replay::Report, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    replay::write_decisions(&mut w, report)
+        .and_then(|()| w.flush())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The same replay over a generated trace (`replay::synthetic`).
+fn run_synthetic(
+    args: &Args,
+    shape: &str,
+    specs: &[&'static Spec],
+    cfg: Config,
+) -> anyhow::Result<()> {
+    use replay::synthetic::{generate, Shape};
+    let shapes: Vec<Shape> = if shape == "all" {
+        Shape::ALL.to_vec()
+    } else {
+        vec![Shape::by_name(shape).with_context(|| {
+            let names: Vec<&str> = Shape::ALL.iter().map(|s| s.name()).collect();
+            format!("unknown shape {shape:?}; known: {}, all", names.join(", "))
+        })?]
+    };
+    let days = u32::try_from(args.length.max(86400) / 86400).context("--length is too long")?;
+    let started = Instant::now();
+    let series = generate(&shapes, args.seed, args.count, days).map(Ok);
+    let report = tokio::task::block_in_place(|| replay::run(series, specs, &cfg, &|_| {}))?;
+    summary(&report, specs, &cfg, started);
+    write_decisions(&report, args.decisions_out.as_deref())?;
     print(&report, args.output)
 }
 
@@ -204,6 +336,7 @@ async fn run_prometheus(args: &Args, specs: &[&'static Spec], cfg: Config) -> an
         eprintln!();
     }
     summary(&report, specs, &cfg, started);
+    write_decisions(&report, args.decisions_out.as_deref())?;
     print(&report, args.output)
 }
 

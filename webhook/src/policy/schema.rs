@@ -263,7 +263,7 @@ pub struct PolicySpec {
     pub mode: Mode,
     #[serde(default)]
     pub target: Target,
-    /// Recommendation strategy by name (default `seed`).
+    /// Memory recommendation strategy by name (default `adaptive`, `crate::strategy::DEFAULT`).
     #[serde(default)]
     pub recommender: Option<String>,
     /// Partial overrides of the seed rules' numbers; anything left out keeps its default.

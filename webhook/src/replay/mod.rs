@@ -12,13 +12,16 @@
 
 mod report;
 mod score;
+mod split;
+pub mod synthetic;
 pub mod trace;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
-pub use report::{render_csv, render_table, Report, Row};
+pub use report::{render_csv, render_table, write_decisions, DecisionRow, Report, Row};
 pub use score::Acc;
+pub use split::{DaySplit, SeriesSplit};
 pub use trace::{open, Sample, Series, TraceError, TraceReader};
 
 use crate::strategy::{Decision, Interval, Spec, Strategy};
@@ -48,6 +51,12 @@ pub struct Config {
     pub min_samples: usize,
     /// Worker threads (at least 1).
     pub threads: usize,
+    /// Which series are replayed (a split for tuning on one half, reporting on the other).
+    pub series: SeriesSplit,
+    /// Which of each series' scored steps are scored.
+    pub days: DaySplit,
+    /// Keep every step's applied decision in [`Report::decisions`].
+    pub record_decisions: bool,
 }
 
 impl Config {
@@ -60,6 +69,9 @@ impl Config {
             warmup: 7 * 86400,
             min_samples: ((200 * step) / 86400).max(1) as usize,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            series: SeriesSplit::All,
+            days: DaySplit::All,
+            record_decisions: false,
         }
     }
 
@@ -143,12 +155,18 @@ pub fn from_intervals(id: String, ivs: Vec<Interval>) -> Series {
 }
 
 /// Replay one series with fresh states of `specs`. The result has one [`Acc`] per
-/// spec, then one for `as-provisioned`.
-pub fn replay_series(series: &Series, specs: &[&Spec], cfg: &Config) -> Vec<Acc> {
+/// spec, then one for `as-provisioned`, and, when `cfg.record_decisions`, every
+/// step's applied decision per spec.
+pub fn replay_series(
+    series: &Series,
+    specs: &[&Spec],
+    cfg: &Config,
+) -> (Vec<Acc>, Vec<DecisionRow>) {
     let mut accs: Vec<Acc> = (0..=specs.len()).map(|_| Acc::default()).collect();
+    let mut rows = Vec::new();
     let samples = &series.samples;
     let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
-        return accs;
+        return (accs, rows);
     };
     let built;
     let ivs = match &series.intervals {
@@ -161,11 +179,13 @@ pub fn replay_series(series: &Series, specs: &[&Spec], cfg: &Config) -> Vec<Acc>
     let mut states: Vec<Box<dyn Strategy>> = specs.iter().map(|s| s.make()).collect();
     let mut own: Vec<Option<Decision>> = vec![None; specs.len()];
     let mut changes = vec![0u64; specs.len() + 1];
-    let score_from = first.t + cfg.warmup;
+    let grid = |t: i64| t.div_euclid(cfg.step) * cfg.step;
+    let first_scored = grid(first.t + cfg.warmup + cfg.step - 1);
+    let (score_from, score_to) = cfg.days.range(first_scored, grid(last.t), cfg.step);
     let mut scored_days = 0.0;
     let (mut next_iv, mut next_sample) = (0usize, 0usize);
     let mut usage: Vec<f64> = Vec::new();
-    let mut b = first.t.div_euclid(cfg.step) * cfg.step;
+    let mut b = grid(first.t);
     while b <= last.t {
         let end = b + cfg.step;
         while next_iv < ivs.len() && ivs[next_iv].end() <= b {
@@ -188,7 +208,7 @@ pub fn replay_series(series: &Series, specs: &[&Spec], cfg: &Config) -> Vec<Acc>
                 request: l as u64,
                 limit: l as u64,
             });
-        let scored_period = b >= score_from;
+        let scored_period = b >= score_from && b < score_to;
         if scored_period {
             scored_days += cfg.step as f64 / 86400.0;
         }
@@ -202,6 +222,13 @@ pub fn replay_series(series: &Series, specs: &[&Spec], cfg: &Config) -> Vec<Acc>
                 own[i] = Some(d);
             }
             applied.push(own[i].or(provisioned));
+            if cfg.record_decisions {
+                rows.push(DecisionRow {
+                    step_start: b,
+                    strategy: specs[i].name,
+                    decision: own[i].or(provisioned),
+                });
+            }
         }
         if scored_period {
             changes[specs.len()] += step_samples
@@ -229,7 +256,7 @@ pub fn replay_series(series: &Series, specs: &[&Spec], cfg: &Config) -> Vec<Acc>
             acc.change_rates.push(*c as f64 / scored_days);
         }
     }
-    accs
+    (accs, rows)
 }
 
 /// Replay every series of `trace` (e.g. a [`TraceReader`]) with `specs`; `progress`
@@ -254,7 +281,7 @@ pub fn run<I: IntoIterator<Item = Result<Series, TraceError>>>(
                 let rx = Arc::clone(&rx);
                 let (done, samples) = (&done, &samples);
                 scope.spawn(move || {
-                    let mut mine: Vec<(usize, Vec<Acc>)> = Vec::new();
+                    let mut mine: Vec<(usize, String, Vec<Acc>, Vec<DecisionRow>)> = Vec::new();
                     loop {
                         // The lock is held only to take the next series.
                         let next = match rx.lock() {
@@ -263,7 +290,8 @@ pub fn run<I: IntoIterator<Item = Result<Series, TraceError>>>(
                         };
                         let Ok((i, series)) = next else { break };
                         samples.fetch_add(series.samples.len() as u64, Ordering::Relaxed);
-                        mine.push((i, replay_series(&series, specs, cfg)));
+                        let (accs, rows) = replay_series(&series, specs, cfg);
+                        mine.push((i, series.id, accs, rows));
                         progress(done.fetch_add(1, Ordering::Relaxed) + 1);
                     }
                     mine
@@ -274,6 +302,7 @@ pub fn run<I: IntoIterator<Item = Result<Series, TraceError>>>(
         let mut read_result = Ok(());
         for (i, series) in trace.into_iter().enumerate() {
             match series {
+                Ok(s) if !cfg.series.keeps(&s.id, i) => {}
                 Ok(s) => {
                     if tx.send((i, s)).is_err() {
                         break;
@@ -286,7 +315,7 @@ pub fn run<I: IntoIterator<Item = Result<Series, TraceError>>>(
             }
         }
         drop(tx);
-        let parts: Vec<(usize, Vec<Acc>)> = workers
+        let parts: Vec<_> = workers
             .into_iter()
             .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect();
@@ -297,9 +326,13 @@ pub fn run<I: IntoIterator<Item = Result<Series, TraceError>>>(
     let mut parts = parts;
     parts.sort_unstable_by_key(|p| p.0);
     let mut total: Vec<Acc> = (0..=specs.len()).map(|_| Acc::default()).collect();
-    for (_, part) in parts {
+    let mut decisions = Vec::new();
+    for (_, id, part, rows) in parts {
         for (t, a) in total.iter_mut().zip(part) {
             t.merge(a);
+        }
+        if cfg.record_decisions {
+            decisions.push((id, rows));
         }
     }
     let names = specs
@@ -314,6 +347,7 @@ pub fn run<I: IntoIterator<Item = Result<Series, TraceError>>>(
         warmup_seconds: cfg.warmup,
         min_samples: cfg.min_samples,
         rows,
+        decisions,
     })
 }
 

@@ -4,6 +4,8 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use crate::strategy::Decision;
+
 /// Figures of one strategy over every scored series-step.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
@@ -36,6 +38,40 @@ pub struct Report {
     pub warmup_seconds: i64,
     pub min_samples: usize,
     pub rows: Vec<Row>,
+    /// With `Config::record_decisions`: per series (in trace order), every step's
+    /// applied decision per strategy.
+    #[serde(skip)]
+    pub decisions: Vec<(String, Vec<DecisionRow>)>,
+}
+
+/// What one strategy applied during one step (`None`: nothing known yet).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecisionRow {
+    pub step_start: i64,
+    pub strategy: &'static str,
+    pub decision: Option<Decision>,
+}
+
+/// The decisions as CSV `series_id,step_start_s,strategy,request_bytes,limit_bytes`
+/// (empty sizes where nothing was applied), one line per series, step and strategy.
+pub fn write_decisions(mut w: impl std::io::Write, rep: &Report) -> std::io::Result<()> {
+    writeln!(
+        w,
+        "series_id,step_start_s,strategy,request_bytes,limit_bytes"
+    )?;
+    for (id, rows) in &rep.decisions {
+        for r in rows {
+            match r.decision {
+                Some(d) => writeln!(
+                    w,
+                    "{id},{},{},{},{}",
+                    r.step_start, r.strategy, d.request, d.limit
+                )?,
+                None => writeln!(w, "{id},{},{},,", r.step_start, r.strategy)?,
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Report {

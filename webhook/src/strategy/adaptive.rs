@@ -2,18 +2,21 @@
 //!
 //! - The request is what the scheduler packs, and going above it costs nothing
 //!   until the node is short: a high quantile of recent 5-minute peaks, from a
-//!   histogram whose weights halve every few days, with a small margin.
-//! - The limit is what OOM-kills: a decaying peak (the highest 5-minute peak, each
-//!   discounted by its age with a long half-life) times a margin. The margin is
-//!   learnt per series: it starts from the spread of daily peaks (bursty series get
-//!   more room) and widens after every overrun of the applied limit, then relaxes
-//!   back slowly.
-//! - Stability: the limit rises at once after an overrun or when its target is 10%
+//!   histogram whose weights halve every few days, with a small margin, and at
+//!   least limit / 8 (so a node is never overcommitted more than 8×).
+//! - The limit is what OOM-kills: the highest 5-minute peak, each peak counting in
+//!   full for 30 days (a month's business cycle: weekly and month-end peaks come
+//!   back) and halving every 21 days after that, times a margin. The margin is learnt
+//!   per series: it starts from 1.5 plus the spread of daily peaks (bursty series
+//!   get more room), widens after every overrun of the applied limit (OOM-aware), and
+//!   relaxes back slowly; at most 2×.
+//! - Stability: the limit rises at once after an overrun or when its target is 40%
 //!   above it; every other change (request ±15%, limit −25%) waits for a 10-day
 //!   cooldown, and rides along with a rise when there is one.
 //!
 //! Inputs: [`Interval::max`](super::Interval) (PromQL `max_over_time(...[5m])`), and
-//! the daily peak built from it.
+//! the daily peak built from it. The defaults were chosen on the replay traces with
+//! time and series splits (see BENCHMARKS.md).
 
 use super::{to_mib_ceil, DecayingHistogram, Decision, Interval, Strategy};
 
@@ -23,7 +26,11 @@ pub struct AdaptiveParams {
     pub request_quantile: f64,
     pub request_half_life: f64,
     pub request_margin: f64,
+    /// Width ratio of the request histogram's buckets (1.05: 5% buckets).
+    pub request_bucket: f64,
     pub limit_half_life: f64,
+    /// Peaks count in full for this long (seconds) before they start to decay.
+    pub limit_hold: f64,
     /// Base limit margin over the decayed peak.
     pub limit_margin: f64,
     /// Extra margin per unit of the daily peaks' coefficient of variation.
@@ -54,19 +61,50 @@ impl Default for AdaptiveParams {
             request_quantile: 0.95,
             request_half_life: 3.0 * 86400.0,
             request_margin: 1.05,
+            request_bucket: 1.05,
             limit_half_life: 21.0 * 86400.0,
-            limit_margin: 1.15,
+            limit_hold: 30.0 * 86400.0,
+            limit_margin: 1.5,
             spread_weight: 0.5,
             widen: 1.25,
-            max_margin: 1.5,
+            max_margin: 2.0,
             relax_half_life: 7.0 * 86400.0,
             request_hysteresis: 0.15,
             limit_fall: 0.25,
-            limit_rise: 0.10,
-            max_limit_ratio: 4.0,
+            limit_rise: 0.40,
+            max_limit_ratio: 8.0,
             cooldown: 10 * 86400,
             min_samples: 36,
         }
+    }
+}
+
+impl AdaptiveParams {
+    /// Set one parameter by its field name (durations in days, `min_samples` in
+    /// samples): for experiments (`rightsizer replay --param`, `--sweep`).
+    pub fn set(&mut self, name: &str, v: f64) -> Result<(), String> {
+        const DAY: f64 = 86400.0;
+        match name {
+            "request_quantile" => self.request_quantile = v,
+            "request_half_life" => self.request_half_life = v * DAY,
+            "request_margin" => self.request_margin = v,
+            "request_bucket" => self.request_bucket = v,
+            "limit_half_life" => self.limit_half_life = v * DAY,
+            "limit_hold" => self.limit_hold = v * DAY,
+            "limit_margin" => self.limit_margin = v,
+            "spread_weight" => self.spread_weight = v,
+            "widen" => self.widen = v,
+            "max_margin" => self.max_margin = v,
+            "relax_half_life" => self.relax_half_life = v * DAY,
+            "request_hysteresis" => self.request_hysteresis = v,
+            "limit_fall" => self.limit_fall = v,
+            "limit_rise" => self.limit_rise = v,
+            "max_limit_ratio" => self.max_limit_ratio = v,
+            "cooldown" => self.cooldown = (v * DAY) as i64,
+            "min_samples" => self.min_samples = v as u64,
+            _ => return Err(format!("adaptive has no parameter {name:?}")),
+        }
+        Ok(())
     }
 }
 
@@ -74,8 +112,9 @@ impl Default for AdaptiveParams {
 pub struct Adaptive {
     p: AdaptiveParams,
     hist: DecayingHistogram,
-    /// Decayed running peak: (value, time).
-    peak: Option<(f64, i64)>,
+    /// Candidate peaks (value, time), values strictly decreasing from the oldest:
+    /// an older peak no higher than a newer one never counts again.
+    peaks: Vec<(f64, i64)>,
     /// Current day (start) and its running peak.
     day: Option<(i64, f64)>,
     /// Decayed moments of daily peaks (weights halve with the limit half-life).
@@ -101,8 +140,13 @@ impl Adaptive {
     pub fn new(p: AdaptiveParams) -> Self {
         Adaptive {
             p,
-            hist: DecayingHistogram::new((1u64 << 20) as f64, 1.05, 1e12, p.request_half_life),
-            peak: None,
+            hist: DecayingHistogram::new(
+                (1u64 << 20) as f64,
+                p.request_bucket,
+                1e12,
+                p.request_half_life,
+            ),
+            peaks: Vec::new(),
             day: None,
             day_n: 0.0,
             day_sum: 0.0,
@@ -142,14 +186,36 @@ impl Adaptive {
         var.sqrt() / mean
     }
 
+    /// Weight of a peak `age` seconds old: full during the hold, then halving.
+    fn peak_weight(&self, age: i64) -> f64 {
+        self.decay(age - self.p.limit_hold as i64, self.p.limit_half_life)
+    }
+
+    /// The highest peak weighted by its age. Drops the candidates that can no longer
+    /// win: a newer peak that weighs at least as much now keeps doing so, as both
+    /// decay alike from here on.
+    fn peak(&mut self, now: i64) -> Option<f64> {
+        let mut best = 0.0f64;
+        let mut keep = vec![false; self.peaks.len()];
+        for (i, &(v, t)) in self.peaks.iter().enumerate().rev() {
+            let w = v * self.peak_weight(now - t);
+            if w > best {
+                best = w;
+                keep[i] = true;
+            }
+        }
+        let mut k = keep.into_iter();
+        self.peaks.retain(|_| k.next().unwrap_or(true));
+        (!self.peaks.is_empty()).then_some(best)
+    }
+
     fn boost_at(&self, now: i64) -> f64 {
         1.0 + (self.boost.0 - 1.0) * self.decay(now - self.boost.1, self.p.relax_half_life)
     }
 
-    fn target(&self, now: i64) -> Option<Decision> {
+    fn target(&mut self, now: i64) -> Option<Decision> {
         let request = self.hist.percentile(self.p.request_quantile)? * self.p.request_margin;
-        let (pv, pt) = self.peak?;
-        let peak = pv * self.decay(now - pt, self.p.limit_half_life);
+        let peak = self.peak(now)?;
         let margin = ((self.p.limit_margin + self.p.spread_weight * self.spread())
             * self.boost_at(now))
         .min(self.p.max_margin);
@@ -165,12 +231,10 @@ impl Strategy for Adaptive {
         let t = iv.end();
         self.samples += u64::from(iv.samples);
         self.hist.add(iv.max, 1.0, t);
-        let decayed = self.peak.map_or(0.0, |(v, pt)| {
-            v * self.decay(t - pt, self.p.limit_half_life)
-        });
-        if iv.max >= decayed {
-            self.peak = Some((iv.max, t));
+        while self.peaks.last().is_some_and(|&(v, _)| v <= iv.max) {
+            self.peaks.pop();
         }
+        self.peaks.push((iv.max, t));
         let day = iv.start.div_euclid(86400) * 86400;
         match self.day {
             Some((d, p)) if d == day => self.day = Some((d, p.max(iv.max))),
@@ -262,9 +326,10 @@ mod tests {
         let d = s.recommend(3 * 86400, None).unwrap();
         let h = &s.hist;
         let bucket_end = h.bucket_start(h.bucket(1000.0 * MI as f64) + 1);
-        assert_eq!(d.request, to_mib_ceil(bucket_end * 1.05));
+        let p = AdaptiveParams::default();
+        assert_eq!(d.request, to_mib_ceil(bucket_end * p.request_margin));
         // No spread, no overrun: the base margin over the (fresh) peak.
-        assert_eq!(d.limit, to_mib_ceil(1000.0 * MI as f64 * 1.15));
+        assert_eq!(d.limit, to_mib_ceil(1000.0 * MI as f64 * p.limit_margin));
     }
 
     #[test]
@@ -279,6 +344,25 @@ mod tests {
         s.observe(&iv(86400, d1.limit as f64 / MI as f64 * 1.01));
         let d2 = s.recommend(86400 + 300, Some(d1)).unwrap();
         assert!(d2.limit as f64 >= d1.limit as f64 * 1.01 * p.limit_margin * p.widen * 0.99);
+    }
+
+    #[test]
+    fn peaks_count_in_full_for_the_hold_then_decay() {
+        let p = AdaptiveParams::default();
+        let mut s = Adaptive::default();
+        // One day at 2000 MiB, then 1000 MiB.
+        for i in 0..288 {
+            s.observe(&iv(i * 300, 2000.0));
+        }
+        for i in 288..(3 * 288) {
+            s.observe(&iv(i * 300, 1000.0));
+        }
+        let peak_at = 288 * 300;
+        let day = 86400;
+        assert_eq!(s.peak(peak_at + 20 * day), Some(2000.0 * MI as f64));
+        let hold = p.limit_hold as i64;
+        let later = s.peak(peak_at + hold + p.limit_half_life as i64).unwrap();
+        assert!((later - 1000.0 * MI as f64).abs() < 1.0, "{later}");
     }
 
     #[test]

@@ -1,16 +1,20 @@
 //! KRR's "simple" strategy for memory: request = limit = peak over the history
-//! window plus a 15% buffer; at least 100 points in the window. KRR is a report, so
-//! there is no hysteresis: a different number is a change.
+//! window plus a 15% buffer, at least KRR's minimum of 100 MiB; at least 100 points
+//! in the window. KRR is a report, so there is no hysteresis: a different number is
+//! a change.
 //!
 //! Input: [`Interval::max`](super::Interval) (PromQL `max_over_time(...[5m])`).
 
 use super::{to_mib_ceil, Decision, Interval, Strategy, WindowMax};
+use crate::quantity::MI;
 
 #[derive(Debug, Clone)]
 pub struct KrrSimple {
     window: WindowMax,
     buffer: f64,
     points_required: u64,
+    /// KRR never recommends less memory than this.
+    min_bytes: u64,
 }
 
 impl Default for KrrSimple {
@@ -19,6 +23,7 @@ impl Default for KrrSimple {
             window: WindowMax::new(14 * 86400),
             buffer: 0.15,
             points_required: 100,
+            min_bytes: 100 * MI,
         }
     }
 }
@@ -32,7 +37,7 @@ impl Strategy for KrrSimple {
         if self.window.samples(now) < self.points_required {
             return None;
         }
-        let v = to_mib_ceil(self.window.max(now)? * (1.0 + self.buffer));
+        let v = to_mib_ceil(self.window.max(now)? * (1.0 + self.buffer)).max(self.min_bytes);
         let d = Decision {
             request: v,
             limit: v,
@@ -44,7 +49,6 @@ impl Strategy for KrrSimple {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quantity::MI;
 
     use crate::strategy::test_support::iv_mib as iv;
 
@@ -75,5 +79,15 @@ mod tests {
         assert_eq!(s.recommend(99 * 300, None), None);
         s.observe(&iv(99 * 300, 100.0));
         assert_eq!(s.recommend(100 * 300, None).unwrap().limit, 115 * MI);
+    }
+
+    #[test]
+    fn never_below_krr_minimum() {
+        let mut s = KrrSimple::default();
+        for i in 0..100 {
+            s.observe(&iv(i * 300, 10.0));
+        }
+        let d = s.recommend(100 * 300, None).unwrap();
+        assert_eq!((d.request, d.limit), (100 * MI, 100 * MI));
     }
 }

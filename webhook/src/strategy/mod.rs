@@ -9,14 +9,16 @@
 
 mod adaptive;
 mod autopilot;
+mod clamp;
 mod histogram;
 mod krr;
 mod seed;
 mod vpa;
 mod window;
 
-pub use adaptive::Adaptive;
+pub use adaptive::{Adaptive, AdaptiveParams};
 pub use autopilot::AutopilotWindow;
+pub use clamp::{clamp, REASON_CLAMPED};
 pub use histogram::DecayingHistogram;
 pub use krr::KrrSimple;
 pub use seed::Seed;
@@ -91,7 +93,13 @@ pub struct Spec {
     pub name: &'static str,
     /// One line for `--help` and reports.
     pub about: &'static str,
-    make: fn() -> Box<dyn Strategy>,
+    make: Make,
+}
+
+enum Make {
+    Plain(fn() -> Box<dyn Strategy>),
+    /// A built-in strategy with parameters set at run time (`replay --param`).
+    Tuned(Box<dyn Fn() -> Box<dyn Strategy> + Send + Sync>),
 }
 
 impl Spec {
@@ -101,13 +109,45 @@ impl Spec {
         about: &'static str,
         make: fn() -> Box<dyn Strategy>,
     ) -> Self {
-        Spec { name, about, make }
+        Spec {
+            name,
+            about,
+            make: Make::Plain(make),
+        }
     }
 
     /// A fresh state for one series.
     pub fn make(&self) -> Box<dyn Strategy> {
-        (self.make)()
+        match &self.make {
+            Make::Plain(f) => f(),
+            Make::Tuned(f) => f(),
+        }
     }
+}
+
+/// `base` (a strategy with parameters: `adaptive`) with `params` (`name=value`) set,
+/// named `base[name=value;...]`: for experiments and sweeps in `rightsizer replay`.
+/// The name is leaked: a process makes a handful of these.
+pub fn tuned(base: &str, params: &[(String, f64)]) -> Result<Spec, String> {
+    if base != "adaptive" {
+        return Err(format!("strategy {base:?} has no settable parameters"));
+    }
+    let mut p = AdaptiveParams::default();
+    for (k, v) in params {
+        p.set(k, *v)?;
+    }
+    let name = if params.is_empty() {
+        base.to_string()
+    } else {
+        // `;`, not `,`: the name is a CSV field of the report.
+        let list: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("{base}[{}]", list.join(";"))
+    };
+    Ok(Spec {
+        name: name.leak(),
+        about: "adaptive with parameters set on the command line",
+        make: Make::Tuned(Box::new(move || Box::new(Adaptive::new(p)))),
+    })
 }
 
 impl std::fmt::Debug for Spec {
@@ -121,31 +161,31 @@ pub const DEFAULT: &str = "adaptive";
 
 /// Every built-in strategy, the default first.
 pub static ALL: &[Spec] = &[
-    Spec {
-        name: "adaptive",
-        about: "request: decaying p95 of 5m peaks; limit: decaying peak with a per-series, overrun-widened margin",
-        make: || Box::new(Adaptive::default()),
-    },
-    Spec {
-        name: "seed",
-        about: "the project's seed rules over the last 24h, with hysteresis, cooldown, step limit and OOM floor",
-        make: || Box::new(Seed::new(crate::rules::Rules::default())),
-    },
-    Spec {
-        name: "krr-simple",
-        about: "KRR simple: request = limit = 1.15 x 14-day peak",
-        make: || Box::new(KrrSimple::default()),
-    },
-    Spec {
-        name: "vpa",
-        about: "VPA recommender: 1.15 x p90 of a daily-peak histogram (24h half-life, 5% buckets)",
-        make: || Box::new(Vpa::default()),
-    },
-    Spec {
-        name: "autopilot-window",
-        about: "Autopilot moving window: p98 of decaying 5m peaks (48h half-life) + 10%, max over the last hour",
-        make: || Box::new(AutopilotWindow::default()),
-    },
+    Spec::new(
+        "adaptive",
+        "request: decaying p95 of 5m peaks; limit: 30-day peak (then decaying) with a per-series, overrun-widened margin",
+        || Box::new(Adaptive::default()),
+    ),
+    Spec::new(
+        "seed",
+        "the project's seed rules over the last 24h, with hysteresis, cooldown, step limit and OOM floor",
+        || Box::new(Seed::new(crate::rules::Rules::default())),
+    ),
+    Spec::new(
+        "krr-simple",
+        "KRR simple: request = limit = 1.15 x 14-day peak, at least 100 MiB",
+        || Box::new(KrrSimple::default()),
+    ),
+    Spec::new(
+        "vpa",
+        "VPA recommender: 1.15 x p90 of a daily-peak histogram (24h half-life, 5% buckets)",
+        || Box::new(Vpa::default()),
+    ),
+    Spec::new(
+        "autopilot-window",
+        "Autopilot moving window: p98 of decaying 5m peaks (48h half-life) + 10%, max over the last hour",
+        || Box::new(AutopilotWindow::default()),
+    ),
 ];
 
 /// The names of every built-in strategy, the default first.
