@@ -14,6 +14,7 @@ pub mod facts;
 pub mod leader;
 pub mod mirror;
 pub mod policies;
+pub mod selfcert;
 mod watchers;
 pub mod writer;
 
