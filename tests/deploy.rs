@@ -463,6 +463,7 @@ const KUSTOMIZATIONS: &[&str] = &[
     "base",
     "priority-classes",
     "overlays/cert-manager",
+    "overlays/self-managed",
     "monitoring",
 ];
 

@@ -21,13 +21,16 @@ mod cluster;
 #[path = "support/node.rs"]
 mod node;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cluster::{in_ci, repo_root, ControlPlane};
 use node::{build_image, http_get, Node, ScrapingProm};
-use rightsizer::quantity::{Resource, MI};
-use rightsizer::recommendation::{ContainerKey, Snapshot, WorkloadKey, WorkloadKind};
+use rightsizer::quantity::Resource;
+use rightsizer::recommendation::{
+    ContainerKey, ResourceRecommendation, Snapshot, WorkloadKey, WorkloadKind,
+};
 use rightsizer::rules::{Observed, Rules};
 use serde_json::Value;
 
@@ -160,6 +163,24 @@ fn rightsizer_on_a_real_node() {
         "the apiserver calls the webhook Pods through the Service",
         || the_apiserver_calls_the_webhook_through_its_service(&env),
     );
+    match closed_loop_needs() {
+        Some(why) => eprintln!("SKIPPED the closed loop on real containers: {why}"),
+        None => {
+            stages.run("enforcement on, workloads started", || start_loop(&env));
+            let rec = stages.run("1. recommendation from the real working set", || {
+                recommendation_follows_the_real_working_set(&env)
+            });
+            stages.run("2. committed, rollout restart stores it", || {
+                enforce_mode_commits_and_a_rollout_applies_it(&env, &rec)
+            });
+            stages.run("3. OOM kill seen, limit raised, next Pod runs", || {
+                an_oom_kill_raises_the_limit(&env)
+            });
+            stages.run("4. webhook Pods deleted during a rollout", || {
+                webhook_pods_deleted_during_a_rollout(&env, &rec)
+            });
+        }
+    }
     let teardown = env.node.stop();
     eprintln!("node teardown: {:.1} s", teardown.as_secs_f64());
     eprintln!("{}", env.node.log_text());
@@ -373,15 +394,366 @@ spec:
     assert!(reviews_counted(env) > before, "no review counted");
 }
 
-#[allow(dead_code)]
-fn unused(
-    _: Resource,
-    _: Snapshot,
-    _: ContainerKey,
-    _: WorkloadKey,
-    _: WorkloadKind,
-    _: Observed,
-    _: Rules,
-) {
-    let _ = (MI, POLICY, holder("x", "1Mi", 1, 1), NS);
+// ------------------------------------------------------------------- closed loop
+
+/// The closed loop needs the analyzer to take owners, requests/limits and OOM kills from
+/// the Kubernetes API (there is no kube-state-metrics here): `serve --kube-state-metrics`.
+fn closed_loop_needs() -> Option<String> {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+        .args(["serve", "--help"])
+        .output()
+        .ok()?;
+    if String::from_utf8_lossy(&help.stdout).contains("--kube-state-metrics") {
+        None
+    } else {
+        Some(
+            "this build's analyzer reads owners and OOM kills only from kube-state-metrics, \
+             which does not run here (`serve --kube-state-metrics` is not in this build)"
+                .into(),
+        )
+    }
+}
+
+fn key(workload: &str) -> ContainerKey {
+    ContainerKey::new(
+        WorkloadKey {
+            namespace: NS.into(),
+            kind: WorkloadKind::Deployment,
+            name: workload.into(),
+        },
+        "app",
+    )
+}
+
+/// The memory entry for `workload`'s container `app` in `/recommendations`, once `done`.
+fn memory_rec(
+    env: &Env,
+    workload: &str,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&ResourceRecommendation) -> bool,
+) -> ResourceRecommendation {
+    let k = key(workload);
+    wait_for(secs, what, || {
+        let body = webhook_admin(env, "/recommendations").ok()?;
+        let snap: Snapshot = serde_json::from_str(&body).ok()?;
+        let m = snap.recommendations.get(&k)?.memory.clone()?;
+        done(&m).then_some(m)
+    })
+}
+
+fn memory_of(pod: &Value, side: &str) -> Option<u64> {
+    let q = pod["spec"]["containers"][0]["resources"][side]["memory"].as_str()?;
+    Resource::Memory.parse(q).ok()
+}
+
+/// Pods of `app=<name>` in the loop namespace, newest first.
+fn pods_of(env: &Env, name: &str) -> Vec<Value> {
+    let v = kubectl_json(
+        env,
+        &[
+            "-n",
+            NS,
+            "get",
+            "pods",
+            "-l",
+            &format!("app={name}"),
+            "--sort-by=.metadata.creationTimestamp",
+        ],
+    );
+    let mut items = v["items"].as_array().cloned().unwrap_or_default();
+    items.reverse();
+    items
+}
+
+fn rollout_restart(env: &Env, name: &str) {
+    env.plane.kubectl_ok(
+        &[
+            "-n",
+            NS,
+            "rollout",
+            "restart",
+            &format!("deployment/{name}"),
+        ],
+        None,
+    );
+    env.plane.kubectl_ok(
+        &[
+            "-n",
+            NS,
+            "rollout",
+            "status",
+            &format!("deployment/{name}"),
+            "--timeout=120s",
+        ],
+        None,
+    );
+}
+
+const MIB: u64 = 1024 * 1024;
+
+fn start_loop(env: &Env) {
+    let sys = "rightsizer-system";
+    env.plane.kubectl_ok(&["apply", "-f", "-"], Some(POLICY));
+    // README: enforce mode needs the webhook's permission; shorter cycles for the test.
+    env.plane.kubectl_ok(
+        &[
+            "-n",
+            sys,
+            "set",
+            "env",
+            "deployment/rightsizer",
+            "RIGHTSIZER_ENFORCEMENT=true",
+            "RIGHTSIZER_ANALYZER_INTERVAL=15s",
+        ],
+        None,
+    );
+    env.plane.kubectl_ok(
+        &[
+            "-n",
+            sys,
+            "rollout",
+            "status",
+            "deployment/rightsizer",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    env.plane.kubectl_ok(&["create", "namespace", NS], None);
+    env.plane.kubectl_ok(
+        &["label", "namespace", NS, "rightsizer.io/enabled=true"],
+        None,
+    );
+    // 40 MiB steady with a 60 MiB peak, asking 512Mi; and one that needs 40 MiB under a
+    // 32Mi limit (OOM-killed by the kernel at once, again after each restart).
+    let yaml = format!(
+        "{}---\n{}",
+        holder("holder", "512Mi", 40 * MIB, 20 * MIB),
+        holder("oomer", "32Mi", 40 * MIB, MIB)
+    );
+    env.plane.kubectl_ok(&["apply", "-f", "-"], Some(&yaml));
+}
+
+/// Lowest and highest memory the `app` container of `workload` showed (working set and
+/// RSS, the two signals the analyzer reads), as Prometheus scraped them from cAdvisor.
+fn real_memory_range(env: &Env, workload: &str) -> (f64, f64) {
+    let sel = format!(r#"{{namespace="{NS}",pod=~"{workload}-.*",container="app"}}"#);
+    let one = |q: String| -> f64 {
+        let r = env.prom.query(&q).expect("query");
+        r[0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let lo = one(format!(
+        "min(min_over_time(container_memory_working_set_bytes{sel}[30m]))"
+    ));
+    let hi = one(format!(
+        "max(max_over_time(container_memory_working_set_bytes{sel}[30m]) or max_over_time(container_memory_rss{sel}[30m]))"
+    ));
+    (lo, hi)
+}
+
+fn recommendation_follows_the_real_working_set(env: &Env) -> ResourceRecommendation {
+    let rec = memory_rec(
+        env,
+        "holder",
+        240,
+        "a memory recommendation for loop/holder",
+        |m| m.recommended.is_some_and(|s| s.request.is_some()),
+    );
+    let (lo, hi) = real_memory_range(env, "holder");
+    let obs = rec
+        .observed
+        .expect("observed usage with the recommendation");
+    eprintln!(
+        "real working set {:.1}..{:.1} MiB; analyzer observed avg {:.1} p95 {:.1} max {:.1} MiB \
+         ({} samples, {} s); recommended {:?}",
+        lo / MIB as f64,
+        hi / MIB as f64,
+        obs.avg / MIB as f64,
+        obs.p95 / MIB as f64,
+        obs.max / MIB as f64,
+        obs.samples,
+        obs.history_seconds,
+        rec.recommended
+    );
+    // The program holds 40 MiB and peaks at 60 MiB (plus the runtime's own pages).
+    assert!(
+        lo >= 40.0 * MIB as f64 && hi < 72.0 * MIB as f64,
+        "{lo}..{hi}"
+    );
+    assert!(
+        obs.max <= hi && obs.avg >= lo && obs.p95 <= obs.max,
+        "{obs:?} vs {lo}..{hi}"
+    );
+    // The rules are monotone in usage: the recommendation lies between what they give for
+    // the lowest and the highest usage seen.
+    let rules = Rules::default().memory;
+    let flat = |v: f64| Observed {
+        avg: v,
+        p95: v,
+        max: v,
+        samples: 0,
+        history_seconds: 0,
+    };
+    let (low, high) = (rules.recommend(&flat(lo)), rules.recommend(&flat(hi)));
+    let got = rec.recommended.unwrap();
+    for (side, g, l, h) in [
+        ("request", got.request, low.request, high.request),
+        ("limit", got.limit, low.limit, high.limit),
+    ] {
+        let (g, l, h) = (g.unwrap(), l.unwrap(), h.unwrap());
+        assert!(l <= g && g <= h, "{side} {g} outside [{l}, {h}]");
+    }
+    rec
+}
+
+fn enforce_mode_commits_and_a_rollout_applies_it(env: &Env, rec: &ResourceRecommendation) {
+    let committed = memory_rec(
+        env,
+        "holder",
+        90,
+        "a committed memory value for loop/holder",
+        |m| m.committed.is_some(),
+    )
+    .committed
+    .unwrap();
+    // maxStepRatio 0.9: one step from 512Mi reaches the recommendation.
+    assert_eq!(
+        Some(committed.sizes),
+        rec.recommended,
+        "{}",
+        committed.reason
+    );
+    rollout_restart(env, "holder");
+    let pod = pods_of(env, "holder")
+        .into_iter()
+        .next()
+        .expect("a new holder Pod");
+    // What the apiserver stored for the new Pod equals the committed values.
+    assert_eq!(
+        memory_of(&pod, "requests"),
+        committed.sizes.request,
+        "{pod}"
+    );
+    assert_eq!(memory_of(&pod, "limits"), committed.sizes.limit, "{pod}");
+    let sized: BTreeMap<String, Value> = serde_json::from_str(
+        pod["metadata"]["annotations"]["rightsizer.io/sized"]
+            .as_str()
+            .expect("sized annotation"),
+    )
+    .unwrap();
+    let mem = &sized["app"]["memory"];
+    assert_eq!(mem["request"]["source"], "enforced", "{mem}");
+    assert_eq!(
+        Resource::Memory
+            .parse(mem["request"]["value"].as_str().unwrap())
+            .ok(),
+        committed.sizes.request
+    );
+}
+
+fn an_oom_kill_raises_the_limit(env: &Env) {
+    // The kernel killed it: the stored status says so.
+    let killed = wait_for(60, "the oomer container OOM-killed", || {
+        pods_of(env, "oomer").into_iter().find(|p| {
+            let st = &p["status"]["containerStatuses"][0];
+            st["lastState"]["terminated"]["reason"] == "OOMKilled"
+                || st["state"]["terminated"]["reason"] == "OOMKilled"
+        })
+    });
+    assert_eq!(memory_of(&killed, "limits"), Some(32 * MIB));
+    // The analyzer saw it: memory at least max(limit x 1.2, limit + 100Mi) (the OOM rule).
+    let oom = Rules::default().oom;
+    let floor = ((32 * MIB) as f64 * oom.factor).max((32 * MIB + oom.add.0) as f64) as u64;
+    let rec = memory_rec(
+        env,
+        "oomer",
+        120,
+        "a committed OOM floor for loop/oomer",
+        |m| {
+            m.committed
+                .as_ref()
+                .is_some_and(|c| c.sizes.limit.unwrap_or(0) >= floor)
+        },
+    );
+    assert!(rec.oom_floor.is_some_and(|f| f >= floor), "{rec:?}");
+    rollout_restart(env, "oomer");
+    let pod = pods_of(env, "oomer").into_iter().next().unwrap();
+    let limit = memory_of(&pod, "limits").unwrap();
+    assert!(
+        limit >= floor,
+        "new Pod limit {limit} below the OOM floor {floor}"
+    );
+    // The next Pod runs without being killed.
+    std::thread::sleep(Duration::from_secs(10));
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    let now = kubectl_json(env, &["-n", NS, "get", "pod", name]);
+    let st = &now["status"]["containerStatuses"][0];
+    assert_eq!(st["restartCount"], 0, "{st}");
+    assert!(st["state"]["running"].is_object(), "{st}");
+}
+
+fn webhook_pods_deleted_during_a_rollout(env: &Env, rec: &ResourceRecommendation) {
+    let sys = "rightsizer-system";
+    let before = memory_rec(env, "holder", 30, "holder committed", |m| {
+        m.committed.is_some()
+    })
+    .committed
+    .unwrap();
+    env.plane
+        .kubectl_ok(&["-n", NS, "rollout", "restart", "deployment/holder"], None);
+    env.plane.kubectl_ok(
+        &[
+            "-n",
+            sys,
+            "delete",
+            "pod",
+            "-l",
+            "app.kubernetes.io/name=rightsizer",
+            "--wait=false",
+        ],
+        None,
+    );
+    // Fail-open: the rollout completes whether or not a webhook answered.
+    env.plane.kubectl_ok(
+        &[
+            "-n",
+            NS,
+            "rollout",
+            "status",
+            "deployment/holder",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    env.plane.kubectl_ok(
+        &[
+            "-n",
+            sys,
+            "rollout",
+            "status",
+            "deployment/rightsizer",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    // The new webhook Pods serve the same committed values ...
+    let after = memory_rec(
+        env,
+        "holder",
+        60,
+        "holder committed after the restart",
+        |m| m.committed.is_some(),
+    )
+    .committed
+    .unwrap();
+    assert_eq!(after.sizes, before.sizes);
+    assert_eq!(Some(after.sizes), rec.recommended);
+    // ... and apply them to the next Pods.
+    rollout_restart(env, "holder");
+    let pod = pods_of(env, "holder").into_iter().next().unwrap();
+    assert_eq!(memory_of(&pod, "requests"), after.sizes.request, "{pod}");
+    assert_eq!(memory_of(&pod, "limits"), after.sizes.limit, "{pod}");
 }
