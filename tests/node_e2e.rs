@@ -38,8 +38,10 @@ use serde_json::Value;
 const IMAGE: &str = "rightsizer:e2e";
 const NS: &str = "loop";
 
-/// The test's policy: enforce in `loop`, evidence in minutes instead of hours, one step
-/// all the way (so one commit reaches the recommendation), no cooldown.
+/// The test's policy: enforce in `loop`, evidence in minutes instead of hours (6 cAdvisor
+/// samples, about 1.5 min; history is 0 because the analyzer measures it in slices of
+/// 1/96 of its 24 h window, 15 min), one step all the way (so one commit reaches the
+/// recommendation), no cooldown.
 const POLICY: &str = r#"apiVersion: v1
 kind: ConfigMap
 metadata:
@@ -55,7 +57,7 @@ data:
     mode: enforce
     target: pods
     rules:
-      evidence: {minSamples: 4, minHistorySeconds: 60}
+      evidence: {minSamples: 6, minHistorySeconds: 0}
       safeguards: {maxStepRatio: 0.9, cooldownSeconds: 0}
 "#;
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::cluster::{k8s_cache_dir, repo_root, ControlPlane};
+use super::cluster::{k8s_cache_dir, repo_root, ControlPlane, Group};
 
 fn found(tool: &str) -> bool {
     Command::new("sh")
@@ -180,7 +180,7 @@ pub fn build_image(reference: &str, dir: &Path) -> Result<PathBuf, String> {
 /// A real Prometheus scraping the kubelet's `/metrics/cadvisor` every `interval`,
 /// listening on the node's address so Pods reach it too. Stopped on drop.
 pub struct ScrapingProm {
-    child: Child,
+    group: Group,
     pub url: String,
     dir: tempfile::TempDir,
 }
@@ -200,7 +200,10 @@ impl ScrapingProm {
         let addr = format!("{}:{port}", node.ip);
         let log =
             std::fs::File::create(dir.path().join("prometheus.log")).map_err(|e| e.to_string())?;
-        let mut child = Command::new("prometheus")
+        // Through tether.sh: gone with the test binary even when it exits without drops.
+        let mut cmd = Command::new(repo_root().join("tests/cluster/tether.sh"));
+        cmd.arg(std::process::id().to_string())
+            .arg("prometheus")
             .arg(format!(
                 "--config.file={}",
                 dir.path().join("prometheus.yml").display()
@@ -212,9 +215,9 @@ impl ScrapingProm {
             .arg(format!("--web.listen-address={addr}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("starting prometheus: {e}"))?;
+            .stderr(log);
+        let mut group =
+            Group::spawn("prometheus", cmd).map_err(|e| format!("starting prometheus: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(body) = http_get(&addr, "/-/ready") {
@@ -222,8 +225,8 @@ impl ScrapingProm {
                     break;
                 }
             }
-            if !matches!(child.try_wait(), Ok(None)) || Instant::now() > deadline {
-                let _ = child.kill();
+            if group.exited() || Instant::now() > deadline {
+                group.stop();
                 let text =
                     std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
                 return Err(format!("prometheus did not start:\n{text}"));
@@ -231,7 +234,7 @@ impl ScrapingProm {
             std::thread::sleep(Duration::from_millis(200));
         }
         Ok(ScrapingProm {
-            child,
+            group,
             url: format!("http://{addr}"),
             dir,
         })
@@ -243,13 +246,6 @@ impl ScrapingProm {
         let body = http_get(addr, &format!("/api/v1/query?query={}", urlencode(promql)))?;
         let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
         Ok(v["data"]["result"].clone())
-    }
-}
-
-impl Drop for ScrapingProm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
