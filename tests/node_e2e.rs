@@ -38,7 +38,8 @@ use serde_json::Value;
 const IMAGE: &str = "rightsizer:e2e";
 const NS: &str = "loop";
 
-/// The test's policy: enforce in `loop`, evidence in minutes instead of hours (6 cAdvisor
+/// The test's policy: enforce in `loop` with the seed rules (the default `adaptive`
+/// strategy needs hours of 5-minute intervals), evidence in minutes instead of hours (6 cAdvisor
 /// samples, about 1.5 min; history is 0 because the analyzer measures it in slices of
 /// 1/96 of its 24 h window, 15 min), one step all the way (so one commit reaches the
 /// recommendation), no cooldown.
@@ -56,6 +57,7 @@ data:
       namespaces: ["loop"]
     mode: enforce
     target: pods
+    recommender: seed
     rules:
       evidence: {minSamples: 6, minHistorySeconds: 0}
       safeguards: {maxStepRatio: 0.9, cooldownSeconds: 0}
