@@ -582,9 +582,10 @@ fn recommendation_follows_the_real_working_set(env: &Env) -> ResourceRecommendat
         obs.history_seconds,
         rec.recommended
     );
-    // The program holds 40 MiB and peaks at 60 MiB (plus the runtime's own pages).
+    // The program peaks at 60 MiB (plus the runtime's own pages); the lowest sample can be
+    // from before it allocated its steady 40 MiB.
     assert!(
-        lo >= 40.0 * MIB as f64 && hi < 72.0 * MIB as f64,
+        hi >= 60.0 * MIB as f64 && hi < 72.0 * MIB as f64 && obs.avg >= 36.0 * MIB as f64,
         "{lo}..{hi}"
     );
     assert!(
