@@ -323,8 +323,8 @@ fn webhook_admin(env: &Env, path: &str) -> Result<String, String> {
     http_get(&format!("{ip}:9090"), path)
 }
 
-/// Admission reviews counted by all webhook Pods (each admin port, by Pod IP).
-fn reviews_counted(env: &Env) -> f64 {
+/// The running webhook Pods' IPs.
+fn webhook_pod_ips(env: &Env) -> Vec<String> {
     let pods = kubectl_json(
         env,
         &[
@@ -334,13 +334,22 @@ fn reviews_counted(env: &Env) -> f64 {
             "pods",
             "-l",
             "app.kubernetes.io/name=rightsizer",
+            "--field-selector=status.phase=Running",
         ],
     );
     pods["items"]
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|p| p["status"]["podIP"].as_str())
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Admission reviews counted by all webhook Pods (each admin port, by Pod IP).
+fn reviews_counted(env: &Env) -> f64 {
+    webhook_pod_ips(env)
+        .iter()
         .filter_map(|ip| http_get(&format!("{ip}:9090"), "/metrics").ok())
         .map(|t| cluster::counter_sum(&t, "rightsizer_admission_reviews_total", &[]))
         .sum()
@@ -444,6 +453,29 @@ fn memory_rec(
         let m = snap.recommendations.get(&k)?.memory.clone()?;
         done(&m).then_some(m)
     })
+}
+
+/// The committed memory of `workload`'s `app` as one replica (by Pod IP) serves it.
+fn committed_on(ip: &str, workload: &str) -> Option<rightsizer::rules::Sizes> {
+    let body = http_get(&format!("{ip}:9090"), "/recommendations").ok()?;
+    let snap: Snapshot = serde_json::from_str(&body).ok()?;
+    let m = snap.recommendations.get(&key(workload))?.memory.clone()?;
+    m.committed.map(|c| c.sizes)
+}
+
+/// Every replica answers admission: wait until both serve `sizes` as committed.
+fn every_replica_serves(env: &Env, workload: &str, sizes: rightsizer::rules::Sizes) {
+    wait_for(
+        90,
+        "every webhook replica serves the committed value",
+        || {
+            let all: Vec<_> = webhook_pod_ips(env)
+                .iter()
+                .map(|ip| committed_on(ip, workload))
+                .collect();
+            (all.len() == 2 && all.iter().all(|c| *c == Some(sizes))).then_some(())
+        },
+    );
 }
 
 fn memory_of(pod: &Value, side: &str) -> Option<u64> {
@@ -631,6 +663,18 @@ fn enforce_mode_commits_and_a_rollout_applies_it(env: &Env, rec: &ResourceRecomm
         "{}",
         committed.reason
     );
+    // Every replica answers admission: wait until each one serves the commit.
+    wait_for(
+        60,
+        "every webhook replica serves the committed value",
+        || {
+            let all = webhook_pod_ips(env)
+                .iter()
+                .map(|ip| committed_on(ip, "holder"))
+                .collect::<Vec<_>>();
+            (all.len() == 2 && all.iter().all(|c| *c == Some(committed.sizes))).then_some(())
+        },
+    );
     rollout_restart(env, "holder");
     let pod = pods_of(env, "holder")
         .into_iter()
@@ -745,20 +789,11 @@ fn webhook_pods_deleted_during_a_rollout(env: &Env, rec: &ResourceRecommendation
         None,
     );
     // The new webhook Pods serve the same committed values ...
-    let after = memory_rec(
-        env,
-        "holder",
-        60,
-        "holder committed after the restart",
-        |m| m.committed.is_some(),
-    )
-    .committed
-    .unwrap();
-    assert_eq!(after.sizes, before.sizes);
-    assert_eq!(Some(after.sizes), rec.recommended);
+    every_replica_serves(env, "holder", before.sizes);
+    assert_eq!(Some(before.sizes), rec.recommended);
     // ... and apply them to the next Pods.
     rollout_restart(env, "holder");
     let pod = pods_of(env, "holder").into_iter().next().unwrap();
-    assert_eq!(memory_of(&pod, "requests"), after.sizes.request, "{pod}");
-    assert_eq!(memory_of(&pod, "limits"), after.sizes.limit, "{pod}");
+    assert_eq!(memory_of(&pod, "requests"), before.sizes.request, "{pod}");
+    assert_eq!(memory_of(&pod, "limits"), before.sizes.limit, "{pod}");
 }
