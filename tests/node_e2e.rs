@@ -60,7 +60,7 @@ data:
     recommender: seed
     rules:
       evidence: {minSamples: 6, minHistorySeconds: 0}
-      safeguards: {maxStepRatio: 0.9, cooldownSeconds: 0}
+      safeguards: {maxStepRatio: 4, cooldownSeconds: 0}
 "#;
 
 /// 40 MiB held steadily by busybox awk, with a 20 MiB spike for 10 s of every 30 s
@@ -69,6 +69,21 @@ fn holder(name: &str, memory: &str, base_bytes: u64, spike_bytes: u64) -> String
     let prog = format!(
         "BEGIN {{ base = sprintf(\\\"%{base_bytes}s\\\", \\\"\\\"); for (;;) {{ spike = sprintf(\\\"%{spike_bytes}s\\\", \\\"\\\"); system(\\\"sleep 10\\\"); spike = \\\"\\\"; system(\\\"sleep 20\\\") }} }}"
     );
+    deployment(name, memory, &prog)
+}
+
+/// 20 MiB for 25 s (long enough for cAdvisor to report the container), then 40 MiB more,
+/// held: what a container that outgrows its limit does.
+fn grower(name: &str, memory: &str) -> String {
+    let prog = format!(
+        "BEGIN {{ base = sprintf(\\\"%{}s\\\", \\\"\\\"); system(\\\"sleep 25\\\"); more = sprintf(\\\"%{}s\\\", \\\"\\\"); for (;;) system(\\\"sleep 3600\\\") }}",
+        20 * MIB,
+        40 * MIB
+    );
+    deployment(name, memory, &prog)
+}
+
+fn deployment(name: &str, memory: &str, prog: &str) -> String {
     format!(
         r#"apiVersion: apps/v1
 kind: Deployment
@@ -560,12 +575,12 @@ fn start_loop(env: &Env) {
         &["label", "namespace", NS, "rightsizer.io/enabled=true"],
         None,
     );
-    // 40 MiB steady with a 60 MiB peak, asking 512Mi; and one that needs 40 MiB under a
-    // 32Mi limit (OOM-killed by the kernel at once, again after each restart).
+    // 40 MiB steady with a 60 MiB peak, asking 512Mi; and one that grows to 60 MiB under a
+    // 32Mi limit (OOM-killed by the kernel after 25 s, again after each restart).
     let yaml = format!(
         "{}---\n{}",
         holder("holder", "512Mi", 40 * MIB, 20 * MIB),
-        holder("oomer", "32Mi", 40 * MIB, MIB)
+        grower("oomer", "32Mi")
     );
     env.plane.kubectl_ok(&["apply", "-f", "-"], Some(&yaml));
 }
@@ -656,7 +671,7 @@ fn enforce_mode_commits_and_a_rollout_applies_it(env: &Env, rec: &ResourceRecomm
     )
     .committed
     .unwrap();
-    // maxStepRatio 0.9: one step from 512Mi reaches the recommendation.
+    // maxStepRatio 4: one step from 512Mi reaches the recommendation.
     assert_eq!(
         Some(committed.sizes),
         rec.recommended,
@@ -735,8 +750,8 @@ fn an_oom_kill_raises_the_limit(env: &Env) {
         limit >= floor,
         "new Pod limit {limit} below the OOM floor {floor}"
     );
-    // The next Pod runs without being killed.
-    std::thread::sleep(Duration::from_secs(10));
+    // The next Pod grows past the old limit (at 25 s) and runs on without being killed.
+    std::thread::sleep(Duration::from_secs(35));
     let name = pod["metadata"]["name"].as_str().unwrap();
     let now = kubectl_json(env, &["-n", NS, "get", "pod", name]);
     let st = &now["status"]["containerStatuses"][0];
