@@ -465,6 +465,7 @@ const KUSTOMIZATIONS: &[&str] = &[
     "base",
     "priority-classes",
     "overlays/cert-manager",
+    "overlays/self-managed",
     "monitoring",
 ];
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and kube-controller-manager v1.20.2 once, offline, from Debian's
-# `kubernetes` source package, into a cache directory outside the repository.
+# Builds kube-apiserver, kube-controller-manager, and for the test node (tests/cluster/node.sh)
+# kubelet, kube-scheduler and kube-proxy, v1.20.2, once, offline, from Debian's `kubernetes`
+# source package, into a cache directory outside the repository. Targets already in the
+# cache are not rebuilt, so adding one builds only that one.
 #
 # Usage: tests/cluster/build.sh            (prints the bin directory on stdout)
 # Env:   RIGHTSIZER_K8S_CACHE   cache dir (default ~/.cache/rightsizer-k8s/v1.20.2)
@@ -18,7 +20,7 @@ BIN=$CACHE/bin
 STAMP=$CACHE/.built
 JOBS=${RIGHTSIZER_K8S_JOBS:-2}
 LOG=$CACHE/build.log
-TARGETS=(kube-apiserver kube-controller-manager)
+TARGETS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
 log() { echo "cluster/build: $*" >&2; }
 
@@ -150,6 +152,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 
 for t in "${TARGETS[@]}"; do
+  [ -x "$BIN/$t" ] && continue
   log "building $t (a few minutes when cold; log: $LOG)"
   start=$(date +%s)
   go build -p "$JOBS" -trimpath -ldflags "$ldflags" -o "$BIN/$t.tmp" "./cmd/$t" >>"$LOG" 2>&1 || fail "go build $t"

@@ -12,6 +12,9 @@
 # Env: RIGHTSIZER_K8S_BIN   directory holding the binaries (default: what build.sh prints)
 #      RIGHTSIZER_CLUSTER_TIMEOUT  seconds to wait for readiness (default 90)
 #      RIGHTSIZER_CLUSTER_PARENT_PID  stop when this process exits
+#      RIGHTSIZER_CLUSTER_NODE=1  ready the plane for a node (tests/cluster/node.sh): the
+#        apiserver also listens on the machine's address and advertises it (pods reach it
+#        through the `kubernetes` Service), and reaches kubelets by InternalIP.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -82,6 +85,17 @@ ETCD_PEER_PORT=$(free_port)
 taken+="$ETCD_PEER_PORT "
 API_PORT=$(free_port)
 
+# With a node, pods reach the apiserver through the `kubernetes` Service, whose endpoint
+# is the advertised address: it must be one a pod can route to (not loopback).
+api_net=(--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --endpoint-reconciler-type none)
+if [ "${RIGHTSIZER_CLUSTER_NODE:-0}" = 1 ]; then
+  NODE_IP=$(ip -4 -o addr show scope global | awk '{split($4, a, "/"); print a[1]; exit}')
+  [ -n "$NODE_IP" ] || { log "no global IPv4 address for a node"; exit 1; }
+  echo "$NODE_IP" >"$DIR/node-ip"
+  api_net=(--bind-address 0.0.0.0 --advertise-address "$NODE_IP" --endpoint-reconciler-type lease
+    --kubelet-preferred-address-types InternalIP,Hostname)
+fi
+
 die_with_log() {
   log "$1"
   if [ -f "$2" ]; then
@@ -101,7 +115,7 @@ mkdir -p "$pki"
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
   openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver"
-  printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes.default.svc" \
+  printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes.default.svc${NODE_IP:+,IP:$NODE_IP}" \
     "extendedKeyUsage=serverAuth" "keyUsage=critical,digitalSignature,keyEncipherment" >apiserver.ext
   openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3 \
     -extfile apiserver.ext -out apiserver.crt
@@ -148,14 +162,13 @@ pids+=($!)
 # --- kube-apiserver -----------------------------------------------------------------------
 "$BIN/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" --insecure-port 0 \
+  "${api_net[@]}" --secure-port "$API_PORT" --insecure-port 0 \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" \
   --authorization-mode RBAC \
   --service-account-issuer https://kubernetes.default.svc \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-cluster-ip-range 10.0.0.0/24 \
-  --endpoint-reconciler-type none \
   --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,Priority,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota \
   --profiling=false --v 1 >"$DIR/apiserver.log" 2>&1 &
 pids+=($!)

@@ -140,16 +140,21 @@ impl ControlPlane {
     /// Start `tests/cluster/up.sh` and wait for its `KUBECONFIG=` line. Tries twice: the
     /// script picks free ports, and another process may take one before it is bound.
     pub fn start() -> Result<ControlPlane, String> {
-        match Self::start_once() {
+        Self::start_with_env(&[])
+    }
+
+    /// `start` with extra environment for up.sh (e.g. `RIGHTSIZER_CLUSTER_NODE=1`).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Result<ControlPlane, String> {
+        match Self::start_once(env) {
             Ok(p) => Ok(p),
             Err(first) => {
                 eprintln!("control plane failed to start, retrying once:\n{first}");
-                Self::start_once()
+                Self::start_once(env)
             }
         }
     }
 
-    fn start_once() -> Result<ControlPlane, String> {
+    fn start_once(env: &[(&str, &str)]) -> Result<ControlPlane, String> {
         let started = Instant::now();
         // up.sh's own progress lines; its components log into the cluster directory.
         let stderr_file = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
@@ -160,6 +165,7 @@ impl ControlPlane {
                 "RIGHTSIZER_CLUSTER_PARENT_PID",
                 std::process::id().to_string(),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);

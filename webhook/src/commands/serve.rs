@@ -33,14 +33,19 @@ pub struct Args {
     #[arg(long, default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
     /// PEM certificate chain (reloaded when the file changes).
-    #[arg(long, requires = "tls_key", conflicts_with = "self_signed")]
+    #[arg(long, requires = "tls_key", conflicts_with_all = ["self_signed", "certificate_secret"])]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (reloaded when the file changes).
     #[arg(long, requires = "tls_cert", conflicts_with = "self_signed")]
     pub tls_key: Option<PathBuf>,
     /// Generate an in-memory CA and a localhost certificate (local runs only).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "certificate_secret")]
     pub self_signed: bool,
+    /// Manage the serving certificate in this Secret of the own namespace: create it
+    /// when absent, renew it before expiry, and set the caBundle of the
+    /// MutatingWebhookConfiguration `rightsizer` (no cert-manager, no pre-step).
+    #[arg(long, value_name = "SECRET")]
+    pub certificate_secret: Option<String>,
     /// Where `--self-signed` writes the CA bundle [default: <temp dir>/rightsizer-ca.pem].
     #[arg(long, requires = "self_signed")]
     pub ca_out: Option<PathBuf>,
@@ -54,7 +59,7 @@ pub struct Args {
     #[command(flatten)]
     pub prom: Box<crate::commands::recommend::PromArgs>,
     /// Time between analyzer cycles.
-    #[arg(long, default_value = "5m", value_parser = crate::commands::recommend::parse_duration)]
+    #[arg(long, env = "RIGHTSIZER_ANALYZER_INTERVAL", default_value = "5m", value_parser = crate::commands::recommend::parse_duration)]
     pub analyzer_interval: u64,
     /// Where the analyzer keeps committed values across restarts when not in a cluster
     /// (in a cluster they live in the Rightsizing objects).
@@ -328,7 +333,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let admission_tasks = std::mem::take(&mut admission.tasks);
 
     // Keep the watch alive for the life of the server.
-    let (cert, _watch) = serving_cert(&args, &metrics)?;
+    let (cert, _watch) = match &args.certificate_secret {
+        Some(secret) => (managed_cert(&args, secret).await?, None),
+        None => serving_cert(&args, &metrics)?,
+    };
     let tls_config = tls::server_config(cert)?;
 
     let state = AppState {
@@ -396,6 +404,45 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--certificate-secret`: the pair from (or written to) the Secret, re-checked twice a
+/// day so a renewal by any replica is picked up without a restart.
+async fn managed_cert(args: &Args, secret: &str) -> anyhow::Result<Arc<tls::SwappableCert>> {
+    use rightsizer::kube::selfcert;
+    let client = ::kube::Client::try_default()
+        .await
+        .context("--certificate-secret needs the Kubernetes API")?;
+    let target = selfcert::Target {
+        namespace: args.own_namespace.clone(),
+        secret: secret.to_string(),
+        service: rightsizer::certs::DEFAULT_SERVICE.to_string(),
+        webhook_configuration: rightsizer::certs::WEBHOOK_CONFIGURATION.to_string(),
+    };
+    let (c, k) = selfcert::ensure(&client, &target)
+        .await
+        .context("managing the serving certificate")?;
+    let ck = tls::certified_key_from_pem(c.as_bytes(), k.as_bytes(), secret)?;
+    let cert = Arc::new(tls::SwappableCert::new(ck));
+    let swap = cert.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CERT_RECHECK);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match selfcert::ensure(&client, &target).await {
+                Ok((c, k)) => match tls::certified_key_from_pem(c.as_bytes(), k.as_bytes(), "") {
+                    Ok(ck) => swap.store(ck),
+                    Err(e) => tracing::warn!(error = %e, "managed certificate does not load"),
+                },
+                Err(e) => tracing::warn!(error = %e, "re-checking the managed certificate"),
+            }
+        }
+    });
+    Ok(cert)
+}
+
+/// How often `--certificate-secret` re-reads (and, when due, renews) the certificate.
+const CERT_RECHECK: Duration = Duration::from_secs(12 * 3600);
+
 fn serving_cert(
     args: &Args,
     metrics: &ServerMetrics,
@@ -423,7 +470,7 @@ fn serving_cert(
             )?;
             Ok((Arc::new(tls::SwappableCert::new(ck)), None))
         }
-        _ => anyhow::bail!("give --tls-cert and --tls-key, or --self-signed"),
+        _ => anyhow::bail!("give --tls-cert and --tls-key, --certificate-secret, or --self-signed"),
     }
 }
 

@@ -18,6 +18,7 @@ pub mod mirror;
 pub mod pods;
 pub mod policies;
 pub mod rightsizing;
+pub mod selfcert;
 pub mod store;
 mod watchers;
 pub mod writer;

@@ -1,0 +1,814 @@
+//! rightsizer on a real node (containerd, runc, kubelet, kube-proxy, kube-scheduler
+//! v1.20.2, tests/cluster/node.sh) next to the real control plane:
+//!
+//! 1. installed exactly as the README's Deploy section says (`kubectl apply -k
+//!    deploy/overlays/self-managed`, only the image reference and the Prometheus URL
+//!    changed): the webhook runs as Pods from the image (tests/image/build.sh, built from
+//!    the binary under test) under its own ServiceAccount and RBAC, manages its own serving
+//!    certificate, and the apiserver calls it through its Service;
+//! 2. the closed loop on real containers, with a real Prometheus scraping the kubelet's
+//!    cAdvisor endpoint: recommendation from the real working set, enforcement through a
+//!    rollout restart, an OOM kill seen by the analyzer, and the webhook Pod deleted during
+//!    a rollout.
+//!
+//! One node per machine (cgroups, the bridge and /var/log/pods are machine-wide), so the
+//! whole story is one test, in stages that print their timings. Without root, the
+//! packages or the binaries, the test says why and skips, except under `CI=true`, where
+//! that is a failure.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+#[path = "support/node.rs"]
+mod node;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cluster::{in_ci, repo_root, ControlPlane};
+use node::{build_image, http_get, Node, ScrapingProm};
+use rightsizer::quantity::Resource;
+use rightsizer::recommendation::{
+    ContainerKey, ResourceRecommendation, Snapshot, WorkloadKey, WorkloadKind,
+};
+use rightsizer::rules::{Observed, Rules};
+use serde_json::Value;
+
+/// The image reference the test installs (the only change to deploy/ besides the URL).
+const IMAGE: &str = "rightsizer:e2e";
+const NS: &str = "loop";
+
+/// The test's policy: enforce in `loop` with the seed rules (the default `adaptive`
+/// strategy needs hours of 5-minute intervals), evidence in minutes instead of hours (6 cAdvisor
+/// samples, about 1.5 min; history is 0 because the analyzer measures it in slices of
+/// 1/96 of its 24 h window, 15 min), one step all the way (so one commit reaches the
+/// recommendation), no cooldown.
+const POLICY: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: rightsizer-node-e2e
+  namespace: rightsizer-system
+  labels:
+    rightsizer.io/policy: "true"
+data:
+  policy.yaml: |
+    precedence: 20
+    selector:
+      namespaces: ["loop"]
+    mode: enforce
+    target: pods
+    recommender: seed
+    rules:
+      evidence: {minSamples: 6, minHistorySeconds: 0}
+      safeguards: {maxStepRatio: 4, cooldownSeconds: 0}
+"#;
+
+/// 40 MiB held steadily by busybox awk, with a 20 MiB spike for 10 s of every 30 s
+/// (MALLOC_MMAP_THRESHOLD_ keeps glibc returning the spike at once).
+fn holder(name: &str, memory: &str, base_bytes: u64, spike_bytes: u64) -> String {
+    let prog = format!(
+        "BEGIN {{ base = sprintf(\\\"%{base_bytes}s\\\", \\\"\\\"); for (;;) {{ spike = sprintf(\\\"%{spike_bytes}s\\\", \\\"\\\"); system(\\\"sleep 10\\\"); spike = \\\"\\\"; system(\\\"sleep 20\\\") }} }}"
+    );
+    deployment(name, memory, &prog)
+}
+
+/// 20 MiB for 25 s (long enough for cAdvisor to report the container), then 40 MiB more,
+/// held: what a container that outgrows its limit does.
+fn grower(name: &str, memory: &str) -> String {
+    let prog = format!(
+        "BEGIN {{ base = sprintf(\\\"%{}s\\\", \\\"\\\"); system(\\\"sleep 25\\\"); more = sprintf(\\\"%{}s\\\", \\\"\\\"); for (;;) system(\\\"sleep 3600\\\") }}",
+        20 * MIB,
+        40 * MIB
+    );
+    deployment(name, memory, &prog)
+}
+
+fn deployment(name: &str, memory: &str, prog: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: app
+          image: rightsizer.test/busybox:1
+          imagePullPolicy: Never
+          env: [{{name: MALLOC_MMAP_THRESHOLD_, value: "131072"}}]
+          command: ["/bin/awk", "{prog}"]
+          resources:
+            requests: {{memory: {memory}}}
+            limits: {{memory: {memory}}}
+"#
+    )
+}
+
+struct Env {
+    plane: ControlPlane,
+    node: Node,
+    prom: ScrapingProm,
+    _dir: tempfile::TempDir,
+}
+
+/// Stage timings, printed at the end (and as they go).
+struct Stages(Vec<(String, Duration)>, Instant);
+
+impl Stages {
+    fn run<T>(&mut self, name: &str, f: impl FnOnce() -> T) -> T {
+        eprintln!("--- {name}");
+        let t = Instant::now();
+        let out = f();
+        eprintln!("--- {name}: {:.1} s", t.elapsed().as_secs_f64());
+        self.0.push((name.to_string(), t.elapsed()));
+        out
+    }
+}
+
+impl Drop for Stages {
+    fn drop(&mut self) {
+        eprintln!("node e2e stages:");
+        for (n, d) in &self.0 {
+            eprintln!("  {:>6.1} s  {n}", d.as_secs_f64());
+        }
+        eprintln!("  {:>6.1} s  total", self.1.elapsed().as_secs_f64());
+    }
+}
+
+fn start_env(stages: &mut Stages) -> Option<Env> {
+    if let Some(why) = node::missing_prerequisite() {
+        if in_ci() {
+            panic!("CI=true and the node cannot run: {why}");
+        }
+        eprintln!("SKIPPED node_e2e: {why}");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = stages.run("image from the binary under test", || {
+        build_image(IMAGE, dir.path()).expect("image builds")
+    });
+    let plane = stages.run("control plane", || {
+        ControlPlane::start_with_env(&[("RIGHTSIZER_CLUSTER_NODE", "1")]).expect("control plane")
+    });
+    let node = stages.run(
+        "node Ready (containerd, kubelet, kube-proxy, scheduler)",
+        || Node::start(&plane, &[image]).expect("node starts"),
+    );
+    let prom = stages.run("Prometheus scraping cAdvisor", || {
+        ScrapingProm::start(&node, "5s").expect("prometheus starts")
+    });
+    Some(Env {
+        plane,
+        node,
+        prom,
+        _dir: dir,
+    })
+}
+
+#[test]
+fn rightsizer_on_a_real_node() {
+    let mut stages = Stages(Vec::new(), Instant::now());
+    let Some(mut env) = start_env(&mut stages) else {
+        return;
+    };
+    stages.run("install as the README says", || {
+        install_as_the_readme_says(&env)
+    });
+    stages.run(
+        "the apiserver calls the webhook Pods through the Service",
+        || the_apiserver_calls_the_webhook_through_its_service(&env),
+    );
+    match closed_loop_needs() {
+        Some(why) => eprintln!("SKIPPED the closed loop on real containers: {why}"),
+        None => {
+            stages.run("enforcement on, workloads started", || start_loop(&env));
+            let rec = stages.run("1. recommendation from the real working set", || {
+                recommendation_follows_the_real_working_set(&env)
+            });
+            stages.run("2. committed, rollout restart stores it", || {
+                enforce_mode_commits_and_a_rollout_applies_it(&env, &rec)
+            });
+            stages.run("3. OOM kill seen, limit raised, next Pod runs", || {
+                an_oom_kill_raises_the_limit(&env)
+            });
+            stages.run("4. webhook Pods deleted during a rollout", || {
+                webhook_pods_deleted_during_a_rollout(&env, &rec)
+            });
+        }
+    }
+    let teardown = env.node.stop();
+    eprintln!("node teardown: {:.1} s", teardown.as_secs_f64());
+    eprintln!("{}", env.node.log_text());
+}
+
+// ----------------------------------------------------------------------- install
+
+/// deploy/ copied, with the two changes the README asks of a user: the image (what
+/// `kustomize edit set image` writes) and RIGHTSIZER_PROMETHEUS_URL.
+fn deploy_copy(dest: &Path, prometheus_url: &str) {
+    let src = repo_root().join("deploy");
+    copy_dir(&src, &dest.join("deploy"));
+    let base = dest.join("deploy/base");
+    let (name, tag) = IMAGE.split_once(':').unwrap();
+    let k = base.join("kustomization.yaml");
+    let mut text = std::fs::read_to_string(&k).unwrap();
+    text.push_str(&format!(
+        "images:\n- name: rightsizer\n  newName: {name}\n  newTag: {tag}\n"
+    ));
+    std::fs::write(&k, text).unwrap();
+    let d = base.join("deployment.yaml");
+    let text = std::fs::read_to_string(&d).unwrap();
+    let placeholder = "http://prometheus-operated.monitoring.svc:9090";
+    assert!(
+        text.contains(placeholder),
+        "the README's Prometheus placeholder moved"
+    );
+    std::fs::write(&d, text.replace(placeholder, prometheus_url)).unwrap();
+    // Not a user step: the test cluster is v1.20, which serves PodDisruptionBudget only
+    // as policy/v1beta1 (policy/v1 is 1.21+, what the manifests are written for).
+    let p = base.join("pdb.yaml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, text.replace("policy/v1\n", "policy/v1beta1\n")).unwrap();
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), to).unwrap();
+        }
+    }
+}
+
+fn kubectl_json(env: &Env, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&env.plane.kubectl_ok(&a, None)).unwrap()
+}
+
+/// Poll `f` every second until it returns Some, or panic after `secs` with `what`.
+fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s: {what}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn install_as_the_readme_says(env: &Env) {
+    let tmp = tempfile::tempdir().unwrap();
+    deploy_copy(tmp.path(), &env.prom.url);
+    let overlay = tmp.path().join("deploy/overlays/self-managed");
+    // README, Deploy: "without cert-manager" is this one command; then the policy.
+    env.plane
+        .kubectl_ok(&["apply", "-k", overlay.to_str().unwrap()], None);
+    let policy = repo_root().join("policies/default-observe.yaml");
+    env.plane
+        .kubectl_ok(&["apply", "-f", policy.to_str().unwrap()], None);
+
+    let sys = "rightsizer-system";
+    let dep = wait_for(
+        120,
+        "the rightsizer Deployment has 2 available replicas",
+        || {
+            let d = kubectl_json(env, &["-n", sys, "get", "deployment", "rightsizer"]);
+            (d["status"]["availableReplicas"].as_u64() == Some(2)).then_some(d)
+        },
+    );
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["containers"][0]["image"],
+        IMAGE
+    );
+    // Under its own ServiceAccount, as the non-root user of the image.
+    let pods = kubectl_json(
+        env,
+        &[
+            "-n",
+            sys,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=rightsizer",
+        ],
+    );
+    for p in pods["items"].as_array().unwrap() {
+        assert_eq!(p["spec"]["serviceAccountName"], "rightsizer");
+        assert_eq!(p["spec"]["nodeName"], env.node.name.as_str());
+        assert_eq!(p["status"]["phase"], "Running");
+    }
+    // The webhook made its serving certificate and made the apiserver trust it.
+    let secret = kubectl_json(env, &["-n", sys, "get", "secret", "rightsizer-tls"]);
+    let ca = secret["data"]["ca.crt"]
+        .as_str()
+        .expect("ca.crt in the Secret");
+    let mwc = kubectl_json(env, &["get", "mutatingwebhookconfiguration", "rightsizer"]);
+    assert_eq!(mwc["webhooks"][0]["clientConfig"]["caBundle"], ca);
+    assert!(
+        secret["data"]["tls.crt"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "tls.crt in the Secret"
+    );
+}
+
+/// The admin port through the Service's ClusterIP (kube-proxy's rules on this host).
+fn webhook_admin(env: &Env, path: &str) -> Result<String, String> {
+    let svc = kubectl_json(
+        env,
+        &["-n", "rightsizer-system", "get", "service", "rightsizer"],
+    );
+    let ip = svc["spec"]["clusterIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    http_get(&format!("{ip}:9090"), path)
+}
+
+/// The running webhook Pods' IPs.
+fn webhook_pod_ips(env: &Env) -> Vec<String> {
+    let pods = kubectl_json(
+        env,
+        &[
+            "-n",
+            "rightsizer-system",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=rightsizer",
+            "--field-selector=status.phase=Running",
+        ],
+    );
+    pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Admission reviews counted by all webhook Pods (each admin port, by Pod IP).
+fn reviews_counted(env: &Env) -> f64 {
+    webhook_pod_ips(env)
+        .iter()
+        .filter_map(|ip| http_get(&format!("{ip}:9090"), "/metrics").ok())
+        .map(|t| cluster::counter_sum(&t, "rightsizer_admission_reviews_total", &[]))
+        .sum()
+}
+
+fn the_apiserver_calls_the_webhook_through_its_service(env: &Env) {
+    env.plane.kubectl_ok(&["create", "namespace", "shop"], None);
+    env.plane.kubectl_ok(
+        &["label", "namespace", "shop", "rightsizer.io/enabled=true"],
+        None,
+    );
+    let before = reviews_counted(env);
+    // A Pod without resources gets the default policy's template values: only the webhook
+    // can have put them there.
+    let pod = r#"apiVersion: v1
+kind: Pod
+metadata: {name: plain, namespace: shop}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: app
+      image: rightsizer.test/busybox:1
+      imagePullPolicy: Never
+      command: ["sleep", "3600"]
+"#;
+    // The caBundle was set a moment ago; the apiserver may still hold the old one.
+    let stored = wait_for(30, "the apiserver sized a Pod through the webhook", || {
+        env.plane.kubectl(
+            &[
+                "-n",
+                "shop",
+                "delete",
+                "pod",
+                "plain",
+                "--ignore-not-found",
+                "--wait=false",
+            ],
+            None,
+        );
+        env.plane.kubectl_ok(&["apply", "-f", "-"], Some(pod));
+        let p = kubectl_json(env, &["-n", "shop", "get", "pod", "plain"]);
+        p["metadata"]["annotations"]["rightsizer.io/sized"]
+            .is_string()
+            .then_some(p)
+    });
+    let res = &stored["spec"]["containers"][0]["resources"];
+    assert_eq!(res["requests"]["memory"], "128Mi", "{res}");
+    assert_eq!(res["limits"]["memory"], "256Mi", "{res}");
+    // And it ran on the node.
+    wait_for(60, "the sized Pod runs", || {
+        let p = kubectl_json(env, &["-n", "shop", "get", "pod", "plain"]);
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    // Counted by one of the replicas (each Pod's admin port, by Pod IP).
+    assert!(reviews_counted(env) > before, "no review counted");
+}
+
+// ------------------------------------------------------------------- closed loop
+
+/// The closed loop needs the analyzer to take owners, requests/limits and OOM kills from
+/// the Kubernetes API (there is no kube-state-metrics here): `serve --kube-state-metrics`.
+fn closed_loop_needs() -> Option<String> {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+        .args(["serve", "--help"])
+        .output()
+        .ok()?;
+    if String::from_utf8_lossy(&help.stdout).contains("--kube-state-metrics") {
+        None
+    } else {
+        Some(
+            "this build's analyzer reads owners and OOM kills only from kube-state-metrics, \
+             which does not run here (`serve --kube-state-metrics` is not in this build)"
+                .into(),
+        )
+    }
+}
+
+fn key(workload: &str) -> ContainerKey {
+    ContainerKey::new(
+        WorkloadKey {
+            namespace: NS.into(),
+            kind: WorkloadKind::Deployment,
+            name: workload.into(),
+        },
+        "app",
+    )
+}
+
+/// The memory entry for `workload`'s container `app` in `/recommendations`, once `done`.
+fn memory_rec(
+    env: &Env,
+    workload: &str,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&ResourceRecommendation) -> bool,
+) -> ResourceRecommendation {
+    let k = key(workload);
+    wait_for(secs, what, || {
+        let body = webhook_admin(env, "/recommendations").ok()?;
+        let snap: Snapshot = serde_json::from_str(&body).ok()?;
+        let m = snap.recommendations.get(&k)?.memory.clone()?;
+        done(&m).then_some(m)
+    })
+}
+
+/// The committed memory of `workload`'s `app` as one replica (by Pod IP) serves it.
+fn committed_on(ip: &str, workload: &str) -> Option<rightsizer::rules::Sizes> {
+    let body = http_get(&format!("{ip}:9090"), "/recommendations").ok()?;
+    let snap: Snapshot = serde_json::from_str(&body).ok()?;
+    let m = snap.recommendations.get(&key(workload))?.memory.clone()?;
+    m.committed.map(|c| c.sizes)
+}
+
+/// Every replica answers admission: wait until both serve `sizes` as committed.
+fn every_replica_serves(env: &Env, workload: &str, sizes: rightsizer::rules::Sizes) {
+    wait_for(
+        90,
+        "every webhook replica serves the committed value",
+        || {
+            let all: Vec<_> = webhook_pod_ips(env)
+                .iter()
+                .map(|ip| committed_on(ip, workload))
+                .collect();
+            (all.len() == 2 && all.iter().all(|c| *c == Some(sizes))).then_some(())
+        },
+    );
+}
+
+fn memory_of(pod: &Value, side: &str) -> Option<u64> {
+    let q = pod["spec"]["containers"][0]["resources"][side]["memory"].as_str()?;
+    Resource::Memory.parse(q).ok()
+}
+
+/// Pods of `app=<name>` in the loop namespace, newest first.
+fn pods_of(env: &Env, name: &str) -> Vec<Value> {
+    let v = kubectl_json(
+        env,
+        &[
+            "-n",
+            NS,
+            "get",
+            "pods",
+            "-l",
+            &format!("app={name}"),
+            "--sort-by=.metadata.creationTimestamp",
+        ],
+    );
+    let mut items = v["items"].as_array().cloned().unwrap_or_default();
+    items.reverse();
+    items
+}
+
+fn rollout_restart(env: &Env, name: &str) {
+    env.plane.kubectl_ok(
+        &[
+            "-n",
+            NS,
+            "rollout",
+            "restart",
+            &format!("deployment/{name}"),
+        ],
+        None,
+    );
+    env.plane.kubectl_ok(
+        &[
+            "-n",
+            NS,
+            "rollout",
+            "status",
+            &format!("deployment/{name}"),
+            "--timeout=120s",
+        ],
+        None,
+    );
+}
+
+const MIB: u64 = 1024 * 1024;
+
+fn start_loop(env: &Env) {
+    let sys = "rightsizer-system";
+    env.plane.kubectl_ok(&["apply", "-f", "-"], Some(POLICY));
+    // README: enforce mode needs the webhook's permission; shorter cycles for the test.
+    env.plane.kubectl_ok(
+        &[
+            "-n",
+            sys,
+            "set",
+            "env",
+            "deployment/rightsizer",
+            "RIGHTSIZER_ENFORCEMENT=true",
+            "RIGHTSIZER_ANALYZER_INTERVAL=15s",
+        ],
+        None,
+    );
+    env.plane.kubectl_ok(
+        &[
+            "-n",
+            sys,
+            "rollout",
+            "status",
+            "deployment/rightsizer",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    env.plane.kubectl_ok(&["create", "namespace", NS], None);
+    env.plane.kubectl_ok(
+        &["label", "namespace", NS, "rightsizer.io/enabled=true"],
+        None,
+    );
+    // 40 MiB steady with a 60 MiB peak, asking 512Mi; and one that grows to 60 MiB under a
+    // 32Mi limit (OOM-killed by the kernel after 25 s, again after each restart).
+    let yaml = format!(
+        "{}---\n{}",
+        holder("holder", "512Mi", 40 * MIB, 20 * MIB),
+        grower("oomer", "32Mi")
+    );
+    env.plane.kubectl_ok(&["apply", "-f", "-"], Some(&yaml));
+}
+
+/// Lowest and highest memory the `app` container of `workload` showed (working set and
+/// RSS, the two signals the analyzer reads), as Prometheus scraped them from cAdvisor.
+fn real_memory_range(env: &Env, workload: &str) -> (f64, f64) {
+    let sel = format!(r#"{{namespace="{NS}",pod=~"{workload}-.*",container="app"}}"#);
+    let one = |q: String| -> f64 {
+        let r = env.prom.query(&q).expect("query");
+        r[0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let lo = one(format!(
+        "min(min_over_time(container_memory_working_set_bytes{sel}[30m]))"
+    ));
+    let hi = one(format!(
+        "max(max_over_time(container_memory_working_set_bytes{sel}[30m]) or max_over_time(container_memory_rss{sel}[30m]))"
+    ));
+    (lo, hi)
+}
+
+fn recommendation_follows_the_real_working_set(env: &Env) -> ResourceRecommendation {
+    let rec = memory_rec(
+        env,
+        "holder",
+        240,
+        "a memory recommendation for loop/holder",
+        |m| m.recommended.is_some_and(|s| s.request.is_some()),
+    );
+    let (lo, hi) = real_memory_range(env, "holder");
+    let obs = rec
+        .observed
+        .expect("observed usage with the recommendation");
+    eprintln!(
+        "real working set {:.1}..{:.1} MiB; analyzer observed avg {:.1} p95 {:.1} max {:.1} MiB \
+         ({} samples, {} s); recommended {:?}",
+        lo / MIB as f64,
+        hi / MIB as f64,
+        obs.avg / MIB as f64,
+        obs.p95 / MIB as f64,
+        obs.max / MIB as f64,
+        obs.samples,
+        obs.history_seconds,
+        rec.recommended
+    );
+    // The program peaks at 60 MiB (plus the runtime's own pages); the lowest sample can be
+    // from before it allocated its steady 40 MiB.
+    assert!(
+        hi >= 60.0 * MIB as f64 && hi < 72.0 * MIB as f64 && obs.avg >= 36.0 * MIB as f64,
+        "{lo}..{hi}"
+    );
+    assert!(
+        obs.max <= hi && obs.avg >= lo && obs.p95 <= obs.max,
+        "{obs:?} vs {lo}..{hi}"
+    );
+    // The rules are monotone in usage: the recommendation lies between what they give for
+    // the lowest and the highest usage seen.
+    let rules = Rules::default().memory;
+    let flat = |v: f64| Observed {
+        avg: v,
+        p95: v,
+        max: v,
+        samples: 0,
+        history_seconds: 0,
+    };
+    let (low, high) = (rules.recommend(&flat(lo)), rules.recommend(&flat(hi)));
+    let got = rec.recommended.unwrap();
+    for (side, g, l, h) in [
+        ("request", got.request, low.request, high.request),
+        ("limit", got.limit, low.limit, high.limit),
+    ] {
+        let (g, l, h) = (g.unwrap(), l.unwrap(), h.unwrap());
+        assert!(l <= g && g <= h, "{side} {g} outside [{l}, {h}]");
+    }
+    rec
+}
+
+fn enforce_mode_commits_and_a_rollout_applies_it(env: &Env, rec: &ResourceRecommendation) {
+    let committed = memory_rec(
+        env,
+        "holder",
+        90,
+        "a committed memory value for loop/holder",
+        |m| m.committed.is_some(),
+    )
+    .committed
+    .unwrap();
+    // maxStepRatio 4: one step from 512Mi reaches the recommendation.
+    assert_eq!(
+        Some(committed.sizes),
+        rec.recommended,
+        "{}",
+        committed.reason
+    );
+    // Every replica answers admission: wait until each one serves the commit.
+    wait_for(
+        60,
+        "every webhook replica serves the committed value",
+        || {
+            let all = webhook_pod_ips(env)
+                .iter()
+                .map(|ip| committed_on(ip, "holder"))
+                .collect::<Vec<_>>();
+            (all.len() == 2 && all.iter().all(|c| *c == Some(committed.sizes))).then_some(())
+        },
+    );
+    rollout_restart(env, "holder");
+    let pod = pods_of(env, "holder")
+        .into_iter()
+        .next()
+        .expect("a new holder Pod");
+    // What the apiserver stored for the new Pod equals the committed values.
+    assert_eq!(
+        memory_of(&pod, "requests"),
+        committed.sizes.request,
+        "{pod}"
+    );
+    assert_eq!(memory_of(&pod, "limits"), committed.sizes.limit, "{pod}");
+    let sized: BTreeMap<String, Value> = serde_json::from_str(
+        pod["metadata"]["annotations"]["rightsizer.io/sized"]
+            .as_str()
+            .expect("sized annotation"),
+    )
+    .unwrap();
+    let mem = &sized["app"]["memory"];
+    assert_eq!(mem["request"]["source"], "enforced", "{mem}");
+    assert_eq!(
+        Resource::Memory
+            .parse(mem["request"]["value"].as_str().unwrap())
+            .ok(),
+        committed.sizes.request
+    );
+}
+
+fn an_oom_kill_raises_the_limit(env: &Env) {
+    // The kernel killed it: the stored status says so.
+    let killed = wait_for(60, "the oomer container OOM-killed", || {
+        pods_of(env, "oomer").into_iter().find(|p| {
+            let st = &p["status"]["containerStatuses"][0];
+            st["lastState"]["terminated"]["reason"] == "OOMKilled"
+                || st["state"]["terminated"]["reason"] == "OOMKilled"
+        })
+    });
+    assert_eq!(memory_of(&killed, "limits"), Some(32 * MIB));
+    // The analyzer saw it: memory at least max(limit x 1.2, limit + 100Mi) (the OOM rule).
+    let oom = Rules::default().oom;
+    let floor = ((32 * MIB) as f64 * oom.factor).max((32 * MIB + oom.add.0) as f64) as u64;
+    let rec = memory_rec(
+        env,
+        "oomer",
+        120,
+        "a committed OOM floor for loop/oomer",
+        |m| {
+            m.committed
+                .as_ref()
+                .is_some_and(|c| c.sizes.limit.unwrap_or(0) >= floor)
+        },
+    );
+    assert!(rec.oom_floor.is_some_and(|f| f >= floor), "{rec:?}");
+    rollout_restart(env, "oomer");
+    let pod = pods_of(env, "oomer").into_iter().next().unwrap();
+    let limit = memory_of(&pod, "limits").unwrap();
+    assert!(
+        limit >= floor,
+        "new Pod limit {limit} below the OOM floor {floor}"
+    );
+    // The next Pod grows past the old limit (at 25 s) and runs on without being killed.
+    std::thread::sleep(Duration::from_secs(35));
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    let now = kubectl_json(env, &["-n", NS, "get", "pod", name]);
+    let st = &now["status"]["containerStatuses"][0];
+    assert_eq!(st["restartCount"], 0, "{st}");
+    assert!(st["state"]["running"].is_object(), "{st}");
+}
+
+fn webhook_pods_deleted_during_a_rollout(env: &Env, rec: &ResourceRecommendation) {
+    let sys = "rightsizer-system";
+    let before = memory_rec(env, "holder", 30, "holder committed", |m| {
+        m.committed.is_some()
+    })
+    .committed
+    .unwrap();
+    env.plane
+        .kubectl_ok(&["-n", NS, "rollout", "restart", "deployment/holder"], None);
+    env.plane.kubectl_ok(
+        &[
+            "-n",
+            sys,
+            "delete",
+            "pod",
+            "-l",
+            "app.kubernetes.io/name=rightsizer",
+            "--wait=false",
+        ],
+        None,
+    );
+    // Fail-open: the rollout completes whether or not a webhook answered.
+    env.plane.kubectl_ok(
+        &[
+            "-n",
+            NS,
+            "rollout",
+            "status",
+            "deployment/holder",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    env.plane.kubectl_ok(
+        &[
+            "-n",
+            sys,
+            "rollout",
+            "status",
+            "deployment/rightsizer",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    // The new webhook Pods serve the same committed values ...
+    every_replica_serves(env, "holder", before.sizes);
+    assert_eq!(Some(before.sizes), rec.recommended);
+    // ... and apply them to the next Pods.
+    rollout_restart(env, "holder");
+    let pod = pods_of(env, "holder").into_iter().next().unwrap();
+    assert_eq!(memory_of(&pod, "requests"), before.sizes.request, "{pod}");
+    assert_eq!(memory_of(&pod, "limits"), before.sizes.limit, "{pod}");
+}
