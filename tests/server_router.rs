@@ -25,6 +25,7 @@ fn state(ready: Arc<AtomicBool>) -> AppState {
         readiness: Readiness::from_flag(ready),
         registry: Arc::new(registry),
         metrics,
+        guard: Arc::default(),
     }
 }
 

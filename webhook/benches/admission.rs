@@ -149,6 +149,7 @@ async fn oneshot(name: &str, body: &[u8], budget: Duration) -> Figures {
         readiness: Readiness::always(),
         registry: Arc::new(registry),
         metrics,
+        guard: Arc::default(),
     });
     let body = bytes::Bytes::copy_from_slice(body);
     let mut lat = Vec::new();
