@@ -29,6 +29,22 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
 }
 
+/// A Pod review of `n` tiny containers (90,000 make a 2.7 MB body, under the 3 MiB
+/// limit): the review that took 3.4 s and 724 MB before reviews were capped.
+pub fn hostile_pod_review(n: usize, uid: &str) -> Vec<u8> {
+    let mut containers = String::with_capacity(n * 32);
+    for i in 0..n {
+        if i > 0 {
+            containers.push(',');
+        }
+        containers.push_str(&format!(r#"{{"name":"c{i}","image":"x"}}"#));
+    }
+    format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"{uid}","kind":{{"group":"","version":"v1","kind":"Pod"}},"resource":{{"group":"","version":"v1","resource":"pods"}},"namespace":"shop","operation":"CREATE","object":{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"big","namespace":"shop"}},"spec":{{"containers":[{containers}]}}}}}}}}"#
+    )
+    .into_bytes()
+}
+
 pub fn full(b: impl Into<Bytes>) -> ReqBody {
     Full::new(b.into()).boxed()
 }
