@@ -308,7 +308,12 @@ impl Activity {
         BusyOwned(self.clone())
     }
 
+    /// When to look again: `idle` after the last request ended, or, while one is in
+    /// flight, `idle` from now (no wake-ups in between).
     fn idle_deadline(&self, idle: Duration) -> Instant {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Instant::now() + idle;
+        }
         let since = *self.since.lock().unwrap_or_else(|p| p.into_inner());
         since + idle
     }
