@@ -139,6 +139,14 @@ async fn reviews_over_http2_and_http1_with_a_client_trusting_only_the_ca() {
 
     // Counted by the metrics endpoint (on the admin port only).
     let text = server.metrics().await;
+    // The serving certificate's expiry (issued for 30 days) is exported.
+    let not_after = support_https::sample(&text, "rightsizer_tls_cert_not_after_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let days = (not_after - now) / 86400.0;
+    assert!((29.9..30.1).contains(&days), "expires in {days} days:\n{text}");
     assert!(
         text.contains(r#"rightsizer_http_requests_total{path="/mutate",code="413"} 2"#),
         "{text}"
