@@ -146,7 +146,10 @@ async fn reviews_over_http2_and_http1_with_a_client_trusting_only_the_ca() {
         .unwrap()
         .as_secs_f64();
     let days = (not_after - now) / 86400.0;
-    assert!((29.9..30.1).contains(&days), "expires in {days} days:\n{text}");
+    assert!(
+        (29.9..30.1).contains(&days),
+        "expires in {days} days:\n{text}"
+    );
     assert!(
         text.contains(r#"rightsizer_http_requests_total{path="/mutate",code="413"} 2"#),
         "{text}"
