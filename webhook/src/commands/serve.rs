@@ -93,7 +93,7 @@ pub struct LimitArgs {
     #[arg(long, default_value = "10s", value_parser = parse_timeout)]
     pub body_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
-    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    #[arg(long, default_value = "30s", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
     /// Open connections per port; past it new ones are closed at once.
     #[arg(long, default_value_t = listener::ConnLimits::default().max_connections)]

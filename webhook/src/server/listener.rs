@@ -53,7 +53,7 @@ impl Default for ConnLimits {
         ConnLimits {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30),
             // The apiserver keeps a few connections per replica; 256 leaves room for
             // bursts while bounding buffers (~100 KiB each) to a few tens of MiB.
             max_connections: 256,
