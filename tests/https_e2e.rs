@@ -752,7 +752,7 @@ async fn the_90000_container_review_is_admitted_unchanged_over_tls() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(w.contains("containers"), "{w}");
+    assert!(w.contains("admitted unchanged"), "{w}");
     // A new connection: this (debug-built) client checking 2.7 MB may stay silent
     // longer than the 1 s idle timeout, which closes the first one.
     let mut conn = Conn::connect(server.addr, client_config(&[&ca], Proto::H2), Proto::H2)

@@ -2,9 +2,10 @@
 //! an object over a cap is admitted unchanged with a warning (never refused) and counted
 //! (`outcome="capped"`).
 //!
-//! The object is measured by a scan of its JSON text that allocates nothing and stops
-//! at the first cap it passes, before any tree is built: a 3 MiB Pod of 90,000 tiny
-//! containers costs a scan of a few hundred of them, not a 700 MB merge.
+//! The object is measured before any tree is built: its length, then a scan of its JSON
+//! text that allocates nothing and stops at the first cap it passes. A 2.7 MB Pod of
+//! 90,000 tiny containers is refused by its length; under 1.5 MiB, 50,000 of them cost a
+//! scan of a few hundred, not a 400 MB merge.
 
 use std::cell::Cell;
 use std::fmt;
@@ -14,9 +15,13 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 /// Containers of one object (`containers`, `initContainers` and `ephemeralContainers`
 /// together). Real workloads have a handful; Kubernetes sets no limit.
 pub const MAX_CONTAINERS: usize = 256;
-/// JSON objects and arrays in one object: bounds the parsed tree and the merge. A pod
-/// with 50 containers of 100 env vars each and its managedFields stays far below.
-pub const MAX_JSON_NODES: usize = 20_000;
+/// JSON objects and arrays in one object: bounds the parsed tree and the merge (each
+/// node costs about 1.5 KiB through the review). A pod with 20 containers of 50 env vars
+/// each, with its managedFields (four nodes per env var), has about 5,000.
+pub const MAX_JSON_NODES: usize = 10_000;
+/// Bytes of one object. etcd stores at most 1.5 MiB per request by default, so a larger
+/// object cannot be created anyway (the apiserver's body limit is 3 MiB).
+pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
 /// The JSON Patch of one answer, serialized (before base64).
 pub const MAX_PATCH_BYTES: usize = 256 * 1024;
 /// The whole AdmissionReview answer.
@@ -25,6 +30,7 @@ pub const MAX_RESPONSE_BYTES: usize = 512 * 1024;
 /// Which cap an object passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cap {
+    ObjectBytes,
     Containers,
     JsonNodes,
     PatchBytes,
@@ -34,6 +40,7 @@ pub enum Cap {
 impl fmt::Display for Cap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Cap::ObjectBytes => write!(f, "more than {MAX_OBJECT_BYTES} bytes"),
             Cap::Containers => write!(f, "more than {MAX_CONTAINERS} containers"),
             Cap::JsonNodes => write!(f, "more than {MAX_JSON_NODES} JSON objects and arrays"),
             Cap::PatchBytes => write!(f, "a patch over {MAX_PATCH_BYTES} bytes"),
@@ -51,8 +58,12 @@ pub enum Measure {
     Bad(String),
 }
 
-/// Scan `json` (one object) against [`MAX_CONTAINERS`] and [`MAX_JSON_NODES`].
+/// Check `json` (one object) against [`MAX_OBJECT_BYTES`], then scan it against
+/// [`MAX_CONTAINERS`] and [`MAX_JSON_NODES`].
 pub fn check_object(json: &str) -> Result<(), Measure> {
+    if json.len() > MAX_OBJECT_BYTES {
+        return Err(Measure::Over(Cap::ObjectBytes));
+    }
     check_object_with(json, MAX_CONTAINERS, MAX_JSON_NODES)
 }
 
@@ -234,6 +245,17 @@ mod tests {
             check_object_with(&pod(2, 0), 10, 6),
             Err(Measure::Over(Cap::JsonNodes))
         );
+    }
+
+    #[test]
+    fn an_object_over_the_byte_cap_is_refused_before_any_scan() {
+        let big = pod(MAX_OBJECT_BYTES / 10, 0);
+        assert!(big.len() > MAX_OBJECT_BYTES);
+        assert_eq!(check_object(&big), Err(Measure::Over(Cap::ObjectBytes)));
+        // Under it, the container cap stops the scan.
+        let many = pod(40_000, 0);
+        assert!(many.len() < MAX_OBJECT_BYTES);
+        assert_eq!(check_object(&many), Err(Measure::Over(Cap::Containers)));
     }
 
     #[test]
