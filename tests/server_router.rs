@@ -403,7 +403,11 @@ async fn a_review_past_its_deadline_is_admitted_unchanged() {
         admitter_with(Arc::new(Slow(Duration::from_secs(2)))),
         Arc::new(Snapshot::default()),
         Readiness::always(),
-        ReviewLimits::default(),
+        // Every body on a blocking thread (by default small ones are answered inline).
+        ReviewLimits {
+            inline_max_bytes: 0,
+            ..ReviewLimits::default()
+        },
     );
     let body = fixture("pod-review.json");
     let (status, _, out) = call(

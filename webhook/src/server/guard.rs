@@ -26,6 +26,11 @@ pub struct ReviewLimits {
     pub max_buffered_bytes: usize,
     /// Reviews computing at once (each on a blocking thread).
     pub workers: usize,
+    /// Bodies up to this size are reviewed on the async worker that read them: their
+    /// cost is bounded (tens of µs) and a hop to a blocking thread would cost more than
+    /// the review (p99 at 2,000/s went from 0.24 ms to 2 ms on 2 cores). Larger ones go to
+    /// a blocking thread, behind the deadline.
+    pub inline_max_bytes: usize,
     /// Longest wait for a whole request body.
     pub body_timeout: Duration,
     /// Deadline of a review without the apiserver's `?timeout=`.
@@ -45,6 +50,7 @@ impl Default for ReviewLimits {
             // Ten 3 MiB bodies at once; typical reviews are a few KiB.
             max_buffered_bytes: 32 * 1024 * 1024,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            inline_max_bytes: 64 * 1024,
             body_timeout: Duration::from_secs(10),
             default_timeout: Duration::from_secs(10),
             margin: Duration::from_millis(250),

@@ -20,9 +20,10 @@ use crate::admission::{self, Envelope, Outcome, ReviewError, Reviewed};
 /// Largest AdmissionReview body accepted (the apiserver's own request limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
-/// `POST /mutate[?timeout=..]`: bounded by [`super::guard`]; the review itself runs on a
-/// blocking thread (one per core) and is answered "admitted unchanged" when it does not
-/// finish before the deadline the apiserver's `?timeout=` sets.
+/// `POST /mutate[?timeout=..]`: bounded by [`super::guard`]; a review of a body over
+/// [`ReviewLimits::inline_max_bytes`](super::ReviewLimits) runs on a blocking thread (one
+/// per core) and is answered "admitted unchanged" when it does not finish before the
+/// deadline the apiserver's `?timeout=` sets; a smaller one is answered inline.
 pub async fn mutate(State(st): State<AppState>, req: Request) -> Result<Response, HttpError> {
     let started = Instant::now();
     let result = review(&st, req, started).await;
@@ -47,6 +48,13 @@ async fn review(st: &AppState, req: Request, started: Instant) -> Result<Reviewe
     .await
     .map_err(|_| HttpError::BodyTimeout)??;
 
+    if body.len() <= guard.limits.inline_max_bytes {
+        // Small: bounded cost, answered here (`answer` contains its own panics).
+        let req = admission::parse(&body).inspect_err(|e| {
+            tracing::info!(error = %e, "rejected review body");
+        })?;
+        return Ok(st.admitter.answer(&req));
+    }
     let Some(worker) = guard.worker(deadline).await else {
         return Err(HttpError::Busy);
     };
