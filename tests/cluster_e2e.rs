@@ -275,7 +275,15 @@ impl Env {
     }
 
     async fn metrics(&self) -> String {
-        cluster::webhook_get(self.addr, &self.tls.ca_pem, "/metrics")
+        // On the admin port: the TLS port serves the apiserver only.
+        let admin = self
+            .webhook
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|w| w.admin)
+            .expect("the webhook is running");
+        cluster::admin_get(admin, "/metrics")
             .await
             .expect("webhook /metrics")
     }
@@ -1678,7 +1686,7 @@ async fn committed_values_stored_by_the_leader_are_read_by_a_second_replica() {
     );
     env.apply(&reg.to_string());
     let b_reviews = || async {
-        let text = cluster::webhook_get(b.addr, &env.tls.ca_pem, "/metrics")
+        let text = cluster::admin_get(b.admin, "/metrics")
             .await
             .unwrap_or_default();
         counter_sum(&text, "rightsizer_admission_reviews_total", &[])

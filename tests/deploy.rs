@@ -18,6 +18,7 @@ use std::sync::Arc;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
@@ -175,6 +176,8 @@ fn check_strict(doc: &Value) {
         round_trip::<PriorityClass>(doc)
     } else if is::<CustomResourceDefinition>(doc) {
         round_trip::<CustomResourceDefinition>(doc)
+    } else if is::<NetworkPolicy>(doc) {
+        round_trip::<NetworkPolicy>(doc)
     } else {
         match kind(doc) {
             ("cert-manager.io/v1", "Certificate") => check_certificate(doc),
@@ -1707,4 +1710,66 @@ fn the_service_monitor_scrapes_the_webhook_service() {
     assert_eq!(ep["path"], "/metrics");
     // The recommendation metric's own `namespace` label must survive the scrape.
     assert_eq!(ep["honorLabels"], true);
+}
+
+/// The NetworkPolicy isolates exactly the webhook's pods and admits the apiserver's block
+/// to the HTTPS port and the monitoring namespace to the admin port, by the container's
+/// named ports, and nothing else.
+#[test]
+fn the_network_policy_admits_the_apiserver_and_monitoring_only() {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let docs = kustomize(&deploy().join("overlays/cert-manager"));
+    let np: NetworkPolicy = typed(find(&docs, "NetworkPolicy", "rightsizer"));
+    let dep: Deployment = typed(find(&docs, "Deployment", "rightsizer"));
+    let pod_labels = dep
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap();
+    let spec = np.spec.unwrap();
+    assert!(
+        selects(spec.pod_selector.as_ref().unwrap(), &pod_labels),
+        "does not select the webhook pods"
+    );
+    assert_eq!(
+        np.metadata.namespace.as_deref(),
+        Some(certs::DEFAULT_NAMESPACE)
+    );
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+
+    let ports: BTreeMap<String, i32> = dep.spec.unwrap().template.spec.unwrap().containers[0]
+        .ports
+        .clone()
+        .unwrap()
+        .into_iter()
+        .filter_map(|p| Some((p.name?, p.container_port)))
+        .collect();
+    let ingress = spec.ingress.unwrap();
+    assert_eq!(ingress.len(), 2);
+    let port_of = |i: usize| {
+        let p = ingress[i].ports.as_ref().unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].protocol.as_deref(), Some("TCP"));
+        match p[0].port.as_ref().unwrap() {
+            IntOrString::String(name) => *ports
+                .get(name)
+                .unwrap_or_else(|| panic!("no container port named {name}")),
+            IntOrString::Int(n) => *n,
+        }
+    };
+    // Rule 0: the apiserver (an address block: it is not a pod) to the HTTPS port.
+    assert_eq!(port_of(0), 8443);
+    let from = ingress[0].from.as_ref().unwrap();
+    assert_eq!(from.len(), 1);
+    assert!(from[0].ip_block.is_some() && from[0].namespace_selector.is_none());
+    // Rule 1: the monitoring namespace to the admin port, and no one else.
+    assert_eq!(port_of(1), 9090);
+    let from = ingress[1].from.as_ref().unwrap();
+    assert_eq!(from.len(), 1);
+    assert!(from[0].ip_block.is_none());
+    let ns = from[0].namespace_selector.as_ref().unwrap();
+    assert!(selects(ns, &ns_labels("monitoring", &[])));
+    assert!(!selects(ns, &ns_labels("shop", &[])));
+    assert!(!selects(ns, &ns_labels(certs::DEFAULT_NAMESPACE, &[])));
 }

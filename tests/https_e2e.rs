@@ -1,6 +1,8 @@
 //! `rightsizer serve` end to end over real TLS on loopback: HTTP/2 and HTTP/1.1 by
 //! ALPN, certificate rotation through a Kubernetes-style `..data` symlink swap,
-//! malformed and oversized bodies, graceful shutdown, `--self-signed` and the admin port.
+//! malformed and oversized bodies, graceful shutdown, `--self-signed` and the admin port,
+//! and the listeners' limits (slow heads, slow bodies, idle connections, stream floods,
+//! the connection cap), each shown to release what it held within its timeout.
 
 mod support_https;
 
@@ -40,6 +42,8 @@ fn start_with_files(tmp: &tempfile::TempDir, p: &Serving) -> (Server, SecretDir)
             secret.key().to_str().unwrap(),
             "--policies",
             policies.to_str().unwrap(),
+            "--admin-listen",
+            "127.0.0.1:0",
         ],
         tmp.path().join("serve.log"),
     );
@@ -133,13 +137,19 @@ async fn reviews_over_http2_and_http1_with_a_client_trusting_only_the_ca() {
         }
     }
 
-    // Counted by the metrics endpoint, over HTTPS too.
-    let mut conn = Conn::connect(server.addr, client_config(&[&ca_pem], Proto::H2), Proto::H2)
-        .await
-        .unwrap();
-    let m = conn.get("/metrics").await.unwrap();
-    assert_eq!(m.status, 200);
-    let text = String::from_utf8(m.body.to_vec()).unwrap();
+    // Counted by the metrics endpoint (on the admin port only).
+    let text = server.metrics().await;
+    // The serving certificate's expiry (issued for 30 days) is exported.
+    let not_after = support_https::sample(&text, "rightsizer_tls_cert_not_after_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let days = (not_after - now) / 86400.0;
+    assert!(
+        (29.9..30.1).contains(&days),
+        "expires in {days} days:\n{text}"
+    );
     assert!(
         text.contains(r#"rightsizer_http_requests_total{path="/mutate",code="413"} 2"#),
         "{text}"
@@ -266,12 +276,8 @@ async fn certificate_rotation_by_symlink_swap_drops_no_request() {
     // A half-rotated pair (new certificate, old key) is refused; the last good pair stays.
     secret.update(&p3.cert_pem, &p2.key_pem);
     let refused_at = Instant::now();
-    let mut metrics_conn = Conn::connect(addr, trust(Proto::H2), Proto::H2)
-        .await
-        .unwrap();
     loop {
-        let text =
-            String::from_utf8(metrics_conn.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+        let text = server.metrics().await;
         if text.contains(r#"rightsizer_tls_reloads_total{result="error"} 1"#) {
             assert!(
                 text.contains(r#"rightsizer_tls_reloads_total{result="success"} 1"#),
@@ -332,12 +338,9 @@ async fn sigterm_finishes_in_flight_requests_and_stops_accepting() {
         in_flight.push((tx, req));
     }
     // Both requests are being handled (the third is the metrics request itself).
-    let mut probe = Conn::connect(server.addr, client_config(&[&ca_pem], Proto::H1), Proto::H1)
-        .await
-        .unwrap();
     let started = Instant::now();
     loop {
-        let text = String::from_utf8(probe.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+        let text = server.metrics().await;
         if text.contains("rightsizer_http_in_flight_requests 3") {
             break;
         }
@@ -407,9 +410,10 @@ async fn self_signed_ca_bundle_admin_port_and_recommendations() {
         .unwrap();
     let body = fixture("pod-review.json");
     check_review(&conn.post(MUTATE, body.clone()).await.unwrap(), &body);
-    let got: Snapshot =
-        serde_json::from_slice(&conn.get("/recommendations").await.unwrap().body).unwrap();
-    assert_eq!(got, want);
+    // Usage data and metrics are not served to whoever reaches the HTTPS port.
+    for path in ["/recommendations", "/metrics"] {
+        assert_eq!(conn.get(path).await.unwrap().status, 404, "{path}");
+    }
 
     let admin = server.admin.unwrap();
     for path in ["/healthz", "/readyz"] {
@@ -437,7 +441,7 @@ async fn self_signed_ca_bundle_admin_port_and_recommendations() {
         "{text}"
     );
     assert!(
-        text.contains(r#"rightsizer_http_requests_total{path="/recommendations",code="200"} 2"#),
+        text.contains(r#"rightsizer_http_requests_total{path="/recommendations",code="200"} 1"#),
         "{text}"
     );
     // The admin port does not admit.
@@ -448,4 +452,312 @@ async fn self_signed_ca_bundle_admin_port_and_recommendations() {
             .status,
         404
     );
+}
+
+// ------------------------------------------------------------ listener limits
+
+/// The limits' timeouts, shortened by flag so a test takes seconds.
+const SHORT: Duration = Duration::from_secs(1);
+/// What a timeout may overrun by on a busy machine before a test calls it a failure
+/// (a correctness bound, not a speed figure: without the timeout nothing closes at all).
+const SLACK: Duration = Duration::from_secs(4);
+
+fn start_limited(tmp: &tempfile::TempDir, extra: &[&str]) -> (Server, String) {
+    let ca_out = tmp.path().join("ca.pem");
+    let mut args = vec![
+        "--self-signed",
+        "--ca-out",
+        ca_out.to_str().unwrap(),
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--header-timeout",
+        "1s",
+        "--body-timeout",
+        "1s",
+        "--idle-timeout",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args, tmp.path().join("serve.log"));
+    let ca = std::fs::read_to_string(&ca_out).unwrap();
+    (server, ca)
+}
+
+/// Wait until the metric `series` has the value `want`; how long that took.
+async fn metric_reaches(server: &Server, series: &str, want: f64) -> Duration {
+    let start = Instant::now();
+    loop {
+        let text = server.metrics().await;
+        if support_https::sample(&text, series) == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < SHORT + SLACK,
+            "{series} never reached {want}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const WEBHOOK_CONNS: &str = r#"rightsizer_http_connections{listener="webhook"}"#;
+const IN_FLIGHT: &str = "rightsizer_http_in_flight_requests";
+
+/// Write `head` and then one more header line every 100 ms, as long as the server keeps
+/// the connection open; how long it stayed open.
+async fn trickle_head<S>(stream: S) -> Duration
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let start = Instant::now();
+    let writer = tokio::spawn(async move {
+        let _ = wr
+            .write_all(b"POST /mutate HTTP/1.1\r\nhost: localhost\r\n")
+            .await;
+        for i in 0.. {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if wr
+                .write_all(format!("x-slow-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            let _ = wr.flush().await;
+        }
+    });
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(SHORT + SLACK, async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {} // e.g. a 408 before the close
+            }
+        }
+    })
+    .await;
+    writer.abort();
+    assert!(
+        closed.is_ok(),
+        "a trickled request head kept its connection open"
+    );
+    start.elapsed()
+}
+
+/// A client that never finishes its request head is cut off after the header timeout, on
+/// the TLS port and on the admin port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_request_heads_are_cut_off_on_both_ports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, ca) = start_limited(&tmp, &[]);
+    let tls = support_https::raw_tls(server.addr, client_config(&[&ca], Proto::H1))
+        .await
+        .unwrap();
+    let took = trickle_head(tls).await;
+    eprintln!("TLS port: trickled head closed after {took:?}");
+    metric_reaches(&server, WEBHOOK_CONNS, 0.0).await;
+
+    let plain = tokio::net::TcpStream::connect(server.admin.unwrap())
+        .await
+        .unwrap();
+    let took = trickle_head(plain).await;
+    eprintln!("admin port: trickled head closed after {took:?}");
+}
+
+/// A body that stops arriving is answered 408 after the body timeout, over HTTP/1.1 and
+/// HTTP/2, and the request no longer counts as in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_bodies_get_408_within_the_body_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, ca) = start_limited(&tmp, &[]);
+    let body = fixture("pod-review.json");
+    for proto in [Proto::H1, Proto::H2] {
+        let mut conn = Conn::connect(server.addr, client_config(&[&ca], proto), proto)
+            .await
+            .unwrap();
+        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+        use futures::SinkExt;
+        tx.send(Ok(Frame::data(Bytes::copy_from_slice(&body[..100]))))
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let reply = conn
+            .send("POST", MUTATE, StreamBody::new(rx).boxed())
+            .await
+            .unwrap();
+        let took = start.elapsed();
+        assert_eq!(reply.status, 408, "{proto:?}");
+        assert!(took < SHORT + SLACK, "{proto:?}: {took:?}");
+        eprintln!("{proto:?}: stalled body answered 408 after {took:?}");
+        drop(tx);
+    }
+    // Only the metrics request itself is in flight.
+    metric_reaches(&server, IN_FLIGHT, 1.0).await;
+}
+
+/// Connections with no request in flight are closed after the idle timeout: one that
+/// never sent anything, and HTTP/1.1 and HTTP/2 ones after a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, ca) = start_limited(&tmp, &[]);
+    let silent = support_https::raw_tls(server.addr, client_config(&[&ca], Proto::H2))
+        .await
+        .unwrap();
+    let body = fixture("pod-review.json");
+    let mut conns = Vec::new();
+    for proto in [Proto::H1, Proto::H2] {
+        let mut c = Conn::connect(server.addr, client_config(&[&ca], proto), proto)
+            .await
+            .unwrap();
+        check_review(&c.post(MUTATE, body.clone()).await.unwrap(), &body);
+        conns.push(c);
+    }
+    let start = Instant::now();
+    while !conns.iter().all(Conn::is_closed) {
+        assert!(
+            start.elapsed() < SHORT + SLACK,
+            "idle connections still open after {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "idle HTTP/1.1 and HTTP/2 connections closed after {:?}",
+        start.elapsed()
+    );
+    {
+        use tokio::io::AsyncReadExt;
+        let mut silent = silent;
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(SHORT + SLACK, async {
+            // An HTTP/2 server would speak first after a request preface; nothing was sent.
+            while let Ok(n) = silent.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a silent connection stayed open");
+    }
+    metric_reaches(&server, WEBHOOK_CONNS, 0.0).await;
+}
+
+/// One HTTP/2 connection opening 100 streams whose bodies never end: the server holds at
+/// most 64 at once (SETTINGS_MAX_CONCURRENT_STREAMS; more are refused), answers each one
+/// it took 408 after the body timeout, and ends with nothing in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_stream_flood_is_held_to_64_streams_and_released() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, ca) = start_limited(&tmp, &["--max-reviews-in-flight", "1000"]);
+    let conn = Conn::connect(server.addr, client_config(&[&ca], Proto::H2), Proto::H2)
+        .await
+        .unwrap();
+    let mut senders = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..100 {
+        let mut h = conn.h2_handle().unwrap();
+        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+        use futures::SinkExt;
+        tx.send(Ok(Frame::data(Bytes::from_static(b"{\"apiVersion\""))))
+            .await
+            .unwrap();
+        senders.push(tx);
+        streams.push(tokio::spawn(async move {
+            h.send("POST", MUTATE, StreamBody::new(rx).boxed())
+                .await
+                .map(|r| r.status)
+        }));
+    }
+    // Watch the server's in-flight gauge (the metrics request itself is one of them).
+    let start = Instant::now();
+    let mut peak = 0.0f64;
+    while !streams.iter().all(|s| s.is_finished()) {
+        let text = server.metrics().await;
+        peak = peak.max(support_https::sample(&text, IN_FLIGHT) - 1.0);
+        assert!(
+            start.elapsed() < 2 * SHORT + 2 * SLACK,
+            "streams not released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "100 streams: peak {peak} in flight; all answered after {:?}",
+        start.elapsed()
+    );
+    assert!(peak <= 64.0, "{peak} streams in flight on one connection");
+    assert!(peak >= 32.0, "the flood never reached the server ({peak})");
+    // Streams the client opened before it saw the server's SETTINGS are refused
+    // (REFUSED_STREAM, which a client may retry); every other one is answered 408.
+    let mut answered = 0;
+    for s in streams {
+        match s.await.unwrap() {
+            Ok(status) => {
+                assert_eq!(status, 408);
+                answered += 1;
+            }
+            Err(e) => assert!(format!("{e:?}").contains("REFUSED_STREAM"), "{e:?}"),
+        }
+    }
+    assert!(answered >= 64, "{answered} streams answered");
+    drop(senders);
+    metric_reaches(&server, IN_FLIGHT, 1.0).await;
+}
+
+/// Past the connection cap a new connection is closed at once and counted; once idle
+/// connections are closed, new ones are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_cap_new_connections_are_closed_until_slots_free() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, ca) = start_limited(&tmp, &["--max-connections", "4"]);
+    let cfg = client_config(&[&ca], Proto::H2);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(
+            Conn::connect(server.addr, cfg.clone(), Proto::H2)
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(
+        Conn::connect(server.addr, cfg.clone(), Proto::H2)
+            .await
+            .is_err(),
+        "a fifth connection was served"
+    );
+    let refused = r#"rightsizer_http_connections_refused_total{listener="webhook"}"#;
+    assert_eq!(support_https::sample(&server.metrics().await, refused), 1.0);
+    // The held connections go idle and are closed; then a new one is served.
+    metric_reaches(&server, WEBHOOK_CONNS, 0.0).await;
+    let mut c = Conn::connect(server.addr, cfg, Proto::H2).await.unwrap();
+    let body = fixture("pod-review.json");
+    check_review(&c.post(MUTATE, body.clone()).await.unwrap(), &body);
+}
+
+/// The 90,000-container review over real TLS: admitted unchanged, and the replica keeps
+/// serving (cost figures are in BENCHMARKS.md, not asserted here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_90000_container_review_is_admitted_unchanged_over_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, ca) = start_limited(&tmp, &[]);
+    let mut conn = Conn::connect(server.addr, client_config(&[&ca], Proto::H2), Proto::H2)
+        .await
+        .unwrap();
+    let big = support_https::hostile_pod_review(90_000, "big-uid");
+    let reply = conn.post(MUTATE, big.clone()).await.unwrap();
+    assert_eq!(check_review(&reply, &big), 0);
+    let w = reply.json()["response"]["warnings"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(w.contains("admitted unchanged"), "{w}");
+    // A new connection: this (debug-built) client checking 2.7 MB may stay silent
+    // longer than the 1 s idle timeout, which closes the first one.
+    let mut conn = Conn::connect(server.addr, client_config(&[&ca], Proto::H2), Proto::H2)
+        .await
+        .unwrap();
+    let body = fixture("pod-review.json");
+    check_review(&conn.post(MUTATE, body.clone()).await.unwrap(), &body);
 }

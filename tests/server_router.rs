@@ -1,31 +1,125 @@
-//! The router driven in process with tower's `oneshot` (no socket): status codes, JSON
-//! errors, readiness and metrics.
+//! The routers driven in process with tower's `oneshot` (no socket): status codes, JSON
+//! errors, readiness, metrics, which port serves what, and the bounds on one review
+//! (caps, panics, deadline, in-flight and body-byte limits).
 
 mod support_https;
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
-use rightsizer::admission::Admitter;
-use rightsizer::recommendation::Snapshot;
-use rightsizer::server::{router, AppState, Readiness, ServerMetrics, MAX_BODY_BYTES};
-use support_https::fixture;
+use rightsizer::admission::{AdmitConfig, Admitter};
+use rightsizer::cluster::NoFacts;
+use rightsizer::policy::store::PolicyStore;
+use rightsizer::recommendation::{
+    ContainerKey, ContainerRecommendation, RecommendationSource, Snapshot,
+};
+use rightsizer::server::{
+    admin_router, router, AppState, Readiness, ReviewGuard, ReviewLimits, ServerMetrics,
+    MAX_BODY_BYTES,
+};
+use support_https::{fixture, hostile_pod_review};
 use tower::ServiceExt;
 
 fn state(ready: Arc<AtomicBool>) -> AppState {
+    let snap: Snapshot = serde_json::from_slice(&fixture("snapshot.json")).unwrap();
+    state_with(
+        Arc::new(Admitter::default()),
+        Arc::new(snap),
+        Readiness::from_flag(ready),
+        ReviewLimits::default(),
+    )
+}
+
+fn state_with(
+    admitter: Arc<Admitter>,
+    recommendations: Arc<dyn RecommendationSource>,
+    readiness: Readiness,
+    limits: ReviewLimits,
+) -> AppState {
     let mut registry = Registry::default();
     let metrics = ServerMetrics::register(&mut registry);
-    let snap: Snapshot = serde_json::from_slice(&fixture("snapshot.json")).unwrap();
     AppState {
-        admitter: Arc::new(Admitter::default()),
-        recommendations: Arc::new(snap),
-        readiness: Readiness::from_flag(ready),
+        admitter,
+        recommendations,
+        readiness,
         registry: Arc::new(registry),
         metrics,
+        guard: Arc::new(ReviewGuard::new(limits)),
     }
+}
+
+/// An admitter with the repository's policies (they size `pod-review.json`) reading
+/// recommendations from `recs`.
+fn admitter_with(recs: Arc<dyn RecommendationSource>) -> Arc<Admitter> {
+    let store = Arc::new(PolicyStore::new());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    assert!(rightsizer::policy::watch::load_dirs(&store, &[dir]).is_empty());
+    store.mark_ready();
+    Arc::new(Admitter::new(
+        store,
+        recs,
+        Arc::new(NoFacts),
+        AdmitConfig::default(),
+    ))
+}
+
+/// A recommendation source with a bug: every lookup panics.
+struct Panics;
+
+impl RecommendationSource for Panics {
+    fn get(&self, _: &ContainerKey) -> Option<ContainerRecommendation> {
+        panic!("injected: a bug in a recommendation source")
+    }
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::default()
+    }
+}
+
+/// A recommendation source that takes its time.
+struct Slow(Duration);
+
+impl RecommendationSource for Slow {
+    fn get(&self, _: &ContainerKey) -> Option<ContainerRecommendation> {
+        std::thread::sleep(self.0);
+        None
+    }
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::default()
+    }
+}
+
+async fn metrics_text(st: &AppState) -> String {
+    let (status, _, out) = call(&admin_router(st.clone()), "GET", "/metrics", Body::empty()).await;
+    assert_eq!(status, 200);
+    String::from_utf8(out).unwrap()
+}
+
+/// The value of the sample `series` (exact labels) in `text`, 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The response of an AdmissionReview answer, checked: same uid, allowed, no patch.
+fn unchanged_answer(out: &[u8], uid: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(out).unwrap();
+    let r = v["response"].clone();
+    assert_eq!(r["uid"], uid, "{v}");
+    assert_eq!(r["allowed"], true);
+    assert!(r.get("patch").is_none(), "{v}");
+    r
+}
+
+fn uid_of(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    v["request"]["uid"].as_str().unwrap().to_string()
 }
 
 async fn call(
@@ -134,7 +228,7 @@ async fn unknown_routes_and_methods() {
 
 #[tokio::test]
 async fn recommendations_are_the_snapshot() {
-    let app = router(state(Arc::new(AtomicBool::new(true))));
+    let app = admin_router(state(Arc::new(AtomicBool::new(true))));
     let (status, _, out) = call(&app, "GET", "/recommendations", Body::empty()).await;
     assert_eq!(status, 200);
     let got: Snapshot = serde_json::from_slice(&out).unwrap();
@@ -144,13 +238,14 @@ async fn recommendations_are_the_snapshot() {
 
 #[tokio::test]
 async fn metrics_count_reviews_requests_and_latency() {
-    let app = router(state(Arc::new(AtomicBool::new(true))));
+    let st = state(Arc::new(AtomicBool::new(true)));
+    let app = router(st.clone());
     let body = fixture("pod-review.json");
     for _ in 0..3 {
         assert_eq!(call(&app, "POST", "/mutate", body.clone()).await.0, 200);
     }
     assert_eq!(call(&app, "POST", "/mutate", "x").await.0, 400);
-    let (status, ct, out) = call(&app, "GET", "/metrics", Body::empty()).await;
+    let (status, ct, out) = call(&admin_router(st), "GET", "/metrics", Body::empty()).await;
     assert_eq!(status, 200);
     assert!(ct.unwrap().starts_with("application/openmetrics-text"));
     let text = String::from_utf8(out).unwrap();
@@ -182,4 +277,254 @@ async fn metrics_count_reviews_requests_and_latency() {
         "{text}"
     );
     assert!(text.trim_end().ends_with("# EOF"));
+}
+
+/// The TLS port is for the apiserver: admission and probes. Usage data and metrics are
+/// on the admin port only.
+#[tokio::test]
+async fn each_port_serves_its_own_routes() {
+    let st = state(Arc::new(AtomicBool::new(true)));
+    let (tls, admin) = (router(st.clone()), admin_router(st));
+    let review = fixture("pod-review.json");
+    for (app, method, path, want) in [
+        (&tls, "POST", "/mutate", 200),
+        (&tls, "GET", "/healthz", 200),
+        (&tls, "GET", "/readyz", 200),
+        (&tls, "GET", "/metrics", 404),
+        (&tls, "GET", "/recommendations", 404),
+        (&admin, "POST", "/mutate", 404),
+        (&admin, "GET", "/healthz", 200),
+        (&admin, "GET", "/readyz", 200),
+        (&admin, "GET", "/metrics", 200),
+        (&admin, "GET", "/recommendations", 200),
+    ] {
+        let body = if method == "POST" {
+            Body::from(review.clone())
+        } else {
+            Body::empty()
+        };
+        assert_eq!(
+            call(app, method, path, body).await.0,
+            want,
+            "{method} {path}"
+        );
+    }
+}
+
+/// A bug that panics inside a review: that review is admitted unchanged with its uid, the
+/// panic is counted, and the next reviews are still answered.
+#[tokio::test]
+async fn a_panicking_review_is_admitted_unchanged_and_counted() {
+    let st = state_with(
+        admitter_with(Arc::new(Panics)),
+        Arc::new(Snapshot::default()),
+        Readiness::always(),
+        ReviewLimits::default(),
+    );
+    let app = router(st.clone());
+    let body = fixture("pod-review.json");
+    for _ in 0..3 {
+        let (status, _, out) = call(&app, "POST", "/mutate", body.clone()).await;
+        assert_eq!(status, 200);
+        let r = unchanged_answer(&out, &uid_of(&body));
+        assert!(r["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("admitted unchanged"));
+    }
+    // A review that never reaches the recommendation source is answered as usual.
+    let (status, _, _) = call(&app, "POST", "/mutate", fixture("deployment-review.json")).await;
+    assert_eq!(status, 200);
+    let text = metrics_text(&st).await;
+    let panics =
+        r#"rightsizer_admission_reviews_total{kind="Pod",operation="CREATE",outcome="panic"}"#;
+    assert_eq!(sample(&text, panics), 3.0, "{text}");
+}
+
+/// Kinds and operations are metric labels from a closed set: ten thousand forged ones
+/// count as `other` and leave `/metrics` small.
+#[tokio::test]
+async fn forged_kinds_and_operations_count_as_other() {
+    let st = state(Arc::new(AtomicBool::new(true)));
+    let app = router(st.clone());
+    for i in 0..10_000 {
+        let body = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": format!("u{i}"),
+                "kind": {"group": format!("g{i}.example"), "version": "v1", "kind": format!("Forged{i}")},
+                "namespace": "shop",
+                "operation": format!("OP{i}"),
+                "object": {"kind": format!("Forged{i}")},
+            }
+        });
+        let (status, _, _) = call(&app, "POST", "/mutate", body.to_string()).await;
+        assert_eq!(status, 200);
+    }
+    let text = metrics_text(&st).await;
+    assert!(text.len() < 64 * 1024, "/metrics is {} bytes", text.len());
+    let other =
+        r#"rightsizer_admission_reviews_total{kind="other",operation="other",outcome="skipped"}"#;
+    assert_eq!(sample(&text, other), 10_000.0, "{text}");
+    assert!(!text.contains("Forged"));
+}
+
+/// Objects over a cap are admitted unchanged at once with a warning naming the cap and
+/// counted as capped (the cost is in the benchmark, tests/bench/run): 90,000 tiny
+/// containers in 2.7 MB are over the object-byte cap, 40,000 in 1.2 MB over the container
+/// cap.
+#[tokio::test]
+async fn pods_over_a_cap_are_admitted_unchanged() {
+    let st = state(Arc::new(AtomicBool::new(true)));
+    for (n, cap) in [(90_000, "bytes"), (40_000, "containers")] {
+        let body = hostile_pod_review(n, "big-1");
+        assert!(body.len() < MAX_BODY_BYTES, "{}", body.len());
+        let (status, _, out) = call(&router(st.clone()), "POST", "/mutate", body).await;
+        assert_eq!(status, 200);
+        let r = unchanged_answer(&out, "big-1");
+        let warning = r["warnings"][0].as_str().unwrap();
+        assert!(
+            warning.contains(cap) && warning.contains("admitted unchanged"),
+            "{warning}"
+        );
+    }
+    let text = metrics_text(&st).await;
+    let capped =
+        r#"rightsizer_admission_reviews_total{kind="Pod",operation="CREATE",outcome="capped"}"#;
+    assert_eq!(sample(&text, capped), 2.0, "{text}");
+}
+
+/// A review still computing at its deadline (the apiserver's `?timeout=` minus a
+/// margin) is answered "admitted unchanged" with its uid.
+#[tokio::test]
+async fn a_review_past_its_deadline_is_admitted_unchanged() {
+    let st = state_with(
+        admitter_with(Arc::new(Slow(Duration::from_secs(2)))),
+        Arc::new(Snapshot::default()),
+        Readiness::always(),
+        // Every body on a blocking thread (by default small ones are answered inline).
+        ReviewLimits {
+            inline_max_bytes: 0,
+            ..ReviewLimits::default()
+        },
+    );
+    let body = fixture("pod-review.json");
+    let (status, _, out) = call(
+        &router(st.clone()),
+        "POST",
+        "/mutate?timeout=1s",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let r = unchanged_answer(&out, &uid_of(&body));
+    assert!(
+        r["warnings"][0].as_str().unwrap().contains("in time"),
+        "{r}"
+    );
+    let text = metrics_text(&st).await;
+    let timeout =
+        r#"rightsizer_admission_reviews_total{kind="Pod",operation="CREATE",outcome="timeout"}"#;
+    assert_eq!(sample(&text, timeout), 1.0, "{text}");
+}
+
+/// A request body that never ends, as a channel the test holds.
+fn stalled_body(
+    first: &[u8],
+) -> (
+    futures::channel::mpsc::Sender<Result<hyper::body::Frame<Bytes>, Infallible>>,
+    Body,
+) {
+    let (mut tx, rx) = futures::channel::mpsc::channel(4);
+    tx.try_send(Ok(hyper::body::Frame::data(Bytes::copy_from_slice(first))))
+        .unwrap();
+    (tx, Body::new(http_body_util::StreamBody::new(rx)))
+}
+
+/// Past the in-flight limit `/mutate` answers 503 with `Retry-After` at once, without
+/// reading the body; the slot comes back when the request in flight ends.
+#[tokio::test]
+async fn past_the_in_flight_limit_mutate_answers_503_with_retry_after() {
+    let st = state_with(
+        Arc::new(Admitter::default()),
+        Arc::new(Snapshot::default()),
+        Readiness::always(),
+        ReviewLimits {
+            max_in_flight: 1,
+            ..ReviewLimits::default()
+        },
+    );
+    let app = router(st.clone());
+    let body = fixture("pod-review.json");
+    let (tx, stalled) = stalled_body(&body[..10]);
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { call(&app, "POST", "/mutate", stalled).await.0 }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let req = http::Request::post("/mutate")
+        .body(Body::from(body.clone()))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    drop(tx); // the first body ends (truncated: 400)
+    assert_eq!(first.await.unwrap(), 400);
+    assert_eq!(call(&app, "POST", "/mutate", body).await.0, 200);
+}
+
+/// Body bytes buffered at once are bounded: a body whose declared length does not fit
+/// the budget is refused (503) before it is read.
+#[tokio::test]
+async fn past_the_body_byte_budget_mutate_answers_503() {
+    let st = state_with(
+        Arc::new(Admitter::default()),
+        Arc::new(Snapshot::default()),
+        Readiness::always(),
+        ReviewLimits {
+            max_buffered_bytes: 64 * 1024,
+            ..ReviewLimits::default()
+        },
+    );
+    let app = router(st);
+    let (status, _, _) = call(&app, "POST", "/mutate", hostile_pod_review(3_000, "u")).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        call(&app, "POST", "/mutate", fixture("pod-review.json"))
+            .await
+            .0,
+        200
+    );
+}
+
+/// A body that stops arriving gets 408 after the body timeout, and its slot is free again.
+#[tokio::test]
+async fn a_stalled_body_gets_408_and_releases_its_slot() {
+    let st = state_with(
+        Arc::new(Admitter::default()),
+        Arc::new(Snapshot::default()),
+        Readiness::always(),
+        ReviewLimits {
+            max_in_flight: 1,
+            body_timeout: Duration::from_millis(300),
+            ..ReviewLimits::default()
+        },
+    );
+    let app = router(st.clone());
+    let body = fixture("pod-review.json");
+    let (_tx, stalled) = stalled_body(&body[..10]);
+    let (status, _, out) = call(&app, "POST", "/mutate", stalled).await;
+    assert_eq!(status, 408);
+    assert!(error_of(&out).contains("in time"));
+    assert_eq!(call(&app, "POST", "/mutate", body).await.0, 200);
+    let text = metrics_text(&st).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"rightsizer_admission_reviews_total{kind="",operation="",outcome="body_timeout"}"#
+        ),
+        1.0,
+        "{text}"
+    );
 }

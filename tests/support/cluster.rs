@@ -359,6 +359,8 @@ pub fn free_port() -> u16 {
 pub struct Webhook {
     group: Group,
     pub addr: SocketAddr,
+    /// The plain-HTTP admin port (`/metrics`, `/recommendations`: not on the TLS port).
+    pub admin: SocketAddr,
     pub log: PathBuf,
 }
 
@@ -375,6 +377,9 @@ impl Webhook {
     ) -> Result<Webhook, String> {
         let out = fs::File::create(&log).map_err(|e| e.to_string())?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .map_err(|e: std::net::AddrParseError| e.to_string())?;
         let mut cmd = Command::new(script("tether.sh"));
         cmd.arg(std::process::id().to_string())
             .arg(env!("CARGO_BIN_EXE_rightsizer"))
@@ -385,6 +390,8 @@ impl Webhook {
             .arg(&tls.cert)
             .arg("--tls-key")
             .arg(&tls.key)
+            .arg("--admin-listen")
+            .arg(admin.to_string())
             .args(extra_args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
@@ -399,7 +406,12 @@ impl Webhook {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(Webhook { group, addr, log });
+                return Ok(Webhook {
+                    group,
+                    addr,
+                    admin,
+                    log,
+                });
             }
             if group.exited() || Instant::now() > deadline {
                 let text = fs::read_to_string(&log).unwrap_or_default();
@@ -429,6 +441,21 @@ pub async fn webhook_get(addr: SocketAddr, ca_pem: &str, path: &str) -> Result<S
         .map_err(|e| e.to_string())?;
     let resp = client
         .get(format!("https://{addr}{path}"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    resp.text().await.map_err(|e| e.to_string())
+}
+
+/// GET a path of the webhook's plain-HTTP admin port (`/metrics`).
+pub async fn admin_get(admin: SocketAddr, path: &str) -> Result<String, String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .get(format!("http://{admin}{path}"))
         .send()
         .await
         .map_err(|e| e.to_string())?;

@@ -29,6 +29,22 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
 }
 
+/// A Pod review of `n` tiny containers (90,000 make a 2.7 MB body, under the 3 MiB
+/// limit): the review that took 3.4 s and 724 MB before reviews were capped.
+pub fn hostile_pod_review(n: usize, uid: &str) -> Vec<u8> {
+    let mut containers = String::with_capacity(n * 32);
+    for i in 0..n {
+        if i > 0 {
+            containers.push(',');
+        }
+        containers.push_str(&format!(r#"{{"name":"c{i}","image":"x"}}"#));
+    }
+    format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"{uid}","kind":{{"group":"","version":"v1","kind":"Pod"}},"resource":{{"group":"","version":"v1","resource":"pods"}},"namespace":"shop","operation":"CREATE","object":{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"big","namespace":"shop"}},"spec":{{"containers":[{containers}]}}}}}}}}"#
+    )
+    .into_bytes()
+}
+
 pub fn full(b: impl Into<Bytes>) -> ReqBody {
     Full::new(b.into()).boxed()
 }
@@ -156,6 +172,14 @@ impl Conn {
         })
     }
 
+    /// Whether the server has closed this connection.
+    pub fn is_closed(&self) -> bool {
+        match &self.sender {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
     pub async fn send(&mut self, method: &str, path: &str, body: ReqBody) -> Result<Reply, Error> {
         let req = http::Request::builder()
             .method(method)
@@ -201,6 +225,18 @@ impl Conn {
     }
 }
 
+/// A TLS connection with nothing on top (to write bytes by hand).
+pub async fn raw_tls(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("localhost")?;
+    Ok(tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await?)
+}
+
 /// Plain HTTP/1.1 GET (the admin port).
 pub async fn plain_get(addr: SocketAddr, path: &str) -> Result<Reply, Error> {
     let tcp = TcpStream::connect(addr).await?;
@@ -227,6 +263,13 @@ pub async fn plain_get(addr: SocketAddr, path: &str) -> Result<Reply, Error> {
     })
 }
 
+/// The value of the sample `series` (exact labels) in a `/metrics` text, 0 when absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// `rightsizer serve` as a child process; killed on drop.
 pub struct Server {
     child: Child,
@@ -243,7 +286,10 @@ impl Server {
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("RIGHTSIZER_TEST_LOG").unwrap_or("info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
@@ -286,6 +332,13 @@ impl Server {
             admin,
             log,
         }
+    }
+
+    /// `/metrics` from the admin port (the server must have been started with one).
+    pub async fn metrics(&self) -> String {
+        let admin = self.admin.expect("started with --admin-listen");
+        let r = plain_get(admin, "/metrics").await.expect("admin /metrics");
+        String::from_utf8(r.body.to_vec()).expect("metrics text")
     }
 
     pub fn logs(&self) -> String {

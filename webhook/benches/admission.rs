@@ -149,6 +149,7 @@ async fn oneshot(name: &str, body: &[u8], budget: Duration) -> Figures {
         readiness: Readiness::always(),
         registry: Arc::new(registry),
         metrics,
+        guard: Arc::default(),
     });
     let body = bytes::Bytes::copy_from_slice(body);
     let mut lat = Vec::new();
@@ -281,6 +282,9 @@ fn main() {
     for (name, body) in &cases {
         print(&in_process(name, body, budget));
     }
+    // The hostile review of issue 10: admitted unchanged at the container cap.
+    let hostile = support_https::hostile_pod_review(90_000, "hostile");
+    print(&in_process("Pod, 90,000 containers", &hostile, budget));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -7,10 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::cluster::{ClusterFacts, NoFacts};
 use crate::object::{check_decodes, kind_for, View};
@@ -20,14 +19,15 @@ use crate::recommendation::{
 };
 use crate::sizing::{self, Context};
 
+mod answer;
+pub mod caps;
 mod diff;
+
+use answer::{encode_patch, response};
+pub use answer::{operation_label, Envelope};
 
 /// Namespaces never mutated, whatever the configuration.
 pub const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
-
-/// The most warnings returned, and the longest one (the apiserver truncates beyond).
-const MAX_WARNINGS: usize = 8;
-const MAX_WARNING_LEN: usize = 256;
 
 /// Why a request body is not a review we can answer (the HTTP layer maps this to 400).
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,12 @@ pub enum Outcome {
     Skipped,
     /// Admitted unchanged because the object could not be handled (warning returned).
     Invalid,
+    /// Admitted unchanged because the object or the answer passed a cap in [`caps`].
+    Capped,
+    /// Admitted unchanged because the review panicked (a bug; the process keeps serving).
+    Panicked,
+    /// Admitted unchanged because the review did not finish before its deadline.
+    TimedOut,
 }
 
 impl Outcome {
@@ -58,6 +64,9 @@ impl Outcome {
             Outcome::Unchanged => "unchanged",
             Outcome::Skipped => "skipped",
             Outcome::Invalid => "invalid",
+            Outcome::Capped => "capped",
+            Outcome::Panicked => "panic",
+            Outcome::TimedOut => "timeout",
         }
     }
 }
@@ -67,10 +76,11 @@ impl Outcome {
 pub struct Reviewed {
     /// The AdmissionReview response document, serialized.
     pub body: Vec<u8>,
-    /// `request.kind.kind`, e.g. "Pod".
-    pub kind: String,
-    /// `request.operation`, e.g. "CREATE".
-    pub operation: String,
+    /// The object's kind as a metric label: a handled kind ([`WorkloadKind::as_str`]) or
+    /// `other`. A closed set, so a forged kind cannot grow `/metrics`.
+    pub kind: &'static str,
+    /// `request.operation` as a metric label: CREATE, UPDATE, DELETE, CONNECT or `other`.
+    pub operation: &'static str,
     pub outcome: Outcome,
     /// Number of JSONPatch operations returned.
     pub patch_ops: usize,
@@ -89,9 +99,10 @@ struct ReviewIn<'a> {
     request: Option<RequestIn<'a>>,
 }
 
+/// The `request` of a parsed AdmissionReview (the object still as raw JSON text).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
+pub struct RequestIn<'a> {
     uid: String,
     kind: GroupVersionKind,
     #[serde(default)]
@@ -106,7 +117,7 @@ struct RequestIn<'a> {
 }
 
 #[derive(Deserialize)]
-struct GroupVersionKind {
+pub struct GroupVersionKind {
     #[serde(default)]
     group: String,
     kind: String,
@@ -190,68 +201,62 @@ impl Admitter {
 
     /// Answer one AdmissionReview body.
     pub fn review(&self, body: &[u8]) -> Result<Reviewed, ReviewError> {
-        let text = std::str::from_utf8(body).map_err(|e| ReviewError::NotJson(e.to_string()))?;
-        let review: ReviewIn = serde_json::from_str(text).map_err(|e| {
-            if e.is_syntax() || e.is_eof() {
-                ReviewError::NotJson(e.to_string())
-            } else {
-                ReviewError::NotReview(e.to_string())
+        let req = parse(body)?;
+        Ok(self.answer(&req))
+    }
+
+    /// Answer a parsed request. Never fails and never panics: a panic inside the review
+    /// (a bug) and an object or answer over a cap are admitted unchanged with a warning.
+    pub fn answer(&self, req: &RequestIn) -> Reviewed {
+        let m = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.mutate(req))) {
+            Ok(m) => m,
+            Err(payload) => {
+                let what = panic_message(payload.as_ref());
+                tracing::error!(uid = %req.uid, panic = %what, "review panicked; admitted unchanged");
+                Mutation::skipped(
+                    Outcome::Panicked,
+                    Some("internal error while reviewing; admitted unchanged".into()),
+                )
             }
-        })?;
-        if review.api_version.as_deref() != Some("admission.k8s.io/v1") {
-            return Err(ReviewError::NotReview(format!(
-                "apiVersion is {:?}",
-                review.api_version.unwrap_or_default()
-            )));
+        };
+        let mut outcome = if m.patch.0.is_empty() {
+            m.outcome
+        } else {
+            Outcome::Patched
+        };
+        let mut warnings = m.warnings;
+        let mut patch = match encode_patch(&m.patch) {
+            Ok(p) => p,
+            Err(cap) => {
+                outcome = Outcome::Capped;
+                warnings.insert(
+                    0,
+                    format!("the change would make {cap}; admitted unchanged"),
+                );
+                None
+            }
+        };
+        let mut patch_ops = if patch.is_some() { m.patch.0.len() } else { 0 };
+        let mut body = response(&req.uid, patch.as_deref(), &warnings);
+        if body.len() > caps::MAX_RESPONSE_BYTES {
+            outcome = Outcome::Capped;
+            patch = None;
+            patch_ops = 0;
+            let why = format!(
+                "the answer would be {}; admitted unchanged",
+                caps::Cap::ResponseBytes
+            );
+            body = response(&req.uid, patch.as_deref(), &[why]);
         }
-        if review.kind.as_deref() != Some("AdmissionReview") {
-            return Err(ReviewError::NotReview(format!(
-                "kind is {:?}",
-                review.kind.unwrap_or_default()
-            )));
-        }
-        let req = review
-            .request
-            .ok_or_else(|| ReviewError::NotReview("no request".into()))?;
-        if req.uid.is_empty() {
-            return Err(ReviewError::NotReview("request.uid is empty".into()));
-        }
-        let dry_run = req.dry_run.unwrap_or(false);
-        let m = self.mutate(&req);
-        let patch_ops = m.patch.0.len();
-        let mut response = json!({"uid": req.uid, "allowed": true});
-        if patch_ops > 0 {
-            let bytes =
-                serde_json::to_vec(&m.patch).map_err(|e| ReviewError::NotJson(e.to_string()))?;
-            response["patchType"] = json!("JSONPatch");
-            response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
-        }
-        if !m.warnings.is_empty() {
-            response["warnings"] = json!(m
-                .warnings
-                .iter()
-                .take(MAX_WARNINGS)
-                .map(|w| truncate(&format!("rightsizer: {w}"), MAX_WARNING_LEN))
-                .collect::<Vec<_>>());
-        }
-        let out = json!({
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "response": response,
-        });
-        Ok(Reviewed {
-            body: serde_json::to_vec(&out).map_err(|e| ReviewError::NotJson(e.to_string()))?,
-            kind: req.kind.kind,
-            operation: req.operation,
-            outcome: if patch_ops > 0 {
-                Outcome::Patched
-            } else {
-                m.outcome
-            },
+        Reviewed {
+            body,
+            kind: req.kind_label(),
+            operation: req.operation_label(),
+            outcome,
             patch_ops,
-            dry_run,
+            dry_run: req.dry_run.unwrap_or(false),
             workload: m.workload,
-        })
+        }
     }
 
     fn mutate(&self, req: &RequestIn) -> Mutation {
@@ -280,6 +285,22 @@ impl Admitter {
                 Some("request has no object; admitted unchanged".into()),
             );
         };
+        // Measured before a tree is built: the caps bound what follows.
+        match caps::check_object(raw.get()) {
+            Ok(()) => {}
+            Err(caps::Measure::Over(cap)) => {
+                return Mutation::skipped(
+                    Outcome::Capped,
+                    Some(format!("object has {cap}; admitted unchanged")),
+                )
+            }
+            Err(caps::Measure::Bad(e)) => {
+                return Mutation::skipped(
+                    Outcome::Invalid,
+                    Some(format!("{e}; admitted unchanged")),
+                )
+            }
+        }
         match serde_json::from_str::<Value>(raw.get()) {
             Ok(obj) => self.mutate_object(kind, namespace, &obj),
             Err(e) => Mutation::skipped(Outcome::Invalid, Some(format!("{e}; admitted unchanged"))),
@@ -399,13 +420,67 @@ impl Admitter {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
+/// Parse an AdmissionReview v1 body down to its request (the object stays raw text).
+pub fn parse(body: &[u8]) -> Result<RequestIn<'_>, ReviewError> {
+    let text = std::str::from_utf8(body).map_err(|e| ReviewError::NotJson(e.to_string()))?;
+    let review: ReviewIn = serde_json::from_str(text).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ReviewError::NotJson(e.to_string())
+        } else {
+            ReviewError::NotReview(e.to_string())
+        }
+    })?;
+    if review.api_version.as_deref() != Some("admission.k8s.io/v1") {
+        return Err(ReviewError::NotReview(format!(
+            "apiVersion is {:?}",
+            review.api_version.unwrap_or_default()
+        )));
     }
-    let mut end = max.saturating_sub(3);
-    while !s.is_char_boundary(end) {
-        end -= 1;
+    if review.kind.as_deref() != Some("AdmissionReview") {
+        return Err(ReviewError::NotReview(format!(
+            "kind is {:?}",
+            review.kind.unwrap_or_default()
+        )));
     }
-    format!("{}...", &s[..end])
+    let req = review
+        .request
+        .ok_or_else(|| ReviewError::NotReview("no request".into()))?;
+    if req.uid.is_empty() {
+        return Err(ReviewError::NotReview("request.uid is empty".into()));
+    }
+    Ok(req)
+}
+
+impl RequestIn<'_> {
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// See [`Reviewed::kind`].
+    pub fn kind_label(&self) -> &'static str {
+        kind_for(&self.kind.group, &self.kind.kind).map_or("other", WorkloadKind::as_str)
+    }
+
+    /// See [`Reviewed::operation`].
+    pub fn operation_label(&self) -> &'static str {
+        operation_label(&self.operation)
+    }
+
+    /// What answering it unchanged needs, owned (it outlives the body).
+    pub fn envelope(&self) -> Envelope {
+        Envelope {
+            uid: self.uid.clone(),
+            kind: self.kind_label(),
+            operation: self.operation_label(),
+            dry_run: self.dry_run.unwrap_or(false),
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".to_string())
 }

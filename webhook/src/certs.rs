@@ -5,6 +5,7 @@
 //! Generation only: serving and reloading the files is the TLS server's job.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -128,6 +129,17 @@ impl Ca {
     /// A serving certificate (server auth) for `names` (DNS names or IP addresses),
     /// signed by this CA, with a fresh key. The first name is also the common name.
     pub fn issue_serving(&self, names: &[String], days: u32) -> Result<Serving, CertError> {
+        let (not_before, not_after) = validity(days)?;
+        self.issue_serving_between(names, not_before, not_after)
+    }
+
+    /// [`Ca::issue_serving`] with an explicit validity period.
+    pub fn issue_serving_between(
+        &self,
+        names: &[String],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Serving, CertError> {
         let mut params = CertificateParams::default();
         params.subject_alt_names = names
             .iter()
@@ -153,7 +165,7 @@ impl Ca {
         ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
-        (params.not_before, params.not_after) = validity(days)?;
+        (params.not_before, params.not_after) = (not_before, not_after);
         let key = KeyPair::generate().map_err(CertError::Key)?;
         let cert = params
             .signed_by(&key, &self.issuer)
@@ -168,11 +180,20 @@ impl Ca {
     }
 }
 
-/// A serving certificate and its private key, PEM.
-#[derive(Debug, Clone)]
+/// A serving certificate and its private key, PEM. Its `Debug` omits the key.
+#[derive(Clone)]
 pub struct Serving {
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serving")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
 }
 
 fn validity(days: u32) -> Result<(OffsetDateTime, OffsetDateTime), CertError> {
@@ -277,6 +298,37 @@ pub fn webhook_ca_patch_yaml(
     Ok(serde_yaml::to_string(&patch)?)
 }
 
+/// Write `contents` to `dir/name` so that no reader sees half a file and nothing is
+/// written through a link: a temporary file is created exclusively (`O_EXCL`: it fails
+/// on any existing path, a symlink included) with its final mode (0600 when `private`,
+/// for keys), synced, then renamed over `name` (a rename replaces a symlink at `name`
+/// instead of following it). A stale temporary of an interrupted run is removed first.
+pub fn write_file(dir: &Path, name: &str, contents: &[u8], private: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(if private { 0o600 } else { 0o644 });
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = options.open(&tmp)?;
+    let written = file.write_all(contents).and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,5 +370,55 @@ mod tests {
             "{:?}",
             err.err()
         );
+    }
+
+    #[test]
+    fn debug_of_a_serving_pair_omits_the_key() {
+        let ca = Ca::generate("a", 1).unwrap();
+        let p = ca.issue_serving(&["localhost".to_string()], 1).unwrap();
+        let d = format!("{p:?}");
+        assert!(!d.contains("PRIVATE KEY"), "{d}");
+        assert!(d.contains("BEGIN CERTIFICATE"));
+    }
+
+    #[cfg(unix)]
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn keys_are_written_owner_only_and_never_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        // A planted temporary and a planted target, both links to the victim.
+        std::os::unix::fs::symlink(&victim, dir.path().join(".tls.key.tmp")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("tls.key")).unwrap();
+        write_file(dir.path(), "tls.key", b"secret", true).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        let key = dir.path().join("tls.key");
+        assert!(!std::fs::symlink_metadata(&key)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "secret");
+        assert_eq!(mode(&key), 0o600);
+        assert!(!dir.path().join(".tls.key.tmp").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_replacing_a_world_readable_file_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("ca.key");
+        std::fs::write(&key, "old").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_file(dir.path(), "ca.key", b"new", true).unwrap();
+        assert_eq!(mode(&key), 0o600);
+        write_file(dir.path(), "ca.crt", b"cert", false).unwrap();
+        assert_eq!(mode(&dir.path().join("ca.crt")) & 0o600, 0o600);
     }
 }

@@ -2,6 +2,8 @@
 //! tenancy options of the backends people run (Prometheus, Thanos Query, Mimir,
 //! VictoriaMetrics), a timeout per request and retries with exponential backoff.
 
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -35,14 +37,20 @@ impl PromError {
     }
 }
 
-/// How to reach Prometheus.
-#[derive(Debug, Clone)]
+/// How to reach Prometheus. Its `Debug` shows no secret.
+#[derive(Clone)]
 pub struct PromConfig {
     /// Base URL, e.g. `http://prometheus:9090` or a Mimir/Thanos/VictoriaMetrics
     /// Prometheus-compatible prefix (`http://mimir/prometheus`).
     pub url: String,
     pub bearer_token: Option<String>,
+    /// A file holding the bearer token, re-read whenever it changes (projected
+    /// ServiceAccount tokens rotate); takes precedence over `bearer_token`.
+    pub bearer_token_file: Option<PathBuf>,
     pub basic_auth: Option<(String, String)>,
+    /// A file holding the basic-auth password (re-read when it changes); takes
+    /// precedence over the password in `basic_auth`.
+    pub password_file: Option<PathBuf>,
     /// Extra root certificate(s), PEM.
     pub ca_pem: Option<Vec<u8>>,
     /// Mimir/Cortex tenant: sent as `X-Scope-OrgID`.
@@ -59,12 +67,107 @@ impl PromConfig {
         PromConfig {
             url: url.into(),
             bearer_token: None,
+            bearer_token_file: None,
             basic_auth: None,
+            password_file: None,
             ca_pem: None,
             tenant: None,
             timeout: Duration::from_secs(30),
             retries: 2,
             backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for PromConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromConfig")
+            .field("url", &self.url)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| REDACTED),
+            )
+            .field("bearer_token_file", &self.bearer_token_file)
+            .field(
+                "basic_auth",
+                &self.basic_auth.as_ref().map(|(u, _)| (u, REDACTED)),
+            )
+            .field("password_file", &self.password_file)
+            .field(
+                "ca_pem",
+                &self.ca_pem.as_ref().map(|c| format!("{} bytes", c.len())),
+            )
+            .field("tenant", &self.tenant)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
+
+/// A secret kept in a file, re-read when the file changes (size, mtime or inode: a
+/// kubelet swap of the `..data` symlink changes the inode).
+struct SecretFile {
+    path: PathBuf,
+    seen: Mutex<Option<(FileStamp, String)>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    ino: u64,
+}
+
+impl SecretFile {
+    fn new(path: PathBuf) -> Self {
+        SecretFile {
+            path,
+            seen: Mutex::new(None),
+        }
+    }
+
+    /// The file's current contents (trimmed). A file that cannot be read keeps the last
+    /// value read, if any.
+    fn current(&self) -> Result<String, PromError> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let stamp = std::fs::metadata(&self.path).map(|m| FileStamp {
+            len: m.len(),
+            modified: m.modified().ok(),
+            ino: {
+                #[cfg(unix)]
+                {
+                    std::os::unix::fs::MetadataExt::ino(&m)
+                }
+                #[cfg(not(unix))]
+                {
+                    0
+                }
+            },
+        });
+        let read = match (&stamp, seen.as_ref()) {
+            (Ok(st), Some((old, v))) if st == old => return Ok(v.clone()),
+            (Ok(st), _) => std::fs::read_to_string(&self.path).map(|t| (*st, t)),
+            (Err(e), _) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        };
+        match read {
+            Ok((st, text)) => {
+                let v = text.trim().to_string();
+                *seen = Some((st, v.clone()));
+                Ok(v)
+            }
+            Err(e) => match seen.as_ref() {
+                Some((_, v)) => {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot re-read a secret file; keeping the last value");
+                    Ok(v.clone())
+                }
+                None => Err(PromError::Config(format!(
+                    "reading {}: {e}",
+                    self.path.display()
+                ))),
+            },
         }
     }
 }
@@ -180,6 +283,8 @@ impl RangeSeries {
 pub struct PromClient {
     http: reqwest::Client,
     cfg: PromConfig,
+    token_file: Option<Arc<SecretFile>>,
+    password_file: Option<Arc<SecretFile>>,
     endpoint: String,
     range_endpoint: String,
 }
@@ -211,9 +316,19 @@ impl PromClient {
         }
         let endpoint = format!("{base}/api/v1/query");
         let range_endpoint = format!("{base}/api/v1/query_range");
+        let token_file = cfg
+            .bearer_token_file
+            .clone()
+            .map(|p| Arc::new(SecretFile::new(p)));
+        let password_file = cfg
+            .password_file
+            .clone()
+            .map(|p| Arc::new(SecretFile::new(p)));
         Ok(PromClient {
             http,
             cfg,
+            token_file,
+            password_file,
             endpoint,
             range_endpoint,
         })
@@ -276,9 +391,17 @@ impl PromClient {
         params: &[(&str, &str)],
     ) -> Result<Option<D>, PromError> {
         let mut req = self.http.post(endpoint).form(params);
-        if let Some(t) = &self.cfg.bearer_token {
+        let token = match &self.token_file {
+            Some(f) => Some(f.current()?),
+            None => self.cfg.bearer_token.clone(),
+        };
+        if let Some(t) = token {
             req = req.bearer_auth(t);
         } else if let Some((u, p)) = &self.cfg.basic_auth {
+            let p = match &self.password_file {
+                Some(f) => f.current()?,
+                None => p.clone(),
+            };
             req = req.basic_auth(u, Some(p));
         }
         if let Some(t) = &self.cfg.tenant {
@@ -382,5 +505,66 @@ mod tests {
             PromClient::new(PromConfig::new("prometheus:9090")),
             Err(PromError::Config(_))
         ));
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let mut c = PromConfig::new("http://p:9090");
+        c.bearer_token = Some("tok-SECRET".into());
+        c.basic_auth = Some(("user".into(), "pw-SECRET".into()));
+        let d = format!("{c:?}");
+        assert!(!d.contains("SECRET"), "{d}");
+        assert!(d.contains("user") && d.contains(REDACTED), "{d}");
+        let a = crate::analyzer::AnalyzerConfig::new(c);
+        assert!(!format!("{a:?}").contains("SECRET"));
+    }
+
+    /// The Authorization header follows the token file as it is rewritten (and as a
+    /// Secret volume swaps it), without a new client.
+    #[tokio::test]
+    async fn the_token_file_is_re_read_when_it_changes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 8192];
+                let n = s.read(&mut buf).await.unwrap();
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let auth = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("authorization: "))
+                    .unwrap_or("")
+                    .to_string();
+                tx.send(auth).unwrap();
+                let body = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(resp.as_bytes()).await.unwrap();
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "first\n").unwrap();
+        let mut c = PromConfig::new(format!("http://{addr}"));
+        c.bearer_token_file = Some(token.clone());
+        let client = PromClient::new(c).unwrap();
+        client.query("up", 1).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "Bearer first");
+        // Rewritten in place with the same length: the mtime or inode tells.
+        std::thread::sleep(Duration::from_millis(20));
+        let tmp = dir.path().join("token.new");
+        std::fs::write(&tmp, "secnd\n").unwrap();
+        std::fs::rename(&tmp, &token).unwrap();
+        client.query("up", 1).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "Bearer secnd");
+        // Gone: the last token read is kept.
+        std::fs::remove_file(&token).unwrap();
+        client.query("up", 1).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "Bearer secnd");
     }
 }

@@ -3,7 +3,6 @@
 //! `generated/`), reusing the CA found there unless `--new-ca`.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -106,26 +105,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes via a temporary file and a rename, so a process watching the directory never
-/// reads half a file; private material is created owner-only.
+/// Through [`certs::write_file`]: atomic, exclusive, never through a symlink; private
+/// material owner-only.
 fn write(dir: &Path, name: &str, contents: &[u8], private: bool) -> anyhow::Result<()> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(if private { 0o600 } else { 0o644 });
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    let mut file = options
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
+    certs::write_file(dir, name, contents, private)
+        .with_context(|| format!("writing {}", dir.join(name).display()))
 }

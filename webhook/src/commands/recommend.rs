@@ -77,9 +77,13 @@ impl PromArgs {
         };
         let mut p = PromConfig::new(url.clone());
         p.timeout = Duration::from_secs(self.prometheus_timeout.max(1));
+        // Read once now so a missing file fails at start; the client re-reads both files
+        // whenever they change (rotated tokens).
         p.bearer_token = self.prometheus_token_file.as_ref().map(read).transpose()?;
+        p.bearer_token_file = self.prometheus_token_file.clone();
         if let (Some(u), Some(f)) = (&self.prometheus_user, &self.prometheus_password_file) {
             p.basic_auth = Some((u.clone(), read(f)?));
+            p.password_file = Some(f.clone());
         }
         p.ca_pem = self
             .prometheus_ca

@@ -49,7 +49,8 @@ pub struct Args {
     /// Where `--self-signed` writes the CA bundle [default: <temp dir>/rightsizer-ca.pem].
     #[arg(long, requires = "self_signed")]
     pub ca_out: Option<PathBuf>,
-    /// Plain-HTTP admin port repeating /healthz, /readyz, /metrics, /recommendations.
+    /// Plain-HTTP admin port: /healthz, /readyz, /metrics, /recommendations (the last two
+    /// are served only here, never on the HTTPS port).
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
     /// Folder of policy ConfigMap manifests (may be repeated).
@@ -77,6 +78,8 @@ pub struct Args {
     /// Longest wait for in-flight requests after SIGTERM/SIGINT, in seconds.
     #[arg(long, default_value_t = listener::DEFAULT_DRAIN.as_secs())]
     pub shutdown_timeout: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -90,6 +93,50 @@ pub struct Args {
     /// then); `never`: always from the API. Without `--kube`, always the series.
     #[arg(long, value_enum, default_value_t = KsmMode::Auto)]
     pub kube_state_metrics: KsmMode,
+}
+
+/// Bounds on what one client may hold (both ports). Durations as `10s`, `500ms`, `1m`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// Longest wait for an HTTP/1.1 request head.
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    pub header_timeout: Duration,
+    /// Longest wait for a whole request body.
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    pub body_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[arg(long, default_value = "30s", value_parser = parse_timeout)]
+    pub idle_timeout: Duration,
+    /// Open connections per port; past it new ones are closed at once.
+    #[arg(long, default_value_t = listener::ConnLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// Reviews in flight; past it /mutate answers 503 with Retry-After: 1.
+    #[arg(long, default_value_t = server::ReviewLimits::default().max_in_flight)]
+    pub max_reviews_in_flight: usize,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    server::guard::parse_go_duration(s)
+        .ok_or_else(|| format!("invalid duration {s:?} (e.g. 10s, 500ms)"))
+}
+
+impl LimitArgs {
+    fn conn(&self) -> listener::ConnLimits {
+        listener::ConnLimits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            ..listener::ConnLimits::default()
+        }
+    }
+
+    fn review(&self) -> server::ReviewLimits {
+        server::ReviewLimits {
+            body_timeout: self.body_timeout,
+            max_in_flight: self.max_reviews_in_flight,
+            ..server::ReviewLimits::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -344,7 +391,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         recommendations: admission.recommendations,
         readiness: admission.readiness,
         registry: Arc::new(registry),
-        metrics,
+        metrics: metrics.clone(),
+        guard: Arc::new(server::ReviewGuard::new(args.limits.review())),
     };
 
     let tcp = tokio::net::TcpListener::bind(args.listen)
@@ -374,6 +422,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 l,
                 app,
                 stopped(stop_rx.clone()),
+                Duration::from_secs(args.shutdown_timeout),
+                args.limits.conn(),
+                listener::Observed {
+                    metrics: metrics.clone(),
+                    listener: "admin",
+                },
             )))
         }
         None => None,
@@ -386,10 +440,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         server::router(state),
         stopped(stop_rx),
         Duration::from_secs(args.shutdown_timeout),
+        args.limits.conn(),
+        listener::Observed {
+            metrics,
+            listener: "webhook",
+        },
     )
     .await;
     if let Some(h) = admin {
-        h.await??;
+        let admin_drained = h.await?;
+        tracing::info!(?admin_drained, "admin port stopped");
     }
     for t in &admission_tasks {
         t.abort();
@@ -460,7 +520,16 @@ fn serving_cert(
                 .ca_out
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join("rightsizer-ca.pem"));
-            std::fs::write(&out, ca.cert_pem())
+            let (dir, name) = match (out.parent(), out.file_name()) {
+                (Some(d), Some(n)) => (d, n.to_string_lossy().into_owned()),
+                _ => anyhow::bail!("--ca-out {} is not a file path", out.display()),
+            };
+            let dir = if dir.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                dir
+            };
+            rightsizer::certs::write_file(dir, &name, ca.cert_pem().as_bytes(), false)
                 .with_context(|| format!("writing the CA bundle to {}", out.display()))?;
             println!("rightsizer serve: CA bundle written to {}", out.display());
             let ck = tls::certified_key_from_pem(
@@ -468,6 +537,8 @@ fn serving_cert(
                 pair.key_pem.as_bytes(),
                 "self-signed",
             )?;
+            let (_, not_after) = tls::validity(&ck)?;
+            metrics.tls_cert_not_after.set(not_after);
             Ok((Arc::new(tls::SwappableCert::new(ck)), None))
         }
         _ => anyhow::bail!("give --tls-cert and --tls-key, --certificate-secret, or --self-signed"),

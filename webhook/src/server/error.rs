@@ -17,6 +17,10 @@ pub enum HttpError {
     NotReady(String),
     #[error("could not encode response: {0}")]
     Encode(String),
+    #[error("too many reviews in flight; retry")]
+    Busy,
+    #[error("request body not received in time")]
+    BodyTimeout,
 }
 
 impl HttpError {
@@ -26,6 +30,8 @@ impl HttpError {
             HttpError::BodyRead(_) | HttpError::BadReview(_) => StatusCode::BAD_REQUEST,
             HttpError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            HttpError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }
@@ -33,6 +39,12 @@ impl HttpError {
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.to_string() });
-        (self.status(), Json(body)).into_response()
+        let mut resp = (self.status(), Json(body)).into_response();
+        if matches!(self, HttpError::Busy) {
+            // The apiserver's client retries a 503 that says when (see server::guard).
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, "1".parse().unwrap());
+        }
+        resp
     }
 }

@@ -12,39 +12,95 @@ use bytes::BytesMut;
 use http_body_util::BodyExt;
 
 use super::error::HttpError;
+use super::guard::Slot;
 use super::metrics::{self, ServerMetrics};
 use super::AppState;
+use crate::admission::{self, Envelope, Outcome, ReviewError, Reviewed};
 
 /// Largest AdmissionReview body accepted (the apiserver's own request limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
-/// `POST /mutate[?timeout=..]`: the query is ignored (the apiserver adds its timeout).
+/// `POST /mutate[?timeout=..]`: bounded by [`super::guard`]; a review of a body over
+/// [`ReviewLimits::inline_max_bytes`](super::ReviewLimits) runs on a blocking thread (one
+/// per core) and is answered "admitted unchanged" when it does not finish before the
+/// deadline the apiserver's `?timeout=` sets; a smaller one is answered inline.
 pub async fn mutate(State(st): State<AppState>, req: Request) -> Result<Response, HttpError> {
     let started = Instant::now();
-    let body = match read_body(req.into_body()).await {
-        Ok(b) => b,
-        Err(e) => {
-            st.metrics
-                .observe_rejected(outcome_of(&e), started.elapsed());
-            return Err(e);
+    let result = review(&st, req, started).await;
+    match &result {
+        Ok(r) => st.metrics.observe_review(r, started.elapsed()),
+        Err(e) => st
+            .metrics
+            .observe_rejected(outcome_of(e), started.elapsed()),
+    }
+    let r = result?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], r.body).into_response())
+}
+
+async fn review(st: &AppState, req: Request, started: Instant) -> Result<Reviewed, HttpError> {
+    let guard = &st.guard;
+    let deadline = guard.deadline(started.into(), req.uri().query());
+    let mut slot = guard.enter().ok_or(HttpError::Busy)?;
+    let body = tokio::time::timeout(
+        guard.limits.body_timeout,
+        read_body(req.into_body(), &mut slot),
+    )
+    .await
+    .map_err(|_| HttpError::BodyTimeout)??;
+
+    if body.len() <= guard.limits.inline_max_bytes {
+        // Small: bounded cost, answered here (`answer` contains its own panics).
+        let req = admission::parse(&body).inspect_err(|e| {
+            tracing::info!(error = %e, "rejected review body");
+        })?;
+        return Ok(st.admitter.answer(&req));
+    }
+    let Some(worker) = guard.worker(deadline).await else {
+        return Err(HttpError::Busy);
+    };
+    let (env_tx, mut env_rx) = tokio::sync::oneshot::channel::<Envelope>();
+    let admitter = st.admitter.clone();
+    // The compute slot is held until the work ends, even if the answer went out first.
+    let work = tokio::task::spawn_blocking(move || {
+        let _worker = worker;
+        let req = admission::parse(&body)?;
+        let _ = env_tx.send(req.envelope());
+        Ok::<_, ReviewError>(admitter.answer(&req))
+    });
+    let late = match tokio::time::timeout_at(deadline, work).await {
+        Ok(Ok(Ok(r))) => return Ok(r),
+        Ok(Ok(Err(e))) => {
+            tracing::info!(error = %e, "rejected review body");
+            return Err(HttpError::from(e));
+        }
+        Ok(Err(join)) => {
+            // `answer` contains its own panics; this is one in parsing or encoding.
+            tracing::error!(error = %join, "review task failed");
+            (
+                Outcome::Panicked,
+                "internal error while reviewing; admitted unchanged",
+            )
+        }
+        Err(_) => {
+            tracing::warn!("review passed its deadline; admitted unchanged");
+            (
+                Outcome::TimedOut,
+                "review did not finish in time; admitted unchanged",
+            )
         }
     };
-    match st.admitter.review(&body) {
-        Ok(r) => {
-            st.metrics.observe_review(&r, started.elapsed());
-            Ok(([(header::CONTENT_TYPE, "application/json")], r.body).into_response())
-        }
-        Err(e) => {
-            tracing::info!(error = %e, "rejected review body");
-            st.metrics.observe_rejected("error", started.elapsed());
-            Err(HttpError::from(e))
-        }
+    match env_rx.try_recv() {
+        Ok(env) => Ok(env.unchanged(late.0, late.1)),
+        // Not even parsed: there is no uid to answer with.
+        Err(_) => Err(HttpError::Busy),
     }
 }
 
 fn outcome_of(e: &HttpError) -> &'static str {
     match e {
         HttpError::TooLarge { .. } => "too_large",
+        HttpError::Busy => "busy",
+        HttpError::BodyTimeout => "body_timeout",
         _ => "error",
     }
 }
@@ -53,8 +109,9 @@ fn outcome_of(e: &HttpError) -> &'static str {
 /// client sees the 413 instead of a reset stream; a bigger body is cut off.
 const DISCARD_BYTES: usize = 4 * MAX_BODY_BYTES;
 
-/// Read at most [`MAX_BODY_BYTES`]; a declared or actual larger body is a 413.
-async fn read_body(mut body: Body) -> Result<Bytes, HttpError> {
+/// Read at most [`MAX_BODY_BYTES`], reserving buffered bytes in `slot` as they arrive;
+/// a declared or actual larger body is a 413, a spent byte budget a 503.
+async fn read_body(mut body: Body, slot: &mut Slot) -> Result<Bytes, HttpError> {
     let too_large = HttpError::TooLarge {
         limit: MAX_BODY_BYTES,
     };
@@ -62,7 +119,16 @@ async fn read_body(mut body: Body) -> Result<Bytes, HttpError> {
     if declared > DISCARD_BYTES as u64 {
         return Err(too_large);
     }
+    let declared = declared as usize;
     let mut buf = BytesMut::new();
+    if declared <= MAX_BODY_BYTES {
+        // Reserve the declared length up front: refused before a byte is read.
+        if !slot.reserve(declared) {
+            return Err(HttpError::Busy);
+        }
+        buf.reserve(declared);
+    }
+    let mut reserved = declared.min(MAX_BODY_BYTES);
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| HttpError::BodyRead(e.to_string()))?;
@@ -74,6 +140,12 @@ async fn read_body(mut body: Body) -> Result<Bytes, HttpError> {
             return Err(too_large);
         }
         if total <= MAX_BODY_BYTES {
+            if total > reserved {
+                if !slot.reserve(total - reserved) {
+                    return Err(HttpError::Busy);
+                }
+                reserved = total;
+            }
             buf.extend_from_slice(&data);
         }
     }

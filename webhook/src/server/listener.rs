@@ -1,28 +1,75 @@
-//! The accept loop: TLS by rustls, HTTP/1.1 or HTTP/2 by ALPN (hyper-util auto), and a
-//! graceful stop: on the shutdown signal the listener closes, every connection is asked
-//! to finish (HTTP/2 GOAWAY, HTTP/1.1 close after the current response) and in-flight
-//! requests get up to `drain` to complete.
+//! The accept loops of both ports: TLS by rustls (webhook port) or plain (admin port),
+//! HTTP/1.1 or HTTP/2 (hyper-util auto), hardened so that no client can hold resources
+//! for long: a connection cap, handshake, request-head and idle timeouts, HTTP/2 stream
+//! and header limits and keep-alive pings (request bodies have their own timeout in the
+//! `/mutate` handler). A graceful stop: on the shutdown signal the listener closes, every
+//! connection is asked to finish (HTTP/2 GOAWAY, HTTP/1.1 close after the current
+//! response) and in-flight requests get up to `drain` to complete.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use super::metrics::{ListenerLabels, ServerMetrics};
 
 /// Default bound on waiting for in-flight requests at shutdown (Kubernetes' default
 /// grace period is 30 s).
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(25);
-/// A client that does not finish the TLS handshake in this time is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bound on receiving an HTTP/1.1 request head (slow-header clients).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What one client may hold on a listener, and for how long. `Default` is what
+/// `rightsizer serve` uses; tests shorten the timeouts by flag.
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    /// A client that does not finish the TLS handshake in this time is dropped.
+    pub handshake_timeout: Duration,
+    /// Bound on receiving an HTTP/1.1 request head (slow-header clients).
+    pub header_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY).
+    /// It also bounds a request head that never completes on HTTP/2.
+    pub idle_timeout: Duration,
+    /// Open connections per listener; past it a new one is closed at accept.
+    pub max_connections: usize,
+    /// HTTP/2 streams in flight per connection.
+    pub h2_max_streams: u32,
+    /// HTTP/2 PING interval; a peer that does not answer within the timeout is dropped.
+    pub h2_keepalive_interval: Duration,
+    pub h2_keepalive_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            // The apiserver keeps a few connections per replica; 256 leaves room for
+            // bursts while bounding buffers (~100 KiB each) to a few tens of MiB.
+            max_connections: 256,
+            h2_max_streams: 64,
+            h2_keepalive_interval: Duration::from_secs(20),
+            h2_keepalive_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// HTTP/1.1 read buffer cap: bounds a request head (the apiserver's are well under 8 KiB).
+const H1_MAX_BUF: usize = 64 * 1024;
+/// HTTP/2 header list cap.
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+/// After an idle connection is asked to close, how long it may take.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// How a serve loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +80,13 @@ pub enum Drained {
     TimedOut(usize),
 }
 
+/// Where connections are counted, and under which `listener` label.
+#[derive(Clone)]
+pub struct Observed {
+    pub metrics: ServerMetrics,
+    pub listener: &'static str,
+}
+
 /// Serve `app` over TLS on `listener` until `shutdown` resolves, then drain.
 pub async fn serve_tls(
     listener: TcpListener,
@@ -40,8 +94,71 @@ pub async fn serve_tls(
     app: Router,
     shutdown: impl Future<Output = ()> + Send,
     drain: Duration,
+    limits: ConnLimits,
+    observed: Observed,
 ) -> Drained {
     let acceptor = TlsAcceptor::from(tls);
+    let handshake = limits.handshake_timeout;
+    let upgrade = move |tcp: TcpStream| {
+        let acceptor = acceptor.clone();
+        async move {
+            match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => Some(s),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    None
+                }
+            }
+        }
+    };
+    serve(listener, upgrade, app, shutdown, drain, limits, observed).await
+}
+
+/// Serve `app` over plain HTTP (the admin port) until `shutdown` resolves, with the same
+/// limits as the TLS port.
+pub async fn serve_plain(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send,
+    drain: Duration,
+    limits: ConnLimits,
+    observed: Observed,
+) -> Drained {
+    let upgrade = |tcp: TcpStream| async move { Some(tcp) };
+    serve(listener, upgrade, app, shutdown, drain, limits, observed).await
+}
+
+/// The accept loop: a connection cap, then per connection `upgrade` (the TLS handshake),
+/// HTTP/1.1 or HTTP/2, an idle watchdog, and a graceful stop on `shutdown`.
+async fn serve<U, F, IO>(
+    listener: TcpListener,
+    upgrade: U,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send,
+    drain: Duration,
+    limits: ConnLimits,
+    observed: Observed,
+) -> Drained
+where
+    U: Fn(TcpStream) -> F + Clone + Send + 'static,
+    F: Future<Output = Option<IO>> + Send,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let label = ListenerLabels {
+        listener: observed.listener.to_string(),
+    };
+    let open = observed.metrics.connections.get_or_create(&label).clone();
+    let refused = observed
+        .metrics
+        .connections_refused
+        .get_or_create(&label)
+        .clone();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let limits = Arc::new(limits);
     // Every connection task holds a receiver: a send asks them to stop, and the
     // sender's `closed()` resolves once all of them are gone.
     let (stop_tx, stop_rx) = watch::channel(());
@@ -59,44 +176,31 @@ pub async fn serve_tls(
                 }
             },
         };
+        // At the cap the newcomer is closed at once: the client (the apiserver) fails
+        // fast and fails open, instead of waiting in the backlog for its timeout.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused.inc();
+            tracing::debug!(%peer, "connection cap reached; closed");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let app = app.clone();
+        let (upgrade, app, limits, open) =
+            (upgrade.clone(), app.clone(), limits.clone(), open.clone());
         let mut stop = stop_rx.clone();
+        open.inc();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
-            let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
-            tokio::pin!(conn);
-            let res = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = res {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            let _slot = slot;
+            let _open = DecOnDrop(open);
+            run_connection(upgrade(tcp), app, &limits, &mut stop).await;
             drop(stop);
         });
     }
     drop(listener);
-    tracing::info!("shutting down: listener closed, draining connections");
+    tracing::info!(
+        listener = observed.listener,
+        "shutting down: listener closed, draining connections"
+    );
     let _ = stop_tx.send(());
     drop(stop_rx);
     match tokio::time::timeout(drain, stop_tx.closed()).await {
@@ -109,15 +213,130 @@ pub async fn serve_tls(
     }
 }
 
-/// Serve `app` over plain HTTP (the admin port) until `shutdown` resolves.
-pub async fn serve_plain(
-    listener: TcpListener,
+struct DecOnDrop(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for DecOnDrop {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn run_connection<IO>(
+    io: impl Future<Output = Option<IO>>,
     app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    limits: &ConnLimits,
+    stop: &mut watch::Receiver<()>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // A handshake in progress is abandoned when asked to stop.
+    let io = tokio::select! {
+        io = io => io,
+        _ = stop.changed() => None,
+    };
+    let Some(io) = io else { return };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(H1_MAX_BUF);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_streams)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .keep_alive_interval(limits.h2_keepalive_interval)
+        .keep_alive_timeout(limits.h2_keepalive_timeout);
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let busy = activity.begin();
+            let app = app.clone();
+            async move {
+                let resp = app.oneshot(req.map(axum::body::Body::new)).await;
+                drop(busy);
+                resp
+            }
+        })
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let res = loop {
+        let idle_at = activity.idle_deadline(limits.idle_timeout);
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = stop.changed() => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+            _ = tokio::time::sleep_until(idle_at) => {
+                if activity.is_idle(limits.idle_timeout) {
+                    tracing::debug!("idle connection closed");
+                    conn.as_mut().graceful_shutdown();
+                    // A half-sent request head does not hold the close up.
+                    match tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await {
+                        Ok(r) => break r,
+                        Err(_) => return,
+                    }
+                }
+            }
+        }
+    };
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Requests in flight on one connection and when the last one ended.
+struct Activity {
+    in_flight: AtomicUsize,
+    since: Mutex<Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            since: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> BusyOwned {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        BusyOwned(self.clone())
+    }
+
+    /// When to look again: `idle` after the last request ended, or, while one is in
+    /// flight, `idle` from now (no wake-ups in between).
+    fn idle_deadline(&self, idle: Duration) -> Instant {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Instant::now() + idle;
+        }
+        let since = *self.since.lock().unwrap_or_else(|p| p.into_inner());
+        since + idle
+    }
+
+    fn is_idle(&self, idle: Duration) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self
+                .since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed()
+                >= idle
+    }
+}
+
+/// Marks a request in flight; its end (or cancellation) restarts the idle clock.
+struct BusyOwned(Arc<Activity>);
+
+impl Drop for BusyOwned {
+    fn drop(&mut self) {
+        *self.0.since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

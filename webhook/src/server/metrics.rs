@@ -30,6 +30,12 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// Which listener a connection is on: `webhook` (TLS) or `admin`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
 /// Handles to the server's metrics (cheap to clone: each handle is an `Arc` inside).
 #[derive(Clone, Debug)]
 pub struct ServerMetrics {
@@ -39,6 +45,10 @@ pub struct ServerMetrics {
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_in_flight: Gauge,
     pub tls_reloads: Family<ResultLabels, Counter>,
+    /// Unix seconds after which the serving certificate is no longer valid.
+    pub tls_cert_not_after: Gauge,
+    pub connections: Family<ListenerLabels, Gauge>,
+    pub connections_refused: Family<ListenerLabels, Counter>,
 }
 
 /// Histogram buckets from 50µs to 1s: a review is normally well under a millisecond.
@@ -58,6 +68,9 @@ impl ServerMetrics {
             http_requests: Family::default(),
             http_in_flight: Gauge::default(),
             tls_reloads: Family::default(),
+            tls_cert_not_after: Gauge::default(),
+            connections: Family::default(),
+            connections_refused: Family::default(),
         };
         registry.register(
             "rightsizer_admission_reviews",
@@ -86,8 +99,24 @@ impl ServerMetrics {
         );
         registry.register(
             "rightsizer_tls_reloads",
-            "Serving certificate reloads by result (success, error)",
+            "Serving certificate reloads by result (success; error: unreadable or mismatched; \
+             expired: outside its validity, refused)",
             m.tls_reloads.clone(),
+        );
+        registry.register(
+            "rightsizer_tls_cert_not_after_seconds",
+            "Unix time at which the serving certificate in use expires",
+            m.tls_cert_not_after.clone(),
+        );
+        registry.register(
+            "rightsizer_http_connections",
+            "Open connections by listener (webhook, admin)",
+            m.connections.clone(),
+        );
+        registry.register(
+            "rightsizer_http_connections_refused",
+            "Connections closed at accept because the listener was at its connection cap",
+            m.connections_refused.clone(),
         );
         m
     }
@@ -95,8 +124,8 @@ impl ServerMetrics {
     pub(crate) fn observe_review(&self, r: &Reviewed, took: Duration) {
         self.reviews
             .get_or_create(&ReviewLabels {
-                kind: r.kind.clone(),
-                operation: r.operation.clone(),
+                kind: r.kind.to_string(),
+                operation: r.operation.to_string(),
                 outcome: r.outcome.as_str().to_string(),
             })
             .inc();
@@ -104,8 +133,8 @@ impl ServerMetrics {
         self.patch_operations.inc_by(r.patch_ops as u64);
     }
 
-    /// A body that could not be reviewed (400/413): no kind or operation is known.
-    pub(crate) fn observe_rejected(&self, outcome: &str, took: Duration) {
+    /// A body that could not be reviewed (400/408/413/503): no kind or operation is known.
+    pub(crate) fn observe_rejected(&self, outcome: &'static str, took: Duration) {
         self.reviews
             .get_or_create(&ReviewLabels {
                 kind: String::new(),
@@ -116,8 +145,7 @@ impl ServerMetrics {
         self.review_duration.observe(took.as_secs_f64());
     }
 
-    pub(crate) fn tls_reload(&self, ok: bool) {
-        let result = if ok { "success" } else { "error" };
+    pub(crate) fn tls_reload(&self, result: &'static str) {
         self.tls_reloads
             .get_or_create(&ResultLabels {
                 result: result.to_string(),

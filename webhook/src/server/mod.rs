@@ -3,6 +3,7 @@
 //! hands the body to [`Admitter::review`](crate::admission::Admitter::review).
 
 mod error;
+pub mod guard;
 mod handlers;
 pub mod listener;
 pub mod metrics;
@@ -20,6 +21,7 @@ use crate::admission::Admitter;
 use crate::recommendation::RecommendationSource;
 
 pub use error::HttpError;
+pub use guard::{ReviewGuard, ReviewLimits};
 pub use handlers::MAX_BODY_BYTES;
 pub use metrics::ServerMetrics;
 pub use readiness::Readiness;
@@ -36,27 +38,36 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Handles to the server's own metrics, registered in `registry`.
     pub metrics: ServerMetrics,
+    /// Bounds on `/mutate` (in flight, buffered bytes, workers, deadlines).
+    pub guard: Arc<ReviewGuard>,
 }
 
-/// All routes of the serving port: `POST /mutate` plus the [`admin_router`] routes.
+/// The TLS port, for the apiserver only: `POST /mutate` plus the probes `/healthz` and
+/// `/readyz`. Usage data (`/recommendations`) and `/metrics` are never served here: any
+/// pod can reach this port, and only the apiserver should.
 pub fn router(state: AppState) -> Router {
-    let metrics = state.metrics.clone();
-    Router::new()
-        .route("/mutate", post(handlers::mutate))
-        .merge(admin_routes())
-        .route_layer(axum::middleware::from_fn_with_state(
-            metrics,
-            handlers::count_requests,
-        ))
-        .fallback(handlers::not_found)
-        .method_not_allowed_fallback(handlers::method_not_allowed)
-        .with_state(state)
+    finish(
+        Router::new()
+            .route("/mutate", post(handlers::mutate))
+            .merge(probe_routes()),
+        state,
+    )
 }
 
-/// The plain-HTTP admin port: `/healthz`, `/readyz`, `/metrics`, `/recommendations`.
+/// The plain-HTTP admin port: `/healthz`, `/readyz`, `/metrics`, `/recommendations`
+/// (the NetworkPolicy in `deploy/` admits only the monitoring namespace to it).
 pub fn admin_router(state: AppState) -> Router {
+    finish(
+        probe_routes()
+            .route("/metrics", get(handlers::metrics))
+            .route("/recommendations", get(handlers::recommendations)),
+        state,
+    )
+}
+
+fn finish(routes: Router<AppState>, state: AppState) -> Router {
     let metrics = state.metrics.clone();
-    admin_routes()
+    routes
         .route_layer(axum::middleware::from_fn_with_state(
             metrics,
             handlers::count_requests,
@@ -66,10 +77,8 @@ pub fn admin_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn admin_routes() -> Router<AppState> {
+fn probe_routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(handlers::metrics))
-        .route("/recommendations", get(handlers::recommendations))
 }

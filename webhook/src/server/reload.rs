@@ -4,7 +4,9 @@
 //! directories (Kubernetes updates Secret volumes by swapping the `..data` symlink, which
 //! shows up as events on the directory, not on `tls.crt`), and a periodic re-read that
 //! compares contents (for file systems and swaps that produce no event). A pair that does
-//! not parse or whose key does not match is refused; the last good pair stays in use.
+//! not parse, whose key does not match, or whose certificate is expired or not yet valid
+//! is refused; the last good pair stays in use. A pair refused only for its validity is
+//! looked at again on each re-read (a not-yet-valid certificate becomes good by itself).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::metrics::ServerMetrics;
-use super::tls::{load_pair, SwappableCert, TlsError};
+use super::tls::{check_validity, load_pair, unix_now, validity, SwappableCert, TlsError};
 
 /// Default period of the content re-read.
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(5);
@@ -61,7 +63,11 @@ impl Reloader {
         let (c, k) = match read {
             Ok(ck) => ck,
             Err(e) => {
-                self.fail(&mut seen, format!("reading certificate files: {e}"));
+                self.fail(
+                    &mut seen,
+                    "error",
+                    format!("reading certificate files: {e}"),
+                );
                 return;
             }
         };
@@ -69,25 +75,34 @@ impl Reloader {
             return;
         }
         let what = format!("{} + {}", self.cert.display(), self.key.display());
-        let parsed = super::tls::certified_key_from_pem(&c, &k, &what);
-        seen.contents = Some((c, k));
+        let parsed = super::tls::certified_key_from_pem(&c, &k, &what)
+            .and_then(|ck| check_validity(&ck, unix_now()).map(|(_, after)| (ck, after)));
         match parsed {
-            Ok(ck) => {
+            Ok((ck, not_after)) => {
+                seen.contents = Some((c, k));
                 self.target.store(ck);
+                self.metrics.tls_cert_not_after.set(not_after);
                 seen.failure = None;
-                self.metrics.tls_reload(true);
+                self.metrics.tls_reload("success");
                 tracing::info!(cert = %self.cert.display(), "serving certificate reloaded");
             }
-            Err(e) => self.fail(&mut seen, e.to_string()),
+            Err(e @ TlsError::OutsideValidity { .. }) => {
+                // Not remembered as seen: time alone may make this pair good.
+                self.fail(&mut seen, "expired", e.to_string())
+            }
+            Err(e) => {
+                seen.contents = Some((c, k));
+                self.fail(&mut seen, "error", e.to_string())
+            }
         }
     }
 
-    fn fail(&self, seen: &mut Seen, why: String) {
+    fn fail(&self, seen: &mut Seen, result: &'static str, why: String) {
         if seen.failure.as_deref() == Some(why.as_str()) {
             return;
         }
         tracing::warn!(error = %why, "certificate reload refused; keeping the last good one");
-        self.metrics.tls_reload(false);
+        self.metrics.tls_reload(result);
         seen.failure = Some(why);
     }
 }
@@ -121,6 +136,13 @@ fn start(
     events: bool,
 ) -> Result<(Arc<SwappableCert>, CertWatch), TlsError> {
     let (ck, c, k) = load_pair(cert, key)?;
+    // At start an expired pair is still served (refusing to start would not help the
+    // apiserver either); the gauge and its alert say so.
+    let (_, not_after) = validity(&ck)?;
+    metrics.tls_cert_not_after.set(not_after);
+    if check_validity(&ck, unix_now()).is_err() {
+        tracing::error!(cert = %cert.display(), not_after, "the serving certificate is not valid now");
+    }
     let target = Arc::new(SwappableCert::new(ck));
     let reloader = Arc::new(Reloader {
         cert: cert.to_path_buf(),
@@ -260,5 +282,60 @@ mod tests {
         // A persistent failure is counted once, not once per re-read.
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(errors(), 1);
+    }
+
+    /// An expired pair and a not-yet-valid pair are refused and counted as `expired`;
+    /// the last good pair and its expiry gauge stay; the not-yet-valid pair is taken once
+    /// its time comes, without another file change.
+    #[tokio::test]
+    async fn pairs_outside_their_validity_are_refused_until_valid() {
+        use time::{Duration as TD, OffsetDateTime};
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let ca = Ca::generate("t", 1).unwrap();
+        let names = ["localhost".to_string()];
+        let now = OffsetDateTime::now_utc();
+        let good = ca.issue_serving(&names, 1).unwrap();
+        let expired = ca
+            .issue_serving_between(&names, now - TD::days(2), now - TD::days(1))
+            .unwrap();
+        let soon = ca
+            .issue_serving_between(&names, now + TD::seconds(2), now + TD::days(1))
+            .unwrap();
+        std::fs::write(&c, &good.cert_pem).unwrap();
+        std::fs::write(&k, &good.key_pem).unwrap();
+        let metrics = ServerMetrics::register(&mut Registry::default());
+        let (cert, _w) = poll_pair(&c, &k, metrics.clone(), Duration::from_millis(100)).unwrap();
+        let good_after = metrics.tls_cert_not_after.get();
+        let want_after = (now + TD::days(1)).unix_timestamp();
+        assert!(
+            (good_after - want_after).abs() < 60,
+            "{good_after} vs {want_after}"
+        );
+        let der = |pem: &str| {
+            use rustls::pki_types::pem::PemObject;
+            rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+        };
+        let count = |result: &str| {
+            metrics
+                .tls_reloads
+                .get_or_create(&crate::server::metrics::ResultLabels {
+                    result: result.into(),
+                })
+                .get()
+        };
+
+        std::fs::write(&c, &expired.cert_pem).unwrap();
+        std::fs::write(&k, &expired.key_pem).unwrap();
+        assert!(wait_until(|| count("expired") == 1).await);
+        assert_eq!(cert.current().cert[0], der(&good.cert_pem));
+        assert_eq!(metrics.tls_cert_not_after.get(), good_after);
+
+        std::fs::write(&c, &soon.cert_pem).unwrap();
+        std::fs::write(&k, &soon.key_pem).unwrap();
+        assert!(wait_until(|| count("expired") == 2).await);
+        assert_eq!(cert.current().cert[0], der(&good.cert_pem));
+        assert!(wait_until(|| cert.current().cert[0] == der(&soon.cert_pem)).await);
+        assert_eq!(count("success"), 1);
     }
 }

@@ -29,6 +29,48 @@ pub enum TlsError {
     Pair(#[from] rustls::Error),
     #[error("watching certificate files: {0}")]
     Watch(#[from] notify::Error),
+    #[error("the certificate does not parse as X.509: {0}")]
+    X509(String),
+    #[error(
+        "the certificate is valid from {not_before} to {not_after} (unix seconds), not now ({now})"
+    )]
+    OutsideValidity {
+        not_before: i64,
+        not_after: i64,
+        now: i64,
+    },
+}
+
+/// `notBefore` and `notAfter` of the leaf certificate, unix seconds.
+pub fn validity(ck: &CertifiedKey) -> Result<(i64, i64), TlsError> {
+    let leaf = ck
+        .cert
+        .first()
+        .ok_or_else(|| TlsError::NoCertificate("chain".into()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| TlsError::X509(e.to_string()))?;
+    let v = cert.validity();
+    Ok((v.not_before.timestamp(), v.not_after.timestamp()))
+}
+
+/// Refuse a certificate that is expired or not yet valid at `now` (unix seconds).
+pub fn check_validity(ck: &CertifiedKey, now: i64) -> Result<(i64, i64), TlsError> {
+    let (not_before, not_after) = validity(ck)?;
+    if now < not_before || now > not_after {
+        return Err(TlsError::OutsideValidity {
+            not_before,
+            not_after,
+            now,
+        });
+    }
+    Ok((not_before, not_after))
+}
+
+/// Now, unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 pub fn provider() -> Arc<CryptoProvider> {
