@@ -59,7 +59,8 @@ pub fn metric_list() -> MetricList {
                 assert!(parts[1].starts_with("rightsizer_"));
                 webhook.insert(parts[1].to_string(), (parts[2].to_string(), labels));
             }
-            "cadvisor" | "kube-state-metrics" | "cluster-autoscaler" | "prometheus" | "kube-apiserver" => {
+            "cadvisor" | "kube-state-metrics" | "cluster-autoscaler" | "prometheus"
+            | "kube-apiserver" => {
                 external.insert(parts[1].to_string());
             }
             other => panic!("unknown source {other}"),
