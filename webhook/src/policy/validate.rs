@@ -228,11 +228,24 @@ fn check_knative(ctx: &Ctx, k: &KnativePolicy) -> Result<(), PolicyError> {
 }
 
 fn check_gpu(ctx: &Ctx, g: &crate::policy::schema::GpuPolicy) -> Result<(), PolicyError> {
+    use crate::sizing::gpu::{requirement_error, term_error, toleration_error};
     if g.resources.is_empty() {
         return Err(ctx.err("gpu.resources", "must name at least one resource"));
     }
+    // The apiserver's own rules (sizing::gpu): a term it would refuse is never added.
+    let field_err = |at: String, e: String| {
+        let (field, message) = e.split_once(": ").unwrap_or(("", &e));
+        let path = if field.is_empty() {
+            at
+        } else {
+            format!("{at}.{field}")
+        };
+        ctx.err(path, message.to_string())
+    };
     for (i, r) in g.required_node_affinity.iter().enumerate() {
-        check_requirement(ctx, &format!("gpu.requiredNodeAffinity[{i}]"), r)?;
+        if let Some(e) = requirement_error(r) {
+            return Err(field_err(format!("gpu.requiredNodeAffinity[{i}]"), e));
+        }
     }
     for (i, t) in g.preferred_node_affinity.iter().enumerate() {
         if !(1..=100).contains(&t.weight) {
@@ -241,69 +254,17 @@ fn check_gpu(ctx: &Ctx, g: &crate::policy::schema::GpuPolicy) -> Result<(), Poli
                 "must be between 1 and 100",
             ));
         }
-        for (j, r) in t.preference.match_expressions.iter().flatten().enumerate() {
-            check_requirement(
-                ctx,
-                &format!("gpu.preferredNodeAffinity[{i}].preference.matchExpressions[{j}]"),
-                r,
-            )?;
+        if let Some(e) = term_error(&t.preference) {
+            return Err(field_err(
+                format!("gpu.preferredNodeAffinity[{i}].preference"),
+                e,
+            ));
         }
     }
     for (i, t) in g.tolerations.iter().enumerate() {
-        match t.operator.as_deref() {
-            None | Some("Equal") => {}
-            Some("Exists") => {
-                if t.value.as_deref().is_some_and(|v| !v.is_empty()) {
-                    return Err(ctx.err(
-                        format!("gpu.tolerations[{i}].value"),
-                        "must be empty when operator is Exists",
-                    ));
-                }
-            }
-            Some(other) => {
-                return Err(ctx.err(
-                    format!("gpu.tolerations[{i}].operator"),
-                    format!("must be Equal or Exists, got {other:?}"),
-                ))
-            }
+        if let Some(e) = toleration_error(t) {
+            return Err(field_err(format!("gpu.tolerations[{i}]"), e));
         }
-        if let Some(e) = t.effect.as_deref() {
-            if !["", "NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&e) {
-                return Err(ctx.err(
-                    format!("gpu.tolerations[{i}].effect"),
-                    "must be NoSchedule, PreferNoSchedule or NoExecute",
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn check_requirement(
-    ctx: &Ctx,
-    at: &str,
-    r: &k8s_openapi::api::core::v1::NodeSelectorRequirement,
-) -> Result<(), PolicyError> {
-    if r.key.is_empty() {
-        return Err(ctx.err(format!("{at}.key"), "must not be empty"));
-    }
-    let n = r.values.as_ref().map_or(0, Vec::len);
-    let ok = match r.operator.as_str() {
-        "In" | "NotIn" => n > 0,
-        "Exists" | "DoesNotExist" => n == 0,
-        "Gt" | "Lt" => n == 1,
-        other => {
-            return Err(ctx.err(
-                format!("{at}.operator"),
-                format!("must be In, NotIn, Exists, DoesNotExist, Gt or Lt, got {other:?}"),
-            ))
-        }
-    };
-    if !ok {
-        return Err(ctx.err(
-            format!("{at}.values"),
-            format!("wrong number of values for operator {}", r.operator),
-        ));
     }
     Ok(())
 }

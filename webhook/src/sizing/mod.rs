@@ -18,7 +18,7 @@ use crate::object::{
     is_knative, View, MODE_ANNOTATION, OVERRIDES_ANNOTATION, RECOMMENDATION_ANNOTATION,
     SIZED_ANNOTATION,
 };
-use crate::policy::schema::{ContainerValues, Mode, Policy, PriorityClassInfo, Target};
+use crate::policy::schema::{ContainerValues, Mode, Policy, Target};
 use crate::policy::select::Subject;
 use crate::quantity::Resource;
 use crate::recommendation::{ContainerRecommendation, WorkloadKind};
@@ -33,8 +33,8 @@ pub struct Context<'a> {
     pub limit_ranges: &'a [LimitRangeSpec],
     /// ResourceQuota room in the namespace (Pods only: quota counts Pods).
     pub quotas: &'a [crate::cluster::QuotaRoom],
-    /// PriorityClasses known from the cluster (empty: use the policy's values).
-    pub priority_classes: &'a BTreeMap<String, PriorityClassInfo>,
+    /// PriorityClasses known to exist, and how that is known.
+    pub priority_classes: &'a crate::cluster::PriorityClasses,
     /// `RIGHTSIZER_ENFORCEMENT=true`: enforce mode may apply values.
     pub enforcement: bool,
 }
@@ -283,7 +283,7 @@ pub fn plan(
                 .values()
                 .find_map(|r| r.knative.as_ref())
                 .filter(|_| mode == Mode::Enforce);
-            knative::apply(&mut out, k, rec);
+            warnings.extend(knative::apply(&mut out, k, rec));
         }
     }
     Decision {
@@ -439,7 +439,10 @@ fn size_resources(
             }
         }
     }
-    // Pod-level LimitRange: sums over containers. Where our changes break it, undo them.
+    // Rule: nothing the webhook adds may get the object refused. The LimitRanger checks
+    // container and Pod min/max/maxLimitRequestRatio after this webhook (fitted above per
+    // container); the ResourceQuota admission checks room left. Pod-level LimitRange: sums
+    // over containers. Where our changes break it, undo them.
     for (r, _) in touched {
         if let Some(msg) = pod_bounds_violation(ctx.limit_ranges, r, &new_containers, knative) {
             warnings.push(format!("{r}: {msg}; {r} left as declared"));
@@ -550,7 +553,7 @@ fn pod_bounds_violation(
     knative: bool,
 ) -> Option<String> {
     let b = limits::bounds(ranges, "Pod", r);
-    if b.max.is_none() && b.min.is_none() {
+    if b.max.is_none() && b.min.is_none() && b.ratio.is_none() {
         return None;
     }
     let mut req = 0u64;
@@ -576,6 +579,13 @@ fn pod_bounds_violation(
             return Some(format!(
                 "the Pod total would be below the LimitRange Pod min {}",
                 r.format(min)
+            ));
+        }
+    }
+    if let Some(ratio) = b.ratio {
+        if req > 0 && lim as f64 / req as f64 > ratio + 1e-9 {
+            return Some(format!(
+                "the Pod total would exceed the LimitRange Pod maxLimitRequestRatio {ratio}"
             ));
         }
     }
@@ -658,8 +668,12 @@ fn apply_placement(
     let cpu = total_cpu_request(spec);
     if let Some(class) = priority::choose(policy, &subject, cpu, gpu) {
         let is_pod = view.kind == WorkloadKind::Pod;
-        if let Err(w) = priority::apply(spec, class, is_pod, ctx.priority_classes, policy) {
-            warnings.push(w);
-        }
+        warnings.extend(priority::apply(
+            spec,
+            class,
+            is_pod,
+            ctx.priority_classes,
+            policy,
+        ));
     }
 }
