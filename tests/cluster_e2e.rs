@@ -1821,7 +1821,8 @@ async fn shop_init() -> Result<Shop, Setup> {
     .map_err(fail)?;
     let mut docs =
         vec!["apiVersion: v1\nkind: Namespace\nmetadata:\n  name: rightsizer-system\n".to_string()];
-    for ns in ["shop", "shop-quota"] {
+    // `storefront` meets only the default policy (no priority class): the readiness probe.
+    for ns in ["shop", "shop-quota", "storefront"] {
         docs.push(format!(
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    rightsizer.io/enabled: \"true\"\n"
         ));
@@ -1837,10 +1838,14 @@ async fn shop_init() -> Result<Shop, Setup> {
     let shop = Shop { plane, webhook };
     // Wait until the apiserver calls the webhook: a dry-run Pod comes back sized.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while dry_run_pod(&shop, "shop", &pod("probe", vec![bare_container("app")]))
-        .await
-        .and_then(|p| annotation(&p, "rightsizer.io/sized").map(str::to_string))
-        .is_none()
+    while dry_run_pod(
+        &shop,
+        "storefront",
+        &pod("probe", vec![bare_container("app")]),
+    )
+    .await
+    .and_then(|p| annotation(&p, "rightsizer.io/sized").map(str::to_string))
+    .is_none()
     {
         if Instant::now() > deadline {
             return Err(fail("the apiserver never called the shop webhook".into()));
