@@ -581,6 +581,21 @@ fn check_case(case: &gen::Case) -> Result<(), String> {
     Ok(())
 }
 
+/// Seeds that once found a bug (with the generator of their day): always replayed.
+const FOUND: [(u64, &str); 1] = [(
+    1013568,
+    "an 8Ei memory limit with a LimitRange ratio of 3 got a request that broke the ratio by f64 rounding",
+)];
+
+#[test]
+fn fuzz_seeds_that_found_bugs() {
+    for (seed, what) in FOUND {
+        if let Err(e) = check_case(&gen::case(seed)) {
+            panic!("seed {seed} ({what}): {e}");
+        }
+    }
+}
+
 #[test]
 fn fuzz_generated_reviews_hold_every_invariant() {
     let cases = env_u64("RIGHTSIZER_FUZZ_CASES", 3000);

@@ -336,6 +336,56 @@ mod tests {
     }
 
     #[test]
+    fn apiserver_rules_for_added_terms() {
+        let req = |v: Value| serde_json::from_value::<NodeSelectorRequirement>(v).unwrap();
+        let tol = |v: Value| serde_json::from_value::<Toleration>(v).unwrap();
+        for (r, ok) in [
+            (
+                json!({"key": "gpu", "operator": "In", "values": ["a"]}),
+                true,
+            ),
+            (
+                json!({"key": "gpu", "operator": "Gt", "values": ["3"]}),
+                true,
+            ),
+            (
+                json!({"key": "gpu", "operator": "Gt", "values": ["x"]}),
+                false,
+            ),
+            (json!({"key": "gpu", "operator": "In", "values": []}), false),
+            (
+                json!({"key": "Bad_Prefix.io/x", "operator": "Exists"}),
+                false,
+            ),
+            (
+                json!({"key": "gpu", "operator": "In", "values": ["not valid!"]}),
+                false,
+            ),
+        ] {
+            assert_eq!(requirement_error(&req(r.clone())).is_none(), ok, "{r}");
+        }
+        for (t, ok) in [
+            (
+                json!({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}),
+                true,
+            ),
+            (json!({"operator": "Exists"}), true),
+            (json!({"operator": "Equal", "value": "x"}), false),
+            (
+                json!({"key": "a", "operator": "Exists", "value": "x"}),
+                false,
+            ),
+            (
+                json!({"key": "a", "effect": "NoSchedule", "tolerationSeconds": 5}),
+                false,
+            ),
+            (json!({"key": "a", "effect": "Sometimes"}), false),
+        ] {
+            assert_eq!(toleration_error(&tol(t.clone())).is_none(), ok, "{t}");
+        }
+    }
+
+    #[test]
     fn creates_affinity_when_absent() {
         let mut spec = json!({"containers": []});
         merge(&mut spec, &policy());

@@ -69,6 +69,16 @@ pub fn bounds(ranges: &[LimitRangeSpec], kind: &str, r: Resource) -> Bounds {
     b
 }
 
+/// A maxLimitRequestRatio in thousandths (as the apiserver compares), at least 1.
+fn ratio_millis(ratio: f64) -> u128 {
+    ((ratio * 1000.0).round() as u128).max(1)
+}
+
+/// Whether limit/request exceeds the ratio, compared exactly.
+pub fn above_ratio(limit: u64, request: u64, ratio: f64) -> bool {
+    u128::from(limit) * 1000 > u128::from(request) * ratio_millis(ratio)
+}
+
 fn set(side: &mut Option<Side>, value: u64, fallback: Source) {
     let source = side.map_or(fallback, |s| s.source);
     *side = Some(Side { value, source });
@@ -133,8 +143,10 @@ pub fn fit_container(res: Resource, b: &Bounds, r: &mut Resolved, notes: &mut Ve
         let lim = r.limit.map(|s| s.value).or(b.default_limit);
         let req = r.request.map(|s| s.value).or(b.default_request);
         if let (Some(l), Some(q)) = (lim, req) {
-            if q > 0 && l as f64 / q as f64 > ratio + 1e-9 {
-                let need = (l as f64 / ratio).ceil() as u64;
+            if q > 0 && above_ratio(l, q, ratio) {
+                // In integers: with f64, 8Ei / 3 rounds down and still breaks the ratio.
+                let m = ratio_millis(ratio);
+                let need = u64::try_from((u128::from(l) * 1000).div_ceil(m)).unwrap_or(l);
                 notes.push(format!(
                     "request raised to {} for the LimitRange maxLimitRequestRatio {ratio}",
                     fmt(need)
@@ -266,6 +278,29 @@ mod tests {
                 assert!(l as f64 / q as f64 <= ratio + 1e-9);
             }
         }
+    }
+
+    #[test]
+    fn ratio_holds_exactly_for_huge_limits() {
+        // Fuzz seed 1013568: an 8Ei limit with a ratio of 3 got a request 511 bytes short.
+        let b = bounds(
+            &lr(None, None, Some("3"), None),
+            "Container",
+            Resource::Memory,
+        );
+        let mut r = Resolved {
+            request: Some(Side {
+                value: 1,
+                source: Source::Template,
+            }),
+            limit: Some(Side {
+                value: i64::MAX as u64,
+                source: Source::Template,
+            }),
+        };
+        fit_container(Resource::Memory, &b, &mut r, &mut vec![]);
+        let (q, l) = (r.request.unwrap().value, r.limit.unwrap().value);
+        assert!(u128::from(l) <= u128::from(q) * 3, "{l}/{q}");
     }
 
     #[test]

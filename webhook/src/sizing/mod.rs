@@ -583,7 +583,7 @@ fn pod_bounds_violation(
         }
     }
     if let Some(ratio) = b.ratio {
-        if req > 0 && lim as f64 / req as f64 > ratio + 1e-9 {
+        if req > 0 && limits::above_ratio(lim, req, ratio) {
             return Some(format!(
                 "the Pod total would exceed the LimitRange Pod maxLimitRequestRatio {ratio}"
             ));
