@@ -211,6 +211,14 @@ fn check_knative(ctx: &Ctx, k: &KnativePolicy) -> Result<(), PolicyError> {
             return Err(ctx.err("knative.containerConcurrency", "must be between 0 and 1000"));
         }
     }
+    for (path, v) in [
+        ("knative.minScale", k.min_scale),
+        ("knative.maxScale", k.max_scale),
+    ] {
+        if v.is_some_and(|v| i32::try_from(v).is_err()) {
+            return Err(ctx.err(path, "must be at most 2147483647 (Knative reads an int32)"));
+        }
+    }
     if let (Some(lo), Some(hi)) = (k.min_scale, k.max_scale) {
         if hi != 0 && lo > hi {
             return Err(ctx.err("knative.minScale", "must not be larger than maxScale"));
