@@ -546,11 +546,14 @@ fn knative_accepted(before: &Value, after: &Value) -> Result<(), String> {
     Ok(())
 }
 
-fn check_case(case: &gen::Case) -> Result<(), String> {
+/// Every invariant for one case; whether it was patched.
+fn check_case(case: &gen::Case) -> Result<bool, String> {
     let a = case_admitter(case);
     let before = case.object().clone();
     let (after, patch, warnings) = answered(&a, &case.review)?;
-    let Some(patch) = patch else { return Ok(()) };
+    let Some(patch) = patch else {
+        return Ok(false);
+    };
     let offline_label = warnings.len() >= 8
         || warnings
             .iter()
@@ -578,7 +581,7 @@ fn check_case(case: &gen::Case) -> Result<(), String> {
             serde_json::to_string(&p).unwrap()
         ));
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Seeds that once found a bug (with the generator of their day): always replayed.
@@ -602,16 +605,20 @@ fn fuzz_generated_reviews_hold_every_invariant() {
     let first = env_u64("RIGHTSIZER_FUZZ_SEED", 0x5eed_0000);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let started = std::time::Instant::now();
+    let patched = std::sync::atomic::AtomicU64::new(0);
     let failures: Vec<String> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
+                let patched = &patched;
                 s.spawn(move || {
                     let mut failed = Vec::new();
                     let mut seed = first + t;
                     while seed < first + cases && failed.len() < 5 {
                         let outcome = std::panic::catch_unwind(|| check_case(&gen::case(seed)));
                         match outcome {
-                            Ok(Ok(())) => {}
+                            Ok(Ok(p)) => {
+                                patched.fetch_add(u64::from(p), std::sync::atomic::Ordering::Relaxed);
+                            }
                             Ok(Err(e)) if cases <= 10 => {
                                 // Replaying a few seeds: show the whole case.
                                 let c = gen::case(seed);
@@ -635,7 +642,8 @@ fn fuzz_generated_reviews_hold_every_invariant() {
             .collect()
     });
     eprintln!(
-        "fuzz: {cases} cases from seed {first} in {:.1} s on {threads} threads",
+        "fuzz: {cases} cases ({} patched) from seed {first} in {:.1} s on {threads} threads",
+        patched.into_inner(),
         started.elapsed().as_secs_f64()
     );
     assert!(

@@ -420,8 +420,13 @@ fn policy(r: &mut Rng) -> Value {
             "resources": ["nvidia.com/gpu"],
             "requiredNodeAffinity": [{"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]}],
             "preferredNodeAffinity": [{"weight": 1 + r.below(100), "preference": {"matchExpressions": [
-                {"key": "gpu-type", "operator": r.pick(&["In", "Exists", "Gt"]),
-                 "values": r.pick(&[json!(["a100"]), json!(null), json!(["3"])])}]}}],
+                // Mostly valid pairs; the last one the loader refuses.
+                r.pick(&[
+                    json!({"key": "gpu-type", "operator": "In", "values": ["a100"]}),
+                    json!({"key": "gpu-type", "operator": "Exists"}),
+                    json!({"key": "gpu-count", "operator": "Gt", "values": ["3"]}),
+                    json!({"key": "gpu-type", "operator": "Gt", "values": ["a100"]}),
+                ])]}}],
             "tolerations": [r.pick(&[
                 json!({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}),
                 json!({"key": "gpu", "value": "yes", "effect": "NoExecute", "tolerationSeconds": 60}),
@@ -454,7 +459,7 @@ fn policy(r: &mut Rng) -> Value {
             k["minScale"] = json!(r.below(6));
         }
         if r.chance(40) {
-            k["maxScale"] = json!(r.pick(&[0, 5, 10, 3_000_000_000u64]));
+            k["maxScale"] = json!(r.pick(&[0, 5, 10, 20, 50, 3_000_000_000u64]));
         }
         if r.chance(40) {
             k["metric"] = json!(r.pick(&["concurrency", "rps", "cpu", "memory"]));
