@@ -288,7 +288,7 @@ fn mode_off_on_the_deployment_reaches_its_pods() {
 // ---------------------------------------------------------------------------------------
 // Generated input at scale: every supported kind with random resources, odd quantities,
 // valid and malformed annotations, policies, LimitRanges, quotas, PriorityClasses and
-// recommendations, through the real `Admitter::review`. A few thousand cases by default;
+// recommendations, through the real `Admitter::review`. 2,000 cases by default;
 // `RIGHTSIZER_FUZZ_CASES=1000000 cargo test --release --test review fuzz` for the long run
 // (`RIGHTSIZER_FUZZ_SEED` sets the first seed; a failure prints its seed).
 
@@ -601,7 +601,7 @@ fn fuzz_seeds_that_found_bugs() {
 
 #[test]
 fn fuzz_generated_reviews_hold_every_invariant() {
-    let cases = env_u64("RIGHTSIZER_FUZZ_CASES", 3000);
+    let cases = env_u64("RIGHTSIZER_FUZZ_CASES", 2000);
     let first = env_u64("RIGHTSIZER_FUZZ_SEED", 0x5eed_0000);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let started = std::time::Instant::now();
