@@ -585,10 +585,16 @@ fn check_case(case: &gen::Case) -> Result<bool, String> {
 }
 
 /// Seeds that once found a bug (with the generator of their day): always replayed.
-const FOUND: [(u64, &str); 1] = [(
-    1013568,
-    "an 8Ei memory limit with a LimitRange ratio of 3 got a request that broke the ratio by f64 rounding",
-)];
+const FOUND: [(u64, &str); 2] = [
+    (
+        1013568,
+        "an 8Ei memory limit with a LimitRange ratio of 3 got a request that broke the ratio by f64 rounding",
+    ),
+    (
+        1592599136,
+        "a container with an unreadable memory request was left out of the quota sums, hiding its limit",
+    ),
+];
 
 #[test]
 fn fuzz_seeds_that_found_bugs() {

@@ -562,7 +562,12 @@ fn pod_bounds_violation(
         if container_name(c, knative).is_none() {
             continue;
         }
-        let s = read_sizes(c, r).ok()?;
+        // Unsure is not fine: an unreadable quantity means the sums cannot be checked.
+        let Ok(s) = read_sizes(c, r) else {
+            return Some(
+                "a quantity is unreadable, so the Pod LimitRange cannot be checked".into(),
+            );
+        };
         req = req.saturating_add(s.request.or(s.limit).unwrap_or(0));
         lim = lim.saturating_add(s.limit.unwrap_or(0));
     }
@@ -600,14 +605,16 @@ fn quota_violation(
     after: &[Value],
     knative: bool,
 ) -> Option<String> {
+    // Sides are read one by one: an unreadable request must not hide a readable limit.
     let total = |cs: &[Value]| -> (u64, u64) {
         cs.iter()
             .filter(|c| container_name(c, knative).is_some())
-            .filter_map(|c| read_sizes(c, r).ok())
-            .fold((0u64, 0u64), |(q, l), s| {
+            .fold((0u64, 0u64), |(q, l), c| {
+                let req = read_side(c, "requests", r).ok().flatten();
+                let lim = read_side(c, "limits", r).ok().flatten();
                 (
-                    q.saturating_add(s.request.or(s.limit).unwrap_or(0)),
-                    l.saturating_add(s.limit.unwrap_or(0)),
+                    q.saturating_add(req.or(lim).unwrap_or(0)),
+                    l.saturating_add(lim.unwrap_or(0)),
                 )
             })
     };
