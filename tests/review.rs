@@ -585,7 +585,7 @@ fn check_case(case: &gen::Case) -> Result<bool, String> {
 }
 
 /// Seeds that once found a bug (with the generator of their day): always replayed.
-const FOUND: [(u64, &str); 2] = [
+const FOUND: [(u64, &str); 3] = [
     (
         1013568,
         "an 8Ei memory limit with a LimitRange ratio of 3 got a request that broke the ratio by f64 rounding",
@@ -593,6 +593,10 @@ const FOUND: [(u64, &str); 2] = [
     (
         1592599136,
         "a container with an unreadable memory request was left out of the quota sums, hiding its limit",
+    ),
+    (
+        50130600,
+        "a default CPU request broke the Pod maxLimitRequestRatio against the LimitRange's default limit",
     ),
 ];
 

@@ -556,6 +556,7 @@ fn pod_bounds_violation(
     if b.max.is_none() && b.min.is_none() && b.ratio.is_none() {
         return None;
     }
+    let defaults = limits::bounds(ranges, "Container", r);
     let mut req = 0u64;
     let mut lim = 0u64;
     for c in containers {
@@ -568,8 +569,10 @@ fn pod_bounds_violation(
                 "a quantity is unreadable, so the Pod LimitRange cannot be checked".into(),
             );
         };
-        req = req.saturating_add(s.request.or(s.limit).unwrap_or(0));
-        lim = lim.saturating_add(s.limit.unwrap_or(0));
+        // The sums the LimitRanger checks include the container defaults it fills in.
+        let q = s.request.or(s.limit).or(defaults.default_request);
+        req = req.saturating_add(q.unwrap_or(0));
+        lim = lim.saturating_add(s.limit.or(defaults.default_limit).unwrap_or(0));
     }
     if let Some(max) = b.max {
         if lim > max || req > max {
