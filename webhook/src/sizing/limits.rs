@@ -143,7 +143,8 @@ pub fn fit_container(res: Resource, b: &Bounds, r: &mut Resolved, notes: &mut Ve
         let lim = r.limit.map(|s| s.value).or(b.default_limit);
         let req = r.request.map(|s| s.value).or(b.default_request);
         if let (Some(l), Some(q)) = (lim, req) {
-            if q > 0 && above_ratio(l, q, ratio) {
+            // A zero request breaks any ratio (the LimitRanger refuses it outright).
+            if l > 0 && above_ratio(l, q, ratio) {
                 // In integers: with f64, 8Ei / 3 rounds down and still breaks the ratio.
                 let m = ratio_millis(ratio);
                 let need = u64::try_from((u128::from(l) * 1000).div_ceil(m)).unwrap_or(l);
@@ -301,6 +302,25 @@ mod tests {
         fit_container(Resource::Memory, &b, &mut r, &mut vec![]);
         let (q, l) = (r.request.unwrap().value, r.limit.unwrap().value);
         assert!(u128::from(l) <= u128::from(q) * 3, "{l}/{q}");
+    }
+
+    #[test]
+    fn zero_request_is_raised_for_the_ratio() {
+        // Fuzz seed 90028973: an override's CPU request "0" under a ratio LimitRange.
+        let b = bounds(
+            &lr(None, None, Some("5"), Some("890Mi")),
+            "Container",
+            Resource::Memory,
+        );
+        let mut r = Resolved {
+            request: Some(Side {
+                value: 0,
+                source: Source::Override,
+            }),
+            limit: None,
+        };
+        fit_container(Resource::Memory, &b, &mut r, &mut vec![]);
+        assert_eq!(r.request.map(|s| s.value), Some((890 * MI).div_ceil(5)));
     }
 
     #[test]

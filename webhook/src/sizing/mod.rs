@@ -591,7 +591,7 @@ fn pod_bounds_violation(
         }
     }
     if let Some(ratio) = b.ratio {
-        if req > 0 && limits::above_ratio(lim, req, ratio) {
+        if lim > 0 && limits::above_ratio(lim, req, ratio) {
             return Some(format!(
                 "the Pod total would exceed the LimitRange Pod maxLimitRequestRatio {ratio}"
             ));
