@@ -585,7 +585,7 @@ fn check_case(case: &gen::Case) -> Result<bool, String> {
 }
 
 /// Seeds that once found a bug (with the generator of their day): always replayed.
-const FOUND: [(u64, &str); 4] = [
+const FOUND: [(u64, &str); 5] = [
     (
         1013568,
         "an 8Ei memory limit with a LimitRange ratio of 3 got a request that broke the ratio by f64 rounding",
@@ -601,6 +601,10 @@ const FOUND: [(u64, &str); 4] = [
     (
         90028973,
         "an override's CPU request of 0 was written under a maxLimitRequestRatio (zero breaks any ratio)",
+    ),
+    (
+        1593075104,
+        "a limit-only container got a request below the LimitRange min from the ratio fit",
     ),
 ];
 

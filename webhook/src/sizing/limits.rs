@@ -141,13 +141,17 @@ pub fn fit_container(res: Resource, b: &Bounds, r: &mut Resolved, notes: &mut Ve
     }
     if let Some(ratio) = b.ratio {
         let lim = r.limit.map(|s| s.value).or(b.default_limit);
-        let req = r.request.map(|s| s.value).or(b.default_request);
+        // A missing request becomes the declared limit (Pod defaulting) before the
+        // LimitRanger's default request.
+        let req = r.request.or(r.limit).map(|s| s.value).or(b.default_request);
         if let (Some(l), Some(q)) = (lim, req) {
             // A zero request breaks any ratio (the LimitRanger refuses it outright).
             if l > 0 && above_ratio(l, q, ratio) {
                 // In integers: with f64, 8Ei / 3 rounds down and still breaks the ratio.
                 let m = ratio_millis(ratio);
                 let need = u64::try_from((u128::from(l) * 1000).div_ceil(m)).unwrap_or(l);
+                // Never below the min it was already raised to (fuzz seed 1593075104).
+                let need = need.max(b.min.unwrap_or(0));
                 notes.push(format!(
                     "request raised to {} for the LimitRange maxLimitRequestRatio {ratio}",
                     fmt(need)
@@ -321,6 +325,21 @@ mod tests {
         };
         fit_container(Resource::Memory, &b, &mut r, &mut vec![]);
         assert_eq!(r.request.map(|s| s.value), Some((890 * MI).div_ceil(5)));
+    }
+
+    #[test]
+    fn limit_only_counts_as_its_request_and_min_holds() {
+        // Fuzz seed 1593075104: limit 512Mi, no request, min 86Mi, ratio 7. The Pod's
+        // request defaults to its limit, so nothing breaks the ratio; nothing is written.
+        let mut ranges = lr(Some("86Mi"), None, Some("7"), None);
+        ranges.insert(0, lr(Some("63Mi"), None, None, None).remove(0));
+        let b = bounds(&ranges, "Container", Resource::Memory);
+        let mut r = Resolved {
+            request: None,
+            limit: side(512, Source::Template),
+        };
+        fit_container(Resource::Memory, &b, &mut r, &mut vec![]);
+        assert_eq!(r.request, None);
     }
 
     #[test]
