@@ -585,7 +585,7 @@ fn check_case(case: &gen::Case) -> Result<bool, String> {
 }
 
 /// Seeds that once found a bug (with the generator of their day): always replayed.
-const FOUND: [(u64, &str); 5] = [
+const FOUND: [(u64, &str); 6] = [
     (
         1013568,
         "an 8Ei memory limit with a LimitRange ratio of 3 got a request that broke the ratio by f64 rounding",
@@ -605,6 +605,10 @@ const FOUND: [(u64, &str); 5] = [
     (
         1593075104,
         "a limit-only container got a request below the LimitRange min from the ratio fit",
+    ),
+    (
+        1592615230,
+        "the Pod's CPU total for priority rules overflowed (a panic in debug builds)",
     ),
 ];
 

@@ -651,7 +651,8 @@ fn total_cpu_request(pod_spec: &Value) -> u64 {
         .flatten()
         .filter_map(|c| read_sizes(c, Resource::Cpu).ok())
         .map(|s| s.request.or(s.limit).unwrap_or(0))
-        .sum()
+        // Saturating: huge CPU quantities overflowed (fuzz seed 1592615230).
+        .fold(0u64, u64::saturating_add)
 }
 
 fn apply_placement(
