@@ -2144,3 +2144,295 @@ async fn template_raise_its_replicas_would_not_fit_in_the_quota_is_undone() {
     assert!(wide.iter().all(|p| memory(p, "app").0 == Some(100 * MI)));
     assert!(fits.iter().all(|p| memory(p, "app").0 == Some(300 * MI)));
 }
+
+// ---------------------------------------------------------------------------------------
+// Never block a deploy, as a new user meets it: the example `policies/` loaded, namespace
+// `shop` opted in, and no PriorityClasses installed (deploy/priority-classes is optional).
+// A control plane of its own, since the shared one installs classes.
+
+struct Shop {
+    plane: ControlPlane,
+    webhook: Webhook,
+}
+
+static SHOP: tokio::sync::OnceCell<Result<Shop, Setup>> = tokio::sync::OnceCell::const_new();
+static SHOP_SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Committed 300Mi for the quota test's Pod (the example policies bring no recommendations).
+fn shop_snapshot() -> Value {
+    json!({"generatedAt": 1, "recommendations": {
+        "shop-quota/Pod/near/app": committed_memory(300 * MI, 300 * MI)
+    }})
+}
+
+async fn shop_init() -> Result<Shop, Setup> {
+    if let Some(reason) = cluster::missing_prerequisite() {
+        return Err(Setup::Missing(reason));
+    }
+    let fail = Setup::Failed;
+    let plane = ControlPlane::start().map_err(fail)?;
+    let work = plane.dir.join("shop");
+    std::fs::create_dir_all(&work).map_err(|e| fail(e.to_string()))?;
+    let tls = cluster::generate_tls(&work);
+    let snap = work.join("recommendations.json");
+    std::fs::write(&snap, shop_snapshot().to_string()).map_err(|e| fail(e.to_string()))?;
+    let args = vec![
+        "--policies".to_string(),
+        cluster::repo_root().join("policies").display().to_string(),
+        "--recommendations".to_string(),
+        snap.display().to_string(),
+    ];
+    let addr: SocketAddr = format!("127.0.0.1:{}", cluster::free_port())
+        .parse()
+        .map_err(|e: std::net::AddrParseError| fail(e.to_string()))?;
+    let webhook = Webhook::start(
+        addr,
+        &tls,
+        &plane.kubeconfig,
+        &args,
+        &[("RIGHTSIZER_ENFORCEMENT", "true"), ("POD_NAME", "shop-a")],
+        work.join("webhook.log"),
+    )
+    .map_err(fail)?;
+    let mut docs =
+        vec!["apiVersion: v1\nkind: Namespace\nmetadata:\n  name: rightsizer-system\n".to_string()];
+    // `storefront` meets only the default policy (no priority class): the readiness probe.
+    for ns in ["shop", "shop-quota", "storefront"] {
+        docs.push(format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    rightsizer.io/enabled: \"true\"\n"
+        ));
+    }
+    plane.kubectl_ok(&["apply", "-f", "-"], Some(&docs.join("---\n")));
+    let reg = registration(
+        "rightsizer",
+        shipped_entry(),
+        &format!("https://{addr}/mutate"),
+        &tls.ca_pem,
+    );
+    plane.kubectl_ok(&["apply", "-f", "-"], Some(&reg.to_string()));
+    let shop = Shop { plane, webhook };
+    // Wait until the apiserver calls the webhook: a dry-run Pod comes back sized.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dry_run_pod(
+        &shop,
+        "storefront",
+        &pod("probe", vec![bare_container("app")]),
+    )
+    .await
+    .and_then(|p| annotation(&p, "rightsizer.io/sized").map(str::to_string))
+    .is_none()
+    {
+        if Instant::now() > deadline {
+            return Err(fail("the apiserver never called the shop webhook".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(shop)
+}
+
+async fn shop_setup() -> Option<(tokio::sync::MutexGuard<'static, ()>, &'static Shop)> {
+    let guard = SHOP_SERIAL.lock().await;
+    match SHOP.get_or_init(shop_init).await {
+        Ok(shop) => Some((guard, shop)),
+        Err(Setup::Missing(reason)) if !cluster::in_ci() => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "cluster_e2e (shop): SKIPPED, no control plane here: {reason}"
+            );
+            None
+        }
+        Err(Setup::Missing(reason)) => panic!("CI=true and the control plane cannot run: {reason}"),
+        Err(Setup::Failed(e)) => panic!("shop control plane setup failed: {e}"),
+    }
+}
+
+macro_rules! shop_or_skip {
+    () => {
+        match shop_setup().await {
+            Some(x) => x,
+            None => return,
+        }
+    };
+}
+
+/// A server-side dry run of a Pod: what the apiserver would store, or None if refused.
+async fn dry_run_pod(shop: &Shop, ns: &str, p: &Pod) -> Option<Pod> {
+    let client = shop.plane.client().await;
+    Api::<Pod>::namespaced(client, ns)
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            p,
+        )
+        .await
+        .ok()
+}
+
+impl Shop {
+    fn log(&self) -> String {
+        self.webhook.log_text()
+    }
+
+    fn apply_class(&self) {
+        self.plane.kubectl_ok(
+            &["apply", "-f", "-"],
+            Some("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: normal-priority\nvalue: 100\n"),
+        );
+    }
+
+    /// Wait for `n` Pods of a Deployment; on timeout, fail with the namespace's events
+    /// (where the ReplicaSet controller reports refused Pods).
+    async fn deployment_pods(&self, ns: &str, name: &str, n: usize) -> Vec<Pod> {
+        let client = self.plane.client().await;
+        let api: Api<Pod> = Api::namespaced(client, ns);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pods = api
+                .list(&ListParams::default().labels(&format!("app={name}")))
+                .await
+                .expect("list pods");
+            if pods.items.len() >= n {
+                return pods.items;
+            }
+            if Instant::now() > deadline {
+                let events = self
+                    .plane
+                    .kubectl(&["-n", ns, "get", "events", "-o", "wide"], None);
+                panic!(
+                    "{} of {n} Pods of {ns}/{name} after 30 s; events:\n{}\nwebhook log:\n{}",
+                    pods.items.len(),
+                    String::from_utf8_lossy(&events.stdout),
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn example_policies_without_priority_classes_let_deployment_pods_be_created() {
+    let (_serial, shop) = shop_or_skip!();
+    shop.plane.kubectl_ok(
+        &[
+            "delete",
+            "priorityclass",
+            "normal-priority",
+            "--ignore-not-found",
+        ],
+        None,
+    );
+    let classes = shop
+        .plane
+        .kubectl_ok(&["get", "priorityclass", "-o", "name"], None);
+    assert!(!classes.contains("normal-priority"), "{classes}");
+    let d = deployment("checkout", 2, json!({}), vec![bare_container("app")]);
+    shop.plane
+        .kubectl_ok(&["-n", "shop", "apply", "-f", "-"], Some(&d));
+    let pods = shop.deployment_pods("shop", "checkout", 2).await;
+    for p in &pods {
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.priority_class_name, None, "a missing class was set");
+        // The webhook did act on them: the policy's override for checkout.
+        assert_eq!(memory(p, "app"), (Some(1024 * MI), Some(2048 * MI)));
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_priority_class_stops_being_set_within_seconds() {
+    let (_serial, shop) = shop_or_skip!();
+    let class_of = |p: Option<Pod>| p.and_then(|p| p.spec?.priority_class_name);
+    let probe = pod("probe", vec![bare_container("app")]);
+    shop.apply_class();
+    // Once the watch has it, the policy's default class is set.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while class_of(dry_run_pod(shop, "shop", &probe).await).as_deref() != Some("normal-priority") {
+        assert!(
+            Instant::now() < deadline,
+            "class never set; log:\n{}",
+            shop.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shop.plane
+        .kubectl_ok(&["delete", "priorityclass", "normal-priority"], None);
+    let deleted = Instant::now();
+    loop {
+        let got = dry_run_pod(shop, "shop", &probe).await;
+        assert!(
+            got.is_some(),
+            "a Pod was refused after the class was deleted"
+        );
+        if class_of(got).is_none() {
+            break;
+        }
+        assert!(
+            deleted.elapsed() < Duration::from_secs(10),
+            "the deleted class was still set after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("class deleted -> no longer set: {:?}", deleted.elapsed());
+    let d = deployment("after-delete", 1, json!({}), vec![bare_container("app")]);
+    shop.plane
+        .kubectl_ok(&["-n", "shop", "apply", "-f", "-"], Some(&d));
+    shop.deployment_pods("shop", "after-delete", 1).await;
+}
+
+#[tokio::test]
+async fn resource_quota_near_full_gets_no_raise() {
+    let (_serial, shop) = shop_or_skip!();
+    let ns = "shop-quota";
+    shop.plane.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: memory\n  namespace: {ns}\nspec:\n  hard:\n    requests.memory: 1Gi\n    limits.memory: 1Gi\n"
+        )),
+    );
+    let near = pod("near", vec![container("app", "100Mi", "100Mi")]);
+    // With room, the committed 300Mi is applied (so a raise is really on offer).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(p) = dry_run_pod(shop, ns, &near).await {
+            if memory(&p, "app") == (Some(300 * MI), Some(300 * MI)) {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never raised; log:\n{}",
+            shop.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Fill the quota to 900Mi of 1Gi with a Pod the webhook leaves as written.
+    let client = shop.plane.client().await;
+    create_pod(
+        &client,
+        ns,
+        &pod("filler", vec![container("app", "900Mi", "900Mi")]),
+    )
+    .await
+    .expect("filler admitted");
+    // The webhook's quota view follows the quota's status; a raise would now be refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dry_run_pod(shop, ns, &near)
+        .await
+        .map(|p| memory(&p, "app"))
+        != Some((Some(100 * MI), Some(100 * MI)))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "raise kept; log:\n{}",
+            shop.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored = create_pod(&client, ns, &near)
+        .await
+        .unwrap_or_else(|e| panic!("the near-full quota refused the Pod: {e}"));
+    assert_eq!(memory(&stored, "app"), (Some(100 * MI), Some(100 * MI)));
+}

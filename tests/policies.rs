@@ -85,6 +85,11 @@ fn shipped_examples_are_valid() {
     "knative: {containerConcurrency: 1001}\n",
     "knative.containerConcurrency"
 )]
+#[case::knative_scale("knative: {maxScale: 3000000000}\n", "knative.maxScale")]
+#[case::toleration_seconds(
+    "gpu:\n  tolerations: [{key: a, effect: NoSchedule, tolerationSeconds: 5}]\n",
+    "gpu.tolerations[0].tolerationSeconds"
+)]
 #[case::gpu_operator(
     "gpu:\n  requiredNodeAffinity: [{key: a, operator: Near, values: [b]}]\n",
     "gpu.requiredNodeAffinity[0].operator"

@@ -212,11 +212,8 @@ impl rightsizer::cluster::ClusterFacts for WatchedFacts {
     fn namespace(&self, _name: &str) -> Arc<rightsizer::cluster::NamespaceFacts> {
         Arc::default()
     }
-    fn priority_classes(
-        &self,
-    ) -> Arc<std::collections::BTreeMap<String, rightsizer::policy::schema::PriorityClassInfo>>
-    {
-        Arc::default()
+    fn priority_classes(&self) -> rightsizer::cluster::PriorityClasses {
+        rightsizer::cluster::PriorityClasses::default()
     }
     fn resolve_owner(
         &self,
@@ -414,4 +411,402 @@ fn knative_user_values_are_never_touched() {
     assert!(svc
         .pointer("/spec/template/metadata/annotations/rightsizer.io~1sized")
         .is_none());
+}
+
+// ---------------------------------------------------------------------------------------
+// Generated input at scale: every supported kind with random resources, odd quantities,
+// valid and malformed annotations, policies, LimitRanges, quotas, PriorityClasses and
+// recommendations, through the real `Admitter::review`. 2,000 cases by default;
+// `RIGHTSIZER_FUZZ_CASES=1000000 cargo test --release --test review fuzz` for the long run
+// (`RIGHTSIZER_FUZZ_SEED` sets the first seed; a failure prints its seed).
+
+#[path = "support/gen.rs"]
+mod gen;
+#[path = "support/invariants.rs"]
+mod invariants;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn case_admitter(case: &gen::Case) -> Admitter {
+    let store = match parse_manifests("fuzz", &case.policies) {
+        Ok(p) => PolicyStore::with_policies(p),
+        // A policy the loader refuses is never used: nothing selects the object.
+        Err(_) => PolicyStore::new(),
+    };
+    let snap: Snapshot = serde_json::from_value(case.snapshot.clone()).expect("snapshot");
+    Admitter::new(
+        Arc::new(store),
+        Arc::new(snap),
+        Arc::new(case.facts.clone()),
+        AdmitConfig {
+            enforcement: case.enforcement,
+            own_namespace: Some("rightsizer-system".into()),
+        },
+    )
+}
+
+type Answer = (Value, Option<json_patch::Patch>, Vec<Value>);
+
+/// The review's answer: response checks, then the patched object (or the input), the
+/// patch and the warnings.
+fn answered(a: &Admitter, body: &Value) -> Result<Answer, String> {
+    let r = a
+        .review(&serde_json::to_vec(body).unwrap())
+        .map_err(|e| format!("review refused: {e}"))?;
+    let resp: Value = serde_json::from_slice(&r.body).map_err(|e| format!("response JSON: {e}"))?;
+    if resp["response"]["uid"] != body["request"]["uid"] {
+        return Err(format!("uid {} != request's", resp["response"]["uid"]));
+    }
+    if resp["response"]["allowed"] != true {
+        return Err("not allowed".into());
+    }
+    let warnings = resp["response"]["warnings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if warnings.len() > 8
+        || warnings
+            .iter()
+            .any(|w| w.as_str().is_none_or(|w| w.len() > 256))
+    {
+        return Err(format!("warnings beyond the caps: {warnings:?}"));
+    }
+    let mut obj = body["request"]["object"].clone();
+    let Some(patch) = decoded_patch(&resp) else {
+        if resp["response"].get("patch").is_some() {
+            return Err("patch is not base64 JSONPatch".into());
+        }
+        return Ok((obj, None, warnings));
+    };
+    if resp["response"]["patchType"] != "JSONPatch" {
+        return Err("patch without patchType JSONPatch".into());
+    }
+    json_patch::patch(&mut obj, &patch).map_err(|e| format!("patch does not apply: {e}"))?;
+    Ok((obj, Some(patch), warnings))
+}
+
+fn pod_spec_of(obj: &Value) -> Value {
+    rightsizer::object::kind_of_manifest(obj)
+        .and_then(|k| obj.pointer(rightsizer::object::pod_paths(k).0).cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// (memory bytes, CPU millicores) requested and limited by a Pod, after Pod defaulting.
+fn pod_totals(spec: &Value, r: rightsizer::quantity::Resource) -> (u64, u64) {
+    let mut t = (0u64, 0u64);
+    for c in spec["containers"].as_array().into_iter().flatten() {
+        let get = |side: &str| {
+            c["resources"][side][r.as_str()]
+                .as_str()
+                .and_then(|s| r.parse(s).ok())
+        };
+        let (q, l) = (get("requests"), get("limits"));
+        t.0 = t.0.saturating_add(q.or(l).unwrap_or(0));
+        t.1 = t.1.saturating_add(l.unwrap_or(0));
+    }
+    t
+}
+
+/// What the webhook added must be accepted: priority, GPU placement, Knative values, quota.
+fn added_fields_accepted(
+    case: &gen::Case,
+    before: &Value,
+    after: &Value,
+    warnings_offline: bool,
+) -> Result<(), String> {
+    use rightsizer::cluster::ClassSource;
+    let (b, a) = (pod_spec_of(before), pod_spec_of(after));
+    let is_pod = after["kind"] == "Pod";
+    if let Some(class) = a["priorityClassName"]
+        .as_str()
+        .filter(|_| a["priorityClassName"] != b["priorityClassName"])
+    {
+        let known = case.facts.priority_classes.get(class);
+        match case.facts.class_source {
+            ClassSource::Unknown => return Err(format!("class {class} set with no cluster view")),
+            ClassSource::Cluster if known.is_none() => {
+                return Err(format!("class {class} set but the cluster lacks it"))
+            }
+            // (Unless the warnings were cut at the cap; offline `mutate` keeps them all.)
+            ClassSource::Offline if known.is_none() && !warnings_offline => {
+                return Err(format!("offline class {class} set without a label"))
+            }
+            _ => {}
+        }
+        if let Some(info) = known {
+            let p = &a["priority"];
+            if (is_pod || !p.is_null()) && p.as_i64() != Some(i64::from(info.value)) {
+                return Err(format!(
+                    "priority {p} differs from class {class}'s {}",
+                    info.value
+                ));
+            }
+        }
+    }
+    let added = |ptr: &str| -> Vec<Value> {
+        let had = b
+            .pointer(ptr)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        a.pointer(ptr)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|v| !had.contains(v))
+            .cloned()
+            .collect()
+    };
+    for t in added("/tolerations") {
+        let t: k8s_openapi::api::core::v1::Toleration =
+            serde_json::from_value(t).map_err(|e| e.to_string())?;
+        if let Some(e) = rightsizer::sizing::gpu::toleration_error(&t) {
+            return Err(format!("added toleration refused: {e}"));
+        }
+    }
+    let terms =
+        "/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms";
+    for term in a
+        .pointer(terms)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let term: k8s_openapi::api::core::v1::NodeSelectorTerm =
+            serde_json::from_value(term.clone()).map_err(|e| e.to_string())?;
+        if let Some(e) = rightsizer::sizing::gpu::term_error(&term) {
+            return Err(format!("node-selector term refused: {e}"));
+        }
+    }
+    for p in added("/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution") {
+        let p: k8s_openapi::api::core::v1::PreferredSchedulingTerm =
+            serde_json::from_value(p).map_err(|e| e.to_string())?;
+        if !(1..=100).contains(&p.weight)
+            || rightsizer::sizing::gpu::term_error(&p.preference).is_some()
+        {
+            return Err("added preferred term refused".into());
+        }
+    }
+    if after["apiVersion"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("serving.knative.dev"))
+    {
+        knative_accepted(before, after)?;
+    }
+    if is_pod {
+        let ns = rightsizer::cluster::ClusterFacts::namespace(&case.facts, case.namespace());
+        for r in rightsizer::quantity::Resource::ALL {
+            let (tb, ta) = (pod_totals(&b, r), pod_totals(&a, r));
+            for q in &ns.quotas {
+                for (key, before, after) in [("requests", tb.0, ta.0), ("limits", tb.1, ta.1)] {
+                    let room = q.room.get(&format!("{key}.{}", r.as_str()));
+                    if room.is_some_and(|room| after > before && after > *room) {
+                        return Err(format!(
+                            "{key}.{r} raised to {after} past quota room {room:?}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Knative's own checks on the template annotations and containerConcurrency, for values
+/// that were not already there.
+fn knative_accepted(before: &Value, after: &Value) -> Result<(), String> {
+    let ann = |o: &Value| {
+        o.pointer("/spec/template/metadata/annotations")
+            .cloned()
+            .unwrap_or(json!({}))
+    };
+    let (b, a) = (ann(before), ann(after));
+    let num = |k: &str| a[k].as_str().and_then(|v| v.parse::<f64>().ok());
+    let new = |k: &str| a.get(k).is_some() && a.get(k) != b.get(k);
+    let key = |k: &str| format!("autoscaling.knative.dev/{k}");
+    if new(&key("target")) && num(&key("target")).is_none_or(|t| t < 0.01) {
+        return Err(format!("target {}", a[key("target")]));
+    }
+    let util = key("target-utilization-percentage");
+    if new(&util) && num(&util).is_none_or(|u| !(1.0..=100.0).contains(&u)) {
+        return Err(format!("utilization {}", a[util]));
+    }
+    let scale = |o: &Value, k: &str, old: &str| -> Option<Option<i32>> {
+        match o.get(key(k)).or(o.get(key(old))) {
+            None => Some(Some(0)),
+            Some(v) => Some(v.as_str()?.parse::<i32>().ok()),
+        }
+    };
+    let ok = |o: &Value| match (
+        scale(o, "min-scale", "minScale"),
+        scale(o, "max-scale", "maxScale"),
+    ) {
+        (Some(Some(lo)), Some(Some(hi))) => lo >= 0 && hi >= 0 && (hi == 0 || hi >= lo),
+        _ => false,
+    };
+    if (new(&key("min-scale")) || new(&key("max-scale"))) && !ok(&a) {
+        return Err(format!("scale bounds refused: {a}"));
+    }
+    let metric = key("metric");
+    if new(&metric) {
+        let class = a[key("class")]
+            .as_str()
+            .unwrap_or("kpa.autoscaling.knative.dev");
+        let m = a[&metric].as_str().unwrap_or("");
+        if class == "kpa.autoscaling.knative.dev" && !["concurrency", "rps"].contains(&m) {
+            return Err(format!("metric {m} with class {class}"));
+        }
+    }
+    let cc = "/spec/template/spec/containerConcurrency";
+    if after.pointer(cc) != before.pointer(cc)
+        && after
+            .pointer(cc)
+            .and_then(Value::as_u64)
+            .is_none_or(|c| c > 1000)
+    {
+        return Err(format!("containerConcurrency {:?}", after.pointer(cc)));
+    }
+    Ok(())
+}
+
+/// Every invariant for one case; whether it was patched.
+fn check_case(case: &gen::Case) -> Result<bool, String> {
+    let a = case_admitter(case);
+    let before = case.object().clone();
+    let (after, patch, warnings) = answered(&a, &case.review)?;
+    let Some(patch) = patch else {
+        return Ok(false);
+    };
+    let offline_label = warnings.len() >= 8
+        || warnings
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.contains("(offline)")));
+    // What was valid stays valid: the user's own mistakes are not ours to fix.
+    if invariants::strict_type(&before).is_ok() {
+        invariants::strict_type(&after).map_err(|e| format!("patched object: {e}"))?;
+    }
+    invariants::canonical_patch(&patch)?;
+    let ns = rightsizer::cluster::ClusterFacts::namespace(&case.facts, case.namespace());
+    if invariants::limit_range_refusal(&before, &ns.limit_ranges).is_none() {
+        if let Some(e) = invariants::limit_range_refusal(&after, &ns.limit_ranges) {
+            return Err(format!(
+                "the apiserver would refuse the patched object: {e}"
+            ));
+        }
+    }
+    added_fields_accepted(case, &before, &after, offline_label)?;
+    let mut again = case.review.clone();
+    again["request"]["object"] = after;
+    let (_, second, _) = answered(&a, &again)?;
+    if let Some(p) = second {
+        return Err(format!(
+            "second pass patches: {}",
+            serde_json::to_string(&p).unwrap()
+        ));
+    }
+    Ok(true)
+}
+
+/// Seeds that once found a bug (with the generator of their day): always replayed.
+const FOUND: [(u64, &str); 6] = [
+    (
+        1013568,
+        "an 8Ei memory limit with a LimitRange ratio of 3 got a request that broke the ratio by f64 rounding",
+    ),
+    (
+        1592599136,
+        "a container with an unreadable memory request was left out of the quota sums, hiding its limit",
+    ),
+    (
+        50130600,
+        "a default CPU request broke the Pod maxLimitRequestRatio against the LimitRange's default limit",
+    ),
+    (
+        90028973,
+        "an override's CPU request of 0 was written under a maxLimitRequestRatio (zero breaks any ratio)",
+    ),
+    (
+        1593075104,
+        "a limit-only container got a request below the LimitRange min from the ratio fit",
+    ),
+    (
+        1592615230,
+        "the Pod's CPU total for priority rules overflowed (a panic in debug builds)",
+    ),
+];
+
+#[test]
+fn fuzz_seeds_that_found_bugs() {
+    for (seed, what) in FOUND {
+        if let Err(e) = check_case(&gen::case(seed)) {
+            panic!("seed {seed} ({what}): {e}");
+        }
+    }
+}
+
+#[test]
+fn fuzz_generated_reviews_hold_every_invariant() {
+    let cases = env_u64("RIGHTSIZER_FUZZ_CASES", 2000);
+    let first = env_u64("RIGHTSIZER_FUZZ_SEED", 0x5eed_0000);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let started = std::time::Instant::now();
+    let patched = std::sync::atomic::AtomicU64::new(0);
+    // Failures beyond the messages kept.
+    let failing = std::sync::atomic::AtomicU64::new(0);
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (patched, failing) = (&patched, &failing);
+                s.spawn(move || {
+                    let mut failed = Vec::new();
+                    let mut seed = first + t;
+                    // Every case runs (the count is the count); the first 20 failures are kept.
+                    while seed < first + cases {
+                        let outcome = std::panic::catch_unwind(|| check_case(&gen::case(seed)));
+                        match outcome {
+                            Ok(Ok(p)) => {
+                                patched.fetch_add(u64::from(p), std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Ok(Err(e)) if cases <= 10 => {
+                                // Replaying a few seeds: show the whole case.
+                                let c = gen::case(seed);
+                                failed.push(format!(
+                                    "seed {seed}: {e}\nobject: {}\npolicies: {}\nfacts: {:?}\nsnapshot: {}",
+                                    c.object(), c.policies, c.facts, c.snapshot
+                                ))
+                            }
+                            Ok(Err(e)) => failed.push(format!("seed {seed}: {e}")),
+                            Err(_) => failed.push(format!("seed {seed}: panicked")),
+                        }
+                        if failed.len() > 20 {
+                            failing.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            failed.truncate(20);
+                        }
+                        seed += threads;
+                    }
+                    failed
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let failing = failing.into_inner() + failures.len() as u64;
+    eprintln!(
+        "fuzz: {cases} cases ({} patched, {failing} failing) from seed {first} in {:.1} s on {threads} threads",
+        patched.into_inner(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "{failing} failing cases; the first:\n{}",
+        failures.join("\n")
+    );
 }

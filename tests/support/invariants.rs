@@ -197,3 +197,126 @@ fn check_canonical(path: &str, v: &Value) -> Result<(), String> {
         _ => Ok(()),
     }
 }
+
+type Quantities =
+    std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>;
+
+fn quantity(m: Option<&Quantities>, r: Resource) -> Option<u64> {
+    m?.get(r.as_str()).and_then(|q| r.parse(&q.0).ok())
+}
+
+/// A container's (request, limit) of one resource as the apiserver ends up with them:
+/// a missing request defaults to the declared limit (Pod defaulting), then the first
+/// LimitRange's defaultRequest/default fill what is still missing (LimitRanger), with
+/// the LimitRange's own defaulting (default from max; request from default, then min).
+fn effective(
+    c: &Value,
+    r: Resource,
+    ranges: &[LimitRangeSpec],
+) -> Result<(Option<u64>, Option<u64>), String> {
+    let get = |side: &str| -> Result<Option<u64>, String> {
+        match c
+            .get("resources")
+            .and_then(|v| v.get(side))
+            .and_then(|v| v.get(r.as_str()))
+        {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => r.parse(s).map(Some).map_err(|e| e.to_string()),
+            Some(other) => Err(format!("{r} {side} is not a string: {other}")),
+        }
+    };
+    let (dl, dr) = ranges
+        .iter()
+        .flat_map(|s| s.limits.iter())
+        .find(|i| i.type_ == "Container")
+        .map_or((None, None), |i| {
+            let dl = quantity(i.default.as_ref(), r).or(quantity(i.max.as_ref(), r));
+            let dr = quantity(i.default_request.as_ref(), r)
+                .or(dl)
+                .or(quantity(i.min.as_ref(), r));
+            (dl, dr)
+        });
+    let (req, lim) = (get("requests")?, get("limits")?);
+    Ok((req.or(lim).or(dr), lim.or(dl)))
+}
+
+/// Why the apiserver (Pod validation and the LimitRanger) would refuse the Pods of this
+/// object's pod spec, if it would: request <= limit, and every LimitRange item's
+/// min/max/maxLimitRequestRatio for Containers and for the Pod's sums.
+pub fn limit_range_refusal(obj: &Value, ranges: &[LimitRangeSpec]) -> Option<String> {
+    let kind = kind_of_manifest(obj)?;
+    let (spec_ptr, _) = pod_paths(kind);
+    let containers = obj.pointer(&format!("{spec_ptr}/containers"))?.as_array()?;
+    let bound = |m: &Option<Quantities>, r: Resource| quantity(m.as_ref(), r);
+    let ratio = |i: &k8s_openapi::api::core::v1::LimitRangeItem, r: Resource| -> Option<u64> {
+        let q = i.max_limit_request_ratio.as_ref()?.get(r.as_str())?;
+        rightsizer::quantity::parse_millicores(&q.0).ok()
+    };
+    let check = |what: &str,
+                 item: &k8s_openapi::api::core::v1::LimitRangeItem,
+                 r: Resource,
+                 req: Option<u64>,
+                 lim: Option<u64>|
+     -> Option<String> {
+        if let Some(min) = bound(&item.min, r) {
+            match req {
+                Some(q) if q >= min => {}
+                _ => return Some(format!("{what}: {r} request {req:?} below min {min}")),
+            }
+        }
+        if let Some(max) = bound(&item.max, r) {
+            match lim {
+                Some(l) if l <= max => {}
+                _ => return Some(format!("{what}: {r} limit {lim:?} above max {max}")),
+            }
+        }
+        if let Some(ratio) = ratio(item, r) {
+            match (req, lim) {
+                (Some(q), Some(l))
+                    if q > 0 && (l as u128) * 1000 <= (q as u128) * ratio as u128 => {}
+                _ => {
+                    return Some(format!(
+                        "{what}: {r} limit/request {lim:?}/{req:?} above ratio {ratio}m"
+                    ))
+                }
+            }
+        }
+        None
+    };
+    let items: Vec<_> = ranges.iter().flat_map(|s| s.limits.iter()).collect();
+    for r in Resource::ALL {
+        // The LimitRanger sums what the containers have; none at all is "not specified".
+        let (mut sum_req, mut sum_lim) = (None::<u64>, None::<u64>);
+        for c in containers {
+            let name = c
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("user-container");
+            let Ok((req, lim)) = effective(c, r, ranges) else {
+                return Some(format!("{name}: {r} unreadable"));
+            };
+            if let (Some(q), Some(l)) = (req, lim) {
+                if q > l {
+                    return Some(format!("{name}: {r} request {q} > limit {l}"));
+                }
+            }
+            for item in items.iter().filter(|i| i.type_ == "Container") {
+                if let Some(e) = check(name, item, r, req, lim) {
+                    return Some(e);
+                }
+            }
+            let add = |sum: Option<u64>, v: Option<u64>| match (sum, v) {
+                (Some(a), Some(b)) => Some(a.saturating_add(b)),
+                (a, b) => a.or(b),
+            };
+            sum_req = add(sum_req, req);
+            sum_lim = add(sum_lim, lim);
+        }
+        for item in items.iter().filter(|i| i.type_ == "Pod") {
+            if let Some(e) = check("Pod", item, r, sum_req, sum_lim) {
+                return Some(e);
+            }
+        }
+    }
+    None
+}

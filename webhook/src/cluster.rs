@@ -3,6 +3,7 @@
 //! watchers; offline from objects in the input. Admission only reads them.
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::LimitRangeSpec;
@@ -65,11 +66,40 @@ impl QuotaRoom {
     }
 }
 
+/// How much is known about the cluster's PriorityClasses. A Pod naming a class the
+/// cluster lacks is refused, so this decides whether a class may be set at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClassSource {
+    /// No view of the cluster (serve without kube, or before the watch's first list):
+    /// no class is set.
+    #[default]
+    Unknown,
+    /// The cluster's classes as watched: only these exist.
+    Cluster,
+    /// Offline (`mutate`): the input's classes, then the policy's declared ones,
+    /// labelled as such in a warning (the cluster may not have them).
+    Offline,
+}
+
+/// The known PriorityClasses by name and where that knowledge comes from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PriorityClasses {
+    pub source: ClassSource,
+    pub classes: Arc<BTreeMap<String, PriorityClassInfo>>,
+}
+
+impl Deref for PriorityClasses {
+    type Target = BTreeMap<String, PriorityClassInfo>;
+    fn deref(&self) -> &Self::Target {
+        &self.classes
+    }
+}
+
 /// Read access to cluster facts; must not block.
 pub trait ClusterFacts: Send + Sync {
     fn namespace(&self, name: &str) -> Arc<NamespaceFacts>;
-    /// PriorityClasses by name (empty when unknown: policies' values apply).
-    fn priority_classes(&self) -> Arc<BTreeMap<String, PriorityClassInfo>>;
+    /// The PriorityClasses known to exist (see `ClassSource`).
+    fn priority_classes(&self) -> PriorityClasses;
     /// The top-level workload of a Pod's controller (ReplicaSet -> Deployment,
     /// Job -> CronJob), when the cluster's owner chains are known. `None`: the
     /// name-based mapping applies.
@@ -95,8 +125,8 @@ impl ClusterFacts for NoFacts {
     fn namespace(&self, _name: &str) -> Arc<NamespaceFacts> {
         Arc::new(NamespaceFacts::default())
     }
-    fn priority_classes(&self) -> Arc<BTreeMap<String, PriorityClassInfo>> {
-        Arc::new(BTreeMap::new())
+    fn priority_classes(&self) -> PriorityClasses {
+        PriorityClasses::default()
     }
 }
 
@@ -105,6 +135,9 @@ impl ClusterFacts for NoFacts {
 pub struct StaticFacts {
     pub namespaces: BTreeMap<String, Arc<NamespaceFacts>>,
     pub priority_classes: Arc<BTreeMap<String, PriorityClassInfo>>,
+    /// What `priority_classes` stands for: `Offline` for `mutate`, `Cluster` when the
+    /// facts describe a whole cluster (tests), `Unknown` by default.
+    pub class_source: ClassSource,
 }
 
 impl StaticFacts {
@@ -181,7 +214,10 @@ impl ClusterFacts for StaticFacts {
     fn namespace(&self, name: &str) -> Arc<NamespaceFacts> {
         self.namespaces.get(name).cloned().unwrap_or_default()
     }
-    fn priority_classes(&self) -> Arc<BTreeMap<String, PriorityClassInfo>> {
-        self.priority_classes.clone()
+    fn priority_classes(&self) -> PriorityClasses {
+        PriorityClasses {
+            source: self.class_source,
+            classes: self.priority_classes.clone(),
+        }
     }
 }

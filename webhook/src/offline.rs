@@ -1,6 +1,8 @@
 //! `rightsizer mutate`: what the webhook would make of manifests, without a cluster.
 //! Reads multi-document YAML or JSON (or AdmissionReviews); Namespace, LimitRange and
-//! PriorityClass objects in the input become the cluster facts for the others.
+//! PriorityClass objects in the input become the cluster facts for the others. With no
+//! cluster to ask, a class the policy declares in `priority.classes` is set too, with a
+//! warning that the cluster must have it (the webhook itself sets only watched classes).
 
 use std::sync::Arc;
 
@@ -8,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::admission::{AdmitConfig, Admitter, Outcome};
-use crate::cluster::{NamespaceFacts, StaticFacts};
+use crate::cluster::{ClassSource, NamespaceFacts, StaticFacts};
 use crate::object::kind_of_manifest;
 use crate::policy::PolicyStore;
 use crate::recommendation::{RecommendationSource, WorkloadKey};
@@ -102,7 +104,10 @@ pub fn facts_from(
     docs: &[Document],
     default_labels: &std::collections::BTreeMap<String, String>,
 ) -> StaticFacts {
-    let mut facts = StaticFacts::default();
+    let mut facts = StaticFacts {
+        class_source: ClassSource::Offline,
+        ..StaticFacts::default()
+    };
     for d in docs {
         facts.absorb(&d.object, &d.namespace);
     }

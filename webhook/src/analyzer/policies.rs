@@ -141,7 +141,6 @@ impl PolicyLookup for PoliciesLookup {
 mod tests {
     use super::*;
     use crate::cluster::NamespaceFacts;
-    use crate::policy::schema::PriorityClassInfo;
     use crate::recommendation::WorkloadKind;
 
     type Map = BTreeMap<String, String>;
@@ -153,8 +152,8 @@ mod tests {
         fn namespace(&self, _name: &str) -> Arc<NamespaceFacts> {
             Arc::new(NamespaceFacts::default())
         }
-        fn priority_classes(&self) -> Arc<BTreeMap<String, PriorityClassInfo>> {
-            Arc::new(BTreeMap::new())
+        fn priority_classes(&self) -> crate::cluster::PriorityClasses {
+            crate::cluster::PriorityClasses::default()
         }
         fn workload_annotations(&self, k: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
             self.0.get(&k.name).map(|w| Arc::new(w.1.clone()))

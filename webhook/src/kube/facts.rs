@@ -8,7 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::LimitRangeSpec;
 use kube::api::ObjectMeta;
 
-use crate::cluster::{ClusterFacts, NamespaceFacts, QuotaRoom};
+use crate::cluster::{ClassSource, ClusterFacts, NamespaceFacts, PriorityClasses, QuotaRoom};
 use crate::kube::committed::ContainerCommits;
 use crate::kube::mirror::Mirror;
 use crate::policy::schema::PriorityClassInfo;
@@ -199,14 +199,23 @@ impl ClusterFacts for KubeFacts {
         })
     }
 
-    fn priority_classes(&self) -> Arc<BTreeMap<String, PriorityClassInfo>> {
-        Arc::new(
-            self.priority_classes
-                .read()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        )
+    fn priority_classes(&self) -> PriorityClasses {
+        // Until the first list is in, an empty mirror would not mean "no classes".
+        let source = if self.priority_classes.is_synced() {
+            ClassSource::Cluster
+        } else {
+            ClassSource::Unknown
+        };
+        PriorityClasses {
+            source,
+            classes: Arc::new(
+                self.priority_classes
+                    .read()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+        }
     }
 
     fn resolve_owner(&self, namespace: &str, kind: &str, name: &str) -> Option<WorkloadKey> {

@@ -13,7 +13,6 @@ use serde_json::{json, Map, Value};
 
 use crate::cluster::{ClusterFacts, NamespaceFacts, StaticFacts};
 use crate::object::{pod_paths, SIZED_ANNOTATION};
-use crate::policy::schema::PriorityClassInfo;
 use crate::quantity::Resource;
 use crate::recommendation::{WorkloadKey, WorkloadKind};
 use crate::sizing::record::SizedRecord;
@@ -150,7 +149,7 @@ impl ClusterFacts for PreviewFacts {
     fn namespace(&self, name: &str) -> Arc<NamespaceFacts> {
         self.base.namespace(name)
     }
-    fn priority_classes(&self) -> Arc<BTreeMap<String, PriorityClassInfo>> {
+    fn priority_classes(&self) -> crate::cluster::PriorityClasses {
         self.base.priority_classes()
     }
     fn workload_annotations(&self, key: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {

@@ -210,7 +210,8 @@ pub struct PriorityRule {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PriorityPolicy {
-    /// Class values, used until the cluster's PriorityClasses are watched.
+    /// Class values for offline `mutate` (labelled in a warning); the webhook sets only
+    /// classes the cluster has (watched).
     #[serde(default)]
     pub classes: BTreeMap<String, PriorityClassInfo>,
     #[serde(default)]

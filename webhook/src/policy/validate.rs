@@ -215,6 +215,14 @@ fn check_knative(ctx: &Ctx, k: &KnativePolicy) -> Result<(), PolicyError> {
             return Err(ctx.err("knative.containerConcurrency", "must be between 0 and 1000"));
         }
     }
+    for (path, v) in [
+        ("knative.minScale", k.min_scale),
+        ("knative.maxScale", k.max_scale),
+    ] {
+        if v.is_some_and(|v| i32::try_from(v).is_err()) {
+            return Err(ctx.err(path, "must be at most 2147483647 (Knative reads an int32)"));
+        }
+    }
     if let (Some(lo), Some(hi)) = (k.min_scale, k.max_scale) {
         if hi != 0 && lo > hi {
             return Err(ctx.err("knative.minScale", "must not be larger than maxScale"));
@@ -268,7 +276,8 @@ fn check_placement(ctx: &Ctx, rules: &[PlacementRule]) -> Result<(), PolicyError
     Ok(())
 }
 
-/// Node affinity terms and tolerations, as the apiserver would check them in a Pod.
+/// Node affinity terms and tolerations, by the apiserver's own rules (`sizing::gpu`, which
+/// also leaves out, at admission, any term that would fail them).
 fn check_node_terms(
     ctx: &Ctx,
     at: &str,
@@ -276,8 +285,20 @@ fn check_node_terms(
     preferred: &[k8s_openapi::api::core::v1::PreferredSchedulingTerm],
     tolerations: &[k8s_openapi::api::core::v1::Toleration],
 ) -> Result<(), PolicyError> {
+    use crate::sizing::gpu::{requirement_error, term_error, toleration_error};
+    let field_err = |at: String, e: String| {
+        let (field, message) = e.split_once(": ").unwrap_or(("", &e));
+        let path = if field.is_empty() {
+            at
+        } else {
+            format!("{at}.{field}")
+        };
+        ctx.err(path, message.to_string())
+    };
     for (i, r) in required.iter().enumerate() {
-        check_requirement(ctx, &format!("{at}.requiredNodeAffinity[{i}]"), r)?;
+        if let Some(e) = requirement_error(r) {
+            return Err(field_err(format!("{at}.requiredNodeAffinity[{i}]"), e));
+        }
     }
     for (i, t) in preferred.iter().enumerate() {
         if !(1..=100).contains(&t.weight) {
@@ -286,69 +307,17 @@ fn check_node_terms(
                 "must be between 1 and 100",
             ));
         }
-        for (j, r) in t.preference.match_expressions.iter().flatten().enumerate() {
-            check_requirement(
-                ctx,
-                &format!("{at}.preferredNodeAffinity[{i}].preference.matchExpressions[{j}]"),
-                r,
-            )?;
+        if let Some(e) = term_error(&t.preference) {
+            return Err(field_err(
+                format!("{at}.preferredNodeAffinity[{i}].preference"),
+                e,
+            ));
         }
     }
     for (i, t) in tolerations.iter().enumerate() {
-        match t.operator.as_deref() {
-            None | Some("Equal") => {}
-            Some("Exists") => {
-                if t.value.as_deref().is_some_and(|v| !v.is_empty()) {
-                    return Err(ctx.err(
-                        format!("{at}.tolerations[{i}].value"),
-                        "must be empty when operator is Exists",
-                    ));
-                }
-            }
-            Some(other) => {
-                return Err(ctx.err(
-                    format!("{at}.tolerations[{i}].operator"),
-                    format!("must be Equal or Exists, got {other:?}"),
-                ))
-            }
+        if let Some(e) = toleration_error(t) {
+            return Err(field_err(format!("{at}.tolerations[{i}]"), e));
         }
-        if let Some(e) = t.effect.as_deref() {
-            if !["", "NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&e) {
-                return Err(ctx.err(
-                    format!("{at}.tolerations[{i}].effect"),
-                    "must be NoSchedule, PreferNoSchedule or NoExecute",
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn check_requirement(
-    ctx: &Ctx,
-    at: &str,
-    r: &k8s_openapi::api::core::v1::NodeSelectorRequirement,
-) -> Result<(), PolicyError> {
-    if r.key.is_empty() {
-        return Err(ctx.err(format!("{at}.key"), "must not be empty"));
-    }
-    let n = r.values.as_ref().map_or(0, Vec::len);
-    let ok = match r.operator.as_str() {
-        "In" | "NotIn" => n > 0,
-        "Exists" | "DoesNotExist" => n == 0,
-        "Gt" | "Lt" => n == 1,
-        other => {
-            return Err(ctx.err(
-                format!("{at}.operator"),
-                format!("must be In, NotIn, Exists, DoesNotExist, Gt or Lt, got {other:?}"),
-            ))
-        }
-    };
-    if !ok {
-        return Err(ctx.err(
-            format!("{at}.values"),
-            format!("wrong number of values for operator {}", r.operator),
-        ));
     }
     Ok(())
 }

@@ -101,8 +101,22 @@ impl Lists {
     /// (without sidecars, as in v1.20: the max of the init containers vs the app sum). A
     /// missing request counts as the limit (the apiserver defaults it so).
     pub fn effective(&self, r: Resource) -> Totals {
-        let side = |pick: fn(Sizes) -> u64| {
-            let value = |c: &Value| read_sizes(c, r).map(pick).unwrap_or(0);
+        self.effective_filled(r, Sizes::default())
+    }
+
+    /// `effective`, with `fill` standing in for a side a container leaves empty (the
+    /// LimitRanger's container defaults, which its Pod-level sums include).
+    pub fn effective_filled(&self, r: Resource, fill: Sizes) -> Totals {
+        let side = |pick: &dyn Fn(Sizes) -> u64| {
+            // Sides are read one by one: an unreadable request must not hide a readable
+            // limit (fuzz seed 1592599136).
+            let value = |c: &Value| {
+                let s = Sizes {
+                    request: read_side(c, "requests", r).ok().flatten(),
+                    limit: read_side(c, "limits", r).ok().flatten(),
+                };
+                pick(s)
+            };
             let mut sidecars = 0u64;
             let mut init_peak = 0u64;
             let mut app = 0u64;
@@ -120,9 +134,14 @@ impl Lists {
             app.saturating_add(sidecars).max(init_peak)
         };
         Totals {
-            request: side(|s| s.request.or(s.limit).unwrap_or(0)),
-            limit: side(|s| s.limit.unwrap_or(0)),
+            request: side(&|s| s.request.or(s.limit).or(fill.request).unwrap_or(0)),
+            limit: side(&|s| s.limit.or(fill.limit).unwrap_or(0)),
         }
+    }
+
+    /// Whether a container's quantity of `r` cannot be read (then Pod sums are unknown).
+    pub fn unreadable(&self, r: Resource) -> bool {
+        self.entries().any(|(_, _, c)| read_sizes(c, r).is_err())
     }
 }
 

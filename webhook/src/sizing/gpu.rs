@@ -1,10 +1,135 @@
 //! GPU placement: node affinity and tolerations merged into what the pod spec has (also
 //! used by placement rules). User terms are never replaced; nothing is added twice.
+//!
+//! Rule: nothing the webhook adds may get the object refused. The apiserver validates
+//! node-selector requirements and tolerations; the checks below are its rules, applied
+//! when a policy is loaded (so the user hears of it) and again before anything is added.
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, PreferredSchedulingTerm, Toleration};
+use k8s_openapi::api::core::v1::{
+    NodeSelectorRequirement, NodeSelectorTerm, PreferredSchedulingTerm, Toleration,
+};
 use serde_json::{json, Map, Value};
 
 use crate::policy::schema::GpuPolicy;
+
+/// A label value: empty, or at most 63 alphanumerics with `-_.` inside.
+pub fn label_value_error(v: &str) -> Option<String> {
+    let inner_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let ends_ok = v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if v.is_empty() || (v.len() <= 63 && ends_ok && v.chars().all(inner_ok)) {
+        None
+    } else {
+        Some(format!("{v:?} is not a valid label value"))
+    }
+}
+
+/// A label key: `[prefix/]name`, the prefix a DNS subdomain, the name a label value.
+pub fn label_key_error(k: &str) -> Option<String> {
+    let (prefix, name) = match k.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    let subdomain_ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|part| {
+                !part.is_empty()
+                    && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            })
+    };
+    if name.is_empty() || label_value_error(name).is_some() || !prefix.is_none_or(subdomain_ok) {
+        Some(format!("{k:?} is not a valid label key"))
+    } else {
+        None
+    }
+}
+
+/// The apiserver's rules for a node-selector requirement (and the scheduler's for Gt/Lt).
+pub fn requirement_error(r: &NodeSelectorRequirement) -> Option<String> {
+    if let Some(e) = label_key_error(&r.key) {
+        return Some(format!("key: {e}"));
+    }
+    let values = r.values.as_deref().unwrap_or_default();
+    let count_ok = match r.operator.as_str() {
+        "In" | "NotIn" => !values.is_empty(),
+        "Exists" | "DoesNotExist" => values.is_empty(),
+        "Gt" | "Lt" => values.len() == 1 && values[0].parse::<i64>().is_ok(),
+        other => {
+            return Some(format!(
+                "operator: must be In, NotIn, Exists, DoesNotExist, Gt or Lt, got {other:?}"
+            ))
+        }
+    };
+    if !count_ok {
+        return Some(format!(
+            "values: wrong number or form of values for operator {}",
+            r.operator
+        ));
+    }
+    values
+        .iter()
+        .find_map(|v| label_value_error(v).map(|e| format!("values: {e}")))
+}
+
+/// A node-selector term: valid expressions; fields only `metadata.name` In/NotIn one value.
+pub fn term_error(t: &NodeSelectorTerm) -> Option<String> {
+    for (i, r) in t.match_expressions.iter().flatten().enumerate() {
+        if let Some(e) = requirement_error(r) {
+            return Some(format!("matchExpressions[{i}].{e}"));
+        }
+    }
+    for (i, f) in t.match_fields.iter().flatten().enumerate() {
+        let ok = f.key == "metadata.name"
+            && matches!(f.operator.as_str(), "In" | "NotIn")
+            && f.values.as_ref().is_some_and(|v| v.len() == 1);
+        if !ok {
+            return Some(format!(
+                "matchFields[{i}]: only metadata.name with In or NotIn and one value"
+            ));
+        }
+    }
+    None
+}
+
+/// The apiserver's rules for a toleration.
+pub fn toleration_error(t: &Toleration) -> Option<String> {
+    let key = t.key.as_deref().unwrap_or_default();
+    let value = t.value.as_deref().unwrap_or_default();
+    let effect = t.effect.as_deref().unwrap_or_default();
+    if !key.is_empty() {
+        if let Some(e) = label_key_error(key) {
+            return Some(format!("key: {e}"));
+        }
+    }
+    match t.operator.as_deref().unwrap_or_default() {
+        "" | "Equal" => {
+            if key.is_empty() {
+                return Some("operator: must be Exists when the key is empty".into());
+            }
+            if let Some(e) = label_value_error(value) {
+                return Some(format!("value: {e}"));
+            }
+        }
+        "Exists" => {
+            if !value.is_empty() {
+                return Some("value: must be empty when operator is Exists".into());
+            }
+        }
+        other => return Some(format!("operator: must be Equal or Exists, got {other:?}")),
+    }
+    if !["", "NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+        return Some("effect: must be NoSchedule, PreferNoSchedule or NoExecute".into());
+    }
+    if t.toleration_seconds.is_some() && effect != "NoExecute" {
+        return Some("tolerationSeconds: only with effect NoExecute".into());
+    }
+    None
+}
 
 /// Whether any container (init containers too: they run on the same node) asks for one of
 /// the GPU resources (limits or requests > 0).
@@ -78,12 +203,15 @@ pub fn merge_terms(
     tolerations: &[Toleration],
 ) -> Vec<String> {
     let mut notes = Vec::new();
+    // Loaded policies passed these checks; anything else is left out, never added.
     let required: Vec<Value> = required
         .iter()
+        .filter(|r| requirement_error(r).is_none())
         .filter_map(|r| serde_json::to_value(r).ok())
         .collect();
     let preferred: Vec<Value> = preferred
         .iter()
+        .filter(|p| (1..=100).contains(&p.weight) && term_error(&p.preference).is_none())
         .filter_map(|p| serde_json::to_value(p).ok())
         .collect();
     if !required.is_empty() || !preferred.is_empty() {
@@ -152,7 +280,7 @@ pub fn merge_terms(
         {
             let have: Vec<Value> = list.iter().map(normalized_toleration).collect();
             let before = list.len();
-            for t in tolerations {
+            for t in tolerations.iter().filter(|t| toleration_error(t).is_none()) {
                 let Ok(v) = serde_json::to_value(t) else {
                     continue;
                 };
@@ -221,6 +349,56 @@ mod tests {
         let again = spec.clone();
         assert!(merge(&mut spec, &policy()).is_empty());
         assert_eq!(spec, again, "second merge changes nothing");
+    }
+
+    #[test]
+    fn apiserver_rules_for_added_terms() {
+        let req = |v: Value| serde_json::from_value::<NodeSelectorRequirement>(v).unwrap();
+        let tol = |v: Value| serde_json::from_value::<Toleration>(v).unwrap();
+        for (r, ok) in [
+            (
+                json!({"key": "gpu", "operator": "In", "values": ["a"]}),
+                true,
+            ),
+            (
+                json!({"key": "gpu", "operator": "Gt", "values": ["3"]}),
+                true,
+            ),
+            (
+                json!({"key": "gpu", "operator": "Gt", "values": ["x"]}),
+                false,
+            ),
+            (json!({"key": "gpu", "operator": "In", "values": []}), false),
+            (
+                json!({"key": "Bad_Prefix.io/x", "operator": "Exists"}),
+                false,
+            ),
+            (
+                json!({"key": "gpu", "operator": "In", "values": ["not valid!"]}),
+                false,
+            ),
+        ] {
+            assert_eq!(requirement_error(&req(r.clone())).is_none(), ok, "{r}");
+        }
+        for (t, ok) in [
+            (
+                json!({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}),
+                true,
+            ),
+            (json!({"operator": "Exists"}), true),
+            (json!({"operator": "Equal", "value": "x"}), false),
+            (
+                json!({"key": "a", "operator": "Exists", "value": "x"}),
+                false,
+            ),
+            (
+                json!({"key": "a", "effect": "NoSchedule", "tolerationSeconds": 5}),
+                false,
+            ),
+            (json!({"key": "a", "effect": "Sometimes"}), false),
+        ] {
+            assert_eq!(toleration_error(&tol(t.clone())).is_none(), ok, "{t}");
+        }
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! Values the user set are never replaced; values rightsizer set (recorded in
 //! `rightsizer.io/sized`) are revised with each new recommendation; values are kept within
 //! Knative's ranges.
+//!
+//! Rule: nothing the webhook adds may get the object refused. Knative's webhook checks
+//! each value's range, min-scale <= max-scale across what the user set and what is
+//! added, and the metric against the autoscaler class; a value that would fail is left
+//! out with a warning.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +25,54 @@ pub const METRIC: &str = "autoscaling.knative.dev/metric";
 /// Older spellings that also count as user-set.
 const OLD_MIN_SCALE: &str = "autoscaling.knative.dev/minScale";
 const OLD_MAX_SCALE: &str = "autoscaling.knative.dev/maxScale";
+const OLD_UTILIZATION: &str = "autoscaling.knative.dev/targetUtilizationPercentage";
+pub const CLASS: &str = "autoscaling.knative.dev/class";
+/// Knative's default autoscaler class, which accepts only these metrics.
+const KPA: &str = "kpa.autoscaling.knative.dev";
+const KPA_METRICS: [&str; 2] = ["concurrency", "rps"];
+
+/// The annotation under any of its spellings.
+fn user_value<'a>(a: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    let old = match key {
+        MIN_SCALE => Some(OLD_MIN_SCALE),
+        MAX_SCALE => Some(OLD_MAX_SCALE),
+        UTILIZATION => Some(OLD_UTILIZATION),
+        _ => None,
+    };
+    a.get(key).or_else(|| old.and_then(|o| a.get(o)))
+}
+
+/// Why Knative would refuse `key=value` next to the annotations already there, if it would.
+fn refusal(a: &serde_json::Map<String, Value>, key: &str, value: &str) -> Option<String> {
+    // A scale bound as Knative reads it: absent is 0 (max: unlimited); unreadable is unknown.
+    let bound = |k: &str| -> Option<i64> {
+        match user_value(a, k) {
+            None => Some(0),
+            Some(v) => v.as_str()?.parse::<i32>().ok().map(i64::from),
+        }
+    };
+    match key {
+        MIN_SCALE | MAX_SCALE => {
+            let v = value.parse::<i32>().ok().filter(|v| *v >= 0)?;
+            let (min, max) = if key == MIN_SCALE {
+                (Some(i64::from(v)), bound(MAX_SCALE))
+            } else {
+                (bound(MIN_SCALE), Some(i64::from(v)))
+            };
+            match (min, max) {
+                (Some(min), Some(max)) if max == 0 || max >= min => None,
+                (Some(min), Some(max)) => Some(format!("max-scale {max} < min-scale {min}")),
+                _ => Some("the other scale bound is unreadable".into()),
+            }
+        }
+        METRIC => {
+            let class = a.get(CLASS).and_then(Value::as_str).unwrap_or(KPA);
+            (class == KPA && !KPA_METRICS.contains(&value))
+                .then(|| format!("the {class} autoscaler class does not accept it"))
+        }
+        _ => None,
+    }
+}
 
 fn number(v: f64) -> String {
     if v.fract() == 0.0 {
@@ -47,10 +100,11 @@ pub fn desired(
     if let Some(u) = policy.target_utilization_percentage {
         ann.push((UTILIZATION, number(u.clamp(1.0, 100.0))));
     }
-    if let Some(v) = policy.min_scale {
+    // Knative reads scale bounds as int32.
+    if let Some(v) = policy.min_scale.filter(|v| i32::try_from(*v).is_ok()) {
         ann.push((MIN_SCALE, v.to_string()));
     }
-    if let Some(v) = policy.max_scale {
+    if let Some(v) = policy.max_scale.filter(|v| i32::try_from(*v).is_ok()) {
         ann.push((MAX_SCALE, v.to_string()));
     }
     if let Some(m) = &policy.metric {
@@ -74,13 +128,15 @@ const CONCURRENCY: &str = "containerConcurrency";
 /// where the value there is the one rightsizer recorded in `own` (so it is rightsizer's
 /// to revise). Returns what rightsizer owns afterwards: the settings it wrote now, and the
 /// ones it wrote before that still have their recorded value. A value that differs from
-/// the record is the user's and is never touched.
+/// the record is the user's and is never touched. A value Knative would refuse is left
+/// out, with a warning pushed to `warnings`.
 pub fn apply(
     obj: &mut Value,
     policy: &KnativePolicy,
     rules: &KnativeRules,
     rec: Option<&KnativeRecommendation>,
     own: &BTreeMap<String, String>,
+    warnings: &mut Vec<String>,
 ) -> BTreeMap<String, String> {
     let (ann, cc) = desired(policy, rec);
     let tuned = rec.is_some() && policy.apply_recommendations;
@@ -114,14 +170,17 @@ pub fn apply(
             let have = a.get(k).and_then(Value::as_str);
             let user_set = match have {
                 Some(h) => !mine(short(k), h),
-                None => {
-                    (k == MIN_SCALE && a.contains_key(OLD_MIN_SCALE))
-                        || (k == MAX_SCALE && a.contains_key(OLD_MAX_SCALE))
-                }
+                None => user_value(a, k).is_some(),
             };
-            if !user_set {
-                a.insert(k.to_string(), json!(v));
-                owned.insert(short(k).to_string(), v);
+            if user_set {
+                continue;
+            }
+            match refusal(a, k, &v) {
+                Some(why) => warnings.push(format!("{k}={v} not set: {why}")),
+                None => {
+                    a.insert(k.to_string(), json!(v));
+                    owned.insert(short(k).to_string(), v);
+                }
             }
         }
         target_now = a
@@ -154,7 +213,59 @@ mod tests {
     use super::*;
 
     fn apply_plain(obj: &mut Value, p: &KnativePolicy) -> BTreeMap<String, String> {
-        apply(obj, p, &KnativeRules::default(), None, &BTreeMap::new())
+        apply(
+            obj,
+            p,
+            &KnativeRules::default(),
+            None,
+            &BTreeMap::new(),
+            &mut Vec::new(),
+        )
+    }
+
+    fn annotated(a: Value) -> Value {
+        json!({"spec": {"template": {"metadata": {"annotations": a}, "spec": {"containers": [{}]}}}})
+    }
+
+    #[test]
+    fn values_knative_would_refuse_are_left_out() {
+        let p = KnativePolicy {
+            min_scale: Some(5),
+            max_scale: Some(3),
+            metric: Some("cpu".into()),
+            ..Default::default()
+        };
+        // (user annotations, what may be added)
+        let cases = [
+            // The user's max 2 is below our min 5; the KPA class refuses cpu.
+            (json!({MAX_SCALE: "2"}), json!({MAX_SCALE: "2"})),
+            (
+                json!({OLD_MIN_SCALE: "1"}),
+                json!({OLD_MIN_SCALE: "1", MAX_SCALE: "3"}),
+            ),
+            (json!({MAX_SCALE: "x"}), json!({MAX_SCALE: "x"})),
+            (
+                json!({CLASS: "hpa.autoscaling.knative.dev"}),
+                json!({CLASS: "hpa.autoscaling.knative.dev", MIN_SCALE: "5", METRIC: "cpu"}),
+            ),
+        ];
+        for (user, want) in cases {
+            let mut obj = annotated(user.clone());
+            let mut warnings = Vec::new();
+            apply(
+                &mut obj,
+                &p,
+                &KnativeRules::default(),
+                None,
+                &BTreeMap::new(),
+                &mut warnings,
+            );
+            assert_eq!(
+                obj["spec"]["template"]["metadata"]["annotations"], want,
+                "{user}"
+            );
+            assert!(!warnings.is_empty(), "{user}: every omission is explained");
+        }
     }
 
     #[test]
@@ -182,7 +293,14 @@ mod tests {
         assert_eq!(own.len(), 3, "{own:?}");
         let again = obj.clone();
         assert_eq!(
-            apply(&mut obj, &p, &KnativeRules::default(), None, &own),
+            apply(
+                &mut obj,
+                &p,
+                &KnativeRules::default(),
+                None,
+                &own,
+                &mut Vec::new()
+            ),
             own
         );
         assert_eq!(obj, again);
@@ -252,7 +370,7 @@ mod tests {
             (rec(76.8, None), (Some("76.8"), Some(110))),
         ];
         for (i, (r, want)) in revisions.iter().enumerate() {
-            own = apply(&mut obj, &p, &rules, Some(r), &own);
+            own = apply(&mut obj, &p, &rules, Some(r), &own, &mut Vec::new());
             assert_eq!(settings(&obj), *want, "revision {}", i + 1);
             assert_eq!(own.get("target").map(String::as_str), want.0);
         }
@@ -273,13 +391,21 @@ mod tests {
             &rules,
             Some(&rec(24.0, Some(35))),
             &BTreeMap::new(),
+            &mut Vec::new(),
         );
         assert_eq!(settings(&obj), (Some("30"), Some(20)));
         assert!(own.is_empty(), "{own:?}");
         // rightsizer set 80 before; the user changed it to 50 since: now it is the user's.
         let mut obj = service(json!({"autoscaling.knative.dev/target": "50"}), None);
         let before = BTreeMap::from([("target".to_string(), "80".to_string())]);
-        let own = apply(&mut obj, &p, &rules, Some(&rec(40.0, Some(58))), &before);
+        let own = apply(
+            &mut obj,
+            &p,
+            &rules,
+            Some(&rec(40.0, Some(58))),
+            &before,
+            &mut Vec::new(),
+        );
         // The bound it adds lets the target in force work: ceil(50 / 0.7) = 72.
         assert_eq!(settings(&obj), (Some("50"), Some(72)));
         assert_eq!(own.get("target"), None);

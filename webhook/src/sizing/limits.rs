@@ -69,6 +69,16 @@ pub fn bounds(ranges: &[LimitRangeSpec], kind: &str, r: Resource) -> Bounds {
     b
 }
 
+/// A maxLimitRequestRatio in thousandths (as the apiserver compares), at least 1.
+fn ratio_millis(ratio: f64) -> u128 {
+    ((ratio * 1000.0).round() as u128).max(1)
+}
+
+/// Whether limit/request exceeds the ratio, compared exactly.
+pub fn above_ratio(limit: u64, request: u64, ratio: f64) -> bool {
+    u128::from(limit) * 1000 > u128::from(request) * ratio_millis(ratio)
+}
+
 fn set(side: &mut Option<Side>, value: u64, fallback: Source) {
     let source = side.map_or(fallback, |s| s.source);
     *side = Some(Side { value, source });
@@ -131,10 +141,17 @@ pub fn fit_container(res: Resource, b: &Bounds, r: &mut Resolved, notes: &mut Ve
     }
     if let Some(ratio) = b.ratio {
         let lim = r.limit.map(|s| s.value).or(b.default_limit);
-        let req = r.request.map(|s| s.value).or(b.default_request);
+        // A missing request becomes the declared limit (Pod defaulting) before the
+        // LimitRanger's default request.
+        let req = r.request.or(r.limit).map(|s| s.value).or(b.default_request);
         if let (Some(l), Some(q)) = (lim, req) {
-            if q > 0 && l as f64 / q as f64 > ratio + 1e-9 {
-                let need = (l as f64 / ratio).ceil() as u64;
+            // A zero request breaks any ratio (the LimitRanger refuses it outright).
+            if l > 0 && above_ratio(l, q, ratio) {
+                // In integers: with f64, 8Ei / 3 rounds down and still breaks the ratio.
+                let m = ratio_millis(ratio);
+                let need = u64::try_from((u128::from(l) * 1000).div_ceil(m)).unwrap_or(l);
+                // Never below the min it was already raised to (fuzz seed 1593075104).
+                let need = need.max(b.min.unwrap_or(0));
                 notes.push(format!(
                     "request raised to {} for the LimitRange maxLimitRequestRatio {ratio}",
                     fmt(need)
@@ -266,6 +283,63 @@ mod tests {
                 assert!(l as f64 / q as f64 <= ratio + 1e-9);
             }
         }
+    }
+
+    #[test]
+    fn ratio_holds_exactly_for_huge_limits() {
+        // Fuzz seed 1013568: an 8Ei limit with a ratio of 3 got a request 511 bytes short.
+        let b = bounds(
+            &lr(None, None, Some("3"), None),
+            "Container",
+            Resource::Memory,
+        );
+        let mut r = Resolved {
+            request: Some(Side {
+                value: 1,
+                source: Source::Template,
+            }),
+            limit: Some(Side {
+                value: i64::MAX as u64,
+                source: Source::Template,
+            }),
+        };
+        fit_container(Resource::Memory, &b, &mut r, &mut vec![]);
+        let (q, l) = (r.request.unwrap().value, r.limit.unwrap().value);
+        assert!(u128::from(l) <= u128::from(q) * 3, "{l}/{q}");
+    }
+
+    #[test]
+    fn zero_request_is_raised_for_the_ratio() {
+        // Fuzz seed 90028973: an override's CPU request "0" under a ratio LimitRange.
+        let b = bounds(
+            &lr(None, None, Some("5"), Some("890Mi")),
+            "Container",
+            Resource::Memory,
+        );
+        let mut r = Resolved {
+            request: Some(Side {
+                value: 0,
+                source: Source::Override,
+            }),
+            limit: None,
+        };
+        fit_container(Resource::Memory, &b, &mut r, &mut vec![]);
+        assert_eq!(r.request.map(|s| s.value), Some((890 * MI).div_ceil(5)));
+    }
+
+    #[test]
+    fn limit_only_counts_as_its_request_and_min_holds() {
+        // Fuzz seed 1593075104: limit 512Mi, no request, min 86Mi, ratio 7. The Pod's
+        // request defaults to its limit, so nothing breaks the ratio; nothing is written.
+        let mut ranges = lr(Some("86Mi"), None, Some("7"), None);
+        ranges.insert(0, lr(Some("63Mi"), None, None, None).remove(0));
+        let b = bounds(&ranges, "Container", Resource::Memory);
+        let mut r = Resolved {
+            request: None,
+            limit: side(512, Source::Template),
+        };
+        fit_container(Resource::Memory, &b, &mut r, &mut vec![]);
+        assert_eq!(r.request, None);
     }
 
     #[test]

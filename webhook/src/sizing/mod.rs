@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::LimitRangeSpec;
 use serde_json::Value;
 
 use crate::object::{is_knative, View, MODE_ANNOTATION, SIZED_ANNOTATION};
-use crate::policy::schema::{Mode, Policy, PriorityClassInfo, Target};
+use crate::policy::schema::{Mode, Policy, Target};
 use crate::recommendation::{ContainerRecommendation, WorkloadKind};
 use record::SizedRecord;
 
@@ -34,8 +34,8 @@ pub struct Context<'a> {
     /// ResourceQuota room in the namespace (quota counts Pods: templates are checked for
     /// the Pods they make).
     pub quotas: &'a [crate::cluster::QuotaRoom],
-    /// PriorityClasses known from the cluster (empty: use the policy's values).
-    pub priority_classes: &'a BTreeMap<String, PriorityClassInfo>,
+    /// PriorityClasses known to exist, and how that is known.
+    pub priority_classes: &'a crate::cluster::PriorityClasses,
     /// `RIGHTSIZER_ENFORCEMENT=true`: enforce mode may apply values.
     pub enforcement: bool,
 }
@@ -134,7 +134,7 @@ pub fn plan(
                 .values()
                 .find_map(|r| r.knative.as_ref())
                 .filter(|_| mode == Mode::Enforce);
-            apply_knative(&mut out, view, k, policy, rec);
+            apply_knative(&mut out, view, k, policy, rec, &mut warnings);
         }
     }
     Decision {
@@ -152,6 +152,7 @@ fn apply_knative(
     k: &crate::policy::schema::KnativePolicy,
     policy: &Policy,
     rec: Option<&crate::recommendation::KnativeRecommendation>,
+    warnings: &mut Vec<String>,
 ) {
     let now = out
         .pointer(view.pod_meta)
@@ -159,7 +160,14 @@ fn apply_knative(
         .and_then(|a| a.get(SIZED_ANNOTATION))
         .and_then(Value::as_str);
     let mut record = SizedRecord::parse(now);
-    let own = knative::apply(out, k, &policy.rules.knative, rec, &record.knative);
+    let own = knative::apply(
+        out,
+        k,
+        &policy.rules.knative,
+        rec,
+        &record.knative,
+        warnings,
+    );
     if own != record.knative {
         record.knative = own;
         if record.is_empty() {

@@ -55,8 +55,12 @@ pub(super) fn apply_placement(
     }
     if let Some(class) = priority::choose(policy, &subject, cpu, gpu) {
         let is_pod = view.kind == WorkloadKind::Pod;
-        if let Err(w) = priority::apply(spec, class, is_pod, ctx.priority_classes, policy) {
-            warnings.push(w);
-        }
+        warnings.extend(priority::apply(
+            spec,
+            class,
+            is_pod,
+            ctx.priority_classes,
+            policy,
+        ));
     }
 }

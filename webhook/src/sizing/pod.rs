@@ -11,9 +11,17 @@ use crate::recommendation::WorkloadKind;
 use crate::sizing::containers::Totals;
 use crate::sizing::limits;
 
-/// Whether the Pod's totals break a LimitRange's `type: Pod` bounds.
+/// Whether the Pod's totals break a LimitRange's `type: Pod` bounds (`t` summed with the
+/// container defaults the LimitRanger fills in, see `pod_violation`).
 pub fn bounds_violation(ranges: &[LimitRangeSpec], r: Resource, t: Totals) -> Option<String> {
     let b = limits::bounds(ranges, "Pod", r);
+    if let Some(ratio) = b.ratio {
+        if t.limit > 0 && limits::above_ratio(t.limit, t.request, ratio) {
+            return Some(format!(
+                "the Pod total would exceed the LimitRange Pod maxLimitRequestRatio {ratio}"
+            ));
+        }
+    }
     if let Some(max) = b.max {
         if t.limit > max || t.request > max {
             return Some(format!(

@@ -2,11 +2,10 @@
 //! apiserver has already resolved `spec.priority` before webhooks run, so the value
 //! (and preemption policy) must be set to match the class.
 
-use std::collections::BTreeMap;
-
 use serde_json::{json, Value};
 
-use crate::policy::schema::{Policy, PriorityClassInfo};
+use crate::cluster::{ClassSource, PriorityClasses};
+use crate::policy::schema::Policy;
 use crate::policy::select::Subject;
 
 /// The class a workload should get, if any: the GPU class for GPU pods, else the first
@@ -35,41 +34,75 @@ pub fn choose<'p>(
 }
 
 /// Set the class on a pod spec. `is_pod`: also set priority and preemptionPolicy.
-/// Returns a note, or a warning when the class is unknown.
+/// Returns a warning when the class is not set, or is set only on the policy's word.
+///
+/// Rule: nothing the webhook adds may get the object refused. The apiserver refuses a
+/// Pod whose class does not exist, or whose `priority`/`preemptionPolicy` differ from
+/// what its class gives; so a class is set only when the cluster is known to have it
+/// (watched), never with no view of the cluster, and never over a value it contradicts.
 pub fn apply(
     pod_spec: &mut Value,
     class: &str,
     is_pod: bool,
-    cluster: &BTreeMap<String, PriorityClassInfo>,
+    known: &PriorityClasses,
     policy: &Policy,
-) -> Result<Option<String>, String> {
-    let Some(m) = pod_spec.as_object_mut() else {
-        return Ok(None);
-    };
+) -> Option<String> {
+    let m = pod_spec.as_object_mut()?;
     if m.get("priorityClassName")
         .and_then(Value::as_str)
         .is_some_and(|s| !s.is_empty())
     {
-        return Ok(None);
+        return None;
     }
-    let info = cluster
-        .get(class)
-        .or_else(|| policy.priority.as_ref().and_then(|p| p.classes.get(class)));
-    let Some(info) = info else {
-        return Err(format!(
-            "priority class {class:?} is not known (not in the cluster or the policy's priority.classes); not set"
-        ));
+    let mut warning = None;
+    let info = match known.source {
+        ClassSource::Unknown => {
+            return Some(format!(
+                "priority class {class:?} not set: the cluster's PriorityClasses are not known (no cluster connection)"
+            ))
+        }
+        ClassSource::Cluster => known.get(class),
+        ClassSource::Offline => known.get(class).or_else(|| {
+            let declared = policy.priority.as_ref().and_then(|p| p.classes.get(class));
+            if declared.is_some() {
+                warning = Some(format!(
+                    "priority class {class:?} set from the policy's priority.classes (offline): the cluster must have it, or its Pods are refused"
+                ));
+            }
+            declared
+        }),
     };
+    let Some(info) = info else {
+        let where_ = match known.source {
+            ClassSource::Offline => "is neither in the input nor in the policy's priority.classes",
+            _ => "does not exist in the cluster",
+        };
+        return Some(format!("priority class {class:?} {where_}; not set"));
+    };
+    let preemption = info
+        .preemption_policy
+        .as_deref()
+        .unwrap_or("PreemptLowerPriority");
+    // On a Pod the apiserver has already filled these in from the (absent) class, so they
+    // are replaced; on a template they are the user's, and must agree with the class.
+    if !is_pod {
+        let priority = m.get("priority").filter(|v| !v.is_null());
+        let policy_set = m
+            .get("preemptionPolicy")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty());
+        if priority.is_some_and(|p| p.as_i64() != Some(i64::from(info.value)))
+            || policy_set.is_some_and(|p| p != preemption)
+        {
+            return Some(format!(
+                "priority class {class:?} not set: the template's priority or preemptionPolicy differs from the class's"
+            ));
+        }
+    }
     m.insert("priorityClassName".into(), json!(class));
     if is_pod {
         m.insert("priority".into(), json!(info.value));
-        m.insert(
-            "preemptionPolicy".into(),
-            json!(info
-                .preemption_policy
-                .as_deref()
-                .unwrap_or("PreemptLowerPriority")),
-        );
+        m.insert("preemptionPolicy".into(), json!(preemption));
     }
-    Ok(Some(format!("priority class {class} set")))
+    warning
 }

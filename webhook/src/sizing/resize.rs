@@ -251,10 +251,29 @@ fn pod_violation(
     after: &Lists,
     warnings: &mut Vec<String>,
 ) -> Option<String> {
-    let totals = after.effective(r);
-    if let Some(msg) = pod::bounds_violation(inputs.ctx.limit_ranges, r, totals) {
-        return Some(msg);
+    // Rule: nothing the webhook adds may get the object refused. The LimitRanger checks
+    // container and Pod min/max/maxLimitRequestRatio after this webhook (containers are
+    // fitted one by one before this); ResourceQuota admission checks the room left.
+    let ranges = inputs.ctx.limit_ranges;
+    let pod_bounds = limits::bounds(ranges, "Pod", r);
+    if pod_bounds.max.is_some() || pod_bounds.min.is_some() || pod_bounds.ratio.is_some() {
+        // Unsure is not fine: an unreadable quantity means the sums cannot be checked.
+        if after.unreadable(r) {
+            return Some(
+                "a quantity is unreadable, so the Pod LimitRange cannot be checked".into(),
+            );
+        }
+        // The LimitRanger's sums include the container defaults it fills in.
+        let c = limits::bounds(ranges, "Container", r);
+        let fill = Sizes {
+            request: c.default_request,
+            limit: c.default_limit,
+        };
+        if let Some(msg) = pod::bounds_violation(ranges, r, after.effective_filled(r, fill)) {
+            return Some(msg);
+        }
     }
+    let totals = after.effective(r);
     let verdict = pod::quota_check(
         inputs.ctx.quotas,
         r,
