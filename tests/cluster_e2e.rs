@@ -489,6 +489,11 @@ fn memory(pod: &Pod, container: &str) -> (Option<u64>, Option<u64>) {
         .iter()
         .find(|c| c.name == container)
         .expect("container present");
+    container_memory(c)
+}
+
+/// (request, limit) memory of one stored container.
+fn container_memory(c: &k8s_openapi::api::core::v1::Container) -> (Option<u64>, Option<u64>) {
     let get = |m: Option<
         &std::collections::BTreeMap<
             String,
@@ -1893,20 +1898,7 @@ fn init_memory(pod: &Pod, container: &str) -> (Option<u64>, Option<u64>) {
         .flatten()
         .find(|c| c.name == container)
         .expect("init container present");
-    let side = |m: Option<
-        &std::collections::BTreeMap<
-            String,
-            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
-        >,
-    >| {
-        m.and_then(|m| m.get("memory"))
-            .map(|q| rightsizer::quantity::parse_bytes(&q.0).expect("memory quantity"))
-    };
-    let r = c.resources.as_ref();
-    (
-        side(r.and_then(|r| r.requests.as_ref())),
-        side(r.and_then(|r| r.limits.as_ref())),
-    )
+    container_memory(c)
 }
 
 const INIT_LIMITS: &str = "e2e-init-limits";

@@ -572,30 +572,14 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
     // A CronJob (batch/v1beta1 on this apiserver) and a Job it owns. The controller would
     // create the Job only at the schedule; the Job is created as it would, with a
     // controller ownerReference to the CronJob's uid.
-    let cj = json!({"apiVersion": "batch/v1beta1", "kind": "CronJob",
-        "metadata": {"name": "nightly-report", "annotations": {"rightsizer.io/mode": "observe"}},
-        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {
-            "restartPolicy": "Never", "containers": [{"name": "report", "image": "busybox"}]}}}}}});
-    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&cj.to_string()));
-    let uid = plane.kubectl_ok(
-        &[
-            "-n",
-            ns,
-            "get",
-            "cronjobs.v1beta1.batch",
-            "nightly-report",
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ],
-        None,
+    cronjob_with_job(
+        plane,
+        ns,
+        "nightly-report",
+        json!({"rightsizer.io/mode": "observe"}),
+        "nightly-report-27000000",
+        "report",
     );
-    let job = json!({"apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": "nightly-report-27000000", "ownerReferences": [{
-            "apiVersion": "batch/v1beta1", "kind": "CronJob", "name": "nightly-report",
-            "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
-        "spec": {"template": {"spec": {"restartPolicy": "Never",
-            "containers": [{"name": "report", "image": "busybox"}]}}}});
-    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&job.to_string()));
     let (owner, _) = until(Duration::from_secs(5), || {
         facts.resolve_owner(ns, "Job", "nightly-report-27000000")
     })
@@ -1759,29 +1743,7 @@ async fn kube_state_metrics_and_the_pod_watch_give_the_same_recommendations() {
             "template": {"metadata": {"labels": {"app": "db"}},
                 "spec": {"containers": [{"name": "postgres", "image": "busybox"}]}}}});
     plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&db.to_string()));
-    let cj = json!({"apiVersion": "batch/v1beta1", "kind": "CronJob", "metadata": {"name": "nightly"},
-        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {
-            "restartPolicy": "Never", "containers": [{"name": "batch", "image": "busybox"}]}}}}}});
-    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&cj.to_string()));
-    let uid = plane.kubectl_ok(
-        &[
-            "-n",
-            ns,
-            "get",
-            "cronjobs.v1beta1.batch",
-            "nightly",
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ],
-        None,
-    );
-    let job = json!({"apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": "nightly-1", "ownerReferences": [{
-            "apiVersion": "batch/v1beta1", "kind": "CronJob", "name": "nightly",
-            "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
-        "spec": {"template": {"spec": {"restartPolicy": "Never",
-            "containers": [{"name": "batch", "image": "busybox"}]}}}});
-    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&job.to_string()));
+    cronjob_with_job(plane, ns, "nightly", json!({}), "nightly-1", "batch");
     let hpa = json!({"apiVersion": "autoscaling/v2beta2", "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": "api"},
         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"},
@@ -2317,4 +2279,40 @@ async fn bench_pod_store_memory() {
         );
         drop(store);
     }
+}
+
+/// A `batch/v1beta1` CronJob (v1.20 serves no other) and a Job it controls, as its
+/// controller would make it, both with one busybox container.
+fn cronjob_with_job(
+    plane: &ControlPlane,
+    ns: &str,
+    cronjob: &str,
+    annotations: Value,
+    job: &str,
+    container: &str,
+) {
+    let template = json!({"spec": {"restartPolicy": "Never",
+        "containers": [{"name": container, "image": "busybox"}]}});
+    let cj = json!({"apiVersion": "batch/v1beta1", "kind": "CronJob",
+        "metadata": {"name": cronjob, "annotations": annotations},
+        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": template}}}});
+    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&cj.to_string()));
+    let uid = plane.kubectl_ok(
+        &[
+            "-n",
+            ns,
+            "get",
+            "cronjobs.v1beta1.batch",
+            cronjob,
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+        None,
+    );
+    let j = json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": job, "ownerReferences": [{
+            "apiVersion": "batch/v1beta1", "kind": "CronJob", "name": cronjob,
+            "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"template": template}});
+    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&j.to_string()));
 }
