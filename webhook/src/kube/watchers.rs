@@ -1,5 +1,6 @@
-//! Spawning the fact watchers. Metadata-only watches where the metadata suffices
-//! (namespaces, ReplicaSets, Jobs, workloads), so specs never cross the wire.
+//! Starting the watchers through one generic arm (`Watches::mirror`: watch, mirror,
+//! metrics, readiness), and the fact watchers. Metadata-only watches where the metadata
+//! suffices (namespaces, ReplicaSets, Jobs, workloads), so specs never cross the wire.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
