@@ -527,6 +527,18 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
         kind,
         name: name.to_string(),
     };
+    // The workload of a ReplicaSet or Job once the watchers know it (None before).
+    let resolve = |kind: &str, name: &str| {
+        use rightsizer::workload::{resolve_owner, OwnerFacts, OwnerRef};
+        facts.controller(ns, kind, name)?;
+        let owner = OwnerRef {
+            kind,
+            name,
+            api_version: None,
+            controller: true,
+        };
+        resolve_owner(ns, owner, None, &*facts)
+    };
 
     // A Deployment whose ReplicaSet the real controller creates. Its name is chosen so
     // that name-based guessing ("strip the last dash segment") would get it wrong.
@@ -548,7 +560,7 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
     .expect("the ReplicaSet controller creates a ReplicaSet");
     let rs_name = rs.metadata.name.clone().unwrap();
     let (owner, took) = until(Duration::from_secs(5), || {
-        facts.resolve_owner(ns, "ReplicaSet", &rs_name)
+        resolve("ReplicaSet", &rs_name)
     })
     .await
     .expect("the ReplicaSet resolves");
@@ -562,12 +574,12 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
                 "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
     plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&bare.to_string()));
     let (owner, _) = until(Duration::from_secs(5), || {
-        facts.resolve_owner(ns, "ReplicaSet", "bare-rs")
+        resolve("ReplicaSet", "bare-rs")
     })
     .await
     .unwrap();
     assert_eq!(owner, key(WorkloadKind::ReplicaSet, "bare-rs"));
-    assert_eq!(facts.resolve_owner(ns, "ReplicaSet", "never-seen"), None);
+    assert_eq!(resolve("ReplicaSet", "never-seen"), None);
 
     // A CronJob (batch/v1beta1 on this apiserver) and a Job it owns. The controller would
     // create the Job only at the schedule; the Job is created as it would, with a
@@ -581,7 +593,7 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
         "report",
     );
     let (owner, _) = until(Duration::from_secs(5), || {
-        facts.resolve_owner(ns, "Job", "nightly-report-27000000")
+        resolve("Job", "nightly-report-27000000")
     })
     .await
     .expect("the Job resolves");
@@ -602,7 +614,7 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
             "containers": [{"name": "m", "image": "busybox"}]}}}});
     plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&lone.to_string()));
     let (owner, _) = until(Duration::from_secs(5), || {
-        facts.resolve_owner(ns, "Job", "one-off-migrate")
+        resolve("Job", "one-off-migrate")
     })
     .await
     .unwrap();
