@@ -559,11 +559,9 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
     .await
     .expect("the ReplicaSet controller creates a ReplicaSet");
     let rs_name = rs.metadata.name.clone().unwrap();
-    let (owner, took) = until(Duration::from_secs(5), || {
-        resolve("ReplicaSet", &rs_name)
-    })
-    .await
-    .expect("the ReplicaSet resolves");
+    let (owner, took) = until(Duration::from_secs(5), || resolve("ReplicaSet", &rs_name))
+        .await
+        .expect("the ReplicaSet resolves");
     eprintln!("ReplicaSet {rs_name} -> {owner} after {took:?}");
     assert_eq!(owner, key(WorkloadKind::Deployment, "web-api"));
     // A ReplicaSet without an owner is its own workload.
@@ -573,11 +571,9 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
             "template": {"metadata": {"labels": {"app": "bare"}},
                 "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
     plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&bare.to_string()));
-    let (owner, _) = until(Duration::from_secs(5), || {
-        resolve("ReplicaSet", "bare-rs")
-    })
-    .await
-    .unwrap();
+    let (owner, _) = until(Duration::from_secs(5), || resolve("ReplicaSet", "bare-rs"))
+        .await
+        .unwrap();
     assert_eq!(owner, key(WorkloadKind::ReplicaSet, "bare-rs"));
     assert_eq!(resolve("ReplicaSet", "never-seen"), None);
 
@@ -613,11 +609,9 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
         "spec": {"template": {"spec": {"restartPolicy": "Never",
             "containers": [{"name": "m", "image": "busybox"}]}}}});
     plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&lone.to_string()));
-    let (owner, _) = until(Duration::from_secs(5), || {
-        resolve("Job", "one-off-migrate")
-    })
-    .await
-    .unwrap();
+    let (owner, _) = until(Duration::from_secs(5), || resolve("Job", "one-off-migrate"))
+        .await
+        .unwrap();
     assert_eq!(owner, key(WorkloadKind::Job, "one-off-migrate"));
 
     // An HPA (autoscaling/v2beta2 on this apiserver) scaling the Deployment on memory.

@@ -292,7 +292,10 @@ fn watched_owner_chain_beats_the_name_heuristic() {
     let r = watched_admitter()
         .review(&serde_json::to_vec(&review("", "Pod", "CREATE", "shop", pod)).unwrap())
         .unwrap();
-    assert_eq!(r.workload.unwrap().to_string(), "shop/ReplicaSet/canary-6c9f7");
+    assert_eq!(
+        r.workload.unwrap().to_string(),
+        "shop/ReplicaSet/canary-6c9f7"
+    );
 }
 
 #[test]
