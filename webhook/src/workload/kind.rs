@@ -51,6 +51,8 @@ pub struct KindInfo {
 
 const TEMPLATE: (&str, &str) = ("/spec/template/spec", "/spec/template/metadata");
 
+// One argument per column: the table below reads as a table.
+#[allow(clippy::too_many_arguments)]
 const fn row(
     kind: WorkloadKind,
     label: &'static str,
