@@ -100,11 +100,10 @@ pub trait ClusterFacts: Send + Sync {
     fn namespace(&self, name: &str) -> Arc<NamespaceFacts>;
     /// The PriorityClasses known to exist (see `ClassSource`).
     fn priority_classes(&self) -> PriorityClasses;
-    /// The top-level workload of a Pod's controller (ReplicaSet -> Deployment,
-    /// Job -> CronJob), when the cluster's owner chains are known. `None`: the
-    /// name-based mapping applies.
-    fn resolve_owner(&self, _namespace: &str, _kind: &str, _name: &str) -> Option<WorkloadKey> {
-        None
+    /// What the cluster knows of owner chains (a ReplicaSet's Deployment, a Job's
+    /// CronJob), for [`crate::workload::resolve_pod`]; nothing by default.
+    fn owners(&self) -> &dyn crate::workload::OwnerFacts {
+        &crate::workload::NoOwners
     }
     /// Annotations on a workload's own metadata (e.g. `rightsizer.io/mode` on a
     /// Deployment, seen when its Pods are admitted), when known.

@@ -21,3 +21,4 @@ pub mod rules;
 pub mod server;
 pub mod sizing;
 pub mod strategy;
+pub mod workload;

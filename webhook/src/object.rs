@@ -8,6 +8,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::recommendation::{WorkloadKey, WorkloadKind};
+use crate::workload::{resolve_pod, NoOwners, OwnerFacts, PodRef};
+
+pub use crate::workload::kind::{is_knative, kind_for, kind_of_manifest, pod_paths};
 
 /// Annotation: narrow the mode for one workload.
 pub const MODE_ANNOTATION: &str = "rightsizer.io/mode";
@@ -27,50 +30,6 @@ pub enum ObjectError {
     Decode { kind: WorkloadKind, message: String },
     #[error("object has no {0}")]
     Missing(&'static str),
-}
-
-/// The kind for an API group and kind, if rightsizer handles it.
-pub fn kind_for(group: &str, kind: &str) -> Option<WorkloadKind> {
-    Some(match (group, kind) {
-        ("", "Pod") => WorkloadKind::Pod,
-        ("apps", "Deployment") => WorkloadKind::Deployment,
-        ("apps", "StatefulSet") => WorkloadKind::StatefulSet,
-        ("apps", "DaemonSet") => WorkloadKind::DaemonSet,
-        ("apps", "ReplicaSet") => WorkloadKind::ReplicaSet,
-        ("batch", "Job") => WorkloadKind::Job,
-        ("batch", "CronJob") => WorkloadKind::CronJob,
-        ("serving.knative.dev", "Service") => WorkloadKind::KnativeService,
-        ("serving.knative.dev", "Configuration") => WorkloadKind::KnativeConfiguration,
-        _ => return None,
-    })
-}
-
-/// The kind of a manifest from its `apiVersion` and `kind`.
-pub fn kind_of_manifest(obj: &Value) -> Option<WorkloadKind> {
-    let api_version = obj.get("apiVersion")?.as_str()?;
-    let kind = obj.get("kind")?.as_str()?;
-    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-    kind_for(group, kind)
-}
-
-/// JSON pointers to the pod spec and pod metadata of a kind.
-pub fn pod_paths(kind: WorkloadKind) -> (&'static str, &'static str) {
-    match kind {
-        WorkloadKind::Pod => ("/spec", "/metadata"),
-        WorkloadKind::CronJob => (
-            "/spec/jobTemplate/spec/template/spec",
-            "/spec/jobTemplate/spec/template/metadata",
-        ),
-        _ => ("/spec/template/spec", "/spec/template/metadata"),
-    }
-}
-
-/// Whether the kind is a Knative resource.
-pub fn is_knative(kind: WorkloadKind) -> bool {
-    matches!(
-        kind,
-        WorkloadKind::KnativeService | WorkloadKind::KnativeConfiguration
-    )
 }
 
 /// Check that the object decodes as its strict Kubernetes type (Knative: the template's
@@ -173,14 +132,23 @@ pub struct View {
     pub annotations: BTreeMap<String, String>,
     /// Annotations of the pod metadata (for a Pod, the same as `annotations`).
     pub pod_annotations: BTreeMap<String, String>,
-    /// For Pods: the controller owner reference (kind, name).
-    pub owner: Option<(String, String)>,
 }
 
 impl View {
-    /// Build the view. `namespace` is the request's namespace (Pods of a ReplicaSet
-    /// arrive with no name and sometimes no namespace in metadata).
+    /// Build the view with no owner facts (a Pod's workload from its names alone).
     pub fn new(kind: WorkloadKind, namespace: &str, obj: &Value) -> Result<View, ObjectError> {
+        View::with_owners(kind, namespace, obj, &NoOwners)
+    }
+
+    /// Build the view. `namespace` is the request's namespace (Pods of a ReplicaSet
+    /// arrive with no name and sometimes no namespace in metadata); `owners` is what the
+    /// watchers know of owner chains.
+    pub fn with_owners(
+        kind: WorkloadKind,
+        namespace: &str,
+        obj: &Value,
+        owners: &dyn OwnerFacts,
+    ) -> Result<View, ObjectError> {
         let meta = obj
             .get("metadata")
             .ok_or(ObjectError::Missing("metadata"))?;
@@ -206,13 +174,9 @@ impl View {
             .unwrap_or(namespace)
             .to_string();
         let name = meta.get("name").and_then(Value::as_str).unwrap_or_default();
-        let owner = if kind == WorkloadKind::Pod {
-            controller_owner(meta).map(|(k, n, _)| (k.to_string(), n.to_string()))
-        } else {
-            None
-        };
         let (identity, controlled) = if kind == WorkloadKind::Pod {
-            pod_identity(&ns, meta, &labels)
+            let r = resolve_pod(&PodRef::from_meta(&ns, meta), owners);
+            (r.key, r.controlled)
         } else {
             (
                 WorkloadKey {
@@ -232,7 +196,6 @@ impl View {
             labels,
             annotations,
             pod_annotations,
-            owner,
         })
     }
 
@@ -245,139 +208,53 @@ impl View {
     }
 }
 
-/// CronJob-created Jobs are named `<cronjob>-<scheduled minutes since epoch>`.
-fn cronjob_of_job(job: &str) -> Option<&str> {
-    let (base, suffix) = job.rsplit_once('-')?;
-    (suffix.len() >= 8 && suffix.bytes().all(|b| b.is_ascii_digit()) && !base.is_empty())
-        .then_some(base)
-}
-
-/// The controller owner reference (kind, name, apiVersion), else the first owner.
-fn controller_owner(meta: &Value) -> Option<(&str, &str, &str)> {
-    let owners = meta.get("ownerReferences").and_then(Value::as_array)?;
-    let o = owners
-        .iter()
-        .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
-        .or_else(|| owners.first())?;
-    Some((
-        o.get("kind")?.as_str()?,
-        o.get("name")?.as_str()?,
-        o.get("apiVersion").and_then(Value::as_str).unwrap_or(""),
-    ))
-}
-
-/// Which workload a Pod belongs to, and whether a controller created it.
-fn pod_identity(
-    namespace: &str,
-    meta: &Value,
-    labels: &BTreeMap<String, String>,
-) -> (WorkloadKey, bool) {
-    let key = |kind, name: &str| WorkloadKey {
-        namespace: namespace.to_string(),
-        kind,
-        name: name.to_string(),
-    };
-    let owner = controller_owner(meta);
-    // Knative pods carry their Service/Configuration in labels; the ReplicaSet owner
-    // belongs to a revision and would split history per revision.
-    if let Some(s) = labels.get("serving.knative.dev/service") {
-        return (key(WorkloadKind::KnativeService, s), true);
-    }
-    if let Some(c) = labels.get("serving.knative.dev/configuration") {
-        return (key(WorkloadKind::KnativeConfiguration, c), true);
-    }
-    if let Some((kind, name, api_version)) = owner {
-        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-        match (group, kind) {
-            ("apps", "ReplicaSet") => {
-                let deployment = labels
-                    .get("pod-template-hash")
-                    .and_then(|h| name.strip_suffix(h.as_str()))
-                    .and_then(|n| n.strip_suffix('-'))
-                    .filter(|n| !n.is_empty());
-                return match deployment {
-                    Some(d) => (key(WorkloadKind::Deployment, d), true),
-                    None => (key(WorkloadKind::ReplicaSet, name), true),
-                };
-            }
-            ("batch", "Job") => {
-                return match cronjob_of_job(name) {
-                    Some(c) => (key(WorkloadKind::CronJob, c), true),
-                    None => (key(WorkloadKind::Job, name), true),
-                };
-            }
-            ("apps", "StatefulSet") => return (key(WorkloadKind::StatefulSet, name), true),
-            ("apps", "DaemonSet") => return (key(WorkloadKind::DaemonSet, name), true),
-            _ => {}
-        }
-    }
-    // Bare pods (or unknown controllers): by name, else by generateName.
-    let name = meta
-        .get("name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .or_else(|| {
-            meta.get("generateName")
-                .and_then(Value::as_str)
-                .map(|g| g.trim_end_matches('-'))
-        })
-        .unwrap_or("unnamed");
-    (key(WorkloadKind::Pod, name), false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rstest::rstest;
     use serde_json::json;
 
     fn pod(meta: Value) -> Value {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {"containers": []}})
     }
 
-    #[rstest]
-    #[case::deployment(
-        json!({"generateName": "api-7d9f8-", "labels": {"pod-template-hash": "7d9f8"},
-               "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-7d9f8", "controller": true, "uid": "x"}]}),
-        WorkloadKind::Deployment, "api", true)]
-    #[case::bare_replicaset(
-        json!({"generateName": "rs-", "labels": {},
-               "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "controller": true, "uid": "x"}]}),
-        WorkloadKind::ReplicaSet, "rs", true)]
-    #[case::cronjob(
-        json!({"generateName": "backup-29400000-",
-               "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "backup-29400000", "controller": true, "uid": "x"}]}),
-        WorkloadKind::CronJob, "backup", true)]
-    #[case::plain_job(
-        json!({"generateName": "migrate-2-",
-               "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "migrate-2", "controller": true, "uid": "x"}]}),
-        WorkloadKind::Job, "migrate-2", true)]
-    #[case::statefulset(
-        json!({"name": "db-0", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "controller": true, "uid": "x"}]}),
-        WorkloadKind::StatefulSet, "db", true)]
-    #[case::daemonset(
-        json!({"generateName": "agent-", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "controller": true, "uid": "x"}]}),
-        WorkloadKind::DaemonSet, "agent", true)]
-    #[case::knative(
-        json!({"generateName": "hello-00001-deployment-5f-", "labels": {"serving.knative.dev/service": "hello", "serving.knative.dev/configuration": "hello", "pod-template-hash": "5f"},
-               "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "hello-00001-deployment-5f", "controller": true, "uid": "x"}]}),
-        WorkloadKind::KnativeService, "hello", true)]
-    #[case::bare_named(json!({"name": "debug"}), WorkloadKind::Pod, "debug", false)]
-    #[case::bare_generated(json!({"generateName": "job-runner-"}), WorkloadKind::Pod, "job-runner", false)]
-    #[case::unknown_owner(
-        json!({"generateName": "x-", "ownerReferences": [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "r", "controller": true, "uid": "x"}]}),
-        WorkloadKind::Pod, "x", false)]
-    fn pod_identity_table(
-        #[case] meta: Value,
-        #[case] kind: WorkloadKind,
-        #[case] name: &str,
-        #[case] controlled: bool,
-    ) {
-        let v = View::new(WorkloadKind::Pod, "shop", &pod(meta)).unwrap();
-        assert_eq!(v.identity.kind, kind);
-        assert_eq!(v.identity.name, name);
-        assert_eq!(v.identity.namespace, "shop");
-        assert_eq!(v.controlled, controlled);
+    #[test]
+    fn a_pods_identity_uses_the_owners_given() {
+        // A ReplicaSet whose name does not say it belongs to a Deployment.
+        struct Watched;
+        impl OwnerFacts for Watched {
+            fn controller(
+                &self,
+                _: &str,
+                kind: &str,
+                name: &str,
+            ) -> Option<Option<crate::workload::Owner>> {
+                (kind == "ReplicaSet" && name == "api-live").then(|| {
+                    Some(crate::workload::Owner {
+                        kind: "Deployment".into(),
+                        name: "api".into(),
+                    })
+                })
+            }
+        }
+        let p = pod(json!({"generateName": "api-live-",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-live", "controller": true, "uid": "x"}]}));
+        let alone = View::new(WorkloadKind::Pod, "shop", &p).unwrap();
+        assert_eq!(
+            (alone.identity.to_string(), alone.controlled),
+            ("shop/ReplicaSet/api-live".into(), true)
+        );
+        let watched = View::with_owners(WorkloadKind::Pod, "shop", &p, &Watched).unwrap();
+        assert_eq!(watched.identity.to_string(), "shop/Deployment/api");
+        let bare = View::new(
+            WorkloadKind::Pod,
+            "shop",
+            &pod(json!({"generateName": "runner-"})),
+        )
+        .unwrap();
+        assert_eq!(
+            (bare.identity.to_string(), bare.controlled),
+            ("shop/Pod/runner".into(), false)
+        );
     }
 
     #[test]

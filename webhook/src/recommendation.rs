@@ -14,72 +14,7 @@ use crate::rules::{Observed, Sizes};
 
 pub mod metrics;
 
-/// The kinds a workload identity can have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum WorkloadKind {
-    Pod,
-    Deployment,
-    StatefulSet,
-    DaemonSet,
-    ReplicaSet,
-    Job,
-    CronJob,
-    /// serving.knative.dev/v1 Service
-    KnativeService,
-    /// serving.knative.dev/v1 Configuration
-    KnativeConfiguration,
-}
-
-impl WorkloadKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkloadKind::Pod => "Pod",
-            WorkloadKind::Deployment => "Deployment",
-            WorkloadKind::StatefulSet => "StatefulSet",
-            WorkloadKind::DaemonSet => "DaemonSet",
-            WorkloadKind::ReplicaSet => "ReplicaSet",
-            WorkloadKind::Job => "Job",
-            WorkloadKind::CronJob => "CronJob",
-            WorkloadKind::KnativeService => "KnativeService",
-            WorkloadKind::KnativeConfiguration => "KnativeConfiguration",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "Pod" => WorkloadKind::Pod,
-            "Deployment" => WorkloadKind::Deployment,
-            "StatefulSet" => WorkloadKind::StatefulSet,
-            "DaemonSet" => WorkloadKind::DaemonSet,
-            "ReplicaSet" => WorkloadKind::ReplicaSet,
-            "Job" => WorkloadKind::Job,
-            "CronJob" => WorkloadKind::CronJob,
-            "KnativeService" => WorkloadKind::KnativeService,
-            "KnativeConfiguration" => WorkloadKind::KnativeConfiguration,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for WorkloadKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The identity recommendations are keyed by.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct WorkloadKey {
-    pub namespace: String,
-    pub kind: WorkloadKind,
-    pub name: String,
-}
-
-impl fmt::Display for WorkloadKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.namespace, self.kind, self.name)
-    }
-}
+pub use crate::workload::{WorkloadKey, WorkloadKind};
 
 /// A workload's container.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -288,6 +288,33 @@ impl Rules {
         round_up(v, self.round_to(resource))
     }
 
+    /// One guarded enforcement step of a request/limit pair from `from` towards `to`:
+    /// each side with a target that differs enough from its current value (hysteresis)
+    /// moves one [`Rules::step`] (the request never below `p95`); a moved limit still
+    /// covers the request. Returns the sides that move (`None`: stays as it is). Used by
+    /// admission's enforce mode, the analyzer's commits and the seed strategy.
+    pub fn guarded_step(
+        &self,
+        resource: Resource,
+        from: Sizes,
+        to: Sizes,
+        p95: Option<f64>,
+    ) -> Sizes {
+        let side = |target: Option<u64>, cur: Option<u64>, floor: Option<f64>| {
+            let t = target?;
+            self.worth_changing(resource, cur, t)
+                .then(|| self.step(resource, cur, t, floor))
+        };
+        let request = side(to.request, from.request, p95);
+        let mut limit = side(to.limit, from.limit, None);
+        if let (Some(r), Some(l)) = (request.or(from.request), limit) {
+            if l < r {
+                limit = Some(r);
+            }
+        }
+        Sizes { request, limit }
+    }
+
     /// The memory floor after an OOM kill at `limit_at_kill`.
     pub fn oom_floor(&self, limit_at_kill: u64) -> u64 {
         let bumped = scaled(limit_at_kill as f64, self.oom.factor);
@@ -443,5 +470,49 @@ mod tests {
         let y = serde_json::to_value(Rules::default()).unwrap();
         let back: Rules = serde_json::from_value(y).unwrap();
         assert_eq!(back, Rules::default());
+    }
+
+    const fn s(request: Option<u64>, limit: Option<u64>) -> Sizes {
+        Sizes { request, limit }
+    }
+
+    #[rstest]
+    // current 1000Mi; proposal 240Mi: at most -30% -> 700Mi, rounded up to 16Mi steps -> 704Mi
+    #[case::step_down(
+        s(Some(240), Some(368)),
+        s(Some(1000), Some(2000)),
+        Some(200.0),
+        s(Some(704), Some(1408))
+    )]
+    // within hysteresis: nothing changes
+    #[case::hysteresis(
+        s(Some(1010), Some(2030)),
+        s(Some(1000), Some(2000)),
+        None,
+        s(None, None)
+    )]
+    // nothing declared: proposal applies whole
+    #[case::fresh(s(Some(240), Some(368)), s(None, None), None, s(Some(240), Some(368)))]
+    // p95 floor lifts a step-down
+    #[case::p95_floor(
+        s(Some(240), None),
+        s(Some(1000), None),
+        Some(900.0),
+        s(Some(912), None)
+    )]
+    fn guarded_step_table(
+        #[case] prop: Sizes,
+        #[case] cur: Sizes,
+        #[case] p95_mi: Option<f64>,
+        #[case] want: Sizes,
+    ) {
+        let mi = |x: Sizes| s(x.request.map(|v| v * MI), x.limit.map(|v| v * MI));
+        let got = Rules::default().guarded_step(
+            Resource::Memory,
+            mi(cur),
+            mi(prop),
+            p95_mi.map(|p| p * MI as f64),
+        );
+        assert_eq!(got, mi(want));
     }
 }

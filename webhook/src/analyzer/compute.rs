@@ -265,16 +265,10 @@ pub fn commit(
         }
     }
     let base = last.map(|c| c.sizes).unwrap_or(current);
-    let one = |from: Option<u64>, to: Option<u64>| -> Option<u64> {
-        match to {
-            Some(t) if from.is_none() || rules.worth_changing(resource, from, t) => {
-                Some(rules.step(resource, from, t, p95))
-            }
-            _ => from,
-        }
-    };
-    let request = one(base.request, target.request);
-    let mut limit = one(base.limit, target.limit);
+    let moved = rules.guarded_step(resource, base, target, p95);
+    let request = moved.request.or(base.request);
+    let mut limit = moved.limit.or(base.limit);
+    // A limit that stays must still cover a request that moved.
     if let (Some(l), Some(r)) = (limit, request) {
         limit = Some(l.max(r));
     }

@@ -9,7 +9,7 @@ use crate::analyzer::knative::KnativeInput;
 use crate::analyzer::state::{ContainerState, OomHold, Saved};
 use crate::policy::Mode;
 use crate::quantity::Resource;
-use crate::recommendation::{Committed, ContainerKey, WorkloadKind};
+use crate::recommendation::{Committed, ContainerKey};
 use crate::rules::{Observed, Rules, Sizes};
 use crate::strategy;
 
@@ -208,11 +208,7 @@ pub fn decide(
     entry.rec.stale = false;
 
     // Knative: on the serving containers of Knative workloads.
-    if matches!(
-        key.workload.kind,
-        WorkloadKind::KnativeService | WorkloadKind::KnativeConfiguration
-    ) && key.container != "queue-proxy"
-    {
+    if key.workload.kind.is_knative() && key.container != "queue-proxy" {
         let proposal = obs.knative.as_ref().and_then(|i| rules.knative.propose(i));
         let cooling = now
             < prev_entry

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::mapping::{self, OwnerIndex};
+use super::mapping::OwnerIndex;
 use super::prom::Sample;
 use super::queries::{self, QueryKind, Window};
 use crate::quantity::Resource;
@@ -67,7 +67,7 @@ pub(super) struct Acc {
 
 /// The Knative workload a normalised revision series belongs to.
 fn knative_key(s: &Sample) -> Option<WorkloadKey> {
-    mapping::knative_key(
+    crate::workload::knative_workload(
         s.label(queries::KN_NS),
         s.label(queries::KN_SVC),
         s.label(queries::KN_CFG),
@@ -127,7 +127,8 @@ impl Acc {
             }
             QueryKind::Hpa => {
                 for s in samples {
-                    let Some(k) = WorkloadKind::parse(s.label("scaletargetref_kind")) else {
+                    let Some(k) = WorkloadKind::from_kind(None, s.label("scaletargetref_kind"))
+                    else {
                         continue;
                     };
                     let w = WorkloadKey {

@@ -29,7 +29,7 @@ use futures::stream::{self, StreamExt};
 use prometheus_client::registry::Registry;
 
 use crate::quantity::Resource;
-use crate::recommendation::{Committed, ContainerKey, WorkloadKey, WorkloadKind};
+use crate::recommendation::{Committed, ContainerKey, WorkloadKey};
 use crate::rules::Sizes;
 use crate::strategy::{self, Decision as StrategyDecision, Interval};
 
@@ -528,11 +528,7 @@ impl Analyzer {
                 )
             };
             let memory = observed(&f.mem);
-            let knative = matches!(
-                w.kind,
-                WorkloadKind::KnativeService | WorkloadKind::KnativeConfiguration
-            )
-            .then(|| {
+            let knative = w.kind.is_knative().then(|| {
                 let figs = kn.get(w).copied().unwrap_or_default();
                 knative::KnativeInput {
                     concurrency_p95: figs.conc_p95,

@@ -130,6 +130,10 @@ fn kn(
 }
 
 /// Labels Knative results are normalised to.
+/// Owner rows of the controller only (and `<none>` rows): owners that do not control
+/// an object do not make it part of their workload (as in `workload::controller`).
+const CONTROLLER_ONLY: &str = r#"owner_is_controller!="false""#;
+
 pub const KN_NS: &str = "kn_ns";
 pub const KN_SVC: &str = "kn_svc";
 pub const KN_CFG: &str = "kn_cfg";
@@ -308,21 +312,21 @@ impl<'a> Builder<'a> {
             QueryKind::PodOwner,
             format!(
                 "max by (namespace,pod,owner_kind,owner_name) (max_over_time({}[{lr}]))",
-                self.sel("kube_pod_owner", "")
+                self.sel("kube_pod_owner", CONTROLLER_ONLY)
             ),
         ));
         out.push((
             QueryKind::ReplicaSetOwner,
             format!(
                 "max by (namespace,replicaset,owner_kind,owner_name) (max_over_time({}[{lr}]))",
-                self.sel("kube_replicaset_owner", "")
+                self.sel("kube_replicaset_owner", CONTROLLER_ONLY)
             ),
         ));
         out.push((
             QueryKind::JobOwner,
             format!(
                 "max by (namespace,job_name,owner_kind,owner_name) (max_over_time({}[{lr}]))",
-                self.sel("kube_job_owner", "")
+                self.sel("kube_job_owner", CONTROLLER_ONLY)
             ),
         ));
         out.push((

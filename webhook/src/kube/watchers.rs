@@ -24,7 +24,6 @@ use crate::cluster::QuotaRoom;
 use crate::kube::committed::{parse_annotation, COMMITTED_ANNOTATION};
 use crate::kube::facts::{
     controller_of, hpa_target, workload_resource, KubeFacts, NsName, Owner, WorkloadMeta,
-    WATCHED_WORKLOADS,
 };
 use crate::kube::mirror::{self, Change, Mirror};
 use crate::policy::schema::PriorityClassInfo;
@@ -124,7 +123,7 @@ pub(crate) fn spawn(
     );
     let gauge = |resource: &'static str| sizes.get_or_create(&ResourceLabel { resource }).clone();
     let mut workloads = HashMap::new();
-    for kind in WATCHED_WORKLOADS {
+    for kind in WorkloadKind::watched() {
         workloads.insert(kind, Mirror::new(gauge(workload_resource(kind))));
     }
     let facts = KubeFacts {

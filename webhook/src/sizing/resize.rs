@@ -192,7 +192,7 @@ fn size_one(
     let mut recommendation = match proposal {
         Some(p) if may_recommend => {
             let p95 = rr.and_then(|x| x.observed).map(|o| o.p95);
-            resources::guarded(&policy.rules, r, p, template, p95)
+            policy.rules.guarded_step(r, template, p, p95)
         }
         _ => Sizes::default(),
     };

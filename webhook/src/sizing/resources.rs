@@ -136,32 +136,6 @@ pub fn proposal(rules: &Rules, resource: Resource, rec: &ResourceRecommendation)
     Some(s)
 }
 
-/// The part of a proposal enforce mode may apply now: sides that differ enough from the
-/// current value (hysteresis), each moved at most one safeguarded step.
-pub fn guarded(
-    rules: &Rules,
-    resource: Resource,
-    proposal: Sizes,
-    current: Sizes,
-    p95: Option<f64>,
-) -> Sizes {
-    let side = |proposed: Option<u64>, cur: Option<u64>, floor: Option<f64>| {
-        let p = proposed?;
-        rules
-            .worth_changing(resource, cur, p)
-            .then(|| rules.step(resource, cur, p, floor))
-    };
-    let request = side(proposal.request, current.request, p95);
-    let mut limit = side(proposal.limit, current.limit, None);
-    // A stepped limit must still cover the request we are about to set.
-    if let (Some(r), Some(l)) = (request.or(current.request), limit) {
-        if l < r {
-            limit = Some(r);
-        }
-    }
-    Sizes { request, limit }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,46 +264,5 @@ mod tests {
         };
         let analyzer = decide(&rules, Resource::Memory, &input, Previous::default(), 0);
         assert_eq!(admission, analyzer.rec.recommended);
-    }
-
-    #[rstest]
-    // current 1000Mi; proposal 240Mi: at most -30% -> 700Mi, rounded up to 16Mi steps -> 704Mi
-    #[case::step_down(
-        s(Some(240), Some(368)),
-        s(Some(1000), Some(2000)),
-        Some(200.0),
-        s(Some(704), Some(1408))
-    )]
-    // within hysteresis: nothing changes
-    #[case::hysteresis(
-        s(Some(1010), Some(2030)),
-        s(Some(1000), Some(2000)),
-        None,
-        s(None, None)
-    )]
-    // nothing declared: proposal applies whole
-    #[case::fresh(s(Some(240), Some(368)), s(None, None), None, s(Some(240), Some(368)))]
-    // p95 floor lifts a step-down
-    #[case::p95_floor(
-        s(Some(240), None),
-        s(Some(1000), None),
-        Some(900.0),
-        s(Some(912), None)
-    )]
-    fn guarded_table(
-        #[case] prop: Sizes,
-        #[case] cur: Sizes,
-        #[case] p95_mi: Option<f64>,
-        #[case] want: Sizes,
-    ) {
-        let mi = |x: Sizes| s(x.request.map(|v| v * MI), x.limit.map(|v| v * MI));
-        let got = guarded(
-            &Rules::default(),
-            Resource::Memory,
-            mi(prop),
-            mi(cur),
-            p95_mi.map(|p| p * MI as f64),
-        );
-        assert_eq!(got, mi(want));
     }
 }

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 
 use super::{Decision, Interval, Strategy};
 use crate::quantity::Resource;
-use crate::rules::{Observed, Rules};
+use crate::rules::{Observed, Rules, Sizes};
 
 const WINDOW: i64 = 86400;
 
@@ -104,18 +104,20 @@ impl Strategy for Seed {
         if let Some(f) = floor {
             lim_t = lim_t.max(f);
         }
-        let cur_req = current.map(|c| c.request);
-        let cur_lim = current.map(|c| c.limit);
-        let request = match cur_req {
-            Some(c) if !self.rules.worth_changing(Resource::Memory, Some(c), req_t) => c,
-            _ => self
-                .rules
-                .step(Resource::Memory, cur_req, req_t, Some(obs.p95)),
+        let cur = Sizes {
+            request: current.map(|c| c.request),
+            limit: current.map(|c| c.limit),
         };
-        let mut limit = match cur_lim {
-            Some(c) if !self.rules.worth_changing(Resource::Memory, Some(c), lim_t) => c,
-            _ => self.rules.step(Resource::Memory, cur_lim, lim_t, None),
+        let to = Sizes {
+            request: Some(req_t),
+            limit: Some(lim_t),
         };
+        let moved = self
+            .rules
+            .guarded_step(Resource::Memory, cur, to, Some(obs.p95));
+        // Without a current value every side moves, so both are set.
+        let request = moved.request.or(cur.request).unwrap_or(req_t);
+        let mut limit = moved.limit.or(cur.limit).unwrap_or(lim_t);
         // The OOM floor is a safety raise: it is not held back by the step limit.
         limit = limit.max(floor.unwrap_or(0)).max(request);
         let d = Decision { request, limit };
