@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::schema::Selector;
+use crate::selector::Selector;
 use crate::quantity::Bytes;
 
 /// One load model: the workloads it covers and a model per container.

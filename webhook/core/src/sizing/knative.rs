@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::analyzer::knative::KnativeRules;
+use crate::rules::knative::KnativeRules;
 use crate::policy::schema::KnativePolicy;
 use crate::recommendation::KnativeRecommendation;
 

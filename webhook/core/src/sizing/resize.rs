@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::loadmodel::admit::{self as load, Prediction};
+use crate::sizing::load::{self as load, Prediction};
 use crate::object::{is_knative, View, RECOMMENDATION_ANNOTATION, SIZED_ANNOTATION};
 use crate::policy::schema::{ContainerValues, Mode, Policy};
 use crate::quantity::Resource;
