@@ -25,7 +25,10 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// The code of a file without comments and without its trailing unit tests.
 fn code(text: &str) -> String {
-    let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
+    let text = text
+        .split("#[cfg(test)]\nmod tests")
+        .next()
+        .unwrap_or_default();
     text.lines()
         .map(|l| l.split("//").next().unwrap_or_default())
         .collect::<Vec<_>>()
@@ -106,7 +109,10 @@ fn graph(src: &Path, skip: &[&str]) -> Graph {
         }
         // `super::x` from `top/sub.rs` is a sibling; from deeper files it is inside `sub`.
         if let (Some(sub), 2) = (sub, parts.len()) {
-            for s in named_after(&code, "super::").into_iter().filter(|s| s != sub) {
+            for s in named_after(&code, "super::")
+                .into_iter()
+                .filter(|s| s != sub)
+            {
                 add(&format!("{top}::{sub}"), format!("{top}::{s}"));
             }
         }
@@ -182,7 +188,15 @@ fn a_cycle_is_found_and_named() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
     .collect();
-    assert_eq!(cycle(&g), Some(vec!["a", "b", "c", "a"].into_iter().map(String::from).collect()));
+    assert_eq!(
+        cycle(&g),
+        Some(
+            vec!["a", "b", "c", "a"]
+                .into_iter()
+                .map(String::from)
+                .collect()
+        )
+    );
     let mut acyclic = g.clone();
     acyclic.get_mut("c").unwrap().clear();
     assert_eq!(cycle(&acyclic), None);

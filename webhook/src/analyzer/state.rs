@@ -143,8 +143,8 @@ impl CommitStore for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recommendation::Committed;
     use crate::quantity::Resource;
+    use crate::recommendation::Committed;
     use crate::rules::Sizes;
 
     #[test]

@@ -15,4 +15,3 @@ pub struct Entry {
     pub current_memory: crate::rules::Sizes,
     pub current_cpu: crate::rules::Sizes,
 }
-

@@ -5,9 +5,7 @@
 //! node-selector requirements and tolerations; the checks below are its rules, applied
 //! when a policy is loaded (so the user hears of it) and again before anything is added.
 
-use k8s_openapi::api::core::v1::{
-    NodeSelectorRequirement, PreferredSchedulingTerm, Toleration,
-};
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, PreferredSchedulingTerm, Toleration};
 use serde_json::{json, Map, Value};
 
 use crate::policy::schema::GpuPolicy;
