@@ -12,6 +12,8 @@
 //! quantity < rules < strategy < recommendation < object < selector < loadmodel <
 //! policy < cluster < sizing < analyzer; replay uses only strategy.
 
+#![forbid(unsafe_code)]
+
 pub mod analyzer;
 pub mod cluster;
 pub mod loadmodel;
