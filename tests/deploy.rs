@@ -891,7 +891,7 @@ fn the_rightsizing_crd_has_a_status_subresource_and_the_columns() {
         ]
     );
     // Structural: every property has a type (the apiserver refuses v1 CRDs otherwise).
-    fn typed_everywhere(s: &serde_json::Value, path: &str) {
+    fn typed_everywhere(s: &Value, path: &str) {
         if s.get("x-kubernetes-preserve-unknown-fields") == Some(&serde_json::json!(true)) {
             return;
         }

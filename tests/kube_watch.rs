@@ -1073,7 +1073,7 @@ async fn the_analyzer_commits_to_rightsizings_and_a_new_leader_continues() {
         now - now % 60
     };
     let history = shop_history(t0);
-    let prom = prometheus::TestProm::start_with(&history.om);
+    let prom = TestProm::start_with(&history.om);
     namespace(plane, SHOP, &[]);
     for d in [
         shop_deployment("web", true, json!({})),
