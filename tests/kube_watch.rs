@@ -54,6 +54,8 @@ use serde_json::{json, Value};
 /// allocator plus a counter).
 struct Counting;
 static LIVE: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+// A global allocator is unsafe by nature (the workspace denies unsafe code elsewhere).
+#[allow(unsafe_code)]
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
         LIVE.fetch_add(l.size() as isize, std::sync::atomic::Ordering::Relaxed);
@@ -1077,7 +1079,7 @@ async fn the_analyzer_commits_to_rightsizings_and_a_new_leader_continues() {
         now - now % 60
     };
     let history = shop_history(t0);
-    let prom = prometheus::TestProm::start_with(&history.om);
+    let prom = TestProm::start_with(&history.om);
     namespace(plane, SHOP, &[]);
     for d in [
         shop_deployment("web", true, json!({})),

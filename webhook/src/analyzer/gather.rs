@@ -11,7 +11,6 @@ use crate::recommendation::{WorkloadKey, WorkloadKind};
 use crate::rules::Sizes;
 
 use super::compute::PodFigures;
-use super::ksm::FactsSink;
 
 /// Per pod-container figures of one cycle.
 #[derive(Debug, Default, Clone)]
@@ -175,6 +174,22 @@ impl Acc {
             }
         }
     }
+}
+
+/// The rows kube-state-metrics answers with, one at a time.
+pub trait FactsSink {
+    /// A pod's controlling owner.
+    fn pod_owner(&mut self, namespace: &str, pod: &str, kind: &str, name: &str);
+    fn replicaset_owner(&mut self, namespace: &str, rs: &str, kind: &str, name: &str);
+    fn job_owner(&mut self, namespace: &str, job: &str, kind: &str, name: &str);
+    /// A pod labelled `serving.knative.dev/service` / `configuration`.
+    fn knative_pod(&mut self, namespace: &str, pod: &str, service: &str, configuration: &str);
+    /// What a live pod's container runs with (bytes, millicores).
+    fn resources(&mut self, namespace: &str, pod: &str, container: &str, r: Resource, s: Sizes);
+    /// A container whose last termination was an OOM kill, with its memory limit.
+    fn oom_kill(&mut self, namespace: &str, pod: &str, container: &str, memory_limit: u64);
+    /// An HPA scales `workload` on `r`.
+    fn hpa(&mut self, workload: WorkloadKey, r: Resource);
 }
 
 /// The rows kube-state-metrics answers with, whichever source gives them.

@@ -4,19 +4,17 @@
 //! admission path reads. Admission never waits on it: when Prometheus is down, slow
 //! or answers garbage, the last good entries stay, marked stale.
 
+pub use rightsizer_core::analyzer::{compute, decide, knative, queries};
+
 pub mod cache;
-pub mod compute;
-pub mod decide;
 mod execute;
 mod gather;
 pub mod history;
-pub mod knative;
 pub mod ksm;
 pub mod mapping;
 pub mod metrics;
 pub mod policies;
 pub mod prom;
-pub mod queries;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -185,7 +185,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             serde_json::to_writer_pretty(&mut out, &cache.snapshot_at(now))?;
             writeln!(out)?;
         }
-        Output::Yaml => serde_yaml::to_writer(&mut out, &cache.snapshot_at(now))?,
+        Output::Yaml => serde_norway::to_writer(&mut out, &cache.snapshot_at(now))?,
         Output::Table | Output::Csv => {
             let mut entries = cache.entries();
             entries.sort_by(|a, b| a.0.cmp(&b.0));

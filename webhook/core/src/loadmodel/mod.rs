@@ -3,16 +3,11 @@
 //! admission from the `rightsizer.io/expected-load` annotation, and used by
 //! `rightsizer plan` for capacity and cost.
 
-pub mod admit;
 pub mod annotation;
 pub mod fit;
-pub mod fitter;
-pub mod metrics;
 pub mod model;
 pub mod plan;
-pub mod publish;
 pub mod schema;
-pub mod source;
 pub mod validate;
 
 pub use annotation::{parse_load, Load, LoadParseError};

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::quantity::Resource;
 use crate::rules::{Observed, Sizes};
 
-pub mod metrics;
+pub mod fit;
 
 pub use crate::workload::{WorkloadKey, WorkloadKind};
 
@@ -132,7 +132,7 @@ pub struct ContainerRecommendation {
     pub knative: Option<KnativeRecommendation>,
     /// The load model fitted for this container (memory against load), with its gate verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load_model: Option<crate::loadmodel::FitReport>,
+    pub load_model: Option<fit::FitReport>,
 }
 
 /// Knative autoscaling values the analyzer proposes; applied only where the user set none.

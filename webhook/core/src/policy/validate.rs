@@ -285,7 +285,7 @@ fn check_node_terms(
     preferred: &[k8s_openapi::api::core::v1::PreferredSchedulingTerm],
     tolerations: &[k8s_openapi::api::core::v1::Toleration],
 ) -> Result<(), PolicyError> {
-    use crate::sizing::gpu::{requirement_error, term_error, toleration_error};
+    use crate::policy::apiserver::{requirement_error, term_error, toleration_error};
     let field_err = |at: String, e: String| {
         let (field, message) = e.split_once(": ").unwrap_or(("", &e));
         let path = if field.is_empty() {

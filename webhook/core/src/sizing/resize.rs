@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::loadmodel::admit::{self as load, Prediction};
 use crate::object::{is_knative, View, RECOMMENDATION_ANNOTATION, SIZED_ANNOTATION};
 use crate::policy::schema::{ContainerValues, Mode, Policy};
 use crate::quantity::Resource;
@@ -17,6 +16,7 @@ use crate::sizing::containers::{
     container_name, read_sizes, restore_resource, write_resolved, Lists,
 };
 use crate::sizing::explicit::{defaults_for, overrides_for, parse_overrides_annotation};
+use crate::sizing::load::{self as load, Prediction};
 use crate::sizing::record::{
     self, set_annotation, Applied, AppliedPair, ContainersRecord, RecommendationRecord,
     RecommendedPair, SizedRecord,

@@ -108,7 +108,7 @@ mod tests {
     use rstest::rstest;
 
     fn parse(y: &str) -> Vec<LoadModelSpec> {
-        serde_yaml::from_str(y).unwrap()
+        serde_norway::from_str(y).unwrap()
     }
 
     #[rstest]

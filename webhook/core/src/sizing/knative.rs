@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::analyzer::knative::KnativeRules;
 use crate::policy::schema::KnativePolicy;
 use crate::recommendation::KnativeRecommendation;
+use crate::rules::knative::KnativeRules;
 
 pub const TARGET: &str = "autoscaling.knative.dev/target";
 pub const UTILIZATION: &str = "autoscaling.knative.dev/target-utilization-percentage";

@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::schema::Selector;
 use crate::quantity::Bytes;
+use crate::selector::Selector;
 
 /// One load model: the workloads it covers and a model per container.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,13 +129,13 @@ containers:
       participant_video: {coefficient: 15Mi, query: 'sum by (namespace, pod) (x)'}
   frontend: {constant: 16Mi}
 "#;
-        let m: LoadModelSpec = serde_yaml::from_str(y).unwrap();
+        let m: LoadModelSpec = serde_norway::from_str(y).unwrap();
         assert_eq!(m.headroom, 1.2);
         assert_eq!(m.fit.min_r2, 0.9);
         assert_eq!(m.fit.min_samples, 200);
         assert_eq!(m.containers["frontend"].constant, Some(Bytes(16 << 20)));
         assert!(
-            serde_yaml::from_str::<LoadModelSpec>("name: x\ncontainers: {}\nheadrom: 1").is_err()
+            serde_norway::from_str::<LoadModelSpec>("name: x\ncontainers: {}\nheadrom: 1").is_err()
         );
     }
 

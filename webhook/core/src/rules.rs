@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::quantity::{round_up, Bytes, Millicores, Resource, GI, MI};
 
+pub mod knative;
+
 /// Observed usage of one resource of one container, in the resource's unit
 /// (bytes for memory, millicores for CPU).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -131,7 +133,7 @@ pub struct Rules {
     pub evidence: Evidence,
     /// Knative concurrency tuning thresholds.
     #[serde(default)]
-    pub knative: crate::analyzer::knative::KnativeRules,
+    pub knative: knative::KnativeRules,
 }
 
 impl Default for Rules {

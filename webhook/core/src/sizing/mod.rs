@@ -9,6 +9,7 @@ pub mod explicit;
 pub mod gpu;
 pub mod knative;
 pub mod limits;
+pub mod load;
 pub mod placement;
 pub mod pod;
 pub mod priority;
