@@ -36,9 +36,10 @@ fn yaml_output_matches_the_golden_case() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let got: serde_json::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    let got: serde_json::Value = serde_norway::from_slice(&out.stdout).unwrap();
     let want: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(dir.join("expected.yaml")).unwrap()).unwrap();
+        serde_norway::from_str(&std::fs::read_to_string(dir.join("expected.yaml")).unwrap())
+            .unwrap();
     assert_eq!(got, want);
 }
 
@@ -201,11 +202,11 @@ fn yaml_output_and_the_pods_view(
 ) {
     let (stdout, stderr) = mutate_app(target, flags);
     assert_eq!(stderr, want_stderr);
-    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&stdout)
+    let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&stdout)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
     assert_eq!(docs.len(), documents, "{stdout}");
-    let input: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(APP)
+    let input: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(APP)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
     assert_eq!(docs[0], input[0], "the Service is unchanged");

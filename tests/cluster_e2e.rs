@@ -70,7 +70,7 @@ fn mirrored_entry() -> Value {
 fn deploy_entry() -> Option<Value> {
     let path = cluster::repo_root().join(DEPLOY_WEBHOOK);
     let text = std::fs::read_to_string(path).ok()?;
-    let doc: Value = serde_yaml::from_str(&text).expect("deploy webhook YAML parses");
+    let doc: Value = serde_norway::from_str(&text).expect("deploy webhook YAML parses");
     let mut entry = doc["webhooks"][0].clone();
     entry.as_object_mut()?.remove("clientConfig");
     Some(entry)

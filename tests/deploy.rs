@@ -68,7 +68,7 @@ fn kustomize(dir: &Path) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&text)
         .map(|d| Value::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
         .collect();
@@ -891,7 +891,7 @@ fn the_rightsizing_crd_has_a_status_subresource_and_the_columns() {
         ]
     );
     // Structural: every property has a type (the apiserver refuses v1 CRDs otherwise).
-    fn typed_everywhere(s: &serde_json::Value, path: &str) {
+    fn typed_everywhere(s: &Value, path: &str) {
         if s.get("x-kubernetes-preserve-unknown-fields") == Some(&serde_json::json!(true)) {
             return;
         }
@@ -1422,7 +1422,7 @@ fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
     let tmp = tempfile::tempdir().unwrap();
     fs::write(
         tmp.path().join("rightsizer-rules.yaml"),
-        serde_yaml::to_string(&r.groups).unwrap(),
+        serde_norway::to_string(&r.groups).unwrap(),
     )
     .unwrap();
     promtool(&["check", "rules", "rightsizer-rules.yaml"], tmp.path());
@@ -1678,7 +1678,7 @@ fn dashboards_are_well_formed_and_their_queries_parse() {
     let file = serde_json::json!({"groups": [{"name": "dashboards", "rules": rules}]});
     fs::write(
         tmp.path().join("dashboards.yaml"),
-        serde_yaml::to_string(&file).unwrap(),
+        serde_norway::to_string(&file).unwrap(),
     )
     .unwrap();
     promtool(&["check", "rules", "dashboards.yaml"], tmp.path());

@@ -51,7 +51,8 @@ fn load_case(dir: &Path) -> Case {
     let read = |name: &str| std::fs::read_to_string(dir.join(name));
     let config: CaseConfig = read("case.yaml")
         .map(|t| {
-            serde_yaml::from_str(&t).unwrap_or_else(|e| panic!("{}: case.yaml: {e}", dir.display()))
+            serde_norway::from_str(&t)
+                .unwrap_or_else(|e| panic!("{}: case.yaml: {e}", dir.display()))
         })
         .unwrap_or_default();
     let input = read("input.yaml").unwrap_or_else(|e| panic!("{}: input.yaml: {e}", dir.display()));
@@ -105,7 +106,7 @@ fn run(case: &Case, input: &str) -> (Vec<rightsizer::offline::Document>, Vec<Mut
 fn render(out: &[Mutated]) -> (String, String) {
     let yaml = out
         .iter()
-        .map(|m| serde_yaml::to_string(&m.object).expect("yaml"))
+        .map(|m| serde_norway::to_string(&m.object).expect("yaml"))
         .collect::<Vec<_>>()
         .join("---\n");
     let warnings = out

@@ -54,6 +54,8 @@ use serde_json::{json, Value};
 /// allocator plus a counter).
 struct Counting;
 static LIVE: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+// A global allocator is unsafe by nature (the workspace denies unsafe code elsewhere).
+#[allow(unsafe_code)]
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
         LIVE.fetch_add(l.size() as isize, std::sync::atomic::Ordering::Relaxed);
@@ -527,6 +529,18 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
         kind,
         name: name.to_string(),
     };
+    // The workload of a ReplicaSet or Job once the watchers know it (None before).
+    let resolve = |kind: &str, name: &str| {
+        use rightsizer::workload::{resolve_owner, OwnerFacts, OwnerRef};
+        facts.controller(ns, kind, name)?;
+        let owner = OwnerRef {
+            kind,
+            name,
+            api_version: None,
+            controller: true,
+        };
+        resolve_owner(ns, owner, None, &*facts)
+    };
 
     // A Deployment whose ReplicaSet the real controller creates. Its name is chosen so
     // that name-based guessing ("strip the last dash segment") would get it wrong.
@@ -547,11 +561,9 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
     .await
     .expect("the ReplicaSet controller creates a ReplicaSet");
     let rs_name = rs.metadata.name.clone().unwrap();
-    let (owner, took) = until(Duration::from_secs(5), || {
-        facts.resolve_owner(ns, "ReplicaSet", &rs_name)
-    })
-    .await
-    .expect("the ReplicaSet resolves");
+    let (owner, took) = until(Duration::from_secs(5), || resolve("ReplicaSet", &rs_name))
+        .await
+        .expect("the ReplicaSet resolves");
     eprintln!("ReplicaSet {rs_name} -> {owner} after {took:?}");
     assert_eq!(owner, key(WorkloadKind::Deployment, "web-api"));
     // A ReplicaSet without an owner is its own workload.
@@ -561,13 +573,11 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
             "template": {"metadata": {"labels": {"app": "bare"}},
                 "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
     plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&bare.to_string()));
-    let (owner, _) = until(Duration::from_secs(5), || {
-        facts.resolve_owner(ns, "ReplicaSet", "bare-rs")
-    })
-    .await
-    .unwrap();
+    let (owner, _) = until(Duration::from_secs(5), || resolve("ReplicaSet", "bare-rs"))
+        .await
+        .unwrap();
     assert_eq!(owner, key(WorkloadKind::ReplicaSet, "bare-rs"));
-    assert_eq!(facts.resolve_owner(ns, "ReplicaSet", "never-seen"), None);
+    assert_eq!(resolve("ReplicaSet", "never-seen"), None);
 
     // A CronJob (batch/v1beta1 on this apiserver) and a Job it owns. The controller would
     // create the Job only at the schedule; the Job is created as it would, with a
@@ -581,7 +591,7 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
         "report",
     );
     let (owner, _) = until(Duration::from_secs(5), || {
-        facts.resolve_owner(ns, "Job", "nightly-report-27000000")
+        resolve("Job", "nightly-report-27000000")
     })
     .await
     .expect("the Job resolves");
@@ -601,11 +611,9 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
         "spec": {"template": {"spec": {"restartPolicy": "Never",
             "containers": [{"name": "m", "image": "busybox"}]}}}});
     plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&lone.to_string()));
-    let (owner, _) = until(Duration::from_secs(5), || {
-        facts.resolve_owner(ns, "Job", "one-off-migrate")
-    })
-    .await
-    .unwrap();
+    let (owner, _) = until(Duration::from_secs(5), || resolve("Job", "one-off-migrate"))
+        .await
+        .unwrap();
     assert_eq!(owner, key(WorkloadKind::Job, "one-off-migrate"));
 
     // An HPA (autoscaling/v2beta2 on this apiserver) scaling the Deployment on memory.
@@ -1071,7 +1079,7 @@ async fn the_analyzer_commits_to_rightsizings_and_a_new_leader_continues() {
         now - now % 60
     };
     let history = shop_history(t0);
-    let prom = prometheus::TestProm::start_with(&history.om);
+    let prom = TestProm::start_with(&history.om);
     namespace(plane, SHOP, &[]);
     for d in [
         shop_deployment("web", true, json!({})),

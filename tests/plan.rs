@@ -208,7 +208,7 @@ fn yaml_output_parses_to_the_same_plan() {
     args.extend_from_slice(&["-o", "yaml"]);
     let (ok, out, err) = plan(&args);
     assert!(ok, "{err}");
-    let y: Value = serde_yaml::from_str(&out).unwrap();
+    let y: Value = serde_norway::from_str(&out).unwrap();
     assert_eq!(y, j);
 }
 

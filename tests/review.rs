@@ -205,6 +205,29 @@ fn arbitrary_bytes_never_panic() {
     }
 }
 
+/// The watchers' owner mirrors: ReplicaSet api-6c9f7 belongs to Deployment api,
+/// canary-6c9f7 to an Argo Rollout.
+impl rightsizer::workload::OwnerFacts for WatchedFacts {
+    fn controller(
+        &self,
+        _namespace: &str,
+        kind: &str,
+        name: &str,
+    ) -> Option<Option<rightsizer::workload::Owner>> {
+        let owner = |kind: &str, name: &str| {
+            Some(Some(rightsizer::workload::Owner {
+                kind: kind.into(),
+                name: name.into(),
+            }))
+        };
+        match (kind, name) {
+            ("ReplicaSet", "api-6c9f7") => owner("Deployment", "api"),
+            ("ReplicaSet", "canary-6c9f7") => owner("Rollout", "canary"),
+            _ => None,
+        }
+    }
+}
+
 /// Cluster facts from watchers: exact owner chains and workload annotations.
 struct WatchedFacts;
 
@@ -215,19 +238,8 @@ impl rightsizer::cluster::ClusterFacts for WatchedFacts {
     fn priority_classes(&self) -> rightsizer::cluster::PriorityClasses {
         rightsizer::cluster::PriorityClasses::default()
     }
-    fn resolve_owner(
-        &self,
-        namespace: &str,
-        kind: &str,
-        name: &str,
-    ) -> Option<rightsizer::recommendation::WorkloadKey> {
-        (kind == "ReplicaSet" && name == "api-6c9f7").then(|| {
-            rightsizer::recommendation::WorkloadKey {
-                namespace: namespace.into(),
-                kind: rightsizer::recommendation::WorkloadKind::Deployment,
-                name: "api".into(),
-            }
-        })
+    fn owners(&self) -> &dyn rightsizer::workload::OwnerFacts {
+        self
     }
     fn workload_annotations(
         &self,
@@ -261,8 +273,7 @@ fn watched_admitter() -> Admitter {
 }
 
 #[test]
-fn watched_owner_chain_beats_the_name_heuristic() {
-    // No pod-template-hash label: by name alone this Pod would be keyed to the ReplicaSet.
+fn a_watched_deployments_pods_get_its_recommendation() {
     let mut pod = deployment_pod();
     pod["metadata"]["labels"] = json!({"app": "api"});
     let r = watched_admitter()
@@ -270,6 +281,21 @@ fn watched_owner_chain_beats_the_name_heuristic() {
         .unwrap();
     assert_eq!(r.workload.unwrap().to_string(), "shop/Deployment/api");
     assert_eq!(r.outcome, Outcome::Patched);
+}
+
+#[test]
+fn watched_owner_chain_beats_the_name_heuristic() {
+    // A Rollout's ReplicaSet is named like a Deployment's; the watchers know its owner.
+    let mut pod = deployment_pod();
+    pod["metadata"]["generateName"] = json!("canary-6c9f7-");
+    pod["metadata"]["ownerReferences"][0]["name"] = json!("canary-6c9f7");
+    let r = watched_admitter()
+        .review(&serde_json::to_vec(&review("", "Pod", "CREATE", "shop", pod)).unwrap())
+        .unwrap();
+    assert_eq!(
+        r.workload.unwrap().to_string(),
+        "shop/ReplicaSet/canary-6c9f7"
+    );
 }
 
 #[test]

@@ -275,16 +275,16 @@ impl ControlPlane {
     /// authorizes every request as `user` (e.g. the webhook's ServiceAccount).
     pub fn kubeconfig_as(&self, user: &str) -> PathBuf {
         let text = fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
-        let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
+        let mut doc: serde_norway::Value = serde_norway::from_str(&text).expect("kubeconfig YAML");
         for u in doc["users"].as_sequence_mut().expect("users") {
-            u["user"]["as"] = serde_yaml::Value::String(user.to_string());
+            u["user"]["as"] = serde_norway::Value::String(user.to_string());
         }
         let safe: String = user
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
         let path = self.dir.join(format!("kubeconfig-as-{safe}"));
-        fs::write(&path, serde_yaml::to_string(&doc).expect("YAML")).expect("writing kubeconfig");
+        fs::write(&path, serde_norway::to_string(&doc).expect("YAML")).expect("writing kubeconfig");
         path
     }
 

@@ -264,7 +264,7 @@ pub struct Queries {
 pub fn queries() -> Queries {
     let dir = monitoring_dir();
     let rule: Value =
-        serde_yaml::from_str(&fs::read_to_string(dir.join("prometheusrule.yaml")).unwrap())
+        serde_norway::from_str(&fs::read_to_string(dir.join("prometheusrule.yaml")).unwrap())
             .unwrap();
     let mut records = BTreeSet::new();
     let mut exprs = Vec::new();

@@ -132,9 +132,9 @@ fn main() {
     }
     println!(
         "# size_of Entry {} B, ContainerKey {} B, ContainerRecommendation {} B",
-        std::mem::size_of::<Entry>(),
-        std::mem::size_of::<ContainerKey>(),
-        std::mem::size_of::<ContainerRecommendation>()
+        size_of::<Entry>(),
+        size_of::<ContainerKey>(),
+        size_of::<ContainerRecommendation>()
     );
     println!(
         "{:>8} {:>10} {:>10} {:>10} {:>10} {:>9} {:>6}",

@@ -320,7 +320,7 @@ impl Admitter {
         if let Err(e) = check_decodes(kind, obj) {
             return Mutation::skipped(Outcome::Invalid, Some(format!("{e}; admitted unchanged")));
         }
-        let view = match View::new(kind, namespace, obj) {
+        let view = match View::with_owners(kind, namespace, obj, self.facts.owners()) {
             Ok(v) => self.refine(v),
             Err(e) => {
                 return Mutation::skipped(
@@ -369,20 +369,9 @@ impl Admitter {
         }
     }
 
-    /// Use what the cluster knows: the exact owner chain of a Pod, and annotations set
-    /// on its workload (the Pod only carries its template's).
+    /// Use what the cluster knows: annotations set on a Pod's workload (the Pod only
+    /// carries its template's).
     fn refine(&self, mut view: View) -> View {
-        if let Some((kind, name)) = &view.owner {
-            let knative = crate::object::is_knative(view.identity.kind);
-            if !knative {
-                if let Some(key) = self
-                    .facts
-                    .resolve_owner(&view.identity.namespace, kind, name)
-                {
-                    view.identity = key;
-                }
-            }
-        }
         if view.kind == WorkloadKind::Pod && view.controlled {
             if let Some(a) = self.facts.workload_annotations(&view.identity) {
                 for (k, v) in a.iter() {

@@ -52,7 +52,7 @@ pub enum CertError {
     #[error("the CA key does not belong to the CA certificate: {0}")]
     CaKeyMismatch(String),
     #[error("writing a manifest: {0}")]
-    Manifest(#[from] serde_yaml::Error),
+    Manifest(#[from] serde_norway::Error),
 }
 
 /// The names a client inside the cluster may use for `service` in `namespace`. The
@@ -268,7 +268,7 @@ pub fn tls_secret_yaml(
     serving: &Serving,
     ca_bundle_pem: &str,
 ) -> Result<String, CertError> {
-    Ok(serde_yaml::to_string(&tls_secret(
+    Ok(serde_norway::to_string(&tls_secret(
         name,
         namespace,
         serving,
@@ -295,7 +295,7 @@ pub fn webhook_ca_patch_yaml(
         "metadata": {"name": configuration},
         "webhooks": entries,
     });
-    Ok(serde_yaml::to_string(&patch)?)
+    Ok(serde_norway::to_string(&patch)?)
 }
 
 /// Write `contents` to `dir/name` so that no reader sees half a file and nothing is

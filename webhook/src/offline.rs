@@ -49,7 +49,7 @@ pub struct Mutated {
 /// Parse YAML/JSON documents; AdmissionReviews are replaced by their request object.
 pub fn parse_documents(text: &str, default_namespace: &str) -> Result<Vec<Document>, InputError> {
     let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         let index = i + 1;
         let v: Value = Value::deserialize(doc).map_err(|e| InputError::Syntax {
             index,

@@ -16,18 +16,7 @@ use crate::recommendation::{
 /// Default bound on the number of containers held.
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
-/// One cached container.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Entry {
-    pub rec: ContainerRecommendation,
-    /// Unix seconds of the last memory / CPU / Knative revision (for the cooldown).
-    pub memory_revised_at: u64,
-    pub cpu_revised_at: u64,
-    pub knative_revised_at: u64,
-    /// What the running pods have now (kube-state-metrics), for reports.
-    pub current_memory: crate::rules::Sizes,
-    pub current_cpu: crate::rules::Sizes,
-}
+pub use rightsizer_core::analyzer::cache::Entry;
 
 pub struct RecommendationCache {
     inner: Mutex<LruCache<ContainerKey, Entry>>,

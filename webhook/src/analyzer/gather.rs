@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::mapping::{self, OwnerIndex};
+use super::mapping::OwnerIndex;
 use super::prom::Sample;
 use super::queries::{self, QueryKind, Window};
 use crate::quantity::Resource;
@@ -11,7 +11,6 @@ use crate::recommendation::{WorkloadKey, WorkloadKind};
 use crate::rules::Sizes;
 
 use super::compute::PodFigures;
-use super::ksm::FactsSink;
 
 /// Per pod-container figures of one cycle.
 #[derive(Debug, Default, Clone)]
@@ -67,7 +66,7 @@ pub(super) struct Acc {
 
 /// The Knative workload a normalised revision series belongs to.
 fn knative_key(s: &Sample) -> Option<WorkloadKey> {
-    mapping::knative_key(
+    crate::workload::knative_workload(
         s.label(queries::KN_NS),
         s.label(queries::KN_SVC),
         s.label(queries::KN_CFG),
@@ -127,7 +126,8 @@ impl Acc {
             }
             QueryKind::Hpa => {
                 for s in samples {
-                    let Some(k) = WorkloadKind::parse(s.label("scaletargetref_kind")) else {
+                    let Some(k) = WorkloadKind::from_kind(None, s.label("scaletargetref_kind"))
+                    else {
                         continue;
                     };
                     let w = WorkloadKey {
@@ -174,6 +174,22 @@ impl Acc {
             }
         }
     }
+}
+
+/// The rows kube-state-metrics answers with, one at a time.
+pub trait FactsSink {
+    /// A pod's controlling owner.
+    fn pod_owner(&mut self, namespace: &str, pod: &str, kind: &str, name: &str);
+    fn replicaset_owner(&mut self, namespace: &str, rs: &str, kind: &str, name: &str);
+    fn job_owner(&mut self, namespace: &str, job: &str, kind: &str, name: &str);
+    /// A pod labelled `serving.knative.dev/service` / `configuration`.
+    fn knative_pod(&mut self, namespace: &str, pod: &str, service: &str, configuration: &str);
+    /// What a live pod's container runs with (bytes, millicores).
+    fn resources(&mut self, namespace: &str, pod: &str, container: &str, r: Resource, s: Sizes);
+    /// A container whose last termination was an OOM kill, with its memory limit.
+    fn oom_kill(&mut self, namespace: &str, pod: &str, container: &str, memory_limit: u64);
+    /// An HPA scales `workload` on `r`.
+    fn hpa(&mut self, workload: WorkloadKey, r: Resource);
 }
 
 /// The rows kube-state-metrics answers with, whichever source gives them.

@@ -11,9 +11,6 @@ use futures::future::BoxFuture;
 
 use super::gather::Acc;
 use super::queries::{QueryConfig, QueryKind};
-use crate::quantity::Resource;
-use crate::recommendation::WorkloadKey;
-use crate::rules::Sizes;
 
 /// `--kube-state-metrics`: whether its series are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -28,21 +25,9 @@ pub enum KsmMode {
     Never,
 }
 
-/// The rows kube-state-metrics answers with, one at a time.
-pub trait FactsSink {
-    /// A pod's controlling owner.
-    fn pod_owner(&mut self, namespace: &str, pod: &str, kind: &str, name: &str);
-    fn replicaset_owner(&mut self, namespace: &str, rs: &str, kind: &str, name: &str);
-    fn job_owner(&mut self, namespace: &str, job: &str, kind: &str, name: &str);
-    /// A pod labelled `serving.knative.dev/service` / `configuration`.
-    fn knative_pod(&mut self, namespace: &str, pod: &str, service: &str, configuration: &str);
-    /// What a live pod's container runs with (bytes, millicores).
-    fn resources(&mut self, namespace: &str, pod: &str, container: &str, r: Resource, s: Sizes);
-    /// A container whose last termination was an OOM kill, with its memory limit.
-    fn oom_kill(&mut self, namespace: &str, pod: &str, container: &str, memory_limit: u64);
-    /// An HPA scales `workload` on `r`.
-    fn hpa(&mut self, workload: WorkloadKey, r: Resource);
-}
+/// The rows kube-state-metrics answers with (defined beside the accumulator that takes
+/// them, so the two files do not import each other).
+pub use super::gather::FactsSink;
 
 /// The same facts read from somewhere else than Prometheus (the Kubernetes API).
 pub trait WorkloadFacts: Send + Sync {

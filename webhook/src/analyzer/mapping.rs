@@ -1,13 +1,16 @@
-//! Pod → top-level workload, from owner rows (kube-state-metrics owner series, or the
-//! same rows read from the Kubernetes API by `analyzer::ksm`): a Deployment's pods
-//! across all its ReplicaSets, a CronJob's across all its Jobs, a Knative Service's
-//! across all its revisions.
+//! The analyzer's owner facts: kube-state-metrics owner series, or the same rows read
+//! from the Kubernetes API by `analyzer::ksm`, indexed for [`crate::workload::resolve_pod`]
+//! so that a Deployment's pods count together across all its ReplicaSets, a CronJob's
+//! across all its Jobs, a Knative Service's across all its revisions.
 
 use std::collections::HashMap;
 
 use super::prom::Sample;
 use super::queries::{QueryKind, KN_CFG, KN_NS, KN_REV, KN_SVC};
-use crate::recommendation::{WorkloadKey, WorkloadKind};
+use crate::recommendation::WorkloadKey;
+use crate::workload::kind::LINKS;
+use crate::workload::names::revision_deployment;
+use crate::workload::{resolve_pod, Owner, OwnerFacts, OwnerRef, PodRef};
 
 /// kube-state-metrics writes this when an object has no owner.
 pub const NO_OWNER: &str = "<none>";
@@ -17,80 +20,68 @@ type NsName = (String, String);
 /// The owner graph of one cycle.
 #[derive(Debug, Default)]
 pub struct OwnerIndex {
+    /// A pod's controller (`<none>` when it has none).
     pod_owner: HashMap<NsName, (String, String)>,
-    rs_owner: HashMap<NsName, (String, String)>,
-    job_owner: HashMap<NsName, (String, String)>,
-    knative_pod: HashMap<NsName, WorkloadKey>,
-    /// Knative revision deployment (`<revision>-deployment`) → its Service/Configuration.
-    knative_deploy: HashMap<NsName, WorkloadKey>,
+    /// The controller of a ReplicaSet, Job, Knative revision Deployment, Revision or
+    /// Configuration, by its API kind (`None`: known to have none).
+    controllers: HashMap<(&'static str, NsName), Option<Owner>>,
+    /// A pod's `serving.knative.dev/{service,configuration}` labels.
+    knative_pod: HashMap<NsName, (String, String)>,
 }
 
-fn owner_labels(s: &Sample) -> (&str, &str) {
-    (s.label("owner_kind"), s.label("owner_name"))
-}
-
-/// Knative Service when the revision names one, else its Configuration.
-pub(crate) fn knative_key(ns: &str, svc: &str, cfg: &str) -> Option<WorkloadKey> {
-    let (kind, name) = if !svc.is_empty() {
-        (WorkloadKind::KnativeService, svc)
-    } else if !cfg.is_empty() {
-        (WorkloadKind::KnativeConfiguration, cfg)
-    } else {
-        return None;
-    };
-    Some(WorkloadKey {
-        namespace: ns.to_string(),
-        kind,
+/// A row's (kind, name) as a controller: `<none>` is none.
+fn owner_of(kind: &str, name: &str) -> Option<Owner> {
+    (kind != NO_OWNER && !kind.is_empty()).then(|| Owner {
+        kind: kind.to_string(),
         name: name.to_string(),
     })
 }
 
-/// Prefer a real owner over `<none>` when a pod has several owner rows.
-fn insert_owner(map: &mut HashMap<NsName, (String, String)>, key: NsName, owner: (String, String)) {
-    match map.get(&key) {
-        Some((k, _)) if k != NO_OWNER && owner.0 == NO_OWNER => {}
-        _ => {
-            map.insert(key, owner);
-        }
-    }
-}
-
 impl OwnerIndex {
-    /// A pod's controlling owner (`<none>` or no call when it has none).
+    /// A pod's controlling owner (`<none>` or no call when it has none). A real owner
+    /// wins over `<none>` when a pod has several rows.
     pub fn pod_owner(&mut self, namespace: &str, pod: &str, kind: &str, name: &str) {
         let key = (namespace.to_string(), pod.to_string());
-        insert_owner(
-            &mut self.pod_owner,
-            key,
-            (kind.to_string(), name.to_string()),
-        );
+        match self.pod_owner.get(&key) {
+            Some((k, _)) if k != NO_OWNER && kind == NO_OWNER => {}
+            _ => {
+                self.pod_owner
+                    .insert(key, (kind.to_string(), name.to_string()));
+            }
+        }
+    }
+
+    /// The controller of an object of API kind `child` (a link of [`LINKS`]).
+    fn link(&mut self, child: &str, namespace: &str, name: &str, owner: Option<Owner>) {
+        let Some(l) = LINKS.iter().find(|l| l.child == child) else {
+            return;
+        };
+        let key = (l.child, (namespace.to_string(), name.to_string()));
+        match self.controllers.get(&key) {
+            Some(Some(_)) if owner.is_none() => {}
+            _ => {
+                self.controllers.insert(key, owner);
+            }
+        }
     }
 
     /// A ReplicaSet's controlling owner.
     pub fn replicaset_owner(&mut self, namespace: &str, rs: &str, kind: &str, name: &str) {
-        let key = (namespace.to_string(), rs.to_string());
-        insert_owner(
-            &mut self.rs_owner,
-            key,
-            (kind.to_string(), name.to_string()),
-        );
+        self.link("ReplicaSet", namespace, rs, owner_of(kind, name));
     }
 
     /// A Job's controlling owner.
     pub fn job_owner(&mut self, namespace: &str, job: &str, kind: &str, name: &str) {
-        let key = (namespace.to_string(), job.to_string());
-        insert_owner(
-            &mut self.job_owner,
-            key,
-            (kind.to_string(), name.to_string()),
-        );
+        self.link("Job", namespace, job, owner_of(kind, name));
     }
 
     /// A pod carrying Knative's `serving.knative.dev/{service,configuration}` labels.
     pub fn knative_pod(&mut self, namespace: &str, pod: &str, service: &str, configuration: &str) {
-        if let Some(k) = knative_key(namespace, service, configuration) {
-            self.knative_pod
-                .insert((namespace.to_string(), pod.to_string()), k);
+        if !service.is_empty() || !configuration.is_empty() {
+            self.knative_pod.insert(
+                (namespace.to_string(), pod.to_string()),
+                (service.to_string(), configuration.to_string()),
+            );
         }
     }
 
@@ -128,18 +119,28 @@ impl OwnerIndex {
         }
     }
 
-    /// Any Knative revision series (normalised `kn_*` labels): a revision `r` runs as
-    /// Deployment `r-deployment`, which is how pods are found without pod labels.
+    /// Any Knative revision series (normalised `kn_*` labels): revision `r` runs as
+    /// Deployment `r-deployment`, controlled by the revision, whose Configuration a
+    /// Service of the same name controls. This is how pods are found without pod labels.
     pub fn add_knative_revisions(&mut self, samples: &[Sample]) {
+        let own = |kind: &str, name: &str| owner_of(kind, name);
         for s in samples {
-            let ns = s.label(KN_NS);
-            let rev = s.label(KN_REV);
-            if ns.is_empty() || rev.is_empty() {
+            let (ns, rev) = (s.label(KN_NS), s.label(KN_REV));
+            let (svc, cfg) = (s.label(KN_SVC), s.label(KN_CFG));
+            // A Service's Configuration carries the Service's name.
+            let cfg = if cfg.is_empty() { svc } else { cfg };
+            if ns.is_empty() || rev.is_empty() || cfg.is_empty() {
                 continue;
             }
-            if let Some(k) = knative_key(ns, s.label(KN_SVC), s.label(KN_CFG)) {
-                self.knative_deploy
-                    .insert((ns.to_string(), format!("{rev}-deployment")), k);
+            self.link(
+                "Deployment",
+                ns,
+                &revision_deployment(rev),
+                own("Revision", rev),
+            );
+            self.link("Revision", ns, rev, own("Configuration", cfg));
+            if !svc.is_empty() {
+                self.link("Configuration", ns, cfg, own("Service", svc));
             }
         }
     }
@@ -169,44 +170,43 @@ impl OwnerIndex {
     /// The workload a pod belongs to. Pods without owner data count as bare Pods.
     pub fn workload(&self, namespace: &str, pod: &str) -> WorkloadKey {
         let key = (namespace.to_string(), pod.to_string());
-        if let Some(k) = self.knative_pod.get(&key) {
-            return k.clone();
-        }
-        let mk = |kind, name: &str| WorkloadKey {
-            namespace: namespace.to_string(),
-            kind,
-            name: name.to_string(),
+        let (svc, cfg) = self
+            .knative_pod
+            .get(&key)
+            .map_or(("", ""), |(s, c)| (s.as_str(), c.as_str()));
+        let controller =
+            self.pod_owner
+                .get(&key)
+                .filter(|(k, _)| k != NO_OWNER)
+                .map(|(kind, name)| OwnerRef {
+                    kind,
+                    name,
+                    api_version: None,
+                    controller: true,
+                });
+        let p = PodRef {
+            namespace,
+            name: pod,
+            controller,
+            knative_service: svc,
+            knative_configuration: cfg,
+            ..PodRef::default()
         };
-        let Some((okind, oname)) = self.pod_owner.get(&key) else {
-            return mk(WorkloadKind::Pod, pod);
-        };
-        match okind.as_str() {
-            "ReplicaSet" => {
-                let rs = (namespace.to_string(), oname.clone());
-                match self.rs_owner.get(&rs) {
-                    Some((k, d)) if k == "Deployment" => {
-                        let dep = (namespace.to_string(), d.clone());
-                        self.knative_deploy
-                            .get(&dep)
-                            .cloned()
-                            .unwrap_or_else(|| mk(WorkloadKind::Deployment, d))
-                    }
-                    _ => mk(WorkloadKind::ReplicaSet, oname),
-                }
-            }
-            "Job" => {
-                let job = (namespace.to_string(), oname.clone());
-                match self.job_owner.get(&job) {
-                    Some((k, c)) if k == "CronJob" => mk(WorkloadKind::CronJob, c),
-                    _ => mk(WorkloadKind::Job, oname),
-                }
-            }
-            other => match WorkloadKind::parse(other) {
-                Some(k @ (WorkloadKind::StatefulSet | WorkloadKind::DaemonSet)) => mk(k, oname),
-                _ => mk(WorkloadKind::Pod, pod),
-            },
-        }
+        resolve_pod(&p, self).key
     }
+}
+
+impl OwnerFacts for OwnerIndex {
+    fn controller(&self, namespace: &str, kind: &str, name: &str) -> Option<Option<Owner>> {
+        let child = LINKS.iter().find(|l| l.child == kind)?.child;
+        self.controllers
+            .get(&(child, (namespace.to_string(), name.to_string())))
+            .cloned()
+    }
+}
+
+fn owner_labels(s: &Sample) -> (&str, &str) {
+    (s.label("owner_kind"), s.label("owner_name"))
 }
 
 #[cfg(test)]

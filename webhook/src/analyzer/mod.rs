@@ -4,19 +4,17 @@
 //! admission path reads. Admission never waits on it: when Prometheus is down, slow
 //! or answers garbage, the last good entries stay, marked stale.
 
+pub use rightsizer_core::analyzer::{compute, decide, knative, queries};
+
 pub mod cache;
-pub mod compute;
-pub mod decide;
 mod execute;
 mod gather;
 pub mod history;
-pub mod knative;
 pub mod ksm;
 pub mod mapping;
 pub mod metrics;
 pub mod policies;
 pub mod prom;
-pub mod queries;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,7 +27,7 @@ use futures::stream::{self, StreamExt};
 use prometheus_client::registry::Registry;
 
 use crate::quantity::Resource;
-use crate::recommendation::{Committed, ContainerKey, WorkloadKey, WorkloadKind};
+use crate::recommendation::{Committed, ContainerKey, WorkloadKey};
 use crate::rules::Sizes;
 use crate::strategy::{self, Decision as StrategyDecision, Interval};
 
@@ -528,11 +526,7 @@ impl Analyzer {
                 )
             };
             let memory = observed(&f.mem);
-            let knative = matches!(
-                w.kind,
-                WorkloadKind::KnativeService | WorkloadKind::KnativeConfiguration
-            )
-            .then(|| {
+            let knative = w.kind.is_knative().then(|| {
                 let figs = kn.get(w).copied().unwrap_or_default();
                 knative::KnativeInput {
                     concurrency_p95: figs.conc_p95,

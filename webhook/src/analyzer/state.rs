@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::recommendation::{Committed, ContainerKey, ContainerRecommendation};
+use crate::recommendation::ContainerKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -32,67 +32,7 @@ pub enum StateError {
     },
 }
 
-/// An OOM kill being held: memory is not recommended below `floor` until `until`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OomHold {
-    pub floor: u64,
-    pub until: u64,
-    /// The pod whose kill set this hold (a pod that keeps reporting the same kill
-    /// does not extend it).
-    pub pod: String,
-}
-
-/// One change, for the audit trail.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Change {
-    pub resource: crate::quantity::Resource,
-    #[serde(flatten)]
-    pub committed: Committed,
-}
-
-/// What is remembered per container.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ContainerState {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory: Option<Committed>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu: Option<Committed>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oom: Option<OomHold>,
-    /// The last changes, newest last (bounded).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub history: Vec<Change>,
-}
-
-/// Changes kept per container (both resources; the Rightsizing shows 10 per resource).
-const HISTORY_KEPT: usize = 20;
-
-impl ContainerState {
-    pub fn committed(&self, r: crate::quantity::Resource) -> Option<&Committed> {
-        match r {
-            crate::quantity::Resource::Memory => self.memory.as_ref(),
-            crate::quantity::Resource::Cpu => self.cpu.as_ref(),
-        }
-    }
-
-    pub fn record(&mut self, r: crate::quantity::Resource, c: Committed) {
-        self.history.push(Change {
-            resource: r,
-            committed: c.clone(),
-        });
-        if self.history.len() > HISTORY_KEPT {
-            let extra = self.history.len() - HISTORY_KEPT;
-            self.history.drain(..extra);
-        }
-        match r {
-            crate::quantity::Resource::Memory => self.memory = Some(c),
-            crate::quantity::Resource::Cpu => self.cpu = Some(c),
-        }
-    }
-}
+pub use rightsizer_core::analyzer::state::{Change, ContainerState, OomHold, Saved};
 
 /// The whole state.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -131,19 +71,6 @@ impl State {
         std::fs::write(&tmp, body).map_err(werr)?;
         std::fs::rename(&tmp, path).map_err(werr)
     }
-}
-
-/// One container's state to persist, with what is recommended for it (shown in the
-/// Rightsizing, not read back).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Saved {
-    pub key: ContainerKey,
-    pub state: ContainerState,
-    pub rec: Option<ContainerRecommendation>,
-    /// The memory strategy's name (`seed` for the seed rules).
-    pub strategy: String,
-    /// The policy's cooldown, for the shown deadline.
-    pub cooldown_seconds: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +144,7 @@ impl CommitStore for FileStore {
 mod tests {
     use super::*;
     use crate::quantity::Resource;
+    use crate::recommendation::Committed;
     use crate::rules::Sizes;
 
     #[test]

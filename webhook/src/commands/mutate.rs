@@ -148,12 +148,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 if i > 0 {
                     out.push_str("---\n");
                 }
-                out.push_str(&serde_yaml::to_string(&r.object)?);
+                out.push_str(&serde_norway::to_string(&r.object)?);
                 if let Some(p) = pod {
                     out.push_str(&format!(
                         "---\n# the Pod {id} would create, as admitted (a preview, not a manifest to apply)\n"
                     ));
-                    out.push_str(&serde_yaml::to_string(&p.result.object)?);
+                    out.push_str(&serde_norway::to_string(&p.result.object)?);
                 }
             }
             Output::Json | Output::Table => {}

@@ -214,7 +214,7 @@ async fn plans(args: &Args) -> anyhow::Result<Vec<WorkloadPlan>> {
 fn render(plans: &[WorkloadPlan], output: Output) -> anyhow::Result<String> {
     Ok(match output {
         Output::Json => serde_json::to_string_pretty(plans)? + "\n",
-        Output::Yaml => serde_yaml::to_string(plans)?,
+        Output::Yaml => serde_norway::to_string(plans)?,
         Output::Table => table(plans),
     })
 }

@@ -48,7 +48,9 @@ pub struct PromArgs {
     pub long_window: u64,
 }
 
-/// `90s`, `15m`, `24h`, `14d` → seconds.
+/// `90s`, `15m`, `24h`, `14d` or plain seconds → seconds: the one duration flag parser
+/// (`recommend`, `serve`, `plan`, `replay`). At most `i64::MAX` seconds, so a value also
+/// fits signed time arithmetic.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -60,7 +62,9 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
         "d" => 86400,
         _ => return Err(format!("invalid duration unit in {s:?} (use s, m, h or d)")),
     };
-    Ok(n * mul)
+    n.checked_mul(mul)
+        .filter(|&v| i64::try_from(v).is_ok())
+        .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
 impl PromArgs {
@@ -181,7 +185,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             serde_json::to_writer_pretty(&mut out, &cache.snapshot_at(now))?;
             writeln!(out)?;
         }
-        Output::Yaml => serde_yaml::to_writer(&mut out, &cache.snapshot_at(now))?,
+        Output::Yaml => serde_norway::to_writer(&mut out, &cache.snapshot_at(now))?,
         Output::Table | Output::Csv => {
             let mut entries = cache.entries();
             entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -320,4 +324,33 @@ fn write_csv(out: &mut impl Write, rows: &[[String; 11]]) -> std::io::Result<()>
         writeln!(out, "{}", cells.join(","))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        let table = [
+            ("90", Ok(90)),
+            ("90s", Ok(90)),
+            (" 5m ", Ok(300)),
+            ("24h", Ok(86_400)),
+            ("14d", Ok(14 * 86_400)),
+            ("0", Ok(0)),
+            ("", Err(())),
+            ("1w", Err(())),
+            ("x", Err(())),
+            ("-5m", Err(())),
+            ("1.5h", Err(())),
+            ("5 m", Err(())),
+            ("m", Err(())),
+            ("99999999999999999999", Err(())),
+            ("106751991167301d", Err(())),
+        ];
+        for (text, want) in table {
+            assert_eq!(parse_duration(text).map_err(|_| ()), want, "{text:?}");
+        }
+    }
 }

@@ -11,6 +11,8 @@ use anyhow::{bail, Context};
 use rightsizer::replay::{self, Config, DaySplit, SeriesSplit};
 use rightsizer::strategy::{self, Spec};
 
+use super::recommend::parse_duration;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     Table,
@@ -35,10 +37,10 @@ pub struct Args {
     count: usize,
     /// With --synthetic: length of every series (whole days).
     #[arg(long, default_value = "30d", value_parser = parse_duration)]
-    length: i64,
+    length: u64,
     /// With --prometheus: how much history to replay (at most 14d).
     #[arg(long, default_value = "14d", value_parser = parse_duration)]
-    window: i64,
+    window: u64,
     /// With --prometheus: the end of the replayed history, unix seconds [default: now].
     #[arg(long)]
     end: Option<u64>,
@@ -49,13 +51,13 @@ pub struct Args {
     strategies: String,
     /// Time between decisions (s, m, h or d suffix).
     #[arg(long, default_value = "1d", value_parser = parse_duration)]
-    step: i64,
+    step: u64,
     /// History each series has before its steps are scored.
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
-    warmup: i64,
+    warmup: u64,
     /// Width of the usage aggregates the strategies see (the analyzer's query resolution).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    interval: i64,
+    interval: u64,
     /// Samples a step needs to be scored [default: 200 per day of step].
     #[arg(long)]
     min_samples: Option<usize>,
@@ -136,24 +138,6 @@ fn strategies(args: &Args) -> anyhow::Result<Vec<&'static Spec>> {
     Ok(specs)
 }
 
-/// `90s`, `5m`, `1h`, `1d`, or plain seconds.
-fn parse_duration(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: i64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("invalid duration unit in {s:?} (use s, m, h or d)")),
-    };
-    Ok(n * mult)
-}
-
 fn select(list: &str) -> anyhow::Result<Vec<&'static Spec>> {
     if list.trim() == "all" {
         return Ok(strategy::ALL.iter().collect());
@@ -191,8 +175,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if specs.is_empty() {
         bail!("no strategy selected");
     }
-    let mut cfg = Config::for_step(args.step);
-    cfg.warmup = args.warmup;
+    // `parse_duration` keeps durations within i64.
+    let mut cfg = Config::for_step(args.step as i64);
+    cfg.warmup = args.warmup as i64;
     cfg.interval = u32::try_from(args.interval).context("--interval is too long")?;
     if let Some(m) = args.min_samples {
         cfg.min_samples = m;
@@ -314,8 +299,7 @@ async fn run_prometheus(args: &Args, specs: &[&'static Spec], cfg: Config) -> an
         "replay: reading {}s of history from Prometheus",
         args.window
     );
-    let (series, queries) =
-        history::load(&client, &acfg.queries, args.window.max(0) as u64, end).await?;
+    let (series, queries) = history::load(&client, &acfg.queries, args.window, end).await?;
     eprintln!(
         "replay: {} containers from {queries} queries in {:.2}s",
         series.len(),
@@ -365,18 +349,4 @@ fn print(report: &replay::Report, output: Output) -> anyhow::Result<()> {
     };
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1d"), Ok(86400));
-        assert_eq!(parse_duration("90"), Ok(90));
-        assert_eq!(parse_duration("5m"), Ok(300));
-        assert!(parse_duration("1w").is_err());
-        assert!(parse_duration("x").is_err());
-    }
 }

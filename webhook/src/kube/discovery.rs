@@ -6,6 +6,7 @@ use kube::discovery::ApiResource;
 use kube::Client;
 
 use crate::kube::error::KubeError;
+use crate::workload::WorkloadKind;
 
 /// The first of `versions` (e.g. `["autoscaling/v2", "autoscaling/v2beta2"]`) whose
 /// resource list holds `plural`, as an `ApiResource` for the dynamic API.
@@ -44,13 +45,14 @@ pub async fn pick(
 
 /// CronJobs: batch/v1 (1.21+) or batch/v1beta1 (older).
 pub async fn cronjobs(client: &Client) -> Result<ApiResource, KubeError> {
-    pick(
-        client,
-        &["batch/v1", "batch/v1beta1"],
-        "CronJob",
-        "cronjobs",
-    )
-    .await
+    let i = WorkloadKind::CronJob.info();
+    let versions: Vec<String> = i
+        .versions
+        .iter()
+        .map(|v| format!("{}/{v}", i.group))
+        .collect();
+    let versions: Vec<&str> = versions.iter().map(String::as_str).collect();
+    pick(client, &versions, i.api_kind, i.plural).await
 }
 
 /// HorizontalPodAutoscalers with resource metrics: autoscaling/v2 (1.23+) or v2beta2.

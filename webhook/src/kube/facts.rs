@@ -14,16 +14,13 @@ use crate::kube::mirror::Mirror;
 use crate::policy::schema::PriorityClassInfo;
 use crate::quantity::Resource;
 use crate::recommendation::{WorkloadKey, WorkloadKind};
+use crate::workload::{controller, OwnerFacts, OwnerRef};
 
 /// Namespace and name.
 pub type NsName = (String, String);
 
 /// The controlling owner of a ReplicaSet or Job, when it has one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
-    pub kind: String,
-    pub name: String,
-}
+pub use crate::workload::Owner;
 
 /// What an HPA scales and on which resources.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,14 +42,6 @@ pub struct WorkloadMeta {
     /// once into Rightsizings (`kube::store::migrate`).
     pub legacy_committed: Arc<BTreeMap<String, ContainerCommits>>,
 }
-
-/// The workload kinds whose metadata is watched.
-pub const WATCHED_WORKLOADS: [WorkloadKind; 4] = [
-    WorkloadKind::Deployment,
-    WorkloadKind::StatefulSet,
-    WorkloadKind::DaemonSet,
-    WorkloadKind::CronJob,
-];
 
 /// Every mirror the watchers fill.
 pub struct KubeFacts {
@@ -100,7 +89,9 @@ impl KubeFacts {
             .read()
             .iter()
             .filter(|((ns, _), t)| {
-                *ns == key.namespace && t.kind == key.kind.as_str() && t.name == key.name
+                *ns == key.namespace
+                    && WorkloadKind::from_kind(None, &t.kind) == Some(key.kind)
+                    && t.name == key.name
             })
             .flat_map(|(_, t)| t.resources.iter().copied())
             .collect();
@@ -156,14 +147,36 @@ impl KubeFacts {
 
 /// The plural resource name of a watched workload kind.
 pub fn workload_resource(kind: WorkloadKind) -> &'static str {
-    match kind {
-        WorkloadKind::Deployment => "deployments",
-        WorkloadKind::StatefulSet => "statefulsets",
-        WorkloadKind::DaemonSet => "daemonsets",
-        WorkloadKind::CronJob => "cronjobs",
-        WorkloadKind::ReplicaSet => "replicasets",
-        WorkloadKind::Job => "jobs",
-        _ => "other",
+    kind.info().plural
+}
+
+/// The ReplicaSet and Job mirrors as owner facts: the links of owner chains the
+/// watchers know (the analyzer's Pod watch feeds the same rows).
+pub struct OwnerMirrors<'a> {
+    pub replica_sets: &'a HashMap<NsName, Option<Owner>>,
+    pub jobs: &'a HashMap<NsName, Option<Owner>>,
+}
+
+impl OwnerFacts for OwnerMirrors<'_> {
+    fn controller(&self, namespace: &str, kind: &str, name: &str) -> Option<Option<Owner>> {
+        let mirror = match kind {
+            "ReplicaSet" => self.replica_sets,
+            "Job" => self.jobs,
+            _ => return None,
+        };
+        mirror
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+}
+
+impl OwnerFacts for KubeFacts {
+    fn controller(&self, namespace: &str, kind: &str, name: &str) -> Option<Option<Owner>> {
+        OwnerMirrors {
+            replica_sets: &self.replica_sets.read(),
+            jobs: &self.jobs.read(),
+        }
+        .controller(namespace, kind, name)
     }
 }
 
@@ -218,26 +231,8 @@ impl ClusterFacts for KubeFacts {
         }
     }
 
-    fn resolve_owner(&self, namespace: &str, kind: &str, name: &str) -> Option<WorkloadKey> {
-        let (mirror, top_kind) = match kind {
-            "ReplicaSet" => (&self.replica_sets, "Deployment"),
-            "Job" => (&self.jobs, "CronJob"),
-            _ => return None,
-        };
-        let owner = mirror
-            .read()
-            .get(&(namespace.to_string(), name.to_string()))?
-            .clone();
-        let (kind, name) = match owner {
-            Some(o) if o.kind == top_kind => (o.kind, o.name),
-            // Not owned by the usual controller: the object is the workload itself.
-            _ => (kind.to_string(), name.to_string()),
-        };
-        Some(WorkloadKey {
-            namespace: namespace.to_string(),
-            kind: WorkloadKind::parse(&kind)?,
-            name,
-        })
+    fn owners(&self) -> &dyn OwnerFacts {
+        self
     }
 
     fn workload_annotations(&self, key: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
@@ -249,16 +244,18 @@ impl ClusterFacts for KubeFacts {
     }
 }
 
-/// The controlling owner in an object's metadata.
+/// The controlling owner in an object's metadata ([`crate::workload::controller`]).
 pub fn controller_of(meta: &ObjectMeta) -> Option<Owner> {
-    meta.owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true))
-        .map(|o| Owner {
-            kind: o.kind.clone(),
-            name: o.name.clone(),
-        })
+    let refs = meta.owner_references.iter().flatten().map(|o| OwnerRef {
+        kind: &o.kind,
+        name: &o.name,
+        api_version: Some(&o.api_version),
+        controller: o.controller == Some(true),
+    });
+    controller(refs).map(|o| Owner {
+        kind: o.kind.to_string(),
+        name: o.name.to_string(),
+    })
 }
 
 /// Which resources an HPA (autoscaling v2 or v2beta2 JSON; same shape) scales on.

@@ -24,11 +24,12 @@ use tokio::task::JoinHandle;
 use crate::analyzer::cache::unix_now;
 use crate::analyzer::ksm::{FactsSink, WorkloadFacts};
 use crate::analyzer::mapping::NO_OWNER;
-use crate::kube::facts::{controller_of, KubeFacts, NsName, Owner};
+use crate::kube::facts::{KubeFacts, NsName, Owner, OwnerMirrors};
 use crate::kube::mirror::{self, Change, Mirror};
 use crate::quantity::{parse_bytes, parse_millicores, Resource};
 use crate::recommendation::{WorkloadKey, WorkloadKind};
 use crate::rules::Sizes;
+use crate::workload::{controller, OwnerRef};
 
 /// Namespace (shared) and pod name.
 pub type PodKey = (Arc<str>, Box<str>);
@@ -145,16 +146,18 @@ pub fn derive(pod: &Pod, names: &Names) -> Option<(PodKey, PodFacts)> {
         names.get(meta.namespace.as_deref()?),
         Box::from(meta.name.as_deref()?),
     );
-    let owner = controller_of(meta).and_then(|Owner { kind, name }| {
-        match WorkloadKind::parse(&kind)? {
-            k @ (WorkloadKind::ReplicaSet
-            | WorkloadKind::Job
-            | WorkloadKind::StatefulSet
-            | WorkloadKind::DaemonSet) => Some((k, name.into_boxed_str())),
-            // Any other controller: the pod counts as its own workload, as with
-            // kube-state-metrics rows of unknown kinds.
-            _ => None,
-        }
+    // Only kinds that run pods: any other controller makes the pod its own workload, as
+    // with kube-state-metrics rows of unknown kinds.
+    let refs = meta.owner_references.iter().flatten().map(|o| OwnerRef {
+        kind: &o.kind,
+        name: &o.name,
+        api_version: Some(&o.api_version),
+        controller: o.controller == Some(true),
+    });
+    let owner = controller(refs).and_then(|o| {
+        WorkloadKind::from_kind(o.api_version, o.kind)
+            .filter(|k| k.info().controls_pods)
+            .map(|k| (k, Box::from(o.name)))
     });
     let labels = meta.labels.as_ref();
     let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
@@ -215,9 +218,10 @@ pub struct PodStore {
     /// Deleted pods with their deletion time (unix seconds).
     retired: Mutex<HashMap<PodKey, (u64, PodFacts)>>,
     names: Names,
-    /// Owner rows of ReplicaSets and Jobs fed before, with when they were last seen:
-    /// a deleted Job's pods still resolve to its CronJob during the window.
-    owner_rows: Mutex<HashMap<(WorkloadKind, NsName), (Owner, u64)>>,
+    /// Owner rows of ReplicaSets and Jobs fed before (`None`: known to have no
+    /// controller), with when they were last seen: a deleted Job's pods still resolve
+    /// to its CronJob during the window.
+    owner_rows: Mutex<HashMap<(WorkloadKind, NsName), OwnerRow>>,
 }
 
 impl PodStore {
@@ -282,6 +286,10 @@ impl PodStore {
         let mut rows = lock(&self.owner_rows);
         let rs = facts.replica_sets.read();
         let jobs = facts.jobs.read();
+        let mirrors = OwnerMirrors {
+            replica_sets: &rs,
+            jobs: &jobs,
+        };
         let pods = live
             .iter()
             .map(|(k, p)| (k, p, true))
@@ -290,16 +298,7 @@ impl PodStore {
             if namespace.is_some_and(|n| n != &**ns) {
                 continue;
             }
-            match &p.owner {
-                None => sink.pod_owner(ns, pod, NO_OWNER, NO_OWNER),
-                Some((kind, name)) => {
-                    sink.pod_owner(ns, pod, kind.as_str(), name);
-                    feed_owner_row(&mut rows, *kind, ns, name, now, sink, &rs, &jobs);
-                }
-            }
-            if let Some(kn) = &p.knative {
-                sink.knative_pod(ns, pod, &kn.0, &kn.1);
-            }
+            feed_owners(&mut rows, (ns, pod), p, now, sink, &mirrors);
             for c in p.containers.iter() {
                 if alive {
                     sink.resources(ns, pod, &c.name, Resource::Memory, c.memory());
@@ -318,7 +317,7 @@ impl PodStore {
             if namespace.is_some_and(|n| n != ns) {
                 continue;
             }
-            let Some(kind) = WorkloadKind::parse(&t.kind) else {
+            let Some(kind) = WorkloadKind::from_kind(None, &t.kind) else {
                 continue;
             };
             for r in &t.resources {
@@ -333,32 +332,59 @@ impl PodStore {
     }
 }
 
+type OwnerRow = (Option<Owner>, u64);
+
+/// A pod's owner rows: its controller (`<none>` for none), its ReplicaSet's or Job's
+/// controller, its Knative labels.
+fn feed_owners(
+    rows: &mut HashMap<(WorkloadKind, NsName), OwnerRow>,
+    (ns, pod): (&str, &str),
+    p: &PodFacts,
+    now: u64,
+    sink: &mut dyn FactsSink,
+    mirrors: &OwnerMirrors<'_>,
+) {
+    match &p.owner {
+        None => sink.pod_owner(ns, pod, NO_OWNER, NO_OWNER),
+        Some((kind, name)) => {
+            sink.pod_owner(ns, pod, kind.info().api_kind, name);
+            feed_owner_row(rows, *kind, ns, name, now, sink, mirrors);
+        }
+    }
+    if let Some(kn) = &p.knative {
+        sink.knative_pod(ns, pod, &kn.0, &kn.1);
+    }
+}
+
 /// The owner row of a pod's ReplicaSet or Job: from the watched mirror, else as
-/// seen in an earlier cycle of the window.
-#[allow(clippy::too_many_arguments)]
+/// seen in an earlier cycle of the window. A ReplicaSet or Job known to have no
+/// controller gets a `<none>` row, so that its name is not read as a Deployment's
+/// or a CronJob's.
 fn feed_owner_row(
-    rows: &mut HashMap<(WorkloadKind, NsName), (Owner, u64)>,
+    rows: &mut HashMap<(WorkloadKind, NsName), OwnerRow>,
     kind: WorkloadKind,
     ns: &str,
     name: &str,
     now: u64,
     sink: &mut dyn FactsSink,
-    rs: &HashMap<NsName, Option<Owner>>,
-    jobs: &HashMap<NsName, Option<Owner>>,
+    mirrors: &OwnerMirrors<'_>,
 ) {
     let mirror = match kind {
-        WorkloadKind::ReplicaSet => rs,
-        WorkloadKind::Job => jobs,
+        WorkloadKind::ReplicaSet => mirrors.replica_sets,
+        WorkloadKind::Job => mirrors.jobs,
         _ => return,
     };
     let key = (kind, (ns.to_string(), name.to_string()));
-    if let Some(Some(o)) = mirror.get(&key.1) {
+    if let Some(o) = mirror.get(&key.1) {
         rows.insert(key.clone(), (o.clone(), now));
     }
     if let Some((o, _)) = rows.get(&key) {
+        let (okind, oname) = o
+            .as_ref()
+            .map_or((NO_OWNER, NO_OWNER), |o| (o.kind.as_str(), o.name.as_str()));
         match kind {
-            WorkloadKind::ReplicaSet => sink.replicaset_owner(ns, name, &o.kind, &o.name),
-            _ => sink.job_owner(ns, name, &o.kind, &o.name),
+            WorkloadKind::ReplicaSet => sink.replicaset_owner(ns, name, okind, oname),
+            _ => sink.job_owner(ns, name, okind, oname),
         }
     }
 }
@@ -440,7 +466,12 @@ mod tests {
     }
 
     fn owned_by(kind: &str, name: &str) -> Value {
-        json!({"ownerReferences": [{"apiVersion": "x/v1", "kind": kind, "name": name,
+        let api_version = match kind {
+            "Job" => "batch/v1",
+            "Node" => "v1",
+            _ => "apps/v1",
+        };
+        json!({"ownerReferences": [{"apiVersion": api_version, "kind": kind, "name": name,
             "uid": "u", "controller": true}]})
     }
 
@@ -581,3 +612,8 @@ mod tests {
         assert_eq!(store.len(), (1, 1));
     }
 }
+
+/// Admission, the Pod watch and kube-state-metrics on every owner chain.
+#[cfg(test)]
+#[path = "pods_identity_tests.rs"]
+mod identity_tests;

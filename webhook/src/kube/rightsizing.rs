@@ -392,7 +392,10 @@ pub fn container_state(c: &ContainerStatus) -> ContainerState {
 pub fn workload_key(namespace: &str, spec: &Spec) -> Option<WorkloadKey> {
     Some(WorkloadKey {
         namespace: namespace.to_string(),
-        kind: WorkloadKind::parse(&spec.workload.kind)?,
+        kind: match spec.workload.api_version.as_str() {
+            "" => WorkloadKind::from_kind(None, &spec.workload.kind)?,
+            v => WorkloadKind::from_kind(Some(v), &spec.workload.kind)?,
+        },
         name: spec.workload.name.clone(),
     })
 }

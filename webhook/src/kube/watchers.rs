@@ -25,7 +25,6 @@ use crate::cluster::QuotaRoom;
 use crate::kube::committed::{parse_annotation, COMMITTED_ANNOTATION};
 use crate::kube::facts::{
     controller_of, hpa_target, workload_resource, KubeFacts, NsName, Owner, WorkloadMeta,
-    WATCHED_WORKLOADS,
 };
 use crate::kube::mirror::{self, Change, Mirror};
 use crate::kube::sync::WatchBoard;
@@ -138,7 +137,7 @@ fn owner_of<K>(o: &PartialObjectMeta<K>) -> Option<(NsName, Option<Owner>)> {
 /// The fact watchers (every `KubeFacts` mirror).
 pub(crate) fn spawn(w: &mut Watches, cronjobs: &ApiResource, hpas: &ApiResource) -> Arc<KubeFacts> {
     let mut workloads = HashMap::new();
-    for kind in WATCHED_WORKLOADS {
+    for kind in WorkloadKind::watched() {
         workloads.insert(kind, w.new_mirror(workload_resource(kind)));
     }
     let facts = KubeFacts {

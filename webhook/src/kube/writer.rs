@@ -29,21 +29,23 @@ impl KubeWriter {
         }
     }
 
-    /// The API resource of a workload kind that can own a Rightsizing.
+    /// The API resource of a workload kind that can own a Rightsizing (CronJobs at the
+    /// version discovery found).
     fn api_resource(&self, kind: WorkloadKind) -> Result<ApiResource, KubeError> {
-        let apps = |kind: &str, plural: &str| ApiResource {
-            group: "apps".into(),
-            version: "v1".into(),
-            api_version: "apps/v1".into(),
-            kind: kind.into(),
-            plural: plural.into(),
-        };
-        Ok(match kind {
-            WorkloadKind::Deployment => apps("Deployment", "deployments"),
-            WorkloadKind::StatefulSet => apps("StatefulSet", "statefulsets"),
-            WorkloadKind::DaemonSet => apps("DaemonSet", "daemonsets"),
-            WorkloadKind::CronJob => self.cronjobs.clone(),
-            other => return Err(KubeError::UnsupportedKind(other.to_string())),
+        let i = kind.info();
+        if !i.watched {
+            return Err(KubeError::UnsupportedKind(kind.to_string()));
+        }
+        if kind == WorkloadKind::CronJob {
+            return Ok(self.cronjobs.clone());
+        }
+        let version = i.versions[0];
+        Ok(ApiResource {
+            group: i.group.into(),
+            version: version.into(),
+            api_version: format!("{}/{version}", i.group),
+            kind: i.api_kind.into(),
+            plural: i.plural.into(),
         })
     }
 

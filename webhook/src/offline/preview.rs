@@ -22,19 +22,14 @@ const CRON_MINUTES: &str = "29000000";
 /// Owner references need a uid; a preview has none.
 const PREVIEW_UID: &str = "00000000-0000-0000-0000-000000000000";
 
-/// FNV-1a 32 of the template, written with the alphabet Kubernetes uses for
-/// `pod-template-hash` (no vowels, no look-alike digits).
+/// FNV-1a 32 of the template, spelled as Kubernetes spells `pod-template-hash`.
 fn template_hash(template: &Value) -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut h: u32 = 0x811c_9dc5;
     for b in template.to_string().bytes() {
         h ^= u32::from(b);
         h = h.wrapping_mul(0x0100_0193);
     }
-    h.to_string()
-        .bytes()
-        .map(|d| ALPHABET[usize::from(d) % ALPHABET.len()] as char)
-        .collect()
+    crate::workload::names::safe_encode(&h.to_string())
 }
 
 fn owner(api_version: &str, kind: &str, name: &str) -> Value {

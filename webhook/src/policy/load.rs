@@ -15,7 +15,7 @@ pub const POLICY_KEY: &str = "policy.yaml";
 
 /// Parse one policy document (the `policy.yaml` text).
 pub fn parse_policy(source: &str, default_name: &str, text: &str) -> Result<Policy, PolicyError> {
-    let de = serde_yaml::Deserializer::from_str(text);
+    let de = serde_norway::Deserializer::from_str(text);
     let spec: PolicySpec = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -25,7 +25,7 @@ pub fn parse_policy(source: &str, default_name: &str, text: &str) -> Result<Poli
                 message: format!("{POLICY_KEY}: {inner}"),
             }
         } else {
-            // serde_yaml's message already starts with the path; the error adds it once.
+            // The YAML parser's message already starts with the path; the error adds it once.
             let message = inner.to_string();
             let message = message
                 .strip_prefix(&format!("{path}: "))
@@ -71,15 +71,15 @@ pub fn is_policy_configmap(labels: &std::collections::BTreeMap<String, String>) 
 /// policy ConfigMaps are ignored; each policy ConfigMap must be valid.
 pub fn parse_manifests(source: &str, text: &str) -> Result<Vec<Policy>, PolicyError> {
     let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = serde_yaml::Value::deserialize(doc).map_err(|e| PolicyError::Syntax {
+    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let value = serde_norway::Value::deserialize(doc).map_err(|e| PolicyError::Syntax {
             source_name: source.to_string(),
             message: format!("document {}: {e}", i + 1),
         })?;
         if value.is_null() {
             continue;
         }
-        let Ok(cm) = serde_yaml::from_value::<ConfigMapDoc>(value) else {
+        let Ok(cm) = serde_norway::from_value::<ConfigMapDoc>(value) else {
             continue;
         };
         if cm.kind.as_deref() != Some("ConfigMap") || !is_policy_configmap(&cm.metadata.labels) {

@@ -10,11 +10,7 @@
 //!
 //! Series are independent, so they are spread over threads; the reader streams.
 
-mod report;
-mod score;
-mod split;
-pub mod synthetic;
-pub mod trace;
+pub use rightsizer_core::replay::{report, score, split, synthetic, trace};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};

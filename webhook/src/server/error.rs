@@ -43,7 +43,7 @@ impl IntoResponse for HttpError {
         if matches!(self, HttpError::Busy) {
             // The apiserver's client retries a 503 that says when (see server::guard).
             resp.headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, "1".parse().unwrap());
+                .insert(http::header::RETRY_AFTER, "1".parse().unwrap());
         }
         resp
     }

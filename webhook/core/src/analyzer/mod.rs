@@ -1,0 +1,13 @@
+//! The analyzer's decisions: what a cycle recommends and commits from what it
+//! gathered (`decide`, `compute`), the Knative rules, the PromQL it asks for, and the
+//! state it remembers between cycles. Gathering, caching, storing and the loop are
+//! the I/O crate's (`rightsizer::analyzer`).
+
+pub mod cache;
+pub mod compute;
+pub mod decide;
+pub mod knative;
+pub mod queries;
+pub mod state;
+
+pub use decide::{Effect, Observation, PolicyView};

@@ -1,0 +1,187 @@
+//! The merge: a pure function from (object, policy, recommendations, cluster facts) to
+//! the object as it should be. The caller diffs the two into a JSONPatch. One module per
+//! kind of change: container resources (`resize`, by precedence in `resources`, explicit
+//! values in `explicit`, Pod-level checks in `pod`), LimitRange fitting, placement (GPU,
+//! placement rules, priority), Knative.
+
+pub mod containers;
+pub mod explicit;
+pub mod gpu;
+pub mod knative;
+pub mod limits;
+pub mod load;
+pub mod placement;
+pub mod pod;
+pub mod priority;
+pub mod record;
+pub mod resize;
+pub mod resources;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::LimitRangeSpec;
+use serde_json::Value;
+
+use crate::object::{is_knative, View, MODE_ANNOTATION, SIZED_ANNOTATION};
+use crate::policy::schema::{Mode, Policy, Target};
+use crate::recommendation::{ContainerRecommendation, WorkloadKind};
+use record::SizedRecord;
+
+/// Facts about the cluster and namespace the merge needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub namespace_labels: &'a BTreeMap<String, String>,
+    pub limit_ranges: &'a [LimitRangeSpec],
+    /// ResourceQuota room in the namespace (quota counts Pods: templates are checked for
+    /// the Pods they make).
+    pub quotas: &'a [crate::cluster::QuotaRoom],
+    /// PriorityClasses known to exist, and how that is known.
+    pub priority_classes: &'a crate::cluster::PriorityClasses,
+    /// `RIGHTSIZER_ENFORCEMENT=true`: enforce mode may apply values.
+    pub enforcement: bool,
+}
+
+/// The outcome of the merge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The object as it should be (equal to the input when nothing changes).
+    pub object: Value,
+    /// Things the user should know (sent as admission warnings).
+    pub warnings: Vec<String>,
+    /// The effective mode.
+    pub mode: Mode,
+}
+
+/// Effective mode: the policy's, narrowed by the workload annotation, and capped at
+/// observe unless enforcement is switched on globally.
+fn effective_mode(policy: &Policy, view: &View, ctx: &Context, warnings: &mut Vec<String>) -> Mode {
+    let mut mode = annotated_mode(policy.mode, view.annotation(MODE_ANNOTATION), warnings);
+    if mode == Mode::Enforce && !ctx.enforcement {
+        mode = Mode::Observe;
+    }
+    mode
+}
+
+/// The policy's mode narrowed by a `rightsizer.io/mode` annotation (admission and the
+/// analyzer both use this).
+pub fn annotated_mode(policy: Mode, annotation: Option<&str>, warnings: &mut Vec<String>) -> Mode {
+    match annotation.map(|a| (a, Mode::parse(a))) {
+        Some((_, Some(m))) => policy.min(m),
+        Some((a, None)) => {
+            warnings.push(format!(
+                "{MODE_ANNOTATION}: {a:?} is not off, observe or enforce; ignored"
+            ));
+            policy
+        }
+        None => policy,
+    }
+}
+
+/// Where each kind of change goes for this object.
+struct Placement {
+    resources: bool,
+    placement: bool,
+    knative: bool,
+}
+
+fn routes(view: &View, policy: &Policy) -> Placement {
+    let knative_identity = is_knative(view.identity.kind);
+    if view.kind == WorkloadKind::Pod {
+        let pods = policy.target == Target::Pods || !view.controlled;
+        Placement {
+            resources: pods,
+            // Knative's webhook refuses affinity and priority in templates by default.
+            placement: pods || knative_identity,
+            knative: false,
+        }
+    } else {
+        let templates = policy.target == Target::Templates;
+        Placement {
+            resources: templates,
+            placement: templates && !is_knative(view.kind),
+            knative: is_knative(view.kind),
+        }
+    }
+}
+
+/// The merge.
+pub fn plan(
+    obj: &Value,
+    view: &View,
+    policy: &Policy,
+    recs: &BTreeMap<String, ContainerRecommendation>,
+    ctx: &Context,
+) -> Decision {
+    let mut warnings = Vec::new();
+    let mode = effective_mode(policy, view, ctx, &mut warnings);
+    let mut out = obj.clone();
+    if mode == Mode::Off {
+        return Decision {
+            object: out,
+            warnings,
+            mode,
+        };
+    }
+    let place = routes(view, policy);
+    if place.resources {
+        resize::size_resources(&mut out, view, policy, recs, ctx, mode, &mut warnings);
+    }
+    if place.placement {
+        placement::apply_placement(&mut out, view, policy, ctx, &mut warnings);
+    }
+    if place.knative {
+        if let Some(k) = &policy.knative {
+            let rec = recs
+                .values()
+                .find_map(|r| r.knative.as_ref())
+                .filter(|_| mode == Mode::Enforce);
+            apply_knative(&mut out, view, k, policy, rec, &mut warnings);
+        }
+    }
+    Decision {
+        object: out,
+        warnings,
+        mode,
+    }
+}
+
+/// Knative settings, and the record of which of them are rightsizer's (in the template's
+/// `rightsizer.io/sized`, beside any container record written just before).
+fn apply_knative(
+    out: &mut Value,
+    view: &View,
+    k: &crate::policy::schema::KnativePolicy,
+    policy: &Policy,
+    rec: Option<&crate::recommendation::KnativeRecommendation>,
+    warnings: &mut Vec<String>,
+) {
+    let now = out
+        .pointer(view.pod_meta)
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(SIZED_ANNOTATION))
+        .and_then(Value::as_str);
+    let mut record = SizedRecord::parse(now);
+    let own = knative::apply(
+        out,
+        k,
+        &policy.rules.knative,
+        rec,
+        &record.knative,
+        warnings,
+    );
+    if own != record.knative {
+        record.knative = own;
+        if record.is_empty() {
+            // The user took every setting over: nothing left to record.
+            if let Some(a) = out
+                .pointer_mut(view.pod_meta)
+                .and_then(|m| m.get_mut("annotations"))
+                .and_then(Value::as_object_mut)
+            {
+                a.remove(SIZED_ANNOTATION);
+            }
+        } else if let Ok(text) = serde_json::to_string(&record) {
+            record::set_annotation(out, view.pod_meta, SIZED_ANNOTATION, text);
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Requests and limits of every container of a pod spec (app containers, init containers
+//! and native sidecars alike): one container and resource at a time by precedence
+//! (`resources::resolve`), then the Pod-level checks on the effective totals, then the
+//! `rightsizer.io/sized` and `rightsizer.io/recommendation` records.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use crate::object::{is_knative, View, RECOMMENDATION_ANNOTATION, SIZED_ANNOTATION};
+use crate::policy::schema::{ContainerValues, Mode, Policy};
+use crate::quantity::Resource;
+use crate::recommendation::{ContainerRecommendation, WorkloadKind};
+use crate::rules::Sizes;
+use crate::sizing::containers::{
+    container_name, read_sizes, restore_resource, write_resolved, Lists,
+};
+use crate::sizing::explicit::{defaults_for, overrides_for, parse_overrides_annotation};
+use crate::sizing::load::{self as load, Prediction};
+use crate::sizing::record::{
+    self, set_annotation, Applied, AppliedPair, ContainersRecord, RecommendationRecord,
+    RecommendedPair, SizedRecord,
+};
+use crate::sizing::resources::{self, Candidates, Resolved, Source};
+use crate::sizing::{limits, pod, Context};
+
+/// What every container's sizing reads.
+struct Inputs<'a> {
+    view: &'a View,
+    policy: &'a Policy,
+    recs: &'a BTreeMap<String, ContainerRecommendation>,
+    ctx: &'a Context<'a>,
+    enforce: bool,
+    annotation_overrides: BTreeMap<String, ContainerValues>,
+    predictions: BTreeMap<String, Prediction>,
+    /// How many Pods the object stands for (the quota check).
+    pods: pod::Pods,
+}
+
+/// One container and resource, sized.
+struct Sized {
+    resolved: Resolved,
+    template: Sizes,
+    recommended: Option<Sizes>,
+}
+
+/// Size the containers of the pod spec at `view.pod_spec` in `out`.
+pub(super) fn size_resources(
+    out: &mut Value,
+    view: &View,
+    policy: &Policy,
+    recs: &BTreeMap<String, ContainerRecommendation>,
+    ctx: &Context,
+    mode: Mode,
+    warnings: &mut Vec<String>,
+) {
+    let knative = is_knative(view.identity.kind);
+    let Some(before) = out.pointer(view.pod_spec).map(Lists::read) else {
+        return;
+    };
+    let existing = SizedRecord::parse(
+        view.pod_annotations
+            .get(SIZED_ANNOTATION)
+            .map(String::as_str),
+    );
+    // Already sized (by an earlier pass, or through the template): leave it.
+    let current = |name: &str, r: Resource| {
+        before
+            .find(name, knative)
+            .and_then(|c| read_sizes(c, r).ok())
+            .map(|s| (s.request, s.limit))
+    };
+    if record::still_applied(&existing, current) {
+        return;
+    }
+    let inputs = Inputs {
+        view,
+        policy,
+        recs,
+        ctx,
+        enforce: mode == Mode::Enforce,
+        annotation_overrides: parse_overrides_annotation(view, warnings),
+        predictions: load::predictions(policy, view, ctx.namespace_labels, recs, warnings),
+        pods: pod::pods_of(view.kind, out),
+    };
+    let mut after = before.clone();
+    let mut sized = ContainersRecord::new();
+    let mut recommended = RecommendationRecord::new();
+    let mut touched = BTreeSet::new();
+    for (slot, _, c) in before.entries() {
+        let Some(name) = container_name(c, knative && !slot.init) else {
+            continue;
+        };
+        if !policy.selector.sizes_container(&name) {
+            continue;
+        }
+        for r in Resource::ALL {
+            let Some(s) = size_one(&inputs, c, &name, r, warnings) else {
+                continue;
+            };
+            if let Some(p) = s.recommended {
+                recommended.entry(name.clone()).or_default().insert(
+                    r,
+                    RecommendedPair {
+                        request: p.request.map(|v| r.format(v)),
+                        limit: p.limit.map(|v| r.format(v)),
+                    },
+                );
+            }
+            let Some(target) = after.get_mut(slot) else {
+                continue;
+            };
+            if write_resolved(target, r, &s.resolved, s.template) {
+                touched.insert(r);
+                let load = inputs.predictions.get(&name).map(|p| p.load.as_str());
+                sized
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(r, applied(r, &s.resolved, load));
+            }
+        }
+    }
+    for r in touched {
+        if let Some(msg) = pod_violation(&inputs, r, &before, &after, warnings) {
+            warnings.push(format!("{r}: {msg}; {r} left as declared"));
+            undo(r, &before, &mut after, &mut sized);
+        }
+    }
+    let changed = after != before;
+    if let Some(spec) = out.pointer_mut(view.pod_spec) {
+        after.write_back(&before, spec);
+    }
+    // Sizing on a template writes its record in the template (so Pods inherit it and are
+    // left alone); the recommendation goes on the object's own metadata for workloads,
+    // because a template change would roll the workload out.
+    if changed && !sized.is_empty() {
+        let record = SizedRecord {
+            containers: sized,
+            ..existing
+        };
+        if let Ok(text) = serde_json::to_string(&record) {
+            set_annotation(out, view.pod_meta, SIZED_ANNOTATION, text);
+        }
+    }
+    if !recommended.is_empty() {
+        if let Ok(text) = serde_json::to_string(&recommended) {
+            let meta = if view.kind == WorkloadKind::Pod {
+                view.pod_meta
+            } else {
+                "/metadata"
+            };
+            set_annotation(out, meta, RECOMMENDATION_ANNOTATION, text);
+        }
+    }
+}
+
+/// One container and resource by precedence, fitted to the LimitRange's container bounds.
+/// `None` when the declared value cannot be read (left unchanged, with a warning).
+fn size_one(
+    inputs: &Inputs,
+    c: &Value,
+    name: &str,
+    r: Resource,
+    warnings: &mut Vec<String>,
+) -> Option<Sized> {
+    let policy = inputs.policy;
+    let template = match read_sizes(c, r) {
+        Ok(s) => s,
+        Err(e) => {
+            warnings.push(format!("container {name}: {r}: {e}; left unchanged"));
+            return None;
+        }
+    };
+    let rec = inputs.recs.get(name);
+    let rr = rec.and_then(|x| x.resource(r));
+    let hpa = rec.is_some_and(|x| x.hpa_resources.contains(&r));
+    let proposal = rr.and_then(|rr| resources::proposal(&policy.rules, r, rr));
+    // Load-model prediction (memory only): joins the recommendation level.
+    let prediction = inputs
+        .predictions
+        .get(name)
+        .filter(|_| r == Resource::Memory);
+    let predicted = prediction.map(|p| p.sizes);
+    let enforce = inputs.enforce;
+    let mut enforced = rr
+        .and_then(|x| x.committed.as_ref())
+        .filter(|_| enforce)
+        .map(|c| c.sizes)
+        .unwrap_or_default();
+    let may_recommend =
+        enforce && enforced == Sizes::default() && policy.enforcement.apply_recommendations;
+    let mut recommendation = match proposal {
+        Some(p) if may_recommend => {
+            let p95 = rr.and_then(|x| x.observed).map(|o| o.p95);
+            policy.rules.guarded_step(r, template, p, p95)
+        }
+        _ => Sizes::default(),
+    };
+    let mut load_model = match predicted {
+        Some(p) if may_recommend => load::join(p, &mut recommendation, template),
+        _ => Sizes::default(),
+    };
+    // An HPA on this resource's utilization divides usage by the request: changing
+    // the request would change the HPA's behaviour. The limit is not part of it.
+    if hpa
+        && (enforced.request.is_some()
+            || recommendation.request.is_some()
+            || load_model.request.is_some())
+    {
+        warnings.push(format!(
+            "container {name}: an HPA scales on {r} utilization; the {r} request is left alone"
+        ));
+        enforced.request = None;
+        recommendation.request = None;
+        load_model.request = None;
+    }
+    let candidates = Candidates {
+        overrides: overrides_for(policy, inputs.view, &inputs.annotation_overrides, name, r),
+        enforced,
+        load_model,
+        recommendation,
+        template,
+        default: if template == Sizes::default() {
+            defaults_for(policy, r)
+        } else {
+            Sizes::default()
+        },
+    };
+    let (mut resolved, mut notes) = resources::resolve(&candidates);
+    if let Some(p) = prediction {
+        notes.extend(load::notes(p, &policy.rules, &resolved, template));
+    }
+    let bounds = limits::bounds(inputs.ctx.limit_ranges, "Container", r);
+    limits::fit_container(r, &bounds, &mut resolved, &mut notes);
+    for n in notes {
+        warnings.push(format!("container {name}: {r}: {n}"));
+    }
+    Some(Sized {
+        resolved,
+        template,
+        recommended: load::larger(proposal, predicted),
+    })
+}
+
+/// Whether the sized Pod breaks a Pod-level rule for `r`: the LimitRange's Pod bounds,
+/// or the room left in a ResourceQuota (for templates, for all the Pods they make).
+fn pod_violation(
+    inputs: &Inputs,
+    r: Resource,
+    before: &Lists,
+    after: &Lists,
+    warnings: &mut Vec<String>,
+) -> Option<String> {
+    // Rule: nothing the webhook adds may get the object refused. The LimitRanger checks
+    // container and Pod min/max/maxLimitRequestRatio after this webhook (containers are
+    // fitted one by one before this); ResourceQuota admission checks the room left.
+    let ranges = inputs.ctx.limit_ranges;
+    let pod_bounds = limits::bounds(ranges, "Pod", r);
+    if pod_bounds.max.is_some() || pod_bounds.min.is_some() || pod_bounds.ratio.is_some() {
+        // Unsure is not fine: an unreadable quantity means the sums cannot be checked.
+        if after.unreadable(r) {
+            return Some(
+                "a quantity is unreadable, so the Pod LimitRange cannot be checked".into(),
+            );
+        }
+        // The LimitRanger's sums include the container defaults it fills in.
+        let c = limits::bounds(ranges, "Container", r);
+        let fill = Sizes {
+            request: c.default_request,
+            limit: c.default_limit,
+        };
+        if let Some(msg) = pod::bounds_violation(ranges, r, after.effective_filled(r, fill)) {
+            return Some(msg);
+        }
+    }
+    let totals = after.effective(r);
+    let verdict = pod::quota_check(
+        inputs.ctx.quotas,
+        r,
+        before.effective(r),
+        totals,
+        inputs.pods,
+    );
+    if let Some(w) = verdict.warning {
+        warnings.push(format!("{r}: {w}"));
+    }
+    verdict.violation
+}
+
+/// Put resource `r` back as declared in every container and drop it from the record.
+fn undo(r: Resource, before: &Lists, after: &mut Lists, sized: &mut ContainersRecord) {
+    for (slot, _, c) in before.entries() {
+        if let Some(new) = after.get_mut(slot) {
+            restore_resource(new, c, r);
+        }
+    }
+    for m in sized.values_mut() {
+        m.remove(&r);
+    }
+    sized.retain(|_, m| !m.is_empty());
+}
+
+fn applied(r: Resource, resolved: &Resolved, load: Option<&str>) -> AppliedPair {
+    let a = |s: Option<resources::Side>| {
+        s.map(|s| Applied {
+            value: r.format(s.value),
+            source: s.source,
+        })
+    };
+    let by_model = [resolved.request, resolved.limit]
+        .iter()
+        .flatten()
+        .any(|s| s.source == Source::LoadModel);
+    AppliedPair {
+        request: a(resolved.request),
+        limit: a(resolved.limit),
+        load: load.filter(|_| by_model).map(str::to_string),
+    }
+}
