@@ -761,3 +761,61 @@ async fn the_90000_container_review_is_admitted_unchanged_over_tls() {
     let body = fixture("pod-review.json");
     check_review(&conn.post(MUTATE, body.clone()).await.unwrap(), &body);
 }
+
+// ---------------------------------------------------------------------------------------
+// One `review` span per AdmissionReview (issue 14): at the default level a patched review
+// logs exactly one line, carrying the span's fields; an unpatched one logs nothing.
+
+/// `body` with another uid (and padded with spaces to `len` bytes when longer).
+fn with_uid(body: &[u8], uid: &str, len: usize) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    v["request"]["uid"] = uid.into();
+    let mut out = serde_json::to_vec(&v).unwrap();
+    out.resize(out.len().max(len), b' ');
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patched_review_logs_one_info_line_with_its_span_and_an_unchanged_one_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::generate("e2e CA", 30).unwrap();
+    let (server, _secret) = start_with_files(&tmp, &pair(&ca));
+    let mut conn = Conn::connect(
+        server.addr,
+        client_config(&[ca.cert_pem()], Proto::H1),
+        Proto::H1,
+    )
+    .await
+    .unwrap();
+    let pod = fixture("pod-review.json");
+    let deployment = fixture("deployment-review.json");
+    // Small bodies are reviewed inline, large ones (over 64 KiB) on a worker thread.
+    let cases = [
+        ("span-inline-pod", &pod, 0, true),
+        ("span-worker-pod", &pod, 100 * 1024, true),
+        ("span-inline-deployment", &deployment, 0, false),
+    ];
+    for (uid, body, len, patched) in cases {
+        let body = with_uid(body, uid, len);
+        let reply = conn.post(MUTATE, body.clone()).await.unwrap();
+        assert_eq!(check_review(&reply, &body) > 0, patched, "{uid}");
+    }
+
+    // Quotes differ between text fields and numbers; they are not what is tested.
+    let logs = server.logs().replace('"', "");
+    for (uid, _, _, patched) in cases {
+        let lines: Vec<&str> = logs.lines().filter(|l| l.contains(uid)).collect();
+        if !patched {
+            assert_eq!(lines, Vec::<&str>::new(), "{uid}");
+            continue;
+        }
+        assert_eq!(lines.len(), 1, "{uid}:\n{logs}");
+        let line = lines[0];
+        let fields = format!(
+            "review{{uid={uid} kind=Pod namespace=shop name= operation=CREATE outcome=patched duration_ms="
+        );
+        for want in [" INFO ", fields.as_str(), "review patched patch_ops="] {
+            assert!(line.contains(want), "{want:?} not in {line}");
+        }
+    }
+}

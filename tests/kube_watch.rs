@@ -2324,3 +2324,195 @@ fn cronjob_with_job(
         "spec": {"template": template}});
     plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&j.to_string()));
 }
+
+// ---------------------------------------------------------------------------------------
+// Readiness gated on the watchers' first lists (issue 14): `rightsizer serve` as an
+// identity with the shipped RBAC minus one resource stays unready naming that watcher,
+// and turns ready once the permission is granted.
+
+const PROBE_NS: &str = "readiness-probe";
+const PROBE_SA: &str = "system:serviceaccount:readiness-probe:rightsizer";
+
+/// GET on the admin port: status and body.
+async fn admin_status(admin: std::net::SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .get(format!("http://{admin}{path}"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await.map_err(|e| e.to_string())?))
+}
+
+/// The shipped ClusterRole and Role, granted to the ServiceAccount `rightsizer` of
+/// `PROBE_NS` (the Role in that namespace), without `resource` in any rule.
+fn shipped_rbac_without(plane: &ControlPlane, resource: &str) {
+    let shipped = |args: &[&str]| -> Value {
+        serde_json::from_str(&plane.kubectl_ok(args, None)).expect("kubectl JSON")
+    };
+    let subject = json!([{"kind": "ServiceAccount", "name": "rightsizer", "namespace": PROBE_NS}]);
+    let mut cluster_role = shipped(&["get", "clusterrole", "rightsizer", "-o", "json"]);
+    let mut rules = cluster_role["rules"].as_array().expect("rules").clone();
+    for rule in &mut rules {
+        let kept: Vec<Value> = rule["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .filter(|r| r.as_str() != Some(resource))
+            .cloned()
+            .collect();
+        rule["resources"] = json!(kept);
+    }
+    rules.retain(|r| !r["resources"].as_array().unwrap().is_empty());
+    cluster_role["rules"] = json!(rules);
+    cluster_role["metadata"] = json!({"name": PROBE_NS});
+    let mut role = shipped(&[
+        "get",
+        "role",
+        "rightsizer",
+        "-n",
+        "rightsizer-system",
+        "-o",
+        "json",
+    ]);
+    role["metadata"] = json!({"name": "rightsizer", "namespace": PROBE_NS});
+    let docs = [
+        cluster_role,
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": PROBE_NS},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": PROBE_NS},
+            "subjects": subject}),
+        role,
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "rightsizer", "namespace": PROBE_NS},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "rightsizer"},
+            "subjects": subject}),
+    ];
+    for doc in docs {
+        plane.kubectl_ok(&["apply", "-f", "-"], Some(&doc.to_string()));
+    }
+}
+
+/// Grant list/watch on resourcequotas to the probe's ServiceAccount.
+fn grant_quotas(plane: &ControlPlane) {
+    let name = format!("{PROBE_NS}-quotas");
+    let docs = [
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["list", "watch"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "rightsizer", "namespace": PROBE_NS}]}),
+    ];
+    for doc in docs {
+        plane.kubectl_ok(&["apply", "-f", "-"], Some(&doc.to_string()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_every_watchers_first_list() {
+    let (_guard, plane) = plane_or_skip!();
+    namespace(plane, PROBE_NS, &[]);
+    shipped_rbac_without(plane, "resourcequotas");
+    let dir = plane.dir.join(PROBE_NS);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tls = cluster::generate_tls(&dir);
+    let addr = format!("127.0.0.1:{}", cluster::free_port())
+        .parse()
+        .unwrap();
+    let args = ["--own-namespace", PROBE_NS].map(String::from);
+    let webhook = cluster::Webhook::start(
+        addr,
+        &tls,
+        &plane.kubeconfig_as(PROBE_SA),
+        &args,
+        &[("POD_NAME", PROBE_NS)],
+        dir.join("serve.log"),
+    )
+    .expect("serve starts");
+    let admin = webhook.admin;
+
+    // Every other watcher lists; the quota watcher cannot, so /readyz names it alone.
+    let only_quotas = r#"{"error":"not ready: waiting for the first list of: resourcequotas"}"#;
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let r = admin_status(admin, "/readyz").await;
+        let done = matches!(&r, Ok((503, body)) if body == only_quotas);
+        seen.push(r);
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        seen.last().cloned(),
+        Some(Ok((503, only_quotas.to_string()))),
+        "answers: {seen:?}\n{}",
+        webhook.log_text()
+    );
+    // It stays so while the permission is missing (the watch keeps retrying).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        admin_status(admin, "/readyz").await,
+        Ok((503, only_quotas.to_string()))
+    );
+    let (_, text) = admin_status(admin, "/metrics").await.expect("/metrics");
+    let value = |family: &str, resource: &str| {
+        cluster::counter_sum(&text, family, &[("resource", resource)])
+    };
+    assert_eq!(
+        value("rightsizer_watch_synced", "resourcequotas"),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        value("rightsizer_watch_synced", "limitranges"),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        value("rightsizer_watch_errors_total", "resourcequotas") >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value("rightsizer_watch_errors_total", "limitranges"),
+        0.0,
+        "{text}"
+    );
+
+    grant_quotas(plane);
+    let granted = Instant::now();
+    let ready = until_async(Duration::from_secs(60), || async {
+        matches!(admin_status(admin, "/readyz").await, Ok((200, _))).then_some(())
+    })
+    .await;
+    eprintln!(
+        "readyz: 200 {:.1} s after list on resourcequotas was granted",
+        granted.elapsed().as_secs_f64()
+    );
+    let (_, text) = admin_status(admin, "/metrics").await.expect("/metrics");
+    let synced = cluster::counter_sum(
+        &text,
+        "rightsizer_watch_synced",
+        &[("resource", "resourcequotas")],
+    );
+    let log = webhook.log_text();
+    drop(webhook);
+    for kind in ["clusterrolebinding", "clusterrole"] {
+        for name in [PROBE_NS.to_string(), format!("{PROBE_NS}-quotas")] {
+            plane.kubectl_ok(&["delete", kind, &name, "--ignore-not-found"], None);
+        }
+    }
+    assert!(
+        ready.is_some(),
+        "still unready 60 s after the grant:\n{log}"
+    );
+    assert_eq!(synced, 1.0, "{text}");
+}

@@ -109,6 +109,9 @@ pub struct RequestIn<'a> {
     sub_resource: Option<String>,
     #[serde(default)]
     namespace: Option<String>,
+    /// Empty on a CREATE with `generateName` (the apiserver names it later).
+    #[serde(default)]
+    name: Option<String>,
     operation: String,
     #[serde(default, borrow)]
     object: Option<&'a RawValue>,
@@ -453,6 +456,16 @@ impl RequestIn<'_> {
     /// See [`Reviewed::operation`].
     pub fn operation_label(&self) -> &'static str {
         operation_label(&self.operation)
+    }
+
+    /// `request.namespace` (empty for cluster-scoped objects), for logs.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("")
+    }
+
+    /// `request.name`, for logs.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
     }
 
     /// What answering it unchanged needs, owned (it outlives the body).

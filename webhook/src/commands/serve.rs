@@ -207,7 +207,7 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
             .context("connecting to the Kubernetes API (use --kube never to run without it)")?;
         let handles =
             rightsizer::kube::start(client, &args.own_namespace, store.clone(), registry).await?;
-        // Ready once the first lists are in (the policy watcher marks the store ready).
+        // Ready once every watcher has its first list (see `readiness` below).
         facts = handles.facts.clone();
         Some(handles)
     } else {
@@ -275,13 +275,20 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
         facts,
         config,
     ));
-    let readiness = Readiness::from_fn(move || {
+    let mut gates = vec![Readiness::from_fn(move || {
         if store.is_ready() {
             Ok(())
         } else {
             Err("policies not loaded".to_string())
         }
-    });
+    })];
+    if let Some(k) = &kube {
+        // Facts admission reads (quotas, LimitRanges, HPAs, owners, committed values)
+        // are complete only after each watcher's first list; later relists keep it ready.
+        let board = k.board.clone();
+        gates.push(Readiness::from_fn(move || board.check()));
+    }
+    let readiness = Readiness::all(gates);
     Ok(Admission {
         admitter,
         recommendations,

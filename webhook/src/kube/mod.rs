@@ -20,6 +20,7 @@ pub mod policies;
 pub mod rightsizing;
 pub mod selfcert;
 pub mod store;
+pub mod sync;
 mod watchers;
 pub mod writer;
 
@@ -36,6 +37,7 @@ pub use events::{EventLimits, Published, Recorder};
 pub use facts::KubeFacts;
 pub use leader::{Leader, LeaseTimings, LEASE_NAME};
 pub use store::{CommittedOverlay, KubeStore};
+pub use sync::WatchBoard;
 pub use writer::KubeWriter;
 
 use crate::analyzer::state::CommitStore;
@@ -80,10 +82,13 @@ pub struct KubeHandles {
     /// Posts Events (leader only).
     pub writer: Arc<KubeWriter>,
     pub recorder: Arc<Recorder>,
-    /// Pods for the analyzer when kube-state-metrics is absent (not in `wait_synced`).
+    /// Pods for the analyzer when kube-state-metrics is absent. Not on the board's
+    /// readiness gate: admission never reads them, and the watch starts and stops with
+    /// kube-state-metrics' absence.
     pub pods: Arc<pods::PodWatch>,
+    /// Which watchers have their first list (`/readyz`, `rightsizer_watch_synced`).
+    pub board: Arc<WatchBoard>,
     tasks: Vec<JoinHandle<()>>,
-    policies_synced: Arc<mirror::Mirror<String, policies::PolicySource>>,
 }
 
 impl KubeHandles {
@@ -97,19 +102,9 @@ impl KubeHandles {
         self.store.clone()
     }
 
-    /// Whether every watcher (policies and Rightsizings included) has its first list.
-    pub fn is_synced(&self) -> bool {
-        self.policies_synced.is_synced() && self.facts.is_synced() && self.store.is_synced()
-    }
-
-    /// Wait for every watcher's first complete list.
+    /// Wait for every watcher's first complete list (policies and Rightsizings included).
     pub async fn wait_synced(&self, timeout: Duration) -> Result<(), KubeError> {
-        let all = async {
-            self.policies_synced.synced().await;
-            self.facts.synced().await;
-            self.store.synced().await;
-        };
-        tokio::time::timeout(timeout, all)
+        tokio::time::timeout(timeout, self.board.synced())
             .await
             .map_err(|_| KubeError::SyncTimeout(timeout))
     }
@@ -178,33 +173,31 @@ pub async fn start_with(
     );
     leader.register_metrics(registry);
 
-    let mut spawned = watchers::spawn(client.clone(), &cronjobs, &hpas, registry);
-    let policy_mirror = mirror::Mirror::new(spawned.gauge("policyconfigmaps"));
-    spawned.tasks.push(tokio::spawn(policies::run(
-        client.clone(),
+    let mut w = watchers::Watches {
+        client: client.clone(),
+        board: WatchBoard::new(registry),
+        tasks: Vec::new(),
+    };
+    let facts = watchers::spawn(&mut w, &cronjobs, &hpas);
+    policies::watch(
+        &mut w,
         own_namespace.to_string(),
         policies,
-        policy_mirror.clone(),
         recorder.clone(),
-    )));
-    spawned.tasks.push(tokio::spawn(leader.clone().run()));
+    );
+    w.tasks.push(tokio::spawn(leader.clone().run()));
 
-    let pods = pods::PodWatch::new(client.clone(), spawned.facts.clone(), spawned.gauge("pods"));
-    let rsz_mirror = mirror::Mirror::new(spawned.gauge("rightsizings"));
-    let facts = spawned.facts.clone();
+    let pods = pods::PodWatch::new(client.clone(), facts.clone(), w.board.size("pods"));
+    let rsz_mirror = w.new_mirror("rightsizings");
     let writer = Arc::new(KubeWriter::new(facts.clone(), recorder.clone(), cronjobs));
-    spawned.tasks.push(tokio::spawn(KubeStore::watch(
-        client.clone(),
-        rsz_mirror.clone(),
-    )));
+    KubeStore::watch(&mut w, rsz_mirror.clone());
     let store = Arc::new(KubeStore::new(
         client,
         rsz_mirror,
         writer.clone(),
         facts.clone(),
     ));
-    spawned
-        .tasks
+    w.tasks
         .push(tokio::spawn(migrate_once(store.clone(), leader.clone())));
     Ok(KubeHandles {
         facts,
@@ -213,8 +206,8 @@ pub async fn start_with(
         writer,
         recorder,
         pods,
-        tasks: spawned.tasks,
-        policies_synced: policy_mirror,
+        board: w.board,
+        tasks: w.tasks,
     })
 }
 

@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::watcher;
-use kube::runtime::WatchStreamExt;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::kube::events::{EventType, Recorder, Target};
-use crate::kube::mirror::{self, Change, Mirror};
+use crate::kube::mirror::{Change, Mirror};
+use crate::kube::watchers::Watches;
 use crate::policy::load::POLICY_LABEL;
 use crate::policy::PolicyStore;
 
@@ -54,20 +54,20 @@ fn derive(cm: &ConfigMap) -> Option<(String, PolicySource)> {
     ))
 }
 
-/// Watch the policy ConfigMaps of `namespace` until the task is dropped.
-pub async fn run(
-    client: Client,
+/// Watch the policy ConfigMaps of `namespace` into `store`; the store is marked ready
+/// at the first complete list.
+pub(crate) fn watch(
+    w: &mut Watches,
     namespace: String,
     store: Arc<PolicyStore>,
-    mirror: Arc<Mirror<String, PolicySource>>,
     recorder: Arc<Recorder>,
 ) {
-    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let api: Api<ConfigMap> = Api::namespaced(w.client.clone(), &namespace);
     let config = watcher::Config::default().labels(&format!("{POLICY_LABEL}=true"));
-    let stream = watcher(api, config).default_backoff();
     let (tx, mut rx) = mpsc::unbounded_channel::<(Target, String)>();
-    // Events are posted off the watch loop so a slow apiserver does not delay policies.
-    let poster = tokio::spawn(async move {
+    // Events are posted off the watch loop so a slow apiserver does not delay policies;
+    // the poster ends when the watch (holding `tx`) does.
+    w.tasks.push(tokio::spawn(async move {
         while let Some((target, message)) = rx.recv().await {
             if let Err(e) = recorder
                 .publish(&target, EventType::Warning, REJECTED_REASON, &message)
@@ -76,13 +76,14 @@ pub async fn run(
                 tracing::warn!(error = %e, "could not post the PolicyRejected Event");
             }
         }
-    });
+    }));
+    let mirror: Arc<Mirror<String, PolicySource>> = w.new_mirror("policyconfigmaps");
     let ns = namespace.clone();
-    let first_sync = mirror.clone();
-    let on_change = |change: Change<'_, String, PolicySource>| match change {
+    let applied = store.clone();
+    let on_change = move |change: Change<'_, String, PolicySource>| match change {
         Change::Upsert(name, src) => {
             let source = source_name(&ns, name);
-            match store.apply(&source, &src.text) {
+            match applied.apply(&source, &src.text) {
                 Ok(true) => tracing::info!(policy = %source, "policy applied"),
                 Ok(false) => {}
                 Err(e) => {
@@ -101,21 +102,16 @@ pub async fn run(
         }
         Change::Remove(name, _) => {
             let source = source_name(&ns, name);
-            if store.remove(&source) {
+            if applied.remove(&source) {
                 tracing::info!(policy = %source, "policy removed");
             }
         }
     };
-    let watch = mirror::run("policy-configmaps", stream, mirror, derive, on_change);
-    let ready = async {
-        first_sync.synced().await;
+    let first_list = mirror.clone();
+    w.mirror("policyconfigmaps", api, config, mirror, derive, on_change);
+    w.tasks.push(tokio::spawn(async move {
+        first_list.synced().await;
         // Policies from the cluster are in: admission may serve.
         store.mark_ready();
-        std::future::pending::<()>().await
-    };
-    tokio::select! {
-        _ = watch => {}
-        _ = ready => {}
-    }
-    poster.abort();
+    }));
 }

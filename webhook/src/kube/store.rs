@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use kube::api::{DynamicObject, ObjectMeta, PostParams};
-use kube::runtime::watcher::{self, watcher};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -20,8 +19,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use crate::analyzer::state::{CommitStore, ContainerState, Saved, State, StoreError};
 use crate::kube::error::KubeError;
 use crate::kube::facts::{KubeFacts, NsName};
-use crate::kube::mirror::{self, Mirror};
+use crate::kube::mirror::Mirror;
 use crate::kube::rightsizing::{self, Spec, Status, WorkloadRef};
+use crate::kube::watchers::Watches;
 use crate::kube::writer::KubeWriter;
 use crate::quantity::Resource;
 use crate::recommendation::{
@@ -84,19 +84,17 @@ impl KubeStore {
         }
     }
 
-    /// The watch that fills the mirror (spawned by `kube::start`).
-    pub(crate) fn watch(
-        client: Client,
-        m: Arc<Mirror<NsName, Stored>>,
-    ) -> impl std::future::Future<Output = ()> {
-        let api = Api::<DynamicObject>::all_with(client, &rightsizing::api_resource());
-        mirror::run(
+    /// The watch that fills the mirror (started by `kube::start`).
+    pub(crate) fn watch(w: &mut Watches, m: Arc<Mirror<NsName, Stored>>) {
+        let api = Api::<DynamicObject>::all_with(w.client.clone(), &rightsizing::api_resource());
+        w.mirror(
             "rightsizings",
-            watcher(api, watcher::Config::default()).default_backoff(),
+            api,
+            watcher::Config::default(),
             m,
             stored,
             |_| {},
-        )
+        );
     }
 
     pub fn is_synced(&self) -> bool {

@@ -1,9 +1,13 @@
-//! Spawning the fact watchers. Metadata-only watches where the metadata suffices
-//! (namespaces, ReplicaSets, Jobs, workloads), so specs never cross the wire.
+//! Starting the watchers through one generic arm (`Watches::mirror`: watch, mirror,
+//! metrics, readiness), and the fact watchers. Metadata-only watches where the metadata
+//! suffices (namespaces, ReplicaSets, Jobs, workloads), so specs never cross the wire.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::hash::Hash;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
@@ -13,11 +17,8 @@ use kube::api::{DynamicObject, ObjectMeta, PartialObjectMeta};
 use kube::discovery::ApiResource;
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
-use kube::{Api, Client, ResourceExt};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
 use crate::cluster::QuotaRoom;
@@ -26,26 +27,50 @@ use crate::kube::facts::{
     controller_of, hpa_target, workload_resource, KubeFacts, NsName, Owner, WorkloadMeta,
 };
 use crate::kube::mirror::{self, Change, Mirror};
+use crate::kube::sync::WatchBoard;
 use crate::policy::schema::PriorityClassInfo;
 use crate::recommendation::WorkloadKind;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResourceLabel {
-    resource: &'static str,
-}
-
-pub(crate) struct Spawned {
-    pub facts: Arc<KubeFacts>,
+/// Starts watches: one generic arm for every watcher, each tracked on the board
+/// (sizes, errors, first list) and each a task ended by `KubeHandles::shutdown`.
+pub(crate) struct Watches {
+    pub client: Client,
+    pub board: Arc<WatchBoard>,
     pub tasks: Vec<JoinHandle<()>>,
-    sizes: Family<ResourceLabel, Gauge>,
 }
 
-impl Spawned {
-    /// The `rightsizer_watch_objects` gauge of one resource.
-    pub fn gauge(&self, resource: &'static str) -> Gauge {
-        self.sizes
-            .get_or_create(&ResourceLabel { resource })
-            .clone()
+impl Watches {
+    /// An empty mirror sized on the board as `resource`.
+    pub fn new_mirror<Key: Eq + Hash, V>(&self, resource: &'static str) -> Arc<Mirror<Key, V>> {
+        Mirror::new(self.board.size(resource))
+    }
+
+    /// Watch `api` into `mirror` (see [`mirror::run`]), gating readiness on its first
+    /// complete list; failed calls are counted and retried with backoff.
+    pub fn mirror<K, Key, V>(
+        &mut self,
+        resource: &'static str,
+        api: Api<K>,
+        config: watcher::Config,
+        mirror: Arc<Mirror<Key, V>>,
+        derive: impl Fn(&K) -> Option<(Key, V)> + Send + 'static,
+        on_change: impl FnMut(Change<'_, Key, V>) + Send + 'static,
+    ) where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+        Key: Eq + Hash + Clone + Send + Sync + 'static,
+        V: Send + Sync + 'static,
+    {
+        let errors = self.board.errors(resource);
+        let stream = watcher(api, config).default_backoff().inspect(move |r| {
+            if r.is_err() {
+                errors.inc();
+            }
+        });
+        let first_list = self.board.track(resource, &mirror);
+        let watch = mirror::run(resource, stream, mirror, derive, on_change);
+        self.tasks.push(tokio::spawn(async move {
+            futures::join!(watch, first_list);
+        }));
     }
 }
 
@@ -109,158 +134,104 @@ fn owner_of<K>(o: &PartialObjectMeta<K>) -> Option<(NsName, Option<Owner>)> {
     Some((ns_name(&o.metadata), controller_of(&o.metadata)))
 }
 
-pub(crate) fn spawn(
-    client: Client,
-    cronjobs: &ApiResource,
-    hpas: &ApiResource,
-    registry: &mut Registry,
-) -> Spawned {
-    let sizes = Family::<ResourceLabel, Gauge>::default();
-    registry.register(
-        "rightsizer_watch_objects",
-        "Objects held by the watchers, by resource",
-        sizes.clone(),
-    );
-    let gauge = |resource: &'static str| sizes.get_or_create(&ResourceLabel { resource }).clone();
+/// The fact watchers (every `KubeFacts` mirror).
+pub(crate) fn spawn(w: &mut Watches, cronjobs: &ApiResource, hpas: &ApiResource) -> Arc<KubeFacts> {
     let mut workloads = HashMap::new();
     for kind in WorkloadKind::watched() {
-        workloads.insert(kind, Mirror::new(gauge(workload_resource(kind))));
+        workloads.insert(kind, w.new_mirror(workload_resource(kind)));
     }
     let facts = KubeFacts {
-        namespaces: Mirror::new(gauge("namespaces")),
-        limit_ranges: Mirror::new(gauge("limitranges")),
-        quotas: Mirror::new(gauge("resourcequotas")),
-        priority_classes: Mirror::new(gauge("priorityclasses")),
-        replica_sets: Mirror::new(gauge("replicasets")),
-        jobs: Mirror::new(gauge("jobs")),
-        hpas: Mirror::new(gauge("horizontalpodautoscalers")),
+        namespaces: w.new_mirror("namespaces"),
+        limit_ranges: w.new_mirror("limitranges"),
+        quotas: w.new_mirror("resourcequotas"),
+        priority_classes: w.new_mirror("priorityclasses"),
+        replica_sets: w.new_mirror("replicasets"),
+        jobs: w.new_mirror("jobs"),
+        hpas: w.new_mirror("horizontalpodautoscalers"),
         workloads,
     };
-    let mut tasks = Vec::new();
     let cfg = watcher::Config::default;
-    let t = &mut tasks;
+    let client = w.client.clone();
 
-    t.push(tokio::spawn(mirror::run(
+    w.mirror(
         "namespaces",
-        watcher(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            cfg(),
-        )
-        .default_backoff(),
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        cfg(),
         facts.namespaces.clone(),
-        |o: &PartialObjectMeta<Namespace>| {
-            Some((o.name_any(), o.metadata.labels.clone().unwrap_or_default()))
-        },
+        |o| Some((o.name_any(), o.metadata.labels.clone().unwrap_or_default())),
         ignore,
-    )));
-    t.push(tokio::spawn(mirror::run(
+    );
+    w.mirror(
         "limitranges",
-        watcher(Api::<LimitRange>::all(client.clone()), cfg()).default_backoff(),
+        Api::<LimitRange>::all(client.clone()),
+        cfg(),
         facts.limit_ranges.clone(),
-        |o: &LimitRange| Some((ns_name(&o.metadata), o.spec.clone().unwrap_or_default())),
+        |o| Some((ns_name(&o.metadata), o.spec.clone().unwrap_or_default())),
         ignore,
-    )));
-    t.push(tokio::spawn(mirror::run(
+    );
+    w.mirror(
         "resourcequotas",
-        watcher(Api::<ResourceQuota>::all(client.clone()), cfg()).default_backoff(),
+        Api::<ResourceQuota>::all(client.clone()),
+        cfg(),
         facts.quotas.clone(),
-        |o: &ResourceQuota| Some((ns_name(&o.metadata), quota_room(o))),
+        |o| Some((ns_name(&o.metadata), quota_room(o))),
         ignore,
-    )));
-    t.push(tokio::spawn(mirror::run(
+    );
+    w.mirror(
         "priorityclasses",
-        watcher(Api::<PriorityClass>::all(client.clone()), cfg()).default_backoff(),
+        Api::<PriorityClass>::all(client.clone()),
+        cfg(),
         facts.priority_classes.clone(),
-        |o: &PriorityClass| {
-            Some((
-                o.name_any(),
-                PriorityClassInfo {
-                    value: o.value,
-                    preemption_policy: o.preemption_policy.clone(),
-                },
-            ))
+        |o| {
+            let info = PriorityClassInfo {
+                value: o.value,
+                preemption_policy: o.preemption_policy.clone(),
+            };
+            Some((o.name_any(), info))
         },
         ignore,
-    )));
-    t.push(tokio::spawn(mirror::run(
+    );
+    w.mirror(
         "replicasets",
-        watcher(
-            Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
-            cfg(),
-        )
-        .default_backoff(),
+        Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
+        cfg(),
         facts.replica_sets.clone(),
-        owner_of::<ReplicaSet>,
+        owner_of,
         ignore,
-    )));
-    t.push(tokio::spawn(mirror::run(
+    );
+    w.mirror(
         "jobs",
-        watcher(Api::<PartialObjectMeta<Job>>::all(client.clone()), cfg()).default_backoff(),
+        Api::<PartialObjectMeta<Job>>::all(client.clone()),
+        cfg(),
         facts.jobs.clone(),
-        owner_of::<Job>,
+        owner_of,
         ignore,
-    )));
-    t.push(tokio::spawn(mirror::run(
+    );
+    w.mirror(
         "horizontalpodautoscalers",
-        watcher(Api::<DynamicObject>::all_with(client.clone(), hpas), cfg()).default_backoff(),
+        Api::<DynamicObject>::all_with(client.clone(), hpas),
+        cfg(),
         facts.hpas.clone(),
-        |o: &DynamicObject| Some((ns_name(&o.metadata), hpa_target(o.data.get("spec")?)?)),
+        |o| Some((ns_name(&o.metadata), hpa_target(o.data.get("spec")?)?)),
         ignore,
-    )));
+    );
     for (kind, m) in &facts.workloads {
-        let m = m.clone();
-        let derive = |o: &ObjectMeta| Some((ns_name(o), workload_meta(o)));
-        let task = match kind {
-            WorkloadKind::Deployment => tokio::spawn(mirror::run(
-                "deployments",
-                watcher(
-                    Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
-                    cfg(),
-                )
-                .default_backoff(),
-                m,
-                move |o: &PartialObjectMeta<Deployment>| derive(&o.metadata),
-                ignore,
-            )),
-            WorkloadKind::StatefulSet => tokio::spawn(mirror::run(
-                "statefulsets",
-                watcher(
-                    Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()),
-                    cfg(),
-                )
-                .default_backoff(),
-                m,
-                move |o: &PartialObjectMeta<StatefulSet>| derive(&o.metadata),
-                ignore,
-            )),
-            WorkloadKind::DaemonSet => tokio::spawn(mirror::run(
-                "daemonsets",
-                watcher(
-                    Api::<PartialObjectMeta<DaemonSet>>::all(client.clone()),
-                    cfg(),
-                )
-                .default_backoff(),
-                m,
-                move |o: &PartialObjectMeta<DaemonSet>| derive(&o.metadata),
-                ignore,
-            )),
-            _ => tokio::spawn(mirror::run(
-                "cronjobs",
-                watcher(
-                    Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), cronjobs),
-                    cfg(),
-                )
-                .default_backoff(),
-                m,
-                move |o: &PartialObjectMeta<DynamicObject>| derive(&o.metadata),
-                ignore,
-            )),
+        // Every workload kind through one metadata-only type: the kind is in the
+        // ApiResource (CronJob's version comes from discovery).
+        let resource = match kind {
+            WorkloadKind::Deployment => ApiResource::erase::<Deployment>(&()),
+            WorkloadKind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
+            WorkloadKind::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
+            _ => cronjobs.clone(),
         };
-        t.push(task);
+        w.mirror(
+            workload_resource(*kind),
+            Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &resource),
+            cfg(),
+            m.clone(),
+            |o| Some((ns_name(&o.metadata), workload_meta(&o.metadata))),
+            ignore,
+        );
     }
-    Spawned {
-        facts: Arc::new(facts),
-        tasks,
-        sizes,
-    }
+    Arc::new(facts)
 }

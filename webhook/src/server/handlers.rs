@@ -10,12 +10,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::BytesMut;
 use http_body_util::BodyExt;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use super::error::HttpError;
 use super::guard::Slot;
 use super::metrics::{self, ServerMetrics};
 use super::AppState;
-use crate::admission::{self, Envelope, Outcome, ReviewError, Reviewed};
+use crate::admission::{self, Envelope, Outcome, RequestIn, ReviewError, Reviewed};
 
 /// Largest AdmissionReview body accepted (the apiserver's own request limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -24,20 +26,69 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// [`ReviewLimits::inline_max_bytes`](super::ReviewLimits) runs on a blocking thread (one
 /// per core) and is answered "admitted unchanged" when it does not finish before the
 /// deadline the apiserver's `?timeout=` sets; a smaller one is answered inline.
+///
+/// Each review runs in a `review` span (uid, kind, namespace, name, operation, outcome,
+/// duration_ms): every line logged while reviewing carries them. A review that patched or
+/// admitted with a warning ends with one info line; the others (unchanged, skipped, and
+/// failures already logged where they happened) with a debug line.
 pub async fn mutate(State(st): State<AppState>, req: Request) -> Result<Response, HttpError> {
     let started = Instant::now();
-    let result = review(&st, req, started).await;
+    let span = tracing::info_span!(
+        "review",
+        uid = Empty,
+        kind = Empty,
+        namespace = Empty,
+        name = Empty,
+        operation = Empty,
+        outcome = Empty,
+        duration_ms = Empty,
+    );
+    let result = review(&st, req, started, &span)
+        .instrument(span.clone())
+        .await;
+    let took = started.elapsed();
+    let outcome = match &result {
+        Ok(r) => {
+            st.metrics.observe_review(r, took);
+            r.outcome.as_str()
+        }
+        Err(e) => {
+            st.metrics.observe_rejected(outcome_of(e), took);
+            outcome_of(e)
+        }
+    };
+    span.record("outcome", outcome);
+    // Microsecond resolution: a shortest-form number, not 1.2083389999999998.
+    span.record("duration_ms", (took.as_secs_f64() * 1e6).round() / 1e3);
+    let _entered = span.enter();
     match &result {
-        Ok(r) => st.metrics.observe_review(r, started.elapsed()),
-        Err(e) => st
-            .metrics
-            .observe_rejected(outcome_of(e), started.elapsed()),
+        Ok(r) if matches!(r.outcome, Outcome::Patched) => {
+            tracing::info!(patch_ops = r.patch_ops, "review patched");
+        }
+        Ok(r) if matches!(r.outcome, Outcome::Invalid | Outcome::Capped) => {
+            tracing::info!("review admitted unchanged with a warning");
+        }
+        _ => tracing::debug!("review answered"),
     }
     let r = result?;
     Ok(([(header::CONTENT_TYPE, "application/json")], r.body).into_response())
 }
 
-async fn review(st: &AppState, req: Request, started: Instant) -> Result<Reviewed, HttpError> {
+/// Fill the span's fields from the parsed request.
+fn describe(span: &Span, req: &RequestIn<'_>) {
+    span.record("uid", req.uid());
+    span.record("kind", req.kind_label());
+    span.record("namespace", req.namespace());
+    span.record("name", req.name());
+    span.record("operation", req.operation_label());
+}
+
+async fn review(
+    st: &AppState,
+    req: Request,
+    started: Instant,
+    span: &Span,
+) -> Result<Reviewed, HttpError> {
     let guard = &st.guard;
     let deadline = guard.deadline(started.into(), req.uri().query());
     let mut slot = guard.enter().ok_or(HttpError::Busy)?;
@@ -53,6 +104,7 @@ async fn review(st: &AppState, req: Request, started: Instant) -> Result<Reviewe
         let req = admission::parse(&body).inspect_err(|e| {
             tracing::info!(error = %e, "rejected review body");
         })?;
+        describe(span, &req);
         return Ok(st.admitter.answer(&req));
     }
     let Some(worker) = guard.worker(deadline).await else {
@@ -60,10 +112,13 @@ async fn review(st: &AppState, req: Request, started: Instant) -> Result<Reviewe
     };
     let (env_tx, mut env_rx) = tokio::sync::oneshot::channel::<Envelope>();
     let admitter = st.admitter.clone();
+    let span = span.clone();
     // The compute slot is held until the work ends, even if the answer went out first.
     let work = tokio::task::spawn_blocking(move || {
         let _worker = worker;
+        let _entered = span.enter();
         let req = admission::parse(&body)?;
+        describe(&span, &req);
         let _ = env_tx.send(req.envelope());
         Ok::<_, ReviewError>(admitter.answer(&req))
     });

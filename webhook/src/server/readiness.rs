@@ -27,6 +27,18 @@ impl Readiness {
         })
     }
 
+    /// Ready when every check is; otherwise the reasons of all that are not, in order.
+    pub fn all(checks: Vec<Readiness>) -> Self {
+        Readiness::from_fn(move || {
+            let why: Vec<String> = checks.iter().filter_map(|c| c.check().err()).collect();
+            if why.is_empty() {
+                Ok(())
+            } else {
+                Err(why.join("; "))
+            }
+        })
+    }
+
     pub fn always() -> Self {
         Readiness::from_fn(|| Ok(()))
     }
@@ -39,5 +51,34 @@ impl Readiness {
 impl fmt::Debug for Readiness {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Readiness")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_ready_only_when_every_check_is_and_names_each_reason() {
+        let no = |why: &'static str| Readiness::from_fn(move || Err(why.to_string()));
+        let cases = [
+            (vec![], Ok(())),
+            (vec![Readiness::always(), Readiness::always()], Ok(())),
+            (
+                vec![no("policies not loaded"), Readiness::always()],
+                Err("policies not loaded"),
+            ),
+            (
+                vec![
+                    no("policies not loaded"),
+                    no("waiting for the first list of: jobs"),
+                ],
+                Err("policies not loaded; waiting for the first list of: jobs"),
+            ),
+        ];
+        for (checks, want) in cases {
+            let got = Readiness::all(checks).check();
+            assert_eq!(got, want.map_err(str::to_string));
+        }
     }
 }
