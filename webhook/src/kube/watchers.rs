@@ -136,6 +136,7 @@ pub(crate) fn spawn(
         jobs: Mirror::new(gauge("jobs")),
         hpas: Mirror::new(gauge("horizontalpodautoscalers")),
         workloads,
+        index: Default::default(),
     };
     let mut tasks = Vec::new();
     let cfg = watcher::Config::default;
