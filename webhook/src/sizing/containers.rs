@@ -425,6 +425,21 @@ mod tests {
         );
     }
 
+    /// Lists moved out of a pod spec go back as they were when nothing was written; a
+    /// `null` list is not taken, so it does not come back as `[]`.
+    #[rstest]
+    #[case::both(json!({"containers": [c("a", "1Mi", "2Mi")], "initContainers": [c("i", "1Mi", "1Mi")]}))]
+    #[case::init_null(json!({"containers": [c("a", "1Mi", "2Mi")], "initContainers": null}))]
+    #[case::init_absent(json!({"containers": [c("a", "1Mi", "2Mi")], "volumes": []}))]
+    fn take_and_write_back_unchanged(#[case] spec: Value) {
+        let received = spec.clone();
+        let before = Lists::read(&received);
+        let mut out = spec;
+        let after = Lists::take(&mut out, &before);
+        assert!(!after.write_back(&before, &mut out));
+        assert_eq!(out, received);
+    }
+
     #[test]
     fn roles_follow_restart_policy() {
         let l = Lists::new(
