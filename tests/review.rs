@@ -120,7 +120,6 @@ fn dry_run_gives_the_same_patch() {
     let (plain, _) = answer(&a, &body);
     body["request"]["dryRun"] = json!(true);
     let r = a.review(&serde_json::to_vec(&body).unwrap()).unwrap();
-    assert!(r.dry_run);
     let dry: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(plain["response"]["patch"], dry["response"]["patch"]);
 }
@@ -276,11 +275,15 @@ fn watched_admitter() -> Admitter {
 fn a_watched_deployments_pods_get_its_recommendation() {
     let mut pod = deployment_pod();
     pod["metadata"]["labels"] = json!({"app": "api"});
-    let r = watched_admitter()
-        .review(&serde_json::to_vec(&review("", "Pod", "CREATE", "shop", pod)).unwrap())
-        .unwrap();
-    assert_eq!(r.workload.unwrap().to_string(), "shop/Deployment/api");
-    assert_eq!(r.outcome, Outcome::Patched);
+    // `mutate_object` is what a review runs on the decoded object (and what `mutate` runs
+    // offline); it says which workload's recommendations applied.
+    let m = watched_admitter().mutate_object(
+        rightsizer::recommendation::WorkloadKind::Pod,
+        "shop",
+        &pod,
+    );
+    assert_eq!(m.workload.unwrap().to_string(), "shop/Deployment/api");
+    assert_eq!(m.outcome, Outcome::Patched);
 }
 
 #[test]
@@ -289,11 +292,13 @@ fn watched_owner_chain_beats_the_name_heuristic() {
     let mut pod = deployment_pod();
     pod["metadata"]["generateName"] = json!("canary-6c9f7-");
     pod["metadata"]["ownerReferences"][0]["name"] = json!("canary-6c9f7");
-    let r = watched_admitter()
-        .review(&serde_json::to_vec(&review("", "Pod", "CREATE", "shop", pod)).unwrap())
-        .unwrap();
+    let m = watched_admitter().mutate_object(
+        rightsizer::recommendation::WorkloadKind::Pod,
+        "shop",
+        &pod,
+    );
     assert_eq!(
-        r.workload.unwrap().to_string(),
+        m.workload.unwrap().to_string(),
         "shop/ReplicaSet/canary-6c9f7"
     );
 }
@@ -304,11 +309,13 @@ fn mode_off_on_the_deployment_reaches_its_pods() {
     pod["metadata"]["generateName"] = json!("quiet-7b8c9-");
     pod["metadata"]["labels"] = json!({"pod-template-hash": "7b8c9"});
     pod["metadata"]["ownerReferences"][0]["name"] = json!("quiet-7b8c9");
-    let r = watched_admitter()
-        .review(&serde_json::to_vec(&review("", "Pod", "CREATE", "shop", pod)).unwrap())
-        .unwrap();
-    assert_eq!(r.workload.unwrap().to_string(), "shop/Deployment/quiet");
-    assert_eq!(r.outcome, Outcome::Unchanged);
+    let m = watched_admitter().mutate_object(
+        rightsizer::recommendation::WorkloadKind::Pod,
+        "shop",
+        &pod,
+    );
+    assert_eq!(m.workload.unwrap().to_string(), "shop/Deployment/quiet");
+    assert_eq!(m.outcome, Outcome::Unchanged);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ use crate::cluster::{ClusterFacts, NoFacts};
 use crate::object::{check_decodes, kind_for, View};
 use crate::policy::{PolicyStore, Subject};
 use crate::recommendation::{
-    ContainerKey, ContainerRecommendation, NoRecommendations, RecommendationSource, WorkloadKind,
+    ContainerRecommendation, NoRecommendations, RecommendationSource, WorkloadKind,
 };
 use crate::sizing::{self, Context};
 
@@ -84,10 +84,6 @@ pub struct Reviewed {
     pub outcome: Outcome,
     /// Number of JSONPatch operations returned.
     pub patch_ops: usize,
-    /// `request.dryRun`: callers must not cause side effects (Events, commits).
-    pub dry_run: bool,
-    /// The workload the object belongs to, when it was looked at.
-    pub workload: Option<crate::recommendation::WorkloadKey>,
 }
 
 #[derive(Deserialize)]
@@ -115,8 +111,6 @@ pub struct RequestIn<'a> {
     operation: String,
     #[serde(default, borrow)]
     object: Option<&'a RawValue>,
-    #[serde(default)]
-    dry_run: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +136,9 @@ pub struct Mutation {
     pub warnings: Vec<String>,
     pub outcome: Outcome,
     pub workload: Option<crate::recommendation::WorkloadKey>,
+    /// The object as sized, when it was merged (what the patch makes of the object; the
+    /// offline path prints it instead of applying the patch again).
+    pub sized: Option<Value>,
 }
 
 impl Mutation {
@@ -151,6 +148,7 @@ impl Mutation {
             warnings: warning.into_iter().collect(),
             outcome,
             workload: None,
+            sized: None,
         }
     }
 }
@@ -257,8 +255,6 @@ impl Admitter {
             operation: req.operation_label(),
             outcome,
             patch_ops,
-            dry_run: req.dry_run.unwrap_or(false),
-            workload: m.workload,
         }
     }
 
@@ -366,6 +362,7 @@ impl Admitter {
             warnings: decision.warnings,
             outcome,
             workload: Some(view.identity),
+            sized: Some(decision.object),
         }
     }
 
@@ -385,7 +382,7 @@ impl Admitter {
     }
 
     /// Recommendations of the app containers, init containers and sidecars (names are
-    /// unique across both lists).
+    /// unique across both lists), looked up together: one workload, one lookup.
     fn lookup(&self, view: &View, obj: &Value) -> BTreeMap<String, ContainerRecommendation> {
         let knative = crate::object::is_knative(view.identity.kind);
         let spec = obj.pointer(view.pod_spec);
@@ -398,16 +395,20 @@ impl Admitter {
             .into_iter()
             .flatten()
             .map(|c| (c, knative));
-        init.chain(app)
+        let names: Vec<&str> = init
+            .chain(app)
             .filter_map(|(c, knative)| {
-                let name = c
-                    .get("name")
+                c.get("name")
                     .and_then(Value::as_str)
                     .filter(|n| !n.is_empty())
-                    .or(knative.then_some("user-container"))?;
-                let key = ContainerKey::new(view.identity.clone(), name);
-                self.recs.get(&key).map(|r| (name.to_string(), r))
+                    .or(knative.then_some("user-container"))
             })
+            .collect();
+        let recs = self.recs.get_workload(&view.identity, &names);
+        names
+            .into_iter()
+            .zip(recs)
+            .filter_map(|(name, r)| Some((name.to_string(), r?)))
             .collect()
     }
 }
@@ -474,7 +475,6 @@ impl RequestIn<'_> {
             uid: self.uid.clone(),
             kind: self.kind_label(),
             operation: self.operation_label(),
-            dry_run: self.dry_run.unwrap_or(false),
         }
     }
 }

@@ -142,18 +142,9 @@ fn mutate_all_with(admitter: &Admitter, docs: &[Document]) -> Vec<Mutated> {
                 return unchanged(d);
             };
             let m = admitter.mutate_object(kind, &d.namespace, &d.object);
-            let mut object = d.object.clone();
-            if let Err(e) = json_patch::patch(&mut object, &m.patch) {
-                return Mutated {
-                    object: d.object.clone(),
-                    patch: json_patch::Patch(Vec::new()),
-                    warnings: vec![format!("internal: patch did not apply: {e}")],
-                    handled: true,
-                    workload: m.workload,
-                };
-            }
             Mutated {
-                object,
+                // The merge's own result: the patch is the difference to it.
+                object: m.sized.unwrap_or_else(|| d.object.clone()),
                 patch: m.patch,
                 warnings: m.warnings,
                 handled: m.outcome != Outcome::Skipped,

@@ -58,6 +58,43 @@ impl Resource {
     }
 }
 
+/// One value per resource (memory and CPU), indexed by [`Resource`]: the pair of
+/// `memory`/`cpu` fields as one thing, so code over both resources is one loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PerResource<T> {
+    pub memory: T,
+    pub cpu: T,
+}
+
+impl<T> PerResource<T> {
+    /// The value of each resource from `f`.
+    pub fn from_fn(mut f: impl FnMut(Resource) -> T) -> Self {
+        PerResource {
+            memory: f(Resource::Memory),
+            cpu: f(Resource::Cpu),
+        }
+    }
+}
+
+impl<T> std::ops::Index<Resource> for PerResource<T> {
+    type Output = T;
+    fn index(&self, r: Resource) -> &T {
+        match r {
+            Resource::Memory => &self.memory,
+            Resource::Cpu => &self.cpu,
+        }
+    }
+}
+
+impl<T> std::ops::IndexMut<Resource> for PerResource<T> {
+    fn index_mut(&mut self, r: Resource) -> &mut T {
+        match r {
+            Resource::Memory => &mut self.memory,
+            Resource::Cpu => &mut self.cpu,
+        }
+    }
+}
+
 impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -117,18 +154,21 @@ fn parse_scaled(s: &str, scale10: i32) -> Result<u64, QuantityError> {
     };
     // Mantissa as an integer with a decimal exponent.
     let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
-    let digits = format!("{int_part}{frac_part}");
-    let digits = digits.trim_start_matches('0');
     exp10 -= frac_part.len() as i32;
-    if digits.len() > 30 {
-        return Err(QuantityError::OutOfRange(s.to_string()));
-    }
-    let mantissa: u128 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().map_err(|_| invalid())?
-    };
     let out_of_range = || QuantityError::OutOfRange(s.to_string());
+    // Digits only here (checked above); at most 30 significant ones fit a u128.
+    let mut mantissa: u128 = 0;
+    let mut significant = 0usize;
+    for b in int_part.bytes().chain(frac_part.bytes()) {
+        if significant == 0 && b == b'0' {
+            continue;
+        }
+        significant += 1;
+        if significant > 30 {
+            return Err(out_of_range());
+        }
+        mantissa = mantissa * 10 + u128::from(b - b'0');
+    }
     // value_in_unit = mantissa * 2^exp2 * 10^(exp10 - scale10)
     let mut v = mantissa.checked_shl(exp2).ok_or_else(out_of_range)?;
     if exp2 > 0 && (v >> exp2) != mantissa {

@@ -169,6 +169,23 @@ impl ContainerRecommendation {
 /// not block on I/O.
 pub trait RecommendationSource: Send + Sync {
     fn get(&self, key: &ContainerKey) -> Option<ContainerRecommendation>;
+    /// The recommendations of some containers of one workload, in `containers` order (one
+    /// review's lookups). Sources that find the workload first override this to find it
+    /// once rather than once per container.
+    fn get_workload(
+        &self,
+        workload: &WorkloadKey,
+        containers: &[&str],
+    ) -> Vec<Option<ContainerRecommendation>> {
+        let mut key = ContainerKey::new(workload.clone(), "");
+        containers
+            .iter()
+            .map(|c| {
+                (*c).clone_into(&mut key.container);
+                self.get(&key)
+            })
+            .collect()
+    }
     /// A copy of everything, for `GET /recommendations`.
     fn snapshot(&self) -> Snapshot;
     /// Every servable entry, without copying them all first (the metrics collector).

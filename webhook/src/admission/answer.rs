@@ -2,7 +2,7 @@
 //! and the identity a review needs to be answered unchanged when it cannot finish.
 
 use base64::Engine;
-use serde_json::json;
+use serde::Serialize;
 
 use super::{caps, Outcome, Reviewed};
 
@@ -17,7 +17,6 @@ pub struct Envelope {
     pub uid: String,
     pub kind: &'static str,
     pub operation: &'static str,
-    pub dry_run: bool,
 }
 
 impl Envelope {
@@ -29,8 +28,6 @@ impl Envelope {
             operation: self.operation,
             outcome,
             patch_ops: 0,
-            dry_run: self.dry_run,
-            workload: None,
         }
     }
 }
@@ -59,26 +56,47 @@ pub(super) fn encode_patch(patch: &json_patch::Patch) -> Result<Option<Vec<u8>>,
     Ok(Some(bytes))
 }
 
+/// The AdmissionReview answer document. Fields in name order: the bytes are those of the
+/// same document built as a `serde_json::Value`, without building that tree per review.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    uid: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
 /// The AdmissionReview answer: always allowed, with the patch and warnings if any.
 pub(super) fn response(uid: &str, patch: Option<&[u8]>, warnings: &[String]) -> Vec<u8> {
-    let mut response = json!({"uid": uid, "allowed": true});
-    if let Some(bytes) = patch {
-        response["patchType"] = json!("JSONPatch");
-        response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
-    }
-    if !warnings.is_empty() {
-        response["warnings"] = json!(warnings
-            .iter()
-            .take(MAX_WARNINGS)
-            .map(|w| truncate(&format!("rightsizer: {w}"), MAX_WARNING_LEN))
-            .collect::<Vec<_>>());
-    }
-    let out = json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "response": response,
-    });
-    // A Value of strings and bools always serializes.
+    let out = ReviewOut {
+        api_version: "admission.k8s.io/v1",
+        kind: "AdmissionReview",
+        response: ResponseOut {
+            allowed: true,
+            patch: patch.map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes)),
+            patch_type: patch.map(|_| "JSONPatch"),
+            uid,
+            warnings: warnings
+                .iter()
+                .take(MAX_WARNINGS)
+                .map(|w| truncate(&format!("rightsizer: {w}"), MAX_WARNING_LEN))
+                .collect(),
+        },
+    };
+    // Strings and bools always serialize.
     serde_json::to_vec(&out).unwrap_or_default()
 }
 
@@ -91,4 +109,43 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}...", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The typed document serializes to the bytes of the same document as a JSON tree
+    /// (keys in name order), with and without a patch and warnings.
+    #[test]
+    fn same_bytes_as_the_json_tree() {
+        let long = "x".repeat(400);
+        let cases: [(Option<&[u8]>, Vec<String>); 3] = [
+            (None, vec![]),
+            (Some(b"[{\"op\":\"add\"}]"), vec![]),
+            (
+                Some(b"[]"),
+                vec!["a \"quoted\" warning".into(), long.clone()],
+            ),
+        ];
+        for (patch, warnings) in cases {
+            let mut r = json!({"uid": "u-1", "allowed": true});
+            if let Some(p) = patch {
+                r["patchType"] = json!("JSONPatch");
+                r["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(p));
+            }
+            if !warnings.is_empty() {
+                r["warnings"] = json!(warnings
+                    .iter()
+                    .map(|w| truncate(&format!("rightsizer: {w}"), MAX_WARNING_LEN))
+                    .collect::<Vec<_>>());
+            }
+            let tree = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": r});
+            assert_eq!(
+                String::from_utf8(response("u-1", patch, &warnings)).unwrap(),
+                serde_json::to_string(&tree).unwrap()
+            );
+        }
+    }
 }

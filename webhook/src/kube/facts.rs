@@ -16,6 +16,10 @@ use crate::quantity::Resource;
 use crate::recommendation::{WorkloadKey, WorkloadKind};
 use crate::workload::{controller, OwnerFacts, OwnerRef};
 
+mod index;
+pub use index::FactIndex;
+use index::NamespaceSources;
+
 /// Namespace and name.
 pub type NsName = (String, String);
 
@@ -53,6 +57,8 @@ pub struct KubeFacts {
     pub(crate) jobs: Arc<Mirror<NsName, Option<Owner>>>,
     pub(crate) hpas: Arc<Mirror<NsName, HpaTarget>>,
     pub(crate) workloads: HashMap<WorkloadKind, Arc<Mirror<NsName, WorkloadMeta>>>,
+    /// What admission reads, indexed when the mirrors change rather than per review.
+    pub(crate) index: FactIndex,
 }
 
 impl KubeFacts {
@@ -84,20 +90,7 @@ impl KubeFacts {
 
     /// Resources the HPAs targeting this workload scale on.
     pub fn hpa_resources(&self, key: &WorkloadKey) -> Vec<Resource> {
-        let mut out: Vec<Resource> = self
-            .hpas
-            .read()
-            .iter()
-            .filter(|((ns, _), t)| {
-                *ns == key.namespace
-                    && WorkloadKind::from_kind(None, &t.kind) == Some(key.kind)
-                    && t.name == key.name
-            })
-            .flat_map(|(_, t)| t.resources.iter().copied())
-            .collect();
-        out.sort();
-        out.dedup();
-        out
+        self.index.hpa_resources(&self.hpas, key)
     }
 
     /// The watched metadata of a workload.
@@ -182,34 +175,12 @@ impl OwnerFacts for KubeFacts {
 
 impl ClusterFacts for KubeFacts {
     fn namespace(&self, name: &str) -> Arc<NamespaceFacts> {
-        let labels = self
-            .namespaces
-            .read()
-            .get(name)
-            .cloned()
-            .unwrap_or_default();
-        let mut limit_ranges: Vec<(String, LimitRangeSpec)> = self
-            .limit_ranges
-            .read()
-            .iter()
-            .filter(|((ns, _), _)| ns == name)
-            .map(|((_, n), spec)| (n.clone(), spec.clone()))
-            .collect();
-        // Stable order, whatever the map's.
-        limit_ranges.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut quotas: Vec<QuotaRoom> = self
-            .quotas
-            .read()
-            .iter()
-            .filter(|((ns, _), _)| ns == name)
-            .map(|(_, q)| q.clone())
-            .collect();
-        quotas.sort_by(|a, b| a.name.cmp(&b.name));
-        Arc::new(NamespaceFacts {
-            labels,
-            limit_ranges: limit_ranges.into_iter().map(|(_, s)| s).collect(),
-            quotas,
-        })
+        let src = NamespaceSources {
+            labels: &self.namespaces,
+            limit_ranges: &self.limit_ranges,
+            quotas: &self.quotas,
+        };
+        self.index.namespace(&src, name)
     }
 
     fn priority_classes(&self) -> PriorityClasses {
@@ -221,13 +192,7 @@ impl ClusterFacts for KubeFacts {
         };
         PriorityClasses {
             source,
-            classes: Arc::new(
-                self.priority_classes
-                    .read()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
+            classes: self.index.priority_classes(&self.priority_classes),
         }
     }
 

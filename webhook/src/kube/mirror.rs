@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::{Stream, StreamExt};
 use kube::runtime::watcher;
@@ -15,6 +15,8 @@ use tokio::sync::Notify;
 /// Derived values by key, replaced wholesale on every (re)list.
 pub struct Mirror<Key, V> {
     map: RwLock<HashMap<Key, V>>,
+    /// Moves on every write: indexes derived from the map rebuild when it has moved.
+    generation: AtomicU64,
     synced: AtomicBool,
     synced_notify: Notify,
     size: Gauge,
@@ -24,6 +26,7 @@ impl<Key: Eq + Hash, V> Mirror<Key, V> {
     pub fn new(size: Gauge) -> Arc<Self> {
         Arc::new(Mirror {
             map: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
             synced: AtomicBool::new(false),
             synced_notify: Notify::new(),
             size,
@@ -37,8 +40,17 @@ impl<Key: Eq + Hash, V> Mirror<Key, V> {
         self.map.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, V>> {
-        self.map.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> WriteGuard<'_, Key, V> {
+        WriteGuard {
+            map: self.map.write().unwrap_or_else(|p| p.into_inner()),
+            generation: &self.generation,
+        }
+    }
+
+    /// A number that differs after every write (an index built at generation `g` is
+    /// current while this still returns `g`). Read it before reading the map.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Put one value now (a writer that knows what it just stored; the watch will
@@ -80,6 +92,32 @@ impl<Key: Eq + Hash, V> Mirror<Key, V> {
 
     fn set_size(&self, n: usize) {
         self.size.set(n as i64);
+    }
+}
+
+/// Write access; the generation moves when it is released (after the change, so an index
+/// built from the new map under the old generation is rebuilt, never the reverse).
+struct WriteGuard<'a, Key, V> {
+    map: RwLockWriteGuard<'a, HashMap<Key, V>>,
+    generation: &'a AtomicU64,
+}
+
+impl<Key, V> std::ops::Deref for WriteGuard<'_, Key, V> {
+    type Target = HashMap<Key, V>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl<Key, V> std::ops::DerefMut for WriteGuard<'_, Key, V> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
+
+impl<Key, V> Drop for WriteGuard<'_, Key, V> {
+    fn drop(&mut self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 

@@ -318,32 +318,56 @@ fn overlay(rec: &mut ContainerRecommendation, state: &ContainerState) {
     }
 }
 
-impl RecommendationSource for CommittedOverlay {
-    fn get(&self, key: &ContainerKey) -> Option<ContainerRecommendation> {
-        let inner = self.inner.get(key);
-        let state = self
-            .store
-            .workload(&key.workload)
-            .and_then(|w| w.containers.get(&key.container).cloned())
-            .filter(|s| s.memory.is_some() || s.cpu.is_some());
-        let hpa = self.store.facts.hpa_resources(&key.workload);
-        let mut rec = match (inner, state) {
-            (inner, Some(s)) => {
-                let mut rec = inner.unwrap_or_default();
-                overlay(&mut rec, &s);
-                Some(rec)
-            }
-            (inner, None) => inner,
-        };
-        // The watched HPAs are the truth on which requests an HPA depends on.
-        if let Some(r) = rec.as_mut() {
-            for res in hpa {
-                if !r.hpa_resources.contains(&res) {
-                    r.hpa_resources.push(res);
-                }
+/// One container's recommendation: the inner source's, with the stored commits over it
+/// and the watched HPAs' resources (the truth on which requests an HPA depends on).
+fn merged(
+    inner: Option<ContainerRecommendation>,
+    stored: Option<&Stored>,
+    container: &str,
+    hpa: &[Resource],
+) -> Option<ContainerRecommendation> {
+    let state = stored
+        .and_then(|w| w.containers.get(container))
+        .filter(|s| s.memory.is_some() || s.cpu.is_some());
+    let mut rec = match (inner, state) {
+        (inner, Some(s)) => {
+            let mut rec = inner.unwrap_or_default();
+            overlay(&mut rec, s);
+            Some(rec)
+        }
+        (inner, None) => inner,
+    };
+    if let Some(r) = rec.as_mut() {
+        for res in hpa {
+            if !r.hpa_resources.contains(res) {
+                r.hpa_resources.push(*res);
             }
         }
-        rec
+    }
+    rec
+}
+
+impl RecommendationSource for CommittedOverlay {
+    fn get(&self, key: &ContainerKey) -> Option<ContainerRecommendation> {
+        let stored = self.store.workload(&key.workload);
+        let hpa = self.store.facts.hpa_resources(&key.workload);
+        merged(self.inner.get(key), stored.as_ref(), &key.container, &hpa)
+    }
+
+    /// The workload's stored state and HPAs are looked up once for all its containers.
+    fn get_workload(
+        &self,
+        workload: &WorkloadKey,
+        containers: &[&str],
+    ) -> Vec<Option<ContainerRecommendation>> {
+        let stored = self.store.workload(workload);
+        let hpa = self.store.facts.hpa_resources(workload);
+        let inner = self.inner.get_workload(workload, containers);
+        containers
+            .iter()
+            .zip(inner)
+            .map(|(c, i)| merged(i, stored.as_ref(), c, &hpa))
+            .collect()
     }
 
     fn snapshot(&self) -> Snapshot {

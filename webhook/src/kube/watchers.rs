@@ -149,6 +149,7 @@ pub(crate) fn spawn(w: &mut Watches, cronjobs: &ApiResource, hpas: &ApiResource)
         jobs: w.new_mirror("jobs"),
         hpas: w.new_mirror("horizontalpodautoscalers"),
         workloads,
+        index: Default::default(),
     };
     let cfg = watcher::Config::default;
     let client = w.client.clone();

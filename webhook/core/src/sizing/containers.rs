@@ -2,9 +2,11 @@
 //! native sidecars), reading and writing their requests and limits, and the Pod's
 //! effective totals as the scheduler, the LimitRanger and ResourceQuota count them.
 
+use std::borrow::Cow;
+
 use serde_json::{json, Map, Value};
 
-use crate::quantity::Resource;
+use crate::quantity::{PerResource, Resource};
 use crate::rules::Sizes;
 use crate::sizing::resources::Resolved;
 
@@ -27,26 +29,110 @@ pub struct Slot {
     pub index: usize,
 }
 
-/// Both container lists of a pod spec, copied out so the merge can edit them.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Lists {
-    pub app: Vec<Value>,
-    pub init: Vec<Value>,
+/// A container's declared request and limit of one resource, parsed once. Each side is
+/// kept on its own: an unreadable request must not hide a readable limit (fuzz seed
+/// 1592599136).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    pub request: Result<Option<u64>, String>,
+    pub limit: Result<Option<u64>, String>,
 }
 
-fn list(spec: &Value, key: &str) -> Vec<Value> {
+impl Declared {
+    fn read(c: &Value, r: Resource) -> Declared {
+        Declared {
+            request: read_side(c, "requests", r),
+            limit: read_side(c, "limits", r),
+        }
+    }
+
+    /// Both sides, or why one cannot be read.
+    pub fn sizes(&self) -> Result<Sizes, String> {
+        Ok(Sizes {
+            request: self.request.clone()?,
+            limit: self.limit.clone()?,
+        })
+    }
+
+    /// The sides that can be read.
+    fn readable(&self) -> Sizes {
+        Sizes {
+            request: self.request.as_ref().ok().copied().flatten(),
+            limit: self.limit.as_ref().ok().copied().flatten(),
+        }
+    }
+}
+
+/// Both container lists of a pod spec, borrowed from the object as received (a list is
+/// copied only when the merge first writes to it), with every container's quantities
+/// parsed once and kept in step with what the merge writes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Lists<'a> {
+    app: Cow<'a, [Value]>,
+    init: Cow<'a, [Value]>,
+    /// In `entries` order: init containers, then app containers.
+    declared: Vec<PerResource<Declared>>,
+    /// (app, init): moved out of a pod spec by `take`, so `write_back` must return it.
+    taken: [bool; 2],
+}
+
+fn list<'a>(spec: &'a Value, key: &str) -> Cow<'a, [Value]> {
     spec.get(key)
         .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
+        .map_or(Cow::Borrowed(&[]), |v| Cow::Borrowed(v.as_slice()))
 }
 
-impl Lists {
-    pub fn read(spec: &Value) -> Lists {
+impl<'a> Lists<'a> {
+    pub fn read(spec: &'a Value) -> Lists<'a> {
+        Lists::new(list(spec, "containers"), list(spec, "initContainers"))
+    }
+
+    pub fn new(app: Cow<'a, [Value]>, init: Cow<'a, [Value]>) -> Lists<'a> {
+        let declared = init
+            .iter()
+            .chain(app.iter())
+            .map(|c| PerResource::from_fn(|r| Declared::read(c, r)))
+            .collect();
         Lists {
-            app: list(spec, "containers"),
-            init: list(spec, "initContainers"),
+            app,
+            init,
+            declared,
+            taken: [false; 2],
         }
+    }
+
+    /// The lists of `spec`, a copy of the pod spec `before` was read from, moved out to
+    /// be edited in place (no second copy), with `before`'s parsed quantities.
+    /// `write_back` puts them back.
+    pub fn take(spec: &mut Value, before: &Lists) -> Lists<'static> {
+        let mut take = |key: &str| match spec.get_mut(key) {
+            Some(v @ Value::Array(_)) => match v.take() {
+                Value::Array(a) => Some(a),
+                _ => None,
+            },
+            _ => None,
+        };
+        let app = take("containers");
+        let init = take("initContainers");
+        Lists {
+            taken: [app.is_some(), init.is_some()],
+            app: Cow::Owned(app.unwrap_or_default()),
+            init: Cow::Owned(init.unwrap_or_default()),
+            declared: before.declared.clone(),
+        }
+    }
+
+    fn position(&self, slot: Slot) -> usize {
+        if slot.init {
+            slot.index
+        } else {
+            self.init.len() + slot.index
+        }
+    }
+
+    /// The quantities a container declares (as the merge has left them so far).
+    pub fn declared(&self, slot: Slot) -> &PerResource<Declared> {
+        &self.declared[self.position(slot)]
     }
 
     /// Every container with its slot and role: init containers first, in start order.
@@ -67,32 +153,71 @@ impl Lists {
         init.chain(app)
     }
 
-    pub fn get_mut(&mut self, slot: Slot) -> Option<&mut Value> {
-        if slot.init {
-            self.init.get_mut(slot.index)
+    fn get_mut(&mut self, slot: Slot) -> Option<&mut Value> {
+        let list = if slot.init {
+            &mut self.init
         } else {
-            self.app.get_mut(slot.index)
+            &mut self.app
+        };
+        if slot.index >= list.len() {
+            return None;
+        }
+        list.to_mut().get_mut(slot.index)
+    }
+
+    /// Write the sides of `resolved` that differ from the template into a container.
+    /// Returns whether anything was written.
+    pub fn write(&mut self, slot: Slot, r: Resource, resolved: &Resolved, template: Sizes) -> bool {
+        let Some(c) = self.get_mut(slot) else {
+            return false;
+        };
+        if !write_resolved(c, r, resolved, template) {
+            return false;
+        }
+        let pos = self.position(slot);
+        self.declared[pos][r] = Declared {
+            request: Ok(resolved.request.map(|s| s.value).or(template.request)),
+            limit: Ok(resolved.limit.map(|s| s.value).or(template.limit)),
+        };
+        true
+    }
+
+    /// Put resource `r` of every container back as in `before` (the same lists).
+    pub fn restore(&mut self, before: &Lists, r: Resource) {
+        for (slot, _, old) in before.entries() {
+            if let Some(new) = self.get_mut(slot) {
+                restore_resource(new, old, r);
+                let pos = self.position(slot);
+                self.declared[pos][r] = before.declared[pos][r].clone();
+            }
         }
     }
 
     /// A container by name (Knative's unnamed serving container is `user-container`).
-    pub fn find(&self, name: &str, knative: bool) -> Option<&Value> {
+    pub fn find(&self, name: &str, knative: bool) -> Option<Slot> {
         self.entries()
             .find(|(slot, _, c)| container_name(c, knative && !slot.init).as_deref() == Some(name))
-            .map(|(_, _, c)| c)
+            .map(|(slot, _, _)| slot)
     }
 
-    /// Put the lists that differ from `before` back into the pod spec.
-    pub fn write_back(self, before: &Lists, spec: &mut Value) {
-        let Some(m) = spec.as_object_mut() else {
-            return;
-        };
-        if self.app != before.app {
-            m.insert("containers".into(), Value::Array(self.app));
+    /// Put the lists back into the pod spec: those taken from it, and those that differ
+    /// from `before`. Returns whether one differs.
+    pub fn write_back(self, before: &Lists, spec: &mut Value) -> bool {
+        let mut changed = false;
+        let lists = [
+            (self.app, &before.app, "containers"),
+            (self.init, &before.init, "initContainers"),
+        ];
+        for ((list, old, key), taken) in lists.into_iter().zip(self.taken) {
+            let differs = *list != **old;
+            changed |= differs;
+            if taken || differs {
+                if let Some(m) = spec.as_object_mut() {
+                    m.insert(key.into(), Value::Array(list.into_owned()));
+                }
+            }
         }
-        if self.init != before.init {
-            m.insert("initContainers".into(), Value::Array(self.init));
-        }
+        changed
     }
 
     /// The Pod's effective request and limit of one resource: the larger of the app
@@ -108,20 +233,11 @@ impl Lists {
     /// LimitRanger's container defaults, which its Pod-level sums include).
     pub fn effective_filled(&self, r: Resource, fill: Sizes) -> Totals {
         let side = |pick: &dyn Fn(Sizes) -> u64| {
-            // Sides are read one by one: an unreadable request must not hide a readable
-            // limit (fuzz seed 1592599136).
-            let value = |c: &Value| {
-                let s = Sizes {
-                    request: read_side(c, "requests", r).ok().flatten(),
-                    limit: read_side(c, "limits", r).ok().flatten(),
-                };
-                pick(s)
-            };
             let mut sidecars = 0u64;
             let mut init_peak = 0u64;
             let mut app = 0u64;
-            for (_, role, c) in self.entries() {
-                let v = value(c);
+            for ((_, role, _), d) in self.entries().zip(&self.declared) {
+                let v = pick(d[r].readable());
                 match role {
                     Role::App => app = app.saturating_add(v),
                     Role::Sidecar => {
@@ -141,7 +257,9 @@ impl Lists {
 
     /// Whether a container's quantity of `r` cannot be read (then Pod sums are unknown).
     pub fn unreadable(&self, r: Resource) -> bool {
-        self.entries().any(|(_, _, c)| read_sizes(c, r).is_err())
+        self.declared
+            .iter()
+            .any(|d| d[r].request.is_err() || d[r].limit.is_err())
     }
 }
 
@@ -176,13 +294,6 @@ fn read_side(c: &Value, side: &str, r: Resource) -> Result<Option<u64>, String> 
     }
 }
 
-pub fn read_sizes(c: &Value, r: Resource) -> Result<Sizes, String> {
-    Ok(Sizes {
-        request: read_side(c, "requests", r)?,
-        limit: read_side(c, "limits", r)?,
-    })
-}
-
 pub fn ensure_object<'a>(
     m: &'a mut Map<String, Value>,
     key: &str,
@@ -205,7 +316,7 @@ fn write_side(c: &mut Value, side: &str, r: Resource, v: u64) {
 }
 
 /// Write the sides that differ from the template. Returns whether anything was written.
-pub fn write_resolved(c: &mut Value, r: Resource, resolved: &Resolved, template: Sizes) -> bool {
+fn write_resolved(c: &mut Value, r: Resource, resolved: &Resolved, template: Sizes) -> bool {
     let mut wrote = false;
     if let Some(s) = resolved.request {
         if Some(s.value) != template.request {
@@ -224,7 +335,7 @@ pub fn write_resolved(c: &mut Value, r: Resource, resolved: &Resolved, template:
 
 /// Put one resource of a container back as it was (maps sizing created and left empty
 /// go too).
-pub fn restore_resource(new: &mut Value, old: &Value, r: Resource) {
+fn restore_resource(new: &mut Value, old: &Value, r: Resource) {
     let empty = |v: Option<&Value>| v.and_then(Value::as_object).is_some_and(Map::is_empty);
     for side in ["requests", "limits"] {
         let ptr = format!("/resources/{side}");
@@ -304,7 +415,7 @@ mod tests {
         #[case] app: Vec<Value>,
         #[case] want_mi: (u64, u64),
     ) {
-        let l = Lists { app, init };
+        let l = Lists::new(app.into(), init.into());
         assert_eq!(
             l.effective(Resource::Memory),
             Totals {
@@ -314,12 +425,27 @@ mod tests {
         );
     }
 
+    /// Lists moved out of a pod spec go back as they were when nothing was written; a
+    /// `null` list is not taken, so it does not come back as `[]`.
+    #[rstest]
+    #[case::both(json!({"containers": [c("a", "1Mi", "2Mi")], "initContainers": [c("i", "1Mi", "1Mi")]}))]
+    #[case::init_null(json!({"containers": [c("a", "1Mi", "2Mi")], "initContainers": null}))]
+    #[case::init_absent(json!({"containers": [c("a", "1Mi", "2Mi")], "volumes": []}))]
+    fn take_and_write_back_unchanged(#[case] spec: Value) {
+        let received = spec.clone();
+        let before = Lists::read(&received);
+        let mut out = spec;
+        let after = Lists::take(&mut out, &before);
+        assert!(!after.write_back(&before, &mut out));
+        assert_eq!(out, received);
+    }
+
     #[test]
     fn roles_follow_restart_policy() {
-        let l = Lists {
-            app: vec![c("a", "1Mi", "1Mi")],
-            init: vec![c("i", "1Mi", "1Mi"), sidecar("s", "1Mi", "1Mi")],
-        };
+        let l = Lists::new(
+            vec![c("a", "1Mi", "1Mi")].into(),
+            vec![c("i", "1Mi", "1Mi"), sidecar("s", "1Mi", "1Mi")].into(),
+        );
         let roles: Vec<Role> = l.entries().map(|(_, r, _)| r).collect();
         assert_eq!(roles, vec![Role::Init, Role::Sidecar, Role::App]);
         assert!(l.find("s", false).is_some());

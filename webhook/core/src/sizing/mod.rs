@@ -124,7 +124,8 @@ pub fn plan(
     }
     let place = routes(view, policy);
     if place.resources {
-        resize::size_resources(&mut out, view, policy, recs, ctx, mode, &mut warnings);
+        let said = resize::size_resources(obj, &mut out, view, policy, recs, ctx, mode);
+        warnings.extend(said);
     }
     if place.placement {
         placement::apply_placement(&mut out, view, policy, ctx, &mut warnings);

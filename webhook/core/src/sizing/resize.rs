@@ -12,9 +12,7 @@ use crate::policy::schema::{ContainerValues, Mode, Policy};
 use crate::quantity::Resource;
 use crate::recommendation::{ContainerRecommendation, WorkloadKind};
 use crate::rules::Sizes;
-use crate::sizing::containers::{
-    container_name, read_sizes, restore_resource, write_resolved, Lists,
-};
+use crate::sizing::containers::{container_name, Declared, Lists};
 use crate::sizing::explicit::{defaults_for, overrides_for, parse_overrides_annotation};
 use crate::sizing::load::{self as load, Prediction};
 use crate::sizing::record::{
@@ -44,19 +42,22 @@ struct Sized {
     recommended: Option<Sizes>,
 }
 
-/// Size the containers of the pod spec at `view.pod_spec` in `out`.
+/// Size the containers of the pod spec at `view.pod_spec` in `out`, a copy of `received`
+/// (the containers are read from `received`, and copied only where they change).
 pub(super) fn size_resources(
+    received: &Value,
     out: &mut Value,
     view: &View,
     policy: &Policy,
     recs: &BTreeMap<String, ContainerRecommendation>,
     ctx: &Context,
     mode: Mode,
-    warnings: &mut Vec<String>,
-) {
+) -> Vec<String> {
+    let mut said = Vec::new();
+    let warnings = &mut said;
     let knative = is_knative(view.identity.kind);
-    let Some(before) = out.pointer(view.pod_spec).map(Lists::read) else {
-        return;
+    let Some(before) = received.pointer(view.pod_spec).map(Lists::read) else {
+        return said;
     };
     let existing = SizedRecord::parse(
         view.pod_annotations
@@ -67,11 +68,11 @@ pub(super) fn size_resources(
     let current = |name: &str, r: Resource| {
         before
             .find(name, knative)
-            .and_then(|c| read_sizes(c, r).ok())
+            .and_then(|slot| before.declared(slot)[r].sizes().ok())
             .map(|s| (s.request, s.limit))
     };
     if record::still_applied(&existing, current) {
-        return;
+        return said;
     }
     let inputs = Inputs {
         view,
@@ -83,7 +84,12 @@ pub(super) fn size_resources(
         predictions: load::predictions(policy, view, ctx.namespace_labels, recs, warnings),
         pods: pod::pods_of(view.kind, out),
     };
-    let mut after = before.clone();
+    let Some(mut after) = out
+        .pointer_mut(view.pod_spec)
+        .map(|spec| Lists::take(spec, &before))
+    else {
+        return said;
+    };
     let mut sized = ContainersRecord::new();
     let mut recommended = RecommendationRecord::new();
     let mut touched = BTreeSet::new();
@@ -95,7 +101,8 @@ pub(super) fn size_resources(
             continue;
         }
         for r in Resource::ALL {
-            let Some(s) = size_one(&inputs, c, &name, r, warnings) else {
+            let declared = &before.declared(slot)[r];
+            let Some(s) = size_one(&inputs, declared, &name, r, warnings) else {
                 continue;
             };
             if let Some(p) = s.recommended {
@@ -107,10 +114,7 @@ pub(super) fn size_resources(
                     },
                 );
             }
-            let Some(target) = after.get_mut(slot) else {
-                continue;
-            };
-            if write_resolved(target, r, &s.resolved, s.template) {
+            if after.write(slot, r, &s.resolved, s.template) {
                 touched.insert(r);
                 let load = inputs.predictions.get(&name).map(|p| p.load.as_str());
                 sized
@@ -126,10 +130,10 @@ pub(super) fn size_resources(
             undo(r, &before, &mut after, &mut sized);
         }
     }
-    let changed = after != before;
-    if let Some(spec) = out.pointer_mut(view.pod_spec) {
-        after.write_back(&before, spec);
-    }
+    let changed = match out.pointer_mut(view.pod_spec) {
+        Some(spec) => after.write_back(&before, spec),
+        None => false,
+    };
     // Sizing on a template writes its record in the template (so Pods inherit it and are
     // left alone); the recommendation goes on the object's own metadata for workloads,
     // because a template change would roll the workload out.
@@ -152,19 +156,20 @@ pub(super) fn size_resources(
             set_annotation(out, meta, RECOMMENDATION_ANNOTATION, text);
         }
     }
+    said
 }
 
 /// One container and resource by precedence, fitted to the LimitRange's container bounds.
 /// `None` when the declared value cannot be read (left unchanged, with a warning).
 fn size_one(
     inputs: &Inputs,
-    c: &Value,
+    declared: &Declared,
     name: &str,
     r: Resource,
     warnings: &mut Vec<String>,
 ) -> Option<Sized> {
     let policy = inputs.policy;
-    let template = match read_sizes(c, r) {
+    let template = match declared.sizes() {
         Ok(s) => s,
         Err(e) => {
             warnings.push(format!("container {name}: {r}: {e}; left unchanged"));
@@ -289,11 +294,7 @@ fn pod_violation(
 
 /// Put resource `r` back as declared in every container and drop it from the record.
 fn undo(r: Resource, before: &Lists, after: &mut Lists, sized: &mut ContainersRecord) {
-    for (slot, _, c) in before.entries() {
-        if let Some(new) = after.get_mut(slot) {
-            restore_resource(new, c, r);
-        }
-    }
+    after.restore(before, r);
     for m in sized.values_mut() {
         m.remove(&r);
     }
