@@ -62,18 +62,6 @@ pub struct KubeFacts {
 }
 
 impl KubeFacts {
-    /// Whether every watcher has delivered its first complete list.
-    pub fn is_synced(&self) -> bool {
-        self.namespaces.is_synced()
-            && self.limit_ranges.is_synced()
-            && self.quotas.is_synced()
-            && self.priority_classes.is_synced()
-            && self.replica_sets.is_synced()
-            && self.jobs.is_synced()
-            && self.hpas.is_synced()
-            && self.workloads.values().all(|m| m.is_synced())
-    }
-
     /// Wait until every watcher has delivered its first complete list.
     pub async fn synced(&self) {
         self.namespaces.synced().await;
