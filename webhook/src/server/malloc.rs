@@ -9,10 +9,11 @@
 /// instant; one would serialize every allocation), and allocations from 256 KiB up (a
 /// large body, a parsed object's big arrays) mapped on their own and returned to the
 /// kernel when freed. A fixed threshold also stops glibc from raising it after the first
-/// large free, which moved later large blocks into the arenas for good.
+/// large free, which moved later large blocks into the arenas for good. Malloc settings
+/// given in `GLIBC_TUNABLES` win: then nothing is changed here.
 pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
+    if !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.")) {
         const M_MMAP_THRESHOLD: i32 = -3;
         const M_ARENA_MAX: i32 = -8;
         extern "C" {
