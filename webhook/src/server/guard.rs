@@ -36,8 +36,8 @@ pub struct ReviewLimits {
     /// to the budget).
     pub heavy_budget_bytes: usize,
     /// Peak working memory of a review per byte of its body: a merged object's parsed
-    /// tree, its strict-type decode, the planned copy and the diff (measured: a 1.1 MB Pod
-    /// just under the node cap grows RSS by ~30 MiB while merged).
+    /// tree, its strict-type decode, the planned copy and the diff (measured: a 1.05 MB
+    /// Pod just under the node cap grows RSS by 30.7 MiB while merged, 29 per byte).
     pub cost_per_body_byte: usize,
     /// Longest wait for the memory budget; past it the review is answered 503 (the
     /// apiserver retries after `Retry-After`), not queued until its deadline.
@@ -65,13 +65,14 @@ impl Default for ReviewLimits {
         ReviewLimits {
             // A replica at 2,000 reviews/s has ~1 in flight; 64 absorbs bursts.
             max_in_flight: 64,
-            // Ten 3 MiB bodies at once; typical reviews are a few KiB.
-            max_buffered_bytes: 32 * 1024 * 1024,
-            // One review at the caps (1.5 MiB × 24 = 36 MiB) plus smaller ones; with the
+            // Five 3 MiB bodies at once; the apiserver's reviews are a few KiB, and at
+            // 2,000/s about one is in flight.
+            max_buffered_bytes: 16 * 1024 * 1024,
+            // One review at the caps (1.5 MiB × 28 = 42 MiB) plus smaller ones; with the
             // buffered bodies, the connections and the process itself, a replica stays
             // under 128 MiB.
             heavy_budget_bytes: 48 * 1024 * 1024,
-            cost_per_body_byte: 24,
+            cost_per_body_byte: 28,
             budget_wait: Duration::from_secs(1),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             inline_max_bytes: 64 * 1024,
