@@ -528,3 +528,68 @@ async fn a_stalled_body_gets_408_and_releases_its_slot() {
         "{text}"
     );
 }
+
+// ---- memory budget of large reviews (issue 10) ----
+
+/// Large reviews draw on one memory budget in proportion to their bodies: when it is
+/// spent, the excess are answered 503 with `Retry-After` (the apiserver retries, then
+/// fails open), none is refused, and the replica keeps answering once the budget is back.
+#[tokio::test]
+async fn past_the_memory_budget_large_reviews_get_503_and_none_is_refused() {
+    let body = fixture("pod-review.json");
+    let per_byte = 16;
+    let st = state_with(
+        admitter_with(Arc::new(Slow(Duration::from_millis(400)))),
+        Arc::new(Snapshot::default()),
+        Readiness::always(),
+        ReviewLimits {
+            // Every body is a large one, and the budget holds two and a half.
+            inline_max_bytes: 0,
+            cost_per_body_byte: per_byte,
+            heavy_budget_bytes: (2 * body.len() + body.len() / 2) * per_byte,
+            budget_wait: Duration::from_millis(100),
+            workers: 8,
+            ..ReviewLimits::default()
+        },
+    );
+    let app = router(st.clone());
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let (app, body) = (app.clone(), body.clone());
+            tokio::spawn(async move {
+                let req = http::Request::post("/mutate?timeout=10s")
+                    .header("content-type", "application/json")
+                    .body(Body::from(body))
+                    .unwrap();
+                let resp = app.oneshot(req).await.unwrap();
+                let status = resp.status().as_u16();
+                let retry = resp.headers().get("retry-after").cloned();
+                let out = resp.into_body().collect().await.unwrap().to_bytes();
+                (status, retry, out)
+            })
+        })
+        .collect();
+    let (mut answered, mut busy) = (0, 0);
+    for c in calls {
+        let (status, retry, out) = c.await.unwrap();
+        match status {
+            200 => {
+                let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+                assert_eq!(v["response"]["allowed"], true, "{v}");
+                assert_eq!(v["response"]["uid"], uid_of(&body).as_str());
+                answered += 1;
+            }
+            503 => {
+                assert_eq!(retry.unwrap(), "1");
+                busy += 1;
+            }
+            other => panic!("status {other}: {}", String::from_utf8_lossy(&out)),
+        }
+    }
+    assert_eq!((answered, busy), (2, 4));
+    let text = metrics_text(&st).await;
+    let series = r#"rightsizer_admission_reviews_total{kind="",operation="",outcome="busy"}"#;
+    assert_eq!(sample(&text, series), 4.0, "{text}");
+    // The budget came back with the answers.
+    assert_eq!(call(&app, "POST", "/mutate", body).await.0, 200);
+}

@@ -380,6 +380,7 @@ const LOAD_MODEL_REFIT: Duration = Duration::from_secs(3600);
 const POLICY_REREAD: Duration = Duration::from_secs(5);
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    server::malloc::tune();
     let mut registry = Registry::default();
     let metrics = ServerMetrics::register(&mut registry);
     let mut admission = build_admission(&args, &mut registry).await?;

@@ -1,9 +1,11 @@
 //! What bounds the cost of `/mutate` on a replica: how many reviews may be in flight,
-//! how many body bytes may be buffered at once, how many reviews compute at once (one per
-//! core, off the async workers) and how long each may take.
+//! how many body bytes may be buffered at once, how much memory the large reviews may
+//! take at once (a budget each draws on in proportion to its body), how many compute at
+//! once (one per core, off the async workers) and how long each may take.
 //!
 //! Past the in-flight or body-byte limit the answer is a fast `503` with `Retry-After: 1`,
-//! sent before the body is read. Why 503 and not "admit unchanged": admitting needs the
+//! sent before the body is read; past the memory budget (after a short wait for it), the
+//! same `503`. Why 503 and not "admit unchanged": admitting needs the
 //! request's uid, so the body would have to be buffered and parsed, which is the very
 //! cost being shed. The apiserver's REST client retries a 429/5xx that carries
 //! `Retry-After` (within the webhook's timeout), and when it runs out of time the
@@ -17,6 +19,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use crate::admission::caps;
+
 /// Limits of the review path. `Default` is what `rightsizer serve` uses.
 #[derive(Debug, Clone)]
 pub struct ReviewLimits {
@@ -24,6 +28,20 @@ pub struct ReviewLimits {
     pub max_in_flight: usize,
     /// Request-body bytes buffered at once, over all reviews.
     pub max_buffered_bytes: usize,
+    /// Working memory of the reviews computing on blocking threads at once, in bytes,
+    /// estimated as [`Self::cost_per_body_byte`] times each body's length (counted up to
+    /// [`caps::MAX_OBJECT_BYTES`]: a larger object is refused by its length, unmerged).
+    /// It bounds memory where a count per core did not: two reviews just under the caps
+    /// at once took ~60 MiB on 2 cores. A single review always fits (its cost is clamped
+    /// to the budget).
+    pub heavy_budget_bytes: usize,
+    /// Peak working memory of a review per byte of its body: a merged object's parsed
+    /// tree, its strict-type decode, the planned copy and the diff (measured: a 1.05 MB
+    /// Pod just under the node cap grows RSS by 30.7 MiB while merged, 29 per byte).
+    pub cost_per_body_byte: usize,
+    /// Longest wait for the memory budget; past it the review is answered 503 (the
+    /// apiserver retries after `Retry-After`), not queued until its deadline.
+    pub budget_wait: Duration,
     /// Reviews computing at once (each on a blocking thread).
     pub workers: usize,
     /// Bodies up to this size are reviewed on the async worker that read them: their
@@ -47,8 +65,15 @@ impl Default for ReviewLimits {
         ReviewLimits {
             // A replica at 2,000 reviews/s has ~1 in flight; 64 absorbs bursts.
             max_in_flight: 64,
-            // Ten 3 MiB bodies at once; typical reviews are a few KiB.
-            max_buffered_bytes: 32 * 1024 * 1024,
+            // Five 3 MiB bodies at once; the apiserver's reviews are a few KiB, and at
+            // 2,000/s about one is in flight.
+            max_buffered_bytes: 16 * 1024 * 1024,
+            // One review at the caps (1.5 MiB × 28 = 42 MiB) plus smaller ones; with the
+            // buffered bodies, the connections and the process itself, a replica stays
+            // under 128 MiB.
+            heavy_budget_bytes: 48 * 1024 * 1024,
+            cost_per_body_byte: 28,
+            budget_wait: Duration::from_secs(1),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             inline_max_bytes: 64 * 1024,
             body_timeout: Duration::from_secs(10),
@@ -64,13 +89,25 @@ pub struct ReviewGuard {
     pub limits: ReviewLimits,
     in_flight: Arc<Semaphore>,
     buffered: Arc<Semaphore>,
+    /// In KiB, so a 48 MiB budget stays far below the semaphore's permit limit.
+    heavy: Arc<Semaphore>,
     workers: Arc<Semaphore>,
 }
+
+/// Units of [`ReviewGuard`]'s memory budget.
+const KIB: usize = 1024;
 
 impl Default for ReviewGuard {
     fn default() -> Self {
         ReviewGuard::new(ReviewLimits::default())
     }
+}
+
+/// Held while a review computes on a blocking thread: its share of the memory budget and
+/// its compute slot.
+pub struct Work {
+    _memory: OwnedSemaphorePermit,
+    _cpu: OwnedSemaphorePermit,
 }
 
 /// Held while a review is in flight; body bytes are added as they arrive.
@@ -107,6 +144,7 @@ impl ReviewGuard {
         ReviewGuard {
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
             buffered: Arc::new(Semaphore::new(limits.max_buffered_bytes.max(1))),
+            heavy: Arc::new(Semaphore::new((limits.heavy_budget_bytes / KIB).max(1))),
             workers: Arc::new(Semaphore::new(limits.workers.max(1))),
             limits,
         }
@@ -122,12 +160,39 @@ impl ReviewGuard {
         })
     }
 
-    /// A compute slot, waiting at most until `deadline`.
-    pub async fn worker(&self, deadline: Instant) -> Option<OwnedSemaphorePermit> {
-        tokio::time::timeout_at(deadline, self.workers.clone().acquire_owned())
+    /// The estimated working memory of reviewing a body of `body_len` bytes, in budget
+    /// units (KiB), never more than the whole budget.
+    pub fn cost(&self, body_len: usize) -> u32 {
+        let l = &self.limits;
+        let bytes = body_len
+            .min(caps::MAX_OBJECT_BYTES)
+            .saturating_mul(l.cost_per_body_byte);
+        let units = bytes
+            .div_ceil(KIB)
+            .clamp(1, (l.heavy_budget_bytes / KIB).max(1));
+        u32::try_from(units).unwrap_or(u32::MAX)
+    }
+
+    /// Memory and a compute slot for reviewing a body of `body_len` bytes: the memory
+    /// waited for at most [`ReviewLimits::budget_wait`], the compute slot until
+    /// `deadline`. `None` when either is not had in time (answered 503). Both are held
+    /// until the work ends.
+    pub async fn worker(&self, body_len: usize, deadline: Instant) -> Option<Work> {
+        let budget_by = deadline.min(Instant::now() + self.limits.budget_wait);
+        let cost = self.cost(body_len);
+        let memory =
+            tokio::time::timeout_at(budget_by, self.heavy.clone().acquire_many_owned(cost))
+                .await
+                .ok()?
+                .ok()?;
+        let cpu = tokio::time::timeout_at(deadline, self.workers.clone().acquire_owned())
             .await
             .ok()?
-            .ok()
+            .ok()?;
+        Some(Work {
+            _memory: memory,
+            _cpu: cpu,
+        })
     }
 
     /// When a review that arrived at `start` must be answered: the apiserver's
@@ -235,5 +300,31 @@ mod tests {
         drop(a);
         assert!(g.enter().is_some());
         assert!(b.reserve(60));
+    }
+
+    #[tokio::test]
+    async fn large_reviews_draw_on_one_memory_budget() {
+        let g = ReviewGuard::new(ReviewLimits {
+            heavy_budget_bytes: 10 * 1024 * 1024,
+            cost_per_body_byte: 10,
+            budget_wait: Duration::from_millis(50),
+            workers: 8,
+            ..ReviewLimits::default()
+        });
+        let kib = 1024;
+        assert_eq!(g.cost(600 * kib), 6000);
+        // Counted up to the object cap, and never more than the whole budget.
+        assert_eq!(g.cost(3 * 1024 * kib), 10 * 1024);
+        let far = Instant::now() + Duration::from_secs(5);
+        let a = g.worker(600 * kib, far).await.unwrap();
+        assert!(g.worker(600 * kib, far).await.is_none(), "over the budget");
+        let small = g.worker(100 * kib, far).await.unwrap();
+        drop(a);
+        assert!(g.worker(600 * kib, far).await.is_some());
+        drop(small);
+        assert!(
+            g.worker(3 * 1024 * kib, far).await.is_some(),
+            "one always fits"
+        );
     }
 }

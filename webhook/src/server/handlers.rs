@@ -24,8 +24,9 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
 /// `POST /mutate[?timeout=..]`: bounded by [`super::guard`]; a review of a body over
 /// [`ReviewLimits::inline_max_bytes`](super::ReviewLimits) runs on a blocking thread (one
-/// per core) and is answered "admitted unchanged" when it does not finish before the
-/// deadline the apiserver's `?timeout=` sets; a smaller one is answered inline.
+/// per core, within the memory budget: 503 when it is spent) and is answered "admitted
+/// unchanged" when it does not finish before the deadline the apiserver's `?timeout=`
+/// sets; a smaller one is answered inline.
 ///
 /// Each review runs in a `review` span (uid, kind, namespace, name, operation, outcome,
 /// duration_ms): every line logged while reviewing carries them. A review that patched or
@@ -107,7 +108,7 @@ async fn review(
         describe(span, &req);
         return Ok(st.admitter.answer(&req));
     }
-    let Some(worker) = guard.worker(deadline).await else {
+    let Some(worker) = guard.worker(body.len(), deadline).await else {
         return Err(HttpError::Busy);
     };
     let (env_tx, mut env_rx) = tokio::sync::oneshot::channel::<Envelope>();

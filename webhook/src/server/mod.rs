@@ -6,6 +6,7 @@ mod error;
 pub mod guard;
 mod handlers;
 pub mod listener;
+pub mod malloc;
 pub mod metrics;
 pub mod readiness;
 pub mod reload;
