@@ -107,9 +107,11 @@ fn k8s_cache() -> PathBuf {
     PathBuf::from(home).join(".cache/rightsizer-k8s/v1.20.2")
 }
 
-/// The paths whose change must rerun this script. A file that exists is watched itself; for
-/// one that does not, its nearest existing directory is (a missing path would rerun the
-/// script, and so rebuild the crate, on every build).
+/// The paths whose change must rerun this script: a file that exists is watched itself; for
+/// a missing one, its folder if that exists (cargo scans a watched folder whole, so never a
+/// broad one such as `/` or `/usr/lib`; and a missing path would rerun this script, and so
+/// rebuild the crate, on every build). tests/run touches this file after it installs
+/// packages or builds the control plane, for what no watched path shows.
 #[derive(Default)]
 struct Watch(BTreeSet<PathBuf>);
 
@@ -119,7 +121,10 @@ impl Watch {
             self.0.insert(p.to_path_buf());
             return true;
         }
-        if let Some(dir) = p.ancestors().skip(1).find(|d| d.is_dir()) {
+        if let Some(dir) = p
+            .parent()
+            .filter(|d| d.is_dir() && d.components().count() > 3)
+        {
             self.0.insert(dir.to_path_buf());
         }
         false
@@ -133,8 +138,11 @@ impl Watch {
             self.0.insert(found);
             return true;
         }
-        // Installing it adds an entry to one of these directories.
-        self.0.extend(dirs.into_iter().filter(|d| d.is_dir()));
+        // Installing it adds an entry to one of these (flat) directories.
+        self.0.extend(
+            dirs.into_iter()
+                .filter(|d| d.is_absolute() && d.components().count() > 1 && d.is_dir()),
+        );
         false
     }
 

@@ -4,7 +4,7 @@
 //! the webhook configuration, RBAC and Deployment are asserted; the PrometheusRule
 //! passes `promtool check rules` and its promtool unit tests; every metric a rule or
 //! dashboard names is in `deploy/monitoring/metrics.txt` (names found with the lexer in
-//! tests/support/monitoring.rs; tests/serve_analyzer.rs checks the webhook's are exported
+//! tests/support/monitoring.rs; tests/analyzer/serve_analyzer.rs checks the webhook's are exported
 //! by a running `serve`); the certificates that
 //! `rightsizer certs` writes verify (rustls/webpki and openssl) and the self-signed
 //! overlay renders with them.
