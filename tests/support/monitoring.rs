@@ -1,9 +1,9 @@
 //! What `deploy/monitoring` reads: the declared metric names (`metrics.txt`), the PromQL
 //! of every recording rule, alert and dashboard query, and the metric names in it.
 //!
-//! promtool 2.42 parses PromQL (`promtool check rules`, used by tests/deploy.rs) but has
+//! promtool 2.42 parses PromQL (`promtool check rules`, used by tests/deploy/deploy.rs) but has
 //! no command that lists the metric names of an expression, so `promql_metrics` is a
-//! small lexer for the subset the shipped rules use; its own test is in tests/deploy.rs.
+//! small lexer for the subset the shipped rules use; its own test is in tests/deploy/deploy.rs.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};

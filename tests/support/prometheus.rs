@@ -160,6 +160,7 @@ impl TestProm {
             )
             .spawn()
             .expect("prometheus starts (install the Debian package prometheus)");
+        stop_with_the_test_binary(child.id(), self.dir.path());
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
@@ -213,4 +214,22 @@ impl Drop for TestProm {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A Prometheus held by a static fixture is never dropped: a shell beside it stops it and
+/// removes its directory once the test binary has exited (and ends by itself as soon as
+/// Prometheus stops first, the usual case).
+fn stop_with_the_test_binary(child: u32, dir: &std::path::Path) {
+    let parent = std::process::id();
+    let script = format!(
+        "while kill -0 {parent} 2>/dev/null && kill -0 {child} 2>/dev/null; do sleep 1; done; \
+         if ! kill -0 {parent} 2>/dev/null; then kill {child} 2>/dev/null; sleep 1; rm -rf '{}'; fi",
+        dir.display()
+    );
+    let _ = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 }

@@ -200,11 +200,13 @@ fn shared_trace(name: &str) -> Option<PathBuf> {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_shared_traces),
+    ignore = "the shared traces are not beside the repository (../shared/traces)"
+)]
 fn default_beats_krr_and_vpa_on_a_real_trace_slice() {
-    let Some(path) = shared_trace("bitbrains_rnd_2013-07_all500.csv.gz") else {
-        println!("skipped: shared trace bitbrains_rnd_2013-07_all500.csv.gz not found");
-        return;
-    };
+    let path = shared_trace("bitbrains_rnd_2013-07_all500.csv.gz")
+        .expect("webhook/build.rs found the shared trace bitbrains_rnd_2013-07_all500.csv.gz");
     let reader = replay::open(std::fs::File::open(path).unwrap())
         .unwrap()
         .take(20);

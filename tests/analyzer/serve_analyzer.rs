@@ -2,14 +2,10 @@
 //! Prometheus, its recommendations reach `/recommendations` and admission, and the
 //! live answer equals what `mutate` makes offline from the served snapshot.
 
-#[path = "support/monitoring.rs"]
-mod monitoring;
-#[path = "support/prometheus.rs"]
-mod prometheus;
-#[path = "support/scenario.rs"]
-mod scenario;
-#[path = "support_https/mod.rs"]
-mod support_https;
+use crate::monitoring;
+use crate::prometheus;
+use crate::scenario;
+use crate::support_https;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -2,8 +2,7 @@
 //! web config), and the headers Mimir/Thanos deployments need (bearer token,
 //! X-Scope-OrgID) plus retry on 503, checked on the wire by a loopback listener.
 
-#[path = "support/prometheus.rs"]
-mod prometheus;
+use crate::prometheus;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

@@ -4,8 +4,7 @@
 //! tolerance, and a workload whose memory has nothing to do with load must be
 //! rejected by the R² gate. Then `rightsizer plan --prometheus` plans from the fit.
 
-#[path = "support/prometheus.rs"]
-mod prometheus;
+use crate::prometheus;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

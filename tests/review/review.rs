@@ -183,25 +183,75 @@ fn malformed_reviews_are_refused_with_a_reason(#[case] body: Vec<u8>, #[case] re
     ));
 }
 
+/// Corrupted bodies (bytes overwritten, bodies cut short) are either refused as not a
+/// review, with a reason, or answered with a valid AdmissionReview that admits the object:
+/// never a panic, never a refusal of the object, and any patch applies to it.
 #[test]
-fn arbitrary_bytes_never_panic() {
+fn arbitrary_bytes_are_refused_or_admitted() {
     let a = admitter(true);
     // A deterministic pseudo-random walk over mutations of a valid review.
     let base = serde_json::to_vec(&review("", "Pod", "CREATE", "shop", deployment_pod())).unwrap();
     let mut x: u64 = 0x9e3779b97f4a7c15;
-    for _ in 0..3000 {
-        let mut b = base.clone();
-        for _ in 0..4 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let i = (x as usize) % b.len();
-            b[i] = (x >> 32) as u8;
+    let (mut refused, mut answered) = (0, 0);
+    let mut check = |b: &[u8]| match a.review(b) {
+        Err(e) => {
+            assert!(
+                matches!(e, ReviewError::NotJson(_) | ReviewError::NotReview(_)),
+                "{e:?}"
+            );
+            assert!(e.to_string().len() > "body is not JSON: ".len(), "{e}");
+            refused += 1;
         }
-        let _ = a.review(&b);
-        b.truncate((x as usize) % base.len());
-        let _ = a.review(&b);
+        Ok(r) => {
+            assert_ne!(
+                r.outcome,
+                Outcome::Panicked,
+                "{}",
+                String::from_utf8_lossy(b)
+            );
+            let resp: Value = serde_json::from_slice(&r.body).expect("the answer is JSON");
+            assert_eq!(resp["apiVersion"], "admission.k8s.io/v1");
+            assert_eq!(resp["kind"], "AdmissionReview");
+            assert_eq!(resp["response"]["allowed"], true, "{resp}");
+            let uid = resp["response"]["uid"].as_str().expect("uid");
+            assert!(!uid.is_empty());
+            let sent: Option<Value> = serde_json::from_slice(b).ok();
+            if let Some(sent_uid) = sent.as_ref().and_then(|v| v["request"]["uid"].as_str()) {
+                assert_eq!(uid, sent_uid);
+            }
+            if let Some(patch) = decoded_patch(&resp) {
+                let mut object = sent.expect("a patched body is JSON")["request"]["object"].clone();
+                json_patch::patch(&mut object, &patch).expect("the patch applies");
+            }
+            answered += 1;
+        }
+    };
+    // Printable replacements keep many bodies JSON, so the answer side is reached too.
+    const PRINTABLE: &[u8] = b"{}[]\":,.-0123456789aeflnrstuxyzAEINPT \\";
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..3000 {
+        let (mut raw, mut printable) = (base.clone(), base.clone());
+        for _ in 0..4 {
+            let r = next();
+            raw[(r as usize) % base.len()] = (r >> 32) as u8;
+            let r = next();
+            printable[(r as usize) % base.len()] = PRINTABLE[(r >> 32) as usize % PRINTABLE.len()];
+        }
+        check(&raw);
+        check(&printable);
+        raw.truncate((next() as usize) % base.len());
+        check(&raw);
     }
+    // The walk reaches both sides (else it would check nothing on one of them).
+    assert!(
+        refused > 100 && answered > 100,
+        "{refused} refused, {answered} answered"
+    );
 }
 
 /// The watchers' owner mirrors: ReplicaSet api-6c9f7 belongs to Deployment api,
@@ -453,10 +503,8 @@ fn knative_user_values_are_never_touched() {
 // `RIGHTSIZER_FUZZ_CASES=1000000 cargo test --release --test review fuzz` for the long run
 // (`RIGHTSIZER_FUZZ_SEED` sets the first seed; a failure prints its seed).
 
-#[path = "support/gen.rs"]
-mod gen;
-#[path = "support/invariants.rs"]
-mod invariants;
+use crate::gen;
+use crate::invariants;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -2,10 +2,8 @@
 //! Expected values are computed here from the generated samples with the test's own
 //! arithmetic (tests/support/scenario.rs), not by calling the code under test.
 
-#[path = "support/prometheus.rs"]
-mod prometheus;
-#[path = "support/scenario.rs"]
-mod scenario;
+use crate::prometheus;
+use crate::scenario;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -421,22 +419,93 @@ fn sizes(req: u64, lim: u64) -> Option<Sizes> {
     })
 }
 
+/// The scenario's history in one Prometheus, and what a first analyzer cycle at `t0` made
+/// of it: shared by the tests below (one behaviour each), started by the first that needs it.
+struct History {
+    t0: u64,
+    c: Cluster,
+    prom: TestProm,
+    /// The first cycle's recommendations, as served at `t0`.
+    at_t0: rightsizer::recommendation::Snapshot,
+    queries: u64,
+    containers: usize,
+}
+
+static HISTORY: tokio::sync::OnceCell<History> = tokio::sync::OnceCell::const_new();
+
+async fn history() -> &'static History {
+    HISTORY
+        .get_or_init(|| async {
+            let t0 = t0();
+            let c = cluster(t0);
+            let prom = TestProm::start_with(&c.om);
+            let (a, _) = analyzer(config(prom.url()), DefaultPolicy::default());
+            let report = a.cycle(t0).await.unwrap();
+            History {
+                t0,
+                at_t0: a.cache().snapshot_at(t0),
+                queries: report.queries,
+                containers: report.containers,
+                c,
+                prom,
+            }
+        })
+        .await
+}
+
+impl History {
+    fn exp(&self, k: &str, now: u64) -> (u64, u64) {
+        expected_memory(&self.c.containers[k], now, SHORT, LONG)
+    }
+
+    fn get(&self, k: &str) -> &ContainerRecommendation {
+        self.at_t0
+            .recommendations
+            .get(&key(k))
+            .unwrap_or_else(|| panic!("no entry for {k}"))
+    }
+
+    /// An analyzer of its own on the shared history after cycles at t0, +10 min, +31 min.
+    async fn three_cycles(&self) -> (Analyzer, Registry) {
+        let (a, reg) = analyzer(config(self.prom.url()), DefaultPolicy::default());
+        for at in [self.t0, self.t0 + 600, self.t0 + 1860] {
+            a.cycle(at).await.unwrap();
+        }
+        (a, reg)
+    }
+}
+
+/// What every snapshot comparison compares (observed averages may differ in the last float
+/// bit with evaluation order).
+#[allow(clippy::type_complexity)]
+fn decided(
+    s: rightsizer::recommendation::Snapshot,
+) -> Vec<(
+    ContainerKey,
+    Option<(Option<Sizes>, Vec<String>, Option<u64>)>,
+    Option<(Option<Sizes>, Vec<String>)>,
+    Option<rightsizer::recommendation::KnativeRecommendation>,
+    Vec<Resource>,
+)> {
+    s.recommendations
+        .into_iter()
+        .map(|(k, r)| {
+            let m = r.memory.map(|m| (m.recommended, m.reasons, m.oom_floor));
+            let c = r.cpu.map(|c| (c.recommended, c.reasons));
+            (k, m, c, r.knative, r.hpa_resources)
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recommendations_from_real_history() {
-    let t0 = t0();
-    let c = cluster(t0);
-    let prom = TestProm::start_with(&c.om);
-    let (a, reg) = analyzer(config(prom.url()), DefaultPolicy::default());
-
-    let report = a.cycle(t0).await.unwrap();
-    let exp = |k: &str, now: u64| expected_memory(&c.containers[k], now, SHORT, LONG);
-
-    // Deployment across ReplicaSets: both RS contribute (the old one's 420Mi peaks).
-    let web = get(&a, "shop/Deployment/web/app", t0);
-    let (req, lim) = exp("shop/Deployment/web/app", t0);
-    assert_eq!(mem_sizes(&web), sizes(req, lim));
+async fn a_deployment_spans_its_replicasets() {
+    let h = history().await;
+    let k = "shop/Deployment/web/app";
+    let web = h.get(k);
+    let (req, lim) = h.exp(k, h.t0);
+    assert_eq!(mem_sizes(web), sizes(req, lim));
     let obs = web.memory.as_ref().unwrap().observed.unwrap();
-    let st = stats(&c.containers["shop/Deployment/web/app"], t0, LONG).unwrap();
+    let st = stats(&h.c.containers[k], h.t0, LONG).unwrap();
     assert_eq!(
         obs.max,
         420.0 * MI as f64,
@@ -444,6 +513,12 @@ async fn recommendations_from_real_history() {
     );
     assert_eq!(obs.samples as usize, st.n);
     assert!((obs.avg - st.avg).abs() < 1.0, "{} vs {}", obs.avg, st.avg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_comes_from_the_rate_while_pods_ran() {
+    let h = history().await;
+    let web = h.get("shop/Deployment/web/app");
     // CPU: rate 0.2113 cores → p95 211.3m × 1.2 = 253.56 → 254 → ↑5m = 255m; no limit.
     let cpu_obs = web.cpu.as_ref().unwrap().observed.unwrap();
     // Averaged over the time the pods ran (the old ReplicaSet's pod ran half the window).
@@ -457,49 +532,73 @@ async fn recommendations_from_real_history() {
             limit: None
         }
     );
-    // The sidecar sits on the floors: 64Mi / 128Mi.
-    let proxy = get(&a, "shop/Deployment/web/proxy", t0);
-    assert_eq!(mem_sizes(&proxy), sizes(64 * MI, 128 * MI));
-    assert_eq!(exp("shop/Deployment/web/proxy", t0), (64 * MI, 128 * MI));
+}
 
-    // CronJob across Jobs.
-    let nightly = get(&a, "shop/CronJob/nightly/batch", t0);
-    assert_eq!(mem_sizes(&nightly), {
-        let (r, l) = exp("shop/CronJob/nightly/batch", t0);
-        sizes(r, l)
-    });
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_sidecar_sits_on_the_floors() {
+    let h = history().await;
+    let proxy = h.get("shop/Deployment/web/proxy");
+    assert_eq!(mem_sizes(proxy), sizes(64 * MI, 128 * MI));
+    assert_eq!(
+        h.exp("shop/Deployment/web/proxy", h.t0),
+        (64 * MI, 128 * MI)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cronjob_spans_its_jobs() {
+    let h = history().await;
+    let k = "shop/CronJob/nightly/batch";
+    let nightly = h.get(k);
+    let (r, l) = h.exp(k, h.t0);
+    assert_eq!(mem_sizes(nightly), sizes(r, l));
     assert_eq!(
         nightly.memory.as_ref().unwrap().observed.unwrap().max,
         700.0 * MI as f64
     );
+}
 
-    // StatefulSet with RSS spikes: the limit follows the RSS max, not the working set.
-    let db = get(&a, "shop/StatefulSet/db/postgres", t0);
-    let (r, l) = exp("shop/StatefulSet/db/postgres", t0);
-    assert_eq!(mem_sizes(&db), sizes(r, l));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rss_spikes_raise_the_limit() {
+    let h = history().await;
+    let k = "shop/StatefulSet/db/postgres";
+    let (r, l) = h.exp(k, h.t0);
+    assert_eq!(mem_sizes(h.get(k)), sizes(r, l));
+    // The limit follows the RSS max, not the working set.
     let ws_only = scenario::seed_memory(
-        st_ws_avg(&c, "shop/StatefulSet/db/postgres", t0),
+        st_ws_avg(&h.c, k, h.t0),
         1200.0 * MI as f64,
         1200.0 * MI as f64,
     )
     .1;
     assert!(l > ws_only, "RSS spikes raise the limit ({l} > {ws_only})");
     assert_eq!(l, 3312 * MI); // 3000Mi × 1.1 = 3300Mi → 3312Mi
+}
 
-    // OOM: at least max(256Mi × 1.2, 256Mi + 100Mi) = 356Mi → 368Mi.
-    let cache = get(&a, "shop/Deployment/cache/redis", t0);
-    let m = cache.memory.as_ref().unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_kill_sets_a_floor() {
+    let h = history().await;
+    // At least max(256Mi × 1.2, 256Mi + 100Mi) = 356Mi → 368Mi.
+    let m = h
+        .get("shop/Deployment/cache/redis")
+        .memory
+        .as_ref()
+        .unwrap();
     assert_eq!(m.oom_floor, Some(368 * MI));
     assert!(m.reasons.iter().any(|r| r == "oom"), "{:?}", m.reasons);
-    let (r, l) = exp("shop/Deployment/cache/redis", t0);
+    let (r, l) = h.exp("shop/Deployment/cache/redis", h.t0);
     assert_eq!(m.recommended, sizes(r.max(368 * MI), l.max(368 * MI)));
+}
 
-    // HPA on memory: memory request left alone, limit still recommended, CPU untouched.
-    let api = get(&a, "shop/Deployment/api/app", t0);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hpa_on_memory_leaves_the_request_alone() {
+    let h = history().await;
+    // Memory request left alone, limit still recommended, CPU untouched.
+    let api = h.get("shop/Deployment/api/app");
     assert_eq!(api.hpa_resources, vec![Resource::Memory]);
     let m = api.memory.as_ref().unwrap();
     assert!(m.reasons.iter().any(|r| r == "hpa"));
-    let (_, l) = exp("shop/Deployment/api/app", t0);
+    let (_, l) = h.exp("shop/Deployment/api/app", h.t0);
     // Current limit 2048Mi vs proposed: far apart, so the proposal stands (≥ the 1024Mi request).
     assert!(worth(2048 * MI, l));
     assert_eq!(
@@ -509,44 +608,63 @@ async fn recommendations_from_real_history() {
             limit: Some(l.max(1024 * MI))
         })
     );
+}
 
-    // Knative: hello near its limit with concurrency above target → target 10 → 8,
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knative_targets_follow_concurrency_and_memory() {
+    let h = history().await;
+    // hello near its limit with concurrency above target → target 10 → 8,
     // containerConcurrency ceil(8 / 0.7) = 12; echo has headroom and a queue → 10 → 12.
-    let hello = get(&a, "shop/KnativeService/hello/user-container", t0);
+    let hello = h.get("shop/KnativeService/hello/user-container");
     let kn = hello.knative.as_ref().expect("knative proposal for hello");
     assert_eq!((kn.target, kn.container_concurrency), (Some(8.0), Some(12)));
-    assert!(get(&a, "shop/KnativeService/hello/queue-proxy", t0)
+    assert!(h
+        .get("shop/KnativeService/hello/queue-proxy")
         .knative
         .is_none());
-    let echo = get(&a, "shop/KnativeService/echo/user-container", t0);
+    let echo = h.get("shop/KnativeService/echo/user-container");
     let kn = echo.knative.as_ref().expect("knative proposal for echo");
     assert_eq!((kn.target, kn.container_concurrency), (Some(12.0), None));
+}
 
-    // Too little data: 2h of history (< 3h).
-    let fresh = get(&a, "shop/Deployment/fresh/app", t0);
-    let m = fresh.memory.as_ref().unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_little_history_gives_no_recommendation() {
+    let h = history().await;
+    // 2h of history (< 3h).
+    let m = h.get("shop/Deployment/fresh/app").memory.as_ref().unwrap();
     assert_eq!(m.recommended, None);
     assert_eq!(m.reasons, vec!["not enough data".to_string()]);
     assert!(m.observed.unwrap().history_seconds < 3 * H);
+}
 
-    // Hysteresis against the running request: the seed value is within 20%/64Mi of it.
-    let steady = get(&a, "shop/Deployment/steady/app", t0);
-    let (r, l) = exp("shop/Deployment/steady/app", t0);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hysteresis_keeps_the_running_sizes() {
+    let h = history().await;
+    // The seed value is within 20%/64Mi of the running request.
+    let (r, l) = h.exp("shop/Deployment/steady/app", h.t0);
     assert!(
         !worth(288 * MI, r) && !worth(448 * MI, l),
         "scenario: {r} {l}"
     );
     assert_ne!((r, l), (288 * MI, 448 * MI));
-    assert_eq!(mem_sizes(&steady), sizes(288 * MI, 448 * MI));
+    assert_eq!(
+        mem_sizes(h.get("shop/Deployment/steady/app")),
+        sizes(288 * MI, 448 * MI)
+    );
+}
 
-    // Cooldown over simulated time: grower doubles after t0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooldown_holds_a_growing_workload_then_lets_it_go() {
+    let h = history().await;
+    let (a, _) = analyzer(config(h.prom.url()), DefaultPolicy::default());
     let g = "batch/Deployment/grower/app";
-    let first = exp(g, t0);
-    assert_eq!(mem_sizes(&get(&a, g, t0)), sizes(first.0, first.1));
-    a.cycle(t0 + 600).await.unwrap();
-    let at10 = exp(g, t0 + 600);
+    a.cycle(h.t0).await.unwrap();
+    let first = h.exp(g, h.t0);
+    assert_eq!(mem_sizes(&get(&a, g, h.t0)), sizes(first.0, first.1));
+    a.cycle(h.t0 + 600).await.unwrap();
+    let at10 = h.exp(g, h.t0 + 600);
     assert!(worth(first.0, at10.0), "scenario: usage rise must matter");
-    let r10 = get(&a, g, t0 + 600);
+    let r10 = get(&a, g, h.t0 + 600);
     assert_eq!(
         mem_sizes(&r10),
         sizes(first.0, first.1),
@@ -559,83 +677,101 @@ async fn recommendations_from_real_history() {
         .reasons
         .iter()
         .any(|r| r == "cooldown"));
-    a.cycle(t0 + 1860).await.unwrap();
-    let at31 = exp(g, t0 + 1860);
-    assert_eq!(mem_sizes(&get(&a, g, t0 + 1860)), sizes(at31.0, at31.1));
+    a.cycle(h.t0 + 1860).await.unwrap();
+    let at31 = h.exp(g, h.t0 + 1860);
+    assert_eq!(mem_sizes(&get(&a, g, h.t0 + 1860)), sizes(at31.0, at31.1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_inputs_keep_their_proposals_across_cycles() {
+    let h = history().await;
+    let (a, _) = h.three_cycles().await;
+    let later = h.t0 + 1860;
     // Knative proposals stay as they were while the inputs stay the same.
-    let kn = get(&a, "shop/KnativeService/hello/user-container", t0 + 1860)
+    let kn = get(&a, "shop/KnativeService/hello/user-container", later)
         .knative
         .unwrap();
     assert_eq!((kn.target, kn.container_concurrency), (Some(8.0), Some(12)));
     // web did not move enough to be revised between the cycles.
     assert_eq!(
-        mem_sizes(&get(&a, "shop/Deployment/web/app", t0 + 1860)),
-        mem_sizes(&web)
+        mem_sizes(&get(&a, "shop/Deployment/web/app", later)),
+        mem_sizes(h.get("shop/Deployment/web/app"))
     );
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_takes_a_few_queries_for_every_container() {
+    let h = history().await;
     // Queries per cycle are a constant, and every container came from a few queries.
-    assert!(report.queries < 30, "{report:?}");
-    assert!(report.containers >= 12, "{report:?}");
-    // (Observed averages may differ in the last float bit with evaluation order.)
-    let decided = |s: rightsizer::recommendation::Snapshot| {
-        s.recommendations
-            .into_iter()
-            .map(|(k, r)| {
-                let m = r.memory.map(|m| (m.recommended, m.reasons, m.oom_floor));
-                let c = r.cpu.map(|c| (c.recommended, c.reasons));
-                (k, m, c, r.knative, r.hpa_resources)
-            })
-            .collect::<Vec<_>>()
-    };
-    // The cache's JSON is the Snapshot format `mutate --recommendations` reads.
-    let snap = a.cache().snapshot();
-    let json = serde_json::to_string(&snap).unwrap();
-    let back: rightsizer::recommendation::Snapshot = serde_json::from_str(&json).unwrap();
-    assert_eq!(decided(back), decided(snap));
+    assert!(h.queries < 30, "{} queries", h.queries);
+    assert!(h.containers >= 12, "{} containers", h.containers);
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_json_is_the_snapshot_mutate_reads() {
+    let h = history().await;
+    let json = serde_json::to_string(&h.at_t0).unwrap();
+    let back: rightsizer::recommendation::Snapshot = serde_json::from_str(&json).unwrap();
+    assert_eq!(decided(back), decided(h.at_t0.clone()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_analyzer_metrics_count_cycles_and_queries() {
+    let h = history().await;
+    let (_a, reg) = h.three_cycles().await;
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
     for name in [
         "rightsizer_analyzer_cycle_duration_seconds_count 3",
-        &format!("rightsizer_analyzer_queries_total {}", report.queries * 3),
-        &format!("rightsizer_analyzer_queries_per_cycle {}", report.queries),
+        &format!("rightsizer_analyzer_queries_total {}", h.queries * 3),
+        &format!("rightsizer_analyzer_queries_per_cycle {}", h.queries),
         "rightsizer_analyzer_errors_total 0",
         &format!(
             "rightsizer_analyzer_last_success_timestamp_seconds {}",
-            t0 + 1860
+            h.t0 + 1860
         ),
-        &format!("rightsizer_cache_entries {}", report.containers),
+        &format!("rightsizer_cache_entries {}", h.containers),
         "rightsizer_cache_stale_entries 0",
         "rightsizer_analyzer_series_read ",
     ] {
         assert!(text.contains(name), "missing {name:?} in\n{text}");
     }
+}
 
-    // Splitting by namespace gives the same answers with the same queries per scope.
-    let mut cfg = config(prom.url());
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splitting_by_namespace_gives_the_same_answers() {
+    let h = history().await;
+    let mut cfg = config(h.prom.url());
     cfg.max_series_per_query = 3;
     let (split, _) = analyzer(cfg, DefaultPolicy::default());
-    let rep = split.cycle(t0).await.unwrap();
+    let rep = split.cycle(h.t0).await.unwrap();
     assert!(rep.scopes >= 2, "{rep:?}");
-    let whole = {
-        let (w, _) = analyzer(config(prom.url()), DefaultPolicy::default());
-        w.cycle(t0).await.unwrap();
-        w.cache().snapshot_at(t0)
-    };
-    let got = decided(split.cache().snapshot_at(t0));
-    assert_eq!(got.len(), report.containers);
-    assert_eq!(got, decided(whole));
+    let got = decided(split.cache().snapshot_at(h.t0));
+    assert_eq!(got.len(), h.containers);
+    assert_eq!(got, decided(h.at_t0.clone()));
+}
 
-    // Enforcement: steps of at most 30%, never below p95, cooldown, survives a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforcement_steps_at_most_30_percent_and_survives_a_restart() {
+    let h = history().await;
+    let t0 = h.t0;
+    let p95 = h
+        .get("shop/Deployment/web/app")
+        .memory
+        .as_ref()
+        .unwrap()
+        .observed
+        .unwrap()
+        .p95;
+    // Steps of at most 30%, never below p95, cooldown, survives a restart.
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(prom.url());
+    let mut cfg = config(h.prom.url());
     cfg.enforcement = true;
     cfg.state_file = Some(dir.path().join("state.json"));
     let (e, _) = analyzer(cfg.clone(), DefaultPolicy { enforce: true });
     e.cycle(t0).await.unwrap();
     let web_key = key("shop/Deployment/web/app");
     let c1 = e.state().containers[&web_key].memory.clone().unwrap();
-    let p95 = obs.p95;
     // From the running 128Mi towards the recommendation: +30% is 166.4Mi, but never below
     // p95, rounded up to 16Mi like every recommended value.
     let step = (128 * MI) + ((128 * MI) as f64 * 0.3).ceil() as u64;
@@ -673,10 +809,22 @@ async fn recommendations_from_real_history() {
     assert_eq!(c2.at, t0 + 1860);
     let served = get(&e2, "shop/Deployment/web/app", t0 + 1860);
     assert_eq!(served.memory.unwrap().committed, Some(c2));
-    // The OOM hold is persisted too.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oom_hold_is_persisted() {
+    let h = history().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(h.prom.url());
+    cfg.enforcement = true;
+    cfg.state_file = Some(dir.path().join("state.json"));
+    let (e, _) = analyzer(cfg.clone(), DefaultPolicy { enforce: true });
+    e.cycle(h.t0).await.unwrap();
+    drop(e);
+    let (again, _) = analyzer(cfg, DefaultPolicy { enforce: true });
     let cache_key = key("shop/Deployment/cache/redis");
     assert_eq!(
-        e2.state().containers[&cache_key]
+        again.state().containers[&cache_key]
             .oom
             .as_ref()
             .unwrap()

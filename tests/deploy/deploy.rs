@@ -4,7 +4,7 @@
 //! the webhook configuration, RBAC and Deployment are asserted; the PrometheusRule
 //! passes `promtool check rules` and its promtool unit tests; every metric a rule or
 //! dashboard names is in `deploy/monitoring/metrics.txt` (names found with the lexer in
-//! tests/support/monitoring.rs; tests/serve_analyzer.rs checks the webhook's are exported
+//! tests/support/monitoring.rs; tests/analyzer/serve_analyzer.rs checks the webhook's are exported
 //! by a running `serve`); the certificates that
 //! `rightsizer certs` writes verify (rustls/webpki and openssl) and the self-signed
 //! overlay renders with them.
@@ -30,8 +30,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[path = "support/monitoring.rs"]
-mod monitoring;
+use crate::monitoring;
 use monitoring::{dashboard_queries, is_metric_name, metric_list, promql_metrics, MetricList};
 
 // ---------------------------------------------------------------- helpers
@@ -1772,4 +1771,49 @@ fn the_network_policy_admits_the_apiserver_and_monitoring_only() {
     assert!(selects(ns, &ns_labels("monitoring", &[])));
     assert!(!selects(ns, &ns_labels("shop", &[])));
     assert!(!selects(ns, &ns_labels(certs::DEFAULT_NAMESPACE, &[])));
+}
+
+/// Every query the analyzer sends parses (promtool, as recording rules), for the whole
+/// cluster and scoped (cluster matcher, one namespace, a namespace split).
+#[test]
+fn promtool_parses_every_query_the_analyzer_sends() {
+    use rightsizer::analyzer::queries::Builder;
+    use rightsizer::analyzer::QueryConfig;
+
+    let plain = QueryConfig::default();
+    let scoped = QueryConfig {
+        cluster_matcher: Some(r#"cluster="prod-eu""#.into()),
+        namespace: Some("shop".into()),
+        ..QueryConfig::default()
+    };
+    let split = ["shop".to_string(), "team.a".to_string()];
+    let mut exprs: Vec<(String, String)> = Vec::new();
+    for (name, cfg, namespaces) in [
+        ("all", &plain, None),
+        ("scoped", &scoped, None),
+        ("split", &plain, Some(&split[..])),
+    ] {
+        let b = Builder::new(cfg, namespaces);
+        let kinds = b.owners().into_iter().chain(b.scoped()).chain(b.global());
+        for (kind, q) in kinds {
+            exprs.push((format!("{name} {kind:?}"), q));
+        }
+        for (kind, q) in b.memory_intervals(300) {
+            exprs.push((format!("{name} interval {kind:?}"), q));
+        }
+        exprs.push((format!("{name} namespace sizes"), b.namespace_sizes()));
+    }
+    let rules: Vec<Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, q))| serde_json::json!({"record": format!("analyzer:q{i}"), "expr": q}))
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = serde_json::json!({"groups": [{"name": "analyzer", "rules": rules}]});
+    fs::write(
+        tmp.path().join("analyzer.yaml"),
+        serde_json::to_string(&file).unwrap(),
+    )
+    .unwrap();
+    promtool(&["check", "rules", "analyzer.yaml"], tmp.path());
 }

@@ -4,11 +4,11 @@
 //! Every assertion reads what the apiserver stored (or returned).
 //!
 //! One control plane and one webhook serve the whole binary; tests take a lock and run
-//! one at a time. Without the control plane binaries the tests skip with a reason, except
-//! under `CI=true`, where that is a failure (run `tests/cluster/build.sh`).
+//! one at a time. Without the control plane binaries libtest reports the tests ignored with
+//! the reason (webhook/build.rs sets `has_control_plane`), except under `CI=true`, where
+//! that is a failure (run `tests/cluster/build.sh`).
 
-#[path = "support/cluster.rs"]
-mod cluster;
+use crate::cluster;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -391,34 +391,23 @@ async fn init() -> Result<Env, Setup> {
     Ok(env)
 }
 
-/// The shared environment and the lock that runs tests one at a time, or None (skip).
-async fn setup() -> Option<(tokio::sync::MutexGuard<'static, ()>, &'static Env)> {
+/// The shared environment and the lock that runs tests one at a time. A missing prerequisite
+/// is a failure here: skipping is the job of each test's `cfg_attr(not(has_control_plane), ignore)`.
+async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static Env) {
     let guard = SERIAL.lock().await;
     match ENV.get_or_init(init).await {
-        Ok(env) => Some((guard, env)),
-        Err(Setup::Missing(reason)) if !cluster::in_ci() => {
-            // Straight to stderr (not eprintln!, which the harness captures) and once.
-            static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| {
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "cluster_e2e: SKIPPED, no control plane here: {reason}"
-                );
-            });
-            None
+        Ok(env) => (guard, env),
+        Err(Setup::Missing(reason)) => {
+            panic!("the control plane cannot run here: {reason} (webhook/build.rs found it)")
         }
-        Err(Setup::Missing(reason)) => panic!("CI=true and the control plane cannot run: {reason}"),
         Err(Setup::Failed(e)) => panic!("control plane setup failed: {e}"),
     }
 }
 
+/// The name stayed from when a missing control plane returned early; it no longer does.
 macro_rules! env_or_skip {
     () => {
-        match setup().await {
-            Some(x) => x,
-            None => return,
-        }
+        setup().await
     };
 }
 
@@ -526,9 +515,32 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
 }
 
 async fn create_pod(client: &kube::Client, ns: &str, p: &Pod) -> Result<Pod, kube::Error> {
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), p)
-        .await
+    create_in_time(client, ns, &PostParams::default(), p).await
+}
+
+/// Create a Pod, waiting out the moment after a namespace is made when its ServiceAccount
+/// has no token yet (the apiserver answers 500 "No API token found" and asks to retry;
+/// kube-controller-manager adds the token within seconds).
+async fn create_in_time(
+    client: &kube::Client,
+    ns: &str,
+    params: &PostParams,
+    p: &Pod,
+) -> Result<Pod, kube::Error> {
+    let api = Api::<Pod>::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match api.create(params, p).await {
+            Err(kube::Error::Api(s))
+                if s.code == 500
+                    && s.message.contains("No API token found")
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -536,17 +548,19 @@ async fn create_pod(client: &kube::Client, ns: &str, p: &Pod) -> Result<Pod, kub
 
 #[test]
 fn registration_matches_deploy_base() {
-    match deploy_entry() {
-        Some(shipped) => assert_eq!(
-            shipped,
-            mirrored_entry(),
-            "{DEPLOY_WEBHOOK} and the mirrored registration in this test differ"
-        ),
-        None => eprintln!("SKIPPED: {DEPLOY_WEBHOOK} is not in this tree yet"),
-    }
+    let shipped = deploy_entry().unwrap_or_else(|| panic!("{DEPLOY_WEBHOOK} has a webhook"));
+    assert_eq!(
+        shipped,
+        mirrored_entry(),
+        "{DEPLOY_WEBHOOK} and the mirrored registration in this test differ"
+    );
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn webhook_is_called_only_for_opted_in_namespaces() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -598,6 +612,10 @@ async fn webhook_is_called_only_for_opted_in_namespaces() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn replicaset_controller_pods_reach_the_webhook() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -634,6 +652,10 @@ async fn replicaset_controller_pods_reach_the_webhook() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn webhook_down_with_failure_policy_ignore_admits() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -705,6 +727,10 @@ async fn silent_tls_server(tls: &TlsFiles, handshakes: Arc<AtomicUsize>) -> Sock
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn webhook_slower_than_timeout_admits() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -763,6 +789,10 @@ async fn webhook_slower_than_timeout_admits() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn server_dry_run_calls_the_webhook_and_stores_nothing() {
     let (_serial, env) = env_or_skip!();
     let before = env.reviews().await;
@@ -792,6 +822,10 @@ async fn server_dry_run_calls_the_webhook_and_stores_nothing() {
 // Sizing through the real apiserver (needs the admission logic in `serve`).
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn deployment_pods_sized_from_snapshot_keyed_to_the_deployment() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -821,6 +855,10 @@ async fn deployment_pods_sized_from_snapshot_keyed_to_the_deployment() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn cronjob_job_pods_keyed_to_the_cronjob() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -883,6 +921,10 @@ spec:
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn overrides_win_over_committed_values() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -906,6 +948,10 @@ async fn overrides_win_over_committed_values() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn mode_off_annotation_opts_out() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -927,6 +973,10 @@ async fn mode_off_annotation_opts_out() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn limit_range_still_admits_sized_pods() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -956,6 +1006,10 @@ async fn limit_range_still_admits_sized_pods() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn resource_quota_never_rejects_because_of_sizing() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -1004,6 +1058,10 @@ async fn resource_quota_never_rejects_because_of_sizing() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn priority_class_from_policy_and_user_class_kept() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -1038,6 +1096,10 @@ async fn priority_class_from_policy_and_user_class_kept() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn gpu_pods_get_affinity_and_tolerations() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -1083,6 +1145,10 @@ async fn gpu_pods_get_affinity_and_tolerations() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn kube_system_is_never_sized_even_when_labelled() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -1125,6 +1191,10 @@ async fn kube_system_is_never_sized_even_when_labelled() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn server_dry_run_returns_the_sized_object() {
     let (_serial, env) = env_or_skip!();
     let manifest = json!({
@@ -1199,10 +1269,14 @@ async fn dry_run_memory(client: &kube::Client, ns: &str) -> (Option<u64>, Option
         dry_run: true,
         ..Default::default()
     };
-    let returned = Api::<Pod>::namespaced(client.clone(), ns)
-        .create(&params, &pod("probe", vec![bare_container("app")]))
-        .await
-        .expect("dry-run pod creation");
+    let returned = create_in_time(
+        client,
+        ns,
+        &params,
+        &pod("probe", vec![bare_container("app")]),
+    )
+    .await
+    .expect("dry-run pod creation");
     memory(&returned, "app")
 }
 
@@ -1229,6 +1303,10 @@ async fn time_until_sized(
 const POLICY_DEADLINE: Duration = Duration::from_millis(2500);
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn policy_configmap_edits_apply_within_2s_and_broken_ones_are_refused() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -1353,6 +1431,10 @@ async fn policy_configmap_edits_apply_within_2s_and_broken_ones_are_refused() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn webhook_namespace_and_kube_system_untouched_even_when_a_policy_selects_them() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -1464,6 +1546,10 @@ const HANDOVER: Duration = Duration::from_secs(5);
 /// The webhook runs as the shipped ServiceAccount: every watch lists, the Lease is
 /// held, and nothing it did was refused (a missing permission shows as a 403 in its log).
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn the_webhook_works_with_the_shipped_rights_only() {
     let (_serial, env) = env_or_skip!();
     time_until_holder(env, REPLICA_A, Duration::from_secs(20))
@@ -1511,6 +1597,10 @@ async fn the_webhook_works_with_the_shipped_rights_only() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn leader_lease_hands_over_when_the_leader_stops() {
     let (_serial, env) = env_or_skip!();
     time_until_holder(env, REPLICA_A, Duration::from_secs(20))
@@ -1567,6 +1657,10 @@ async fn leader_lease_hands_over_when_the_leader_stops() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn committed_values_stored_by_the_leader_are_read_by_a_second_replica() {
     use rightsizer::analyzer::state::{ContainerState, Saved};
     use rightsizer::kube::{EventLimits, KubeOptions, LeaseTimings};
@@ -1782,6 +1876,10 @@ async fn committed_values_stored_by_the_leader_are_read_by_a_second_replica() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn server_dry_run_update_writes_no_event_and_no_commit() {
     let (_serial, env) = env_or_skip!();
     let ns = "e2e-dryrun";
@@ -1939,6 +2037,10 @@ async fn init_container_fixtures(env: &Env, client: &kube::Client) {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn init_containers_sized_within_a_pod_limit_range() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -1981,6 +2083,10 @@ async fn init_containers_sized_within_a_pod_limit_range() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn init_containers_sized_within_a_resource_quota() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -2062,6 +2168,10 @@ const TPL_QUOTA: &str = "e2e-tpl-quota";
 const TPL_PROBE: &str = "e2e-tpl-probe";
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn template_raise_its_replicas_would_not_fit_in_the_quota_is_undone() {
     let (_serial, env) = env_or_skip!();
     let client = env.plane.client().await;
@@ -2222,29 +2332,21 @@ async fn shop_init() -> Result<Shop, Setup> {
     Ok(shop)
 }
 
-async fn shop_setup() -> Option<(tokio::sync::MutexGuard<'static, ()>, &'static Shop)> {
+async fn shop_setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static Shop) {
     let guard = SHOP_SERIAL.lock().await;
     match SHOP.get_or_init(shop_init).await {
-        Ok(shop) => Some((guard, shop)),
-        Err(Setup::Missing(reason)) if !cluster::in_ci() => {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "cluster_e2e (shop): SKIPPED, no control plane here: {reason}"
-            );
-            None
+        Ok(shop) => (guard, shop),
+        Err(Setup::Missing(reason)) => {
+            panic!("the control plane cannot run here: {reason} (webhook/build.rs found it)")
         }
-        Err(Setup::Missing(reason)) => panic!("CI=true and the control plane cannot run: {reason}"),
         Err(Setup::Failed(e)) => panic!("shop control plane setup failed: {e}"),
     }
 }
 
+/// The name stayed from when a missing control plane returned early; it no longer does.
 macro_rules! shop_or_skip {
     () => {
-        match shop_setup().await {
-            Some(x) => x,
-            None => return,
-        }
+        shop_setup().await
     };
 }
 
@@ -2306,6 +2408,10 @@ impl Shop {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn example_policies_without_priority_classes_let_deployment_pods_be_created() {
     let (_serial, shop) = shop_or_skip!();
     shop.plane.kubectl_ok(
@@ -2334,6 +2440,10 @@ async fn example_policies_without_priority_classes_let_deployment_pods_be_create
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn a_deleted_priority_class_stops_being_set_within_seconds() {
     let (_serial, shop) = shop_or_skip!();
     let class_of = |p: Option<Pod>| p.and_then(|p| p.spec?.priority_class_name);
@@ -2375,6 +2485,10 @@ async fn a_deleted_priority_class_stops_being_set_within_seconds() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
 async fn resource_quota_near_full_gets_no_raise() {
     let (_serial, shop) = shop_or_skip!();
     let ns = "shop-quota";

@@ -2,7 +2,7 @@
 //! errors, readiness, metrics, which port serves what, and the bounds on one review
 //! (caps, panics, deadline, in-flight and body-byte limits).
 
-mod support_https;
+use crate::support_https;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};

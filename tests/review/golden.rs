@@ -8,10 +8,9 @@
 //! `policies/`, so the examples are tested as shipped.
 //!
 //! Regenerate expectations after an intended change with `UPDATE_GOLDEN=1 cargo test
-//! --test golden`, then review the diff.
+//! --test review golden`, then review the diff.
 
-#[path = "support/invariants.rs"]
-mod invariants;
+use crate::invariants;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +21,7 @@ use rightsizer::cluster::ClusterFacts;
 use rightsizer::offline::{facts_from, mutate_all, parse_documents, Mutated};
 use rightsizer::policy::PolicyStore;
 use rightsizer::recommendation::{NoRecommendations, RecommendationSource, Snapshot};
+use rstest::rstest;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -173,38 +173,18 @@ fn check_case(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-#[test]
-fn golden_cases() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("tests/golden exists")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.join("input.yaml").exists())
-        .collect();
-    dirs.sort();
-    assert!(
-        dirs.len() >= 20,
-        "expected the full set of golden cases, found {}",
-        dirs.len()
-    );
-    let failures: Vec<String> = dirs
-        .iter()
-        .filter_map(|d| {
-            check_case(d).err().map(|e| {
-                format!(
-                    "{}: {e}",
-                    d.file_name().unwrap_or_default().to_string_lossy()
-                )
-            })
-        })
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} golden case(s) failed:\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+/// Every folder under `tests/golden/` is a test of its own, named for the folder (a new
+/// folder is picked up when this binary is built again).
+#[rstest]
+fn golden(
+    #[base_dir = "${CARGO_MANIFEST_DIR}/../tests/golden"]
+    #[files("*/input.yaml")]
+    input: PathBuf,
+) {
+    let dir = input.parent().expect("a case folder");
+    if let Err(e) = check_case(dir) {
+        panic!("{}: {e}", dir.display());
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! and the listeners' limits (slow heads, slow bodies, idle connections, stream floods,
 //! the connection cap), each shown to release what it held within its timeout.
 
-mod support_https;
+use crate::support_https;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,10 +3,8 @@
 //! from feeding the strategy with 5-minute intervals this test computes itself from
 //! the generated samples, and from `replay --trace` on a CSV of those samples.
 
-#[path = "support/prometheus.rs"]
-mod prometheus;
-#[path = "support/scenario.rs"]
-mod scenario;
+use crate::prometheus;
+use crate::scenario;
 
 use std::collections::BTreeMap;
 use std::process::Command;

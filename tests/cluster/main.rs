@@ -1,0 +1,15 @@
+//! A real Kubernetes v1.20.2 control plane (and node) on loopback: the Kubernetes side of
+//! rightsizer, the webhook called by the apiserver, and rightsizer on a real node.
+
+#[path = "../support/cluster.rs"]
+mod cluster;
+#[path = "../support/node.rs"]
+mod node;
+#[path = "../support/prometheus.rs"]
+mod prometheus;
+#[path = "../support/scenario.rs"]
+mod scenario;
+
+mod cluster_e2e;
+mod kube_watch;
+mod node_e2e;

@@ -1,0 +1,7 @@
+//! `deploy/` and `rightsizer certs`, checked with the real tools (kustomize, promtool,
+//! openssl, rustls).
+
+#[path = "../support/monitoring.rs"]
+mod monitoring;
+
+mod deploy;

@@ -1,0 +1,3 @@
+//! `rightsizer replay` and the strategies it scores, offline.
+
+mod replay;

@@ -1,0 +1,13 @@
+//! Admission offline: the review handler as the apiserver drives it, the golden cases,
+//! `rightsizer mutate` and `rightsizer plan` as a user runs them, and policy loading.
+
+#[path = "../support/gen.rs"]
+mod gen;
+#[path = "../support/invariants.rs"]
+mod invariants;
+
+mod cli_mutate;
+mod golden;
+mod plan;
+mod policies;
+mod review;

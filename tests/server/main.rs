@@ -1,0 +1,8 @@
+//! The HTTP side of `rightsizer serve`: the routers in process, and the binary over real
+//! TLS on loopback.
+
+#[path = "../support_https/mod.rs"]
+mod support_https;
+
+mod https_e2e;
+mod server_router;
