@@ -31,8 +31,9 @@ const SPEC_KEYS: &[&str] = &[
 pub struct Written {
     /// The object cut down to the writable parts: the writers' pointers work on it.
     pub value: Value,
-    pod_spec: &'static str,
-    pod_meta: &'static str,
+    /// The view's pointers as keys, split once: `part` runs for every key on the way.
+    pod_spec: Vec<&'static str>,
+    pod_meta: Vec<&'static str>,
 }
 
 /// What a node of the object is to the merge.
@@ -51,27 +52,26 @@ impl Written {
     pub fn of(obj: &Value, view: &View) -> Self {
         let mut w = Written {
             value: Value::Null,
-            pod_spec: view.pod_spec,
-            pod_meta: view.pod_meta,
+            pod_spec: keys(view.pod_spec),
+            pod_meta: keys(view.pod_meta),
         };
         w.value = w.copy(obj, &mut Vec::new());
         w
     }
 
-    /// What the node at `at` (keys from the root) is. Computed from the view's static
-    /// pointers, without building paths: this runs for every key on the way.
+    /// What the node at `at` (keys from the root) is.
     pub fn part(&self, at: &[&str]) -> Part {
-        let spec = match relation(self.pod_spec, at) {
+        let spec = match relation(&self.pod_spec, at) {
             Rel::Below(k) if SPEC_KEYS.contains(&k) => Part::Whole,
             r => r.way(),
         };
-        let annotations = |ptr| match relation(ptr, at) {
+        let annotations = |ptr: &[&str]| match relation(ptr, at) {
             Rel::Below("annotations") => Part::Whole,
             r => r.way(),
         };
         // Recommendations of a workload go on its own metadata (see `resize`).
-        spec.max(annotations(self.pod_meta))
-            .max(annotations("/metadata"))
+        spec.max(annotations(&self.pod_meta))
+            .max(annotations(&["metadata"]))
     }
 
     /// The whole object as sized: `obj` (the object this was copied from) with the
@@ -149,12 +149,16 @@ impl Rel<'_> {
     }
 }
 
-/// `ptr` holds no escaped tokens (the views' pointers are fixed paths of plain keys).
-fn relation<'a>(ptr: &str, at: &[&'a str]) -> Rel<'a> {
-    let mut tokens = ptr.split('/').skip(1);
+/// The keys of a view's pointer (fixed paths of plain keys: nothing to unescape).
+fn keys(ptr: &'static str) -> Vec<&'static str> {
+    ptr.split('/').skip(1).collect()
+}
+
+fn relation<'a>(ptr: &[&str], at: &[&'a str]) -> Rel<'a> {
+    let mut tokens = ptr.iter();
     for (i, key) in at.iter().enumerate() {
         match tokens.next() {
-            Some(t) if t == *key => {}
+            Some(t) if t == key => {}
             Some(_) => return Rel::Apart,
             None => return Rel::Below(at[i]),
         }
