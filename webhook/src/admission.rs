@@ -136,9 +136,10 @@ pub struct Mutation {
     pub warnings: Vec<String>,
     pub outcome: Outcome,
     pub workload: Option<crate::recommendation::WorkloadKey>,
-    /// The object as sized, when it was merged (what the patch makes of the object; the
-    /// offline path prints it instead of applying the patch again).
-    pub sized: Option<Value>,
+    /// The object's writable parts as sized, when it was merged (what the patch makes of
+    /// them; the offline path puts them back into the object instead of applying the
+    /// patch again).
+    pub sized: Option<sizing::written::Written>,
 }
 
 impl Mutation {
@@ -351,7 +352,7 @@ impl Admitter {
             enforcement: self.config.enforcement,
         };
         let decision = sizing::plan(obj, &view, policy, &recs, &ctx);
-        let patch = diff::diff(obj, &decision.object);
+        let patch = diff::diff_written(obj, &decision.object);
         let outcome = if patch.0.is_empty() {
             Outcome::Unchanged
         } else {

@@ -144,7 +144,7 @@ fn mutate_all_with(admitter: &Admitter, docs: &[Document]) -> Vec<Mutated> {
             let m = admitter.mutate_object(kind, &d.namespace, &d.object);
             Mutated {
                 // The merge's own result: the patch is the difference to it.
-                object: m.sized.unwrap_or_else(|| d.object.clone()),
+                object: sized(&d.object, m.sized),
                 patch: m.patch,
                 warnings: m.warnings,
                 handled: m.outcome != Outcome::Skipped,
@@ -152,6 +152,15 @@ fn mutate_all_with(admitter: &Admitter, docs: &[Document]) -> Vec<Mutated> {
             }
         })
         .collect()
+}
+
+/// The object with the merge's writable parts put back (itself when not merged).
+fn sized(obj: &Value, written: Option<crate::sizing::written::Written>) -> Value {
+    let mut out = obj.clone();
+    if let Some(w) = written {
+        w.apply_to(&mut out);
+    }
+    out
 }
 
 fn unchanged(d: &Document) -> Mutated {

@@ -1,5 +1,6 @@
 //! The merge: a pure function from (object, policy, recommendations, cluster facts) to
-//! the object as it should be. The caller diffs the two into a JSONPatch. One module per
+//! the object's writable parts as they should be (`written`). The caller diffs those
+//! parts with the object into a JSONPatch. One module per
 //! kind of change: container resources (`resize`, by precedence in `resources`, explicit
 //! values in `explicit`, Pod-level checks in `pod`), LimitRange fitting, placement (GPU,
 //! placement rules, priority), Knative.
@@ -16,6 +17,7 @@ pub mod priority;
 pub mod record;
 pub mod resize;
 pub mod resources;
+pub mod written;
 
 use std::collections::BTreeMap;
 
@@ -26,6 +28,7 @@ use crate::object::{is_knative, View, MODE_ANNOTATION, SIZED_ANNOTATION};
 use crate::policy::schema::{Mode, Policy, Target};
 use crate::recommendation::{ContainerRecommendation, WorkloadKind};
 use record::SizedRecord;
+use written::Written;
 
 /// Facts about the cluster and namespace the merge needs.
 #[derive(Debug, Clone, Copy)]
@@ -44,8 +47,9 @@ pub struct Context<'a> {
 /// The outcome of the merge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
-    /// The object as it should be (equal to the input when nothing changes).
-    pub object: Value,
+    /// The object's writable parts as they should be (equal to the input's when nothing
+    /// changes).
+    pub object: Written,
     /// Things the user should know (sent as admission warnings).
     pub warnings: Vec<String>,
     /// The effective mode.
@@ -114,21 +118,22 @@ pub fn plan(
 ) -> Decision {
     let mut warnings = Vec::new();
     let mode = effective_mode(policy, view, ctx, &mut warnings);
-    let mut out = obj.clone();
+    let mut written = Written::of(obj, view);
     if mode == Mode::Off {
         return Decision {
-            object: out,
+            object: written,
             warnings,
             mode,
         };
     }
+    let out = &mut written.value;
     let place = routes(view, policy);
     if place.resources {
-        let said = resize::size_resources(obj, &mut out, view, policy, recs, ctx, mode);
+        let said = resize::size_resources(obj, out, view, policy, recs, ctx, mode);
         warnings.extend(said);
     }
     if place.placement {
-        placement::apply_placement(&mut out, view, policy, ctx, &mut warnings);
+        placement::apply_placement(out, view, policy, ctx, &mut warnings);
     }
     if place.knative {
         if let Some(k) = &policy.knative {
@@ -136,11 +141,11 @@ pub fn plan(
                 .values()
                 .find_map(|r| r.knative.as_ref())
                 .filter(|_| mode == Mode::Enforce);
-            apply_knative(&mut out, view, k, policy, rec, &mut warnings);
+            apply_knative(out, view, k, policy, rec, &mut warnings);
         }
     }
     Decision {
-        object: out,
+        object: written,
         warnings,
         mode,
     }

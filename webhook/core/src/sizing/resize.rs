@@ -42,8 +42,9 @@ struct Sized {
     recommended: Option<Sizes>,
 }
 
-/// Size the containers of the pod spec at `view.pod_spec` in `out`, a copy of `received`
-/// (the containers are read from `received`, and copied only where they change).
+/// Size the containers of the pod spec at `view.pod_spec` in `out`, the writable parts
+/// of `received` (the containers are read from `received`, and copied only where they
+/// change).
 pub(super) fn size_resources(
     received: &Value,
     out: &mut Value,
@@ -82,7 +83,8 @@ pub(super) fn size_resources(
         enforce: mode == Mode::Enforce,
         annotation_overrides: parse_overrides_annotation(view, warnings),
         predictions: load::predictions(policy, view, ctx.namespace_labels, recs, warnings),
-        pods: pod::pods_of(view.kind, out),
+        // From the received object: the copy holds only the writable parts.
+        pods: pod::pods_of(view.kind, received),
     };
     let Some(mut after) = out
         .pointer_mut(view.pod_spec)
