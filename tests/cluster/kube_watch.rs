@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster::ControlPlane;
+use cluster::{admin_status, ControlPlane};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
@@ -1992,22 +1992,6 @@ fn cronjob_with_job(
 
 const PROBE_NS: &str = "readiness-probe";
 const PROBE_SA: &str = "system:serviceaccount:readiness-probe:rightsizer";
-
-/// GET on the admin port: status and body.
-async fn admin_status(admin: std::net::SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let resp = client
-        .get(format!("http://{admin}{path}"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    Ok((status, resp.text().await.map_err(|e| e.to_string())?))
-}
 
 /// The shipped ClusterRole and Role, granted to the ServiceAccount `rightsizer` of
 /// `PROBE_NS` (the Role in that namespace), without `resource` in any rule.

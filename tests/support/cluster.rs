@@ -449,6 +449,11 @@ pub async fn webhook_get(addr: SocketAddr, ca_pem: &str, path: &str) -> Result<S
 
 /// GET a path of the webhook's plain-HTTP admin port (`/metrics`).
 pub async fn admin_get(admin: SocketAddr, path: &str) -> Result<String, String> {
+    admin_status(admin, path).await.map(|(_, body)| body)
+}
+
+/// GET a path of the webhook's plain-HTTP admin port: status and body (`/readyz`).
+pub async fn admin_status(admin: SocketAddr, path: &str) -> Result<(u16, String), String> {
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))
@@ -459,7 +464,8 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> Result<String, String> 
         .send()
         .await
         .map_err(|e| e.to_string())?;
-    resp.text().await.map_err(|e| e.to_string())
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await.map_err(|e| e.to_string())?))
 }
 
 /// Status code of a GET on the webhook over HTTPS, trusting `ca_pem`.
