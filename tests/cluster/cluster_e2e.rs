@@ -404,13 +404,6 @@ async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static Env) {
     }
 }
 
-/// The name stayed from when a missing control plane returned early; it no longer does.
-macro_rules! env_or_skip {
-    () => {
-        setup().await
-    };
-}
-
 // ---------------------------------------------------------------------------------------
 // Helpers.
 
@@ -562,7 +555,7 @@ fn registration_matches_deploy_base() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn webhook_is_called_only_for_opted_in_namespaces() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     let c0 = env.reviews().await;
 
@@ -617,7 +610,7 @@ async fn webhook_is_called_only_for_opted_in_namespaces() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn replicaset_controller_pods_reach_the_webhook() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     let reviews0 = env.reviews().await;
 
@@ -657,7 +650,7 @@ async fn replicaset_controller_pods_reach_the_webhook() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn webhook_down_with_failure_policy_ignore_admits() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     {
         let mut w = env.webhook.lock().unwrap_or_else(|e| e.into_inner());
@@ -732,7 +725,7 @@ async fn silent_tls_server(tls: &TlsFiles, handshakes: Arc<AtomicUsize>) -> Sock
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn webhook_slower_than_timeout_admits() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     let handshakes = Arc::new(AtomicUsize::new(0));
     let slow = silent_tls_server(&env.tls, handshakes.clone()).await;
@@ -794,7 +787,7 @@ async fn webhook_slower_than_timeout_admits() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn server_dry_run_calls_the_webhook_and_stores_nothing() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let before = env.reviews().await;
     let manifest = json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -827,7 +820,7 @@ async fn server_dry_run_calls_the_webhook_and_stores_nothing() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn deployment_pods_sized_from_snapshot_keyed_to_the_deployment() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     env.plane.kubectl_ok(
         &["-n", "e2e-deploy", "apply", "-f", "-"],
@@ -860,7 +853,7 @@ async fn deployment_pods_sized_from_snapshot_keyed_to_the_deployment() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn cronjob_job_pods_keyed_to_the_cronjob() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     // batch/v1 CronJob arrives in v1.21; v1.20 serves batch/v1beta1. Suspended, so the
     // Job below is the only one; it is created as the CronJob controller would name and own it.
@@ -926,7 +919,7 @@ spec:
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn overrides_win_over_committed_values() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     let overrides = json!({"app": {"memory": {"request": "200Mi", "limit": "400Mi"}}}).to_string();
     env.plane.kubectl_ok(
@@ -953,7 +946,7 @@ async fn overrides_win_over_committed_values() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn mode_off_annotation_opts_out() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     let reviews = env.reviews().await;
     env.plane.kubectl_ok(
@@ -978,7 +971,7 @@ async fn mode_off_annotation_opts_out() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn limit_range_still_admits_sized_pods() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     // Committed 1Gi/4Gi, but the LimitRange allows at most 512Mi and a ratio of 2.
     let stored = create_pod(
@@ -1011,7 +1004,7 @@ async fn limit_range_still_admits_sized_pods() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn resource_quota_never_rejects_because_of_sizing() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     // The quota admission refuses pods until the quota controller has filled in the status.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1063,7 +1056,7 @@ async fn resource_quota_never_rejects_because_of_sizing() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn priority_class_from_policy_and_user_class_kept() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     let stored = create_pod(
         &client,
@@ -1101,7 +1094,7 @@ async fn priority_class_from_policy_and_user_class_kept() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn gpu_pods_get_affinity_and_tolerations() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     let mut gpu = container("app", "64Mi", "128Mi");
     gpu["resources"]["limits"]["nvidia.com/gpu"] = json!("1");
@@ -1150,7 +1143,7 @@ async fn gpu_pods_get_affinity_and_tolerations() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn kube_system_is_never_sized_even_when_labelled() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     // On v1.20 nothing labels kube-system with its name, so with the opt-in label the
     // apiserver does call the webhook; the webhook itself must leave it alone.
@@ -1196,7 +1189,7 @@ async fn kube_system_is_never_sized_even_when_labelled() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn server_dry_run_returns_the_sized_object() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let manifest = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "dry", "namespace": "e2e-dryrun"},
@@ -1308,7 +1301,7 @@ const POLICY_DEADLINE: Duration = Duration::from_millis(2500);
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn policy_configmap_edits_apply_within_2s_and_broken_ones_are_refused() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     let ns = "e2e-policy";
 
@@ -1436,7 +1429,7 @@ async fn policy_configmap_edits_apply_within_2s_and_broken_ones_are_refused() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn webhook_namespace_and_kube_system_untouched_even_when_a_policy_selects_them() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     env.apply(&live_policy(
         "e2e-system",
@@ -1551,7 +1544,7 @@ const HANDOVER: Duration = Duration::from_secs(5);
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn the_webhook_works_with_the_shipped_rights_only() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     time_until_holder(env, REPLICA_A, Duration::from_secs(20))
         .await
         .expect("the webhook holds the Lease as the ServiceAccount");
@@ -1602,7 +1595,7 @@ async fn the_webhook_works_with_the_shipped_rights_only() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn leader_lease_hands_over_when_the_leader_stops() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     time_until_holder(env, REPLICA_A, Duration::from_secs(20))
         .await
         .unwrap_or_else(|| {
@@ -1680,7 +1673,7 @@ async fn committed_values_stored_by_the_leader_are_read_by_a_second_replica() {
         }
     };
 
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     let ns = "e2e-replica";
     // Only replica b is registered for this namespace, so what its Pods get comes from b.
@@ -1881,7 +1874,7 @@ async fn committed_values_stored_by_the_leader_are_read_by_a_second_replica() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn server_dry_run_update_writes_no_event_and_no_commit() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let ns = "e2e-dryrun";
     let original = deployment(
         "dry-web",
@@ -2042,7 +2035,7 @@ async fn init_container_fixtures(env: &Env, client: &kube::Client) {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn init_containers_sized_within_a_pod_limit_range() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     init_container_fixtures(env, &client).await;
     // app gets the 256Mi default limit, migrate 896Mi: the LimitRanger counts
@@ -2088,7 +2081,7 @@ async fn init_containers_sized_within_a_pod_limit_range() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn init_containers_sized_within_a_resource_quota() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     init_container_fixtures(env, &client).await;
     let status = |field: &str| {
@@ -2173,7 +2166,7 @@ const TPL_PROBE: &str = "e2e-tpl-probe";
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn template_raise_its_replicas_would_not_fit_in_the_quota_is_undone() {
-    let (_serial, env) = env_or_skip!();
+    let (_serial, env) = setup().await;
     let client = env.plane.client().await;
     let mut docs = Vec::new();
     for ns in [TPL_QUOTA, TPL_PROBE] {
@@ -2343,13 +2336,6 @@ async fn shop_setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static Shop) {
     }
 }
 
-/// The name stayed from when a missing control plane returned early; it no longer does.
-macro_rules! shop_or_skip {
-    () => {
-        shop_setup().await
-    };
-}
-
 /// A server-side dry run of a Pod: what the apiserver would store, or None if refused.
 async fn dry_run_pod(shop: &Shop, ns: &str, p: &Pod) -> Option<Pod> {
     let client = shop.plane.client().await;
@@ -2413,7 +2399,7 @@ impl Shop {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn example_policies_without_priority_classes_let_deployment_pods_be_created() {
-    let (_serial, shop) = shop_or_skip!();
+    let (_serial, shop) = shop_setup().await;
     shop.plane.kubectl_ok(
         &[
             "delete",
@@ -2445,7 +2431,7 @@ async fn example_policies_without_priority_classes_let_deployment_pods_be_create
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn a_deleted_priority_class_stops_being_set_within_seconds() {
-    let (_serial, shop) = shop_or_skip!();
+    let (_serial, shop) = shop_setup().await;
     let class_of = |p: Option<Pod>| p.and_then(|p| p.spec?.priority_class_name);
     let probe = pod("probe", vec![bare_container("app")]);
     shop.apply_class();
@@ -2490,7 +2476,7 @@ async fn a_deleted_priority_class_stops_being_set_within_seconds() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn resource_quota_near_full_gets_no_raise() {
-    let (_serial, shop) = shop_or_skip!();
+    let (_serial, shop) = shop_setup().await;
     let ns = "shop-quota";
     shop.plane.kubectl_ok(
         &["apply", "-f", "-"],

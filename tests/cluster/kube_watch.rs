@@ -80,13 +80,6 @@ async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static ControlPlane
     }
 }
 
-/// The name stayed from when a missing control plane returned early; it no longer does.
-macro_rules! plane_or_skip {
-    () => {
-        setup().await
-    };
-}
-
 /// One rightsizer replica's Kubernetes side.
 struct Replica {
     handles: KubeHandles,
@@ -231,7 +224,7 @@ fn deployment(name: &str) -> Value {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn namespaces_limitranges_and_priorityclasses_reach_cluster_facts() {
-    let (_g, plane) = plane_or_skip!();
+    let (_g, plane) = setup().await;
     let ns = "kw-facts";
     namespace(
         plane,
@@ -385,7 +378,7 @@ async fn namespaces_limitranges_and_priorityclasses_reach_cluster_facts() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
-    let (_g, plane) = plane_or_skip!();
+    let (_g, plane) = setup().await;
     let ns = "kw-owners";
     namespace(plane, ns, &[]);
     let r = replica(plane, "kw-owners-sys", "owners-a", LeaseTimings::default()).await;
@@ -551,7 +544,7 @@ async fn rightsizing(plane: &ControlPlane, ns: &str, name: &str) -> Option<Dynam
 async fn the_leader_writes_one_rightsizing_per_workload_owned_by_it() {
     // (Another replica reading the commit is cluster_e2e's
     // committed_values_stored_by_the_leader_are_read_by_a_second_replica.)
-    let (_g, plane) = plane_or_skip!();
+    let (_g, plane) = setup().await;
     let sys = "kw-commit-sys";
     let ns = "kw-commit";
     namespace(plane, sys, &[]);
@@ -753,7 +746,7 @@ async fn the_leader_writes_one_rightsizing_per_workload_owned_by_it() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn legacy_committed_annotations_are_imported_once() {
-    let (_g, plane) = plane_or_skip!();
+    let (_g, plane) = setup().await;
     let sys = "kw-migrate-sys";
     let ns = "kw-migrate";
     namespace(plane, sys, &[]);
@@ -933,7 +926,7 @@ fn committed_memory(obj: &DynamicObject) -> Value {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn the_analyzer_commits_to_rightsizings_and_a_new_leader_continues() {
-    let (_g, plane) = plane_or_skip!();
+    let (_g, plane) = setup().await;
     let t0 = {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -1086,7 +1079,7 @@ async fn the_analyzer_commits_to_rightsizings_and_a_new_leader_continues() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn the_webhook_identity_cannot_write_workloads() {
-    let (_g, plane) = plane_or_skip!();
+    let (_g, plane) = setup().await;
     let can = |verb: &str, what: &str, ns: &str| {
         let (what, sub) = match what.split_once(':') {
             Some((w, s)) => (w, format!("--subresource={s}")),
@@ -1167,7 +1160,7 @@ async fn the_webhook_identity_cannot_write_workloads() {
 async fn a_stalled_leader_steps_down_and_another_leads_after_expiry() {
     // (A leader that releases on SIGTERM is cluster_e2e's
     // leader_lease_hands_over_when_the_leader_stops, through the binary.)
-    let (_g, plane) = plane_or_skip!();
+    let (_g, plane) = setup().await;
     let sys = "kw-leader";
     namespace(plane, sys, &[]);
     let b = replica(plane, sys, "leader-b", quick_lease()).await;
@@ -1215,7 +1208,7 @@ async fn a_stalled_leader_steps_down_and_another_leads_after_expiry() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn events_are_deduplicated_and_rate_limited() {
-    let (_g, plane) = plane_or_skip!();
+    let (_g, plane) = setup().await;
     let ns = "kw-events";
     namespace(plane, ns, &[]);
     plane.kubectl_ok(
@@ -1457,7 +1450,7 @@ fn oom_holds(a: &Analyzer) -> Vec<String> {
 async fn kube_state_metrics_and_the_pod_watch_give_the_same_recommendations() {
     use scenario::{Cluster, PodSpec, MI};
     const H: u64 = 3600;
-    let (_g, plane) = plane_or_skip!();
+    let (_g, plane) = setup().await;
     let ns = "kw-ksm";
     namespace(plane, ns, &[]);
     let r = replica(plane, "kw-ksm-sys", "ksm-a", LeaseTimings::default()).await;
@@ -2065,7 +2058,7 @@ fn grant_quotas(plane: &ControlPlane) {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn readyz_waits_for_every_watchers_first_list() {
-    let (_guard, plane) = plane_or_skip!();
+    let (_guard, plane) = setup().await;
     namespace(plane, PROBE_NS, &[]);
     shipped_rbac_without(plane, "resourcequotas");
     let dir = plane.dir.join(PROBE_NS);
