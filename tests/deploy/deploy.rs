@@ -1803,6 +1803,15 @@ fn promtool_parses_every_query_the_analyzer_sends() {
         }
         exprs.push((format!("{name} namespace sizes"), b.namespace_sizes()));
     }
+    let web = rightsizer::recommendation::WorkloadKey {
+        namespace: "shop".into(),
+        kind: rightsizer::workload::WorkloadKind::Deployment,
+        name: "checkout.v2".into(),
+    };
+    exprs.push((
+        "load model default memory".into(),
+        rightsizer::loadmodel::fitter::default_memory_query(&web, "app"),
+    ));
     let rules: Vec<Value> = exprs
         .iter()
         .enumerate()
@@ -1816,4 +1825,15 @@ fn promtool_parses_every_query_the_analyzer_sends() {
     )
     .unwrap();
     promtool(&["check", "rules", "analyzer.yaml"], tmp.path());
+    // ... and names only metrics that metrics.txt documents, so an operator reading that
+    // list knows every series the analyzer needs.
+    let list = metric_list();
+    for (origin, q) in &exprs {
+        check_names(
+            &format!("analyzer query {origin}"),
+            q,
+            &list,
+            &BTreeSet::new(),
+        );
+    }
 }

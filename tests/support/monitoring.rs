@@ -60,7 +60,7 @@ pub fn metric_list() -> MetricList {
                 webhook.insert(parts[1].to_string(), (parts[2].to_string(), labels));
             }
             "cadvisor" | "kube-state-metrics" | "cluster-autoscaler" | "prometheus"
-            | "kube-apiserver" => {
+            | "kube-apiserver" | "knative" => {
                 external.insert(parts[1].to_string());
             }
             other => panic!("unknown source {other}"),
