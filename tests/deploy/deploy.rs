@@ -2,12 +2,12 @@
 //! renders with the machine's `kubectl kustomize`; every rendered object survives a
 //! strict round trip through its k8s-openapi type (CRD kinds are checked field by field);
 //! the webhook configuration, RBAC and Deployment are asserted; the PrometheusRule
-//! passes `promtool check rules` and its promtool unit tests; every metric a rule or
-//! dashboard names is in `deploy/monitoring/metrics.txt` (names found with the lexer in
-//! tests/support/monitoring.rs; tests/analyzer/serve_analyzer.rs checks the webhook's are exported
-//! by a running `serve`); the certificates that
-//! `rightsizer certs` writes verify (rustls/webpki and openssl) and the self-signed
-//! overlay renders with them.
+//! passes `promtool check rules` and its promtool unit tests; every metric a rule, a
+//! dashboard or an analyzer query names is in `deploy/monitoring/metrics.txt` (names found
+//! with the lexer in tests/support/monitoring.rs; tests/analyzer/serve_analyzer.rs checks
+//! the webhook's are exported by a running `serve`); the certificates that `rightsizer
+//! certs` writes verify (rustls/webpki and openssl) and the self-signed overlay renders
+//! with them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -1773,10 +1773,10 @@ fn the_network_policy_admits_the_apiserver_and_monitoring_only() {
     assert!(!selects(ns, &ns_labels(certs::DEFAULT_NAMESPACE, &[])));
 }
 
-/// Every query the analyzer sends parses (promtool, as recording rules), for the whole
-/// cluster and scoped (cluster matcher, one namespace, a namespace split).
-#[test]
-fn promtool_parses_every_query_the_analyzer_sends() {
+/// Every query the analyzer sends, for the whole cluster and scoped (cluster matcher, one
+/// namespace, a namespace split), plus the load model's default memory query; each with
+/// where it came from.
+fn analyzer_queries() -> Vec<(String, String)> {
     use rightsizer::analyzer::queries::Builder;
     use rightsizer::analyzer::QueryConfig;
 
@@ -1812,6 +1812,13 @@ fn promtool_parses_every_query_the_analyzer_sends() {
         "load model default memory".into(),
         rightsizer::loadmodel::fitter::default_memory_query(&web, "app"),
     ));
+    exprs
+}
+
+/// Every query the analyzer sends parses (promtool, as recording rules).
+#[test]
+fn promtool_parses_every_query_the_analyzer_sends() {
+    let exprs = analyzer_queries();
     let rules: Vec<Value> = exprs
         .iter()
         .enumerate()
@@ -1825,10 +1832,14 @@ fn promtool_parses_every_query_the_analyzer_sends() {
     )
     .unwrap();
     promtool(&["check", "rules", "analyzer.yaml"], tmp.path());
-    // ... and names only metrics that metrics.txt documents, so an operator reading that
-    // list knows every series the analyzer needs.
+}
+
+/// The analyzer queries only series that metrics.txt documents, so that list is also what
+/// an operator's Prometheus must scrape.
+#[test]
+fn every_series_the_analyzer_queries_is_listed_in_metrics_txt() {
     let list = metric_list();
-    for (origin, q) in &exprs {
+    for (origin, q) in &analyzer_queries() {
         check_names(
             &format!("analyzer query {origin}"),
             q,
