@@ -660,18 +660,7 @@ fn enforce_mode_commits_and_a_rollout_applies_it(env: &Env, rec: &ResourceRecomm
     );
     let committed = now.committed.unwrap();
     assert_eq!(now.recommended, rec.recommended, "{}", committed.reason);
-    // Every replica answers admission: wait until each one serves the commit.
-    wait_for(
-        60,
-        "every webhook replica serves the committed value",
-        || {
-            let all = webhook_pod_ips(env)
-                .iter()
-                .map(|ip| committed_on(ip, "holder"))
-                .collect::<Vec<_>>();
-            (all.len() == 2 && all.iter().all(|c| *c == Some(committed.sizes))).then_some(())
-        },
-    );
+    every_replica_serves(env, "holder", committed.sizes);
     rollout_restart(env, "holder");
     let pod = pods_of(env, "holder")
         .into_iter()
