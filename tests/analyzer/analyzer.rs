@@ -9,10 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use rightsizer::analyzer::{Analyzer, AnalyzerConfig, DefaultPolicy, PromConfig, QueryConfig};
-use rightsizer::quantity::Resource;
-use rightsizer::recommendation::{ContainerKey, ContainerRecommendation, RecommendationSource};
-use rightsizer::rules::Sizes;
+use rightsizer::analyzer::policies::DefaultPolicy;
+use rightsizer::analyzer::prom::PromConfig;
+use rightsizer::analyzer::{Analyzer, AnalyzerConfig};
+use rightsizer_core::analysis::queries::QueryConfig;
+use rightsizer_core::quantity::Resource;
+use rightsizer_core::recommendation::{
+    ContainerKey, ContainerRecommendation, RecommendationSource,
+};
+use rightsizer_core::rules::Sizes;
 
 use prometheus::TestProm;
 use scenario::{expected_memory, stats, worth, Cluster, PodSpec, MI};
@@ -426,7 +431,7 @@ struct History {
     c: Cluster,
     prom: TestProm,
     /// The first cycle's recommendations, as served at `t0`.
-    at_t0: rightsizer::recommendation::Snapshot,
+    at_t0: rightsizer_core::recommendation::Snapshot,
     queries: u64,
     containers: usize,
 }
@@ -479,12 +484,12 @@ impl History {
 /// bit with evaluation order).
 #[allow(clippy::type_complexity)]
 fn decided(
-    s: rightsizer::recommendation::Snapshot,
+    s: rightsizer_core::recommendation::Snapshot,
 ) -> Vec<(
     ContainerKey,
     Option<(Option<Sizes>, Vec<String>, Option<u64>)>,
     Option<(Option<Sizes>, Vec<String>)>,
-    Option<rightsizer::recommendation::KnativeRecommendation>,
+    Option<rightsizer_core::recommendation::KnativeRecommendation>,
     Vec<Resource>,
 )> {
     s.recommendations
@@ -711,7 +716,7 @@ async fn a_cycle_takes_a_few_queries_for_every_container() {
 async fn the_cache_json_is_the_snapshot_mutate_reads() {
     let h = history().await;
     let json = serde_json::to_string(&h.at_t0).unwrap();
-    let back: rightsizer::recommendation::Snapshot = serde_json::from_str(&json).unwrap();
+    let back: rightsizer_core::recommendation::Snapshot = serde_json::from_str(&json).unwrap();
     assert_eq!(decided(back), decided(h.at_t0.clone()));
 }
 
@@ -1004,7 +1009,7 @@ async fn recommend_command_prints_recommendations() {
     let (r, l) = expected_memory(&c.containers["shop/Deployment/web/app"], t0, SHORT, LONG);
     let fmt = |v: u64| format!("{}Mi", v / MI);
 
-    let snap: rightsizer::recommendation::Snapshot =
+    let snap: rightsizer_core::recommendation::Snapshot =
         serde_json::from_str(&run("json", None)).unwrap();
     assert_eq!(snap.recommendations.len(), 2);
     let web = &snap.recommendations[&key("shop/Deployment/web/app")];

@@ -12,12 +12,15 @@ use std::process::Command;
 
 use prometheus::{OpenMetrics, TestProm};
 use prometheus_client::registry::Registry;
-use rightsizer::analyzer::{PromClient, PromConfig, RecommendationCache};
-use rightsizer::loadmodel::fitter::{fit_all, Window};
-use rightsizer::loadmodel::metrics::LoadModelMetrics;
-use rightsizer::loadmodel::publish::{refresh, RefreshReport};
-use rightsizer::policy::PolicyStore;
-use rightsizer::recommendation::{ContainerKey, WorkloadKey, WorkloadKind};
+use rightsizer::analyzer::cache::RecommendationCache;
+use rightsizer::analyzer::prom::{PromClient, PromConfig};
+use rightsizer::loadfit::fitter::{fit_all, Window};
+use rightsizer::loadfit::metrics::LoadModelMetrics;
+use rightsizer::loadfit::publish::{refresh, RefreshReport};
+use rightsizer::policies::store::PolicyStore;
+use rightsizer_core::recommendation::ContainerKey;
+use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::WorkloadKey;
 
 const MI: f64 = 1_048_576.0;
 const H: u64 = 3600;

@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rightsizer::analyzer::{PromClient, PromConfig, PromError};
+use rightsizer::analyzer::prom::{PromClient, PromConfig, PromError};
 
 use prometheus::{OpenMetrics, TestProm};
 

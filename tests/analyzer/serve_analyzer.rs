@@ -211,7 +211,7 @@ async fn analyzer_recommendations_reach_admission() {
             .find(|o| o["path"] == path)
             .map(|o| o["value"].clone())
     };
-    let fmt = |v: u64| rightsizer::quantity::format_bytes(v);
+    let fmt = |v: u64| rightsizer_core::quantity::format_bytes(v);
     assert_eq!(
         value_at("/spec/containers/0/resources/requests/memory"),
         Some(json!(fmt(want_req)))

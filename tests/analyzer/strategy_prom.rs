@@ -12,10 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use rightsizer::analyzer::{Analyzer, AnalyzerConfig, PolicyLookup, PromConfig, QueryConfig};
-use rightsizer::recommendation::{ContainerKey, WorkloadKey};
-use rightsizer::rules::{Rules, Sizes};
-use rightsizer::strategy::{self, Decision, Interval};
+use rightsizer::analyzer::policies::PolicyLookup;
+use rightsizer::analyzer::prom::PromConfig;
+use rightsizer::analyzer::{Analyzer, AnalyzerConfig};
+use rightsizer_core::analysis::queries::QueryConfig;
+use rightsizer_core::recommendation::ContainerKey;
+use rightsizer_core::rules::{Rules, Sizes};
+use rightsizer_core::strategy::{self, Decision, Interval};
+use rightsizer_core::workload::WorkloadKey;
 
 use prometheus::TestProm;
 use scenario::{Cluster, PodSeries, PodSpec};
@@ -210,7 +214,7 @@ async fn analyzer_runs_the_policy_strategy_on_prometheus_intervals() {
 
     // Every interval fed exactly once (one container runs a strategy).
     assert_eq!(a.intervals_fed(), (ivs1.len() + ivs2.len()) as u64);
-    let mem = |r: &rightsizer::recommendation::ContainerRecommendation| {
+    let mem = |r: &rightsizer_core::recommendation::ContainerRecommendation| {
         r.memory.as_ref().and_then(|m| m.recommended)
     };
     assert_eq!(mem(&got1), Some(Sizes::from(want1)), "first cycle");
@@ -221,7 +225,7 @@ async fn analyzer_runs_the_policy_strategy_on_prometheus_intervals() {
     let mut reg2 = Registry::default();
     let b = Analyzer::new(
         config(prom.url()),
-        Arc::new(rightsizer::analyzer::DefaultPolicy::default()),
+        Arc::new(rightsizer::analyzer::policies::DefaultPolicy::default()),
         &mut reg2,
     )
     .unwrap();
@@ -352,9 +356,9 @@ const LIMIT_MAX: u64 = 256 << 20;
 impl PolicyLookup for Bounded {
     fn rules(&self, _w: &WorkloadKey) -> Rules {
         let mut r = Rules::default();
-        r.memory.request.max = rightsizer::quantity::Bytes(REQUEST_MAX);
+        r.memory.request.max = rightsizer_core::quantity::Bytes(REQUEST_MAX);
         if let Some(l) = r.memory.limit.as_mut() {
-            l.max = rightsizer::quantity::Bytes(LIMIT_MAX);
+            l.max = rightsizer_core::quantity::Bytes(LIMIT_MAX);
         }
         r
     }

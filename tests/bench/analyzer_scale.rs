@@ -143,7 +143,8 @@ fn run_recommend(url: &str, at: u64) -> Figures {
 
 /// Time each query of a cycle on its own, to show where Prometheus spends the cycle.
 fn slowest_queries(url: &str, at: u64) -> String {
-    use rightsizer::analyzer::{queries::Builder, PromClient, PromConfig, QueryConfig};
+    use rightsizer::analyzer::prom::{PromClient, PromConfig};
+    use rightsizer_core::analysis::queries::{Builder, QueryConfig};
     let cfg = QueryConfig {
         long_window_secs: 6 * 3600,
         ..QueryConfig::default()
@@ -176,7 +177,8 @@ fn slowest_queries(url: &str, at: u64) -> String {
 /// window) and a steady-state read (the last 5 minutes), timed.
 fn range_reads(url: &str, at: u64) -> String {
     use rightsizer::analyzer::history::{self, IntervalAnswers};
-    use rightsizer::analyzer::{queries::Builder, PromClient, PromConfig, QueryConfig};
+    use rightsizer::analyzer::prom::{PromClient, PromConfig};
+    use rightsizer_core::analysis::queries::{Builder, QueryConfig};
     let cfg = QueryConfig::default();
     let b = Builder::new(&cfg, None);
     let rt = tokio::runtime::Runtime::new().expect("runtime");

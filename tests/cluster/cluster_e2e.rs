@@ -483,7 +483,7 @@ fn container_memory(c: &k8s_openapi::api::core::v1::Container) -> (Option<u64>, 
         >,
     >| {
         m.and_then(|m| m.get("memory"))
-            .map(|q| rightsizer::quantity::parse_bytes(&q.0).expect("memory quantity"))
+            .map(|q| rightsizer_core::quantity::parse_bytes(&q.0).expect("memory quantity"))
     };
     let r = c.resources.as_ref();
     (
@@ -496,7 +496,7 @@ fn cpu_request(pod: &Pod, container: &str) -> Option<u64> {
     let spec = pod.spec.as_ref()?;
     let c = spec.containers.iter().find(|c| c.name == container)?;
     let q = c.resources.as_ref()?.requests.as_ref()?.get("cpu")?;
-    rightsizer::quantity::parse_millicores(&q.0).ok()
+    rightsizer_core::quantity::parse_millicores(&q.0).ok()
 }
 
 fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
@@ -1655,11 +1655,13 @@ async fn leader_lease_hands_over_when_the_leader_stops() {
     ignore = "no control plane here: run tests/cluster/build.sh"
 )]
 async fn committed_values_stored_by_the_leader_are_read_by_a_second_replica() {
-    use rightsizer::analyzer::state::{ContainerState, Saved};
-    use rightsizer::kube::{EventLimits, KubeOptions, LeaseTimings};
-    use rightsizer::quantity::Resource;
-    use rightsizer::recommendation::{Committed, ContainerKey};
-    use rightsizer::rules::Sizes;
+    use rightsizer::kube::events::EventLimits;
+    use rightsizer::kube::leader::LeaseTimings;
+    use rightsizer::kube::KubeOptions;
+    use rightsizer_core::analysis::container_state::{ContainerState, Saved};
+    use rightsizer_core::quantity::Resource;
+    use rightsizer_core::recommendation::{Committed, ContainerKey};
+    use rightsizer_core::rules::Sizes;
 
     let saved = |key: &ContainerKey, c: Committed| {
         let mut state = ContainerState::default();
@@ -1692,7 +1694,7 @@ async fn committed_values_stored_by_the_leader_are_read_by_a_second_replica() {
 
     // The writer: the library's Kubernetes side leading in its own namespace, storing
     // committed values in Rightsizings as a leader replica's analyzer does.
-    let store = Arc::new(rightsizer::policy::store::PolicyStore::new());
+    let store = Arc::new(rightsizer::policies::store::PolicyStore::new());
     let mut registry = prometheus_client::registry::Registry::default();
     let writer = rightsizer::kube::start_with(
         client.clone(),

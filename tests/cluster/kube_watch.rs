@@ -28,24 +28,27 @@ use prometheus::TestProm;
 use prometheus_client::registry::Registry;
 use rightsizer::admission::{AdmitConfig, Admitter};
 use rightsizer::analyzer::ksm::{FactsSink, KsmMode, WorkloadFacts};
-use rightsizer::analyzer::state::{ContainerState, OomHold, Saved};
-use rightsizer::analyzer::{
-    Analyzer, AnalyzerConfig, DefaultPolicy, PoliciesLookup, PromConfig, QueryConfig,
-};
-use rightsizer::cluster::ClusterFacts;
+use rightsizer::analyzer::policies::{DefaultPolicy, PoliciesLookup};
+use rightsizer::analyzer::prom::PromConfig;
+use rightsizer::analyzer::{Analyzer, AnalyzerConfig};
+use rightsizer::kube::committed::COMMITTED_ANNOTATION;
+use rightsizer::kube::events::{EventLimits, Published, Recorder};
 use rightsizer::kube::events::{EventType, Target};
+use rightsizer::kube::leader::{LeaseTimings, LEASE_NAME};
 use rightsizer::kube::pods::PodWatch;
 use rightsizer::kube::rightsizing;
-use rightsizer::kube::{
-    EventLimits, KubeHandles, KubeOptions, LeaseTimings, Published, Recorder, COMMITTED_ANNOTATION,
-    LEASE_NAME,
+use rightsizer::kube::{KubeHandles, KubeOptions};
+use rightsizer::policies::store::PolicyStore;
+use rightsizer_core::analysis::container_state::{ContainerState, OomHold, Saved};
+use rightsizer_core::analysis::queries::QueryConfig;
+use rightsizer_core::cluster::ClusterFacts;
+use rightsizer_core::quantity::Resource;
+use rightsizer_core::recommendation::{
+    Committed, ContainerKey, NoRecommendations, RecommendationSource,
 };
-use rightsizer::policy::PolicyStore;
-use rightsizer::quantity::Resource;
-use rightsizer::recommendation::{
-    Committed, ContainerKey, NoRecommendations, RecommendationSource, WorkloadKey, WorkloadKind,
-};
-use rightsizer::rules::Sizes;
+use rightsizer_core::rules::Sizes;
+use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::WorkloadKey;
 use serde_json::{json, Value};
 
 static PLANE: tokio::sync::OnceCell<Result<ControlPlane, (bool, String)>> =
@@ -390,7 +393,7 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
     };
     // The workload of a ReplicaSet or Job once the watchers know it (None before).
     let resolve = |kind: &str, name: &str| {
-        use rightsizer::workload::{resolve_owner, OwnerFacts, OwnerRef};
+        use rightsizer_core::workload::resolve::{resolve_owner, OwnerFacts, OwnerRef};
         facts.controller(ns, kind, name)?;
         let owner = OwnerRef {
             kind,

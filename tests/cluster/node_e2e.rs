@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 
 use cluster::{repo_root, ControlPlane};
 use node::{build_image, http_get, Node, ScrapingProm};
-use rightsizer::quantity::Resource;
-use rightsizer::recommendation::{
-    ContainerKey, ResourceRecommendation, Snapshot, WorkloadKey, WorkloadKind,
-};
-use rightsizer::rules::{Observed, Rules};
+use rightsizer_core::quantity::Resource;
+use rightsizer_core::recommendation::{ContainerKey, ResourceRecommendation, Snapshot};
+use rightsizer_core::rules::{Observed, Rules};
+use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::WorkloadKey;
 use serde_json::Value;
 
 /// The image reference the test installs (the only change to deploy/ besides the URL).
@@ -447,7 +447,7 @@ fn memory_rec(
 }
 
 /// The committed memory of `workload`'s `app` as one replica (by Pod IP) serves it.
-fn committed_on(ip: &str, workload: &str) -> Option<rightsizer::rules::Sizes> {
+fn committed_on(ip: &str, workload: &str) -> Option<rightsizer_core::rules::Sizes> {
     let body = http_get(&format!("{ip}:9090"), "/recommendations").ok()?;
     let snap: Snapshot = serde_json::from_str(&body).ok()?;
     let m = snap.recommendations.get(&key(workload))?.memory.clone()?;
@@ -455,7 +455,7 @@ fn committed_on(ip: &str, workload: &str) -> Option<rightsizer::rules::Sizes> {
 }
 
 /// Every replica answers admission: wait until both serve `sizes` as committed.
-fn every_replica_serves(env: &Env, workload: &str, sizes: rightsizer::rules::Sizes) {
+fn every_replica_serves(env: &Env, workload: &str, sizes: rightsizer_core::rules::Sizes) {
     wait_for(
         90,
         "every webhook replica serves the committed value",

@@ -1777,8 +1777,8 @@ fn the_network_policy_admits_the_apiserver_and_monitoring_only() {
 /// namespace, a namespace split), plus the load model's default memory query; each with
 /// where it came from.
 fn analyzer_queries() -> Vec<(String, String)> {
-    use rightsizer::analyzer::queries::Builder;
-    use rightsizer::analyzer::QueryConfig;
+    use rightsizer_core::analysis::queries::Builder;
+    use rightsizer_core::analysis::queries::QueryConfig;
 
     let plain = QueryConfig::default();
     let scoped = QueryConfig {
@@ -1803,14 +1803,14 @@ fn analyzer_queries() -> Vec<(String, String)> {
         }
         exprs.push((format!("{name} namespace sizes"), b.namespace_sizes()));
     }
-    let web = rightsizer::recommendation::WorkloadKey {
+    let web = rightsizer_core::workload::WorkloadKey {
         namespace: "shop".into(),
-        kind: rightsizer::workload::WorkloadKind::Deployment,
+        kind: rightsizer_core::workload::kind::WorkloadKind::Deployment,
         name: "checkout.v2".into(),
     };
     exprs.push((
         "load model default memory".into(),
-        rightsizer::loadmodel::fitter::default_memory_query(&web, "app"),
+        rightsizer::loadfit::fitter::default_memory_query(&web, "app"),
     ));
     exprs
 }

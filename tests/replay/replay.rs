@@ -5,10 +5,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rightsizer::replay::{
-    self, Config, DaySplit, ReplayError, Report, SeriesSplit, TraceError, AS_PROVISIONED,
-};
-use rightsizer::strategy::{self, Spec};
+use rightsizer::replay_runner::{self, Config, ReplayError, AS_PROVISIONED};
+use rightsizer_core::replay::report::Report;
+use rightsizer_core::replay::split::{DaySplit, SeriesSplit};
+use rightsizer_core::replay::trace::{self, TraceError};
+use rightsizer_core::strategy::{self, Spec};
 
 const DAY: i64 = 86400;
 const MI: f64 = 1048576.0;
@@ -34,8 +35,8 @@ fn specs(names: &[&str]) -> Vec<&'static Spec> {
 }
 
 fn run_text(text: &str, names: &[&str]) -> Result<Report, ReplayError> {
-    let reader = replay::TraceReader::new(text.as_bytes());
-    replay::run(reader, &specs(names), &Config::default(), &|_| {})
+    let reader = trace::TraceReader::new(text.as_bytes());
+    replay_runner::run(reader, &specs(names), &Config::default(), &|_| {})
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -116,7 +117,7 @@ fn gzip_and_plain_read_identically() {
     text.push_str(b.split_once('\n').unwrap().1); // without its header
     let (plain, gz) = write_plain_and_gzip(dir.path(), &text);
     let read = |p: &Path| {
-        replay::open(std::fs::File::open(p).unwrap())
+        trace::open(std::fs::File::open(p).unwrap())
             .unwrap()
             .collect::<Result<Vec<_>, _>>()
             .unwrap()
@@ -127,8 +128,8 @@ fn gzip_and_plain_read_identically() {
     assert_eq!(a, b);
     let all: Vec<&Spec> = strategy::ALL.iter().collect();
     let run = |p: &Path| {
-        let r = replay::open(std::fs::File::open(p).unwrap()).unwrap();
-        replay::run(r, &all, &Config::default(), &|_| {}).unwrap()
+        let r = trace::open(std::fs::File::open(p).unwrap()).unwrap();
+        replay_runner::run(r, &all, &Config::default(), &|_| {}).unwrap()
     };
     let (ra, rb) = (run(&plain), run(&gz));
     assert_eq!(ra, rb);
@@ -207,11 +208,11 @@ fn shared_trace(name: &str) -> Option<PathBuf> {
 fn default_beats_krr_and_vpa_on_a_real_trace_slice() {
     let path = shared_trace("bitbrains_rnd_2013-07_all500.csv.gz")
         .expect("webhook/build.rs found the shared trace bitbrains_rnd_2013-07_all500.csv.gz");
-    let reader = replay::open(std::fs::File::open(path).unwrap())
+    let reader = trace::open(std::fs::File::open(path).unwrap())
         .unwrap()
         .take(20);
     let done = std::sync::atomic::AtomicU64::new(0);
-    let rep = replay::run(
+    let rep = replay_runner::run(
         reader,
         &specs(&[strategy::DEFAULT, "krr-simple", "vpa"]),
         &Config::default(),
@@ -259,8 +260,8 @@ fn results_do_not_depend_on_the_thread_count() {
             warmup: 2 * DAY,
             ..Config::default()
         };
-        replay::run(
-            replay::TraceReader::new(text.as_bytes()),
+        replay_runner::run(
+            trace::TraceReader::new(text.as_bytes()),
             &all,
             &cfg,
             &|_| {},
@@ -351,7 +352,7 @@ fn decisions_out_rescores_to_the_reported_figures() {
     assert_eq!(rows.len(), 2 * 21 * names.len());
 
     // Re-score from the dump and the raw trace alone.
-    let series = replay::TraceReader::new(text.as_bytes())
+    let series = trace::TraceReader::new(text.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     for (k, name) in names.iter().enumerate() {
@@ -423,8 +424,8 @@ fn splits_partition_the_scored_steps() {
             days,
             ..Config::default()
         };
-        let r = replay::TraceReader::new(text.as_bytes());
-        replay::run(r, &specs(&["krr-simple"]), &cfg, &|_| {}).unwrap()
+        let r = trace::TraceReader::new(text.as_bytes());
+        replay_runner::run(r, &specs(&["krr-simple"]), &cfg, &|_| {}).unwrap()
     };
     let steps = |r: &Report| r.rows[0].series_steps;
     let all = with(SeriesSplit::All, DaySplit::All);

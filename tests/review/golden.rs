@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rightsizer::admission::AdmitConfig;
-use rightsizer::cluster::ClusterFacts;
 use rightsizer::offline::{facts_from, mutate_all, parse_documents, Mutated};
-use rightsizer::policy::PolicyStore;
-use rightsizer::recommendation::{NoRecommendations, RecommendationSource, Snapshot};
+use rightsizer::policies::store::PolicyStore;
+use rightsizer_core::cluster::ClusterFacts;
+use rightsizer_core::recommendation::{NoRecommendations, RecommendationSource, Snapshot};
 use rstest::rstest;
 use serde::Deserialize;
 use serde_json::Value;

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use rightsizer::policy::{parse_manifests, Mode, PolicyStore, Target};
+use rightsizer::policies::load::parse_manifests;
+use rightsizer::policies::store::PolicyStore;
+use rightsizer_core::policy::schema::{Mode, Target};
 use rstest::rstest;
 
 fn wrap(policy: &str) -> String {
@@ -50,7 +52,7 @@ fn shipped_examples_are_valid() {
     let knative = set.iter().find(|p| p.name == "rightsizer-knative").unwrap();
     assert_eq!(
         knative.rules.knative,
-        rightsizer::analyzer::KnativeRules::default()
+        rightsizer_core::rules::knative::KnativeRules::default()
     );
 }
 

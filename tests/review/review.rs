@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use base64::Engine;
 use rightsizer::admission::{AdmitConfig, Admitter, Outcome, ReviewError};
-use rightsizer::cluster::NoFacts;
-use rightsizer::policy::{parse_manifests, PolicyStore};
-use rightsizer::recommendation::{RecommendationSource, Snapshot};
+use rightsizer::policies::load::parse_manifests;
+use rightsizer::policies::store::PolicyStore;
+use rightsizer_core::cluster::NoFacts;
+use rightsizer_core::recommendation::{RecommendationSource, Snapshot};
 use rstest::rstest;
 use serde_json::{json, Value};
 
@@ -256,15 +257,15 @@ fn arbitrary_bytes_are_refused_or_admitted() {
 
 /// The watchers' owner mirrors: ReplicaSet api-6c9f7 belongs to Deployment api,
 /// canary-6c9f7 to an Argo Rollout.
-impl rightsizer::workload::OwnerFacts for WatchedFacts {
+impl rightsizer_core::workload::resolve::OwnerFacts for WatchedFacts {
     fn controller(
         &self,
         _namespace: &str,
         kind: &str,
         name: &str,
-    ) -> Option<Option<rightsizer::workload::Owner>> {
+    ) -> Option<Option<rightsizer_core::workload::resolve::Owner>> {
         let owner = |kind: &str, name: &str| {
-            Some(Some(rightsizer::workload::Owner {
+            Some(Some(rightsizer_core::workload::resolve::Owner {
                 kind: kind.into(),
                 name: name.into(),
             }))
@@ -280,19 +281,19 @@ impl rightsizer::workload::OwnerFacts for WatchedFacts {
 /// Cluster facts from watchers: exact owner chains and workload annotations.
 struct WatchedFacts;
 
-impl rightsizer::cluster::ClusterFacts for WatchedFacts {
-    fn namespace(&self, _name: &str) -> Arc<rightsizer::cluster::NamespaceFacts> {
+impl rightsizer_core::cluster::ClusterFacts for WatchedFacts {
+    fn namespace(&self, _name: &str) -> Arc<rightsizer_core::cluster::NamespaceFacts> {
         Arc::default()
     }
-    fn priority_classes(&self) -> rightsizer::cluster::PriorityClasses {
-        rightsizer::cluster::PriorityClasses::default()
+    fn priority_classes(&self) -> rightsizer_core::cluster::PriorityClasses {
+        rightsizer_core::cluster::PriorityClasses::default()
     }
-    fn owners(&self) -> &dyn rightsizer::workload::OwnerFacts {
+    fn owners(&self) -> &dyn rightsizer_core::workload::resolve::OwnerFacts {
         self
     }
     fn workload_annotations(
         &self,
-        key: &rightsizer::recommendation::WorkloadKey,
+        key: &rightsizer_core::workload::WorkloadKey,
     ) -> Option<Arc<std::collections::BTreeMap<String, String>>> {
         (key.name == "quiet").then(|| {
             Arc::new(std::collections::BTreeMap::from([(
@@ -328,7 +329,7 @@ fn a_watched_deployments_pods_get_its_recommendation() {
     // `mutate_object` is what a review runs on the decoded object (and what `mutate` runs
     // offline); it says which workload's recommendations applied.
     let m = watched_admitter().mutate_object(
-        rightsizer::recommendation::WorkloadKind::Pod,
+        rightsizer_core::workload::kind::WorkloadKind::Pod,
         "shop",
         &pod,
     );
@@ -343,7 +344,7 @@ fn watched_owner_chain_beats_the_name_heuristic() {
     pod["metadata"]["generateName"] = json!("canary-6c9f7-");
     pod["metadata"]["ownerReferences"][0]["name"] = json!("canary-6c9f7");
     let m = watched_admitter().mutate_object(
-        rightsizer::recommendation::WorkloadKind::Pod,
+        rightsizer_core::workload::kind::WorkloadKind::Pod,
         "shop",
         &pod,
     );
@@ -360,7 +361,7 @@ fn mode_off_on_the_deployment_reaches_its_pods() {
     pod["metadata"]["labels"] = json!({"pod-template-hash": "7b8c9"});
     pod["metadata"]["ownerReferences"][0]["name"] = json!("quiet-7b8c9");
     let m = watched_admitter().mutate_object(
-        rightsizer::recommendation::WorkloadKind::Pod,
+        rightsizer_core::workload::kind::WorkloadKind::Pod,
         "shop",
         &pod,
     );
@@ -572,13 +573,16 @@ fn answered(a: &Admitter, body: &Value) -> Result<Answer, String> {
 }
 
 fn pod_spec_of(obj: &Value) -> Value {
-    rightsizer::object::kind_of_manifest(obj)
-        .and_then(|k| obj.pointer(rightsizer::object::pod_paths(k).0).cloned())
+    rightsizer_core::workload::kind::kind_of_manifest(obj)
+        .and_then(|k| {
+            obj.pointer(rightsizer_core::workload::kind::pod_paths(k).0)
+                .cloned()
+        })
         .unwrap_or(Value::Null)
 }
 
 /// (memory bytes, CPU millicores) requested and limited by a Pod, after Pod defaulting.
-fn pod_totals(spec: &Value, r: rightsizer::quantity::Resource) -> (u64, u64) {
+fn pod_totals(spec: &Value, r: rightsizer_core::quantity::Resource) -> (u64, u64) {
     let mut t = (0u64, 0u64);
     for c in spec["containers"].as_array().into_iter().flatten() {
         let get = |side: &str| {
@@ -600,7 +604,7 @@ fn added_fields_accepted(
     after: &Value,
     warnings_offline: bool,
 ) -> Result<(), String> {
-    use rightsizer::cluster::ClassSource;
+    use rightsizer_core::cluster::ClassSource;
     let (b, a) = (pod_spec_of(before), pod_spec_of(after));
     let is_pod = after["kind"] == "Pod";
     if let Some(class) = a["priorityClassName"]
@@ -646,7 +650,7 @@ fn added_fields_accepted(
     for t in added("/tolerations") {
         let t: k8s_openapi::api::core::v1::Toleration =
             serde_json::from_value(t).map_err(|e| e.to_string())?;
-        if let Some(e) = rightsizer::sizing::gpu::toleration_error(&t) {
+        if let Some(e) = rightsizer_core::policy::apiserver::toleration_error(&t) {
             return Err(format!("added toleration refused: {e}"));
         }
     }
@@ -660,7 +664,7 @@ fn added_fields_accepted(
     {
         let term: k8s_openapi::api::core::v1::NodeSelectorTerm =
             serde_json::from_value(term.clone()).map_err(|e| e.to_string())?;
-        if let Some(e) = rightsizer::sizing::gpu::term_error(&term) {
+        if let Some(e) = rightsizer_core::policy::apiserver::term_error(&term) {
             return Err(format!("node-selector term refused: {e}"));
         }
     }
@@ -668,7 +672,7 @@ fn added_fields_accepted(
         let p: k8s_openapi::api::core::v1::PreferredSchedulingTerm =
             serde_json::from_value(p).map_err(|e| e.to_string())?;
         if !(1..=100).contains(&p.weight)
-            || rightsizer::sizing::gpu::term_error(&p.preference).is_some()
+            || rightsizer_core::policy::apiserver::term_error(&p.preference).is_some()
         {
             return Err("added preferred term refused".into());
         }
@@ -680,8 +684,8 @@ fn added_fields_accepted(
         knative_accepted(before, after)?;
     }
     if is_pod {
-        let ns = rightsizer::cluster::ClusterFacts::namespace(&case.facts, case.namespace());
-        for r in rightsizer::quantity::Resource::ALL {
+        let ns = rightsizer_core::cluster::ClusterFacts::namespace(&case.facts, case.namespace());
+        for r in rightsizer_core::quantity::Resource::ALL {
             let (tb, ta) = (pod_totals(&b, r), pod_totals(&a, r));
             for q in &ns.quotas {
                 for (key, before, after) in [("requests", tb.0, ta.0), ("limits", tb.1, ta.1)] {
@@ -772,7 +776,7 @@ fn check_case(case: &gen::Case) -> Result<bool, String> {
         invariants::strict_type(&after).map_err(|e| format!("patched object: {e}"))?;
     }
     invariants::canonical_patch(&patch)?;
-    let ns = rightsizer::cluster::ClusterFacts::namespace(&case.facts, case.namespace());
+    let ns = rightsizer_core::cluster::ClusterFacts::namespace(&case.facts, case.namespace());
     if invariants::limit_range_refusal(&before, &ns.limit_ranges).is_none() {
         if let Some(e) = invariants::limit_range_refusal(&after, &ns.limit_ranges) {
             return Err(format!(

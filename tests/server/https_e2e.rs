@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use rightsizer::certs::{Ca, Serving};
-use rightsizer::recommendation::Snapshot;
+use rightsizer_core::recommendation::Snapshot;
 use support_https::{client_config, fixture, leaf_der, Conn, Proto, Reply, SecretDir, Server};
 
 const MUTATE: &str = "/mutate?timeout=10s";

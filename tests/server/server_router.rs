@@ -14,14 +14,14 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
 use rightsizer::admission::{AdmitConfig, Admitter};
-use rightsizer::cluster::NoFacts;
-use rightsizer::policy::store::PolicyStore;
-use rightsizer::recommendation::{
+use rightsizer::policies::store::PolicyStore;
+use rightsizer::server::guard::{ReviewGuard, ReviewLimits};
+use rightsizer::server::metrics::ServerMetrics;
+use rightsizer::server::readiness::Readiness;
+use rightsizer::server::{admin_router, router, AppState, MAX_BODY_BYTES};
+use rightsizer_core::cluster::NoFacts;
+use rightsizer_core::recommendation::{
     ContainerKey, ContainerRecommendation, RecommendationSource, Snapshot,
-};
-use rightsizer::server::{
-    admin_router, router, AppState, Readiness, ReviewGuard, ReviewLimits, ServerMetrics,
-    MAX_BODY_BYTES,
 };
 use support_https::{fixture, hostile_pod_review};
 use tower::ServiceExt;
@@ -59,7 +59,7 @@ fn state_with(
 fn admitter_with(recs: Arc<dyn RecommendationSource>) -> Arc<Admitter> {
     let store = Arc::new(PolicyStore::new());
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-    assert!(rightsizer::policy::watch::load_dirs(&store, &[dir]).is_empty());
+    assert!(rightsizer::policies::watch::load_dirs(&store, &[dir]).is_empty());
     store.mark_ready();
     Arc::new(Admitter::new(
         store,

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::LimitRangeSpec;
-use rightsizer::cluster::{ClassSource, NamespaceFacts, QuotaRoom, StaticFacts};
-use rightsizer::policy::schema::PriorityClassInfo;
+use rightsizer_core::cluster::{ClassSource, NamespaceFacts, QuotaRoom, StaticFacts};
+use rightsizer_core::policy::schema::PriorityClassInfo;
 use serde_json::{json, Map, Value};
 
 /// SplitMix64: tiny, fast, and good enough to cover the input space.

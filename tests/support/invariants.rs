@@ -5,9 +5,9 @@
 #![allow(dead_code)]
 
 use k8s_openapi::api::core::v1::LimitRangeSpec;
-use rightsizer::object::{kind_of_manifest, pod_paths};
-use rightsizer::quantity::Resource;
-use rightsizer::recommendation::WorkloadKind;
+use rightsizer_core::quantity::Resource;
+use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::kind::{kind_of_manifest, pod_paths};
 use serde_json::Value;
 
 fn strip_nulls(v: &Value) -> Value {
@@ -145,7 +145,7 @@ pub fn resource_rules(obj: &Value, limit_ranges: &[LimitRangeSpec]) -> Result<()
                     item.max_limit_request_ratio
                         .as_ref()
                         .and_then(|m| m.get(r.as_str()))
-                        .and_then(|q| rightsizer::quantity::parse_millicores(&q.0).ok()),
+                        .and_then(|q| rightsizer_core::quantity::parse_millicores(&q.0).ok()),
                     req_eff,
                     lim_eff,
                 ) {
@@ -250,7 +250,7 @@ pub fn limit_range_refusal(obj: &Value, ranges: &[LimitRangeSpec]) -> Option<Str
     let bound = |m: &Option<Quantities>, r: Resource| quantity(m.as_ref(), r);
     let ratio = |i: &k8s_openapi::api::core::v1::LimitRangeItem, r: Resource| -> Option<u64> {
         let q = i.max_limit_request_ratio.as_ref()?.get(r.as_str())?;
-        rightsizer::quantity::parse_millicores(&q.0).ok()
+        rightsizer_core::quantity::parse_millicores(&q.0).ok()
     };
     let check = |what: &str,
                  item: &k8s_openapi::api::core::v1::LimitRangeItem,

@@ -18,11 +18,13 @@ use axum::body::Body;
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
 use rightsizer::admission::{AdmitConfig, Admitter};
-use rightsizer::cluster::NoFacts;
-use rightsizer::policy::store::PolicyStore;
-use rightsizer::policy::watch::load_dirs;
-use rightsizer::recommendation::{RecommendationSource, Snapshot};
-use rightsizer::server::{router, AppState, Readiness, ServerMetrics};
+use rightsizer::policies::store::PolicyStore;
+use rightsizer::policies::watch::load_dirs;
+use rightsizer::server::metrics::ServerMetrics;
+use rightsizer::server::readiness::Readiness;
+use rightsizer::server::{router, AppState};
+use rightsizer_core::cluster::NoFacts;
+use rightsizer_core::recommendation::{RecommendationSource, Snapshot};
 use support_https::{client_config, fixture, Conn, Proto, Server};
 use tower::ServiceExt;
 

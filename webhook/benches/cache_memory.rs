@@ -8,11 +8,14 @@
 
 use std::time::Instant;
 
-use rightsizer::analyzer::cache::{Entry, RecommendationCache};
-use rightsizer::recommendation::{
-    ContainerKey, ContainerRecommendation, ResourceRecommendation, WorkloadKey, WorkloadKind,
+use rightsizer::analyzer::cache::RecommendationCache;
+use rightsizer_core::analysis::entry::Entry;
+use rightsizer_core::recommendation::{
+    ContainerKey, ContainerRecommendation, ResourceRecommendation,
 };
-use rightsizer::rules::{Observed, Sizes};
+use rightsizer_core::rules::{Observed, Sizes};
+use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::WorkloadKey;
 
 const CHILD_ENV: &str = "RIGHTSIZER_CACHE_MEMORY_N";
 

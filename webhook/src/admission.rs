@@ -11,13 +11,16 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::cluster::{ClusterFacts, NoFacts};
-use crate::object::{check_decodes, kind_for, View};
-use crate::policy::{PolicyStore, Subject};
-use crate::recommendation::{
-    ContainerRecommendation, NoRecommendations, RecommendationSource, WorkloadKind,
+use rightsizer_core::cluster::{ClusterFacts, NoFacts};
+use rightsizer_core::object::{check_decodes, View};
+use rightsizer_core::policy::select::Subject;
+use rightsizer_core::recommendation::{
+    ContainerRecommendation, NoRecommendations, RecommendationSource,
 };
-use crate::sizing::{self, Context};
+use rightsizer_core::sizing::{self, Context};
+use rightsizer_core::workload::kind::{kind_for, WorkloadKind};
+
+use crate::policies::store::PolicyStore;
 
 mod answer;
 pub mod caps;
@@ -135,7 +138,7 @@ pub struct Mutation {
     pub patch: json_patch::Patch,
     pub warnings: Vec<String>,
     pub outcome: Outcome,
-    pub workload: Option<crate::recommendation::WorkloadKey>,
+    pub workload: Option<rightsizer_core::workload::WorkloadKey>,
     /// The object's writable parts as sized, when it was merged (what the patch makes of
     /// them; the offline path puts them back into the object instead of applying the
     /// patch again).
@@ -385,7 +388,7 @@ impl Admitter {
     /// Recommendations of the app containers, init containers and sidecars (names are
     /// unique across both lists), looked up together: one workload, one lookup.
     fn lookup(&self, view: &View, obj: &Value) -> BTreeMap<String, ContainerRecommendation> {
-        let knative = crate::object::is_knative(view.identity.kind);
+        let knative = rightsizer_core::workload::kind::is_knative(view.identity.kind);
         let spec = obj.pointer(view.pod_spec);
         let list = |key: &str| spec.and_then(|s| s.get(key)).and_then(Value::as_array);
         let init = list("initContainers")

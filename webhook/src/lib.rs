@@ -9,48 +9,32 @@
 //! between the two crates add their I/O files to the core's module. `main.rs` only
 //! parses arguments.
 
-pub use rightsizer_core::{cluster, object, quantity, rules, selector, sizing, strategy, workload};
-
 pub mod admission;
 pub mod analyzer;
 pub mod certs;
 pub mod kube;
 pub mod offline;
-pub mod replay;
+pub mod replay_runner;
 pub mod server;
 
 #[cfg(test)]
 mod layering;
 
-/// Load models: the arithmetic is the core's; fitting from Prometheus and publishing
-/// the fits are here.
-pub mod loadmodel {
-    pub use rightsizer_core::loadmodel::*;
-    /// Applying a model at admission is part of the merge (`sizing::load`).
-    pub use rightsizer_core::sizing::load as admit;
-
+/// Load models fitted from Prometheus and published: the fitter, its series source,
+/// putting fits into the analyzer's cache and the load-model gauges. The arithmetic is
+/// the core's (`rightsizer_core::loadmodel`).
+pub mod loadfit {
     pub mod fitter;
     pub mod metrics;
     pub mod publish;
     pub mod source;
 }
 
-/// Policies: schema, validation and selection are the core's; loading them from files
-/// and ConfigMaps, the store in force and the directory watch are here.
-pub mod policy {
-    pub use rightsizer_core::policy::*;
-
+/// The policies in force: loading them from files and ConfigMaps, the store and the
+/// directory watch. Schema, validation and selection are the core's
+/// (`rightsizer_core::policy`).
+pub mod policies {
     pub mod load;
     pub mod store;
     pub mod watch;
-
-    pub use load::{parse_manifests, parse_policy, POLICY_KEY, POLICY_LABEL};
-    pub use store::PolicyStore;
-}
-
-/// Recommendations: the types are the core's; their metrics are here.
-pub mod recommendation {
-    pub use rightsizer_core::recommendation::*;
-
-    pub mod metrics;
 }

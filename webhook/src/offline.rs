@@ -9,11 +9,13 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
+use rightsizer_core::cluster::{ClassSource, NamespaceFacts, StaticFacts};
+use rightsizer_core::recommendation::RecommendationSource;
+use rightsizer_core::workload::kind::kind_of_manifest;
+use rightsizer_core::workload::WorkloadKey;
+
 use crate::admission::{AdmitConfig, Admitter, Outcome};
-use crate::cluster::{ClassSource, NamespaceFacts, StaticFacts};
-use crate::object::kind_of_manifest;
-use crate::policy::PolicyStore;
-use crate::recommendation::{RecommendationSource, WorkloadKey};
+use crate::policies::store::PolicyStore;
 
 pub mod preview;
 
@@ -155,7 +157,7 @@ fn mutate_all_with(admitter: &Admitter, docs: &[Document]) -> Vec<Mutated> {
 }
 
 /// The object with the merge's writable parts put back (itself when not merged).
-fn sized(obj: &Value, written: Option<crate::sizing::written::Written>) -> Value {
+fn sized(obj: &Value, written: Option<rightsizer_core::sizing::written::Written>) -> Value {
     let mut out = obj.clone();
     if let Some(w) = written {
         w.apply_to(&mut out);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::LimitRangeSpec;
 
 use crate::policy::schema::PriorityClassInfo;
-use crate::recommendation::WorkloadKey;
+use crate::workload::WorkloadKey;
 
 /// What is known about one namespace.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -102,8 +102,8 @@ pub trait ClusterFacts: Send + Sync {
     fn priority_classes(&self) -> PriorityClasses;
     /// What the cluster knows of owner chains (a ReplicaSet's Deployment, a Job's
     /// CronJob), for [`crate::workload::resolve_pod`]; nothing by default.
-    fn owners(&self) -> &dyn crate::workload::OwnerFacts {
-        &crate::workload::NoOwners
+    fn owners(&self) -> &dyn crate::workload::resolve::OwnerFacts {
+        &crate::workload::resolve::NoOwners
     }
     /// Annotations on a workload's own metadata (e.g. `rightsizer.io/mode` on a
     /// Deployment, seen when its Pods are admitted), when known.

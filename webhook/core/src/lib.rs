@@ -14,7 +14,7 @@
 
 #![forbid(unsafe_code)]
 
-pub mod analyzer;
+pub mod analysis;
 pub mod cluster;
 pub mod loadmodel;
 pub mod object;

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::recommendation::{WorkloadKey, WorkloadKind};
-use crate::workload::{resolve_pod, NoOwners, OwnerFacts, PodRef};
+use crate::workload::kind::WorkloadKind;
+use crate::workload::resolve::{resolve_pod, NoOwners, OwnerFacts, PodRef};
+use crate::workload::WorkloadKey;
 
-pub use crate::workload::kind::{is_knative, kind_for, kind_of_manifest, pod_paths};
+use crate::workload::kind::pod_paths;
 
 /// Annotation: narrow the mode for one workload.
 pub const MODE_ANNOTATION: &str = "rightsizer.io/mode";
@@ -211,6 +212,7 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workload::kind::kind_of_manifest;
     use serde_json::json;
 
     fn pod(meta: Value) -> Value {
@@ -227,9 +229,9 @@ mod tests {
                 _: &str,
                 kind: &str,
                 name: &str,
-            ) -> Option<Option<crate::workload::Owner>> {
+            ) -> Option<Option<crate::workload::resolve::Owner>> {
                 (kind == "ReplicaSet" && name == "api-live").then(|| {
-                    Some(crate::workload::Owner {
+                    Some(crate::workload::resolve::Owner {
                         kind: "Deployment".into(),
                         name: "api".into(),
                     })

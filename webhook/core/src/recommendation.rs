@@ -14,7 +14,8 @@ use crate::rules::{Observed, Sizes};
 
 pub mod fit;
 
-pub use crate::workload::{WorkloadKey, WorkloadKind};
+use crate::workload::kind::WorkloadKind;
+use crate::workload::WorkloadKey;
 
 /// A workload's container.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::recommendation::WorkloadKind;
+use crate::workload::kind::WorkloadKind;
 
 /// Which workloads and containers a policy (or a rule inside it) applies to.
 /// Every given field must match; empty fields match everything.

@@ -11,7 +11,7 @@ use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOp
 use jsonptr::PointerBuf;
 use serde_json::{Map, Value};
 
-use crate::sizing::written::{Part, Written};
+use rightsizer_core::sizing::written::{Part, Written};
 
 /// The patch that makes `from` (the object the merge read) what `written` says its
 /// writable parts should be: the same operations as a whole-object diff to the object
@@ -201,8 +201,8 @@ mod tests {
     /// without metadata, and with a path that is not an object).
     #[test]
     fn written_parts_give_the_whole_patch() {
-        use crate::object::View;
-        use crate::recommendation::WorkloadKind;
+        use rightsizer_core::object::View;
+        use rightsizer_core::workload::kind::WorkloadKind;
         type Edit = fn(&mut Value);
         let deploy = json!({"kind": "Deployment", "metadata": {"name": "d", "labels": {"a": "b"}},
             "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "app", "image": "x"}],

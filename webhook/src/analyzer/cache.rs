@@ -9,14 +9,14 @@ use std::sync::{Mutex, MutexGuard};
 
 use lru::LruCache;
 
-use crate::recommendation::{
+use rightsizer_core::recommendation::{
     ContainerKey, ContainerRecommendation, RecommendationSource, Snapshot,
 };
 
 /// Default bound on the number of containers held.
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
-pub use rightsizer_core::analyzer::cache::Entry;
+use rightsizer_core::analysis::entry::Entry;
 
 pub struct RecommendationCache {
     inner: Mutex<LruCache<ContainerKey, Entry>>,

@@ -1,7 +1,9 @@
 //! Carrying out the analyzer's effects: the one place that checks leadership and
 //! does I/O for decisions (store writes, Events through the hooks, the commit counter).
 
-use crate::analyzer::{Analyzer, Effect};
+use rightsizer_core::analysis::decide::Effect;
+
+use crate::analyzer::Analyzer;
 
 impl Analyzer {
     /// Carry out a cycle's effects: the one place that checks leadership. A replica

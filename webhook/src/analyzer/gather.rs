@@ -3,14 +3,16 @@
 
 use std::collections::HashMap;
 
+use rightsizer_core::analysis::queries::{self, QueryKind, Window};
+use rightsizer_core::quantity::Resource;
+use rightsizer_core::rules::Sizes;
+use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::WorkloadKey;
+
 use super::mapping::OwnerIndex;
 use super::prom::Sample;
-use super::queries::{self, QueryKind, Window};
-use crate::quantity::Resource;
-use crate::recommendation::{WorkloadKey, WorkloadKind};
-use crate::rules::Sizes;
 
-use super::compute::PodFigures;
+use rightsizer_core::analysis::compute::PodFigures;
 
 /// Per pod-container figures of one cycle.
 #[derive(Debug, Default, Clone)]
@@ -66,7 +68,7 @@ pub(super) struct Acc {
 
 /// The Knative workload a normalised revision series belongs to.
 fn knative_key(s: &Sample) -> Option<WorkloadKey> {
-    crate::workload::knative_workload(
+    rightsizer_core::workload::resolve::knative_workload(
         s.label(queries::KN_NS),
         s.label(queries::KN_SVC),
         s.label(queries::KN_CFG),

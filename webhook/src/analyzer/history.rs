@@ -11,11 +11,12 @@ use std::num::NonZeroUsize;
 
 use lru::LruCache;
 
+use rightsizer_core::analysis::queries::{Builder, IntervalKind, QueryConfig};
+use rightsizer_core::recommendation::ContainerKey;
+use rightsizer_core::strategy::{Decision, Interval, Spec, Strategy};
+
 use super::mapping::OwnerIndex;
 use super::prom::{PromClient, PromError, RangeSeries};
-use super::queries::{Builder, IntervalKind, QueryConfig};
-use crate::recommendation::ContainerKey;
-use crate::strategy::{Decision, Interval, Spec, Strategy};
 
 /// Interval width, seconds: the analyzer's and the replay's resolution.
 pub const WIDTH: u32 = 300;
@@ -301,11 +302,11 @@ mod tests {
 
     #[test]
     fn intervals_are_fed_once() {
-        let spec = crate::strategy::by_name("krr-simple").unwrap();
+        let spec = rightsizer_core::strategy::by_name("krr-simple").unwrap();
         let key = ContainerKey::new(
-            crate::recommendation::WorkloadKey {
+            rightsizer_core::workload::WorkloadKey {
                 namespace: "a".into(),
-                kind: crate::recommendation::WorkloadKind::Pod,
+                kind: rightsizer_core::workload::kind::WorkloadKind::Pod,
                 name: "p".into(),
             },
             "c",

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use rightsizer_core::analysis::queries::{QueryConfig, QueryKind};
+
 use super::gather::Acc;
-use super::queries::{QueryConfig, QueryKind};
 
 /// `--kube-state-metrics`: whether its series are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

@@ -5,12 +5,13 @@
 
 use std::collections::HashMap;
 
+use rightsizer_core::analysis::queries::{QueryKind, KN_CFG, KN_NS, KN_REV, KN_SVC};
+use rightsizer_core::workload::kind::LINKS;
+use rightsizer_core::workload::names::revision_deployment;
+use rightsizer_core::workload::resolve::{resolve_pod, Owner, OwnerFacts, OwnerRef, PodRef};
+use rightsizer_core::workload::WorkloadKey;
+
 use super::prom::Sample;
-use super::queries::{QueryKind, KN_CFG, KN_NS, KN_REV, KN_SVC};
-use crate::recommendation::WorkloadKey;
-use crate::workload::kind::LINKS;
-use crate::workload::names::revision_deployment;
-use crate::workload::{resolve_pod, Owner, OwnerFacts, OwnerRef, PodRef};
 
 /// kube-state-metrics writes this when an object has no owner.
 pub const NO_OWNER: &str = "<none>";

@@ -4,8 +4,6 @@
 //! admission path reads. Admission never waits on it: when Prometheus is down, slow
 //! or answers garbage, the last good entries stay, marked stale.
 
-pub use rightsizer_core::analyzer::{compute, decide, knative, queries};
-
 pub mod cache;
 mod execute;
 mod gather;
@@ -26,21 +24,22 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt};
 use prometheus_client::registry::Registry;
 
-use crate::quantity::Resource;
-use crate::recommendation::{Committed, ContainerKey, WorkloadKey};
-use crate::rules::Sizes;
-use crate::strategy::{self, Decision as StrategyDecision, Interval};
+use rightsizer_core::analysis::{compute, decide, knative, queries};
+use rightsizer_core::quantity::Resource;
+use rightsizer_core::recommendation::{Committed, ContainerKey};
+use rightsizer_core::rules::Sizes;
+use rightsizer_core::strategy::{self, Decision as StrategyDecision, Interval};
+use rightsizer_core::workload::WorkloadKey;
 
-pub use cache::{Entry, RecommendationCache, DEFAULT_CAPACITY};
+use cache::{RecommendationCache, DEFAULT_CAPACITY};
 use compute::Fold;
-pub use decide::{Effect, Observation, PolicyView};
+use decide::{Effect, Observation, PolicyView};
 use gather::{max_into, max_u64_into, Acc, KnFigures, PodKey};
-pub use knative::KnativeRules;
 use metrics::AnalyzerMetrics;
-pub use policies::{DefaultPolicy, PoliciesLookup, PolicyLookup, SEED};
-pub use prom::{PromClient, PromConfig, PromError, Sample};
-pub use queries::{QueryConfig, QueryKind, Window};
-pub use state::{CommitStore, FileStore, State, StateError};
+use policies::{PolicyLookup, SEED};
+use prom::{PromClient, PromConfig, PromError, Sample};
+use queries::{QueryConfig, QueryKind};
+use state::{CommitStore, FileStore, State, StateError};
 
 /// Told about what the analyzer decides, e.g. to persist commits in the cluster and post
 /// Events. Called from the cycle; implementations must not block (spawn the I/O).

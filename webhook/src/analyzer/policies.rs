@@ -5,14 +5,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use rightsizer_core::analysis::decide::PolicyView;
+use rightsizer_core::cluster::ClusterFacts;
+use rightsizer_core::object::MODE_ANNOTATION;
+use rightsizer_core::policy::schema::{Mode, Policy};
+use rightsizer_core::policy::select::Subject;
+use rightsizer_core::rules::Rules;
+use rightsizer_core::sizing::annotated_mode;
+use rightsizer_core::workload::WorkloadKey;
+
 use crate::admission::SYSTEM_NAMESPACES;
-use crate::analyzer::PolicyView;
-use crate::cluster::ClusterFacts;
-use crate::object::MODE_ANNOTATION;
-use crate::policy::{Mode, Policy, PolicyStore, Subject};
-use crate::recommendation::WorkloadKey;
-use crate::rules::Rules;
-use crate::sizing::annotated_mode;
+use crate::policies::store::PolicyStore;
 
 /// Which rules apply to a workload, in which mode, with which strategy. The policy
 /// store's lookup (`PoliciesLookup`) makes admission's selection; a plain closure
@@ -140,8 +143,8 @@ impl PolicyLookup for PoliciesLookup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::NamespaceFacts;
-    use crate::recommendation::WorkloadKind;
+    use rightsizer_core::cluster::NamespaceFacts;
+    use rightsizer_core::workload::kind::WorkloadKind;
 
     type Map = BTreeMap<String, String>;
 
@@ -152,8 +155,8 @@ mod tests {
         fn namespace(&self, _name: &str) -> Arc<NamespaceFacts> {
             Arc::new(NamespaceFacts::default())
         }
-        fn priority_classes(&self) -> crate::cluster::PriorityClasses {
-            crate::cluster::PriorityClasses::default()
+        fn priority_classes(&self) -> rightsizer_core::cluster::PriorityClasses {
+            rightsizer_core::cluster::PriorityClasses::default()
         }
         fn workload_annotations(&self, k: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
             self.0.get(&k.name).map(|w| Arc::new(w.1.clone()))

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::recommendation::ContainerKey;
+use rightsizer_core::recommendation::ContainerKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -32,7 +32,7 @@ pub enum StateError {
     },
 }
 
-pub use rightsizer_core::analyzer::state::{Change, ContainerState, OomHold, Saved};
+use rightsizer_core::analysis::container_state::{ContainerState, Saved};
 
 /// The whole state.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -143,9 +143,9 @@ impl CommitStore for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quantity::Resource;
-    use crate::recommendation::Committed;
-    use crate::rules::Sizes;
+    use rightsizer_core::quantity::Resource;
+    use rightsizer_core::recommendation::Committed;
+    use rightsizer_core::rules::Sizes;
 
     #[test]
     fn round_trips_through_a_file() {

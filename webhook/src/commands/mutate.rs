@@ -9,8 +9,8 @@ use anyhow::{bail, Context as _};
 use rightsizer::admission::AdmitConfig;
 use rightsizer::offline::preview::rows;
 use rightsizer::offline::{facts_from, mutate_all, parse_documents, preview_pods, PodPreview};
-use rightsizer::policy::PolicyStore;
-use rightsizer::recommendation::{NoRecommendations, RecommendationSource, Snapshot};
+use rightsizer::policies::store::PolicyStore;
+use rightsizer_core::recommendation::{NoRecommendations, RecommendationSource, Snapshot};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Output {
@@ -215,8 +215,11 @@ fn table(
     for (i, (d, r)) in docs.iter().zip(results).enumerate() {
         let (before, after, workload) = match previews.iter().find(|p| p.index == i) {
             Some(p) => {
-                let spec = rightsizer::object::kind_of_manifest(&d.object)
-                    .and_then(|k| d.object.pointer(rightsizer::object::pod_paths(k).0));
+                let spec =
+                    rightsizer_core::workload::kind::kind_of_manifest(&d.object).and_then(|k| {
+                        d.object
+                            .pointer(rightsizer_core::workload::kind::pod_paths(k).0)
+                    });
                 (spec, &p.result.object, &p.result.workload)
             }
             None if d.object.get("kind").and_then(|k| k.as_str()) == Some("Pod") => {

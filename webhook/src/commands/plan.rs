@@ -8,14 +8,18 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use rightsizer::analyzer::PromClient;
-use rightsizer::loadmodel::admit::model_for;
-use rightsizer::loadmodel::fitter::{fit_container, series_query, Window};
-use rightsizer::loadmodel::plan::{plan, used_units, PlanInput, WorkloadPlan};
-use rightsizer::loadmodel::{choose, parse_load, Chosen, Fit, Load};
-use rightsizer::policy::Subject;
-use rightsizer::quantity::parse_bytes;
-use rightsizer::recommendation::{ContainerKey, Snapshot, WorkloadKey, WorkloadKind};
+use rightsizer::analyzer::prom::PromClient;
+use rightsizer::loadfit::fitter::{fit_container, series_query, Window};
+use rightsizer_core::loadmodel::annotation::{parse_load, Load};
+use rightsizer_core::loadmodel::model::{choose, Chosen};
+use rightsizer_core::loadmodel::plan::{plan, used_units, PlanInput, WorkloadPlan};
+use rightsizer_core::policy::select::Subject;
+use rightsizer_core::quantity::parse_bytes;
+use rightsizer_core::recommendation::fit::Fit;
+use rightsizer_core::recommendation::{ContainerKey, Snapshot};
+use rightsizer_core::sizing::load::model_for;
+use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::WorkloadKey;
 
 use super::recommend::{parse_duration, PromArgs};
 
@@ -253,7 +257,7 @@ fn table(plans: &[WorkloadPlan]) -> String {
             p.gib_hours,
             p.cost.map_or("-".into(), |c| format!("{c:.4}")),
         );
-        let load = rightsizer::loadmodel::annotation::format_load(&p.load_per_pod);
+        let load = rightsizer_core::loadmodel::annotation::format_load(&p.load_per_pod);
         let _ = writeln!(
             s,
             "  load per pod: {}",

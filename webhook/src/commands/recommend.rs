@@ -8,12 +8,14 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus_client::registry::Registry;
 
-use rightsizer::analyzer::{
-    Analyzer, AnalyzerConfig, DefaultPolicy, Entry, PromConfig, QueryConfig,
-};
-use rightsizer::quantity::Resource;
-use rightsizer::recommendation::ContainerKey;
-use rightsizer::rules::Sizes;
+use rightsizer::analyzer::policies::DefaultPolicy;
+use rightsizer::analyzer::prom::PromConfig;
+use rightsizer::analyzer::{Analyzer, AnalyzerConfig};
+use rightsizer_core::analysis::entry::Entry;
+use rightsizer_core::analysis::queries::QueryConfig;
+use rightsizer_core::quantity::Resource;
+use rightsizer_core::recommendation::ContainerKey;
+use rightsizer_core::rules::Sizes;
 
 /// How to reach Prometheus (shared with `serve`).
 #[derive(Debug, Clone, clap::Args)]

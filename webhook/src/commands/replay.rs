@@ -8,8 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rightsizer::replay::{self, Config, DaySplit, SeriesSplit};
-use rightsizer::strategy::{self, Spec};
+use rightsizer::replay_runner::{self, Config};
+use rightsizer_core::replay::report::{self, Report};
+use rightsizer_core::replay::split::{DaySplit, SeriesSplit};
+use rightsizer_core::replay::trace;
+use rightsizer_core::strategy::{self, Spec};
 
 use super::recommend::parse_duration;
 
@@ -205,7 +208,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let file = File::open(&trace).with_context(|| format!("opening {}", trace.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let read = Arc::new(AtomicU64::new(0));
-    let reader = replay::open(Counting {
+    let reader = trace::open(Counting {
         inner: file,
         read: read.clone(),
     })?;
@@ -232,7 +235,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
     let progress = |n: u64| series_done.store(n, Ordering::Relaxed);
     let cfg2 = cfg;
-    let result = tokio::task::block_in_place(|| replay::run(reader, &specs, &cfg2, &progress));
+    let result =
+        tokio::task::block_in_place(|| replay_runner::run(reader, &specs, &cfg2, &progress));
     finished.store(true, Ordering::Relaxed);
     if let Some(t) = ticker {
         let _ = t.join();
@@ -243,11 +247,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     print(&report, args.output)
 }
 
-fn write_decisions(report: &replay::Report, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+fn write_decisions(report: &Report, path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let Some(path) = path else { return Ok(()) };
     let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = std::io::BufWriter::new(f);
-    replay::write_decisions(&mut w, report)
+    report::write_decisions(&mut w, report)
         .and_then(|()| w.flush())
         .with_context(|| format!("writing {}", path.display()))
 }
@@ -259,7 +263,7 @@ fn run_synthetic(
     specs: &[&'static Spec],
     cfg: Config,
 ) -> anyhow::Result<()> {
-    use replay::synthetic::{generate, Shape};
+    use rightsizer_core::replay::synthetic::{generate, Shape};
     let shapes: Vec<Shape> = if shape == "all" {
         Shape::ALL.to_vec()
     } else {
@@ -271,7 +275,7 @@ fn run_synthetic(
     let days = u32::try_from(args.length.max(86400) / 86400).context("--length is too long")?;
     let started = Instant::now();
     let series = generate(&shapes, args.seed, args.count, days).map(Ok);
-    let report = tokio::task::block_in_place(|| replay::run(series, specs, &cfg, &|_| {}))?;
+    let report = tokio::task::block_in_place(|| replay_runner::run(series, specs, &cfg, &|_| {}))?;
     summary(&report, specs, &cfg, started);
     write_decisions(&report, args.decisions_out.as_deref())?;
     print(&report, args.output)
@@ -280,7 +284,8 @@ fn run_synthetic(
 /// The same replay over a cluster's own history: the analyzer's interval queries and
 /// pod-to-workload folding (`analyzer::history::load`), one series per workload container.
 async fn run_prometheus(args: &Args, specs: &[&'static Spec], cfg: Config) -> anyhow::Result<()> {
-    use rightsizer::analyzer::{history, PromClient};
+    use rightsizer::analyzer::history;
+    use rightsizer::analyzer::prom::PromClient;
     let acfg = args
         .prom
         .analyzer_config()?
@@ -308,14 +313,14 @@ async fn run_prometheus(args: &Args, specs: &[&'static Spec], cfg: Config) -> an
     let total = series.len();
     let iter = series
         .into_iter()
-        .map(|(k, ivs)| Ok(replay::from_intervals(k.to_string(), ivs)));
+        .map(|(k, ivs)| Ok(replay_runner::from_intervals(k.to_string(), ivs)));
     let show = std::io::stderr().is_terminal();
     let progress = |n: u64| {
         if show && (n % 100 == 0 || n as usize == total) {
             eprint!("\rreplay {n}/{total} series ");
         }
     };
-    let report = tokio::task::block_in_place(|| replay::run(iter, specs, &cfg, &progress))?;
+    let report = tokio::task::block_in_place(|| replay_runner::run(iter, specs, &cfg, &progress))?;
     if show {
         eprintln!();
     }
@@ -324,7 +329,7 @@ async fn run_prometheus(args: &Args, specs: &[&'static Spec], cfg: Config) -> an
     print(&report, args.output)
 }
 
-fn summary(report: &replay::Report, specs: &[&Spec], cfg: &Config, started: Instant) {
+fn summary(report: &Report, specs: &[&Spec], cfg: &Config, started: Instant) {
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "replayed {} series, {} samples, {} strategies in {:.2}s ({:.0} rows/s, {} threads); step {}s, interval {}s, warm-up {}s, min {} samples per step",
@@ -341,10 +346,10 @@ fn summary(report: &replay::Report, specs: &[&Spec], cfg: &Config, started: Inst
     );
 }
 
-fn print(report: &replay::Report, output: Output) -> anyhow::Result<()> {
+fn print(report: &Report, output: Output) -> anyhow::Result<()> {
     let text = match output {
-        Output::Table => replay::render_table(report),
-        Output::Csv => replay::render_csv(report),
+        Output::Table => report::render_table(report),
+        Output::Csv => report::render_csv(report),
         Output::Json => serde_json::to_string_pretty(report)? + "\n",
     };
     std::io::stdout().write_all(text.as_bytes())?;

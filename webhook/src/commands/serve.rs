@@ -8,24 +8,28 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus_client::registry::Registry;
 use rightsizer::admission::{AdmitConfig, Admitter};
+use rightsizer::analyzer::cache::RecommendationCache;
 use rightsizer::analyzer::ksm::KsmMode;
-use rightsizer::analyzer::{
-    Analyzer, AnalyzerHooks, PoliciesLookup, PromClient, RecommendationCache,
-};
+use rightsizer::analyzer::policies::PoliciesLookup;
+use rightsizer::analyzer::prom::PromClient;
+use rightsizer::analyzer::{Analyzer, AnalyzerHooks};
 use rightsizer::certs::Ca;
-use rightsizer::cluster::{ClusterFacts, NoFacts};
-use rightsizer::kube::{KubeHandles, KubeWriter};
-use rightsizer::loadmodel::fitter::Window;
-use rightsizer::loadmodel::metrics::LoadModelMetrics;
-use rightsizer::loadmodel::publish::refresh;
-use rightsizer::policy::store::PolicyStore;
-use rightsizer::policy::watch as policy;
-use rightsizer::quantity::Resource;
-use rightsizer::recommendation::metrics::RecommendationCollector;
-use rightsizer::recommendation::{Committed, ContainerKey};
-use rightsizer::recommendation::{NoRecommendations, RecommendationSource, Snapshot};
-use rightsizer::rules::Sizes;
-use rightsizer::server::{self, listener, reload, tls, AppState, Readiness, ServerMetrics};
+use rightsizer::kube::writer::KubeWriter;
+use rightsizer::kube::KubeHandles;
+use rightsizer::loadfit::fitter::Window;
+use rightsizer::loadfit::metrics::LoadModelMetrics;
+use rightsizer::loadfit::publish::refresh;
+use rightsizer::policies::store::PolicyStore;
+use rightsizer::policies::watch as policy;
+use rightsizer::server::metrics::ServerMetrics;
+use rightsizer::server::readiness::Readiness;
+use rightsizer::server::recommendation_bytes::RecommendationCollector;
+use rightsizer::server::{self, listener, reload, tls, AppState};
+use rightsizer_core::cluster::{ClusterFacts, NoFacts};
+use rightsizer_core::quantity::Resource;
+use rightsizer_core::recommendation::{Committed, ContainerKey};
+use rightsizer_core::recommendation::{NoRecommendations, RecommendationSource, Snapshot};
+use rightsizer_core::rules::Sizes;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -111,7 +115,7 @@ pub struct LimitArgs {
     #[arg(long, default_value_t = listener::ConnLimits::default().max_connections)]
     pub max_connections: usize,
     /// Reviews in flight; past it /mutate answers 503 with Retry-After: 1.
-    #[arg(long, default_value_t = server::ReviewLimits::default().max_in_flight)]
+    #[arg(long, default_value_t = server::guard::ReviewLimits::default().max_in_flight)]
     pub max_reviews_in_flight: usize,
 }
 
@@ -130,11 +134,11 @@ impl LimitArgs {
         }
     }
 
-    fn review(&self) -> server::ReviewLimits {
-        server::ReviewLimits {
+    fn review(&self) -> server::guard::ReviewLimits {
+        server::guard::ReviewLimits {
             body_timeout: self.body_timeout,
             max_in_flight: self.max_reviews_in_flight,
-            ..server::ReviewLimits::default()
+            ..server::guard::ReviewLimits::default()
         }
     }
 }
@@ -400,7 +404,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         readiness: admission.readiness,
         registry: Arc::new(registry),
         metrics: metrics.clone(),
-        guard: Arc::new(server::ReviewGuard::new(args.limits.review())),
+        guard: Arc::new(server::guard::ReviewGuard::new(args.limits.review())),
     };
 
     let tcp = tokio::net::TcpListener::bind(args.listen)

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::analyzer::state::ContainerState;
-use crate::quantity::Resource;
-use crate::recommendation::Committed;
-use crate::rules::Sizes;
+use rightsizer_core::analysis::container_state::ContainerState;
+use rightsizer_core::quantity::Resource;
+use rightsizer_core::recommendation::Committed;
+use rightsizer_core::rules::Sizes;
 
 /// The legacy annotation.
 pub const COMMITTED_ANNOTATION: &str = "rightsizer.io/committed";

@@ -5,8 +5,9 @@
 use kube::discovery::ApiResource;
 use kube::Client;
 
+use rightsizer_core::workload::kind::WorkloadKind;
+
 use crate::kube::error::KubeError;
-use crate::workload::WorkloadKind;
 
 /// The first of `versions` (e.g. `["autoscaling/v2", "autoscaling/v2beta2"]`) whose
 /// resource list holds `plural`, as an `ApiResource` for the dynamic API.

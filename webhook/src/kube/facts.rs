@@ -8,13 +8,17 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::LimitRangeSpec;
 use kube::api::ObjectMeta;
 
-use crate::cluster::{ClassSource, ClusterFacts, NamespaceFacts, PriorityClasses, QuotaRoom};
+use rightsizer_core::cluster::{
+    ClassSource, ClusterFacts, NamespaceFacts, PriorityClasses, QuotaRoom,
+};
+use rightsizer_core::policy::schema::PriorityClassInfo;
+use rightsizer_core::quantity::Resource;
+use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::resolve::{controller, OwnerFacts, OwnerRef};
+use rightsizer_core::workload::WorkloadKey;
+
 use crate::kube::committed::ContainerCommits;
 use crate::kube::mirror::Mirror;
-use crate::policy::schema::PriorityClassInfo;
-use crate::quantity::Resource;
-use crate::recommendation::{WorkloadKey, WorkloadKind};
-use crate::workload::{controller, OwnerFacts, OwnerRef};
 
 mod index;
 pub use index::FactIndex;
@@ -24,7 +28,7 @@ use index::NamespaceSources;
 pub type NsName = (String, String);
 
 /// The controlling owner of a ReplicaSet or Job, when it has one.
-pub use crate::workload::Owner;
+use rightsizer_core::workload::resolve::Owner;
 
 /// What an HPA scales and on which resources.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,18 +31,18 @@ use kube::Client;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
-pub use committed::COMMITTED_ANNOTATION;
-pub use error::KubeError;
+use error::KubeError;
 pub use events::{EventLimits, Published, Recorder};
-pub use facts::KubeFacts;
-pub use leader::{Leader, LeaseTimings, LEASE_NAME};
-pub use store::{CommittedOverlay, KubeStore};
-pub use sync::WatchBoard;
-pub use writer::KubeWriter;
+use facts::KubeFacts;
+use leader::{Leader, LeaseTimings};
+use store::{CommittedOverlay, KubeStore};
+use sync::WatchBoard;
+use writer::KubeWriter;
+
+use rightsizer_core::recommendation::RecommendationSource;
 
 use crate::analyzer::state::CommitStore;
-use crate::policy::PolicyStore;
-use crate::recommendation::RecommendationSource;
+use crate::policies::store::PolicyStore;
 
 /// How the Kubernetes side runs.
 #[derive(Debug, Clone)]

@@ -21,15 +21,17 @@ use kube::{Api, Client};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::task::JoinHandle;
 
+use rightsizer_core::quantity::{parse_bytes, parse_millicores, Resource};
+use rightsizer_core::rules::Sizes;
+use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::resolve::{controller, Owner, OwnerRef};
+use rightsizer_core::workload::WorkloadKey;
+
 use crate::analyzer::cache::unix_now;
 use crate::analyzer::ksm::{FactsSink, WorkloadFacts};
 use crate::analyzer::mapping::NO_OWNER;
-use crate::kube::facts::{KubeFacts, NsName, Owner, OwnerMirrors};
+use crate::kube::facts::{KubeFacts, NsName, OwnerMirrors};
 use crate::kube::mirror::{self, Change, Mirror};
-use crate::quantity::{parse_bytes, parse_millicores, Resource};
-use crate::recommendation::{WorkloadKey, WorkloadKind};
-use crate::rules::Sizes;
-use crate::workload::{controller, OwnerRef};
 
 /// Namespace (shared) and pod name.
 pub type PodKey = (Arc<str>, Box<str>);
@@ -122,7 +124,7 @@ fn sizes(
     requests: Option<&std::collections::BTreeMap<String, Quantity>>,
     limits: Option<&std::collections::BTreeMap<String, Quantity>>,
     name: &str,
-    parse: fn(&str) -> Result<u64, crate::quantity::QuantityError>,
+    parse: fn(&str) -> Result<u64, rightsizer_core::quantity::QuantityError>,
 ) -> Sizes {
     let get = |m: Option<&std::collections::BTreeMap<String, Quantity>>| {
         m.and_then(|m| m.get(name)).and_then(|q| parse(&q.0).ok())

@@ -7,11 +7,14 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
+use rightsizer_core::quantity::Resource;
+use rightsizer_core::rules::Sizes;
+use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::resolve::Owner;
+use rightsizer_core::workload::WorkloadKey;
+
 use super::{derive, feed_owners, Names};
-use crate::kube::facts::{NsName, Owner, OwnerMirrors};
-use crate::quantity::Resource;
-use crate::recommendation::{WorkloadKey, WorkloadKind};
-use crate::rules::Sizes;
+use crate::kube::facts::{NsName, OwnerMirrors};
 
 fn pod(name: &str, meta: Value) -> k8s_openapi::api::core::v1::Pod {
     let mut meta = meta;
@@ -42,7 +45,7 @@ impl crate::analyzer::ksm::FactsSink for crate::analyzer::mapping::OwnerIndex {
 #[test]
 fn admission_the_pod_watch_and_kube_state_metrics_resolve_every_owner_chain_alike() {
     use crate::analyzer::mapping::OwnerIndex;
-    use crate::object::View;
+    use rightsizer_core::object::View;
     let owned = |api_version: &str, kind: &str, name: &str| json!([{"apiVersion": api_version, "kind": kind, "name": name, "uid": "u", "controller": true}]);
     let rs = |name: &str| owned("apps/v1", "ReplicaSet", name);
     let job = |name: &str| owned("batch/v1", "Job", name);

@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use crate::kube::events::{EventType, Recorder, Target};
 use crate::kube::mirror::{Change, Mirror};
 use crate::kube::watchers::Watches;
-use crate::policy::load::POLICY_LABEL;
-use crate::policy::PolicyStore;
+use crate::policies::load::POLICY_LABEL;
+use crate::policies::store::PolicyStore;
 
 /// Event reason for a refused policy.
 pub const REJECTED_REASON: &str = "PolicyRejected";

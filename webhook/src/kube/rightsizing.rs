@@ -14,10 +14,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::discovery::ApiResource;
 use serde::{Deserialize, Serialize};
 
-use crate::analyzer::state::{Change, ContainerState, OomHold, Saved};
-use crate::quantity::Resource;
-use crate::recommendation::{Committed, WorkloadKey, WorkloadKind};
-use crate::rules::Sizes;
+use rightsizer_core::analysis::container_state::{Change, ContainerState, OomHold, Saved};
+use rightsizer_core::quantity::Resource;
+use rightsizer_core::recommendation::Committed;
+use rightsizer_core::rules::Sizes;
+use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::WorkloadKey;
 
 pub const GROUP: &str = "rightsizer.io";
 pub const VERSION: &str = "v1alpha1";
@@ -246,7 +248,7 @@ fn pair(r: Resource, s: Option<Sizes>) -> String {
 
 fn recommendation_status(
     r: Resource,
-    rec: &crate::recommendation::ResourceRecommendation,
+    rec: &rightsizer_core::recommendation::ResourceRecommendation,
     strategy: &str,
 ) -> RecommendationStatus {
     let f = |v: f64| r.format(v.max(0.0).round() as u64);
@@ -413,7 +415,7 @@ pub fn states(status: &Status) -> BTreeMap<String, ContainerState> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quantity::MI;
+    use rightsizer_core::quantity::MI;
 
     #[test]
     fn names_are_kind_dash_name_and_long_ones_get_a_stable_hash() {
@@ -461,7 +463,8 @@ mod tests {
         });
         let mut status = Status::default();
         let saved = Saved {
-            key: crate::recommendation::ContainerKey::parse("a/Deployment/web/app").unwrap(),
+            key: rightsizer_core::recommendation::ContainerKey::parse("a/Deployment/web/app")
+                .unwrap(),
             state: s.clone(),
             rec: None,
             strategy: "seed".into(),

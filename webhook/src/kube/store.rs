@@ -16,18 +16,20 @@ use serde_json::json;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
-use crate::analyzer::state::{CommitStore, ContainerState, Saved, State, StoreError};
+use rightsizer_core::analysis::container_state::{ContainerState, Saved};
+use rightsizer_core::quantity::Resource;
+use rightsizer_core::recommendation::{
+    ContainerKey, ContainerRecommendation, RecommendationSource, ResourceRecommendation, Snapshot,
+};
+use rightsizer_core::workload::WorkloadKey;
+
+use crate::analyzer::state::{CommitStore, State, StoreError};
 use crate::kube::error::KubeError;
 use crate::kube::facts::{KubeFacts, NsName};
 use crate::kube::mirror::Mirror;
 use crate::kube::rightsizing::{self, Spec, Status, WorkloadRef};
 use crate::kube::watchers::Watches;
 use crate::kube::writer::KubeWriter;
-use crate::quantity::Resource;
-use crate::recommendation::{
-    ContainerKey, ContainerRecommendation, RecommendationSource, ResourceRecommendation, Snapshot,
-    WorkloadKey,
-};
 
 /// What the mirror keeps of one Rightsizing.
 #[derive(Debug, Clone)]

@@ -21,15 +21,17 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
-use crate::cluster::QuotaRoom;
+use rightsizer_core::cluster::QuotaRoom;
+use rightsizer_core::policy::schema::PriorityClassInfo;
+use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::resolve::Owner;
+
 use crate::kube::committed::{parse_annotation, COMMITTED_ANNOTATION};
 use crate::kube::facts::{
-    controller_of, hpa_target, workload_resource, KubeFacts, NsName, Owner, WorkloadMeta,
+    controller_of, hpa_target, workload_resource, KubeFacts, NsName, WorkloadMeta,
 };
 use crate::kube::mirror::{self, Change, Mirror};
 use crate::kube::sync::WatchBoard;
-use crate::policy::schema::PriorityClassInfo;
-use crate::recommendation::WorkloadKind;
 
 /// Starts watches: one generic arm for every watcher, each tracked on the board
 /// (sizes, errors, first list) and each a task ended by `KubeHandles::shutdown`.

@@ -6,12 +6,15 @@ use std::sync::Arc;
 
 use kube::discovery::ApiResource;
 
+use rightsizer_core::quantity::Resource;
+use rightsizer_core::recommendation::ContainerKey;
+use rightsizer_core::rules::Sizes;
+use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::WorkloadKey;
+
 use crate::kube::error::KubeError;
 use crate::kube::events::{EventType, Published, Recorder, Target};
 use crate::kube::facts::KubeFacts;
-use crate::quantity::Resource;
-use crate::recommendation::{ContainerKey, WorkloadKey, WorkloadKind};
-use crate::rules::Sizes;
 
 /// Posts Events about workloads (the caller checks leadership).
 pub struct KubeWriter {

@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::cluster::{ClusterFacts, NamespaceFacts, StaticFacts};
-use crate::object::{pod_paths, SIZED_ANNOTATION};
-use crate::quantity::Resource;
-use crate::recommendation::{WorkloadKey, WorkloadKind};
-use crate::sizing::record::SizedRecord;
+use rightsizer_core::cluster::{ClusterFacts, NamespaceFacts, StaticFacts};
+use rightsizer_core::object::SIZED_ANNOTATION;
+use rightsizer_core::quantity::Resource;
+use rightsizer_core::sizing::record::SizedRecord;
+use rightsizer_core::workload::kind::{pod_paths, WorkloadKind};
+use rightsizer_core::workload::WorkloadKey;
 
 /// The CronJob-created Job a preview Pod belongs to: `<cronjob>-<scheduled minutes>`.
 const CRON_MINUTES: &str = "29000000";
@@ -29,7 +30,7 @@ fn template_hash(template: &Value) -> String {
         h ^= u32::from(b);
         h = h.wrapping_mul(0x0100_0193);
     }
-    crate::workload::names::safe_encode(&h.to_string())
+    rightsizer_core::workload::names::safe_encode(&h.to_string())
 }
 
 fn owner(api_version: &str, kind: &str, name: &str) -> Value {
@@ -144,7 +145,7 @@ impl ClusterFacts for PreviewFacts {
     fn namespace(&self, name: &str) -> Arc<NamespaceFacts> {
         self.base.namespace(name)
     }
-    fn priority_classes(&self) -> crate::cluster::PriorityClasses {
+    fn priority_classes(&self) -> rightsizer_core::cluster::PriorityClasses {
         self.base.priority_classes()
     }
     fn workload_annotations(&self, key: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
@@ -310,10 +311,10 @@ mod tests {
         let w = workload(kind.as_str(), api, at);
         let pod = controller_pod(kind, "shop", &w).unwrap();
         assert!(
-            crate::object::check_decodes(WorkloadKind::Pod, &pod).is_ok(),
+            rightsizer_core::object::check_decodes(WorkloadKind::Pod, &pod).is_ok(),
             "{pod}"
         );
-        let v = crate::object::View::new(WorkloadKind::Pod, "shop", &pod).unwrap();
+        let v = rightsizer_core::object::View::new(WorkloadKind::Pod, "shop", &pod).unwrap();
         assert_eq!(
             (v.identity.kind, v.identity.name.as_str()),
             (want_kind, want_name)
@@ -334,7 +335,7 @@ mod tests {
             "spec": {"template": {"spec": {"containers": [{"image": "hello:1"}]}}}});
         let pod = controller_pod(WorkloadKind::KnativeService, "shop", &w).unwrap();
         assert_eq!(pod["spec"]["containers"][0]["name"], "user-container");
-        assert!(crate::object::check_decodes(WorkloadKind::Pod, &pod).is_ok());
+        assert!(rightsizer_core::object::check_decodes(WorkloadKind::Pod, &pod).is_ok());
     }
 
     #[test]

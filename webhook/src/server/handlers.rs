@@ -227,7 +227,9 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, HttpError> 
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
 }
 
-pub async fn recommendations(State(st): State<AppState>) -> Json<crate::recommendation::Snapshot> {
+pub async fn recommendations(
+    State(st): State<AppState>,
+) -> Json<rightsizer_core::recommendation::Snapshot> {
     Json(st.recommendations.snapshot())
 }
 

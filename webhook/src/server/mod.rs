@@ -9,6 +9,7 @@ pub mod listener;
 pub mod malloc;
 pub mod metrics;
 pub mod readiness;
+pub mod recommendation_bytes;
 pub mod reload;
 pub mod tls;
 
@@ -18,14 +19,15 @@ use axum::routing::{get, post};
 use axum::Router;
 use prometheus_client::registry::Registry;
 
+use rightsizer_core::recommendation::RecommendationSource;
+
 use crate::admission::Admitter;
-use crate::recommendation::RecommendationSource;
 
 pub use error::HttpError;
-pub use guard::{ReviewGuard, ReviewLimits};
+use guard::ReviewGuard;
 pub use handlers::MAX_BODY_BYTES;
-pub use metrics::ServerMetrics;
-pub use readiness::Readiness;
+use metrics::ServerMetrics;
+use readiness::Readiness;
 
 /// What the handlers share.
 #[derive(Clone)]

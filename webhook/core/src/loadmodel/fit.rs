@@ -10,7 +10,7 @@
 /// At most this many units per model (2^(units+1) candidate sets are tried).
 pub const MAX_UNITS: usize = 10;
 
-pub use crate::recommendation::fit::{Current, Fit, FitReport};
+use crate::recommendation::fit::Fit;
 
 /// One sample: a pod's memory and its load per unit (in the order of `units`).
 #[derive(Debug, Clone, PartialEq)]

@@ -9,8 +9,3 @@ pub mod model;
 pub mod plan;
 pub mod schema;
 pub mod validate;
-
-pub use annotation::{parse_load, Load, LoadParseError};
-pub use fit::{Current, Fit, FitError, FitReport};
-pub use model::{choose, Chosen, Linear, Origin};
-pub use schema::{ContainerModelSpec, FitGate, LoadModelSpec, UnitSpec};

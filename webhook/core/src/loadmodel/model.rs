@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::loadmodel::annotation::Load;
-use crate::loadmodel::fit::Fit;
 use crate::loadmodel::schema::{ContainerModelSpec, FitGate};
 use crate::quantity::round_up;
+use crate::recommendation::fit::Fit;
 use crate::rules::{Rules, Sizes};
 
 /// A linear model, in bytes.

@@ -6,7 +6,3 @@ pub mod error;
 pub mod schema;
 pub mod select;
 pub mod validate;
-
-pub use error::PolicyError;
-pub use schema::{ContainerValues, Mode, Pair, Policy, PolicySpec, Target};
-pub use select::{PolicySet, Subject};

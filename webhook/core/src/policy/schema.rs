@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::{NodeSelectorRequirement, PreferredSchedulingTer
 use serde::{Deserialize, Serialize};
 
 use crate::quantity::{Bytes, Millicores};
-use crate::recommendation::WorkloadKind;
 use crate::rules::Rules;
+use crate::workload::kind::WorkloadKind;
 
 /// How far rightsizer may go for the selected workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
@@ -45,7 +45,7 @@ pub enum Target {
     Templates,
 }
 
-pub use crate::selector::Selector;
+use crate::selector::Selector;
 
 /// A request/limit pair written as quantities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -262,7 +262,7 @@ pub struct PolicySpec {
     pub knative: Option<KnativePolicy>,
     /// Memory as a function of declared load (`rightsizer.io/expected-load`).
     #[serde(default)]
-    pub load_models: Vec<crate::loadmodel::LoadModelSpec>,
+    pub load_models: Vec<crate::loadmodel::schema::LoadModelSpec>,
 }
 
 /// A validated policy, ready for admission.
@@ -284,5 +284,5 @@ pub struct Policy {
     pub placement: Vec<PlacementRule>,
     pub priority: Option<PriorityPolicy>,
     pub knative: Option<KnativePolicy>,
-    pub load_models: Vec<crate::loadmodel::LoadModelSpec>,
+    pub load_models: Vec<crate::loadmodel::schema::LoadModelSpec>,
 }

@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::policy::schema::{Policy, Selector};
-use crate::recommendation::WorkloadKey;
+use crate::policy::schema::Policy;
+use crate::selector::Selector;
+use crate::workload::WorkloadKey;
 
 /// What a selector is matched against.
 #[derive(Debug, Clone)]

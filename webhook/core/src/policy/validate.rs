@@ -4,9 +4,9 @@
 use crate::policy::error::PolicyError;
 use crate::policy::schema::{
     ContainerValues, KnativePolicy, Pair, PlacementRule, Policy, PolicySpec, PriorityPolicy,
-    Selector,
 };
 use crate::rules::{Amount, ResourceRules, Rules};
+use crate::selector::Selector;
 
 struct Ctx<'a> {
     source: &'a str,

@@ -10,9 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::policy::schema::GpuPolicy;
 
-pub use crate::policy::apiserver::{
-    label_key_error, label_value_error, requirement_error, term_error, toleration_error,
-};
+use crate::policy::apiserver::{requirement_error, term_error, toleration_error};
 
 /// Whether any container (init containers too: they run on the same node) asks for one of
 /// the GPU resources (limits or requests > 0).

@@ -24,9 +24,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::LimitRangeSpec;
 use serde_json::Value;
 
-use crate::object::{is_knative, View, MODE_ANNOTATION, SIZED_ANNOTATION};
+use crate::object::{View, MODE_ANNOTATION, SIZED_ANNOTATION};
 use crate::policy::schema::{Mode, Policy, Target};
-use crate::recommendation::{ContainerRecommendation, WorkloadKind};
+use crate::recommendation::ContainerRecommendation;
+use crate::workload::kind::is_knative;
+use crate::workload::kind::WorkloadKind;
 use record::SizedRecord;
 use written::Written;
 

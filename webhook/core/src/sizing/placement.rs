@@ -9,9 +9,9 @@ use crate::object::View;
 use crate::policy::schema::{PlacementRule, Policy};
 use crate::policy::select::Subject;
 use crate::quantity::Resource;
-use crate::recommendation::WorkloadKind;
 use crate::sizing::containers::Lists;
 use crate::sizing::{gpu, priority, Context};
+use crate::workload::kind::WorkloadKind;
 
 /// The first placement rule that selects this workload at this CPU request.
 pub fn rule_for<'p>(policy: &'p Policy, subject: &Subject, cpu: u64) -> Option<&'p PlacementRule> {

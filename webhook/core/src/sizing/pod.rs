@@ -7,9 +7,9 @@ use serde_json::Value;
 
 use crate::cluster::QuotaRoom;
 use crate::quantity::Resource;
-use crate::recommendation::WorkloadKind;
 use crate::sizing::containers::Totals;
 use crate::sizing::limits;
+use crate::workload::kind::WorkloadKind;
 
 /// Whether the Pod's totals break a LimitRange's `type: Pod` bounds (`t` summed with the
 /// container defaults the LimitRanger fills in, see `pod_violation`).

@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::object::{is_knative, View, RECOMMENDATION_ANNOTATION, SIZED_ANNOTATION};
+use crate::object::{View, RECOMMENDATION_ANNOTATION, SIZED_ANNOTATION};
 use crate::policy::schema::{ContainerValues, Mode, Policy};
 use crate::quantity::Resource;
-use crate::recommendation::{ContainerRecommendation, WorkloadKind};
+use crate::recommendation::ContainerRecommendation;
 use crate::rules::Sizes;
 use crate::sizing::containers::{container_name, Declared, Lists};
 use crate::sizing::explicit::{defaults_for, overrides_for, parse_overrides_annotation};
@@ -21,6 +21,8 @@ use crate::sizing::record::{
 };
 use crate::sizing::resources::{self, Candidates, Resolved, Source};
 use crate::sizing::{limits, pod, Context};
+use crate::workload::kind::is_knative;
+use crate::workload::kind::WorkloadKind;
 
 /// What every container's sizing reads.
 struct Inputs<'a> {

@@ -252,7 +252,7 @@ mod tests {
     #[case::floor_between(300)]
     #[case::floor_below_both(64)]
     fn oom_floor_same_at_admission_and_in_the_analyzer(#[case] floor_mi: u64) {
-        use crate::analyzer::compute::{decide, Previous, ResourceInput};
+        use crate::analysis::compute::{decide, Previous, ResourceInput};
         let rules = Rules::default();
         let mut r = rec_observed(100.0, 200.0, 300.0, 1000);
         r.oom_floor = Some(floor_mi * MI);

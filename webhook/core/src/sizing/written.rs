@@ -169,7 +169,7 @@ fn relation<'a>(ptr: &[&str], at: &[&'a str]) -> Rel<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recommendation::WorkloadKind;
+    use crate::workload::kind::WorkloadKind;
     use serde_json::json;
 
     fn view(kind: WorkloadKind, obj: &Value) -> View {

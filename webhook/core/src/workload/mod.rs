@@ -10,11 +10,7 @@ pub mod kind;
 pub mod names;
 pub mod resolve;
 
-pub use kind::{KindInfo, WorkloadKind, KINDS};
-pub use resolve::{
-    controller, knative_workload, resolve_owner, resolve_pod, NoOwners, Owner, OwnerFacts,
-    OwnerRef, PodRef, Resolved,
-};
+use kind::WorkloadKind;
 
 /// The identity recommendations are keyed by (`namespace/kind/name`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -36,7 +32,7 @@ mod tests {
 
     use serde_json::{json, Value};
 
-    use super::*;
+    use super::resolve::{resolve_owner, resolve_pod, Owner, OwnerFacts, OwnerRef, PodRef};
 
     /// Owner facts as a map: (API kind, name) → controller (`None`: known, none).
     #[derive(Default)]

@@ -8,12 +8,14 @@ use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::LimitRangeSpec;
 
+use rightsizer_core::cluster::{NamespaceFacts, QuotaRoom};
+use rightsizer_core::policy::schema::PriorityClassInfo;
+use rightsizer_core::quantity::Resource;
+use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::WorkloadKey;
+
 use super::{HpaTarget, NsName};
-use crate::cluster::{NamespaceFacts, QuotaRoom};
 use crate::kube::mirror::Mirror;
-use crate::policy::schema::PriorityClassInfo;
-use crate::quantity::Resource;
-use crate::recommendation::{WorkloadKey, WorkloadKind};
 
 /// A value derived from mirrors, with the generation it was built at.
 struct Derived<T> {

@@ -12,7 +12,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::TypedMetric;
 
-use super::{ContainerKey, RecommendationSource};
+use rightsizer_core::recommendation::{ContainerKey, RecommendationSource};
 
 /// The exported name (declared in deploy/monitoring/metrics.txt).
 pub const RECOMMENDATION_BYTES: &str = "rightsizer_recommendation_bytes";
@@ -80,8 +80,8 @@ impl Collector for RecommendationCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recommendation::Snapshot;
     use prometheus_client::registry::Registry;
+    use rightsizer_core::recommendation::Snapshot;
 
     #[test]
     fn one_series_per_container_and_side_with_a_recommendation() {

@@ -10,17 +10,15 @@
 //!
 //! Series are independent, so they are spread over threads; the reader streams.
 
-pub use rightsizer_core::replay::{report, score, split, synthetic, trace};
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
-pub use report::{render_csv, render_table, write_decisions, DecisionRow, Report, Row};
-pub use score::Acc;
-pub use split::{DaySplit, SeriesSplit};
-pub use trace::{open, Sample, Series, TraceError, TraceReader};
+use rightsizer_core::replay::report::{DecisionRow, Report};
+use rightsizer_core::replay::score::{self, Acc};
+use rightsizer_core::replay::split::{DaySplit, SeriesSplit};
+use rightsizer_core::replay::trace::{Sample, Series, TraceError};
 
-use crate::strategy::{Decision, Interval, Spec, Strategy};
+use rightsizer_core::strategy::{Decision, Interval, Spec, Strategy};
 
 /// The name of the row for the trace's own sizes.
 pub const AS_PROVISIONED: &str = "as-provisioned";

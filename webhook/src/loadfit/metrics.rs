@@ -8,8 +8,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::loadmodel::fit::FitReport;
-use crate::recommendation::ContainerKey;
+use rightsizer_core::recommendation::fit::FitReport;
+use rightsizer_core::recommendation::ContainerKey;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UnitLabels {
@@ -121,7 +121,7 @@ impl LoadModelMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadmodel::fit::{Current, Fit};
+    use rightsizer_core::recommendation::fit::{Current, Fit};
 
     #[test]
     fn exports_the_documented_names() {

@@ -5,13 +5,16 @@
 
 use std::collections::BTreeMap;
 
-use crate::analyzer::PromError;
-use crate::loadmodel::fit::{fit, Current, FitError, FitReport};
-use crate::loadmodel::model::{choose, gate};
-use crate::loadmodel::schema::{ContainerModelSpec, LoadModelSpec};
-use crate::loadmodel::source::{LoadSeriesSource, SeriesQuery};
-use crate::policy::select::{PolicySet, Subject};
-use crate::recommendation::{ContainerKey, WorkloadKey};
+use rightsizer_core::loadmodel::fit::{fit, FitError};
+use rightsizer_core::loadmodel::model::{choose, gate};
+use rightsizer_core::loadmodel::schema::{ContainerModelSpec, LoadModelSpec};
+use rightsizer_core::policy::select::{PolicySet, Subject};
+use rightsizer_core::recommendation::fit::{Current, FitReport};
+use rightsizer_core::recommendation::ContainerKey;
+use rightsizer_core::workload::WorkloadKey;
+
+use crate::analyzer::prom::PromError;
+use crate::loadfit::source::{LoadSeriesSource, SeriesQuery};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FitterError {
@@ -137,7 +140,7 @@ pub async fn fit_all<S: LoadSeriesSource>(
         let Some(policy) = policies.select(&subject) else {
             continue;
         };
-        let Some(model) = crate::loadmodel::admit::model_for(policy, &subject) else {
+        let Some(model) = rightsizer_core::sizing::load::model_for(policy, &subject) else {
             continue;
         };
         for (container, spec) in &model.containers {
@@ -153,7 +156,7 @@ pub async fn fit_all<S: LoadSeriesSource>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recommendation::WorkloadKind;
+    use rightsizer_core::workload::kind::WorkloadKind;
 
     #[test]
     fn default_query_scopes_to_the_workload() {

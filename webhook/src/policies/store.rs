@@ -14,10 +14,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::policy::error::PolicyError;
-use crate::policy::load::{parse_manifests, read_dir_sources};
-use crate::policy::schema::Policy;
-use crate::policy::select::PolicySet;
+use rightsizer_core::policy::error::PolicyError;
+use rightsizer_core::policy::schema::Policy;
+use rightsizer_core::policy::select::PolicySet;
+
+use crate::policies::load::{parse_manifests, read_dir_sources};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {

@@ -3,11 +3,11 @@
 //! new state, effects). No I/O here: effects (commits, Events, writes to the store) are
 //! carried out by `Analyzer::execute`, the one place that checks leadership.
 
-use crate::analyzer::cache::Entry;
-use crate::analyzer::compute::{self, Previous, ResourceInput};
-use crate::analyzer::knative::KnativeInput;
-use crate::analyzer::state::{ContainerState, OomHold, Saved};
-use crate::policy::Mode;
+use crate::analysis::compute::{self, Previous, ResourceInput};
+use crate::analysis::container_state::{ContainerState, OomHold, Saved};
+use crate::analysis::entry::Entry;
+use crate::analysis::knative::KnativeInput;
+use crate::policy::schema::Mode;
 use crate::quantity::Resource;
 use crate::recommendation::{Committed, ContainerKey};
 use crate::rules::{Observed, Rules, Sizes};

@@ -8,8 +8,9 @@ use std::future::Future;
 
 use futures::stream::{self, StreamExt};
 
-use crate::analyzer::{PromClient, PromError};
-use crate::loadmodel::fit::Sample;
+use rightsizer_core::loadmodel::fit::Sample;
+
+use crate::analyzer::prom::{PromClient, PromError};
 
 /// What to fetch for one container's model.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +59,7 @@ pub fn combined_query(q: &SeriesQuery) -> String {
 }
 
 /// Pair one step's series into samples.
-pub fn samples_at(units: usize, series: &[crate::analyzer::Sample]) -> Vec<Sample> {
+pub fn samples_at(units: usize, series: &[crate::analyzer::prom::Sample]) -> Vec<Sample> {
     let mut memory: BTreeMap<(String, String), f64> = BTreeMap::new();
     let mut load: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
     for s in series {
@@ -113,8 +114,8 @@ impl LoadSeriesSource for PromClient {
 mod tests {
     use super::*;
 
-    fn s(labels: &[(&str, &str)], value: f64) -> crate::analyzer::Sample {
-        crate::analyzer::Sample {
+    fn s(labels: &[(&str, &str)], value: f64) -> crate::analyzer::prom::Sample {
+        crate::analyzer::prom::Sample {
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

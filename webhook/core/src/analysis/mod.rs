@@ -3,11 +3,9 @@
 //! state it remembers between cycles. Gathering, caching, storing and the loop are
 //! the I/O crate's (`rightsizer::analyzer`).
 
-pub mod cache;
 pub mod compute;
+pub mod container_state;
 pub mod decide;
+pub mod entry;
 pub mod knative;
 pub mod queries;
-pub mod state;
-
-pub use decide::{Effect, Observation, PolicyView};

@@ -4,9 +4,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::policy::error::PolicyError;
-use crate::policy::schema::{Policy, PolicySpec};
-use crate::policy::validate::validate;
+use rightsizer_core::policy::error::PolicyError;
+use rightsizer_core::policy::schema::{Policy, PolicySpec};
+use rightsizer_core::policy::validate::validate;
 
 /// The label that marks a policy ConfigMap.
 pub const POLICY_LABEL: &str = "rightsizer.io/policy";

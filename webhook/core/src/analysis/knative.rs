@@ -5,7 +5,7 @@
 
 use crate::recommendation::KnativeRecommendation;
 
-pub use crate::rules::knative::KnativeRules;
+use crate::rules::knative::KnativeRules;
 
 /// What the rules look at for one Knative workload.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

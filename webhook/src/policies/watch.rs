@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::policy::store::PolicyStore;
+use crate::policies::store::PolicyStore;
 
 /// Load the folders once; returns the refusals so a caller can report them.
 pub fn load_dirs(store: &PolicyStore, dirs: &[PathBuf]) -> Vec<String> {

@@ -3,12 +3,13 @@
 
 use std::collections::BTreeSet;
 
-use crate::analyzer::RecommendationCache;
-use crate::loadmodel::fitter::{fit_all, Window};
-use crate::loadmodel::metrics::LoadModelMetrics;
-use crate::loadmodel::source::LoadSeriesSource;
-use crate::policy::select::PolicySet;
-use crate::recommendation::WorkloadKey;
+use rightsizer_core::policy::select::PolicySet;
+use rightsizer_core::workload::WorkloadKey;
+
+use crate::analyzer::cache::RecommendationCache;
+use crate::loadfit::fitter::{fit_all, Window};
+use crate::loadfit::metrics::LoadModelMetrics;
+use crate::loadfit::source::LoadSeriesSource;
 
 /// What one refresh did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,7 +50,7 @@ pub async fn refresh<S: LoadSeriesSource>(
                 let mut entry = cache.entry(&key).unwrap_or_else(|| {
                     // A container the analyzer has no usage for yet: dated by the fit so
                     // the cache's staleness TTL applies from now.
-                    let mut e = crate::analyzer::Entry::default();
+                    let mut e = rightsizer_core::analysis::entry::Entry::default();
                     e.rec.updated_at = fit.at;
                     e
                 });
