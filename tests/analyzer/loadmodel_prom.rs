@@ -14,7 +14,7 @@ use prometheus::{OpenMetrics, TestProm};
 use prometheus_client::registry::Registry;
 use rightsizer::analyzer::cache::RecommendationCache;
 use rightsizer::analyzer::prom::{PromClient, PromConfig};
-use rightsizer::loadfit::fitter::{fit_all, Window};
+use rightsizer::loadfit::fitter::{fit_all, FitWindow};
 use rightsizer::loadfit::metrics::LoadModelMetrics;
 use rightsizer::loadfit::publish::{refresh, RefreshReport};
 use rightsizer::policies::store::PolicyStore;
@@ -187,7 +187,7 @@ async fn fit_from_real_prometheus() {
     let prom = TestProm::start_with(&history(end));
     let client = PromClient::new(PromConfig::new(prom.url())).unwrap();
     let store = policies();
-    let window = Window {
+    let window = FitWindow {
         end,
         seconds: WINDOW,
         step: STEP,

@@ -18,7 +18,7 @@ use rightsizer::analyzer::{Analyzer, AnalyzerConfig};
 use rightsizer_core::analysis::queries::QueryConfig;
 use rightsizer_core::recommendation::ContainerKey;
 use rightsizer_core::rules::{Rules, Sizes};
-use rightsizer_core::strategy::{self, Decision, Interval};
+use rightsizer_core::strategy::{self, Interval, MemorySizes};
 use rightsizer_core::workload::WorkloadKey;
 
 use prometheus::TestProm;
@@ -201,7 +201,7 @@ async fn analyzer_runs_the_policy_strategy_on_prometheus_intervals() {
         ivs2.len()
     );
     ivs1.iter().for_each(|iv| s.observe(iv));
-    let mut own: Option<Decision> = None;
+    let mut own: Option<MemorySizes> = None;
     if let Some(d) = s.recommend(now1 as i64, own) {
         own = Some(d);
     }

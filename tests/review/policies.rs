@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rightsizer::policies::load::parse_manifests;
 use rightsizer::policies::store::PolicyStore;
-use rightsizer_core::policy::schema::{Mode, Target};
+use rightsizer_core::policy::schema::{Mode, WriteTarget};
 use rstest::rstest;
 
 fn wrap(policy: &str) -> String {
@@ -30,7 +30,7 @@ fn shipped_examples_are_valid() {
         .find(|p| p.name == "rightsizer-enforce-shop")
         .unwrap();
     assert_eq!(enforce.mode, Mode::Enforce);
-    assert_eq!(enforce.target, Target::Pods);
+    assert_eq!(enforce.target, WriteTarget::Pods);
     // A partial rules block keeps every other seed number.
     assert_eq!(enforce.rules.memory.request.p95_factor, 1.25);
     assert_eq!(enforce.rules.memory.request.avg_factor, 1.5);

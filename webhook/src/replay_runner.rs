@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use rightsizer_core::replay::report::{DecisionRow, Report};
-use rightsizer_core::replay::score::{self, Acc};
+use rightsizer_core::replay::score::{self, StrategyTotals};
 use rightsizer_core::replay::split::{DaySplit, SeriesSplit};
-use rightsizer_core::replay::trace::{Sample, Series, TraceError};
+use rightsizer_core::replay::trace::{Series, TraceError, TraceSample};
 
-use rightsizer_core::strategy::{Decision, Interval, Spec, Strategy};
+use rightsizer_core::strategy::{Interval, MemorySizes, Spec, Strategy};
 
 /// The name of the row for the trace's own sizes.
 pub const AS_PROVISIONED: &str = "as-provisioned";
@@ -91,7 +91,7 @@ impl Default for Config {
 }
 
 /// Aggregate raw samples (sorted by time) into intervals aligned to the epoch.
-pub fn intervals(samples: &[Sample], width: u32) -> Vec<Interval> {
+pub fn intervals(samples: &[TraceSample], width: u32) -> Vec<Interval> {
     let w = i64::from(width);
     let mut out: Vec<Interval> = Vec::with_capacity(samples.len());
     let mut sum = 0.0;
@@ -134,7 +134,7 @@ pub fn from_intervals(id: String, ivs: Vec<Interval>) -> Series {
             iv.max
         };
         for k in 0..n {
-            samples.push(Sample {
+            samples.push(TraceSample {
                 t: iv.start + i64::from(k) * i64::from(iv.seconds) / i64::from(n),
                 memory: if k == 0 { iv.max } else { rest },
                 limit: None,
@@ -148,15 +148,17 @@ pub fn from_intervals(id: String, ivs: Vec<Interval>) -> Series {
     }
 }
 
-/// Replay one series with fresh states of `specs`. The result has one [`Acc`] per
+/// Replay one series with fresh states of `specs`. The result has one [`StrategyTotals`] per
 /// spec, then one for `as-provisioned`, and, when `cfg.record_decisions`, every
 /// step's applied decision per spec.
 pub fn replay_series(
     series: &Series,
     specs: &[&Spec],
     cfg: &Config,
-) -> (Vec<Acc>, Vec<DecisionRow>) {
-    let mut accs: Vec<Acc> = (0..=specs.len()).map(|_| Acc::default()).collect();
+) -> (Vec<StrategyTotals>, Vec<DecisionRow>) {
+    let mut accs: Vec<StrategyTotals> = (0..=specs.len())
+        .map(|_| StrategyTotals::default())
+        .collect();
     let mut rows = Vec::new();
     let samples = &series.samples;
     let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
@@ -171,7 +173,7 @@ pub fn replay_series(
         }
     };
     let mut states: Vec<Box<dyn Strategy>> = specs.iter().map(|s| s.make()).collect();
-    let mut own: Vec<Option<Decision>> = vec![None; specs.len()];
+    let mut own: Vec<Option<MemorySizes>> = vec![None; specs.len()];
     let mut changes = vec![0u64; specs.len() + 1];
     let grid = |t: i64| t.div_euclid(cfg.step) * cfg.step;
     let first_scored = grid(first.t + cfg.warmup + cfg.step - 1);
@@ -198,7 +200,7 @@ pub fn replay_series(
             .last()
             .or(step_samples.first())
             .and_then(|s| s.limit)
-            .map(|l| Decision {
+            .map(|l| MemorySizes {
                 request: l as u64,
                 limit: l as u64,
             });
@@ -206,7 +208,7 @@ pub fn replay_series(
         if scored_period {
             scored_days += cfg.step as f64 / 86400.0;
         }
-        let mut applied: Vec<Option<Decision>> = Vec::with_capacity(specs.len());
+        let mut applied: Vec<Option<MemorySizes>> = Vec::with_capacity(specs.len());
         for (i, st) in states.iter_mut().enumerate() {
             let current = own[i].or(provisioned);
             if let Some(d) = st.recommend(b, current) {
@@ -275,7 +277,8 @@ pub fn run<I: IntoIterator<Item = Result<Series, TraceError>>>(
                 let rx = Arc::clone(&rx);
                 let (done, samples) = (&done, &samples);
                 scope.spawn(move || {
-                    let mut mine: Vec<(usize, String, Vec<Acc>, Vec<DecisionRow>)> = Vec::new();
+                    let mut mine: Vec<(usize, String, Vec<StrategyTotals>, Vec<DecisionRow>)> =
+                        Vec::new();
                     loop {
                         // The lock is held only to take the next series.
                         let next = match rx.lock() {
@@ -319,7 +322,9 @@ pub fn run<I: IntoIterator<Item = Result<Series, TraceError>>>(
     // Merge in trace order, so the floating-point sums do not depend on scheduling.
     let mut parts = parts;
     parts.sort_unstable_by_key(|p| p.0);
-    let mut total: Vec<Acc> = (0..=specs.len()).map(|_| Acc::default()).collect();
+    let mut total: Vec<StrategyTotals> = (0..=specs.len())
+        .map(|_| StrategyTotals::default())
+        .collect();
     let mut decisions = Vec::new();
     for (_, id, part, rows) in parts {
         for (t, a) in total.iter_mut().zip(part) {
@@ -354,7 +359,7 @@ mod tests {
         fn observe(&mut self, _: &Interval) {
             panic!("strategy bug");
         }
-        fn recommend(&mut self, _: i64, _: Option<Decision>) -> Option<Decision> {
+        fn recommend(&mut self, _: i64, _: Option<MemorySizes>) -> Option<MemorySizes> {
             None
         }
     }
@@ -367,7 +372,7 @@ mod tests {
             Ok(Series {
                 id: format!("s{i}"),
                 samples: (0..10)
-                    .map(|k| Sample {
+                    .map(|k| TraceSample {
                         t: k * 86400,
                         memory: 1.0,
                         limit: None,
@@ -382,7 +387,7 @@ mod tests {
 
     #[test]
     fn intervals_aggregate_by_epoch_buckets() {
-        let s = |t, m| Sample {
+        let s = |t, m| TraceSample {
             t,
             memory: m,
             limit: None,

@@ -166,7 +166,7 @@ impl<'de> Visitor<'de> for Node<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let b = self.budget;
         b.take(&b.nodes, Cap::JsonNodes)?;
-        while let Some(containers) = map.next_key_seed(ContainerKey)? {
+        while let Some(containers) = map.next_key_seed(ContainerListKey)? {
             map.next_value_seed(Node {
                 budget: b,
                 containers,
@@ -177,16 +177,16 @@ impl<'de> Visitor<'de> for Node<'_> {
 }
 
 /// A map key, read without allocating: whether it names a list of containers.
-struct ContainerKey;
+struct ContainerListKey;
 
-impl<'de> DeserializeSeed<'de> for ContainerKey {
+impl<'de> DeserializeSeed<'de> for ContainerListKey {
     type Value = bool;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl<'de> Visitor<'de> for ContainerKey {
+impl<'de> Visitor<'de> for ContainerListKey {
     type Value = bool;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a key")

@@ -10,7 +10,7 @@ use rightsizer_core::workload::kind::WorkloadKind;
 use rightsizer_core::workload::WorkloadKey;
 
 use super::mapping::OwnerIndex;
-use super::prom::Sample;
+use super::prom::PromSample;
 
 use rightsizer_core::analysis::compute::PodFigures;
 
@@ -32,7 +32,7 @@ fn win_ix(w: Window) -> usize {
 
 pub(super) type PodKey = (String, String, String);
 
-fn pod_key(s: &Sample) -> PodKey {
+fn pod_key(s: &PromSample) -> PodKey {
     (
         s.label("namespace").to_string(),
         s.label("pod").to_string(),
@@ -67,7 +67,7 @@ pub(super) struct Acc {
 }
 
 /// The Knative workload a normalised revision series belongs to.
-fn knative_key(s: &Sample) -> Option<WorkloadKey> {
+fn knative_key(s: &PromSample) -> Option<WorkloadKey> {
     rightsizer_core::workload::resolve::knative_workload(
         s.label(queries::KN_NS),
         s.label(queries::KN_SVC),
@@ -76,7 +76,7 @@ fn knative_key(s: &Sample) -> Option<WorkloadKey> {
 }
 
 impl Acc {
-    pub(super) fn absorb(&mut self, kind: QueryKind, samples: &[Sample]) {
+    pub(super) fn absorb(&mut self, kind: QueryKind, samples: &[PromSample]) {
         match kind {
             QueryKind::PodOwner => self.owners.add_pod_owners(samples),
             QueryKind::ReplicaSetOwner => self.owners.add_replicaset_owners(samples),

@@ -13,7 +13,7 @@ use lru::LruCache;
 
 use rightsizer_core::analysis::queries::{Builder, IntervalKind, QueryConfig};
 use rightsizer_core::recommendation::ContainerKey;
-use rightsizer_core::strategy::{Decision, Interval, Spec, Strategy};
+use rightsizer_core::strategy::{Interval, MemorySizes, Spec, Strategy};
 
 use super::mapping::OwnerIndex;
 use super::prom::{PromClient, PromError, RangeSeries};
@@ -185,7 +185,7 @@ struct Track {
     /// End of the last interval fed.
     fed_until: i64,
     /// The strategy's last answer (what it believes is applied).
-    own: Option<Decision>,
+    own: Option<MemorySizes>,
 }
 
 /// One strategy state per container, bounded like the cache, and the time up to
@@ -225,8 +225,8 @@ impl Tracks {
         spec: &'static Spec,
         intervals: &[Interval],
         now: i64,
-        running: Option<Decision>,
-    ) -> Option<Decision> {
+        running: Option<MemorySizes>,
+    ) -> Option<MemorySizes> {
         if self.tracks.peek(key).is_none_or(|t| t.name != spec.name) {
             self.tracks.put(
                 key.clone(),

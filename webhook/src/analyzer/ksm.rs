@@ -51,18 +51,18 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Which source a cycle used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub enum FactsSource {
     KubeStateMetrics,
     KubernetesApi,
 }
 
 /// Which source a cycle uses: the API only when there is one, and kube-state-metrics is
 /// not to be read or answered no `kube_pod_owner` row.
-pub fn choose(mode: KsmMode, has_api: bool, ksm_answered: bool) -> Source {
+pub fn choose(mode: KsmMode, has_api: bool, ksm_answered: bool) -> FactsSource {
     match (has_api, mode) {
-        (true, KsmMode::Never) => Source::KubernetesApi,
-        (true, KsmMode::Auto) if !ksm_answered => Source::KubernetesApi,
-        _ => Source::KubeStateMetrics,
+        (true, KsmMode::Never) => FactsSource::KubernetesApi,
+        (true, KsmMode::Auto) if !ksm_answered => FactsSource::KubernetesApi,
+        _ => FactsSource::KubeStateMetrics,
     }
 }
 
@@ -104,9 +104,9 @@ impl Sources {
         acc: &mut Acc,
         now: u64,
         cfg: &QueryConfig,
-    ) -> Result<Source, FactsError> {
+    ) -> Result<FactsSource, FactsError> {
         let source = choose(self.mode, self.api.is_some(), acc.owners.has_pod_owners());
-        if let (Source::KubernetesApi, Some(api)) = (source, &self.api) {
+        if let (FactsSource::KubernetesApi, Some(api)) = (source, &self.api) {
             if !api.ready(READY_TIMEOUT).await {
                 return Err(FactsError::NotReady(READY_TIMEOUT));
             }
@@ -135,8 +135,8 @@ impl Sources {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use FactsSource::*;
     use KsmMode::*;
-    use Source::*;
 
     #[test]
     fn the_api_stands_in_only_when_there_is_one_and_the_series_are_not_read_or_absent() {

@@ -11,7 +11,7 @@ use rightsizer_core::workload::names::revision_deployment;
 use rightsizer_core::workload::resolve::{resolve_pod, Owner, OwnerFacts, OwnerRef, PodRef};
 use rightsizer_core::workload::WorkloadKey;
 
-use super::prom::Sample;
+use super::prom::PromSample;
 
 /// kube-state-metrics writes this when an object has no owner.
 pub const NO_OWNER: &str = "<none>";
@@ -86,21 +86,21 @@ impl OwnerIndex {
         }
     }
 
-    pub fn add_pod_owners(&mut self, samples: &[Sample]) {
+    pub fn add_pod_owners(&mut self, samples: &[PromSample]) {
         for s in samples {
             let (kind, name) = owner_labels(s);
             self.pod_owner(s.label("namespace"), s.label("pod"), kind, name);
         }
     }
 
-    pub fn add_replicaset_owners(&mut self, samples: &[Sample]) {
+    pub fn add_replicaset_owners(&mut self, samples: &[PromSample]) {
         for s in samples {
             let (kind, name) = owner_labels(s);
             self.replicaset_owner(s.label("namespace"), s.label("replicaset"), kind, name);
         }
     }
 
-    pub fn add_job_owners(&mut self, samples: &[Sample]) {
+    pub fn add_job_owners(&mut self, samples: &[PromSample]) {
         for s in samples {
             let (kind, name) = owner_labels(s);
             self.job_owner(s.label("namespace"), s.label("job_name"), kind, name);
@@ -109,7 +109,7 @@ impl OwnerIndex {
 
     /// `kube_pod_labels` with `label_serving_knative_dev_*` (needs the labels allow-listed
     /// in kube-state-metrics).
-    pub fn add_knative_pod_labels(&mut self, samples: &[Sample]) {
+    pub fn add_knative_pod_labels(&mut self, samples: &[PromSample]) {
         for s in samples {
             self.knative_pod(
                 s.label("namespace"),
@@ -123,7 +123,7 @@ impl OwnerIndex {
     /// Any Knative revision series (normalised `kn_*` labels): revision `r` runs as
     /// Deployment `r-deployment`, controlled by the revision, whose Configuration a
     /// Service of the same name controls. This is how pods are found without pod labels.
-    pub fn add_knative_revisions(&mut self, samples: &[Sample]) {
+    pub fn add_knative_revisions(&mut self, samples: &[PromSample]) {
         let own = |kind: &str, name: &str| owner_of(kind, name);
         for s in samples {
             let (ns, rev) = (s.label(KN_NS), s.label(KN_REV));
@@ -147,7 +147,7 @@ impl OwnerIndex {
     }
 
     /// Take an owner query's answer (other kinds are ignored).
-    pub fn absorb(&mut self, kind: QueryKind, samples: &[Sample]) {
+    pub fn absorb(&mut self, kind: QueryKind, samples: &[PromSample]) {
         match kind {
             QueryKind::PodOwner => self.add_pod_owners(samples),
             QueryKind::ReplicaSetOwner => self.add_replicaset_owners(samples),
@@ -206,7 +206,7 @@ impl OwnerFacts for OwnerIndex {
     }
 }
 
-fn owner_labels(s: &Sample) -> (&str, &str) {
+fn owner_labels(s: &PromSample) -> (&str, &str) {
     (s.label("owner_kind"), s.label("owner_name"))
 }
 
@@ -214,8 +214,8 @@ fn owner_labels(s: &Sample) -> (&str, &str) {
 mod tests {
     use super::*;
 
-    fn s(pairs: &[(&str, &str)]) -> Sample {
-        Sample {
+    fn s(pairs: &[(&str, &str)]) -> PromSample {
+        PromSample {
             labels: pairs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -28,7 +28,7 @@ use rightsizer_core::analysis::{compute, decide, knative, queries};
 use rightsizer_core::quantity::Resource;
 use rightsizer_core::recommendation::{Committed, ContainerKey};
 use rightsizer_core::rules::Sizes;
-use rightsizer_core::strategy::{self, Decision as StrategyDecision, Interval};
+use rightsizer_core::strategy::{self, Interval, MemorySizes};
 use rightsizer_core::workload::WorkloadKey;
 
 use cache::{RecommendationCache, DEFAULT_CAPACITY};
@@ -37,7 +37,7 @@ use decide::{Effect, Observation, PolicyView};
 use gather::{max_into, max_u64_into, Acc, KnFigures, PodKey};
 use metrics::AnalyzerMetrics;
 use policies::{PolicyLookup, SEED};
-use prom::{PromClient, PromConfig, PromError, Sample};
+use prom::{PromClient, PromConfig, PromError, PromSample};
 use queries::{QueryConfig, QueryKind};
 use state::{CommitStore, FileStore, State, StateError};
 
@@ -236,7 +236,7 @@ impl Analyzer {
         list: Vec<(QueryKind, String)>,
         now: u64,
         queries: &mut u64,
-        sink: &mut (dyn FnMut(QueryKind, Vec<Sample>) + Send),
+        sink: &mut (dyn FnMut(QueryKind, Vec<PromSample>) + Send),
     ) -> Result<u64, PromError> {
         let total = list.len();
         let mut done = 0usize;
@@ -273,7 +273,7 @@ impl Analyzer {
     }
 
     /// Namespaces grouped so that each group stays under the series bound.
-    fn scopes(&self, sizes: &[Sample]) -> Vec<Option<Vec<String>>> {
+    fn scopes(&self, sizes: &[PromSample]) -> Vec<Option<Vec<String>>> {
         let total: f64 = sizes.iter().map(|s| s.value).sum();
         if total <= self.cfg.max_series_per_query as f64 {
             return vec![None];
@@ -512,7 +512,7 @@ impl Analyzer {
             // The strategy's own decision (memory), fed with the intervals not seen yet.
             let own = spec.map(|spec| {
                 let running = match (f.cur_mem.request, f.cur_mem.limit) {
-                    (Some(request), Some(limit)) => Some(StrategyDecision { request, limit }),
+                    (Some(request), Some(limit)) => Some(MemorySizes { request, limit }),
                     _ => None,
                 };
                 let ivs = intervals.get(&key).map_or(&[][..], Vec::as_slice);

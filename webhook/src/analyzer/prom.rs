@@ -175,12 +175,12 @@ impl SecretFile {
 /// One element of an instant vector. Labels are a short list (the queries aggregate
 /// down to a handful), which is far smaller than a map per sample.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
+pub struct PromSample {
     pub labels: Vec<(String, String)>,
     pub value: f64,
 }
 
-impl Sample {
+impl PromSample {
     pub fn label(&self, name: &str) -> &str {
         self.labels
             .iter()
@@ -335,7 +335,7 @@ impl PromClient {
     }
 
     /// Evaluate `query` as an instant vector at unix time `at`, retrying transient failures.
-    pub async fn query(&self, query: &str, at: u64) -> Result<Vec<Sample>, PromError> {
+    pub async fn query(&self, query: &str, at: u64) -> Result<Vec<PromSample>, PromError> {
         let time = at.to_string();
         let params = [("query", query), ("time", time.as_str())];
         let data = self.call::<ApiData>(&self.endpoint, &params).await?;
@@ -459,7 +459,7 @@ fn decode_matrix(data: Option<MatrixData>) -> Result<Vec<RangeSeries>, PromError
         .collect())
 }
 
-fn decode_vector(data: Option<ApiData>) -> Result<Vec<Sample>, PromError> {
+fn decode_vector(data: Option<ApiData>) -> Result<Vec<PromSample>, PromError> {
     let data = data.ok_or_else(|| PromError::Garbage("no data".into()))?;
     if data.result_type != "vector" {
         return Err(PromError::Garbage(format!(
@@ -472,7 +472,7 @@ fn decode_vector(data: Option<ApiData>) -> Result<Vec<Sample>, PromError> {
         .into_iter()
         .filter_map(|e| {
             let v: f64 = e.value.1.parse().ok()?;
-            v.is_finite().then_some(Sample {
+            v.is_finite().then_some(PromSample {
                 labels: e.metric,
                 value: v,
             })

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use rightsizer::analyzer::prom::PromClient;
-use rightsizer::loadfit::fitter::{fit_container, series_query, Window};
+use rightsizer::loadfit::fitter::{fit_container, series_query, FitWindow};
 use rightsizer_core::loadmodel::annotation::{parse_load, Load};
 use rightsizer_core::loadmodel::model::{choose, Chosen};
 use rightsizer_core::loadmodel::plan::{plan, used_units, PlanInput, WorkloadPlan};
@@ -166,7 +166,7 @@ async fn plans(args: &Args) -> anyhow::Result<Vec<WorkloadPlan>> {
                     .and_then(|r| r.load_model.as_ref())
                     .map(|r| r.fit.clone())
             } else if let Some(client) = &prom {
-                let window = Window {
+                let window = FitWindow {
                     end,
                     seconds: args.prom.long_window,
                     step: args.fit_step,

@@ -16,7 +16,7 @@ use rightsizer::analyzer::{Analyzer, AnalyzerHooks};
 use rightsizer::certs::Ca;
 use rightsizer::kube::writer::KubeWriter;
 use rightsizer::kube::KubeHandles;
-use rightsizer::loadfit::fitter::Window;
+use rightsizer::loadfit::fitter::FitWindow;
 use rightsizer::loadfit::metrics::LoadModelMetrics;
 use rightsizer::loadfit::publish::refresh;
 use rightsizer::policies::store::PolicyStore;
@@ -365,7 +365,7 @@ async fn load_models(
         if !policies.iter().any(|p| !p.load_models.is_empty()) {
             continue;
         }
-        let window = Window {
+        let window = FitWindow {
             end: rightsizer::analyzer::cache::unix_now(),
             seconds: long_window,
             step: 300,
@@ -436,7 +436,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 stopped(stop_rx.clone()),
                 Duration::from_secs(args.shutdown_timeout),
                 args.limits.conn(),
-                listener::Observed {
+                listener::ListenerMetrics {
                     metrics: metrics.clone(),
                     listener: "admin",
                 },
@@ -453,7 +453,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         stopped(stop_rx),
         Duration::from_secs(args.shutdown_timeout),
         args.limits.conn(),
-        listener::Observed {
+        listener::ListenerMetrics {
             metrics,
             listener: "webhook",
         },
@@ -483,7 +483,7 @@ async fn managed_cert(args: &Args, secret: &str) -> anyhow::Result<Arc<tls::Swap
     let client = ::kube::Client::try_default()
         .await
         .context("--certificate-secret needs the Kubernetes API")?;
-    let target = selfcert::Target {
+    let target = selfcert::CertTarget {
         namespace: args.own_namespace.clone(),
         secret: secret.to_string(),
         service: rightsizer::certs::DEFAULT_SERVICE.to_string(),

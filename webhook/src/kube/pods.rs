@@ -34,7 +34,7 @@ use crate::kube::facts::{KubeFacts, NsName, OwnerMirrors};
 use crate::kube::mirror::{self, Change, Mirror};
 
 /// Namespace (shared) and pod name.
-pub type PodKey = (Arc<str>, Box<str>);
+pub type PodName = (Arc<str>, Box<str>);
 
 /// What the analyzer reads of one Pod.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,7 +142,7 @@ fn oom_at(state: Option<&ContainerState>) -> Option<i64> {
 }
 
 /// Cut a Pod down to what the analyzer reads.
-pub fn derive(pod: &Pod, names: &Names) -> Option<(PodKey, PodFacts)> {
+pub fn derive(pod: &Pod, names: &Names) -> Option<(PodName, PodFacts)> {
     let meta = &pod.metadata;
     let key = (
         names.get(meta.namespace.as_deref()?),
@@ -216,9 +216,9 @@ pub const MAX_RETIRED: usize = 100_000;
 
 /// Live pods, and pods deleted recently.
 pub struct PodStore {
-    pub live: Arc<Mirror<PodKey, PodFacts>>,
+    pub live: Arc<Mirror<PodName, PodFacts>>,
     /// Deleted pods with their deletion time (unix seconds).
-    retired: Mutex<HashMap<PodKey, (u64, PodFacts)>>,
+    retired: Mutex<HashMap<PodName, (u64, PodFacts)>>,
     names: Names,
     /// Owner rows of ReplicaSets and Jobs fed before (`None`: known to have no
     /// controller), with when they were last seen: a deleted Job's pods still resolve
@@ -252,7 +252,7 @@ impl PodStore {
         .await
     }
 
-    fn changed(&self, c: Change<'_, PodKey, PodFacts>) {
+    fn changed(&self, c: Change<'_, PodName, PodFacts>) {
         let mut retired = lock(&self.retired);
         match c {
             // A pod name can come back (StatefulSets): the live pod wins.

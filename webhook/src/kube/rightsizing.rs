@@ -14,7 +14,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::discovery::ApiResource;
 use serde::{Deserialize, Serialize};
 
-use rightsizer_core::analysis::container_state::{Change, ContainerState, OomHold, Saved};
+use rightsizer_core::analysis::container_state::{ContainerState, HistoryEntry, OomHold, Saved};
 use rightsizer_core::quantity::Resource;
 use rightsizer_core::recommendation::Committed;
 use rightsizer_core::rules::Sizes;
@@ -72,7 +72,7 @@ pub fn object_name(kind: WorkloadKind, name: &str) -> String {
 /// The workload a Rightsizing describes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WorkloadRef {
+pub struct RightsizingWorkload {
     #[serde(default)]
     pub api_version: String,
     pub kind: String,
@@ -80,8 +80,8 @@ pub struct WorkloadRef {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Spec {
-    pub workload: WorkloadRef,
+pub struct RightsizingSpec {
+    pub workload: RightsizingWorkload,
 }
 
 /// One committed value or change, quantities as strings.
@@ -359,7 +359,7 @@ fn summarize(status: &mut Status) {
 /// warning, so one bad value does not hide the others).
 pub fn container_state(c: &ContainerStatus) -> ContainerState {
     let mut s = ContainerState::default();
-    let mut history: Vec<Change> = Vec::new();
+    let mut history: Vec<HistoryEntry> = Vec::new();
     for r in Resource::ALL {
         let Some(rs) = c.resource(r) else { continue };
         let committed = rs.committed.as_ref().and_then(|v| committed_of(r, v));
@@ -371,7 +371,7 @@ pub fn container_state(c: &ContainerStatus) -> ContainerState {
             Resource::Cpu => s.cpu = committed,
         }
         history.extend(rs.changes.iter().filter_map(|v| {
-            Some(Change {
+            Some(HistoryEntry {
                 resource: r,
                 committed: committed_of(r, v)?,
             })
@@ -391,7 +391,7 @@ pub fn container_state(c: &ContainerStatus) -> ContainerState {
 }
 
 /// The workload key a Rightsizing describes.
-pub fn workload_key(namespace: &str, spec: &Spec) -> Option<WorkloadKey> {
+pub fn workload_key(namespace: &str, spec: &RightsizingSpec) -> Option<WorkloadKey> {
     Some(WorkloadKey {
         namespace: namespace.to_string(),
         kind: match spec.workload.api_version.as_str() {

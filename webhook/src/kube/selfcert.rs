@@ -147,7 +147,7 @@ fn to_data(m: &Material) -> BTreeMap<String, ByteString> {
 
 /// Where the managed certificate lives and whom it is for.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct CertTarget {
     pub namespace: String,
     pub secret: String,
     pub service: String,
@@ -157,7 +157,7 @@ pub struct Target {
 /// Read (or create, or renew) the Secret and make the webhook configuration trust its
 /// CA. Returns the serving pair (PEM certificate, PEM key). Concurrent replicas are
 /// safe: a lost create or update race re-reads what the winner wrote.
-pub async fn ensure(client: &Client, t: &Target) -> anyhow::Result<(String, String)> {
+pub async fn ensure(client: &Client, t: &CertTarget) -> anyhow::Result<(String, String)> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &t.namespace);
     let names = certs::service_dns_names(&t.service, &t.namespace);
     let mut material = None;

@@ -27,7 +27,7 @@ use crate::analyzer::state::{CommitStore, State, StoreError};
 use crate::kube::error::KubeError;
 use crate::kube::facts::{KubeFacts, NsName};
 use crate::kube::mirror::Mirror;
-use crate::kube::rightsizing::{self, Spec, Status, WorkloadRef};
+use crate::kube::rightsizing::{self, RightsizingSpec, RightsizingWorkload, Status};
 use crate::kube::watchers::Watches;
 use crate::kube::writer::KubeWriter;
 
@@ -44,7 +44,7 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "rightsize
 fn stored(o: &DynamicObject) -> Option<(NsName, Stored)> {
     let ns = o.metadata.namespace.clone()?;
     let name = o.metadata.name.clone()?;
-    let spec: Spec = serde_json::from_value(o.data.get("spec")?.clone()).ok()?;
+    let spec: RightsizingSpec = serde_json::from_value(o.data.get("spec")?.clone()).ok()?;
     let workload = rightsizing::workload_key(&ns, &spec)?;
     let status: Status = o
         .data
@@ -157,8 +157,8 @@ impl KubeStore {
             }]),
             ..Default::default()
         };
-        let spec = Spec {
-            workload: WorkloadRef {
+        let spec = RightsizingSpec {
+            workload: RightsizingWorkload {
                 api_version: target.api_version,
                 kind: target.kind,
                 name: w.name.clone(),

@@ -26,7 +26,7 @@ pub enum FitterError {
 
 /// The time range of a fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
+pub struct FitWindow {
     /// Unix seconds of the end of the window.
     pub end: u64,
     pub seconds: u64,
@@ -51,7 +51,7 @@ pub fn series_query(
     w: &WorkloadKey,
     container: &str,
     spec: &ContainerModelSpec,
-    window: Window,
+    window: FitWindow,
 ) -> Option<SeriesQuery> {
     if !spec.fitted || spec.constant.is_some() {
         return None;
@@ -127,7 +127,7 @@ pub async fn fit_all<S: LoadSeriesSource>(
     src: &S,
     policies: &PolicySet,
     workloads: &[WorkloadKey],
-    window: Window,
+    window: FitWindow,
 ) -> BTreeMap<ContainerKey, Result<FitReport, FitterError>> {
     let empty = BTreeMap::new();
     let mut out = BTreeMap::new();

@@ -7,7 +7,7 @@ use rightsizer_core::policy::select::PolicySet;
 use rightsizer_core::workload::WorkloadKey;
 
 use crate::analyzer::cache::RecommendationCache;
-use crate::loadfit::fitter::{fit_all, Window};
+use crate::loadfit::fitter::{fit_all, FitWindow};
 use crate::loadfit::metrics::LoadModelMetrics;
 use crate::loadfit::source::LoadSeriesSource;
 
@@ -28,7 +28,7 @@ pub async fn refresh<S: LoadSeriesSource>(
     cache: &RecommendationCache,
     metrics: Option<&LoadModelMetrics>,
     extra: &[WorkloadKey],
-    window: Window,
+    window: FitWindow,
 ) -> RefreshReport {
     let workloads: Vec<WorkloadKey> = cache
         .entries()

@@ -8,7 +8,7 @@ use std::future::Future;
 
 use futures::stream::{self, StreamExt};
 
-use rightsizer_core::loadmodel::fit::Sample;
+use rightsizer_core::loadmodel::fit::LoadSample;
 
 use crate::analyzer::prom::{PromClient, PromError};
 
@@ -39,8 +39,10 @@ impl SeriesQuery {
 /// unit (in the order of `SeriesQuery::units`; a unit with no series for the pod at
 /// that time counts as zero: "no users" often means "no series").
 pub trait LoadSeriesSource: Send + Sync {
-    fn fetch(&self, q: &SeriesQuery)
-        -> impl Future<Output = Result<Vec<Sample>, PromError>> + Send;
+    fn fetch(
+        &self,
+        q: &SeriesQuery,
+    ) -> impl Future<Output = Result<Vec<LoadSample>, PromError>> + Send;
 }
 
 /// The label marking which expression a series came from.
@@ -59,7 +61,7 @@ pub fn combined_query(q: &SeriesQuery) -> String {
 }
 
 /// Pair one step's series into samples.
-pub fn samples_at(units: usize, series: &[crate::analyzer::prom::Sample]) -> Vec<Sample> {
+pub fn samples_at(units: usize, series: &[crate::analyzer::prom::PromSample]) -> Vec<LoadSample> {
     let mut memory: BTreeMap<(String, String), f64> = BTreeMap::new();
     let mut load: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
     for s in series {
@@ -80,7 +82,7 @@ pub fn samples_at(units: usize, series: &[crate::analyzer::prom::Sample]) -> Vec
     }
     memory
         .into_iter()
-        .map(|(k, m)| Sample {
+        .map(|(k, m)| LoadSample {
             memory: m,
             load: load.remove(&k).unwrap_or_else(|| vec![0.0; units]),
         })
@@ -91,10 +93,10 @@ pub fn samples_at(units: usize, series: &[crate::analyzer::prom::Sample]) -> Vec
 const CONCURRENCY: usize = 4;
 
 impl LoadSeriesSource for PromClient {
-    async fn fetch(&self, q: &SeriesQuery) -> Result<Vec<Sample>, PromError> {
+    async fn fetch(&self, q: &SeriesQuery) -> Result<Vec<LoadSample>, PromError> {
         let query = combined_query(q);
         let units = q.units.len();
-        let results: Vec<Result<Vec<Sample>, PromError>> = stream::iter(q.steps())
+        let results: Vec<Result<Vec<LoadSample>, PromError>> = stream::iter(q.steps())
             .map(|t| {
                 let query = &query;
                 async move { self.query(query, t).await.map(|v| samples_at(units, &v)) }
@@ -114,8 +116,8 @@ impl LoadSeriesSource for PromClient {
 mod tests {
     use super::*;
 
-    fn s(labels: &[(&str, &str)], value: f64) -> crate::analyzer::prom::Sample {
-        crate::analyzer::prom::Sample {
+    fn s(labels: &[(&str, &str)], value: f64) -> crate::analyzer::prom::PromSample {
+        crate::analyzer::prom::PromSample {
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -161,11 +163,11 @@ mod tests {
         assert_eq!(
             got,
             [
-                Sample {
+                LoadSample {
                     memory: 100.0,
                     load: vec![0.0, 3.0]
                 },
-                Sample {
+                LoadSample {
                     memory: 50.0,
                     load: vec![0.0, 0.0]
                 },

@@ -155,7 +155,7 @@ impl ClusterFacts for PreviewFacts {
 
 /// One line of `mutate -o table`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
+pub struct PreviewRow {
     pub container: String,
     /// e.g. `memory request`.
     pub resource: String,
@@ -181,7 +181,7 @@ fn containers(spec: &Value) -> impl Iterator<Item = &Value> {
 
 /// What each container's resources were in the manifest (`before`, a pod spec) and are in
 /// the admitted Pod (`after`), with the source rightsizer recorded.
-pub fn rows(before: &Value, after: &Value) -> Vec<Row> {
+pub fn rows(before: &Value, after: &Value) -> Vec<PreviewRow> {
     let sized = SizedRecord::parse(
         after
             .pointer("/metadata/annotations")
@@ -222,7 +222,7 @@ pub fn rows(before: &Value, after: &Value) -> Vec<Row> {
                     None if b.is_some() && b == a => Some("template".to_string()),
                     None => None,
                 };
-                out.push(Row {
+                out.push(PreviewRow {
                     container: name.to_string(),
                     resource: format!("{r} {side}"),
                     before: b,

@@ -111,13 +111,13 @@ pub struct Work {
 }
 
 /// Held while a review is in flight; body bytes are added as they arrive.
-pub struct Slot {
+pub struct ReviewSlot {
     _in_flight: OwnedSemaphorePermit,
     bytes: Option<OwnedSemaphorePermit>,
     buffered: Arc<Semaphore>,
 }
 
-impl Slot {
+impl ReviewSlot {
     /// Account for `n` more buffered bytes; `false` when the replica's budget is spent.
     pub fn reserve(&mut self, n: usize) -> bool {
         if n == 0 {
@@ -151,9 +151,9 @@ impl ReviewGuard {
     }
 
     /// A slot for one more review, or `None` past [`ReviewLimits::max_in_flight`].
-    pub fn enter(&self) -> Option<Slot> {
+    pub fn enter(&self) -> Option<ReviewSlot> {
         let p = self.in_flight.clone().try_acquire_owned().ok()?;
-        Some(Slot {
+        Some(ReviewSlot {
             _in_flight: p,
             bytes: None,
             buffered: self.buffered.clone(),

@@ -14,7 +14,7 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use super::error::HttpError;
-use super::guard::Slot;
+use super::guard::ReviewSlot;
 use super::metrics::{self, ServerMetrics};
 use super::AppState;
 use crate::admission::{self, Envelope, Outcome, RequestIn, ReviewError, Reviewed};
@@ -167,7 +167,7 @@ const DISCARD_BYTES: usize = 4 * MAX_BODY_BYTES;
 
 /// Read at most [`MAX_BODY_BYTES`], reserving buffered bytes in `slot` as they arrive;
 /// a declared or actual larger body is a 413, a spent byte budget a 503.
-async fn read_body(mut body: Body, slot: &mut Slot) -> Result<Bytes, HttpError> {
+async fn read_body(mut body: Body, slot: &mut ReviewSlot) -> Result<Bytes, HttpError> {
     let too_large = HttpError::TooLarge {
         limit: MAX_BODY_BYTES,
     };

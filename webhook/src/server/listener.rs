@@ -82,7 +82,7 @@ pub enum Drained {
 
 /// Where connections are counted, and under which `listener` label.
 #[derive(Clone)]
-pub struct Observed {
+pub struct ListenerMetrics {
     pub metrics: ServerMetrics,
     pub listener: &'static str,
 }
@@ -95,7 +95,7 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()> + Send,
     drain: Duration,
     limits: ConnLimits,
-    observed: Observed,
+    observed: ListenerMetrics,
 ) -> Drained {
     let acceptor = TlsAcceptor::from(tls);
     let handshake = limits.handshake_timeout;
@@ -126,7 +126,7 @@ pub async fn serve_plain(
     shutdown: impl Future<Output = ()> + Send,
     drain: Duration,
     limits: ConnLimits,
-    observed: Observed,
+    observed: ListenerMetrics,
 ) -> Drained {
     let upgrade = |tcp: TcpStream| async move { Some(tcp) };
     serve(listener, upgrade, app, shutdown, drain, limits, observed).await
@@ -141,7 +141,7 @@ async fn serve<U, F, IO>(
     shutdown: impl Future<Output = ()> + Send,
     drain: Duration,
     limits: ConnLimits,
-    observed: Observed,
+    observed: ListenerMetrics,
 ) -> Drained
 where
     U: Fn(TcpStream) -> F + Clone + Send + 'static,

@@ -118,7 +118,7 @@ pub struct Previous<'a> {
 
 /// Outcome of one decision.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
+pub struct ResourceDecision {
     pub rec: ResourceRecommendation,
     /// The recommended values changed in this decision (restarts the cooldown).
     pub revised: bool,
@@ -151,7 +151,7 @@ pub fn decide(
     input: &ResourceInput,
     prev: Previous<'_>,
     now: u64,
-) -> Decision {
+) -> ResourceDecision {
     let mut reasons = Vec::new();
     let cur = input.current;
     let mut proposal = match input.observed {
@@ -210,7 +210,7 @@ pub fn decide(
         (Some(p), None) => (Some(p), false),
         (None, n) => (n, n.is_some()),
     };
-    Decision {
+    ResourceDecision {
         rec: ResourceRecommendation {
             observed: input.observed,
             recommended,
@@ -225,7 +225,11 @@ pub fn decide(
 /// The memory recommendation when a strategy (`crate::strategy`) decides: `own` is the
 /// strategy's decision (its hysteresis and cooldown are its own); the OOM floor and HPA
 /// handling apply on top as in [`decide`].
-pub fn from_strategy(input: &ResourceInput, own: Option<Sizes>, prev: Previous<'_>) -> Decision {
+pub fn from_strategy(
+    input: &ResourceInput,
+    own: Option<Sizes>,
+    prev: Previous<'_>,
+) -> ResourceDecision {
     let mut reasons = Vec::new();
     let mut proposal = own;
     if proposal.is_none() {
@@ -235,7 +239,7 @@ pub fn from_strategy(input: &ResourceInput, own: Option<Sizes>, prev: Previous<'
     let prev_sizes = prev.rec.and_then(|r| r.recommended);
     // Without an answer yet, keep what was recommended before.
     let recommended = proposal.or(prev_sizes);
-    Decision {
+    ResourceDecision {
         revised: recommended.is_some() && recommended != prev_sizes,
         rec: ResourceRecommendation {
             observed: input.observed,

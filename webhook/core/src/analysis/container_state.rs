@@ -20,7 +20,7 @@ pub struct OomHold {
 /// One change, for the audit trail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Change {
+pub struct HistoryEntry {
     pub resource: crate::quantity::Resource,
     #[serde(flatten)]
     pub committed: Committed,
@@ -38,7 +38,7 @@ pub struct ContainerState {
     pub oom: Option<OomHold>,
     /// The last changes, newest last (bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub history: Vec<Change>,
+    pub history: Vec<HistoryEntry>,
 }
 
 /// Changes kept per container (both resources; the Rightsizing shows 10 per resource).
@@ -53,7 +53,7 @@ impl ContainerState {
     }
 
     pub fn record(&mut self, r: crate::quantity::Resource, c: Committed) {
-        self.history.push(Change {
+        self.history.push(HistoryEntry {
             resource: r,
             committed: c.clone(),
         });

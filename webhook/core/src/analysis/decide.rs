@@ -27,7 +27,7 @@ pub struct Observation {
     /// Resources an HPA scales the workload on.
     pub hpa: Vec<Resource>,
     /// The memory strategy's own decision, when a strategy other than `seed` decides.
-    pub strategy: Option<Option<strategy::Decision>>,
+    pub strategy: Option<Option<strategy::MemorySizes>>,
     /// Knative figures (serving containers of Knative workloads).
     pub knative: Option<KnativeInput>,
 }

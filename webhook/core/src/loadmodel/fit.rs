@@ -14,7 +14,7 @@ use crate::recommendation::fit::Fit;
 
 /// One sample: a pod's memory and its load per unit (in the order of `units`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
+pub struct LoadSample {
     pub memory: f64,
     pub load: Vec<f64>,
 }
@@ -80,7 +80,7 @@ fn p95(mut v: Vec<f64>) -> f64 {
 }
 
 /// Fit base and non-negative coefficients for `units` to `samples`.
-pub fn fit(units: &[String], samples: &[Sample]) -> Result<Fit, FitError> {
+pub fn fit(units: &[String], samples: &[LoadSample]) -> Result<Fit, FitError> {
     let k = units.len();
     if k > MAX_UNITS {
         return Err(FitError::TooManyUnits(k));
@@ -102,7 +102,7 @@ pub fn fit(units: &[String], samples: &[Sample]) -> Result<Fit, FitError> {
     }
     // Column 0 is the base (all ones); column j>0 is unit j-1.
     let m = k + 1;
-    let x = |s: &Sample, j: usize| if j == 0 { 1.0 } else { s.load[j - 1] };
+    let x = |s: &LoadSample, j: usize| if j == 0 { 1.0 } else { s.load[j - 1] };
     let mut gram = vec![vec![0.0; m]; m];
     let mut xty = vec![0.0; m];
     for s in samples {
@@ -195,7 +195,7 @@ mod tests {
     }
 
     /// memory = base + Σ c × load + uniform noise in ±noise.
-    fn synth(base: f64, coef: &[f64], noise: f64, n: usize, seed: u64) -> Vec<Sample> {
+    fn synth(base: f64, coef: &[f64], noise: f64, n: usize, seed: u64) -> Vec<LoadSample> {
         let mut r = Lcg(seed);
         (0..n)
             .map(|_| {
@@ -203,7 +203,7 @@ mod tests {
                 let mem = base
                     + coef.iter().zip(&load).map(|(c, l)| c * l).sum::<f64>()
                     + (r.next() * 2.0 - 1.0) * noise;
-                Sample { memory: mem, load }
+                LoadSample { memory: mem, load }
             })
             .collect()
     }
@@ -289,8 +289,8 @@ mod tests {
     #[test]
     fn negative_relation_is_clamped_to_zero() {
         // Memory falls with load: the best non-negative answer is a flat model.
-        let data: Vec<Sample> = (0..100)
-            .map(|i| Sample {
+        let data: Vec<LoadSample> = (0..100)
+            .map(|i| LoadSample {
                 memory: 500.0 - 2.0 * f64::from(i % 50),
                 load: vec![f64::from(i % 50)],
             })
@@ -305,8 +305,8 @@ mod tests {
     #[test]
     fn unrelated_series_has_low_r2() {
         let mut r = Lcg(99);
-        let data: Vec<Sample> = (0..1000)
-            .map(|_| Sample {
+        let data: Vec<LoadSample> = (0..1000)
+            .map(|_| LoadSample {
                 memory: 200.0 * MB + r.next() * 100.0 * MB,
                 load: vec![(r.next() * 40.0).floor()],
             })
@@ -318,8 +318,8 @@ mod tests {
     #[test]
     fn constant_load_is_not_singular_trouble() {
         // A unit that never varies cannot be told from the base: the fit still answers.
-        let data: Vec<Sample> = (0..50)
-            .map(|i| Sample {
+        let data: Vec<LoadSample> = (0..50)
+            .map(|i| LoadSample {
                 memory: 100.0 + f64::from(i),
                 load: vec![3.0, f64::from(i)],
             })
@@ -333,7 +333,7 @@ mod tests {
     #[test]
     fn refuses_bad_input() {
         assert_eq!(fit(&units(&["a"]), &[]), Err(FitError::NoSamples));
-        let bad = [Sample {
+        let bad = [LoadSample {
             memory: 1.0,
             load: vec![],
         }];
@@ -341,7 +341,7 @@ mod tests {
             fit(&units(&["a"]), &bad),
             Err(FitError::Shape { .. })
         ));
-        let nan = [Sample {
+        let nan = [LoadSample {
             memory: f64::NAN,
             load: vec![1.0],
         }];

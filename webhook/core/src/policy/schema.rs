@@ -37,7 +37,7 @@ impl Mode {
 /// Where resources are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Target {
+pub enum WriteTarget {
     /// On Pods at creation: no GitOps drift, no rollouts caused by the webhook.
     #[default]
     Pods,
@@ -237,7 +237,7 @@ pub struct PolicySpec {
     #[serde(default)]
     pub mode: Mode,
     #[serde(default)]
-    pub target: Target,
+    pub target: WriteTarget,
     /// Memory recommendation strategy by name (default `adaptive`, `crate::strategy::DEFAULT`).
     #[serde(default)]
     pub recommender: Option<String>,
@@ -274,7 +274,7 @@ pub struct Policy {
     pub precedence: i32,
     pub selector: Selector,
     pub mode: Mode,
-    pub target: Target,
+    pub target: WriteTarget,
     pub recommender: String,
     pub rules: Rules,
     pub enforcement: Enforcement,

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::strategy::Decision;
+use crate::strategy::MemorySizes;
 
 /// Figures of one strategy over every scored series-step.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -49,7 +49,7 @@ pub struct Report {
 pub struct DecisionRow {
     pub step_start: i64,
     pub strategy: &'static str,
-    pub decision: Option<Decision>,
+    pub decision: Option<MemorySizes>,
 }
 
 /// The decisions as CSV `series_id,step_start_s,strategy,request_bytes,limit_bytes`

@@ -1,8 +1,8 @@
 //! Scoring accumulators: one per strategy, merged across series and threads.
 
 use super::report::Row;
-use super::trace::Sample;
-use crate::strategy::Decision;
+use super::trace::TraceSample;
+use crate::strategy::MemorySizes;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
@@ -29,7 +29,7 @@ fn slack(value: f64, p95: f64, limit: f64) -> f64 {
 
 /// Totals of one strategy.
 #[derive(Debug, Clone, Default)]
-pub struct Acc {
+pub struct StrategyTotals {
     pub steps: u64,
     /// Scored steps in which nothing was applied (no answer yet, no own size).
     pub unsized_steps: u64,
@@ -45,9 +45,9 @@ pub struct Acc {
     pub change_rates: Vec<f64>,
 }
 
-impl Acc {
+impl StrategyTotals {
     /// Score one step against a fixed decision.
-    pub fn add_step(&mut self, usage: &[Sample], p95: f64, d: Option<Decision>, days: f64) {
+    pub fn add_step(&mut self, usage: &[TraceSample], p95: f64, d: Option<MemorySizes>, days: f64) {
         let Some(d) = d else {
             self.unsized_steps += 1;
             return;
@@ -67,7 +67,7 @@ impl Acc {
     }
 
     /// Score one step against the trace's own, possibly changing, sizes.
-    pub fn add_provisioned_step(&mut self, usage: &[Sample], p95: f64, days: f64) {
+    pub fn add_provisioned_step(&mut self, usage: &[TraceSample], p95: f64, days: f64) {
         let mut sum = 0.0;
         let mut over = 0u64;
         for s in usage {
@@ -92,7 +92,7 @@ impl Acc {
         self.limit_gib_days += lim / GIB * days;
     }
 
-    pub fn merge(&mut self, o: Acc) {
+    pub fn merge(&mut self, o: StrategyTotals) {
         self.steps += o.steps;
         self.unsized_steps += o.unsized_steps;
         self.request_slack.extend(o.request_slack);

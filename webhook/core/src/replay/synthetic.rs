@@ -8,7 +8,7 @@
 //! 4 GiB), ±2% noise, and a hand-set size (`memory_limit_bytes`) of 1.5 × its
 //! highest level rounded up to 64 MiB, which the `as-provisioned` row scores.
 
-use super::trace::{Sample, Series};
+use super::trace::{Series, TraceSample};
 
 /// The shapes `rightsizer replay --synthetic` generates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +161,7 @@ pub fn series(shape: Shape, seed: u64, index: usize, days: u32) -> Series {
     let samples = level
         .iter()
         .enumerate()
-        .map(|(i, v)| Sample {
+        .map(|(i, v)| TraceSample {
             t: T0 + i as i64 * STEP,
             memory: (v * r.range(0.98, 1.02)).round(),
             limit: Some(provisioned),

@@ -21,7 +21,7 @@ pub enum TraceError {
 
 /// One raw sample.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample {
+pub struct TraceSample {
     pub t: i64,
     pub memory: f64,
     /// The size the series ran with, when the trace has it.
@@ -32,7 +32,7 @@ pub struct Sample {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     pub id: String,
-    pub samples: Vec<Sample>,
+    pub samples: Vec<TraceSample>,
     /// The aggregates the strategies see, when they come ready-made (from Prometheus);
     /// otherwise they are built from `samples`.
     pub intervals: Option<Vec<crate::strategy::Interval>>,
@@ -43,7 +43,7 @@ pub struct TraceReader<R> {
     lines: R,
     line_no: u64,
     buf: String,
-    pending: Option<(String, Sample)>,
+    pending: Option<(String, TraceSample)>,
     seen: HashSet<String>,
     done: bool,
 }
@@ -97,7 +97,7 @@ impl<R: BufRead> TraceReader<R> {
     }
 
     /// The next row, or `None` at the end.
-    fn row(&mut self) -> Result<Option<(String, Sample)>, TraceError> {
+    fn row(&mut self) -> Result<Option<(String, TraceSample)>, TraceError> {
         loop {
             self.buf.clear();
             if self.lines.read_line(&mut self.buf)? == 0 {
@@ -130,7 +130,7 @@ impl<R: BufRead> TraceReader<R> {
                     reason: "more than 4 fields".into(),
                 });
             }
-            return Ok(Some((id.to_string(), Sample { t, memory, limit })));
+            return Ok(Some((id.to_string(), TraceSample { t, memory, limit })));
         }
     }
 

@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::LimitRangeSpec;
 use serde_json::Value;
 
 use crate::object::{View, MODE_ANNOTATION, SIZED_ANNOTATION};
-use crate::policy::schema::{Mode, Policy, Target};
+use crate::policy::schema::{Mode, Policy, WriteTarget};
 use crate::recommendation::ContainerRecommendation;
 use crate::workload::kind::is_knative;
 use crate::workload::kind::WorkloadKind;
@@ -48,7 +48,7 @@ pub struct Context<'a> {
 
 /// The outcome of the merge.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
+pub struct Merged {
     /// The object's writable parts as they should be (equal to the input's when nothing
     /// changes).
     pub object: Written,
@@ -93,7 +93,7 @@ struct Placement {
 fn routes(view: &View, policy: &Policy) -> Placement {
     let knative_identity = is_knative(view.identity.kind);
     if view.kind == WorkloadKind::Pod {
-        let pods = policy.target == Target::Pods || !view.controlled;
+        let pods = policy.target == WriteTarget::Pods || !view.controlled;
         Placement {
             resources: pods,
             // Knative's webhook refuses affinity and priority in templates by default.
@@ -101,7 +101,7 @@ fn routes(view: &View, policy: &Policy) -> Placement {
             knative: false,
         }
     } else {
-        let templates = policy.target == Target::Templates;
+        let templates = policy.target == WriteTarget::Templates;
         Placement {
             resources: templates,
             placement: templates && !is_knative(view.kind),
@@ -117,12 +117,12 @@ pub fn plan(
     policy: &Policy,
     recs: &BTreeMap<String, ContainerRecommendation>,
     ctx: &Context,
-) -> Decision {
+) -> Merged {
     let mut warnings = Vec::new();
     let mode = effective_mode(policy, view, ctx, &mut warnings);
     let mut written = Written::of(obj, view);
     if mode == Mode::Off {
-        return Decision {
+        return Merged {
             object: written,
             warnings,
             mode,
@@ -146,7 +146,7 @@ pub fn plan(
             apply_knative(out, view, k, policy, rec, &mut warnings);
         }
     }
-    Decision {
+    Merged {
         object: written,
         warnings,
         mode,

@@ -18,7 +18,7 @@
 //! the daily peak built from it. The defaults were chosen on the replay traces with
 //! time and series splits (see BENCHMARKS.md).
 
-use super::{to_mib_ceil, DecayingHistogram, Decision, Interval, Strategy};
+use super::{to_mib_ceil, DecayingHistogram, Interval, MemorySizes, Strategy};
 
 /// The tunables, with the defaults chosen on the replay traces (see BENCHMARKS.md).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -124,7 +124,7 @@ pub struct Adaptive {
     /// Overrun multiplier on the margin: (value ≥ 1, time set).
     boost: (f64, i64),
     samples: u64,
-    applied: Option<Decision>,
+    applied: Option<MemorySizes>,
     /// The applied limit was overrun since the last answer.
     overrun: bool,
     last_change: Option<i64>,
@@ -213,7 +213,7 @@ impl Adaptive {
         1.0 + (self.boost.0 - 1.0) * self.decay(now - self.boost.1, self.p.relax_half_life)
     }
 
-    fn target(&mut self, now: i64) -> Option<Decision> {
+    fn target(&mut self, now: i64) -> Option<MemorySizes> {
         let request = self.hist.percentile(self.p.request_quantile)? * self.p.request_margin;
         let peak = self.peak(now)?;
         let margin = ((self.p.limit_margin + self.p.spread_weight * self.spread())
@@ -222,7 +222,7 @@ impl Adaptive {
         let limit = to_mib_ceil(peak * margin);
         let request = to_mib_ceil(request.max(limit as f64 / self.p.max_limit_ratio));
         let limit = limit.max(request);
-        Some(Decision { request, limit })
+        Some(MemorySizes { request, limit })
     }
 }
 
@@ -250,7 +250,7 @@ impl Strategy for Adaptive {
                 self.boost = (b, t);
                 self.overrun = true;
                 // Count each overrun once per applied limit.
-                self.applied = Some(Decision {
+                self.applied = Some(MemorySizes {
                     limit: to_mib_ceil(iv.max),
                     ..a
                 });
@@ -258,7 +258,7 @@ impl Strategy for Adaptive {
         }
     }
 
-    fn recommend(&mut self, now: i64, current: Option<Decision>) -> Option<Decision> {
+    fn recommend(&mut self, now: i64, current: Option<MemorySizes>) -> Option<MemorySizes> {
         self.applied = current;
         let overrun = std::mem::take(&mut self.overrun);
         if self.samples < self.p.min_samples {
@@ -291,7 +291,7 @@ impl Strategy for Adaptive {
         } else {
             cur.limit
         };
-        let d = Decision {
+        let d = MemorySizes {
             request,
             limit: limit.max(request),
         };
@@ -303,7 +303,7 @@ impl Strategy for Adaptive {
 }
 
 impl Adaptive {
-    fn change(&mut self, now: i64, d: Decision) -> Option<Decision> {
+    fn change(&mut self, now: i64, d: MemorySizes) -> Option<MemorySizes> {
         self.applied = Some(d);
         self.last_change = Some(now);
         Some(d)

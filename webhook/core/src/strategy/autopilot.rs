@@ -7,7 +7,7 @@
 //!
 //! Input: [`Interval::max`](super::Interval) (PromQL `max_over_time(...[5m])`).
 
-use super::{to_mib_ceil, DecayingHistogram, Decision, Interval, Strategy, WindowMax};
+use super::{to_mib_ceil, DecayingHistogram, Interval, MemorySizes, Strategy, WindowMax};
 
 #[derive(Debug, Clone)]
 pub struct AutopilotWindow {
@@ -40,11 +40,11 @@ impl Strategy for AutopilotWindow {
         }
     }
 
-    fn recommend(&mut self, now: i64, current: Option<Decision>) -> Option<Decision> {
+    fn recommend(&mut self, now: i64, current: Option<MemorySizes>) -> Option<MemorySizes> {
         // With no interval in the last hour, the last raw recommendation stands.
         let r = self.recent.max(now).or(self.last)?;
         let v = to_mib_ceil(r);
-        let d = Decision {
+        let d = MemorySizes {
             request: v,
             limit: v,
         };

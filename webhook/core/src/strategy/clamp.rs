@@ -2,7 +2,7 @@
 //! hold whichever strategy decided: a strategy sizes from usage alone, the policy
 //! says what the cluster allows.
 
-use super::Decision;
+use super::MemorySizes;
 use crate::rules::Rules;
 
 /// The reason recorded when a bound changed a strategy's value.
@@ -11,7 +11,7 @@ pub const REASON_CLAMPED: &str = "clamped";
 /// `d` with the request inside the policy's request bounds and the limit inside its
 /// limit bounds (when the policy has limit rules), the limit never below the
 /// request; `true` when a bound changed a value.
-pub fn clamp(rules: &Rules, d: Decision) -> (Decision, bool) {
+pub fn clamp(rules: &Rules, d: MemorySizes) -> (MemorySizes, bool) {
     let r = &rules.memory.request;
     // A max below the min (a policy typo) must not panic: the min wins, as in `Rules`.
     let request = d.request.clamp(r.min.0, r.max.0.max(r.min.0));
@@ -20,7 +20,7 @@ pub fn clamp(rules: &Rules, d: Decision) -> (Decision, bool) {
         None => d.limit,
     }
     .max(request);
-    let out = Decision { request, limit };
+    let out = MemorySizes { request, limit };
     (out, out != d)
 }
 
@@ -39,7 +39,7 @@ mod tests {
     #[case::below((16 * MI, 32 * MI), (64 * MI, 128 * MI), true)]
     #[case::limit_only((GI, 9 * GI), (GI, 8 * GI), true)]
     fn seed_bounds(#[case] got: (u64, u64), #[case] want: (u64, u64), #[case] clamped: bool) {
-        let d = Decision {
+        let d = MemorySizes {
             request: got.0,
             limit: got.1,
         };
@@ -52,7 +52,7 @@ mod tests {
     fn limit_stays_above_a_clamped_request() {
         let mut rules = Rules::default();
         rules.memory.request.min = crate::quantity::Bytes(2 * GI);
-        let d = Decision {
+        let d = MemorySizes {
             request: MI,
             limit: GI,
         };

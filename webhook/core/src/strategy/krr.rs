@@ -5,7 +5,7 @@
 //!
 //! Input: [`Interval::max`](super::Interval) (PromQL `max_over_time(...[5m])`).
 
-use super::{to_mib_ceil, Decision, Interval, Strategy, WindowMax};
+use super::{to_mib_ceil, Interval, MemorySizes, Strategy, WindowMax};
 use crate::quantity::MI;
 
 #[derive(Debug, Clone)]
@@ -33,12 +33,12 @@ impl Strategy for KrrSimple {
         self.window.push(iv.end(), iv.max, u64::from(iv.samples));
     }
 
-    fn recommend(&mut self, now: i64, current: Option<Decision>) -> Option<Decision> {
+    fn recommend(&mut self, now: i64, current: Option<MemorySizes>) -> Option<MemorySizes> {
         if self.window.samples(now) < self.points_required {
             return None;
         }
         let v = to_mib_ceil(self.window.max(now)? * (1.0 + self.buffer)).max(self.min_bytes);
-        let d = Decision {
+        let d = MemorySizes {
             request: v,
             limit: v,
         };

@@ -63,13 +63,13 @@ impl Interval {
 
 /// A memory request and limit, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Decision {
+pub struct MemorySizes {
     pub request: u64,
     pub limit: u64,
 }
 
-impl From<Decision> for Sizes {
-    fn from(d: Decision) -> Sizes {
+impl From<MemorySizes> for Sizes {
+    fn from(d: MemorySizes) -> Sizes {
         Sizes {
             request: Some(d.request),
             limit: Some(d.limit),
@@ -85,7 +85,7 @@ pub trait Strategy: Send {
     /// The sizes to apply from `now` on, given what is applied now (`None`: nothing
     /// known). Returns `None` to keep `current` (not enough evidence, hysteresis or
     /// cooldown). A returned value is applied as is.
-    fn recommend(&mut self, now: i64, current: Option<Decision>) -> Option<Decision>;
+    fn recommend(&mut self, now: i64, current: Option<MemorySizes>) -> Option<MemorySizes>;
 }
 
 /// A named strategy constructor.

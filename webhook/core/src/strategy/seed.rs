@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 
-use super::{Decision, Interval, Strategy};
+use super::{Interval, MemorySizes, Strategy};
 use crate::quantity::Resource;
 use crate::rules::{Observed, Rules, Sizes};
 
@@ -24,7 +24,7 @@ pub struct Seed {
     rules: Rules,
     window: VecDeque<Interval>,
     /// What was applied when the strategy last answered, to detect overruns.
-    applied: Option<Decision>,
+    applied: Option<MemorySizes>,
     last_change: Option<i64>,
     /// (floor, until): the OOM floor on the limit.
     oom: Option<(u64, i64)>,
@@ -84,7 +84,7 @@ impl Strategy for Seed {
         }
     }
 
-    fn recommend(&mut self, now: i64, current: Option<Decision>) -> Option<Decision> {
+    fn recommend(&mut self, now: i64, current: Option<MemorySizes>) -> Option<MemorySizes> {
         self.applied = current;
         while self.window.front().is_some_and(|f| f.start < now - WINDOW) {
             self.window.pop_front();
@@ -120,7 +120,7 @@ impl Strategy for Seed {
         let mut limit = moved.limit.or(cur.limit).unwrap_or(lim_t);
         // The OOM floor is a safety raise: it is not held back by the step limit.
         limit = limit.max(floor.unwrap_or(0)).max(request);
-        let d = Decision { request, limit };
+        let d = MemorySizes { request, limit };
         if current == Some(d) {
             return None;
         }

@@ -8,7 +8,7 @@
 //!
 //! Input: [`Interval::max`](super::Interval) (PromQL `max_over_time(...[5m])`).
 
-use super::{to_mib_ceil, DecayingHistogram, Decision, Interval, Strategy};
+use super::{to_mib_ceil, DecayingHistogram, Interval, MemorySizes, Strategy};
 use crate::quantity::MI;
 
 const WINDOW: i64 = 86400;
@@ -55,7 +55,7 @@ impl Strategy for Vpa {
         }
     }
 
-    fn recommend(&mut self, _now: i64, current: Option<Decision>) -> Option<Decision> {
+    fn recommend(&mut self, _now: i64, current: Option<MemorySizes>) -> Option<MemorySizes> {
         let target = self.hist.percentile(self.percentile)? * (1.0 + self.margin);
         let v = to_mib_ceil(target).max(self.min_bytes);
         if let Some(cur) = current {
@@ -64,7 +64,7 @@ impl Strategy for Vpa {
                 return None;
             }
         }
-        Some(Decision {
+        Some(MemorySizes {
             request: v,
             limit: v,
         })
@@ -94,7 +94,7 @@ mod tests {
         assert_eq!(d.request, want);
         assert_eq!(d.limit, want);
         // Within 10%: no update.
-        let near = Decision {
+        let near = MemorySizes {
             request: want + want / 20,
             limit: want + want / 20,
         };

@@ -102,7 +102,7 @@ impl<'a> PodRef<'a> {
 
 /// A Pod's workload, and whether a workload controller made the Pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved {
+pub struct PodWorkload {
     pub key: WorkloadKey,
     pub controlled: bool,
 }
@@ -113,7 +113,7 @@ pub struct Resolved {
 /// 2. A controller of a kind that runs pods, followed up the owner chain.
 /// 3. Otherwise (no controller, or one rightsizer does not know) the Pod itself, by
 ///    [`names::bare_pod_name`].
-pub fn resolve_pod(pod: &PodRef<'_>, facts: &dyn OwnerFacts) -> Resolved {
+pub fn resolve_pod(pod: &PodRef<'_>, facts: &dyn OwnerFacts) -> PodWorkload {
     let key = |kind, name: &str| WorkloadKey {
         namespace: pod.namespace.to_string(),
         kind,
@@ -128,12 +128,12 @@ pub fn resolve_pod(pod: &PodRef<'_>, facts: &dyn OwnerFacts) -> Resolved {
         pod.controller
             .and_then(|o| resolve_owner(pod.namespace, o, pod.template_hash, facts))
     }) {
-        return Resolved {
+        return PodWorkload {
             key: k,
             controlled: true,
         };
     }
-    Resolved {
+    PodWorkload {
         key: key(
             WorkloadKind::Pod,
             names::bare_pod_name(pod.name, pod.generate_name),
