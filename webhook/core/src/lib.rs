@@ -8,9 +8,10 @@
 //! the filesystem, the network and the environment). The `rightsizer` crate is the
 //! shell that does the I/O.
 //!
-//! Top-level modules are layered (no import cycle; a test in the I/O crate checks):
-//! quantity < rules < strategy < recommendation < object < selector < loadmodel <
-//! policy < cluster < sizing < analyzer; replay uses only strategy.
+//! Top-level modules are layered, lowest first: each names only modules to its left,
+//! so none imports another in a cycle (the I/O crate's layering test reads this list):
+//! quantity < rules < strategy < replay < workload < recommendation < object <
+//! selector < loadmodel < policy < cluster < sizing < analysis.
 
 #![forbid(unsafe_code)]
 
