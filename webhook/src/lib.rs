@@ -4,10 +4,14 @@
 //! This crate is the I/O shell: the review handler and HTTP server, the analyzer's
 //! Prometheus client and loop, the Kubernetes watchers and writers, policy sources
 //! (files, ConfigMaps) and the replay runner. What decides is the pure core,
-//! `rightsizer_core` (webhook/core): its modules are re-exported here under the same
-//! paths (`crate::quantity`, `crate::policy::schema`, ...), and the directories split
-//! between the two crates add their I/O files to the core's module. `main.rs` only
-//! parses arguments.
+//! `rightsizer_core` (webhook/core).
+//!
+//! Every item has one path, and the path says which crate holds it: this crate names
+//! core items as `rightsizer_core::…` (`rightsizer_core::quantity::Resource`) and its
+//! own as `crate::…`, re-exports no core item, and has no module of the same name as a
+//! core module (the I/O halves are `analyzer` next to the core's `analysis`, `policies`
+//! next to `policy`, `loadfit` next to `loadmodel`, `replay_runner` next to `replay`).
+//! The layering test checks all of it. `main.rs` only parses arguments.
 
 pub mod admission;
 pub mod analyzer;

@@ -255,7 +255,7 @@ pub fn replay_series(
     (accs, rows)
 }
 
-/// Replay every series of `trace` (e.g. a [`TraceReader`]) with `specs`; `progress`
+/// Replay every series of `trace` (e.g. a [`TraceReader`](rightsizer_core::replay::trace::TraceReader)) with `specs`; `progress`
 /// is told how many series are done, from the worker threads.
 pub fn run<I: IntoIterator<Item = Result<Series, TraceError>>>(
     trace: I,

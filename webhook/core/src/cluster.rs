@@ -101,7 +101,7 @@ pub trait ClusterFacts: Send + Sync {
     /// The PriorityClasses known to exist (see `ClassSource`).
     fn priority_classes(&self) -> PriorityClasses;
     /// What the cluster knows of owner chains (a ReplicaSet's Deployment, a Job's
-    /// CronJob), for [`crate::workload::resolve_pod`]; nothing by default.
+    /// CronJob), for [`crate::workload::resolve::resolve_pod`]; nothing by default.
     fn owners(&self) -> &dyn crate::workload::resolve::OwnerFacts {
         &crate::workload::resolve::NoOwners
     }

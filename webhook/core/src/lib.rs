@@ -2,11 +2,15 @@
 //!
 //! Quantities and rules, the object model, policies (schema, validation, selection),
 //! the strategies, the sizing merge, load-model arithmetic, the analyzer's decision
-//! and replay scoring. Functions here take values and return values (or effects to
+//! (`analysis`) and replay scoring. Functions here take values and return values (or effects to
 //! execute): no network, files, clock or Kubernetes client. Cargo enforces it (this
 //! crate has no such dependency) and so does clippy (`clippy.toml` bans the clock,
 //! the filesystem, the network and the environment). The `rightsizer` crate is the
 //! shell that does the I/O.
+//!
+//! Every item has one path, its defining module's
+//! (`rightsizer_core::policy::schema::Policy`): no module re-exports another's items,
+//! except `strategy`, whose implementations are private modules named through it.
 //!
 //! Top-level modules are layered, lowest first: each names only modules to its left,
 //! so none imports another in a cycle (the I/O crate's layering test reads this list):

@@ -1,4 +1,4 @@
-//! Per-interval usage history for the strategies (`crate::strategy`).
+//! Per-interval usage history for the strategies (`rightsizer_core::strategy`).
 //!
 //! Three `query_range` calls (peak, mean, sample count per 5-minute interval, grouped
 //! by pod-container) are folded into one `Interval` series per workload container with

@@ -1,5 +1,5 @@
 //! The analyzer's owner facts: kube-state-metrics owner series, or the same rows read
-//! from the Kubernetes API by `analyzer::ksm`, indexed for [`crate::workload::resolve_pod`]
+//! from the Kubernetes API by `analyzer::ksm`, indexed for [`rightsizer_core::workload::resolve::resolve_pod`]
 //! so that a Deployment's pods count together across all its ReplicaSets, a CronJob's
 //! across all its Jobs, a Knative Service's across all its revisions.
 

@@ -27,8 +27,8 @@ pub trait PolicyLookup: Send + Sync {
     fn mode(&self, _workload: &WorkloadKey) -> Mode {
         Mode::Observe
     }
-    /// The memory strategy (`crate::strategy::by_name`) for this workload; `seed`
-    /// keeps the seed arithmetic of [`crate::analyzer::compute::decide`].
+    /// The memory strategy (`rightsizer_core::strategy::by_name`) for this workload; `seed`
+    /// keeps the seed arithmetic of [`rightsizer_core::analysis::compute::decide`].
     fn recommender(&self, _workload: &WorkloadKey) -> String {
         SEED.to_string()
     }

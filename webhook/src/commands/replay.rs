@@ -256,7 +256,7 @@ fn write_decisions(report: &Report, path: Option<&std::path::Path>) -> anyhow::R
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// The same replay over a generated trace (`replay::synthetic`).
+/// The same replay over a generated trace (`rightsizer_core::replay::synthetic`).
 fn run_synthetic(
     args: &Args,
     shape: &str,

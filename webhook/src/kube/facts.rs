@@ -201,7 +201,7 @@ impl ClusterFacts for KubeFacts {
     }
 }
 
-/// The controlling owner in an object's metadata ([`crate::workload::controller`]).
+/// The controlling owner in an object's metadata ([`rightsizer_core::workload::resolve::controller`]).
 pub fn controller_of(meta: &ObjectMeta) -> Option<Owner> {
     let refs = meta.owner_references.iter().flatten().map(|o| OwnerRef {
         kind: &o.kind,

@@ -1,7 +1,7 @@
 //! Admission (the Pod as the apiserver sends it, with the watchers' owner mirrors), the
 //! analyzer's Pod watch (`derive` + `feed_owners` from the same mirrors) and
 //! kube-state-metrics rows resolve every owner chain to the same workload: one resolver
-//! (`crate::workload`), three sources of facts.
+//! (`rightsizer_core::workload`), three sources of facts.
 
 use std::collections::HashMap;
 

@@ -23,7 +23,7 @@ use crate::admission::{self, Envelope, Outcome, RequestIn, ReviewError, Reviewed
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
 /// `POST /mutate[?timeout=..]`: bounded by [`super::guard`]; a review of a body over
-/// [`ReviewLimits::inline_max_bytes`](super::ReviewLimits) runs on a blocking thread (one
+/// [`ReviewLimits::inline_max_bytes`](super::guard::ReviewLimits) runs on a blocking thread (one
 /// per core, within the memory budget: 503 when it is spent) and is answered "admitted
 /// unchanged" when it does not finish before the deadline the apiserver's `?timeout=`
 /// sets; a smaller one is answered inline.

@@ -45,7 +45,7 @@ pub enum QueryKind {
 }
 
 impl QueryKind {
-    /// Answered by kube-state-metrics series (`kube_*`); `analyzer::ksm` reads the same
+    /// Answered by kube-state-metrics series (`kube_*`); `rightsizer::analyzer::ksm` reads the same
     /// facts from the Kubernetes API when a cluster does not run it.
     pub fn from_kube_state_metrics(self) -> bool {
         matches!(
@@ -131,7 +131,7 @@ fn kn(
 
 /// Labels Knative results are normalised to.
 /// Owner rows of the controller only (and `<none>` rows): owners that do not control
-/// an object do not make it part of their workload (as in `workload::controller`).
+/// an object do not make it part of their workload (as in `workload::resolve::controller`).
 const CONTROLLER_ONLY: &str = r#"owner_is_controller!="false""#;
 
 pub const KN_NS: &str = "kn_ns";

@@ -1,5 +1,5 @@
 //! The thresholds of the Knative concurrency rules (`rules.knative` of a policy); the
-//! rules themselves are `analyzer::knative`. Here, below the analyzer, because
+//! rules themselves are `analysis::knative`. Here, below `analysis`, because
 //! `Rules` holds them.
 
 use serde::{Deserialize, Serialize};
