@@ -506,4 +506,151 @@ mod tests {
         let later = decide(&k, &busy(), &p, &Entry::default(), &o.state, hold.until);
         assert_eq!(later.entry.rec.memory.unwrap().oom_floor, None);
     }
+
+    fn hold(floor: u64, until: u64, pod: &str) -> OomHold {
+        OomHold {
+            floor,
+            until,
+            pod: pod.into(),
+        }
+    }
+
+    #[test]
+    fn a_new_kill_by_another_pod_restarts_the_hold() {
+        let rules = Rules::default();
+        let (now, f) = (1_000, |limit| rules.oom_floor(limit));
+        let until = now + rules.oom.hold_seconds;
+        let high = f(4096 * MI);
+        let kill = |pod: &str, limit: u64| (pod.to_string(), limit);
+        // (case, hold before, kills, restarted hold as (floor, pod))
+        let cases = [
+            ("no kill", None, vec![], None),
+            ("no kill, held", Some(hold(high, 2_000, "a")), vec![], None),
+            (
+                "the held pod's kill again",
+                Some(hold(high, 2_000, "a")),
+                vec![kill("a", 512 * MI)],
+                None,
+            ),
+            (
+                "another pod while held keeps the higher floor",
+                Some(hold(high, 2_000, "a")),
+                vec![kill("b", 512 * MI)],
+                Some((high, "b")),
+            ),
+            (
+                "another pod once the hold ended",
+                Some(hold(high, now, "a")),
+                vec![kill("b", 512 * MI)],
+                Some((f(512 * MI), "b")),
+            ),
+            (
+                "two kills in one cycle: the higher floor, the last pod",
+                None,
+                vec![kill("a", 4096 * MI), kill("b", 512 * MI)],
+                Some((high, "b")),
+            ),
+        ];
+        for (case, held, kills, want) in cases {
+            let got = restart_oom_hold(&rules, held.as_ref(), &kills, now);
+            let want = want.map(|(floor, pod)| hold(floor, until, pod));
+            assert_eq!(got, want, "{case}");
+        }
+    }
+
+    #[test]
+    fn knative_proposals_replace_a_different_one_only_after_the_cooldown() {
+        let rules = Rules::default();
+        let cooldown = rules.safeguards.cooldown_seconds;
+        // Near the memory limit with concurrency above target: lower the target.
+        let input = KnativeInput {
+            concurrency_p95: Some(15.0),
+            target: Some(10.0),
+            memory_max: Some(950.0),
+            memory_limit: Some(1000),
+            ..Default::default()
+        };
+        let proposal = rules.knative.propose(&input).expect("a proposal");
+        let other = KnativeRecommendation {
+            target: Some(42.0),
+            ..proposal.clone()
+        };
+        let revised_at = 1_000;
+        let entry = |prev: Option<&KnativeRecommendation>| {
+            let mut e = Entry {
+                knative_revised_at: revised_at,
+                ..Default::default()
+            };
+            e.rec.knative = prev.cloned();
+            e
+        };
+        let serving = "shop/KnativeService/hello/user-container";
+        // (case, container, input, proposal before, seconds after the last revision, adopted)
+        let cases = [
+            ("first proposal", serving, Some(&input), None, 0, true),
+            (
+                "queue-proxy",
+                "shop/KnativeService/hello/queue-proxy",
+                Some(&input),
+                None,
+                0,
+                false,
+            ),
+            (
+                "not Knative",
+                "shop/Deployment/web/app",
+                Some(&input),
+                None,
+                0,
+                false,
+            ),
+            ("no figures", serving, None, None, 0, false),
+            (
+                "same target",
+                serving,
+                Some(&input),
+                Some(&proposal),
+                cooldown,
+                false,
+            ),
+            (
+                "other target, cooling",
+                serving,
+                Some(&input),
+                Some(&other),
+                cooldown - 1,
+                false,
+            ),
+            (
+                "other target, cooled",
+                serving,
+                Some(&input),
+                Some(&other),
+                cooldown,
+                true,
+            ),
+        ];
+        for (case, container, input, prev, after, adopted) in cases {
+            let k = ContainerKey::parse(container).unwrap();
+            let got = knative_proposal(&k, &rules, input, &entry(prev), revised_at + after);
+            assert_eq!(got, adopted.then(|| proposal.clone()), "{case}");
+        }
+    }
+
+    #[test]
+    fn persists_changed_state_and_revisions_outside_mode_off() {
+        let (k, state, entry) = (key(), ContainerState::default(), Entry::default());
+        // (state changed, recommendation revised, mode, persisted)
+        for (changed, revised, mode, want) in [
+            (false, false, Mode::Enforce, false),
+            (true, false, Mode::Off, true),
+            (false, true, Mode::Off, false),
+            (false, true, Mode::Observe, true),
+            (false, true, Mode::Enforce, true),
+        ] {
+            let p = policy(mode, false);
+            let got = persist(&k, &p, &state, &entry, changed, revised);
+            assert_eq!(got.is_some(), want, "{changed} {revised} {mode:?}");
+        }
+    }
 }
