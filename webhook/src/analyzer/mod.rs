@@ -34,7 +34,8 @@ use rightsizer_core::workload::WorkloadKey;
 use cache::{RecommendationCache, DEFAULT_CAPACITY};
 use compute::Fold;
 use decide::{Effect, Observation, PolicyView};
-use gather::{max_into, max_u64_into, Acc, KnFigures, PodKey};
+use gather::{max_into, max_u64_into, Acc, KnFigures, PodData, PodKey};
+use mapping::OwnerIndex;
 use metrics::AnalyzerMetrics;
 use policies::{PolicyLookup, SEED};
 use prom::{PromClient, PromConfig, PromError, PromSample};
@@ -445,106 +446,42 @@ impl Analyzer {
             hpa,
             kn_raw,
         } = acc;
-        // Fold pods into workload containers.
-        let key_of = |p: &PodKey| ContainerKey::new(owners.workload(&p.0, &p.1), p.2.clone());
-        #[derive(Default)]
-        struct Folded {
-            mem: [Fold; 2],
-            cpu: [Fold; 2],
-            cur_mem: Sizes,
-            cur_cpu: Sizes,
-            oom: Vec<(String, u64)>,
-        }
-        let mut folded: HashMap<ContainerKey, Folded> = HashMap::new();
-        for (p, d) in &pods {
-            if p.2.is_empty() {
-                continue;
-            }
-            let f = folded.entry(key_of(p)).or_default();
-            for i in 0..2 {
-                let first = if i == 1 { d.first } else { None };
-                f.mem[i].add(&d.mem[i], d.samples[i], first);
-                f.cpu[i].add(&d.cpu[i], d.samples[i], first);
-            }
-        }
-        for (p, (m, c)) in &current {
-            if let Some(f) = folded.get_mut(&key_of(p)) {
-                for (dst, src) in [(&mut f.cur_mem, m), (&mut f.cur_cpu, c)] {
-                    if let Some(v) = src.request {
-                        max_u64_into(&mut dst.request, v);
-                    }
-                    if let Some(v) = src.limit {
-                        max_u64_into(&mut dst.limit, v);
-                    }
-                }
-            }
-        }
-        for (p, limit) in &oom {
-            if let Some(f) = folded.get_mut(&key_of(p)) {
-                f.oom.push((p.1.clone(), *limit));
-            }
-        }
-        let mut kn: HashMap<WorkloadKey, KnFigures> = HashMap::new();
-        for (w, kind, v) in kn_raw {
-            let f = kn.entry(w).or_default();
-            match kind {
-                QueryKind::KnativeConcurrencyP95 => max_into(&mut f.conc_p95, v),
-                QueryKind::KnativeTarget => max_into(&mut f.target, v),
-                _ => max_into(&mut f.queue_p95, v),
-            }
-        }
+        let containers = fold_containers(&owners, &pods, &current, &oom);
+        let workloads = WorkloadFigures {
+            hpa,
+            knative: fold_knative(kn_raw),
+        };
+        let (fresh, effects) = self.decide_all(now, containers, &workloads, &intervals, previous);
+        let n = fresh.len();
+        self.cache.mark_stale_except(&fresh);
+        self.cache.purge_expired(now);
+        (n, effects)
+    }
 
-        let short_cap = self.cfg.queries.short_window_secs;
-        let long_cap = self.cfg.queries.long_window_secs;
+    /// Decide every workload container seen this cycle, each with its workload's
+    /// policy (looked up once per workload), and put the new entries in the cache.
+    /// Returns the containers decided and the effects to carry out.
+    fn decide_all(
+        &self,
+        now: u64,
+        containers: HashMap<ContainerKey, Folded>,
+        workloads: &WorkloadFigures,
+        intervals: &BTreeMap<ContainerKey, Vec<Interval>>,
+        previous: &State,
+    ) -> (HashSet<ContainerKey>, Vec<Effect>) {
         let mut fresh = HashSet::new();
         let mut tracks = self.lock_tracks();
         let fed_before = tracks.fed;
         let mut effects = Vec::new();
         let mut views: HashMap<WorkloadKey, PolicyView> = HashMap::new();
-        for (key, f) in folded {
+        for (key, f) in containers {
             let w = &key.workload;
             let view = views
                 .entry(w.clone())
                 .or_insert_with(|| self.policy.view(w, self.cfg.enforcement));
-            let spec = Some(view.strategy.as_str())
-                .filter(|n| *n != SEED)
-                .and_then(strategy::by_name);
-            // The strategy's own decision (memory), fed with the intervals not seen yet.
-            let own = spec.map(|spec| {
-                let running = match (f.cur_mem.request, f.cur_mem.limit) {
-                    (Some(request), Some(limit)) => Some(MemorySizes { request, limit }),
-                    _ => None,
-                };
-                let ivs = intervals.get(&key).map_or(&[][..], Vec::as_slice);
-                tracks.decide(&key, spec, ivs, now as i64, running)
-            });
-            let observed = |folds: &[Fold; 2]| {
-                compute::merge_windows(
-                    folds[0].observed(now, short_cap),
-                    folds[1].observed(now, long_cap),
-                )
-            };
-            let memory = observed(&f.mem);
-            let knative = w.kind.is_knative().then(|| {
-                let figs = kn.get(w).copied().unwrap_or_default();
-                knative::KnativeInput {
-                    concurrency_p95: figs.conc_p95,
-                    target: figs.target,
-                    queue_depth_p95: figs.queue_p95,
-                    memory_max: memory.map(|o| o.max),
-                    memory_limit: f.cur_mem.limit,
-                }
-            });
-            let obs = Observation {
-                memory,
-                cpu: observed(&f.cpu),
-                current_memory: f.cur_mem,
-                current_cpu: f.cur_cpu,
-                ooms: f.oom,
-                hpa: hpa.get(w).cloned().unwrap_or_default(),
-                strategy: own,
-                knative,
-            };
+            let ivs = intervals.get(&key).map_or(&[][..], Vec::as_slice);
+            let own = strategy_decision(&mut tracks, &key, &view.strategy, f.cur_mem, ivs, now);
+            let obs = observation(&self.cfg.queries, w, f, own, workloads, now);
             let prev_entry = self.cache.entry(&key).unwrap_or_default();
             let prev_state = previous.containers.get(&key).cloned().unwrap_or_default();
             let out = decide::decide(&key, &obs, view, &prev_entry, &prev_state, now);
@@ -553,10 +490,139 @@ impl Analyzer {
             self.cache.put(key, out.entry);
         }
         self.metrics.intervals_fed.inc_by(tracks.fed - fed_before);
-        drop(tracks);
-        let n = fresh.len();
-        self.cache.mark_stale_except(&fresh);
-        self.cache.purge_expired(now);
-        (n, effects)
+        (fresh, effects)
+    }
+}
+
+/// One workload container's figures, folded from its pods.
+#[derive(Default)]
+struct Folded {
+    mem: [Fold; 2],
+    cpu: [Fold; 2],
+    cur_mem: Sizes,
+    cur_cpu: Sizes,
+    oom: Vec<(String, u64)>,
+}
+
+/// Fold pod-containers into workload containers: usage of both windows, the largest
+/// request and limit any pod runs with, and each pod's OOM kill. Only containers with
+/// usage are decided; what runs and OOM kills of others are dropped.
+fn fold_containers(
+    owners: &OwnerIndex,
+    pods: &HashMap<PodKey, PodData>,
+    current: &HashMap<PodKey, (Sizes, Sizes)>,
+    oom: &[(PodKey, u64)],
+) -> HashMap<ContainerKey, Folded> {
+    let key_of = |p: &PodKey| ContainerKey::new(owners.workload(&p.0, &p.1), p.2.clone());
+    let mut folded: HashMap<ContainerKey, Folded> = HashMap::new();
+    for (p, d) in pods {
+        if p.2.is_empty() {
+            continue;
+        }
+        let f = folded.entry(key_of(p)).or_default();
+        for i in 0..2 {
+            let first = if i == 1 { d.first } else { None };
+            f.mem[i].add(&d.mem[i], d.samples[i], first);
+            f.cpu[i].add(&d.cpu[i], d.samples[i], first);
+        }
+    }
+    for (p, (m, c)) in current {
+        if let Some(f) = folded.get_mut(&key_of(p)) {
+            for (dst, src) in [(&mut f.cur_mem, m), (&mut f.cur_cpu, c)] {
+                if let Some(v) = src.request {
+                    max_u64_into(&mut dst.request, v);
+                }
+                if let Some(v) = src.limit {
+                    max_u64_into(&mut dst.limit, v);
+                }
+            }
+        }
+    }
+    for (p, limit) in oom {
+        if let Some(f) = folded.get_mut(&key_of(p)) {
+            f.oom.push((p.1.clone(), *limit));
+        }
+    }
+    folded
+}
+
+/// Knative figures per workload: the largest value of each series over its revisions.
+fn fold_knative(kn_raw: Vec<(WorkloadKey, QueryKind, f64)>) -> HashMap<WorkloadKey, KnFigures> {
+    let mut kn: HashMap<WorkloadKey, KnFigures> = HashMap::new();
+    for (w, kind, v) in kn_raw {
+        let f = kn.entry(w).or_default();
+        match kind {
+            QueryKind::KnativeConcurrencyP95 => max_into(&mut f.conc_p95, v),
+            QueryKind::KnativeTarget => max_into(&mut f.target, v),
+            _ => max_into(&mut f.queue_p95, v),
+        }
+    }
+    kn
+}
+
+/// What this cycle saw per workload (rather than per container).
+struct WorkloadFigures {
+    hpa: HashMap<WorkloadKey, Vec<Resource>>,
+    knative: HashMap<WorkloadKey, KnFigures>,
+}
+
+/// The memory strategy's own decision when the policy names a strategy other than
+/// `seed` (`None` otherwise), its state fed with the intervals not seen yet; until
+/// it has answered once, it starts from what the pods run with.
+fn strategy_decision(
+    tracks: &mut history::Tracks,
+    key: &ContainerKey,
+    strategy_name: &str,
+    running: Sizes,
+    intervals: &[Interval],
+    now: u64,
+) -> Option<Option<MemorySizes>> {
+    let spec = Some(strategy_name)
+        .filter(|n| *n != SEED)
+        .and_then(strategy::by_name)?;
+    let running = match (running.request, running.limit) {
+        (Some(request), Some(limit)) => Some(MemorySizes { request, limit }),
+        _ => None,
+    };
+    Some(tracks.decide(key, spec, intervals, now as i64, running))
+}
+
+/// What `decide` looks at for one container: its usage with each window capped at
+/// its length, what runs now, its OOM kills, and its workload's HPA resources and
+/// (for Knative workloads) Knative figures.
+fn observation(
+    qcfg: &QueryConfig,
+    w: &WorkloadKey,
+    f: Folded,
+    strategy: Option<Option<MemorySizes>>,
+    workloads: &WorkloadFigures,
+    now: u64,
+) -> Observation {
+    let observed = |folds: &[Fold; 2]| {
+        compute::merge_windows(
+            folds[0].observed(now, qcfg.short_window_secs),
+            folds[1].observed(now, qcfg.long_window_secs),
+        )
+    };
+    let memory = observed(&f.mem);
+    let knative = w.kind.is_knative().then(|| {
+        let figs = workloads.knative.get(w).copied().unwrap_or_default();
+        knative::KnativeInput {
+            concurrency_p95: figs.conc_p95,
+            target: figs.target,
+            queue_depth_p95: figs.queue_p95,
+            memory_max: memory.map(|o| o.max),
+            memory_limit: f.cur_mem.limit,
+        }
+    });
+    Observation {
+        memory,
+        cpu: observed(&f.cpu),
+        current_memory: f.cur_mem,
+        current_cpu: f.cur_cpu,
+        ooms: f.oom,
+        hpa: workloads.hpa.get(w).cloned().unwrap_or_default(),
+        strategy,
+        knative,
     }
 }
