@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::object::{is_knative, View, RECOMMENDATION_ANNOTATION, SIZED_ANNOTATION};
 use crate::policy::schema::{ContainerValues, Mode, Policy};
 use crate::quantity::Resource;
-use crate::recommendation::{ContainerRecommendation, WorkloadKind};
+use crate::recommendation::ContainerRecommendation;
 use crate::rules::Sizes;
 use crate::sizing::containers::{container_name, Declared, Lists};
 use crate::sizing::explicit::{defaults_for, overrides_for, parse_overrides_annotation};
@@ -150,12 +150,8 @@ pub(super) fn size_resources(
     }
     if !recommended.is_empty() {
         if let Ok(text) = serde_json::to_string(&recommended) {
-            let meta = if view.kind == WorkloadKind::Pod {
-                view.pod_meta
-            } else {
-                "/metadata"
-            };
-            set_annotation(out, meta, RECOMMENDATION_ANNOTATION, text);
+            // The object's own metadata (a Pod's is its pod metadata).
+            set_annotation(out, "/metadata", RECOMMENDATION_ANNOTATION, text);
         }
     }
     said
