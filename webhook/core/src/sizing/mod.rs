@@ -7,6 +7,7 @@
 
 pub mod containers;
 pub mod explicit;
+pub mod field;
 pub mod gpu;
 pub mod knative;
 pub mod limits;
@@ -27,6 +28,7 @@ use serde_json::Value;
 use crate::object::{is_knative, View, MODE_ANNOTATION, SIZED_ANNOTATION};
 use crate::policy::schema::{Mode, Policy, Target};
 use crate::recommendation::{ContainerRecommendation, WorkloadKind};
+use field::Field;
 use record::SizedRecord;
 use written::Written;
 
@@ -126,14 +128,17 @@ pub fn plan(
             mode,
         };
     }
-    let out = &mut written.value;
     let place = routes(view, policy);
     if place.resources {
-        let said = resize::size_resources(obj, out, view, policy, recs, ctx, mode);
+        let said = written.write(resize::STEP_WRITES, |out| {
+            resize::size_resources(obj, out, view, policy, recs, ctx, mode)
+        });
         warnings.extend(said);
     }
     if place.placement {
-        placement::apply_placement(out, view, policy, ctx, &mut warnings);
+        written.write(placement::STEP_WRITES, |out| {
+            placement::apply_placement(out, view, policy, ctx, &mut warnings)
+        });
     }
     if place.knative {
         if let Some(k) = &policy.knative {
@@ -141,7 +146,9 @@ pub fn plan(
                 .values()
                 .find_map(|r| r.knative.as_ref())
                 .filter(|_| mode == Mode::Enforce);
-            apply_knative(out, view, k, policy, rec, &mut warnings);
+            written.write(KNATIVE_STEP_WRITES, |out| {
+                apply_knative(out, view, k, policy, rec, &mut warnings)
+            });
         }
     }
     Decision {
@@ -150,6 +157,9 @@ pub fn plan(
         mode,
     }
 }
+
+/// The writers [`apply_knative`] runs (see [`written`]).
+const KNATIVE_STEP_WRITES: &[&[Field]] = &[knative::WRITES, record::WRITES];
 
 /// Knative settings, and the record of which of them are rightsizer's (in the template's
 /// `rightsizer.io/sized`, beside any container record written just before).

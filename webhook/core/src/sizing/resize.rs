@@ -12,8 +12,9 @@ use crate::policy::schema::{ContainerValues, Mode, Policy};
 use crate::quantity::Resource;
 use crate::recommendation::ContainerRecommendation;
 use crate::rules::Sizes;
-use crate::sizing::containers::{container_name, Declared, Lists};
+use crate::sizing::containers::{self, container_name, Declared, Lists};
 use crate::sizing::explicit::{defaults_for, overrides_for, parse_overrides_annotation};
+use crate::sizing::field::Field;
 use crate::sizing::load::{self as load, Prediction};
 use crate::sizing::record::{
     self, set_annotation, Applied, AppliedPair, ContainersRecord, RecommendationRecord,
@@ -41,6 +42,9 @@ struct Sized {
     template: Sizes,
     recommended: Option<Sizes>,
 }
+
+/// The writers [`size_resources`] runs (see [`crate::sizing::written`]).
+pub(super) const STEP_WRITES: &[&[Field]] = &[containers::WRITES, record::WRITES];
 
 /// Size the containers of the pod spec at `view.pod_spec` in `out`, the writable parts
 /// of `received` (the containers are read from `received`, and copied only where they
