@@ -5,9 +5,10 @@
 #![allow(dead_code)]
 
 use k8s_openapi::api::core::v1::LimitRangeSpec;
-use rightsizer::object::{kind_of_manifest, pod_paths};
+use rightsizer::object::{kind_of_manifest, pod_paths, View};
 use rightsizer::quantity::Resource;
 use rightsizer::recommendation::WorkloadKind;
+use rightsizer::sizing::written::Written;
 use serde_json::Value;
 
 fn strip_nulls(v: &Value) -> Value {
@@ -35,6 +36,21 @@ fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) -> 
         ));
     }
     Ok(())
+}
+
+/// Every change is inside a field some writer of the merge declares
+/// (`sizing::written::WRITERS`): a writer that wrote anything else would replace the
+/// user's value there whole.
+pub fn declared_writes(before: &Value, after: &Value) -> Result<(), String> {
+    if before == after {
+        return Ok(());
+    }
+    let kind = kind_of_manifest(before).ok_or("an object of no handled kind changed")?;
+    let view = View::new(kind, "default", before).map_err(|e| e.to_string())?;
+    match Written::of(before, &view).undeclared_change(before, after) {
+        Some(at) => Err(format!("{at} changed, and no writer declares it")),
+        None => Ok(()),
+    }
 }
 
 /// The object decodes as its strict k8s-openapi type and round-trips unchanged.
