@@ -150,6 +150,7 @@ fn check_case(dir: &Path) -> Result<(), String> {
         if applied != m.object {
             return Err("patch does not reproduce the output".into());
         }
+        invariants::declared_writes(&d.object, &m.object)?;
         // Unchanged objects are the user's business; what we change must be valid.
         if !m.handled || m.patch.0.is_empty() {
             continue;

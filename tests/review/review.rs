@@ -776,6 +776,7 @@ fn check_case(case: &gen::Case) -> Result<bool, String> {
         invariants::strict_type(&after).map_err(|e| format!("patched object: {e}"))?;
     }
     invariants::canonical_patch(&patch)?;
+    invariants::declared_writes(&before, &after)?;
     let ns = rightsizer_core::cluster::ClusterFacts::namespace(&case.facts, case.namespace());
     if invariants::limit_range_refusal(&before, &ns.limit_ranges).is_none() {
         if let Some(e) = invariants::limit_range_refusal(&after, &ns.limit_ranges) {

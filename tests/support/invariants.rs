@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 use k8s_openapi::api::core::v1::LimitRangeSpec;
+use rightsizer_core::object::View;
 use rightsizer_core::quantity::Resource;
+use rightsizer_core::sizing::written::Written;
 use rightsizer_core::workload::kind::WorkloadKind;
 use rightsizer_core::workload::kind::{kind_of_manifest, pod_paths};
 use serde_json::Value;
@@ -35,6 +37,21 @@ fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) -> 
         ));
     }
     Ok(())
+}
+
+/// Every change is inside a field some writer of the merge declares
+/// (`sizing::written::WRITERS`): a writer that wrote anything else would replace the
+/// user's value there whole.
+pub fn declared_writes(before: &Value, after: &Value) -> Result<(), String> {
+    if before == after {
+        return Ok(());
+    }
+    let kind = kind_of_manifest(before).ok_or("an object of no handled kind changed")?;
+    let view = View::new(kind, "default", before).map_err(|e| e.to_string())?;
+    match Written::of(before, &view).undeclared_change(before, after) {
+        Some(at) => Err(format!("{at} changed, and no writer declares it")),
+        None => Ok(()),
+    }
 }
 
 /// The object decodes as its strict k8s-openapi type and round-trips unchanged.

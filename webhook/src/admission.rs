@@ -269,13 +269,7 @@ impl Admitter {
         let Some(kind) = kind_for(&req.kind.group, &req.kind.kind) else {
             return Mutation::skipped(Outcome::Skipped, None);
         };
-        let allowed_op = match (kind, req.operation.as_str()) {
-            (WorkloadKind::Pod, "CREATE") => true,
-            (WorkloadKind::Pod, _) => false,
-            (_, "CREATE" | "UPDATE") => true,
-            _ => false,
-        };
-        if !allowed_op {
+        if !kind.operations().contains(&req.operation.as_str()) {
             return Mutation::skipped(Outcome::Skipped, None);
         }
         let namespace = req.namespace.as_deref().unwrap_or_default();

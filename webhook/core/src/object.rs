@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::workload::kind::WorkloadKind;
@@ -36,72 +35,7 @@ pub enum ObjectError {
 /// Check that the object decodes as its strict Kubernetes type (Knative: the template's
 /// pod spec shape), so we never patch something the apiserver would not store.
 pub fn check_decodes(kind: WorkloadKind, raw: &Value) -> Result<(), ObjectError> {
-    use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
-    // Decoded from the already parsed tree: the text is parsed once per review.
-    fn de<T: serde::de::DeserializeOwned>(
-        kind: WorkloadKind,
-        raw: &Value,
-    ) -> Result<(), ObjectError> {
-        T::deserialize(raw)
-            .map(|_| ())
-            .map_err(|e| ObjectError::Decode {
-                kind,
-                message: e.to_string(),
-            })
-    }
-    match kind {
-        WorkloadKind::Pod => de::<core::Pod>(kind, raw),
-        WorkloadKind::Deployment => de::<apps::Deployment>(kind, raw),
-        WorkloadKind::StatefulSet => de::<apps::StatefulSet>(kind, raw),
-        WorkloadKind::DaemonSet => de::<apps::DaemonSet>(kind, raw),
-        WorkloadKind::ReplicaSet => de::<apps::ReplicaSet>(kind, raw),
-        WorkloadKind::Job => de::<batch::Job>(kind, raw),
-        WorkloadKind::CronJob => de::<batch::CronJob>(kind, raw),
-        WorkloadKind::KnativeService | WorkloadKind::KnativeConfiguration => {
-            knative_shape::Tpl::deserialize(raw)
-                .map(|_| ())
-                .map_err(|e| ObjectError::Decode {
-                    kind,
-                    message: e.to_string(),
-                })
-        }
-    }
-}
-
-/// The parts of a Knative Service/Configuration that must decode for us to size it.
-/// Only the shape matters: the fields are decoded to be checked, not read.
-#[allow(dead_code)]
-mod knative_shape {
-    use k8s_openapi::api::core::v1 as core;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-    use serde::Deserialize;
-
-    #[derive(Deserialize)]
-    pub struct Tpl {
-        spec: TplSpec,
-    }
-    #[derive(Deserialize)]
-    struct TplSpec {
-        template: Template,
-    }
-    #[derive(Deserialize)]
-    struct Template {
-        #[serde(default)]
-        metadata: Option<ObjectMeta>,
-        spec: KnSpec,
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct KnSpec {
-        containers: Vec<KnContainer>,
-        #[serde(default)]
-        container_concurrency: Option<i64>,
-    }
-    #[derive(Deserialize)]
-    struct KnContainer {
-        #[serde(default)]
-        resources: Option<core::ResourceRequirements>,
-    }
+    kind.decode()(raw).map_err(|message| ObjectError::Decode { kind, message })
 }
 
 fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {

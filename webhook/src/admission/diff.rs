@@ -21,7 +21,7 @@ pub fn diff_written(from: &Value, written: &Written) -> Patch {
     let mut path = PointerBuf::new();
     sparse(
         from,
-        &written.value,
+        written.value(),
         written,
         &mut Vec::new(),
         &mut path,
@@ -242,7 +242,10 @@ mod tests {
         for (i, (kind, obj, edit)) in edits.into_iter().enumerate() {
             let view = View::new(kind, "ns", obj).expect("view");
             let mut w = Written::of(obj, &view);
-            edit(&mut w.value);
+            let all: Vec<_> = rightsizer_core::sizing::written::WRITERS
+                .map(|(_, f)| f)
+                .into();
+            w.write(&all, edit);
             let mut whole = (*obj).clone();
             w.clone().apply_to(&mut whole);
             assert_eq!(diff_written(obj, &w), diff(obj, &whole), "case {i}");

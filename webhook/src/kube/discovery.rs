@@ -1,13 +1,22 @@
 //! Which version of a group the server serves. Clusters differ: v1.20 has
 //! autoscaling/v2beta2 and batch/v1beta1 CronJobs, current ones autoscaling/v2 and
-//! batch/v1. The watchers use whichever the server lists, newest first.
+//! batch/v1. The watchers use whichever the server lists, newest first (of workload
+//! kinds, those the kind table lists several versions of).
+
+use std::collections::BTreeMap;
 
 use kube::discovery::ApiResource;
 use kube::Client;
 
-use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::kind::{KindInfo, WorkloadKind};
 
 use crate::kube::error::KubeError;
+
+/// The API resource, at the version the server serves, of each workload kind the
+/// watchers mirror (the kinds that can own a Rightsizing and be named by Events):
+/// discovered where the kind table lists several versions (CronJob's batch/v1 or
+/// batch/v1beta1), else the table's one.
+pub type WorkloadApis = BTreeMap<WorkloadKind, ApiResource>;
 
 /// The first of `versions` (e.g. `["autoscaling/v2", "autoscaling/v2beta2"]`) whose
 /// resource list holds `plural`, as an `ApiResource` for the dynamic API.
@@ -20,13 +29,10 @@ pub async fn pick(
     for api_version in versions {
         match client.list_api_group_resources(api_version).await {
             Ok(list) if list.resources.iter().any(|r| r.name == plural) => {
-                let (group, version) = match api_version.split_once('/') {
-                    Some((g, v)) => (g.to_string(), v.to_string()),
-                    None => (String::new(), api_version.to_string()),
-                };
+                let (group, version) = group_version(api_version);
                 return Ok(ApiResource {
-                    group,
-                    version,
+                    group: group.into(),
+                    version: version.into(),
                     api_version: api_version.to_string(),
                     kind: kind.to_string(),
                     plural: plural.to_string(),
@@ -44,16 +50,37 @@ pub async fn pick(
     )))
 }
 
-/// CronJobs: batch/v1 (1.21+) or batch/v1beta1 (older).
-pub async fn cronjobs(client: &Client) -> Result<ApiResource, KubeError> {
-    let i = WorkloadKind::CronJob.info();
-    let versions: Vec<String> = i
-        .versions
-        .iter()
-        .map(|v| format!("{}/{v}", i.group))
-        .collect();
-    let versions: Vec<&str> = versions.iter().map(String::as_str).collect();
-    pick(client, &versions, i.api_kind, i.plural).await
+/// The API resource of every watched workload kind (see [`WorkloadApis`]).
+pub async fn workloads(client: &Client) -> Result<WorkloadApis, KubeError> {
+    let mut out = WorkloadApis::new();
+    for kind in WorkloadKind::watched() {
+        let i = kind.info();
+        let resource = if i.discovered() {
+            let versions: Vec<String> = i.api_versions().collect();
+            let versions: Vec<&str> = versions.iter().map(String::as_str).collect();
+            pick(client, &versions, i.api_kind, i.plural).await?
+        } else {
+            api_resource(i, &i.api_version())
+        };
+        out.insert(kind, resource);
+    }
+    Ok(out)
+}
+
+/// A kind's resource at `api_version`, from the kind table.
+fn api_resource(i: &KindInfo, api_version: &str) -> ApiResource {
+    ApiResource {
+        group: i.group.into(),
+        version: group_version(api_version).1.into(),
+        api_version: api_version.into(),
+        kind: i.api_kind.into(),
+        plural: i.plural.into(),
+    }
+}
+
+/// `apps/v1` → (`apps`, `v1`), `v1` → (core, `v1`).
+fn group_version(api_version: &str) -> (&str, &str) {
+    api_version.split_once('/').unwrap_or(("", api_version))
 }
 
 /// HorizontalPodAutoscalers with resource metrics: autoscaling/v2 (1.23+) or v2beta2.

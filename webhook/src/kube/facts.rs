@@ -19,6 +19,7 @@ use rightsizer_core::workload::WorkloadKey;
 
 use crate::kube::committed::ContainerCommits;
 use crate::kube::mirror::Mirror;
+use rightsizer_core::workload::kind::OwnerTable;
 
 mod index;
 pub use index::FactIndex;
@@ -142,14 +143,19 @@ pub struct OwnerMirrors<'a> {
     pub jobs: &'a HashMap<NsName, Option<Owner>>,
 }
 
+impl OwnerMirrors<'_> {
+    /// The mirror that stands in for an owner table.
+    pub fn table(&self, table: OwnerTable) -> &HashMap<NsName, Option<Owner>> {
+        match table {
+            OwnerTable::ReplicaSets => self.replica_sets,
+            OwnerTable::Jobs => self.jobs,
+        }
+    }
+}
+
 impl OwnerFacts for OwnerMirrors<'_> {
     fn controller(&self, namespace: &str, kind: &str, name: &str) -> Option<Option<Owner>> {
-        let mirror = match kind {
-            "ReplicaSet" => self.replica_sets,
-            "Job" => self.jobs,
-            _ => return None,
-        };
-        mirror
+        self.table(OwnerTable::of_api_kind(kind)?)
             .get(&(namespace.to_string(), name.to_string()))
             .cloned()
     }

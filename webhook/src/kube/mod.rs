@@ -155,9 +155,13 @@ pub async fn start_with(
     registry: &mut Registry,
     options: KubeOptions,
 ) -> Result<KubeHandles, KubeError> {
-    let cronjobs = discovery::cronjobs(&client).await?;
+    let workloads = discovery::workloads(&client).await?;
     let hpas = discovery::hpas(&client).await?;
-    tracing::info!(cronjobs = %cronjobs.api_version, hpas = %hpas.api_version, "API versions in use");
+    let versions = workloads
+        .values()
+        .map(|r| format!("{}={}", r.plural, r.api_version));
+    let workload_versions = versions.collect::<Vec<_>>().join(", ");
+    tracing::info!(workloads = %workload_versions, hpas = %hpas.api_version, "API versions in use");
 
     let recorder = Arc::new(Recorder::new(
         client.clone(),
@@ -178,7 +182,7 @@ pub async fn start_with(
         board: WatchBoard::new(registry),
         tasks: Vec::new(),
     };
-    let facts = watchers::spawn(&mut w, &cronjobs, &hpas);
+    let facts = watchers::spawn(&mut w, &workloads, &hpas);
     policies::watch(
         &mut w,
         own_namespace.to_string(),
@@ -189,7 +193,7 @@ pub async fn start_with(
 
     let pods = pods::PodWatch::new(client.clone(), facts.clone(), w.board.size("pods"));
     let rsz_mirror = w.new_mirror("rightsizings");
-    let writer = Arc::new(KubeWriter::new(facts.clone(), recorder.clone(), cronjobs));
+    let writer = Arc::new(KubeWriter::new(facts.clone(), recorder.clone(), workloads));
     KubeStore::watch(&mut w, rsz_mirror.clone());
     let store = Arc::new(KubeStore::new(
         client,

@@ -32,6 +32,7 @@ use crate::analyzer::ksm::{FactsSink, WorkloadFacts};
 use crate::analyzer::mapping::NO_OWNER;
 use crate::kube::facts::{KubeFacts, NsName, OwnerMirrors};
 use crate::kube::mirror::{self, Change, Mirror};
+use rightsizer_core::workload::kind::OwnerTable;
 
 /// Namespace (shared) and pod name.
 pub type PodName = (Arc<str>, Box<str>);
@@ -371,22 +372,20 @@ fn feed_owner_row(
     sink: &mut dyn FactsSink,
     mirrors: &OwnerMirrors<'_>,
 ) {
-    let mirror = match kind {
-        WorkloadKind::ReplicaSet => mirrors.replica_sets,
-        WorkloadKind::Job => mirrors.jobs,
-        _ => return,
+    let Some(table) = kind.owner_table() else {
+        return;
     };
     let key = (kind, (ns.to_string(), name.to_string()));
-    if let Some(o) = mirror.get(&key.1) {
+    if let Some(o) = mirrors.table(table).get(&key.1) {
         rows.insert(key.clone(), (o.clone(), now));
     }
     if let Some((o, _)) = rows.get(&key) {
         let (okind, oname) = o
             .as_ref()
             .map_or((NO_OWNER, NO_OWNER), |o| (o.kind.as_str(), o.name.as_str()));
-        match kind {
-            WorkloadKind::ReplicaSet => sink.replicaset_owner(ns, name, okind, oname),
-            _ => sink.job_owner(ns, name, okind, oname),
+        match table {
+            OwnerTable::ReplicaSets => sink.replicaset_owner(ns, name, okind, oname),
+            OwnerTable::Jobs => sink.job_owner(ns, name, okind, oname),
         }
     }
 }

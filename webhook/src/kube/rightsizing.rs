@@ -392,13 +392,12 @@ pub fn container_state(c: &ContainerStatus) -> ContainerState {
 
 /// The workload key a Rightsizing describes.
 pub fn workload_key(namespace: &str, spec: &RightsizingSpec) -> Option<WorkloadKey> {
+    let w = &spec.workload;
+    let api_version = Some(w.api_version.as_str()).filter(|v| !v.is_empty());
     Some(WorkloadKey {
         namespace: namespace.to_string(),
-        kind: match spec.workload.api_version.as_str() {
-            "" => WorkloadKind::from_kind(None, &spec.workload.kind)?,
-            v => WorkloadKind::from_kind(Some(v), &spec.workload.kind)?,
-        },
-        name: spec.workload.name.clone(),
+        kind: WorkloadKind::from_kind(api_version, &w.kind)?,
+        name: w.name.clone(),
     })
 }
 

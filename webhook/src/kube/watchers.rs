@@ -8,7 +8,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
@@ -23,10 +23,10 @@ use tokio::task::JoinHandle;
 
 use rightsizer_core::cluster::QuotaRoom;
 use rightsizer_core::policy::schema::PriorityClassInfo;
-use rightsizer_core::workload::kind::WorkloadKind;
 use rightsizer_core::workload::resolve::Owner;
 
 use crate::kube::committed::{parse_annotation, COMMITTED_ANNOTATION};
+use crate::kube::discovery::WorkloadApis;
 use crate::kube::facts::{
     controller_of, hpa_target, workload_resource, KubeFacts, NsName, WorkloadMeta,
 };
@@ -137,11 +137,11 @@ fn owner_of<K>(o: &PartialObjectMeta<K>) -> Option<(NsName, Option<Owner>)> {
 }
 
 /// The fact watchers (every `KubeFacts` mirror).
-pub(crate) fn spawn(w: &mut Watches, cronjobs: &ApiResource, hpas: &ApiResource) -> Arc<KubeFacts> {
-    let mut workloads = HashMap::new();
-    for kind in WorkloadKind::watched() {
-        workloads.insert(kind, w.new_mirror(workload_resource(kind)));
-    }
+pub(crate) fn spawn(w: &mut Watches, apis: &WorkloadApis, hpas: &ApiResource) -> Arc<KubeFacts> {
+    let workloads: HashMap<_, _> = apis
+        .keys()
+        .map(|&kind| (kind, w.new_mirror(workload_resource(kind))))
+        .collect();
     let facts = KubeFacts {
         namespaces: w.new_mirror("namespaces"),
         limit_ranges: w.new_mirror("limitranges"),
@@ -220,16 +220,10 @@ pub(crate) fn spawn(w: &mut Watches, cronjobs: &ApiResource, hpas: &ApiResource)
     );
     for (kind, m) in &facts.workloads {
         // Every workload kind through one metadata-only type: the kind is in the
-        // ApiResource (CronJob's version comes from discovery).
-        let resource = match kind {
-            WorkloadKind::Deployment => ApiResource::erase::<Deployment>(&()),
-            WorkloadKind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
-            WorkloadKind::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
-            _ => cronjobs.clone(),
-        };
+        // ApiResource, built from the kind table (at the discovered version).
         w.mirror(
             workload_resource(*kind),
-            Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &resource),
+            Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &apis[kind]),
             cfg(),
             m.clone(),
             |o| Some((ns_name(&o.metadata), workload_meta(&o.metadata))),

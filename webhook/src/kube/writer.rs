@@ -12,6 +12,7 @@ use rightsizer_core::rules::Sizes;
 use rightsizer_core::workload::kind::WorkloadKind;
 use rightsizer_core::workload::WorkloadKey;
 
+use crate::kube::discovery::WorkloadApis;
 use crate::kube::error::KubeError;
 use crate::kube::events::{EventType, Published, Recorder, Target};
 use crate::kube::facts::KubeFacts;
@@ -20,36 +21,25 @@ use crate::kube::facts::KubeFacts;
 pub struct KubeWriter {
     facts: Arc<KubeFacts>,
     recorder: Arc<Recorder>,
-    cronjobs: ApiResource,
+    apis: WorkloadApis,
 }
 
 impl KubeWriter {
-    pub fn new(facts: Arc<KubeFacts>, recorder: Arc<Recorder>, cronjobs: ApiResource) -> Self {
+    pub fn new(facts: Arc<KubeFacts>, recorder: Arc<Recorder>, apis: WorkloadApis) -> Self {
         KubeWriter {
             facts,
             recorder,
-            cronjobs,
+            apis,
         }
     }
 
-    /// The API resource of a workload kind that can own a Rightsizing (CronJobs at the
-    /// version discovery found).
+    /// The API resource of a workload kind that can own a Rightsizing (a watched kind, at
+    /// the version discovery found).
     fn api_resource(&self, kind: WorkloadKind) -> Result<ApiResource, KubeError> {
-        let i = kind.info();
-        if !i.watched {
-            return Err(KubeError::UnsupportedKind(kind.to_string()));
-        }
-        if kind == WorkloadKind::CronJob {
-            return Ok(self.cronjobs.clone());
-        }
-        let version = i.versions[0];
-        Ok(ApiResource {
-            group: i.group.into(),
-            version: version.into(),
-            api_version: format!("{}/{version}", i.group),
-            kind: i.api_kind.into(),
-            plural: i.plural.into(),
-        })
+        self.apis
+            .get(&kind)
+            .cloned()
+            .ok_or_else(|| KubeError::UnsupportedKind(kind.to_string()))
     }
 
     /// The Event target for a workload (uid from the watch, when seen).

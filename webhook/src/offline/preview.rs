@@ -15,6 +15,7 @@ use rightsizer_core::cluster::{ClusterFacts, NamespaceFacts, StaticFacts};
 use rightsizer_core::object::SIZED_ANNOTATION;
 use rightsizer_core::quantity::Resource;
 use rightsizer_core::sizing::record::SizedRecord;
+use rightsizer_core::workload::kind::PodName;
 use rightsizer_core::workload::kind::{pod_paths, WorkloadKind};
 use rightsizer_core::workload::WorkloadKey;
 
@@ -33,16 +34,10 @@ fn template_hash(template: &Value) -> String {
     rightsizer_core::workload::names::safe_encode(&h.to_string())
 }
 
-fn owner(api_version: &str, kind: &str, name: &str) -> Value {
-    json!([{"apiVersion": api_version, "kind": kind, "name": name, "uid": PREVIEW_UID,
-            "controller": true, "blockOwnerDeletion": true}])
-}
-
-/// The Pod the controller of `kind` would create from `workload` (None for a Pod).
+/// The Pod the controller of `kind` would create from `workload` (None for a Pod), as
+/// the kind table describes it ([`WorkloadKind::made_pod`]).
 pub fn controller_pod(kind: WorkloadKind, namespace: &str, workload: &Value) -> Option<Value> {
-    if kind == WorkloadKind::Pod {
-        return None;
-    }
+    let made = kind.made_pod()?;
     let (spec_ptr, meta_ptr) = pod_paths(kind);
     let mut spec = workload.pointer(spec_ptr)?.clone();
     let template = workload.pointer(spec_ptr.strip_suffix("/spec")?)?;
@@ -54,77 +49,37 @@ pub fn controller_pod(kind: WorkloadKind, namespace: &str, workload: &Value) -> 
         .cloned()
         .unwrap_or_default();
     let hash = template_hash(template);
+    let fill = |t: &str| {
+        t.replace("{name}", name)
+            .replace("{hash}", &hash)
+            .replace("{minutes}", CRON_MINUTES)
+    };
+    for (k, v) in made.labels {
+        labels.insert(k.to_string(), json!(fill(v)));
+    }
     let mut meta = json!({"namespace": namespace});
-    let mut set = |k: &str, v: Value| meta[k] = v;
-    match kind {
-        WorkloadKind::Deployment => {
-            labels.insert("pod-template-hash".into(), json!(hash));
-            set("generateName", json!(format!("{name}-{hash}-")));
-            set(
-                "ownerReferences",
-                owner("apps/v1", "ReplicaSet", &format!("{name}-{hash}")),
-            );
-        }
-        WorkloadKind::ReplicaSet => {
-            set("generateName", json!(format!("{name}-")));
-            set("ownerReferences", owner("apps/v1", "ReplicaSet", name));
-        }
-        WorkloadKind::StatefulSet => {
-            labels.insert(
-                "controller-revision-hash".into(),
-                json!(format!("{name}-{hash}")),
-            );
-            labels.insert(
-                "statefulset.kubernetes.io/pod-name".into(),
-                json!(format!("{name}-0")),
-            );
-            set("name", json!(format!("{name}-0")));
-            set("ownerReferences", owner("apps/v1", "StatefulSet", name));
-        }
-        WorkloadKind::DaemonSet => {
-            labels.insert("controller-revision-hash".into(), json!(hash));
-            set("generateName", json!(format!("{name}-")));
-            set("ownerReferences", owner("apps/v1", "DaemonSet", name));
-        }
-        WorkloadKind::Job | WorkloadKind::CronJob => {
-            let job = if kind == WorkloadKind::CronJob {
-                format!("{name}-{CRON_MINUTES}")
-            } else {
-                name.to_string()
-            };
-            labels.insert("job-name".into(), json!(job));
-            set("generateName", json!(format!("{job}-")));
-            set("ownerReferences", owner("batch/v1", "Job", &job));
-        }
-        WorkloadKind::KnativeService | WorkloadKind::KnativeConfiguration => {
-            let label = if kind == WorkloadKind::KnativeService {
-                "serving.knative.dev/service"
-            } else {
-                "serving.knative.dev/configuration"
-            };
-            let revision = format!("{name}-00001");
-            labels.insert(label.into(), json!(name));
-            labels.insert("serving.knative.dev/revision".into(), json!(revision));
-            labels.insert("pod-template-hash".into(), json!(hash));
-            let rs = format!("{revision}-deployment-{hash}");
-            set("generateName", json!(format!("{rs}-")));
-            set("ownerReferences", owner("apps/v1", "ReplicaSet", &rs));
-            // Knative names an unnamed serving container so.
-            for c in spec
-                .get_mut("containers")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
+    match made.name {
+        PodName::Name(n) => meta["name"] = json!(fill(n)),
+        PodName::Generate(n) => meta["generateName"] = json!(fill(n)),
+    }
+    let (owner_kind, owner_name) = made.owner;
+    let owner = owner_kind.info();
+    meta["ownerReferences"] = json!([{"apiVersion": owner.api_version(), "kind": owner.api_kind,
+        "name": fill(owner_name), "uid": PREVIEW_UID, "controller": true, "blockOwnerDeletion": true}]);
+    if let Some(default) = made.unnamed_container {
+        for c in spec
+            .get_mut("containers")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if c.get("name")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
             {
-                if c.get("name")
-                    .and_then(Value::as_str)
-                    .is_none_or(str::is_empty)
-                {
-                    c["name"] = json!("user-container");
-                }
+                c["name"] = json!(default);
             }
         }
-        WorkloadKind::Pod => return None,
     }
     meta["labels"] = Value::Object(labels);
     if let Some(a) = tmeta.get("annotations") {

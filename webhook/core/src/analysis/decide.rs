@@ -222,9 +222,9 @@ fn recommend(
     res: Resource,
     input: &ResourceInput,
     previous: Previous<'_>,
-    strategy: Option<Option<strategy::Decision>>,
+    strategy: Option<Option<strategy::MemorySizes>>,
     now: u64,
-) -> compute::Decision {
+) -> compute::ResourceDecision {
     match (res, strategy) {
         (Resource::Memory, Some(own)) => {
             let own = own.map(|o| strategy::clamp(rules, o));

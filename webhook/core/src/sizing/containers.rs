@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use crate::quantity::{PerResource, Resource};
 use crate::rules::Sizes;
+use crate::sizing::field::Field;
 use crate::sizing::resources::Resolved;
 
 /// What a container is to the Pod's totals.
@@ -62,6 +63,9 @@ impl Declared {
         }
     }
 }
+
+/// What [`Lists::write_back`] writes (see [`crate::sizing::written`]).
+pub const WRITES: &[Field] = &[Field::Spec("containers"), Field::Spec("initContainers")];
 
 /// Both container lists of a pod spec, borrowed from the object as received (a list is
 /// copied only when the merge first writes to it), with every container's quantities

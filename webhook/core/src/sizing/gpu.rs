@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{NodeSelectorRequirement, PreferredSchedulingTer
 use serde_json::{json, Map, Value};
 
 use crate::policy::schema::GpuPolicy;
+use crate::sizing::field::Field;
 
 use crate::policy::apiserver::{requirement_error, term_error, toleration_error};
 
@@ -64,6 +65,9 @@ fn normalized_toleration(t: &Value) -> Value {
     }
     t
 }
+
+/// What [`merge`] and [`merge_terms`] write (see [`crate::sizing::written`]).
+pub const WRITES: &[Field] = &[Field::Spec("affinity"), Field::Spec("tolerations")];
 
 /// Merge the policy's GPU placement into the pod spec. Returns notes for what was added.
 pub fn merge(pod_spec: &mut Value, gpu: &GpuPolicy) -> Vec<String> {

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use crate::policy::schema::KnativePolicy;
 use crate::recommendation::KnativeRecommendation;
 use crate::rules::knative::KnativeRules;
+use crate::sizing::field::Field;
 
 pub const TARGET: &str = "autoscaling.knative.dev/target";
 pub const UTILIZATION: &str = "autoscaling.knative.dev/target-utilization-percentage";
@@ -123,6 +124,10 @@ fn short(key: &str) -> &str {
 }
 
 const CONCURRENCY: &str = "containerConcurrency";
+
+/// What [`apply`] writes: the autoscaling annotations of the template and its
+/// concurrency bound, beside the containers (see [`crate::sizing::written`]).
+pub const WRITES: &[Field] = &[Field::PodAnnotations, Field::Spec(CONCURRENCY)];
 
 /// Write the values into a Knative Service/Configuration where the user set none, or
 /// where the value there is the one rightsizer recorded in `own` (so it is rightsizer's

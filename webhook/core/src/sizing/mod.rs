@@ -7,6 +7,7 @@
 
 pub mod containers;
 pub mod explicit;
+pub mod field;
 pub mod gpu;
 pub mod knative;
 pub mod limits;
@@ -29,6 +30,7 @@ use crate::policy::schema::{Mode, Policy, WriteTarget};
 use crate::recommendation::ContainerRecommendation;
 use crate::workload::kind::is_knative;
 use crate::workload::kind::WorkloadKind;
+use field::Field;
 use record::SizedRecord;
 use written::Written;
 
@@ -128,14 +130,17 @@ pub fn plan(
             mode,
         };
     }
-    let out = &mut written.value;
     let place = routes(view, policy);
     if place.resources {
-        let said = resize::size_resources(obj, out, view, policy, recs, ctx, mode);
+        let said = written.write(resize::STEP_WRITES, |out| {
+            resize::size_resources(obj, out, view, policy, recs, ctx, mode)
+        });
         warnings.extend(said);
     }
     if place.placement {
-        placement::apply_placement(out, view, policy, ctx, &mut warnings);
+        written.write(placement::STEP_WRITES, |out| {
+            placement::apply_placement(out, view, policy, ctx, &mut warnings)
+        });
     }
     if place.knative {
         if let Some(k) = &policy.knative {
@@ -143,7 +148,9 @@ pub fn plan(
                 .values()
                 .find_map(|r| r.knative.as_ref())
                 .filter(|_| mode == Mode::Enforce);
-            apply_knative(out, view, k, policy, rec, &mut warnings);
+            written.write(KNATIVE_STEP_WRITES, |out| {
+                apply_knative(out, view, k, policy, rec, &mut warnings)
+            });
         }
     }
     Merged {
@@ -152,6 +159,9 @@ pub fn plan(
         mode,
     }
 }
+
+/// The writers [`apply_knative`] runs (see [`written`]).
+const KNATIVE_STEP_WRITES: &[&[Field]] = &[knative::WRITES, record::WRITES];
 
 /// Knative settings, and the record of which of them are rightsizer's (in the template's
 /// `rightsizer.io/sized`, beside any container record written just before).

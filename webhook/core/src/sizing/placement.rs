@@ -10,6 +10,7 @@ use crate::policy::schema::{PlacementRule, Policy};
 use crate::policy::select::Subject;
 use crate::quantity::Resource;
 use crate::sizing::containers::Lists;
+use crate::sizing::field::Field;
 use crate::sizing::{gpu, priority, Context};
 use crate::workload::kind::WorkloadKind;
 
@@ -20,6 +21,9 @@ pub fn rule_for<'p>(policy: &'p Policy, subject: &Subject, cpu: u64) -> Option<&
         .iter()
         .find(|r| r.selector.matches(subject) && r.min_cpu.is_none_or(|m| cpu >= m.0))
 }
+
+/// The writers [`apply_placement`] runs (see [`crate::sizing::written`]).
+pub(super) const STEP_WRITES: &[&[Field]] = &[gpu::WRITES, priority::WRITES];
 
 pub(super) fn apply_placement(
     out: &mut Value,

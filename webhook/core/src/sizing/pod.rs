@@ -9,7 +9,7 @@ use crate::cluster::QuotaRoom;
 use crate::quantity::Resource;
 use crate::sizing::containers::Totals;
 use crate::sizing::limits;
-use crate::workload::kind::WorkloadKind;
+use crate::workload::kind::{PodCount, WorkloadKind};
 
 /// Whether the Pod's totals break a LimitRange's `type: Pod` bounds (`t` summed with the
 /// container defaults the LimitRanger fills in, see `pod_violation`).
@@ -62,16 +62,10 @@ pub fn pods_of(kind: WorkloadKind, obj: &Value) -> Pods {
         .pointer("/metadata/uid")
         .and_then(Value::as_str)
         .is_some_and(|u| !u.is_empty());
-    let n = match kind {
-        WorkloadKind::Pod => return Pods::One,
-        WorkloadKind::Deployment | WorkloadKind::StatefulSet | WorkloadKind::ReplicaSet => {
-            count("/spec/replicas")
-        }
-        WorkloadKind::Job => count("/spec/parallelism"),
-        WorkloadKind::CronJob => count("/spec/jobTemplate/spec/parallelism"),
-        WorkloadKind::DaemonSet
-        | WorkloadKind::KnativeService
-        | WorkloadKind::KnativeConfiguration => return Pods::Unknown(kind),
+    let n = match kind.pod_count() {
+        PodCount::One => return Pods::One,
+        PodCount::Replicas(ptr) => count(ptr),
+        PodCount::Unknown => return Pods::Unknown(kind),
     };
     Pods::Replicas { n, running }
 }

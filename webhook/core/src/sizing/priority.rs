@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use crate::cluster::{ClassSource, PriorityClasses};
 use crate::policy::schema::Policy;
 use crate::policy::select::Subject;
+use crate::sizing::field::Field;
 
 /// The class a workload should get, if any: the GPU class for GPU pods, else the first
 /// matching rule, else the policy's default class.
@@ -32,6 +33,13 @@ pub fn choose<'p>(
         .map(|r| r.class_name.as_str())
         .or(p.default_class_name.as_deref())
 }
+
+/// What [`apply`] writes (see [`crate::sizing::written`]).
+pub const WRITES: &[Field] = &[
+    Field::Spec("priorityClassName"),
+    Field::Spec("priority"),
+    Field::Spec("preemptionPolicy"),
+];
 
 /// Set the class on a pod spec. `is_pod`: also set priority and preemptionPolicy.
 /// Returns a warning when the class is not set, or is set only on the policy's word.

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::quantity::Resource;
+use crate::sizing::field::Field;
 use crate::sizing::resources::Source;
 
 /// One applied value.
@@ -62,6 +63,10 @@ impl SizedRecord {
         self.knative.is_empty() && self.containers.is_empty()
     }
 }
+
+/// What [`set_annotation`] writes: `rightsizer.io/sized` in the pod metadata,
+/// `rightsizer.io/recommendation` in the object's own (see [`crate::sizing::written`]).
+pub const WRITES: &[Field] = &[Field::PodAnnotations, Field::Annotations];
 
 /// Set an annotation in the metadata at `meta_ptr` (created when missing).
 pub fn set_annotation(obj: &mut Value, meta_ptr: &str, key: &str, value: String) {

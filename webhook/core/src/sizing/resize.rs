@@ -12,8 +12,9 @@ use crate::policy::schema::{ContainerValues, Mode, Policy};
 use crate::quantity::Resource;
 use crate::recommendation::ContainerRecommendation;
 use crate::rules::Sizes;
-use crate::sizing::containers::{container_name, Declared, Lists};
+use crate::sizing::containers::{self, container_name, Declared, Lists};
 use crate::sizing::explicit::{defaults_for, overrides_for, parse_overrides_annotation};
+use crate::sizing::field::Field;
 use crate::sizing::load::{self as load, Prediction};
 use crate::sizing::record::{
     self, set_annotation, Applied, AppliedPair, ContainersRecord, RecommendationRecord,
@@ -22,7 +23,6 @@ use crate::sizing::record::{
 use crate::sizing::resources::{self, Candidates, Resolved, Source};
 use crate::sizing::{limits, pod, Context};
 use crate::workload::kind::is_knative;
-use crate::workload::kind::WorkloadKind;
 
 /// What every container's sizing reads.
 struct Inputs<'a> {
@@ -43,6 +43,9 @@ struct Sized {
     template: Sizes,
     recommended: Option<Sizes>,
 }
+
+/// The writers [`size_resources`] runs (see [`crate::sizing::written`]).
+pub(super) const STEP_WRITES: &[&[Field]] = &[containers::WRITES, record::WRITES];
 
 /// Size the containers of the pod spec at `view.pod_spec` in `out`, the writable parts
 /// of `received` (the containers are read from `received`, and copied only where they
@@ -152,12 +155,8 @@ pub(super) fn size_resources(
     }
     if !recommended.is_empty() {
         if let Ok(text) = serde_json::to_string(&recommended) {
-            let meta = if view.kind == WorkloadKind::Pod {
-                view.pod_meta
-            } else {
-                "/metadata"
-            };
-            set_annotation(out, meta, RECOMMENDATION_ANNOTATION, text);
+            // The object's own metadata (a Pod's is its pod metadata).
+            set_annotation(out, "/metadata", RECOMMENDATION_ANNOTATION, text);
         }
     }
     said

@@ -1,12 +1,18 @@
 //! The one table of workload kinds: for each kind, the name recommendation keys,
 //! policies and metric labels use, its API group, kind, versions and resource, where
-//! its pod template lives, and its part in owner chains. Everything that maps a kind
-//! to something reads this table.
+//! its pod template lives, and its part in owner chains ([`KINDS`], [`LINKS`]); then
+//! the facts given by one exhaustive `match` each: the admission operations it is
+//! mutated on, how many Pods it stands for, where its controllers are recorded, the Pod
+//! its controller makes, and its strict decode. Everything that maps a kind to
+//! something reads this file; elsewhere a kind is only compared with `Pod` (whether
+//! the object is a Pod itself rather than a template).
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use super::names;
 
 /// The kinds a workload identity can have. Serialized (keys, policies, JSON) as the
 /// variant name, which is [`KindInfo::label`].
@@ -35,7 +41,8 @@ pub struct KindInfo {
     /// API group ("" for core) and kind, as in `apiVersion`/`kind` and owner references.
     pub group: &'static str,
     pub api_kind: &'static str,
-    /// Versions the watchers and writers use, newest first (discovery picks one).
+    /// Versions the watchers and writers use, newest first (discovery picks one where
+    /// there are several).
     pub versions: &'static [&'static str],
     /// Plural resource name (also the `resource` label of `rightsizer_watch_objects`).
     pub plural: &'static str,
@@ -104,6 +111,16 @@ pub struct Link {
     pub child: &'static str,
     pub parent: &'static str,
     pub workload: Option<WorkloadKind>,
+    /// The parent's name from the child's (and the Pod's `pod-template-hash`), by the
+    /// parent controller's naming: used when the owner facts do not know the child.
+    pub parent_named: Option<ParentNamed>,
+}
+
+/// See [`Link::parent_named`].
+pub type ParentNamed = for<'a> fn(&'a str, Option<&str>) -> Option<&'a str>;
+
+fn cronjob_of_job<'a>(job: &'a str, _template_hash: Option<&str>) -> Option<&'a str> {
+    names::cronjob_of_job(job)
 }
 
 /// Deployment → ReplicaSet, CronJob → Job, and Knative's Service → Configuration →
@@ -113,28 +130,256 @@ pub const LINKS: [Link; 5] = [
         child: "ReplicaSet",
         parent: "Deployment",
         workload: Some(K::Deployment),
+        parent_named: Some(names::deployment_of_replicaset),
     },
     Link {
         child: "Job",
         parent: "CronJob",
         workload: Some(K::CronJob),
+        parent_named: Some(cronjob_of_job),
     },
     Link {
         child: "Deployment",
         parent: "Revision",
         workload: None,
+        parent_named: None,
     },
     Link {
         child: "Revision",
         parent: "Configuration",
         workload: Some(K::KnativeConfiguration),
+        parent_named: None,
     },
     Link {
         child: "Configuration",
         parent: "Service",
         workload: Some(K::KnativeService),
+        parent_named: None,
     },
 ];
+
+/// How many Pods one object of a kind stands for (see `sizing::pod::pods_of`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodCount {
+    /// The object is a Pod.
+    One,
+    /// A template run as many times as the number at this pointer says (1 when absent).
+    Replicas(&'static str),
+    /// A template whose Pod count is not in the object (a DaemonSet: one per node;
+    /// Knative: autoscaled).
+    Unknown,
+}
+
+/// Where the controllers of a kind's objects are recorded: kube-state-metrics'
+/// `kube_replicaset_owner` / `kube_job_owner` series, or the watchers' metadata-only
+/// ReplicaSet and Job mirrors standing in for them. These are the kinds between a Pod
+/// and its top-level workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerTable {
+    ReplicaSets,
+    Jobs,
+}
+
+impl OwnerTable {
+    /// The table that records controllers of objects of API kind `api_kind`.
+    pub fn of_api_kind(api_kind: &str) -> Option<OwnerTable> {
+        KINDS
+            .iter()
+            .find_map(|i| i.kind.owner_table().filter(|_| i.api_kind == api_kind))
+    }
+}
+
+/// The Pod a kind's controller creates from the object's template, as `mutate --pods`
+/// previews it. Names and label values are templates over the object's name `{name}`,
+/// its pod template's hash `{hash}` and, for a CronJob's Job, the scheduled minutes
+/// `{minutes}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MadePod {
+    /// The Pod's controller (its owner reference): kind and name.
+    pub owner: (WorkloadKind, &'static str),
+    /// The Pod's name, or the prefix the apiserver completes.
+    pub name: PodName,
+    /// Labels the controller adds to the template's, in order.
+    pub labels: &'static [(&'static str, &'static str)],
+    /// The name the controller gives a container that has none.
+    pub unnamed_container: Option<&'static str>,
+}
+
+/// See [`MadePod::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodName {
+    /// `metadata.name`.
+    Name(&'static str),
+    /// `metadata.generateName`.
+    Generate(&'static str),
+}
+
+/// Checks that an object decodes as its kind's strict type (the message when not).
+pub type Decode = fn(&Value) -> Result<(), String>;
+
+fn strict<T: serde::de::DeserializeOwned>(raw: &Value) -> Result<(), String> {
+    // Decoded from the already parsed tree: the text is parsed once per review.
+    T::deserialize(raw).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// The per-kind facts beyond the identity columns of [`KINDS`]: one exhaustive `match`
+/// each (no catch-all), so a new kind does not compile until every one is given.
+impl WorkloadKind {
+    /// The admission operations rightsizer mutates objects of this kind on: a Pod's
+    /// spec is immutable once created (resizing goes through `resize`, not here).
+    pub fn operations(self) -> &'static [&'static str] {
+        match self {
+            K::Pod => &["CREATE"],
+            K::Deployment
+            | K::StatefulSet
+            | K::DaemonSet
+            | K::ReplicaSet
+            | K::Job
+            | K::CronJob
+            | K::KnativeService
+            | K::KnativeConfiguration => &["CREATE", "UPDATE"],
+        }
+    }
+
+    /// How many Pods an object of this kind stands for.
+    pub fn pod_count(self) -> PodCount {
+        match self {
+            K::Pod => PodCount::One,
+            K::Deployment | K::StatefulSet | K::ReplicaSet => PodCount::Replicas("/spec/replicas"),
+            K::Job => PodCount::Replicas("/spec/parallelism"),
+            K::CronJob => PodCount::Replicas("/spec/jobTemplate/spec/parallelism"),
+            K::DaemonSet | K::KnativeService | K::KnativeConfiguration => PodCount::Unknown,
+        }
+    }
+
+    /// Where the controllers of this kind's objects are recorded (see [`OwnerTable`]).
+    pub fn owner_table(self) -> Option<OwnerTable> {
+        match self {
+            K::ReplicaSet => Some(OwnerTable::ReplicaSets),
+            K::Job => Some(OwnerTable::Jobs),
+            K::Pod
+            | K::Deployment
+            | K::StatefulSet
+            | K::DaemonSet
+            | K::CronJob
+            | K::KnativeService
+            | K::KnativeConfiguration => None,
+        }
+    }
+
+    /// The Pod this kind's controller makes (`None` for a Pod).
+    pub fn made_pod(self) -> Option<MadePod> {
+        use PodName::{Generate, Name};
+        // A Knative revision `<name>-00001` runs as Deployment `<revision>-deployment`.
+        let knative = |labels| MadePod {
+            owner: (K::ReplicaSet, "{name}-00001-deployment-{hash}"),
+            name: Generate("{name}-00001-deployment-{hash}-"),
+            labels,
+            // Knative names an unnamed serving container so.
+            unnamed_container: Some("user-container"),
+        };
+        let made = |owner, name, labels| MadePod {
+            owner,
+            name,
+            labels,
+            unnamed_container: None,
+        };
+        Some(match self {
+            K::Pod => return None,
+            K::Deployment => made(
+                (K::ReplicaSet, "{name}-{hash}"),
+                Generate("{name}-{hash}-"),
+                &[("pod-template-hash", "{hash}")],
+            ),
+            K::ReplicaSet => made((K::ReplicaSet, "{name}"), Generate("{name}-"), &[]),
+            K::StatefulSet => made(
+                (K::StatefulSet, "{name}"),
+                Name("{name}-0"),
+                &[
+                    ("controller-revision-hash", "{name}-{hash}"),
+                    ("statefulset.kubernetes.io/pod-name", "{name}-0"),
+                ],
+            ),
+            K::DaemonSet => made(
+                (K::DaemonSet, "{name}"),
+                Generate("{name}-"),
+                &[("controller-revision-hash", "{hash}")],
+            ),
+            K::Job => made(
+                (K::Job, "{name}"),
+                Generate("{name}-"),
+                &[("job-name", "{name}")],
+            ),
+            K::CronJob => made(
+                (K::Job, "{name}-{minutes}"),
+                Generate("{name}-{minutes}-"),
+                &[("job-name", "{name}-{minutes}")],
+            ),
+            K::KnativeService => knative(&[
+                ("serving.knative.dev/service", "{name}"),
+                ("serving.knative.dev/revision", "{name}-00001"),
+                ("pod-template-hash", "{hash}"),
+            ]),
+            K::KnativeConfiguration => knative(&[
+                ("serving.knative.dev/configuration", "{name}"),
+                ("serving.knative.dev/revision", "{name}-00001"),
+                ("pod-template-hash", "{hash}"),
+            ]),
+        })
+    }
+
+    /// The strict decode of this kind (Knative: the template's pod spec shape), so
+    /// nothing is patched that the apiserver would not store.
+    pub fn decode(self) -> Decode {
+        use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
+        match self {
+            K::Pod => strict::<core::Pod>,
+            K::Deployment => strict::<apps::Deployment>,
+            K::StatefulSet => strict::<apps::StatefulSet>,
+            K::DaemonSet => strict::<apps::DaemonSet>,
+            K::ReplicaSet => strict::<apps::ReplicaSet>,
+            K::Job => strict::<batch::Job>,
+            K::CronJob => strict::<batch::CronJob>,
+            K::KnativeService | K::KnativeConfiguration => strict::<knative_shape::Tpl>,
+        }
+    }
+}
+
+/// The parts of a Knative Service/Configuration that must decode for us to size it.
+/// Only the shape matters: the fields are decoded to be checked, not read.
+#[allow(dead_code)]
+mod knative_shape {
+    use k8s_openapi::api::core::v1 as core;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct Tpl {
+        spec: TplSpec,
+    }
+    #[derive(Deserialize)]
+    struct TplSpec {
+        template: Template,
+    }
+    #[derive(Deserialize)]
+    struct Template {
+        #[serde(default)]
+        metadata: Option<ObjectMeta>,
+        spec: KnSpec,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct KnSpec {
+        containers: Vec<KnContainer>,
+        #[serde(default)]
+        container_concurrency: Option<i64>,
+    }
+    #[derive(Deserialize)]
+    struct KnContainer {
+        #[serde(default)]
+        resources: Option<core::ResourceRequirements>,
+    }
+}
 
 /// The group of an `apiVersion` (`apps/v1` → `apps`, `v1` → core).
 pub fn group_of(api_version: &str) -> &str {
@@ -193,6 +438,26 @@ impl WorkloadKind {
     }
 }
 
+impl KindInfo {
+    /// The `apiVersion` of each of [`KindInfo::versions`], newest first.
+    pub fn api_versions(&self) -> impl Iterator<Item = String> + '_ {
+        self.versions.iter().map(|v| match self.group {
+            "" => v.to_string(),
+            g => format!("{g}/{v}"),
+        })
+    }
+
+    /// The `apiVersion` rightsizer writes objects of this kind with (the newest).
+    pub fn api_version(&self) -> String {
+        self.api_versions().next().unwrap_or_default()
+    }
+
+    /// Whether the served version must be discovered (the table lists several).
+    pub fn discovered(&self) -> bool {
+        self.versions.len() > 1
+    }
+}
+
 impl fmt::Display for WorkloadKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -223,6 +488,7 @@ pub fn is_knative(kind: WorkloadKind) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn the_table_is_in_enum_order_and_its_names_are_the_serialized_ones() {
@@ -264,6 +530,166 @@ mod tests {
                 "{api_version:?} {kind}"
             );
         }
+    }
+
+    /// A JSON object with `v` at `ptr`, creating the objects on the way.
+    fn set(obj: &mut Value, ptr: &str, v: Value) {
+        let mut cur = obj;
+        for k in ptr.split('/').skip(1) {
+            cur = &mut cur[k];
+        }
+        *cur = v;
+    }
+
+    /// Every kind through every per-kind fact, as Kubernetes (and Knative) have them: a
+    /// new kind fails here until its row is written.
+    #[test]
+    fn every_kind_through_every_fact() {
+        use OwnerTable::{Jobs, ReplicaSets};
+        use PodCount::{One, Replicas, Unknown};
+        const REPLICAS: PodCount = Replicas("/spec/replicas");
+        // kind, mutated on UPDATE, pod count, owner table, owner of the Pods its
+        // controller makes, apiVersion when watched
+        let want = [
+            (K::Pod, false, One, None, None, None),
+            (
+                K::Deployment,
+                true,
+                REPLICAS,
+                None,
+                Some(K::ReplicaSet),
+                Some("apps/v1"),
+            ),
+            (
+                K::StatefulSet,
+                true,
+                REPLICAS,
+                None,
+                Some(K::StatefulSet),
+                Some("apps/v1"),
+            ),
+            (
+                K::DaemonSet,
+                true,
+                Unknown,
+                None,
+                Some(K::DaemonSet),
+                Some("apps/v1"),
+            ),
+            (
+                K::ReplicaSet,
+                true,
+                REPLICAS,
+                Some(ReplicaSets),
+                Some(K::ReplicaSet),
+                None,
+            ),
+            (
+                K::Job,
+                true,
+                Replicas("/spec/parallelism"),
+                Some(Jobs),
+                Some(K::Job),
+                None,
+            ),
+            (
+                K::CronJob,
+                true,
+                Replicas("/spec/jobTemplate/spec/parallelism"),
+                None,
+                Some(K::Job),
+                Some("batch/v1"),
+            ),
+            (
+                K::KnativeService,
+                true,
+                Unknown,
+                None,
+                Some(K::ReplicaSet),
+                None,
+            ),
+            (
+                K::KnativeConfiguration,
+                true,
+                Unknown,
+                None,
+                Some(K::ReplicaSet),
+                None,
+            ),
+        ];
+        assert_eq!(want.len(), KINDS.len());
+        for ((kind, update, count, table, pods_owner, watched_as), info) in
+            want.into_iter().zip(&KINDS)
+        {
+            assert_eq!(kind, info.kind);
+            let ops: &[&str] = if update {
+                &["CREATE", "UPDATE"]
+            } else {
+                &["CREATE"]
+            };
+            assert_eq!(kind.operations(), ops, "{kind}");
+            assert_eq!(kind.pod_count(), count, "{kind}");
+            if let Replicas(ptr) = count {
+                // The count sits beside the template it multiplies.
+                let spec = ptr.rsplit_once('/').unwrap().0;
+                assert!(
+                    info.pod_spec.starts_with(&format!("{spec}/template/")),
+                    "{kind}"
+                );
+            }
+            assert_eq!(kind.owner_table(), table, "{kind}");
+            if let Some(t) = table {
+                assert_eq!(OwnerTable::of_api_kind(info.api_kind), Some(t));
+                assert!(info.controls_pods && LINKS.iter().any(|l| l.child == info.api_kind));
+            }
+            let made = kind.made_pod();
+            assert_eq!(made.map(|m| m.owner.0), pods_owner, "{kind}");
+            if let Some(m) = made {
+                assert!(m.owner.0.info().controls_pods, "{kind}");
+                let name = match m.name {
+                    PodName::Name(n) | PodName::Generate(n) => n,
+                };
+                let templates = [m.owner.1, name].into_iter();
+                for t in templates.chain(m.labels.iter().map(|l| l.1)) {
+                    let rest = t
+                        .replace("{name}", "")
+                        .replace("{hash}", "")
+                        .replace("{minutes}", "");
+                    assert!(t.contains("{name}") || t == "{hash}", "{kind}: {t}");
+                    assert!(!rest.contains(['{', '}']), "{kind}: {t}");
+                }
+            }
+            assert_eq!(
+                info.watched.then(|| info.api_version()).as_deref(),
+                watched_as,
+                "{kind}"
+            );
+            assert_eq!(info.discovered(), info.versions.len() > 1);
+            // Decodes as its type with a pod spec where the table says; not without one.
+            let mut obj = json!({"apiVersion": info.api_version(), "kind": info.api_kind,
+                "metadata": {"name": "x"}, "spec": {"selector": {}, "schedule": "@daily"}});
+            set(
+                &mut obj,
+                info.pod_spec,
+                json!({"containers": [{"name": "a"}]}),
+            );
+            assert_eq!(kind.decode()(&obj), Ok(()), "{kind}");
+            set(&mut obj, info.pod_spec, json!({"containers": "none"}));
+            assert!(kind.decode()(&obj).is_err(), "{kind}");
+        }
+    }
+
+    #[test]
+    fn links_name_parents_by_the_controllers_naming() {
+        let named = |child: &str, name, hash| {
+            let l = LINKS.iter().find(|l| l.child == child).unwrap();
+            l.parent_named.and_then(|f| f(name, hash))
+        };
+        assert_eq!(named("ReplicaSet", "web-7d9f8", None), Some("web"));
+        assert_eq!(named("ReplicaSet", "web-abc", Some("abc")), Some("web"));
+        assert_eq!(named("Job", "nightly-29400000", None), Some("nightly"));
+        assert_eq!(named("Job", "once", None), None);
+        assert_eq!(named("Revision", "hello-00001", None), None);
     }
 
     #[test]

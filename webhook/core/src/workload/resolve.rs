@@ -208,13 +208,11 @@ pub fn resolve_owner(
 
 /// The parent a controller's naming implies, when the facts do not know the object.
 fn guess(kind: &str, name: &str, template_hash: Option<&str>) -> Option<(String, String)> {
-    let (parent, of) = match kind {
-        "ReplicaSet" => (
-            "Deployment",
-            names::deployment_of_replicaset(name, template_hash),
-        ),
-        "Job" => ("CronJob", names::cronjob_of_job(name)),
-        _ => return None,
-    };
-    Some((parent.to_string(), of?.to_string()))
+    LINKS.iter().find_map(|l| {
+        let named = l.parent_named.filter(|_| l.child == kind)?;
+        Some((
+            l.parent.to_string(),
+            named(name, template_hash)?.to_string(),
+        ))
+    })
 }
