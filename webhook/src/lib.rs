@@ -15,6 +15,7 @@ pub mod admission;
 pub mod analyzer;
 pub mod certs;
 pub mod kube;
+pub(crate) mod lock;
 pub mod offline;
 pub mod replay;
 pub mod server;

@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use lru::LruCache;
 
+use crate::lock::LockExt;
 use crate::recommendation::{
     ContainerKey, ContainerRecommendation, RecommendationSource, Snapshot,
 };
@@ -42,7 +43,7 @@ impl RecommendationCache {
 
     fn lock(&self) -> MutexGuard<'_, LruCache<ContainerKey, Entry>> {
         // A panic elsewhere while holding the lock leaves consistent data; keep serving.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.locked()
     }
 
     fn servable(&self, e: &Entry, now: u64) -> bool {

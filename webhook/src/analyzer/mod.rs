@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt};
 use prometheus_client::registry::Registry;
 
+use crate::lock::LockExt;
 use crate::quantity::Resource;
 use crate::recommendation::{Committed, ContainerKey, WorkloadKey};
 use crate::rules::Sizes;
@@ -426,7 +427,7 @@ impl Analyzer {
     }
 
     fn lock_tracks(&self) -> std::sync::MutexGuard<'_, history::Tracks> {
-        self.tracks.lock().unwrap_or_else(|e| e.into_inner())
+        self.tracks.locked()
     }
 
     /// Turn one cycle's folded answers into cache entries and effects (the decision

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use crate::lock::LockExt;
 use crate::recommendation::ContainerKey;
 
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +112,7 @@ impl FileStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     fn save_now(&self, batch: Vec<Saved>) -> Result<(), StoreError> {

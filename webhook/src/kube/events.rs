@@ -20,6 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use crate::kube::error::KubeError;
+use crate::lock::LockExt;
 
 /// The component named in Events.
 pub const COMPONENT: &str = "rightsizer";
@@ -125,7 +126,7 @@ impl Recorder {
     /// Decide whether to post; records the post when it goes ahead.
     fn admit(&self, key: u64) -> Published {
         let now = Instant::now();
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.locked();
         let window = self.limits.dedup_window;
         s.seen.retain(|_, t| now.duration_since(*t) < window);
         s.recent
@@ -157,11 +158,7 @@ impl Recorder {
         if decision == Published::Posted {
             if let Err(e) = self.post(target, type_, reason, message).await {
                 // Not posted: let a retry through.
-                self.state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .seen
-                    .remove(&key);
+                self.state.locked().seen.remove(&key);
                 self.results
                     .get_or_create(&ResultLabel { result: "failed" })
                     .inc();

@@ -14,6 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::lock::LockExt;
 use crate::policy::error::PolicyError;
 use crate::policy::load::{parse_manifests, read_dir_sources};
 use crate::policy::schema::Policy;
@@ -92,7 +93,7 @@ impl PolicyStore {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, SourceState>> {
         // A panic while holding the lock cannot leave the map half-updated in a way
         // that matters: every update replaces one entry. Keep serving.
-        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+        self.sources.locked()
     }
 
     pub fn register_metrics(&self, registry: &mut Registry) {

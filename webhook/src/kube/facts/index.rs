@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::LimitRangeSpec;
 use super::{HpaTarget, NsName};
 use crate::cluster::{NamespaceFacts, QuotaRoom};
 use crate::kube::mirror::Mirror;
+use crate::lock::RwLockExt;
 use crate::policy::schema::PriorityClassInfo;
 use crate::quantity::Resource;
 use crate::recommendation::{WorkloadKey, WorkloadKind};
@@ -31,13 +32,13 @@ impl<T> Default for Derived<T> {
 impl<T> Derived<T> {
     /// The value built at `stamp`, building it if the held one is older.
     fn get(&self, stamp: u64, build: impl FnOnce() -> T) -> Arc<T> {
-        if let Some((s, v)) = &*self.slot.read().unwrap_or_else(|p| p.into_inner()) {
+        if let Some((s, v)) = &*self.slot.read_locked() {
             if *s == stamp {
                 return v.clone();
             }
         }
         let v = Arc::new(build());
-        *self.slot.write().unwrap_or_else(|p| p.into_inner()) = Some((stamp, v.clone()));
+        *self.slot.write_locked() = Some((stamp, v.clone()));
         v
     }
 }
