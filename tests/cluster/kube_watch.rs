@@ -1553,7 +1553,7 @@ async fn kube_state_metrics_and_the_pod_watch_give_the_same_recommendations() {
 
     // The kernel's OOM kill, as the kubelet reports it, two hours before the cycle.
     let t0 = {
-        let now = rightsizer::analyzer::cache::unix_now() - 3 * H;
+        let now = rightsizer::clock::unix_now() - 3 * H;
         now - now % 60
     };
     let at = |t: u64| {

@@ -14,6 +14,7 @@ pub use rightsizer_core::{cluster, object, quantity, rules, selector, sizing, st
 pub mod admission;
 pub mod analyzer;
 pub mod certs;
+pub mod clock;
 pub mod kube;
 pub(crate) mod lock;
 pub mod offline;

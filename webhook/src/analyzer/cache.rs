@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use lru::LruCache;
 
+use crate::clock::unix_now;
 use crate::lock::LockExt;
 use crate::recommendation::{
     ContainerKey, ContainerRecommendation, RecommendationSource, Snapshot,
@@ -22,13 +23,6 @@ pub use rightsizer_core::analyzer::cache::Entry;
 pub struct RecommendationCache {
     inner: Mutex<LruCache<ContainerKey, Entry>>,
     stale_ttl_secs: u64,
-}
-
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl RecommendationCache {

@@ -212,7 +212,7 @@ impl Analyzer {
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            match self.cycle(cache::unix_now()).await {
+            match self.cycle(crate::clock::unix_now()).await {
                 Ok(r) => tracing::info!(
                     queries = r.queries,
                     series = r.series_read,

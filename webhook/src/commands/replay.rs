@@ -291,9 +291,7 @@ async fn run_prometheus(args: &Args, specs: &[&'static Spec], cfg: Config) -> an
         history::WIDTH
     );
     let client = PromClient::new(acfg.prometheus.clone())?;
-    let end = args
-        .end
-        .unwrap_or_else(rightsizer::analyzer::cache::unix_now);
+    let end = args.end.unwrap_or_else(rightsizer::clock::unix_now);
     let started = Instant::now();
     eprintln!(
         "replay: reading {}s of history from Prometheus",

@@ -362,7 +362,7 @@ async fn load_models(
             continue;
         }
         let window = Window {
-            end: rightsizer::analyzer::cache::unix_now(),
+            end: rightsizer::clock::unix_now(),
             seconds: long_window,
             step: 300,
         };

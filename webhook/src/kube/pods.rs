@@ -21,9 +21,9 @@ use kube::{Api, Client};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::task::JoinHandle;
 
-use crate::analyzer::cache::unix_now;
 use crate::analyzer::ksm::{FactsSink, WorkloadFacts};
 use crate::analyzer::mapping::NO_OWNER;
+use crate::clock::unix_now;
 use crate::kube::facts::{KubeFacts, NsName, Owner, OwnerMirrors};
 use crate::kube::mirror::{self, Change, Mirror};
 use crate::lock::LockExt;

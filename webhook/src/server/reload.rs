@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::metrics::ServerMetrics;
-use super::tls::{check_validity, load_pair, unix_now, validity, SwappableCert, TlsError};
+use super::tls::{check_validity, load_pair, validity, SwappableCert, TlsError};
+use crate::clock::unix_now;
 use crate::lock::LockExt;
 
 /// Default period of the content re-read.
