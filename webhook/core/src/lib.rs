@@ -9,13 +9,14 @@
 //! shell that does the I/O.
 //!
 //! Top-level modules are layered (no import cycle; a test in the I/O crate checks):
-//! quantity < rules < strategy < recommendation < object < selector < loadmodel <
-//! policy < cluster < sizing < analyzer; replay uses only strategy.
+//! duration < quantity < rules < strategy < recommendation < object < selector <
+//! loadmodel < policy < cluster < sizing < analyzer; replay uses only strategy.
 
 #![forbid(unsafe_code)]
 
 pub mod analyzer;
 pub mod cluster;
+pub mod duration;
 pub mod loadmodel;
 pub mod object;
 pub mod policy;
