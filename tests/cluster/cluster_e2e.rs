@@ -682,12 +682,11 @@ async fn webhook_down_with_failure_policy_ignore_admits() {
 
 /// Accepts TLS with the webhook's certificate and never answers.
 async fn silent_tls_server(tls: &TlsFiles, handshakes: Arc<AtomicUsize>) -> SocketAddr {
-    let certs = rustls_pemfile::certs(&mut tls.cert_pem.as_bytes())
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = rustls_pemfile::private_key(&mut tls.key_pem.as_bytes())
-        .unwrap()
-        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
