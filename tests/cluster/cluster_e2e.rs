@@ -5,7 +5,7 @@
 //!
 //! One control plane and one webhook serve the whole binary; tests take a lock and run
 //! one at a time. Without the control plane binaries libtest reports the tests ignored with
-//! the reason (webhook/build.rs sets `has_control_plane`), except under `CI=true`, where
+//! the reason (tests/build.rs sets `has_control_plane`), except under `CI=true`, where
 //! that is a failure (run `tests/cluster/build.sh`).
 
 use crate::cluster;
@@ -398,7 +398,7 @@ async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static Env) {
     match ENV.get_or_init(init).await {
         Ok(env) => (guard, env),
         Err(Setup::Missing(reason)) => {
-            panic!("the control plane cannot run here: {reason} (webhook/build.rs found it)")
+            panic!("the control plane cannot run here: {reason} (tests/build.rs found it)")
         }
         Err(Setup::Failed(e)) => panic!("control plane setup failed: {e}"),
     }
@@ -2329,7 +2329,7 @@ async fn shop_setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static Shop) {
     match SHOP.get_or_init(shop_init).await {
         Ok(shop) => (guard, shop),
         Err(Setup::Missing(reason)) => {
-            panic!("the control plane cannot run here: {reason} (webhook/build.rs found it)")
+            panic!("the control plane cannot run here: {reason} (tests/build.rs found it)")
         }
         Err(Setup::Failed(e)) => panic!("shop control plane setup failed: {e}"),
     }

@@ -8,7 +8,7 @@
 //!
 //! One control plane serves the whole binary; tests take a lock and run one at a time,
 //! each in namespaces of its own. Without the control plane binaries libtest reports the
-//! tests ignored with the reason (webhook/build.rs sets `has_control_plane`), except under
+//! tests ignored with the reason (tests/build.rs sets `has_control_plane`), except under
 //! `CI=true`, where that is a failure (run `tests/cluster/build.sh`).
 
 use crate::cluster;
@@ -74,7 +74,7 @@ async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static ControlPlane
     match PLANE.get_or_init(init).await {
         Ok(p) => (guard, p),
         Err((true, reason)) => {
-            panic!("the control plane cannot run here: {reason} (webhook/build.rs found it)")
+            panic!("the control plane cannot run here: {reason} (tests/build.rs found it)")
         }
         Err((false, e)) => panic!("control plane setup failed: {e}"),
     }
