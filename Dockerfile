@@ -12,7 +12,8 @@ FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY webhook webhook
-# The manifest names test and bench targets under tests/; cargo reads them to load it.
+# The workspace's test package is tests/ (and the benches live under tests/bench); cargo reads
+# its manifest to load the workspace and builds nothing of it here.
 COPY tests tests
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

@@ -984,7 +984,7 @@ async fn recommend_command_prints_recommendations() {
     }
     let prom = TestProm::start_with(&c.om);
     let run = |fmt: &str, ns: Option<&str>| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rightsizer"));
+        let mut cmd = std::process::Command::new(crate::exe::rightsizer());
         cmd.args([
             "recommend",
             "--prometheus",

@@ -304,7 +304,7 @@ async fn fit_from_real_prometheus() {
     assert_eq!(lm["samples"], 543);
 
     // `plan --prometheus` fits the same way and plans with the fitted coefficients.
-    let out = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+    let out = Command::new(crate::exe::rightsizer())
         .args(["plan", "--policies"])
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies"))
         .args([

@@ -1,6 +1,8 @@
 //! Everything that reads a real Prometheus: the client, the analyzer and its strategies,
 //! load-model fitting, and `rightsizer serve --prometheus`.
 
+#[path = "../support/exe.rs"]
+mod exe;
 #[path = "../support/monitoring.rs"]
 mod monitoring;
 #[path = "../support/prometheus.rs"]

@@ -171,7 +171,7 @@ async fn analyzer_recommendations_reach_admission() {
     std::fs::write(&snap_file, serde_json::to_vec(&snapshot).unwrap()).unwrap();
     let review_file = tmp.path().join("review.json");
     std::fs::write(&review_file, serde_json::to_vec(&pod_review()).unwrap()).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+    let out = std::process::Command::new(crate::exe::rightsizer())
         .args([
             "mutate",
             "-f",

@@ -256,7 +256,7 @@ fn rss_low(t: u64, base: f64) -> f64 {
 }
 
 fn rightsizer(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+    let out = Command::new(crate::exe::rightsizer())
         .args(args)
         .env_remove("RIGHTSIZER_PROMETHEUS_URL")
         .output()

@@ -13,6 +13,8 @@
 
 #[path = "../support/cluster.rs"]
 mod cluster;
+#[path = "../support/exe.rs"]
+mod exe;
 
 use std::time::{Duration, Instant};
 

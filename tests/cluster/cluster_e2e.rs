@@ -5,7 +5,7 @@
 //!
 //! One control plane and one webhook serve the whole binary; tests take a lock and run
 //! one at a time. Without the control plane binaries libtest reports the tests ignored with
-//! the reason (webhook/build.rs sets `has_control_plane`), except under `CI=true`, where
+//! the reason (tests/build.rs sets `has_control_plane`), except under `CI=true`, where
 //! that is a failure (run `tests/cluster/build.sh`).
 
 use crate::cluster;
@@ -398,7 +398,7 @@ async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static Env) {
     match ENV.get_or_init(init).await {
         Ok(env) => (guard, env),
         Err(Setup::Missing(reason)) => {
-            panic!("the control plane cannot run here: {reason} (webhook/build.rs found it)")
+            panic!("the control plane cannot run here: {reason} (tests/build.rs found it)")
         }
         Err(Setup::Failed(e)) => panic!("control plane setup failed: {e}"),
     }
@@ -682,12 +682,11 @@ async fn webhook_down_with_failure_policy_ignore_admits() {
 
 /// Accepts TLS with the webhook's certificate and never answers.
 async fn silent_tls_server(tls: &TlsFiles, handshakes: Arc<AtomicUsize>) -> SocketAddr {
-    let certs = rustls_pemfile::certs(&mut tls.cert_pem.as_bytes())
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = rustls_pemfile::private_key(&mut tls.key_pem.as_bytes())
-        .unwrap()
-        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -2332,7 +2331,7 @@ async fn shop_setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static Shop) {
     match SHOP.get_or_init(shop_init).await {
         Ok(shop) => (guard, shop),
         Err(Setup::Missing(reason)) => {
-            panic!("the control plane cannot run here: {reason} (webhook/build.rs found it)")
+            panic!("the control plane cannot run here: {reason} (tests/build.rs found it)")
         }
         Err(Setup::Failed(e)) => panic!("shop control plane setup failed: {e}"),
     }

@@ -8,7 +8,7 @@
 //!
 //! One control plane serves the whole binary; tests take a lock and run one at a time,
 //! each in namespaces of its own. Without the control plane binaries libtest reports the
-//! tests ignored with the reason (webhook/build.rs sets `has_control_plane`), except under
+//! tests ignored with the reason (tests/build.rs sets `has_control_plane`), except under
 //! `CI=true`, where that is a failure (run `tests/cluster/build.sh`).
 
 use crate::cluster;
@@ -77,7 +77,7 @@ async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static ControlPlane
     match PLANE.get_or_init(init).await {
         Ok(p) => (guard, p),
         Err((true, reason)) => {
-            panic!("the control plane cannot run here: {reason} (webhook/build.rs found it)")
+            panic!("the control plane cannot run here: {reason} (tests/build.rs found it)")
         }
         Err((false, e)) => panic!("control plane setup failed: {e}"),
     }
@@ -1556,7 +1556,7 @@ async fn kube_state_metrics_and_the_pod_watch_give_the_same_recommendations() {
 
     // The kernel's OOM kill, as the kubelet reports it, two hours before the cycle.
     let t0 = {
-        let now = rightsizer::analyzer::cache::unix_now() - 3 * H;
+        let now = rightsizer::clock::unix_now() - 3 * H;
         now - now % 60
     };
     let at = |t: u64| {

@@ -3,6 +3,8 @@
 
 #[path = "../support/cluster.rs"]
 mod cluster;
+#[path = "../support/exe.rs"]
+mod exe;
 #[path = "../support/node.rs"]
 mod node;
 #[path = "../support/prometheus.rs"]

@@ -13,7 +13,7 @@
 //!
 //! One node per machine (cgroups, the bridge and /var/log/pods are machine-wide), so the
 //! whole story is one test, in stages that print their timings. Without root, the
-//! packages or the binaries, libtest reports it ignored with the reason (webhook/build.rs
+//! packages or the binaries, libtest reports it ignored with the reason (tests/build.rs
 //! sets `has_node`), except under `CI=true`, where that is a failure.
 
 use crate::cluster;
@@ -141,7 +141,7 @@ impl Drop for Stages {
 
 fn start_env(stages: &mut Stages) -> Env {
     if let Some(why) = node::missing_prerequisite() {
-        // Where webhook/build.rs found it missing, the test is ignored and never gets here.
+        // Where tests/build.rs found it missing, the test is ignored and never gets here.
         panic!("the node cannot run here: {why}");
     }
     let dir = tempfile::tempdir().unwrap();

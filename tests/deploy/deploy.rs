@@ -1083,7 +1083,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn run_certs(out: &Path, extra: &[&str]) {
-    let status = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+    let status = Command::new(crate::exe::rightsizer())
         .arg("certs")
         .arg("--out-dir")
         .arg(out)

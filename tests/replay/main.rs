@@ -1,3 +1,6 @@
 //! `rightsizer replay` and the strategies it scores, offline.
 
+#[path = "../support/exe.rs"]
+mod exe;
+
 mod replay;

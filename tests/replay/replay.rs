@@ -152,7 +152,7 @@ fn malformed_line_is_reported_with_its_number() {
 fn the_binary_prints_json_and_refuses_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let (_, gz) = write_plain_and_gzip(dir.path(), &csv("c", 20, 4.0 * GI, |_| GI));
-    let out = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+    let out = Command::new(crate::exe::rightsizer())
         .args(["replay", "--trace"])
         .arg(&gz)
         .args(["--strategies", "krr-simple,adaptive", "-o", "json"])
@@ -175,7 +175,7 @@ fn the_binary_prints_json_and_refuses_bad_input() {
 
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, "a,1,2\na,2\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+    let out = Command::new(crate::exe::rightsizer())
         .args(["replay", "--trace"])
         .arg(&bad)
         .output()
@@ -183,7 +183,7 @@ fn the_binary_prints_json_and_refuses_bad_input() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 2"), "{err}");
-    let out = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+    let out = Command::new(crate::exe::rightsizer())
         .args(["replay", "--strategies", "nope", "--trace"])
         .arg(&gz)
         .output()
@@ -207,7 +207,7 @@ fn shared_trace(name: &str) -> Option<PathBuf> {
 )]
 fn default_beats_krr_and_vpa_on_a_real_trace_slice() {
     let path = shared_trace("bitbrains_rnd_2013-07_all500.csv.gz")
-        .expect("webhook/build.rs found the shared trace bitbrains_rnd_2013-07_all500.csv.gz");
+        .expect("tests/build.rs found the shared trace bitbrains_rnd_2013-07_all500.csv.gz");
     let reader = trace::open(std::fs::File::open(path).unwrap())
         .unwrap()
         .take(20);
@@ -309,7 +309,7 @@ fn decisions_out_rescores_to_the_reported_figures() {
     let (plain, _) = write_plain_and_gzip(dir.path(), &text);
     let out_csv = dir.path().join("decisions.csv");
     let names = ["adaptive", "krr-simple"];
-    let out = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+    let out = Command::new(crate::exe::rightsizer())
         .args(["replay", "--trace"])
         .arg(&plain)
         .args([
@@ -446,7 +446,7 @@ fn splits_partition_the_scored_steps() {
 #[test]
 fn synthetic_traces_are_seeded() {
     let run = |seed: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+        let out = Command::new(crate::exe::rightsizer())
             .args([
                 "replay",
                 "--synthetic",
@@ -472,7 +472,7 @@ fn synthetic_traces_are_seeded() {
     assert_eq!(a["rows"][0]["series_steps"], 10 * 5);
     assert_eq!(a, run("7"));
     assert_ne!(a["rows"][0], run("8")["rows"][0]);
-    let bad = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+    let bad = Command::new(crate::exe::rightsizer())
         .args(["replay", "--synthetic", "sawtooth"])
         .output()
         .unwrap();

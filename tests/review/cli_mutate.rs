@@ -10,7 +10,7 @@ fn case(name: &str) -> PathBuf {
 }
 
 fn mutate(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+    Command::new(crate::exe::rightsizer())
         .arg("mutate")
         .args(args)
         .env_remove("RIGHTSIZER_ENFORCEMENT")
@@ -262,7 +262,7 @@ fn patch_output_with_pods_adds_a_line_for_the_pod() {
 #[case::rust_log_for_the_crate(Some("rightsizer=debug"), true)]
 fn a_cli_commands_log_reaches_stderr(#[case] rust_log: Option<&str>, #[case] shown: bool) {
     let dir = case("03-pod-enforce-steps-towards-recommendation");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rightsizer"));
+    let mut cmd = Command::new(crate::exe::rightsizer());
     cmd.args(["mutate", "-f"])
         .arg(dir.join("input.yaml"))
         .arg("--policies")

@@ -8,7 +8,7 @@
 //! `policies/`, so the examples are tested as shipped.
 //!
 //! Regenerate expectations after an intended change with `UPDATE_GOLDEN=1 cargo test
-//! --test review golden`, then review the diff.
+//! -p rightsizer-tests --test review golden`, then review the diff.
 
 use crate::invariants;
 

@@ -1,6 +1,8 @@
 //! Admission offline: the review handler as the apiserver drives it, the golden cases,
 //! `rightsizer mutate` and `rightsizer plan` as a user runs them, and policy loading.
 
+#[path = "../support/exe.rs"]
+mod exe;
 #[path = "../support/gen.rs"]
 mod gen;
 #[path = "../support/invariants.rs"]

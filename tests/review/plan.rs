@@ -19,7 +19,7 @@ fn root() -> PathBuf {
 }
 
 fn plan(extra: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+    let out = Command::new(crate::exe::rightsizer())
         .arg("plan")
         .arg("--policies")
         .arg(root().join("policies"))

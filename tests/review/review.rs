@@ -501,7 +501,7 @@ fn knative_user_values_are_never_touched() {
 // Generated input at scale: every supported kind with random resources, odd quantities,
 // valid and malformed annotations, policies, LimitRanges, quotas, PriorityClasses and
 // recommendations, through the real `Admitter::review`. 2,000 cases by default;
-// `RIGHTSIZER_FUZZ_CASES=1000000 cargo test --release --test review fuzz` for the long run
+// `RIGHTSIZER_FUZZ_CASES=1000000 cargo test --release -p rightsizer-tests --test review fuzz` for the long run
 // (`RIGHTSIZER_FUZZ_SEED` sets the first seed; a failure prints its seed).
 
 use crate::gen;

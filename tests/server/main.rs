@@ -1,6 +1,8 @@
 //! The HTTP side of `rightsizer serve`: the routers in process, and the binary over real
 //! TLS on loopback.
 
+#[path = "../support/exe.rs"]
+mod exe;
 #[path = "../support_https/mod.rs"]
 mod support_https;
 

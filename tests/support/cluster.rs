@@ -382,7 +382,7 @@ impl Webhook {
             .map_err(|e: std::net::AddrParseError| e.to_string())?;
         let mut cmd = Command::new(script("tether.sh"));
         cmd.arg(std::process::id().to_string())
-            .arg(env!("CARGO_BIN_EXE_rightsizer"))
+            .arg(crate::exe::rightsizer())
             .arg("serve")
             .arg("--listen")
             .arg(addr.to_string())

@@ -164,7 +164,7 @@ pub fn build_image(reference: &str, dir: &Path) -> Result<PathBuf, String> {
     let out = dir.join("rightsizer-image.tar");
     let res = Command::new(repo_root().join("tests/image/build.sh"))
         .arg(&out)
-        .env("RIGHTSIZER_BINARY", env!("CARGO_BIN_EXE_rightsizer"))
+        .env("RIGHTSIZER_BINARY", crate::exe::rightsizer())
         .env("RIGHTSIZER_IMAGE", reference)
         .output()
         .map_err(|e| format!("tests/image/build.sh: {e}"))?;

@@ -282,7 +282,7 @@ impl Server {
     /// Start with `--listen 127.0.0.1:0` plus `args`; waits for the "listening" line.
     pub fn start(args: &[&str], log: PathBuf) -> Server {
         let log_file = std::fs::File::create(&log).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
+        let mut child = Command::new(crate::exe::rightsizer())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)

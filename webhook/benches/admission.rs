@@ -8,6 +8,8 @@
 //! BENCH_HTTPS=0 for the in-process cases only). Loopback only; every case is bounded by
 //! time and count.
 
+#[path = "../../tests/support/exe.rs"]
+mod exe;
 #[path = "../../tests/support_https/mod.rs"]
 mod support_https;
 

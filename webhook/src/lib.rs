@@ -16,7 +16,9 @@
 pub mod admission;
 pub mod analyzer;
 pub mod certs;
+pub mod clock;
 pub mod kube;
+pub(crate) mod lock;
 pub mod offline;
 pub mod replay_runner;
 pub mod server;

@@ -56,3 +56,58 @@ fn logging(c: &Command) -> commands::Logging {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn serve(flags: &[&str]) -> Result<commands::serve::Args, clap::Error> {
+        let argv = ["rightsizer", "serve"].iter().chain(flags);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Serve(a) => Ok(a),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_duration_flag_reads_the_same_grammar() {
+        let a = serve(&[
+            "--analyzer-interval=1m30s",
+            "--shutdown-timeout=1m",
+            "--header-timeout=90",
+            "--body-timeout=1m30s",
+            "--idle-timeout=1.5s",
+            "--prometheus-timeout=2m",
+            "--short-window=90m",
+            "--long-window=1d",
+        ])
+        .unwrap();
+        assert_eq!((a.analyzer_interval, a.shutdown_timeout), (90, 60));
+        let l = &a.limits;
+        assert_eq!(
+            (l.header_timeout, l.body_timeout, l.idle_timeout),
+            (
+                Duration::from_secs(90),
+                Duration::from_secs(90),
+                Duration::from_millis(1500)
+            )
+        );
+        let p = &a.prom;
+        assert_eq!(
+            (p.prometheus_timeout, p.short_window, p.long_window),
+            (120, 5400, 86_400)
+        );
+        for refused in [
+            "--analyzer-interval=1w",
+            "--analyzer-interval=1.5s",
+            "--body-timeout=0",
+            "--body-timeout=1m 30s",
+            "--shutdown-timeout=-1",
+            "--long-window=106751991167301d",
+        ] {
+            assert!(serve(&[refused]).is_err(), "{refused} was accepted");
+        }
+    }
+}

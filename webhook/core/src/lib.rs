@@ -14,13 +14,14 @@
 //!
 //! Top-level modules are layered, lowest first: each names only modules to its left,
 //! so none imports another in a cycle (the I/O crate's layering test reads this list):
-//! quantity < rules < strategy < replay < workload < recommendation < object <
+//! duration < quantity < rules < strategy < replay < workload < recommendation < object <
 //! selector < loadmodel < policy < cluster < sizing < analysis.
 
 #![forbid(unsafe_code)]
 
 pub mod analysis;
 pub mod cluster;
+pub mod duration;
 pub mod loadmodel;
 pub mod object;
 pub mod policy;

@@ -9,6 +9,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use lru::LruCache;
 
+use crate::clock::unix_now;
+use crate::lock::LockExt;
 use rightsizer_core::recommendation::{
     ContainerKey, ContainerRecommendation, RecommendationSource, Snapshot,
 };
@@ -23,13 +25,6 @@ pub struct RecommendationCache {
     stale_ttl_secs: u64,
 }
 
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl RecommendationCache {
     /// `capacity` 0 is treated as 1.
     pub fn new(capacity: usize, stale_ttl_secs: u64) -> Self {
@@ -42,7 +37,7 @@ impl RecommendationCache {
 
     fn lock(&self) -> MutexGuard<'_, LruCache<ContainerKey, Entry>> {
         // A panic elsewhere while holding the lock leaves consistent data; keep serving.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.locked()
     }
 
     fn servable(&self, e: &Entry, now: u64) -> bool {

@@ -31,6 +31,8 @@ use rightsizer_core::rules::Sizes;
 use rightsizer_core::strategy::{self, Interval, MemorySizes};
 use rightsizer_core::workload::WorkloadKey;
 
+use crate::lock::LockExt;
+
 use cache::{RecommendationCache, DEFAULT_CAPACITY};
 use compute::Fold;
 use decide::{Effect, Observation, PolicyView};
@@ -211,7 +213,7 @@ impl Analyzer {
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            match self.cycle(cache::unix_now()).await {
+            match self.cycle(crate::clock::unix_now()).await {
                 Ok(r) => tracing::info!(
                     queries = r.queries,
                     series = r.series_read,
@@ -426,7 +428,7 @@ impl Analyzer {
     }
 
     fn lock_tracks(&self) -> std::sync::MutexGuard<'_, history::Tracks> {
-        self.tracks.lock().unwrap_or_else(|e| e.into_inner())
+        self.tracks.locked()
     }
 
     /// Turn one cycle's folded answers into cache entries and effects (the decision

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::lock::LockExt;
+
 /// Backoff never grows beyond this.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -132,7 +134,7 @@ impl SecretFile {
     /// The file's current contents (trimmed). A file that cannot be read keeps the last
     /// value read, if any.
     fn current(&self) -> Result<String, PromError> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = self.seen.locked();
         let stamp = std::fs::metadata(&self.path).map(|m| FileStamp {
             len: m.len(),
             modified: m.modified().ok(),

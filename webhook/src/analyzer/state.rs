@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use rightsizer_core::recommendation::ContainerKey;
 
+use crate::lock::LockExt;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("reading state file {path}: {source}")]
@@ -111,7 +113,7 @@ impl FileStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     fn save_now(&self, batch: Vec<Saved>) -> Result<(), StoreError> {

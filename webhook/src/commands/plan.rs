@@ -21,7 +21,8 @@ use rightsizer_core::sizing::load::model_for;
 use rightsizer_core::workload::kind::WorkloadKind;
 use rightsizer_core::workload::WorkloadKey;
 
-use super::recommend::{parse_duration, PromArgs};
+use super::recommend::PromArgs;
+use rightsizer_core::duration::parse_seconds;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Output {
@@ -44,8 +45,8 @@ pub struct Args {
     /// Most load one pod may carry, e.g. participant_video=25 (sets replicas).
     #[arg(long, value_parser = parse_load_arg)]
     per_pod: Option<Load>,
-    /// Length of the run (s, m, h, d).
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    /// Length of the run (a duration: 1h, 90m, 2d, ...).
+    #[arg(long, default_value = "1h", value_parser = parse_seconds)]
     duration: u64,
     /// Price of one GiB of memory for one hour.
     #[arg(long)]
@@ -61,7 +62,7 @@ pub struct Args {
     #[command(flatten)]
     prom: Box<PromArgs>,
     /// Step between samples when fitting from Prometheus (over --long-window).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = parse_seconds)]
     fit_step: u64,
     /// Fit at this unix time instead of now.
     #[arg(long, value_name = "UNIX_SECONDS")]

@@ -13,6 +13,7 @@ use rightsizer::analyzer::prom::PromConfig;
 use rightsizer::analyzer::{Analyzer, AnalyzerConfig};
 use rightsizer_core::analysis::entry::Entry;
 use rightsizer_core::analysis::queries::QueryConfig;
+use rightsizer_core::duration::parse_seconds;
 use rightsizer_core::quantity::Resource;
 use rightsizer_core::recommendation::ContainerKey;
 use rightsizer_core::rules::Sizes;
@@ -40,33 +41,14 @@ pub struct PromArgs {
     /// Only series of one cluster, for a Prometheus that serves several: NAME=VALUE, e.g. cluster=prod-eu.
     #[arg(long, value_name = "NAME=VALUE")]
     pub cluster_label: Option<String>,
-    /// Per-request timeout, seconds.
-    #[arg(long, default_value_t = 30)]
+    /// Per-request timeout (a duration; a plain number is seconds).
+    #[arg(long, default_value = "30", value_parser = parse_seconds)]
     pub prometheus_timeout: u64,
     /// Short window (e.g. 15m) and long window (e.g. 24h, up to 14d).
-    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, default_value = "15m", value_parser = parse_seconds)]
     pub short_window: u64,
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = parse_seconds)]
     pub long_window: u64,
-}
-
-/// `90s`, `15m`, `24h`, `14d` or plain seconds → seconds: the one duration flag parser
-/// (`recommend`, `serve`, `plan`, `replay`). At most `i64::MAX` seconds, so a value also
-/// fits signed time arithmetic.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let mul = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("invalid duration unit in {s:?} (use s, m, h or d)")),
-    };
-    n.checked_mul(mul)
-        .filter(|&v| i64::try_from(v).is_ok())
-        .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
 impl PromArgs {
@@ -326,33 +308,4 @@ fn write_csv(out: &mut impl Write, rows: &[[String; 11]]) -> std::io::Result<()>
         writeln!(out, "{}", cells.join(","))?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-
-    #[test]
-    fn durations() {
-        let table = [
-            ("90", Ok(90)),
-            ("90s", Ok(90)),
-            (" 5m ", Ok(300)),
-            ("24h", Ok(86_400)),
-            ("14d", Ok(14 * 86_400)),
-            ("0", Ok(0)),
-            ("", Err(())),
-            ("1w", Err(())),
-            ("x", Err(())),
-            ("-5m", Err(())),
-            ("1.5h", Err(())),
-            ("5 m", Err(())),
-            ("m", Err(())),
-            ("99999999999999999999", Err(())),
-            ("106751991167301d", Err(())),
-        ];
-        for (text, want) in table {
-            assert_eq!(parse_duration(text).map_err(|_| ()), want, "{text:?}");
-        }
-    }
 }

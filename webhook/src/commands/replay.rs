@@ -14,7 +14,7 @@ use rightsizer_core::replay::split::{DaySplit, SeriesSplit};
 use rightsizer_core::replay::trace;
 use rightsizer_core::strategy::{self, Spec};
 
-use super::recommend::parse_duration;
+use rightsizer_core::duration::parse_seconds;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -39,10 +39,10 @@ pub struct Args {
     #[arg(long, default_value_t = 100)]
     count: usize,
     /// With --synthetic: length of every series (whole days).
-    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    #[arg(long, default_value = "30d", value_parser = parse_seconds)]
     length: u64,
     /// With --prometheus: how much history to replay (at most 14d).
-    #[arg(long, default_value = "14d", value_parser = parse_duration)]
+    #[arg(long, default_value = "14d", value_parser = parse_seconds)]
     window: u64,
     /// With --prometheus: the end of the replayed history, unix seconds [default: now].
     #[arg(long)]
@@ -52,14 +52,14 @@ pub struct Args {
     /// Comma-separated strategy names, or `all`.
     #[arg(long, default_value = "all")]
     strategies: String,
-    /// Time between decisions (s, m, h or d suffix).
-    #[arg(long, default_value = "1d", value_parser = parse_duration)]
+    /// Time between decisions (a duration: 1d, 12h, 90m, ...).
+    #[arg(long, default_value = "1d", value_parser = parse_seconds)]
     step: u64,
     /// History each series has before its steps are scored.
-    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    #[arg(long, default_value = "7d", value_parser = parse_seconds)]
     warmup: u64,
     /// Width of the usage aggregates the strategies see (the analyzer's query resolution).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = parse_seconds)]
     interval: u64,
     /// Samples a step needs to be scored [default: 200 per day of step].
     #[arg(long)]
@@ -178,7 +178,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if specs.is_empty() {
         bail!("no strategy selected");
     }
-    // `parse_duration` keeps durations within i64.
+    // `parse_seconds` keeps durations within i64.
     let mut cfg = Config::for_step(args.step as i64);
     cfg.warmup = args.warmup as i64;
     cfg.interval = u32::try_from(args.interval).context("--interval is too long")?;
@@ -296,9 +296,7 @@ async fn run_prometheus(args: &Args, specs: &[&'static Spec], cfg: Config) -> an
         history::WIDTH
     );
     let client = PromClient::new(acfg.prometheus.clone())?;
-    let end = args
-        .end
-        .unwrap_or_else(rightsizer::analyzer::cache::unix_now);
+    let end = args.end.unwrap_or_else(rightsizer::clock::unix_now);
     let started = Instant::now();
     eprintln!(
         "replay: reading {}s of history from Prometheus",

@@ -64,7 +64,7 @@ pub struct Args {
     #[command(flatten)]
     pub prom: Box<crate::commands::recommend::PromArgs>,
     /// Time between analyzer cycles.
-    #[arg(long, env = "RIGHTSIZER_ANALYZER_INTERVAL", default_value = "5m", value_parser = crate::commands::recommend::parse_duration)]
+    #[arg(long, env = "RIGHTSIZER_ANALYZER_INTERVAL", default_value = "5m", value_parser = rightsizer_core::duration::parse_seconds)]
     pub analyzer_interval: u64,
     /// Where the analyzer keeps committed values across restarts when not in a cluster
     /// (in a cluster they live in the Rightsizing objects).
@@ -79,8 +79,8 @@ pub struct Args {
     /// The webhook's own namespace (never mutated).
     #[arg(long, env = "POD_NAMESPACE", default_value = "rightsizer-system")]
     pub own_namespace: String,
-    /// Longest wait for in-flight requests after SIGTERM/SIGINT, in seconds.
-    #[arg(long, default_value_t = listener::DEFAULT_DRAIN.as_secs())]
+    /// Longest wait for in-flight requests after SIGTERM/SIGINT (a plain number is seconds).
+    #[arg(long, default_value_t = listener::DEFAULT_DRAIN.as_secs(), value_parser = rightsizer_core::duration::parse_seconds)]
     pub shutdown_timeout: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -119,9 +119,14 @@ pub struct LimitArgs {
     pub max_reviews_in_flight: usize,
 }
 
+/// A timeout flag: a duration (`rightsizer_core::duration`) above zero; more than a day
+/// counts as a day.
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    server::guard::parse_go_duration(s)
-        .ok_or_else(|| format!("invalid duration {s:?} (e.g. 10s, 500ms)"))
+    match rightsizer_core::duration::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err(format!("timeout {:?} must be above zero", s.trim())),
+        Ok(d) => Ok(d.min(Duration::from_secs(86_400))),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl LimitArgs {
@@ -366,7 +371,7 @@ async fn load_models(
             continue;
         }
         let window = FitWindow {
-            end: rightsizer::analyzer::cache::unix_now(),
+            end: rightsizer::clock::unix_now(),
             seconds: long_window,
             step: 300,
         };

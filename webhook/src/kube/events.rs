@@ -3,6 +3,16 @@
 //! Deduplicated (the same object, reason and message within a window give one Event)
 //! and rate-limited (a cap per minute over all objects), so a flapping analyzer cannot
 //! flood the apiserver.
+//!
+//! Posted here rather than through kube's `kube::runtime::events::Recorder`, measured
+//! against the v1.20.2 apiserver of tests/cluster: that recorder writes events.k8s.io/v1
+//! Events, whose API refuses `deprecatedSource` (422 "source: needs to be unset"), so in
+//! the core/v1 view every consumer of `kubectl get events` reads, `source` (component
+//! `rightsizer`, the replica as host), `firstTimestamp`, `lastTimestamp` and `count` come
+//! back empty; and a second Event with the same reason on the same object within six
+//! minutes becomes a PATCH of the first one's series that keeps the first message (the
+//! new one is lost), where each distinct message must be seen. It would also need
+//! `create` and `patch` on `events.k8s.io` where this needs `create` on core events.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -20,6 +30,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use crate::kube::error::KubeError;
+use crate::lock::LockExt;
 
 /// The component named in Events.
 pub const COMPONENT: &str = "rightsizer";
@@ -125,7 +136,7 @@ impl Recorder {
     /// Decide whether to post; records the post when it goes ahead.
     fn admit(&self, key: u64) -> Published {
         let now = Instant::now();
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.locked();
         let window = self.limits.dedup_window;
         s.seen.retain(|_, t| now.duration_since(*t) < window);
         s.recent
@@ -157,11 +168,7 @@ impl Recorder {
         if decision == Published::Posted {
             if let Err(e) = self.post(target, type_, reason, message).await {
                 // Not posted: let a retry through.
-                self.state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .seen
-                    .remove(&key);
+                self.state.locked().seen.remove(&key);
                 self.results
                     .get_or_create(&ResultLabel { result: "failed" })
                     .inc();

@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{watch, Mutex};
 
 use crate::kube::error::KubeError;
+use crate::lock::LockExt;
 
 /// The Lease's name.
 pub const LEASE_NAME: &str = "rightsizer-leader";
@@ -90,8 +91,7 @@ impl Leader {
         self.leading.load(Ordering::Acquire)
             && self
                 .valid_until
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .locked()
                 .is_some_and(|t| Instant::now() < t)
     }
 
@@ -101,7 +101,7 @@ impl Leader {
     }
 
     fn set_leading(&self, leading: bool, valid_until: Option<Instant>) {
-        *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = valid_until;
+        *self.valid_until.locked() = valid_until;
         let was = self.leading.swap(leading, Ordering::AcqRel);
         self.gauge.set(i64::from(leading));
         if was != leading {

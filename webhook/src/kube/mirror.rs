@@ -12,6 +12,8 @@ use kube::runtime::watcher;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 
+use crate::lock::RwLockExt;
+
 /// Derived values by key, replaced wholesale on every (re)list.
 pub struct Mirror<Key, V> {
     map: RwLock<HashMap<Key, V>>,
@@ -37,12 +39,12 @@ impl<Key: Eq + Hash, V> Mirror<Key, V> {
     pub fn read(&self) -> RwLockReadGuard<'_, HashMap<Key, V>> {
         // A poisoned lock still holds a consistent map: every write is one insert,
         // remove or swap.
-        self.map.read().unwrap_or_else(|p| p.into_inner())
+        self.map.read_locked()
     }
 
     fn write(&self) -> WriteGuard<'_, Key, V> {
         WriteGuard {
-            map: self.map.write().unwrap_or_else(|p| p.into_inner()),
+            map: self.map.write_locked(),
             generation: &self.generation,
         }
     }

@@ -8,7 +8,7 @@
 //! Started on first use: a cluster that runs kube-state-metrics never lists its pods.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -27,11 +27,12 @@ use rightsizer_core::workload::kind::WorkloadKind;
 use rightsizer_core::workload::resolve::{controller, Owner, OwnerRef};
 use rightsizer_core::workload::WorkloadKey;
 
-use crate::analyzer::cache::unix_now;
 use crate::analyzer::ksm::{FactsSink, WorkloadFacts};
 use crate::analyzer::mapping::NO_OWNER;
+use crate::clock::unix_now;
 use crate::kube::facts::{KubeFacts, NsName, OwnerMirrors};
 use crate::kube::mirror::{self, Change, Mirror};
+use crate::lock::LockExt;
 use rightsizer_core::workload::kind::OwnerTable;
 
 /// Namespace (shared) and pod name.
@@ -107,7 +108,7 @@ pub struct Names(Mutex<HashSet<Arc<str>>>);
 
 impl Names {
     fn get(&self, s: &str) -> Arc<str> {
-        let mut set = lock(&self.0);
+        let mut set = self.0.locked();
         if let Some(a) = set.get(s) {
             return a.clone();
         }
@@ -115,10 +116,6 @@ impl Names {
         set.insert(a.clone());
         a
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn sizes(
@@ -254,7 +251,7 @@ impl PodStore {
     }
 
     fn changed(&self, c: Change<'_, PodName, PodFacts>) {
-        let mut retired = lock(&self.retired);
+        let mut retired = self.retired.locked();
         match c {
             // A pod name can come back (StatefulSets): the live pod wins.
             Change::Upsert(k, _) => {
@@ -271,7 +268,7 @@ impl PodStore {
 
     /// Pods held: live and deleted.
     pub fn len(&self) -> (usize, usize) {
-        (self.live.len(), lock(&self.retired).len())
+        (self.live.len(), self.retired.locked().len())
     }
 
     /// See [`WorkloadFacts::feed`]; owner chains and HPAs come from `facts`.
@@ -284,9 +281,9 @@ impl PodStore {
     ) {
         let now = unix_now();
         let live = self.live.read();
-        let mut retired = lock(&self.retired);
+        let mut retired = self.retired.locked();
         retired.retain(|_, (at, _)| *at >= since);
-        let mut rows = lock(&self.owner_rows);
+        let mut rows = self.owner_rows.locked();
         let rs = facts.replica_sets.read();
         let jobs = facts.jobs.read();
         let mirrors = OwnerMirrors {
@@ -410,7 +407,7 @@ impl PodWatch {
 
     /// Start the watch (once).
     pub fn start(&self) {
-        let mut task = lock(&self.task);
+        let mut task = self.task.locked();
         if task.is_none() {
             tracing::info!("watching pods (owners, requests/limits, OOM kills) for the analyzer");
             let stream = watcher(
@@ -423,12 +420,12 @@ impl PodWatch {
     }
 
     pub fn is_started(&self) -> bool {
-        lock(&self.task).is_some()
+        self.task.locked().is_some()
     }
 
     /// End the watch.
     pub fn stop(&self) {
-        if let Some(t) = lock(&self.task).take() {
+        if let Some(t) = self.task.locked().take() {
             t.abort();
         }
     }

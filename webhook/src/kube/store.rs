@@ -30,6 +30,7 @@ use crate::kube::mirror::Mirror;
 use crate::kube::rightsizing::{self, RightsizingSpec, RightsizingWorkload, Status};
 use crate::kube::watchers::Watches;
 use crate::kube::writer::KubeWriter;
+use crate::lock::LockExt;
 
 /// What the mirror keeps of one Rightsizing.
 #[derive(Debug, Clone)]
@@ -248,11 +249,7 @@ impl KubeStore {
 impl CommitStore for KubeStore {
     fn load(&self) -> State {
         let mut out = State {
-            containers: self
-                .unowned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            containers: self.unowned.locked().clone(),
         };
         for s in self.mirror.read().values() {
             for (c, st) in s.containers.iter() {
@@ -277,7 +274,7 @@ impl CommitStore for KubeStore {
                 // Only workloads that can own a Rightsizing (the watched kinds).
                 if self.writer.target(&w).ok().and_then(|t| t.uid).is_none() {
                     tracing::debug!(workload = %w, "no Rightsizing for an unwatched workload; kept in memory");
-                    let mut unowned = self.unowned.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut unowned = self.unowned.locked();
                     for s in items {
                         unowned.insert(s.key, s.state);
                     }

@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
 use crate::kube::mirror::Mirror;
+use crate::lock::LockExt;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResourceLabel {
@@ -91,7 +92,7 @@ impl WatchBoard {
             .synced
             .get_or_create(&ResourceLabel { resource })
             .clone();
-        lock(&self.gating).push(resource);
+        self.gating.locked().push(resource);
         let (board, mirror) = (self.clone(), mirror.clone());
         async move {
             mirror.synced().await;
@@ -106,7 +107,7 @@ impl WatchBoard {
 
     /// The gating watchers without their first complete list yet.
     pub fn missing(&self) -> Vec<&'static str> {
-        let gating = lock(&self.gating).clone();
+        let gating = self.gating.locked().clone();
         gating.into_iter().filter(|r| !self.is_synced(r)).collect()
     }
 
@@ -133,11 +134,6 @@ impl WatchBoard {
             changed.await;
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A name list stays consistent through a panic elsewhere: every write is one push.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use rightsizer_core::policy::error::PolicyError;
 use rightsizer_core::policy::schema::Policy;
 use rightsizer_core::policy::select::PolicySet;
 
+use crate::lock::LockExt;
 use crate::policies::load::{parse_manifests, read_dir_sources};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -93,7 +94,7 @@ impl PolicyStore {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, SourceState>> {
         // A panic while holding the lock cannot leave the map half-updated in a way
         // that matters: every update replaces one entry. Keep serving.
-        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+        self.sources.locked()
     }
 
     pub fn register_metrics(&self, registry: &mut Registry) {

@@ -216,35 +216,15 @@ impl ReviewGuard {
 }
 
 /// A Go `time.Duration` string as client-go writes `?timeout=`: `3s`, `1.5s`, `500ms`,
-/// `1m30s`. `None` for anything else (the default applies).
+/// `1m30s` (the one duration grammar, `rightsizer_core::duration`, with a unit: Go always
+/// writes one). `None` for anything else or zero (the default applies); at most a day.
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
-    let mut rest = s.trim();
-    if rest.is_empty() || rest.len() > 32 {
+    let s = s.trim();
+    if s.len() > 32 || s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        rest = &rest[unit_end..];
-        total += n * scale;
-    }
-    (total.is_finite() && total > 0.0).then(|| Duration::from_secs_f64(total.min(86_400.0)))
+    let d = rightsizer_core::duration::parse_duration(s).ok()?;
+    (!d.is_zero()).then(|| d.min(Duration::from_secs(86_400)))
 }
 
 #[cfg(test)]

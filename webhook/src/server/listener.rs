@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::metrics::{ListenerLabels, ServerMetrics};
+use crate::lock::LockExt;
 
 /// Default bound on waiting for in-flight requests at shutdown (Kubernetes' default
 /// grace period is 30 s).
@@ -314,18 +315,12 @@ impl Activity {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return Instant::now() + idle;
         }
-        let since = *self.since.lock().unwrap_or_else(|p| p.into_inner());
+        let since = *self.since.locked();
         since + idle
     }
 
     fn is_idle(&self, idle: Duration) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0
-            && self
-                .since
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .elapsed()
-                >= idle
+        self.in_flight.load(Ordering::Acquire) == 0 && self.since.locked().elapsed() >= idle
     }
 }
 
@@ -334,7 +329,7 @@ struct BusyOwned(Arc<Activity>);
 
 impl Drop for BusyOwned {
     fn drop(&mut self) {
-        *self.0.since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *self.0.since.locked() = Instant::now();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -17,7 +17,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::metrics::ServerMetrics;
-use super::tls::{check_validity, load_pair, unix_now, validity, SwappableCert, TlsError};
+use super::tls::{check_validity, load_pair, validity, SwappableCert, TlsError};
+use crate::clock::unix_now;
+use crate::lock::LockExt;
 
 /// Default period of the content re-read.
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(5);
@@ -55,10 +57,7 @@ struct Seen {
 impl Reloader {
     /// Re-read the files; swap in the pair when it changed and is valid.
     fn check(&self) {
-        let mut seen = match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut seen = self.state.locked();
         let read = std::fs::read(&self.cert).and_then(|c| Ok((c, std::fs::read(&self.key)?)));
         let (c, k) = match read {
             Ok(ck) => ck,

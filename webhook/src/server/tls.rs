@@ -54,8 +54,9 @@ pub fn validity(ck: &CertifiedKey) -> Result<(i64, i64), TlsError> {
 }
 
 /// Refuse a certificate that is expired or not yet valid at `now` (unix seconds).
-pub fn check_validity(ck: &CertifiedKey, now: i64) -> Result<(i64, i64), TlsError> {
+pub fn check_validity(ck: &CertifiedKey, now: u64) -> Result<(i64, i64), TlsError> {
     let (not_before, not_after) = validity(ck)?;
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
     if now < not_before || now > not_after {
         return Err(TlsError::OutsideValidity {
             not_before,
@@ -64,13 +65,6 @@ pub fn check_validity(ck: &CertifiedKey, now: i64) -> Result<(i64, i64), TlsErro
         });
     }
     Ok((not_before, not_after))
-}
-
-/// Now, unix seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 pub fn provider() -> Arc<CryptoProvider> {

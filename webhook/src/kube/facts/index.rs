@@ -16,6 +16,7 @@ use rightsizer_core::workload::WorkloadKey;
 
 use super::{HpaTarget, NsName};
 use crate::kube::mirror::Mirror;
+use crate::lock::RwLockExt;
 
 /// A value derived from mirrors, with the generation it was built at.
 struct Derived<T> {
@@ -33,13 +34,13 @@ impl<T> Default for Derived<T> {
 impl<T> Derived<T> {
     /// The value built at `stamp`, building it if the held one is older.
     fn get(&self, stamp: u64, build: impl FnOnce() -> T) -> Arc<T> {
-        if let Some((s, v)) = &*self.slot.read().unwrap_or_else(|p| p.into_inner()) {
+        if let Some((s, v)) = &*self.slot.read_locked() {
             if *s == stamp {
                 return v.clone();
             }
         }
         let v = Arc::new(build());
-        *self.slot.write().unwrap_or_else(|p| p.into_inner()) = Some((stamp, v.clone()));
+        *self.slot.write_locked() = Some((stamp, v.clone()));
         v
     }
 }

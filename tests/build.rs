@@ -1,7 +1,8 @@
 //! Finds which prerequisites of the real-cluster tests this machine has, so that the tests
 //! that cannot run here are reported by libtest as ignored, with the reason, instead of
-//! returning early and counting as passed. Sets (for the test binaries; the library ignores
-//! them):
+//! returning early and counting as passed. This is the build script of the test package
+//! (`rightsizer-tests`), not of the shipping crate: building `rightsizer` probes nothing.
+//! Sets, for the test binaries:
 //!
 //! - `has_control_plane`: the v1.20.2 control plane of `tests/cluster/build.sh` and the tools
 //!   `tests/cluster/up.sh` needs (tests/cluster/{kube_watch,cluster_e2e}.rs);
@@ -24,6 +25,11 @@ fn main() {
         println!("cargo::rerun-if-env-changed={var}");
     }
     println!("cargo::rerun-if-changed=build.rs");
+    // For support/exe.rs: the target triple, to build the binary for the same one.
+    println!(
+        "cargo::rustc-env=RIGHTSIZER_TESTS_TARGET={}",
+        std::env::var("TARGET").unwrap_or_default()
+    );
 
     let mut watch = Watch::default();
     let ci = matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"));
