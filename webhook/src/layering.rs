@@ -181,7 +181,12 @@ fn declared_modules(root: &str) -> BTreeSet<String> {
         .lines()
         .filter_map(|l| {
             let l = l.trim_start();
-            let l = l.strip_prefix("pub ").unwrap_or(l);
+            // `pub mod`, `pub(crate) mod`, `pub(super) mod`, `mod`.
+            let l = match l.strip_prefix("pub") {
+                Some(rest) if rest.starts_with('(') => rest.split_once(") ")?.1,
+                Some(rest) => rest.trim_start(),
+                None => l,
+            };
             let name = l.strip_prefix("mod ")?;
             let end = name.find([';', ' ', '{'])?;
             Some(name[..end].to_string())
@@ -410,5 +415,15 @@ fn a_non_canonical_path_is_found() {
             "pub use rightsizer_core::quantity (re-exports a core item)",
             "pub(crate) use rightsizer_core::rules::{Rules, Sizes} (re-exports a core item)",
         ]
+    );
+}
+
+#[test]
+fn modules_are_declared_with_any_visibility() {
+    let lib =
+        "pub mod a;\npub(crate) mod b;\npub(super) mod c {}\nmod d;\n// mod e;\nuse x::mod_f;\n";
+    assert_eq!(
+        declared_modules(lib).into_iter().collect::<Vec<_>>(),
+        ["a", "b", "c", "d"]
     );
 }
