@@ -5,3 +5,5 @@
 mod monitoring;
 
 mod deploy;
+mod helm;
+mod strict;
