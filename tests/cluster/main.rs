@@ -3,6 +3,8 @@
 
 #[path = "../support/cluster.rs"]
 mod cluster;
+#[path = "../support/helm.rs"]
+mod helm_path;
 #[path = "../support/node.rs"]
 mod node;
 #[path = "../support/prometheus.rs"]
@@ -11,5 +13,6 @@ mod prometheus;
 mod scenario;
 
 mod cluster_e2e;
+mod helm_e2e;
 mod kube_watch;
 mod node_e2e;

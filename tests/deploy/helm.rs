@@ -28,24 +28,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{json, Value};
 
+use crate::helm_path::helm_path;
 use crate::strict::{all, check_strict, deploy, find, first_difference, kind, kustomize, name};
 use crate::strict::{repo, typed, yaml_docs};
 
 // ---------------------------------------------------------------- helm itself
-
-/// The helm tests/tools/helm.sh installs: `RIGHTSIZER_HELM` (tests/run sets it), else the
-/// script's cache (the same lookup as webhook/build.rs's `has_helm`).
-pub(crate) fn helm_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("RIGHTSIZER_HELM") {
-        return PathBuf::from(p);
-    }
-    let cache = match std::env::var_os("RIGHTSIZER_HELM_CACHE") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-            .join(".cache/rightsizer-helm/v3.17.2"),
-    };
-    cache.join("helm")
-}
 
 fn chart() -> PathBuf {
     deploy().join("chart/rightsizer")

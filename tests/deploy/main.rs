@@ -1,6 +1,8 @@
 //! `deploy/` and `rightsizer certs`, checked with the real tools (kustomize, promtool,
 //! openssl, rustls).
 
+#[path = "../support/helm.rs"]
+mod helm_path;
 #[path = "../support/monitoring.rs"]
 mod monitoring;
 
