@@ -1,4 +1,4 @@
-//! Where the helm of tests/tools/helm.sh is: `RIGHTSIZER_HELM` (tests/run sets it), else the
+//! Where the helm of tests/tools/helm.sh is: `RIGHTSIZER_HELM` when set (any helm 3), else the
 //! script's cache (`RIGHTSIZER_HELM_CACHE`, default ~/.cache/rightsizer-helm/v3.17.2) — the
 //! same lookup as webhook/build.rs's `has_helm`.
 
