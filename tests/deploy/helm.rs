@@ -153,6 +153,30 @@ fn the_charts_copies_are_what_sync_sh_writes_from_deploy() {
     }
 }
 
+/// The chart stands alone (no symlink or path outside it): `helm package` makes an archive
+/// that renders exactly what the chart directory renders.
+#[test]
+#[cfg_attr(
+    not(has_helm),
+    ignore = "no helm here: run tests/tools/helm.sh (tests/run does)"
+)]
+fn the_packaged_chart_renders_what_the_directory_renders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let chart = chart().display().to_string();
+    let dest = tmp.path().display().to_string();
+    helm_ok(&["package", &chart, "--destination", &dest]);
+    let archive = tmp.path().join("rightsizer-0.1.0.tgz");
+    assert!(archive.is_file());
+    let archive = archive.display().to_string();
+    for values in ["{}", "{certificates: {mode: cert-manager}, serviceMonitor: {enabled: true}, dashboards: {enabled: true}, prometheusRule: {enabled: true}, priorityClasses: {create: true}}"] {
+        let file = values_file(tmp.path(), values);
+        let template = |from: &str| {
+            helm_ok(&["template", "rightsizer", from, "--include-crds", "--values", &file])
+        };
+        assert_eq!(template(&archive), template(&chart), "{values}");
+    }
+}
+
 /// Every file under `dir` (relative path -> bytes).
 fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -776,13 +800,21 @@ fn prometheus_values_become_serve_arguments_and_mounted_files() {
     assert_eq!(mwc["webhooks"][0]["timeoutSeconds"], 5);
 
     // The arguments are ones `serve` accepts: clap parses them (a wrong flag fails here)
-    // and `serve` gets as far as its TLS certificate, missing in this test.
+    // and `serve` gets as far as connecting to the Kubernetes API, which is not here.
     let out = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
         .args(&args)
         .env("KUBECONFIG", "/nonexistent")
+        .env_remove("KUBERNETES_SERVICE_HOST")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
+    // clap refuses with exit status 2 and a usage line; past clap, serve fails on the
+    // Kubernetes API it cannot reach here.
+    assert!(
+        out.status.code() != Some(2) && !err.contains("Usage:"),
+        "{err}"
+    );
+    assert!(err.contains("Kubernetes API"), "{err}");
     assert!(
         !err.contains("unexpected argument") && !err.contains("invalid value"),
         "{err}"
