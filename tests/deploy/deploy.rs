@@ -637,7 +637,7 @@ fn the_cert_manager_overlay_chains_issuers_and_injects_the_ca() {
 
 // ----------------------------------------------------------------- certs
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for e in fs::read_dir(from).unwrap() {
         let e = e.unwrap();
@@ -653,7 +653,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn run_certs(out: &Path, extra: &[&str]) {
+pub(crate) fn run_certs(out: &Path, extra: &[&str]) {
     let status = Command::new(env!("CARGO_BIN_EXE_rightsizer"))
         .arg("certs")
         .arg("--out-dir")

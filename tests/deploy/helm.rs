@@ -7,7 +7,8 @@
 //!   the chart's renders hold the same objects as the kustomize installs they stand for
 //!   (default values = `kubectl kustomize deploy/overlays/self-managed` plus
 //!   `policies/default-observe.yaml`, as the README installs; `certificates.mode=cert-manager`
-//!   = `deploy/overlays/cert-manager`; the monitoring toggles = `deploy/monitoring`;
+//!   = `deploy/overlays/cert-manager`; `certificates.mode=existingSecret` =
+//!   `deploy/overlays/self-signed` without its Secret; the monitoring toggles = `deploy/monitoring`;
 //!   `priorityClasses.create` = `deploy/priority-classes`), compared as parsed objects
 //!   with the differences Helm's conventions bring listed in `normalize` and `CHART_ONLY`;
 //! - `helm lint --strict` with every value set of `VALUE_SETS`;
@@ -317,6 +318,43 @@ fn the_cert_manager_mode_is_the_cert_manager_overlay() {
     assert!(
         all(&chart, "Secret").is_empty(),
         "cert-manager writes the Secret"
+    );
+}
+
+/// `certificates.mode=existingSecret` is `deploy/overlays/self-signed` without the Secret
+/// (which that mode expects to exist): the material of `rightsizer certs`, the Secret
+/// named, its CA as the caBundle.
+#[test]
+#[cfg_attr(
+    not(has_helm),
+    ignore = "no helm here: run tests/tools/helm.sh (tests/run does)"
+)]
+fn the_existing_secret_mode_is_the_self_signed_overlay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("deploy");
+    crate::deploy::copy_dir(&deploy(), &copy);
+    let overlay = copy.join("overlays/self-signed");
+    crate::deploy::run_certs(&overlay.join("generated"), &[]);
+    let mut kustomized = kustomize(&overlay);
+    let mwc = find(&kustomized, "MutatingWebhookConfiguration", "rightsizer");
+    let ca = mwc["webhooks"][0]["clientConfig"]["caBundle"]
+        .as_str()
+        .unwrap();
+    let ca = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, ca).unwrap(),
+    )
+    .unwrap();
+    // The Secret is the user's in this mode, as the overlay's generated/secret.yaml is.
+    kustomized.retain(|d| kind(d).1 != "Secret");
+    kustomized.extend(yaml_docs(
+        &fs::read_to_string(repo().join("policies/default-observe.yaml")).unwrap(),
+    ));
+    let values = json!({"certificates": {"mode": "existingSecret", "existingSecret": "rightsizer-tls", "caBundle": ca}});
+    let chart = render(&values.to_string());
+    assert_same_objects(
+        &chart,
+        &kustomized,
+        "existingSecret vs overlays/self-signed",
     );
 }
 
