@@ -170,6 +170,7 @@ pub fn decide(
                     cur,
                     target,
                     observed.map(|o| o.p95),
+                    input.oom_floor,
                     now,
                 ) {
                     effects.push(Effect::Commit {

@@ -237,6 +237,14 @@ fn size_one(
     if let Some(p) = prediction {
         notes.extend(load::notes(p, &policy.rules, &resolved, template));
     }
+    // While an OOM floor holds, enforce mode raises memory to it whatever won above: the
+    // step limit and hysteresis never hold a raise to the floor back.
+    let oom_floor = rr
+        .and_then(|x| x.oom_floor)
+        .filter(|_| enforce && r == Resource::Memory);
+    if let Some(floor) = oom_floor {
+        resources::raise_to_oom_floor(&mut resolved, floor, !hpa, &mut notes);
+    }
     let bounds = limits::bounds(inputs.ctx.limit_ranges, "Container", r);
     limits::fit_container(r, &bounds, &mut resolved, &mut notes);
     for n in notes {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::quantity::Resource;
+use crate::quantity::{round_up, Resource};
 use crate::recommendation::ResourceRecommendation;
 use crate::rules::{Rules, Sizes};
 
@@ -93,6 +93,12 @@ pub fn resolve(c: &Candidates) -> (Resolved, Vec<String>) {
     ]);
     let mut notes = Vec::new();
     let mut r = Resolved { request, limit };
+    settle(&mut r, &mut notes);
+    (r, notes)
+}
+
+/// Make request ≤ limit by letting the lower-precedence side yield (the request, on a tie).
+pub fn settle(r: &mut Resolved, notes: &mut Vec<String>) {
     if let (Some(req), Some(lim)) = (r.request, r.limit) {
         if req.value > lim.value {
             if lim.source > req.source {
@@ -116,7 +122,120 @@ pub fn resolve(c: &Candidates) -> (Resolved, Vec<String>) {
             }
         }
     }
-    (r, notes)
+}
+
+/// While an OOM floor holds (enforce mode, memory): every side below the floor is raised to
+/// it, whatever it came from (a template, a default, a commit, a recommendation held back by
+/// the step limit or hysteresis), except explicit overrides, which stay as written (noted).
+/// A raised side counts as the recommendation's (the floor is part of it). `request`: false
+/// leaves the request alone (an HPA scales on it).
+pub fn raise_to_oom_floor(r: &mut Resolved, floor: u64, request: bool, notes: &mut Vec<String>) {
+    let fmt = |v: u64| Resource::Memory.format(v);
+    let sides = [
+        (&mut r.request, "request", request),
+        (&mut r.limit, "limit", true),
+    ];
+    for (side, name, raise) in sides {
+        if !raise {
+            continue;
+        }
+        match *side {
+            Some(s) if s.value >= floor => {}
+            Some(s) if s.source == Source::Override => notes.push(format!(
+                "the {name} override {} is below the OOM floor {}; kept (explicit)",
+                fmt(s.value),
+                fmt(floor)
+            )),
+            _ => {
+                *side = Some(Side {
+                    value: floor,
+                    source: Source::Recommendation,
+                })
+            }
+        }
+    }
+    settle(r, notes);
+}
+
+/// The policy's bounds (the rules' roundTo, min and max of each side) on every side that
+/// came from a commit, a load model or a recommendation (the OOM floor included), whoever
+/// produced it: a value cached before the policy changed, or read from a snapshot, is
+/// bounded by the policy in force now. Overrides, template values and defaults are not
+/// touched. `floor`: the OOM floor in force, to say when the max caps it.
+pub fn bound(
+    r: &mut Resolved,
+    rules: &Rules,
+    resource: Resource,
+    floor: Option<u64>,
+    notes: &mut Vec<String>,
+) {
+    let (request_rule, limit_rule) = match resource {
+        Resource::Memory => (
+            Some((
+                rules.memory.request.round_to.0,
+                rules.memory.request.min.0,
+                rules.memory.request.max.0,
+            )),
+            rules
+                .memory
+                .limit
+                .map(|l| (l.round_to.0, l.min.0, l.max.0)),
+        ),
+        Resource::Cpu => (
+            Some((
+                rules.cpu.request.round_to.0,
+                rules.cpu.request.min.0,
+                rules.cpu.request.max.0,
+            )),
+            rules.cpu.limit.map(|l| (l.round_to.0, l.min.0, l.max.0)),
+        ),
+    };
+    let fmt = |v: u64| resource.format(v);
+    let mut changed = false;
+    for (side, name, rule) in [
+        (&mut r.request, "request", request_rule),
+        (&mut r.limit, "limit", limit_rule),
+    ] {
+        let (Some(s), Some((round_to, min, max))) = (*side, rule) else {
+            continue;
+        };
+        if !matches!(
+            s.source,
+            Source::Enforced | Source::LoadModel | Source::Recommendation
+        ) {
+            continue;
+        }
+        let max = max.max(min);
+        let v = round_up(s.value, round_to).clamp(min, max);
+        if v == s.value {
+            continue;
+        }
+        if s.value > max {
+            let capped = if floor.is_some_and(|f| f > max) {
+                " (the OOM floor is capped by it)"
+            } else {
+                ""
+            };
+            notes.push(format!(
+                "{name} {} ({}) lowered to the policy's max {}{capped}",
+                fmt(s.value),
+                s.source,
+                fmt(max)
+            ));
+        } else if s.value < min {
+            notes.push(format!(
+                "{name} {} ({}) raised to the policy's min {}",
+                fmt(s.value),
+                s.source,
+                fmt(min)
+            ));
+        }
+        *side = Some(Side { value: v, ..s });
+        changed = true;
+    }
+    if changed {
+        settle(r, notes);
+    }
 }
 
 /// What the analyzer proposes for this resource, before guards: its own recommendation,
