@@ -487,7 +487,17 @@ mod tests {
         assert_eq!(c.sizes.request, Some(704 * MI));
         assert_eq!(c.sizes.limit, Some(1408 * MI));
         assert!(commit(&r, Resource::Memory, Some(&c), cur, target, None, None, 60).is_none());
-        let c2 = commit(&r, Resource::Memory, Some(&c), cur, target, None, None, 1800).unwrap();
+        let c2 = commit(
+            &r,
+            Resource::Memory,
+            Some(&c),
+            cur,
+            target,
+            None,
+            None,
+            1800,
+        )
+        .unwrap();
         // 704Mi - 30% = 492.8Mi -> 496Mi.
         assert_eq!(c2.sizes.request, Some(496 * MI));
     }

@@ -245,6 +245,10 @@ fn size_one(
     if let Some(floor) = oom_floor {
         resources::raise_to_oom_floor(&mut resolved, floor, !hpa, &mut notes);
     }
+    // The policy in force now bounds every value from a commit, a load model or a
+    // recommendation, whoever produced it (a cached value, a snapshot): the max wins over
+    // an OOM floor above it.
+    resources::bound(&mut resolved, &policy.rules, r, oom_floor, &mut notes);
     let bounds = limits::bounds(inputs.ctx.limit_ranges, "Container", r);
     limits::fit_container(r, &bounds, &mut resolved, &mut notes);
     for n in notes {
@@ -253,7 +257,8 @@ fn size_one(
     Some(Sized {
         resolved,
         template,
-        recommended: load::larger(proposal, predicted),
+        recommended: load::larger(proposal, predicted)
+            .map(|p| resources::bounded(p, &policy.rules, r)),
     })
 }
 

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::quantity::{round_up, Resource};
+use crate::quantity::Resource;
 use crate::recommendation::ResourceRecommendation;
 use crate::rules::{Rules, Sizes};
 
@@ -157,11 +157,32 @@ pub fn raise_to_oom_floor(r: &mut Resolved, floor: u64, request: bool, notes: &m
     settle(r, notes);
 }
 
-/// The policy's bounds (the rules' roundTo, min and max of each side) on every side that
-/// came from a commit, a load model or a recommendation (the OOM floor included), whoever
-/// produced it: a value cached before the policy changed, or read from a snapshot, is
-/// bounded by the policy in force now. Overrides, template values and defaults are not
-/// touched. `floor`: the OOM floor in force, to say when the max caps it.
+/// `s`, a recommended pair, within the policy's bounds (as [`bound`] makes it).
+pub fn bounded(s: Sizes, rules: &Rules, resource: Resource) -> Sizes {
+    let side = |v: Option<u64>| {
+        v.map(|value| Side {
+            value,
+            source: Source::Recommendation,
+        })
+    };
+    let mut r = Resolved {
+        request: side(s.request),
+        limit: side(s.limit),
+    };
+    bound(&mut r, rules, resource, None, &mut Vec::new());
+    Sizes {
+        request: r.request.map(|x| x.value),
+        limit: r.limit.map(|x| x.value),
+    }
+}
+
+/// The policy's bounds (the rules' min and max of each side) on every side that came from a
+/// commit, a load model or a recommendation (the OOM floor included), whoever produced it:
+/// a value cached before the policy changed, or read from a snapshot, is bounded by the
+/// policy in force now. Overrides, template values and defaults are not touched. Values
+/// within the bounds are not rounded again: the analyzer rounds what it computes, and a
+/// value its hysteresis kept is the running one, which a re-rounding would change.
+/// `floor`: the OOM floor in force, to say when the max caps it.
 pub fn bound(
     r: &mut Resolved,
     rules: &Rules,
@@ -171,23 +192,12 @@ pub fn bound(
 ) {
     let (request_rule, limit_rule) = match resource {
         Resource::Memory => (
-            Some((
-                rules.memory.request.round_to.0,
-                rules.memory.request.min.0,
-                rules.memory.request.max.0,
-            )),
-            rules
-                .memory
-                .limit
-                .map(|l| (l.round_to.0, l.min.0, l.max.0)),
+            Some((rules.memory.request.min.0, rules.memory.request.max.0)),
+            rules.memory.limit.map(|l| (l.min.0, l.max.0)),
         ),
         Resource::Cpu => (
-            Some((
-                rules.cpu.request.round_to.0,
-                rules.cpu.request.min.0,
-                rules.cpu.request.max.0,
-            )),
-            rules.cpu.limit.map(|l| (l.round_to.0, l.min.0, l.max.0)),
+            Some((rules.cpu.request.min.0, rules.cpu.request.max.0)),
+            rules.cpu.limit.map(|l| (l.min.0, l.max.0)),
         ),
     };
     let fmt = |v: u64| resource.format(v);
@@ -196,7 +206,7 @@ pub fn bound(
         (&mut r.request, "request", request_rule),
         (&mut r.limit, "limit", limit_rule),
     ] {
-        let (Some(s), Some((round_to, min, max))) = (*side, rule) else {
+        let (Some(s), Some((min, max))) = (*side, rule) else {
             continue;
         };
         if !matches!(
@@ -206,7 +216,7 @@ pub fn bound(
             continue;
         }
         let max = max.max(min);
-        let v = round_up(s.value, round_to).clamp(min, max);
+        let v = s.value.clamp(min, max);
         if v == s.value {
             continue;
         }
@@ -383,5 +393,33 @@ mod tests {
         };
         let analyzer = decide(&rules, Resource::Memory, &input, Previous::default(), 0);
         assert_eq!(admission, analyzer.rec.recommended);
+    }
+
+    /// The policy's bounds hold on values from commits, load models and recommendations;
+    /// overrides, template values and defaults are left as they are, and a side without a
+    /// rule (the CPU limit by default) has no bounds.
+    #[rstest]
+    #[case::recommendation_above_max(Source::Recommendation, 12_000, Some(8_000))]
+    #[case::committed_below_min(Source::Enforced, 5, Some(10))]
+    #[case::load_model_above_max(Source::LoadModel, 9_000, Some(8_000))]
+    #[case::override_kept(Source::Override, 12_000, None)]
+    #[case::template_kept(Source::Template, 12_000, None)]
+    #[case::default_kept(Source::Default, 5, None)]
+    fn bounds_by_source(#[case] source: Source, #[case] value: u64, #[case] want: Option<u64>) {
+        let rules = Rules::default();
+        let side = Some(Side { value, source });
+        let mut r = Resolved {
+            request: side,
+            limit: Some(Side {
+                value: 20_000,
+                source,
+            }),
+        };
+        let mut notes = Vec::new();
+        bound(&mut r, &rules, Resource::Cpu, None, &mut notes);
+        assert_eq!(r.request.map(|s| s.value), Some(want.unwrap_or(value)));
+        assert_eq!(r.request.map(|s| s.source), Some(source));
+        assert_eq!(r.limit.map(|s| s.value), Some(20_000), "no CPU limit rule");
+        assert_eq!(notes.len(), usize::from(want.is_some()));
     }
 }
