@@ -189,16 +189,21 @@ fn size_one(
         .filter(|_| r == Resource::Memory);
     let predicted = prediction.map(|p| p.sizes);
     let enforce = inputs.enforce;
+    // The policy in force now bounds what came from the analyzer, whoever produced it (a
+    // value cached before the policy changed, a snapshot): the committed value, and the
+    // recommendation before a step walks towards it.
+    let mut bound_notes = Vec::new();
     let mut enforced = rr
         .and_then(|x| x.committed.as_ref())
         .filter(|_| enforce)
-        .map(|c| c.sizes)
+        .map(|c| resources::bound(c.sizes, &policy.rules, r, "committed", &mut bound_notes))
         .unwrap_or_default();
     let may_recommend =
         enforce && enforced == Sizes::default() && policy.enforcement.apply_recommendations;
     let mut recommendation = match proposal {
         Some(p) if may_recommend => {
             let p95 = rr.and_then(|x| x.observed).map(|o| o.p95);
+            let p = resources::bound(p, &policy.rules, r, "recommended", &mut bound_notes);
             policy.rules.guarded_step(r, template, p, p95)
         }
         _ => Sizes::default(),
@@ -234,21 +239,31 @@ fn size_one(
         },
     };
     let (mut resolved, mut notes) = resources::resolve(&candidates);
+    // Bounds are worth a word where the bounded value is used.
+    let used = |side: Option<resources::Side>| {
+        side.is_some_and(|s| matches!(s.source, Source::Enforced | Source::Recommendation))
+    };
+    let bound_notes = bound_notes.into_iter().filter_map(|(side, n)| {
+        let resolved_side = if side == "request" {
+            resolved.request
+        } else {
+            resolved.limit
+        };
+        used(resolved_side).then_some(n)
+    });
+    notes.splice(0..0, bound_notes);
     if let Some(p) = prediction {
         notes.extend(load::notes(p, &policy.rules, &resolved, template));
     }
     // While an OOM floor holds, enforce mode raises memory to it whatever won above: the
-    // step limit and hysteresis never hold a raise to the floor back.
+    // step limit and hysteresis never hold a raise to the floor back; the policy's max does.
     let oom_floor = rr
         .and_then(|x| x.oom_floor)
         .filter(|_| enforce && r == Resource::Memory);
     if let Some(floor) = oom_floor {
-        resources::raise_to_oom_floor(&mut resolved, floor, !hpa, &mut notes);
+        let bounds = resources::Bounds::of(&policy.rules, r);
+        resources::raise_to_oom_floor(&mut resolved, floor, bounds, !hpa, &mut notes);
     }
-    // The policy in force now bounds every value from a commit, a load model or a
-    // recommendation, whoever produced it (a cached value, a snapshot): the max wins over
-    // an OOM floor above it.
-    resources::bound(&mut resolved, &policy.rules, r, oom_floor, &mut notes);
     let bounds = limits::bounds(inputs.ctx.limit_ranges, "Container", r);
     limits::fit_container(r, &bounds, &mut resolved, &mut notes);
     for n in notes {

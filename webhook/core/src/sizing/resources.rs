@@ -124,21 +124,67 @@ pub fn settle(r: &mut Resolved, notes: &mut Vec<String>) {
     }
 }
 
+/// The policy's bounds of one resource: (min, max) of the request and of the limit (`None`:
+/// no rule for that side, like the CPU limit by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub request: Option<(u64, u64)>,
+    pub limit: Option<(u64, u64)>,
+}
+
+impl Bounds {
+    pub fn of(rules: &Rules, resource: Resource) -> Bounds {
+        let (request, limit) = match resource {
+            Resource::Memory => (
+                (rules.memory.request.min.0, rules.memory.request.max.0),
+                rules.memory.limit.map(|l| (l.min.0, l.max.0)),
+            ),
+            Resource::Cpu => (
+                (rules.cpu.request.min.0, rules.cpu.request.max.0),
+                rules.cpu.limit.map(|l| (l.min.0, l.max.0)),
+            ),
+        };
+        let fix = |(min, max): (u64, u64)| (min, max.max(min));
+        Bounds {
+            request: Some(fix(request)),
+            limit: limit.map(fix),
+        }
+    }
+}
+
 /// While an OOM floor holds (enforce mode, memory): every side below the floor is raised to
 /// it, whatever it came from (a template, a default, a commit, a recommendation held back by
 /// the step limit or hysteresis), except explicit overrides, which stay as written (noted).
-/// A raised side counts as the recommendation's (the floor is part of it). `request`: false
-/// leaves the request alone (an HPA scales on it).
-pub fn raise_to_oom_floor(r: &mut Resolved, floor: u64, request: bool, notes: &mut Vec<String>) {
+/// The policy's max wins over a floor above it (noted). A raised side counts as the
+/// recommendation's (the floor is part of it). `request`: false leaves the request alone (an
+/// HPA scales on it).
+pub fn raise_to_oom_floor(
+    r: &mut Resolved,
+    floor: u64,
+    bounds: Bounds,
+    request: bool,
+    notes: &mut Vec<String>,
+) {
     let fmt = |v: u64| Resource::Memory.format(v);
     let sides = [
-        (&mut r.request, "request", request),
-        (&mut r.limit, "limit", true),
+        (&mut r.request, "request", request, bounds.request),
+        (&mut r.limit, "limit", true, bounds.limit),
     ];
-    for (side, name, raise) in sides {
+    for (side, name, raise, rule) in sides {
         if !raise {
             continue;
         }
+        let floor = match rule {
+            Some((_, max)) if floor > max => {
+                notes.push(format!(
+                    "the OOM floor {} is above the policy's {name} max {}: capped at the max",
+                    fmt(floor),
+                    fmt(max)
+                ));
+                max
+            }
+            _ => floor,
+        };
         match *side {
             Some(s) if s.value >= floor => {}
             Some(s) if s.source == Source::Override => notes.push(format!(
@@ -157,95 +203,59 @@ pub fn raise_to_oom_floor(r: &mut Resolved, floor: u64, request: bool, notes: &m
     settle(r, notes);
 }
 
-/// `s`, a recommended pair, within the policy's bounds (as [`bound`] makes it).
-pub fn bounded(s: Sizes, rules: &Rules, resource: Resource) -> Sizes {
-    let side = |v: Option<u64>| {
-        v.map(|value| Side {
-            value,
-            source: Source::Recommendation,
-        })
+/// `s` within the policy's bounds (`rules.<resource>.request`/`limit` min and max), with a
+/// note per side moved (`request` or `limit`, and the note naming `what` it came from). Admission bounds what came from the
+/// analyzer (a committed value, a recommendation) this way whoever produced it: a value
+/// cached before ops changed the policy, or read from a snapshot, is bounded by the policy
+/// in force now. Values within the bounds are not rounded again: the analyzer rounds what
+/// it computes, and a value its hysteresis kept is the running one.
+pub fn bound(
+    s: Sizes,
+    rules: &Rules,
+    resource: Resource,
+    what: &str,
+    notes: &mut Vec<(&'static str, String)>,
+) -> Sizes {
+    let b = Bounds::of(rules, resource);
+    let fmt = |v: u64| resource.format(v);
+    let mut side = |v: Option<u64>, rule: Option<(u64, u64)>, name: &'static str| {
+        let v = v?;
+        let Some((min, max)) = rule else {
+            return Some(v);
+        };
+        let c = v.clamp(min, max);
+        if c < v {
+            let n = format!(
+                "{what} {name} {} lowered to the policy's max {}",
+                fmt(v),
+                fmt(max)
+            );
+            notes.push((name, n));
+        } else if c > v {
+            let n = format!(
+                "{what} {name} {} raised to the policy's min {}",
+                fmt(v),
+                fmt(min)
+            );
+            notes.push((name, n));
+        }
+        Some(c)
     };
-    let mut r = Resolved {
-        request: side(s.request),
-        limit: side(s.limit),
-    };
-    bound(&mut r, rules, resource, None, &mut Vec::new());
+    let request = side(s.request, b.request, "request");
+    let limit = side(s.limit, b.limit, "limit");
+    // A limit lowered to its max still covers the request (the request yields).
     Sizes {
-        request: r.request.map(|x| x.value),
-        limit: r.limit.map(|x| x.value),
+        request: match (request, limit) {
+            (Some(r), Some(l)) => Some(r.min(l)),
+            (r, _) => r,
+        },
+        limit,
     }
 }
 
-/// The policy's bounds (the rules' min and max of each side) on every side that came from a
-/// commit, a load model or a recommendation (the OOM floor included), whoever produced it:
-/// a value cached before the policy changed, or read from a snapshot, is bounded by the
-/// policy in force now. Overrides, template values and defaults are not touched. Values
-/// within the bounds are not rounded again: the analyzer rounds what it computes, and a
-/// value its hysteresis kept is the running one, which a re-rounding would change.
-/// `floor`: the OOM floor in force, to say when the max caps it.
-pub fn bound(
-    r: &mut Resolved,
-    rules: &Rules,
-    resource: Resource,
-    floor: Option<u64>,
-    notes: &mut Vec<String>,
-) {
-    let (request_rule, limit_rule) = match resource {
-        Resource::Memory => (
-            Some((rules.memory.request.min.0, rules.memory.request.max.0)),
-            rules.memory.limit.map(|l| (l.min.0, l.max.0)),
-        ),
-        Resource::Cpu => (
-            Some((rules.cpu.request.min.0, rules.cpu.request.max.0)),
-            rules.cpu.limit.map(|l| (l.min.0, l.max.0)),
-        ),
-    };
-    let fmt = |v: u64| resource.format(v);
-    let mut changed = false;
-    for (side, name, rule) in [
-        (&mut r.request, "request", request_rule),
-        (&mut r.limit, "limit", limit_rule),
-    ] {
-        let (Some(s), Some((min, max))) = (*side, rule) else {
-            continue;
-        };
-        if !matches!(
-            s.source,
-            Source::Enforced | Source::LoadModel | Source::Recommendation
-        ) {
-            continue;
-        }
-        let max = max.max(min);
-        let v = s.value.clamp(min, max);
-        if v == s.value {
-            continue;
-        }
-        if s.value > max {
-            let capped = if floor.is_some_and(|f| f > max) {
-                " (the OOM floor is capped by it)"
-            } else {
-                ""
-            };
-            notes.push(format!(
-                "{name} {} ({}) lowered to the policy's max {}{capped}",
-                fmt(s.value),
-                s.source,
-                fmt(max)
-            ));
-        } else if s.value < min {
-            notes.push(format!(
-                "{name} {} ({}) raised to the policy's min {}",
-                fmt(s.value),
-                s.source,
-                fmt(min)
-            ));
-        }
-        *side = Some(Side { value: v, ..s });
-        changed = true;
-    }
-    if changed {
-        settle(r, notes);
-    }
+/// [`bound`] without notes (for the recorded recommendation).
+pub fn bounded(s: Sizes, rules: &Rules, resource: Resource) -> Sizes {
+    bound(s, rules, resource, "", &mut Vec::new())
 }
 
 /// What the analyzer proposes for this resource, before guards: its own recommendation,
@@ -395,31 +405,23 @@ mod tests {
         assert_eq!(admission, analyzer.rec.recommended);
     }
 
-    /// The policy's bounds hold on values from commits, load models and recommendations;
-    /// overrides, template values and defaults are left as they are, and a side without a
-    /// rule (the CPU limit by default) has no bounds.
+    /// The policy's bounds on a pair from the analyzer; a side without a rule (the CPU
+    /// limit by default) has no bounds.
     #[rstest]
-    #[case::recommendation_above_max(Source::Recommendation, 12_000, Some(8_000))]
-    #[case::committed_below_min(Source::Enforced, 5, Some(10))]
-    #[case::load_model_above_max(Source::LoadModel, 9_000, Some(8_000))]
-    #[case::override_kept(Source::Override, 12_000, None)]
-    #[case::template_kept(Source::Template, 12_000, None)]
-    #[case::default_kept(Source::Default, 5, None)]
-    fn bounds_by_source(#[case] source: Source, #[case] value: u64, #[case] want: Option<u64>) {
+    #[case::above_max(12_000, Some(8_000))]
+    #[case::below_min(5, Some(10))]
+    #[case::within(500, None)]
+    fn bounds_on_analyzer_values(#[case] value: u64, #[case] want: Option<u64>) {
         let rules = Rules::default();
-        let side = Some(Side { value, source });
-        let mut r = Resolved {
-            request: side,
-            limit: Some(Side {
-                value: 20_000,
-                source,
-            }),
-        };
         let mut notes = Vec::new();
-        bound(&mut r, &rules, Resource::Cpu, None, &mut notes);
-        assert_eq!(r.request.map(|s| s.value), Some(want.unwrap_or(value)));
-        assert_eq!(r.request.map(|s| s.source), Some(source));
-        assert_eq!(r.limit.map(|s| s.value), Some(20_000), "no CPU limit rule");
+        let got = bound(
+            s(Some(value), Some(20_000)),
+            &rules,
+            Resource::Cpu,
+            "committed",
+            &mut notes,
+        );
+        assert_eq!(got, s(Some(want.unwrap_or(value)), Some(20_000)));
         assert_eq!(notes.len(), usize::from(want.is_some()));
     }
 }
