@@ -804,6 +804,13 @@ fn check_case(case: &gen::Case) -> Result<bool, String> {
         }
     }
     added_fields_accepted(case, &before, &after, offline_label)?;
+    // The QoS class of a Pod is not changed unless explicit overrides say so (of objects
+    // the apiserver would accept: a request above its limit is the user's to fix).
+    let explicit = case.policies.contains("overrides")
+        || serde_json::to_string(&before).is_ok_and(|t| t.contains("rightsizer.io/overrides"));
+    if invariants::resource_rules(&before, &[]).is_ok() {
+        invariants::qos_kept(&before, &after, explicit)?;
+    }
     let mut again = case.review.clone();
     again["request"]["object"] = after;
     let (_, second, _) = answered(&a, &again)?;
