@@ -186,9 +186,16 @@ fn guaranteed(d: &PerResource<Declared>) -> Option<Guaranteed> {
 }
 
 /// Keep a Guaranteed container Guaranteed: request and limit move together, to the larger
-/// of the two (whole cores for a container with whole CPUs). Explicit overrides are left
-/// as written: they may change the class.
-fn keep_guaranteed(resolved: &mut Resolved, r: Resource, g: Guaranteed, notes: &mut Vec<String>) {
+/// of the two (whole cores for a container with whole CPUs; a value from the analyzer no
+/// higher than the policy's request max). Explicit overrides are left as written: they may
+/// change the class.
+fn keep_guaranteed(
+    resolved: &mut Resolved,
+    r: Resource,
+    g: Guaranteed,
+    bounds: resources::Bounds,
+    notes: &mut Vec<String>,
+) {
     let (Some(lim), req) = (resolved.limit, resolved.request) else {
         return;
     };
@@ -213,6 +220,16 @@ fn keep_guaranteed(resolved: &mut Resolved, r: Resource, g: Guaranteed, notes: &
     if r == Resource::Cpu && g.whole_cpu {
         value = crate::quantity::round_up(value, 1000);
     }
+    let whole = value != top.value;
+    // A value from the analyzer stays within the policy's request bounds on both sides.
+    if matches!(
+        top.source,
+        Source::Enforced | Source::LoadModel | Source::Recommendation
+    ) {
+        if let Some((_, max)) = bounds.request {
+            value = value.min(max);
+        }
+    }
     let both = resources::Side { value, ..top };
     if resolved.limit == Some(both) && (!had_request || resolved.request == Some(both)) {
         return;
@@ -221,7 +238,7 @@ fn keep_guaranteed(resolved: &mut Resolved, r: Resource, g: Guaranteed, notes: &
         notes.push(format!(
             "request and limit kept equal at {} so the container stays Guaranteed (QoS){}",
             r.format(value),
-            if value != top.value {
+            if whole {
                 ", in whole cores"
             } else {
                 ""
@@ -339,7 +356,8 @@ fn size_one(
         resources::raise_to_oom_floor(&mut resolved, floor, bounds, !hpa, &mut notes);
     }
     if let Some(g) = qos {
-        keep_guaranteed(&mut resolved, r, g, &mut notes);
+        let bounds = resources::Bounds::of(&policy.rules, r);
+        keep_guaranteed(&mut resolved, r, g, bounds, &mut notes);
     }
     let bounds = limits::bounds(inputs.ctx.limit_ranges, "Container", r);
     limits::fit_container(r, &bounds, &mut resolved, &mut notes);
