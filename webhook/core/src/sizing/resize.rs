@@ -238,11 +238,7 @@ fn keep_guaranteed(
         notes.push(format!(
             "request and limit kept equal at {} so the container stays Guaranteed (QoS){}",
             r.format(value),
-            if whole {
-                ", in whole cores"
-            } else {
-                ""
-            }
+            if whole { ", in whole cores" } else { "" }
         ));
     }
     if had_request {
