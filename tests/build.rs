@@ -7,10 +7,12 @@
 //! - `has_control_plane`: the v1.20.2 control plane of `tests/cluster/build.sh` and the tools
 //!   `tests/cluster/up.sh` needs (tests/cluster/{kube_watch,cluster_e2e}.rs);
 //! - `has_node`: besides, what `tests/cluster/node.sh` needs (root, containerd, runc, …);
-//! - `has_shared_traces`: the shared traces beside the repository (tests/replay).
+//! - `has_shared_traces`: the shared traces beside the repository (tests/replay);
+//! - `has_helm`: the helm of `tests/tools/helm.sh` (tests/deploy/helm.rs, and with
+//!   `has_node` tests/cluster/helm_e2e.rs).
 //!
-//! Under `CI=true` the first two are always set: a missing prerequisite then fails the tests
-//! that need it (they say why) instead of skipping them.
+//! Under `CI=true` `has_control_plane`, `has_node` and `has_helm` are always set: a missing
+//! prerequisite then fails the tests that need it (they say why) instead of skipping them.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -49,7 +51,35 @@ fn main() {
     if watch.file(Path::new(SHARED_TRACE)) {
         println!("cargo::rustc-cfg=has_shared_traces");
     }
+    helm(&mut watch, ci);
     watch.emit();
+}
+
+/// Sets `has_helm` when the helm `tests/tools/helm.sh` installs is there (the same path
+/// tests/deploy/helm.rs runs: `RIGHTSIZER_HELM`, else the script's cache).
+fn helm(watch: &mut Watch, ci: bool) {
+    println!("cargo::rustc-check-cfg=cfg(has_helm)");
+    for var in ["RIGHTSIZER_HELM", "RIGHTSIZER_HELM_CACHE"] {
+        println!("cargo::rerun-if-env-changed={var}");
+    }
+    let path = match std::env::var_os("RIGHTSIZER_HELM") {
+        Some(p) => PathBuf::from(p),
+        None => match std::env::var_os("RIGHTSIZER_HELM_CACHE") {
+            Some(d) => PathBuf::from(d).join("helm"),
+            None => {
+                let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+                PathBuf::from(home).join(".cache/rightsizer-helm/v3.17.2/helm")
+            }
+        },
+    };
+    if watch.file(&path) || ci {
+        println!("cargo::rustc-cfg=has_helm");
+    } else {
+        println!(
+            "cargo::warning=tests needing helm are ignored here: no {} (run tests/tools/helm.sh)",
+            path.display()
+        );
+    }
 }
 
 /// Why the control plane cannot run here, if it cannot (as tests/support/cluster.rs says).

@@ -5,6 +5,8 @@
 mod cluster;
 #[path = "../support/exe.rs"]
 mod exe;
+#[path = "../support/helm.rs"]
+mod helm_path;
 #[path = "../support/node.rs"]
 mod node;
 #[path = "../support/prometheus.rs"]
@@ -13,5 +15,6 @@ mod prometheus;
 mod scenario;
 
 mod cluster_e2e;
+mod helm_e2e;
 mod kube_watch;
 mod node_e2e;

@@ -3,7 +3,11 @@
 
 #[path = "../support/exe.rs"]
 mod exe;
+#[path = "../support/helm.rs"]
+mod helm_path;
 #[path = "../support/monitoring.rs"]
 mod monitoring;
 
 mod deploy;
+mod helm;
+mod strict;

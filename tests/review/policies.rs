@@ -112,6 +112,22 @@ fn shipped_examples_are_valid() {
     "overrides:\n  - workload: {name: \"\"}\n    containers: {}\n",
     "overrides[0].workload.name"
 )]
+#[case::override_knative_cc(
+    "overrides:\n  - workload: {name: a}\n    knative: {containerConcurrency: 1001}\n",
+    "overrides[0].knative.containerConcurrency"
+)]
+#[case::override_knative_scale(
+    "overrides:\n  - workload: {name: a}\n  - workload: {name: b}\n    knative: {minScale: 5, maxScale: 3}\n",
+    "overrides[1].knative.minScale"
+)]
+#[case::override_knative_metric(
+    "overrides:\n  - workload: {name: a}\n    knative: {metric: latency}\n",
+    "overrides[0].knative.metric"
+)]
+#[case::override_knative_unknown(
+    "overrides:\n  - workload: {name: a}\n    knative: {concurrency: 5}\n",
+    "overrides[0].knative.concurrency"
+)]
 #[case::recommender("recommender: magic\n", "recommender")]
 #[case::placement_empty("placement:\n  - minCpu: \"2\"\n", "placement[0]")]
 #[case::placement_weight(

@@ -442,12 +442,16 @@ fn target_and_cc(svc: &Value) -> (Option<&str>, Option<u64>) {
 
 #[test]
 fn knative_target_follows_the_recommendation_over_three_revisions() {
-    // As stored after Knative's defaulting: containerConcurrency 0 (unbounded).
+    // Created without containerConcurrency; the analyzer proposes none yet, so rightsizer
+    // leaves it to Knative's defaulting, which writes 0 (unbounded), and records that 0.
     let mut svc = json!({
         "apiVersion": "serving.knative.dev/v1", "kind": "Service",
         "metadata": {"name": "hello", "namespace": "serverless", "uid": "s1"},
-        "spec": {"template": {"spec": {"containerConcurrency": 0, "containers": [{"image": "hello:1"}]}}}
+        "spec": {"template": {"spec": {"containers": [{"image": "hello:1"}]}}}
     });
+    svc = admit_service(&knative_admitter(100.0, None), &svc);
+    assert_eq!(target_and_cc(&svc), (Some("100"), None));
+    svc["spec"]["template"]["spec"]["containerConcurrency"] = json!(0);
     let revisions = [
         // memory near the limit, concurrency above the target: 100 -> 80, bounded
         ((80.0, Some(115)), (Some("80"), Some(115))),
@@ -471,6 +475,25 @@ fn knative_target_follows_the_recommendation_over_three_revisions() {
         sized["autoscaling.knative.dev"],
         json!({"target": "76.8", "containerConcurrency": "110"})
     );
+}
+
+/// A containerConcurrency of 0 the user wrote (no record of rightsizer's says it left the
+/// field to Knative) is never replaced, whatever the analyzer proposes.
+#[test]
+fn a_users_unbounded_concurrency_is_kept_over_revisions() {
+    let mut svc = json!({
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "hello", "namespace": "serverless", "uid": "s1"},
+        "spec": {"template": {"spec": {"containerConcurrency": 0, "containers": [{"image": "hello:1"}]}}}
+    });
+    for (n, (target, cc)) in [(80.0, Some(115)), (64.0, Some(92)), (76.8, None)]
+        .into_iter()
+        .enumerate()
+    {
+        new_revision(&mut svc, n as u32 + 2);
+        svc = admit_service(&knative_admitter(target, cc), &svc);
+        assert_eq!(target_and_cc(&svc).1, Some(0), "revision {}", n + 2);
+    }
 }
 
 #[test]
@@ -786,6 +809,13 @@ fn check_case(case: &gen::Case) -> Result<bool, String> {
         }
     }
     added_fields_accepted(case, &before, &after, offline_label)?;
+    // The QoS class of a Pod is not changed unless explicit overrides say so (of objects
+    // the apiserver would accept: a request above its limit is the user's to fix).
+    let explicit = case.policies.contains("overrides")
+        || serde_json::to_string(&before).is_ok_and(|t| t.contains("rightsizer.io/overrides"));
+    if invariants::resource_rules(&before, &[]).is_ok() {
+        invariants::qos_kept(&before, &after, explicit)?;
+    }
     let mut again = case.review.clone();
     again["request"]["object"] = after;
     let (_, second, _) = answered(&a, &again)?;

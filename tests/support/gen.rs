@@ -140,6 +140,12 @@ fn container(r: &mut Rng, name: Option<&str>, gpu: bool) -> Value {
         if let Some(s) = side(r, gpu) {
             res.insert("limits".into(), s);
         }
+        if !gpu && r.chance(15) {
+            // Guaranteed (QoS): CPU and memory requests equal to their limits.
+            let both = json!({"memory": memory(r), "cpu": cpu(r)});
+            res.insert("requests".into(), both.clone());
+            res.insert("limits".into(), both);
+        }
         c.insert("resources".into(), Value::Object(res));
     }
     Value::Object(c)

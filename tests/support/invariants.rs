@@ -337,3 +337,54 @@ pub fn limit_range_refusal(obj: &Value, ranges: &[LimitRangeSpec]) -> Option<Str
     }
     None
 }
+
+/// A Pod's QoS class, as the kubelet derives it from the containers' CPU and memory
+/// (init containers included): `BestEffort` with no request or limit anywhere,
+/// `Guaranteed` when every container has both limits and each request is absent (the
+/// apiserver sets it to the limit) or equal to its limit, `Burstable` otherwise. `None`
+/// when a quantity cannot be read, or the object has no pod spec.
+pub fn qos_class(obj: &Value) -> Option<&'static str> {
+    let kind = kind_of_manifest(obj)?;
+    let (spec_ptr, _) = pod_paths(kind);
+    let spec = obj.pointer(spec_ptr)?;
+    let containers = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|k| spec.get(*k).and_then(Value::as_array))
+        .flatten();
+    let (mut any, mut guaranteed) = (false, true);
+    for c in containers {
+        for r in Resource::ALL {
+            let get = |side: &str| -> Result<Option<u64>, ()> {
+                match c.pointer(&format!("/resources/{side}/{}", r.as_str())) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(s)) => r.parse(s).map(Some).map_err(|_| ()),
+                    Some(_) => Err(()),
+                }
+            };
+            let (req, lim) = (get("requests").ok()?, get("limits").ok()?);
+            any |= req.is_some_and(|v| v > 0) || lim.is_some_and(|v| v > 0);
+            match lim {
+                Some(l) if req.is_none_or(|q| q == l) => {}
+                _ => guaranteed = false,
+            }
+        }
+    }
+    Some(match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    })
+}
+
+/// The QoS class is kept: a Guaranteed Pod stays Guaranteed and a Pod with a request or a
+/// limit never becomes BestEffort, unless explicit overrides (`explicit`) say otherwise.
+pub fn qos_kept(before: &Value, after: &Value, explicit: bool) -> Result<(), String> {
+    let (Some(b), Some(a)) = (qos_class(before), qos_class(after)) else {
+        return Ok(());
+    };
+    let lost = (b == "Guaranteed" && a != "Guaranteed") || (b != "BestEffort" && a == "BestEffort");
+    if lost && !explicit {
+        return Err(format!("QoS class changed from {b} to {a}"));
+    }
+    Ok(())
+}

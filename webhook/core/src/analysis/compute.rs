@@ -254,6 +254,11 @@ pub fn from_strategy(
 /// One enforcement step: the next committed value on the way from the last committed
 /// value (or what runs now) to the recommendation. `None` when nothing is to commit
 /// now (no target, cooldown, or within hysteresis).
+///
+/// While an OOM floor holds (`oom_floor`, memory), a side the target sets is committed at
+/// once at the floor or above (the target's value, if lower): neither the cooldown, nor the
+/// step limit, nor hysteresis holds a raise to the floor back.
+#[allow(clippy::too_many_arguments)]
 pub fn commit(
     rules: &Rules,
     resource: Resource,
@@ -261,17 +266,28 @@ pub fn commit(
     current: Sizes,
     target: Sizes,
     p95: Option<f64>,
+    oom_floor: Option<u64>,
     now: u64,
 ) -> Option<Committed> {
+    let base = last.map(|c| c.sizes).unwrap_or(current);
+    // The least each side must be now: the floor (never above the target's own value).
+    let floor = oom_floor.filter(|_| resource == Resource::Memory);
+    let least = |t: Option<u64>| floor.zip(t).map(|(f, t)| f.min(t));
+    let (least_request, least_limit) = (least(target.request), least(target.limit));
+    let below = |v: Option<u64>, least: Option<u64>| least.is_some_and(|l| v.unwrap_or(0) < l);
+    let to_floor = below(base.request, least_request) || below(base.limit, least_limit);
     if let Some(c) = last {
-        if now < c.at.saturating_add(rules.safeguards.cooldown_seconds) {
+        if !to_floor && now < c.at.saturating_add(rules.safeguards.cooldown_seconds) {
             return None;
         }
     }
-    let base = last.map(|c| c.sizes).unwrap_or(current);
     let moved = rules.guarded_step(resource, base, target, p95);
-    let request = moved.request.or(base.request);
-    let mut limit = moved.limit.or(base.limit);
+    let at_least = |v: Option<u64>, least: Option<u64>| match (v, least) {
+        (Some(v), Some(l)) => Some(v.max(l)),
+        (v, l) => v.or(l),
+    };
+    let request = at_least(moved.request.or(base.request), least_request);
+    let mut limit = at_least(moved.limit.or(base.limit), least_limit);
     // A limit that stays must still cover a request that moved.
     if let (Some(l), Some(r)) = (limit, request) {
         limit = Some(l.max(r));
@@ -284,10 +300,16 @@ pub fn commit(
         return None;
     }
     let fmt = |v: Option<u64>| v.map(|x| resource.format(x)).unwrap_or_else(|| "-".into());
-    Some(Committed {
-        sizes: next,
-        at: now,
-        reason: format!(
+    let reason = match floor {
+        Some(f) if to_floor => format!(
+            "raised to the OOM floor {} at once, towards {}/{} (from {}/{})",
+            resource.format(f),
+            fmt(target.request),
+            fmt(target.limit),
+            fmt(base.request),
+            fmt(base.limit),
+        ),
+        _ => format!(
             "step towards {}/{} (from {}/{}; at most {:.0}% per step, not below p95)",
             fmt(target.request),
             fmt(target.limit),
@@ -295,6 +317,11 @@ pub fn commit(
             fmt(base.limit),
             rules.safeguards.max_step_ratio * 100.0
         ),
+    };
+    Some(Committed {
+        sizes: next,
+        at: now,
+        reason,
     })
 }
 
@@ -456,15 +483,148 @@ mod tests {
             cur,
             target,
             Some(200.0 * MI as f64),
+            None,
             0,
         )
         .unwrap();
         // -30% of 1000Mi/2000Mi is 700Mi/1400Mi, rounded up to 16Mi steps.
         assert_eq!(c.sizes.request, Some(704 * MI));
         assert_eq!(c.sizes.limit, Some(1408 * MI));
-        assert!(commit(&r, Resource::Memory, Some(&c), cur, target, None, 60).is_none());
-        let c2 = commit(&r, Resource::Memory, Some(&c), cur, target, None, 1800).unwrap();
+        assert!(commit(&r, Resource::Memory, Some(&c), cur, target, None, None, 60).is_none());
+        let c2 = commit(
+            &r,
+            Resource::Memory,
+            Some(&c),
+            cur,
+            target,
+            None,
+            None,
+            1800,
+        )
+        .unwrap();
         // 704Mi - 30% = 492.8Mi -> 496Mi.
         assert_eq!(c2.sizes.request, Some(496 * MI));
+    }
+
+    /// After an OOM kill, the commit reaches the floor in one step: inside the cooldown of
+    /// the last commit, and more than the step limit (30%) above it.
+    #[test]
+    fn oom_floor_is_committed_at_once_despite_cooldown_and_step() {
+        use crate::analysis::container_state::ContainerState;
+        use crate::analysis::decide::{decide, Effect, Observation, PolicyView};
+        use crate::analysis::entry::Entry;
+        use crate::policy::schema::Mode;
+        use crate::recommendation::ContainerKey;
+        let key = ContainerKey::parse("shop/Deployment/web/app").unwrap();
+        let p = PolicyView {
+            mode: Mode::Enforce,
+            enforcement: true,
+            strategy: "seed".into(),
+            ..Default::default()
+        };
+        let small = Sizes {
+            request: Some(64 * MI),
+            limit: Some(128 * MI),
+        };
+        let observation = |ooms: Vec<(String, u64)>| Observation {
+            memory: Some(obs(50, 70, 120)),
+            current_memory: small,
+            ooms,
+            ..Default::default()
+        };
+        // Committed 64Mi/128Mi a minute ago: inside the 30-minute cooldown.
+        let mut state = ContainerState::default();
+        state.record(
+            Resource::Memory,
+            Committed {
+                sizes: small,
+                at: 1_000,
+                reason: String::new(),
+            },
+        );
+        let floor = p.rules.oom_floor(128 * MI); // max(153.6Mi, 228Mi) -> 240Mi
+        assert_eq!(floor, 240 * MI);
+        let killed = observation(vec![("web-1".into(), 128 * MI)]);
+        let o = decide(&key, &killed, &p, &Entry::default(), &state, 1_060);
+        let committed: Vec<&Committed> = o
+            .effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Commit { value, .. } => Some(value),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(committed.len(), 1, "{:?}", o.effects);
+        let want = Sizes {
+            request: Some(floor),
+            limit: Some(floor),
+        };
+        assert_eq!(committed[0].sizes, want);
+        assert!(committed[0].reason.contains("OOM floor"));
+        // From what runs now, with nothing committed yet: the floor at once, not +30%.
+        let o = decide(
+            &key,
+            &killed,
+            &p,
+            &Entry::default(),
+            &ContainerState::default(),
+            1_060,
+        );
+        assert_eq!(o.state.memory.as_ref().map(|c| c.sizes), Some(want));
+        // The hold stays: the next cycle (inside the cooldown) has nothing more to commit.
+        let again = decide(&key, &observation(vec![]), &p, &o.entry, &o.state, 1_120);
+        assert!(!again
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Commit { .. })));
+    }
+
+    /// `commit` alone: a floor within hysteresis of the last commit is still reached, a side
+    /// the target leaves alone (an HPA's request) is not raised, and without a floor the
+    /// cooldown holds.
+    #[test]
+    fn commit_reaches_the_floor_on_the_sides_the_target_sets() {
+        let r = Rules::default();
+        let last = Committed {
+            sizes: Sizes {
+                request: Some(200 * MI),
+                limit: Some(230 * MI),
+            },
+            at: 1_000,
+            reason: String::new(),
+        };
+        let target = Sizes {
+            request: None,
+            limit: Some(240 * MI),
+        };
+        let c = commit(
+            &r,
+            Resource::Memory,
+            Some(&last),
+            last.sizes,
+            target,
+            None,
+            Some(240 * MI),
+            1_060,
+        )
+        .expect("a commit inside the cooldown");
+        assert_eq!(
+            c.sizes,
+            Sizes {
+                request: Some(200 * MI),
+                limit: Some(240 * MI)
+            }
+        );
+        assert!(commit(
+            &r,
+            Resource::Memory,
+            Some(&last),
+            last.sizes,
+            target,
+            None,
+            None,
+            1_060
+        )
+        .is_none());
     }
 }

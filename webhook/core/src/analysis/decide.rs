@@ -252,7 +252,16 @@ fn commit_step(
         return None;
     }
     let p95 = input.observed.map(|o| o.p95);
-    compute::commit(&policy.rules, res, last, input.current, target?, p95, now)
+    compute::commit(
+        &policy.rules,
+        res,
+        last,
+        input.current,
+        target?,
+        p95,
+        input.oom_floor,
+        now,
+    )
 }
 
 impl ResourceOutcome {

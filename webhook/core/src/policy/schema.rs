@@ -79,12 +79,73 @@ pub struct WorkloadRef {
     pub name: String,
 }
 
-/// Per-workload explicit values; container `*` applies to every container.
+/// Per-workload explicit values; container `*` applies to every container. `knative`:
+/// Knative settings for this workload (Knative Services and Configurations).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Override {
     pub workload: WorkloadRef,
+    #[serde(default)]
     pub containers: BTreeMap<String, ContainerValues>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knative: Option<KnativeOverride>,
+}
+
+/// A workload's own Knative settings: the fields of the policy's `knative` section, each
+/// optional. A field set here replaces the policy's for this workload and beats the
+/// analyzer's proposal; like the policy's, it is written only where the user set none.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KnativeOverride {
+    #[serde(default)]
+    pub target: Option<f64>,
+    #[serde(default)]
+    pub target_utilization_percentage: Option<f64>,
+    #[serde(default)]
+    pub container_concurrency: Option<u64>,
+    #[serde(default)]
+    pub min_scale: Option<u32>,
+    #[serde(default)]
+    pub max_scale: Option<u32>,
+    #[serde(default)]
+    pub metric: Option<String>,
+    #[serde(default)]
+    pub apply_recommendations: Option<bool>,
+}
+
+impl KnativeOverride {
+    /// Fields left open here taken from `other` (the first set wins).
+    pub fn or(self, other: &KnativeOverride) -> KnativeOverride {
+        KnativeOverride {
+            target: self.target.or(other.target),
+            target_utilization_percentage: self
+                .target_utilization_percentage
+                .or(other.target_utilization_percentage),
+            container_concurrency: self.container_concurrency.or(other.container_concurrency),
+            min_scale: self.min_scale.or(other.min_scale),
+            max_scale: self.max_scale.or(other.max_scale),
+            metric: self.metric.or_else(|| other.metric.clone()),
+            apply_recommendations: self.apply_recommendations.or(other.apply_recommendations),
+        }
+    }
+
+    /// The policy's section (or none) with this workload's fields in place.
+    pub fn over(&self, policy: Option<&KnativePolicy>) -> KnativePolicy {
+        let p = policy.cloned().unwrap_or_default();
+        KnativePolicy {
+            target: self.target.or(p.target),
+            target_utilization_percentage: self
+                .target_utilization_percentage
+                .or(p.target_utilization_percentage),
+            container_concurrency: self.container_concurrency.or(p.container_concurrency),
+            min_scale: self.min_scale.or(p.min_scale),
+            max_scale: self.max_scale.or(p.max_scale),
+            metric: self.metric.clone().or(p.metric),
+            apply_recommendations: self
+                .apply_recommendations
+                .unwrap_or(p.apply_recommendations),
+        }
+    }
 }
 
 /// How enforce mode may use usage-based values.

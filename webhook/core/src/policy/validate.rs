@@ -196,42 +196,46 @@ fn check_priority(ctx: &Ctx, p: &PriorityPolicy) -> Result<(), PolicyError> {
     Ok(())
 }
 
-fn check_knative(ctx: &Ctx, k: &KnativePolicy) -> Result<(), PolicyError> {
+/// The policy's `knative` section, or an override's `knative` block at `at`.
+fn check_knative(ctx: &Ctx, at: &str, k: &KnativePolicy) -> Result<(), PolicyError> {
     if let Some(t) = k.target {
         if !(t >= 0.01 && t.is_finite()) {
-            return Err(ctx.err("knative.target", "must be at least 0.01"));
+            return Err(ctx.err(format!("{at}.target"), "must be at least 0.01"));
         }
     }
     if let Some(u) = k.target_utilization_percentage {
         if !(1.0..=100.0).contains(&u) {
             return Err(ctx.err(
-                "knative.targetUtilizationPercentage",
+                format!("{at}.targetUtilizationPercentage"),
                 "must be between 1 and 100",
             ));
         }
     }
     if let Some(c) = k.container_concurrency {
         if c > 1000 {
-            return Err(ctx.err("knative.containerConcurrency", "must be between 0 and 1000"));
+            return Err(ctx.err(
+                format!("{at}.containerConcurrency"),
+                "must be between 0 and 1000",
+            ));
         }
     }
-    for (path, v) in [
-        ("knative.minScale", k.min_scale),
-        ("knative.maxScale", k.max_scale),
-    ] {
+    for (path, v) in [("minScale", k.min_scale), ("maxScale", k.max_scale)] {
         if v.is_some_and(|v| i32::try_from(v).is_err()) {
-            return Err(ctx.err(path, "must be at most 2147483647 (Knative reads an int32)"));
+            return Err(ctx.err(
+                format!("{at}.{path}"),
+                "must be at most 2147483647 (Knative reads an int32)",
+            ));
         }
     }
     if let (Some(lo), Some(hi)) = (k.min_scale, k.max_scale) {
         if hi != 0 && lo > hi {
-            return Err(ctx.err("knative.minScale", "must not be larger than maxScale"));
+            return Err(ctx.err(format!("{at}.minScale"), "must not be larger than maxScale"));
         }
     }
     if let Some(m) = &k.metric {
         if !["concurrency", "rps", "cpu", "memory"].contains(&m.as_str()) {
             return Err(ctx.err(
-                "knative.metric",
+                format!("{at}.metric"),
                 "must be one of concurrency, rps, cpu, memory",
             ));
         }
@@ -355,6 +359,9 @@ pub fn validate(source: &str, default_name: &str, spec: PolicySpec) -> Result<Po
         for (c, v) in &o.containers {
             check_values(source, &format!("overrides[{i}].containers.{c}"), v)?;
         }
+        if let Some(k) = &o.knative {
+            check_knative(&ctx, &format!("overrides[{i}].knative"), &k.over(None))?;
+        }
     }
     if let Some(g) = &spec.gpu {
         check_gpu(&ctx, g)?;
@@ -364,7 +371,7 @@ pub fn validate(source: &str, default_name: &str, spec: PolicySpec) -> Result<Po
         check_priority(&ctx, p)?;
     }
     if let Some(k) = &spec.knative {
-        check_knative(&ctx, k)?;
+        check_knative(&ctx, "knative", k)?;
     }
     for (i, m) in spec.load_models.iter().enumerate() {
         check_selector(&ctx, &format!("loadModels[{i}].selector"), &m.selector)?;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::object::{View, OVERRIDES_ANNOTATION};
-use crate::policy::schema::{ContainerValues, Policy};
+use crate::policy::schema::{ContainerValues, KnativeOverride, Policy};
 use crate::quantity::Resource;
 use crate::rules::Sizes;
 
@@ -49,6 +49,28 @@ pub fn overrides_for(
         fill(v);
     }
     out
+}
+
+/// The Knative settings of the policy's per-workload overrides that name this workload
+/// (earlier entries first), if any names it with a `knative` block.
+pub fn knative_override_for(policy: &Policy, view: &View) -> Option<KnativeOverride> {
+    let id = &view.identity;
+    policy
+        .overrides
+        .iter()
+        .filter(|o| {
+            let w = &o.workload;
+            w.name == id.name
+                && w.namespace.as_ref().is_none_or(|n| *n == id.namespace)
+                && w.kind.is_none_or(|k| k == id.kind)
+        })
+        .filter_map(|o| o.knative.as_ref())
+        .fold(None, |acc: Option<KnativeOverride>, k| {
+            Some(match acc {
+                Some(a) => a.or(k),
+                None => k.clone(),
+            })
+        })
 }
 
 pub fn defaults_for(policy: &Policy, r: Resource) -> Sizes {

@@ -143,8 +143,22 @@ pub fn apply(
     own: &BTreeMap<String, String>,
     warnings: &mut Vec<String>,
 ) -> BTreeMap<String, String> {
+    apply_pinned(obj, policy, rules, rec, own, false, warnings)
+}
+
+/// [`apply`]; `pinned`: the policy's containerConcurrency is the workload's own (a policy
+/// override), written as it is (not raised to follow the target).
+pub fn apply_pinned(
+    obj: &mut Value,
+    policy: &KnativePolicy,
+    rules: &KnativeRules,
+    rec: Option<&KnativeRecommendation>,
+    own: &BTreeMap<String, String>,
+    pinned: bool,
+    warnings: &mut Vec<String>,
+) -> BTreeMap<String, String> {
     let (ann, cc) = desired(policy, rec);
-    let tuned = rec.is_some() && policy.apply_recommendations;
+    let tuned = rec.is_some() && policy.apply_recommendations && !pinned;
     let mut owned = BTreeMap::new();
     let Some(template) = obj
         .pointer_mut("/spec/template")
@@ -196,18 +210,28 @@ pub fn apply(
     let Some(spec) = template.get_mut("spec").and_then(Value::as_object_mut) else {
         return owned;
     };
+    let present = spec.get(CONCURRENCY).is_some_and(|v| !v.is_null());
     let have = spec.get(CONCURRENCY).and_then(Value::as_u64);
-    // 0 is Knative's "unbounded", also what its defaulting writes: not a user's bound.
+    // A value there that is not the one rightsizer recorded is the user's, 0 (unbounded)
+    // included.
     let ours = have.is_some_and(|h| mine(CONCURRENCY, &h.to_string()));
-    if have.unwrap_or(0) == 0 || ours {
-        let mut want = cc.or(have.filter(|_| ours));
+    if !present || ours {
+        let mut want = cc.or(have.filter(|h| ours && *h > 0));
         // A bound rightsizer tunes must let a raised target work.
         if let (Some(w), Some(t), true) = (want, target_now, tuned) {
             want = Some(w.max(rules.concurrency_for(t)).min(1000));
         }
-        if let Some(w) = want.filter(|w| *w > 0) {
-            spec.insert(CONCURRENCY.into(), json!(w));
-            owned.insert(CONCURRENCY.into(), w.to_string());
+        match want.filter(|w| *w > 0) {
+            Some(w) => {
+                spec.insert(CONCURRENCY.into(), json!(w));
+                owned.insert(CONCURRENCY.into(), w.to_string());
+            }
+            // Left out: Knative's defaulting writes its default there, 0 (unbounded), which
+            // stays rightsizer's to bound on a later revision (a 0 the user writes into a
+            // template without this record is the user's).
+            None => {
+                owned.insert(CONCURRENCY.into(), "0".into());
+            }
         }
     }
     owned
@@ -363,8 +387,8 @@ mod tests {
             ..Default::default()
         };
         let rules = KnativeRules::default();
-        // Knative's defaulting wrote containerConcurrency: 0 (unbounded).
-        let mut obj = service(json!({}), Some(0));
+        // No containerConcurrency yet.
+        let mut obj = service(json!({}), None);
         let mut own = BTreeMap::new();
         let revisions = [
             // near the limit: 100 -> 80, a finite bound where it was 0
@@ -400,6 +424,23 @@ mod tests {
         );
         assert_eq!(settings(&obj), (Some("30"), Some(20)));
         assert!(own.is_empty(), "{own:?}");
+        // The user wrote containerConcurrency 0 (unbounded): kept, whatever is proposed or
+        // the policy says.
+        let mut obj = service(json!({}), Some(0));
+        let policy_cc = KnativePolicy {
+            container_concurrency: Some(100),
+            ..p.clone()
+        };
+        let own = apply(
+            &mut obj,
+            &policy_cc,
+            &rules,
+            Some(&rec(40.0, Some(58))),
+            &BTreeMap::new(),
+            &mut Vec::new(),
+        );
+        assert_eq!(settings(&obj), (Some("40"), Some(0)));
+        assert_eq!(own.get(CONCURRENCY), None);
         // rightsizer set 80 before; the user changed it to 50 since: now it is the user's.
         let mut obj = service(json!({"autoscaling.knative.dev/target": "50"}), None);
         let before = BTreeMap::from([("target".to_string(), "80".to_string())]);

@@ -143,13 +143,33 @@ pub fn plan(
         });
     }
     if place.knative {
-        if let Some(k) = &policy.knative {
+        // The workload's own Knative settings (policy overrides) replace the policy's
+        // section field by field, and beat the analyzer's proposal on the fields they set.
+        let own = explicit::knative_override_for(policy, view);
+        let k = match &own {
+            Some(o) => Some(o.over(policy.knative.as_ref())),
+            None => policy.knative.clone(),
+        };
+        if let Some(k) = k {
             let rec = recs
                 .values()
                 .find_map(|r| r.knative.as_ref())
-                .filter(|_| mode == Mode::Enforce);
+                .filter(|_| mode == Mode::Enforce)
+                .map(|r| crate::recommendation::KnativeRecommendation {
+                    target: r
+                        .target
+                        .filter(|_| own.as_ref().is_none_or(|o| o.target.is_none())),
+                    container_concurrency: r.container_concurrency.filter(|_| {
+                        own.as_ref()
+                            .is_none_or(|o| o.container_concurrency.is_none())
+                    }),
+                    ..r.clone()
+                });
+            let pinned = own
+                .as_ref()
+                .is_some_and(|o| o.container_concurrency.is_some());
             written.write(KNATIVE_STEP_WRITES, |out| {
-                apply_knative(out, view, k, policy, rec, &mut warnings)
+                apply_knative(out, view, &k, policy, rec.as_ref(), pinned, &mut warnings)
             });
         }
     }
@@ -171,6 +191,7 @@ fn apply_knative(
     k: &crate::policy::schema::KnativePolicy,
     policy: &Policy,
     rec: Option<&crate::recommendation::KnativeRecommendation>,
+    pinned: bool,
     warnings: &mut Vec<String>,
 ) {
     let now = out
@@ -179,12 +200,13 @@ fn apply_knative(
         .and_then(|a| a.get(SIZED_ANNOTATION))
         .and_then(Value::as_str);
     let mut record = SizedRecord::parse(now);
-    let own = knative::apply(
+    let own = knative::apply_pinned(
         out,
         k,
         &policy.rules.knative,
         rec,
         &record.knative,
+        pinned,
         warnings,
     );
     if own != record.knative {

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::object::{View, RECOMMENDATION_ANNOTATION, SIZED_ANNOTATION};
 use crate::policy::schema::{ContainerValues, Mode, Policy};
-use crate::quantity::Resource;
+use crate::quantity::{PerResource, Resource};
 use crate::recommendation::ContainerRecommendation;
 use crate::rules::Sizes;
 use crate::sizing::containers::{self, container_name, Declared, Lists};
@@ -107,9 +107,10 @@ pub(super) fn size_resources(
         if !policy.selector.sizes_container(&name) {
             continue;
         }
+        let qos = guaranteed(before.declared(slot));
         for r in Resource::ALL {
             let declared = &before.declared(slot)[r];
-            let Some(s) = size_one(&inputs, declared, &name, r, warnings) else {
+            let Some(s) = size_one(&inputs, declared, &name, r, qos, warnings) else {
                 continue;
             };
             if let Some(p) = s.recommended {
@@ -162,6 +163,91 @@ pub(super) fn size_resources(
     said
 }
 
+/// A container the manifest makes Guaranteed (QoS): a memory and a CPU limit, each request
+/// absent (the apiserver sets it to the limit) or equal to its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Guaranteed {
+    /// Its CPU is whole cores (the static CPU manager gives such containers exclusive cores).
+    whole_cpu: bool,
+}
+
+fn guaranteed(d: &PerResource<Declared>) -> Option<Guaranteed> {
+    let mut whole_cpu = false;
+    for r in Resource::ALL {
+        let s = d[r].sizes().ok()?;
+        let limit = s.limit?;
+        if s.request.is_some_and(|q| q != limit) {
+            return None;
+        }
+        if r == Resource::Cpu {
+            whole_cpu = limit > 0 && limit % 1000 == 0;
+        }
+    }
+    Some(Guaranteed { whole_cpu })
+}
+
+/// Keep a Guaranteed container Guaranteed: request and limit move together, to the larger
+/// of the two (whole cores for a container with whole CPUs; a value from the analyzer no
+/// higher than the policy's request max). Explicit overrides are left as written: they may
+/// change the class.
+fn keep_guaranteed(
+    resolved: &mut Resolved,
+    r: Resource,
+    g: Guaranteed,
+    bounds: resources::Bounds,
+    notes: &mut Vec<String>,
+) {
+    let (Some(lim), req) = (resolved.limit, resolved.request) else {
+        return;
+    };
+    if [resolved.request, resolved.limit]
+        .iter()
+        .flatten()
+        .any(|s| s.source == Source::Override)
+    {
+        return;
+    }
+    // An absent request is the limit (the apiserver's defaulting) and stays absent.
+    let had_request = req.is_some();
+    let req = req.unwrap_or(lim);
+    // The larger side; on a tie, the one of higher precedence (a commit over the template).
+    let top = match req.value.cmp(&lim.value) {
+        std::cmp::Ordering::Greater => req,
+        std::cmp::Ordering::Less => lim,
+        std::cmp::Ordering::Equal if req.source < lim.source => req,
+        std::cmp::Ordering::Equal => lim,
+    };
+    let mut value = top.value;
+    if r == Resource::Cpu && g.whole_cpu {
+        value = crate::quantity::round_up(value, 1000);
+    }
+    let whole = value != top.value;
+    // A value from the analyzer stays within the policy's request bounds on both sides.
+    if matches!(
+        top.source,
+        Source::Enforced | Source::LoadModel | Source::Recommendation
+    ) {
+        if let Some((_, max)) = bounds.request {
+            value = value.min(max);
+        }
+    }
+    let both = resources::Side { value, ..top };
+    if resolved.limit == Some(both) && (!had_request || resolved.request == Some(both)) {
+        return;
+    }
+    if req.value != lim.value || value != top.value {
+        notes.push(format!(
+            "request and limit kept equal at {} so the container stays Guaranteed (QoS){}",
+            r.format(value),
+            if whole { ", in whole cores" } else { "" }
+        ));
+    }
+    if had_request {
+        resolved.request = Some(both);
+    }
+    resolved.limit = Some(both);
+}
+
 /// One container and resource by precedence, fitted to the LimitRange's container bounds.
 /// `None` when the declared value cannot be read (left unchanged, with a warning).
 fn size_one(
@@ -169,6 +255,7 @@ fn size_one(
     declared: &Declared,
     name: &str,
     r: Resource,
+    qos: Option<Guaranteed>,
     warnings: &mut Vec<String>,
 ) -> Option<Sized> {
     let policy = inputs.policy;
@@ -190,16 +277,21 @@ fn size_one(
         .filter(|_| r == Resource::Memory);
     let predicted = prediction.map(|p| p.sizes);
     let enforce = inputs.enforce;
+    // The policy in force now bounds what came from the analyzer, whoever produced it (a
+    // value cached before the policy changed, a snapshot): the committed value, and the
+    // recommendation before a step walks towards it.
+    let mut bound_notes = Vec::new();
     let mut enforced = rr
         .and_then(|x| x.committed.as_ref())
         .filter(|_| enforce)
-        .map(|c| c.sizes)
+        .map(|c| resources::bound(c.sizes, &policy.rules, r, "committed", &mut bound_notes))
         .unwrap_or_default();
     let may_recommend =
         enforce && enforced == Sizes::default() && policy.enforcement.apply_recommendations;
     let mut recommendation = match proposal {
         Some(p) if may_recommend => {
             let p95 = rr.and_then(|x| x.observed).map(|o| o.p95);
+            let p = resources::bound(p, &policy.rules, r, "recommended", &mut bound_notes);
             policy.rules.guarded_step(r, template, p, p95)
         }
         _ => Sizes::default(),
@@ -235,18 +327,62 @@ fn size_one(
         },
     };
     let (mut resolved, mut notes) = resources::resolve(&candidates);
+    // Bounds are worth a word where the bounded value is used.
+    let used = |side: Option<resources::Side>| {
+        side.is_some_and(|s| matches!(s.source, Source::Enforced | Source::Recommendation))
+    };
+    let bound_notes = bound_notes.into_iter().filter_map(|(side, n)| {
+        let resolved_side = if side == "request" {
+            resolved.request
+        } else {
+            resolved.limit
+        };
+        used(resolved_side).then_some(n)
+    });
+    notes.splice(0..0, bound_notes);
     if let Some(p) = prediction {
         notes.extend(load::notes(p, &policy.rules, &resolved, template));
     }
+    // While an OOM floor holds, enforce mode raises memory to it whatever won above: the
+    // step limit and hysteresis never hold a raise to the floor back; the policy's max does.
+    let oom_floor = rr
+        .and_then(|x| x.oom_floor)
+        .filter(|_| enforce && r == Resource::Memory);
+    if let Some(floor) = oom_floor {
+        let bounds = resources::Bounds::of(&policy.rules, r);
+        resources::raise_to_oom_floor(&mut resolved, floor, bounds, !hpa, &mut notes);
+    }
+    if let Some(g) = qos {
+        let bounds = resources::Bounds::of(&policy.rules, r);
+        keep_guaranteed(&mut resolved, r, g, bounds, &mut notes);
+    }
     let bounds = limits::bounds(inputs.ctx.limit_ranges, "Container", r);
     limits::fit_container(r, &bounds, &mut resolved, &mut notes);
+    // A value that would make a Guaranteed container Burstable is not applied.
+    let explicit = [resolved.request, resolved.limit]
+        .iter()
+        .flatten()
+        .any(|s| s.source == Source::Override);
+    let equal = match (resolved.request, resolved.limit) {
+        (Some(q), Some(l)) => q.value == l.value,
+        (None, Some(_)) => true,
+        _ => false,
+    };
+    if qos.is_some() && !explicit && !equal {
+        notes.push(
+            "the values would make the container Burstable (QoS Guaranteed before); left as declared"
+                .into(),
+        );
+        resolved = as_declared(template);
+    }
     for n in notes {
         warnings.push(format!("container {name}: {r}: {n}"));
     }
     Some(Sized {
         resolved,
         template,
-        recommended: load::larger(proposal, predicted),
+        recommended: load::larger(proposal, predicted)
+            .map(|p| resources::bounded(p, &policy.rules, r)),
     })
 }
 
@@ -302,6 +438,20 @@ fn undo(r: Resource, before: &Lists, after: &mut Lists, sized: &mut ContainersRe
         m.remove(&r);
     }
     sized.retain(|_, m| !m.is_empty());
+}
+
+/// The declared values as resolved ones (nothing to write).
+fn as_declared(template: Sizes) -> Resolved {
+    let side = |v: Option<u64>| {
+        v.map(|value| resources::Side {
+            value,
+            source: Source::Template,
+        })
+    };
+    Resolved {
+        request: side(template.request),
+        limit: side(template.limit),
+    }
 }
 
 fn applied(r: Resource, resolved: &Resolved, load: Option<&str>) -> AppliedPair {

@@ -93,6 +93,12 @@ pub fn resolve(c: &Candidates) -> (Resolved, Vec<String>) {
     ]);
     let mut notes = Vec::new();
     let mut r = Resolved { request, limit };
+    settle(&mut r, &mut notes);
+    (r, notes)
+}
+
+/// Make request ≤ limit by letting the lower-precedence side yield (the request, on a tie).
+pub fn settle(r: &mut Resolved, notes: &mut Vec<String>) {
     if let (Some(req), Some(lim)) = (r.request, r.limit) {
         if req.value > lim.value {
             if lim.source > req.source {
@@ -116,7 +122,140 @@ pub fn resolve(c: &Candidates) -> (Resolved, Vec<String>) {
             }
         }
     }
-    (r, notes)
+}
+
+/// The policy's bounds of one resource: (min, max) of the request and of the limit (`None`:
+/// no rule for that side, like the CPU limit by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub request: Option<(u64, u64)>,
+    pub limit: Option<(u64, u64)>,
+}
+
+impl Bounds {
+    pub fn of(rules: &Rules, resource: Resource) -> Bounds {
+        let (request, limit) = match resource {
+            Resource::Memory => (
+                (rules.memory.request.min.0, rules.memory.request.max.0),
+                rules.memory.limit.map(|l| (l.min.0, l.max.0)),
+            ),
+            Resource::Cpu => (
+                (rules.cpu.request.min.0, rules.cpu.request.max.0),
+                rules.cpu.limit.map(|l| (l.min.0, l.max.0)),
+            ),
+        };
+        let fix = |(min, max): (u64, u64)| (min, max.max(min));
+        Bounds {
+            request: Some(fix(request)),
+            limit: limit.map(fix),
+        }
+    }
+}
+
+/// While an OOM floor holds (enforce mode, memory): every side below the floor is raised to
+/// it, whatever it came from (a template, a default, a commit, a recommendation held back by
+/// the step limit or hysteresis), except explicit overrides, which stay as written (noted).
+/// The policy's max wins over a floor above it (noted). A raised side counts as the
+/// recommendation's (the floor is part of it). `request`: false leaves the request alone (an
+/// HPA scales on it).
+pub fn raise_to_oom_floor(
+    r: &mut Resolved,
+    floor: u64,
+    bounds: Bounds,
+    request: bool,
+    notes: &mut Vec<String>,
+) {
+    let fmt = |v: u64| Resource::Memory.format(v);
+    let sides = [
+        (&mut r.request, "request", request, bounds.request),
+        (&mut r.limit, "limit", true, bounds.limit),
+    ];
+    for (side, name, raise, rule) in sides {
+        if !raise {
+            continue;
+        }
+        let floor = match rule {
+            Some((_, max)) if floor > max => {
+                notes.push(format!(
+                    "the OOM floor {} is above the policy's {name} max {}: capped at the max",
+                    fmt(floor),
+                    fmt(max)
+                ));
+                max
+            }
+            _ => floor,
+        };
+        match *side {
+            Some(s) if s.value >= floor => {}
+            Some(s) if s.source == Source::Override => notes.push(format!(
+                "the {name} override {} is below the OOM floor {}; kept (explicit)",
+                fmt(s.value),
+                fmt(floor)
+            )),
+            _ => {
+                *side = Some(Side {
+                    value: floor,
+                    source: Source::Recommendation,
+                })
+            }
+        }
+    }
+    settle(r, notes);
+}
+
+/// `s` within the policy's bounds (`rules.<resource>.request`/`limit` min and max), with a
+/// note per side moved (`request` or `limit`, and the note naming `what` it came from). Admission bounds what came from the
+/// analyzer (a committed value, a recommendation) this way whoever produced it: a value
+/// cached before ops changed the policy, or read from a snapshot, is bounded by the policy
+/// in force now. Values within the bounds are not rounded again: the analyzer rounds what
+/// it computes, and a value its hysteresis kept is the running one.
+pub fn bound(
+    s: Sizes,
+    rules: &Rules,
+    resource: Resource,
+    what: &str,
+    notes: &mut Vec<(&'static str, String)>,
+) -> Sizes {
+    let b = Bounds::of(rules, resource);
+    let fmt = |v: u64| resource.format(v);
+    let mut side = |v: Option<u64>, rule: Option<(u64, u64)>, name: &'static str| {
+        let v = v?;
+        let Some((min, max)) = rule else {
+            return Some(v);
+        };
+        let c = v.clamp(min, max);
+        if c < v {
+            let n = format!(
+                "{what} {name} {} lowered to the policy's max {}",
+                fmt(v),
+                fmt(max)
+            );
+            notes.push((name, n));
+        } else if c > v {
+            let n = format!(
+                "{what} {name} {} raised to the policy's min {}",
+                fmt(v),
+                fmt(min)
+            );
+            notes.push((name, n));
+        }
+        Some(c)
+    };
+    let request = side(s.request, b.request, "request");
+    let limit = side(s.limit, b.limit, "limit");
+    // A limit lowered to its max still covers the request (the request yields).
+    Sizes {
+        request: match (request, limit) {
+            (Some(r), Some(l)) => Some(r.min(l)),
+            (r, _) => r,
+        },
+        limit,
+    }
+}
+
+/// [`bound`] without notes (for the recorded recommendation).
+pub fn bounded(s: Sizes, rules: &Rules, resource: Resource) -> Sizes {
+    bound(s, rules, resource, "", &mut Vec::new())
 }
 
 /// What the analyzer proposes for this resource, before guards: its own recommendation,
@@ -264,5 +403,25 @@ mod tests {
         };
         let analyzer = decide(&rules, Resource::Memory, &input, Previous::default(), 0);
         assert_eq!(admission, analyzer.rec.recommended);
+    }
+
+    /// The policy's bounds on a pair from the analyzer; a side without a rule (the CPU
+    /// limit by default) has no bounds.
+    #[rstest]
+    #[case::above_max(12_000, Some(8_000))]
+    #[case::below_min(5, Some(10))]
+    #[case::within(500, None)]
+    fn bounds_on_analyzer_values(#[case] value: u64, #[case] want: Option<u64>) {
+        let rules = Rules::default();
+        let mut notes = Vec::new();
+        let got = bound(
+            s(Some(value), Some(20_000)),
+            &rules,
+            Resource::Cpu,
+            "committed",
+            &mut notes,
+        );
+        assert_eq!(got, s(Some(want.unwrap_or(value)), Some(20_000)));
+        assert_eq!(notes.len(), usize::from(want.is_some()));
     }
 }
