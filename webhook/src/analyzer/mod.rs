@@ -9,11 +9,11 @@ mod execute;
 mod gather;
 pub mod history;
 pub mod ksm;
-pub mod mapping;
-pub mod metrics;
+pub(crate) mod mapping;
+pub(crate) mod metrics;
 pub mod policies;
 pub mod prom;
-pub mod state;
+pub(crate) mod state;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;

@@ -8,19 +8,31 @@
 //! analyzer's one leadership check, `pods` (started only when the analyzer needs it) in
 //! place of kube-state-metrics.
 
+#[cfg(feature = "test-support")]
 pub mod committed;
-pub mod discovery;
-pub mod error;
+#[cfg(not(feature = "test-support"))]
+pub(crate) mod committed;
+pub(crate) mod discovery;
+pub(crate) mod error;
+#[cfg(feature = "test-support")]
 pub mod events;
+#[cfg(not(feature = "test-support"))]
+pub(crate) mod events;
 pub mod facts;
+#[cfg(feature = "test-support")]
 pub mod leader;
+#[cfg(not(feature = "test-support"))]
+pub(crate) mod leader;
 pub mod mirror;
 pub mod pods;
-pub mod policies;
+pub(crate) mod policies;
+#[cfg(feature = "test-support")]
 pub mod rightsizing;
+#[cfg(not(feature = "test-support"))]
+pub(crate) mod rightsizing;
 pub mod selfcert;
-pub mod store;
-pub mod sync;
+pub(crate) mod store;
+pub(crate) mod sync;
 mod watchers;
 pub mod writer;
 
