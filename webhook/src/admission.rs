@@ -23,7 +23,7 @@ use rightsizer_core::workload::kind::{kind_for, WorkloadKind};
 use crate::policies::store::PolicyStore;
 
 mod answer;
-pub(crate) mod caps;
+pub mod caps;
 mod diff;
 
 use answer::{encode_patch, response};

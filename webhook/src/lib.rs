@@ -13,10 +13,11 @@
 //! next to `policy`, `loadfit` next to `loadmodel`, `replay_runner` next to `replay`).
 //! The layering test checks all of it. `main.rs` only parses arguments.
 //!
-//! Public is what the binary (`main.rs`, `commands/`) and the benches use; the rest is
-//! `pub(crate)`. A module that only the integration tests (`tests/`) name is declared
-//! twice, `pub` under the `test-support` feature (which only the tests enable) and
-//! `pub(crate)` without it, so its items keep their one path either way.
+//! Public is what the binary (`main.rs`, `commands/`) and the benches use, and the
+//! modules of the types that API hands out (the `unnameable_types` lint keeps it so);
+//! the rest is `pub(crate)`. A module that only the integration tests (`tests/`) name
+//! is declared twice, `pub` under the `test-support` feature (which only the tests
+//! enable) and `pub(crate)` without it, so its items keep their one path either way.
 
 pub mod admission;
 pub mod analyzer;
@@ -38,7 +39,7 @@ pub mod loadfit {
     pub mod fitter;
     pub mod metrics;
     pub mod publish;
-    pub(crate) mod source;
+    pub mod source;
 }
 
 /// The policies in force: loading them from files and ConfigMaps, the store and the

@@ -7,10 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::quantity::{round_up, Bytes, Millicores, Resource, GI, MI};
 
-#[cfg(feature = "test-support")]
 pub mod knative;
-#[cfg(not(feature = "test-support"))]
-pub(crate) mod knative;
 
 /// Observed usage of one resource of one container, in the resource's unit
 /// (bytes for memory, millicores for CPU).

@@ -9,11 +9,11 @@ mod execute;
 mod gather;
 pub mod history;
 pub mod ksm;
-pub(crate) mod mapping;
+pub mod mapping;
 pub(crate) mod metrics;
 pub mod policies;
 pub mod prom;
-pub(crate) mod state;
+pub mod state;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;

@@ -8,21 +8,12 @@
 //! analyzer's one leadership check, `pods` (started only when the analyzer needs it) in
 //! place of kube-state-metrics.
 
-#[cfg(feature = "test-support")]
 pub mod committed;
-#[cfg(not(feature = "test-support"))]
-pub(crate) mod committed;
 pub(crate) mod discovery;
-pub(crate) mod error;
-#[cfg(feature = "test-support")]
+pub mod error;
 pub mod events;
-#[cfg(not(feature = "test-support"))]
-pub(crate) mod events;
 pub mod facts;
-#[cfg(feature = "test-support")]
 pub mod leader;
-#[cfg(not(feature = "test-support"))]
-pub(crate) mod leader;
 pub mod mirror;
 pub mod pods;
 pub(crate) mod policies;
@@ -31,8 +22,8 @@ pub mod rightsizing;
 #[cfg(not(feature = "test-support"))]
 pub(crate) mod rightsizing;
 pub mod selfcert;
-pub(crate) mod store;
-pub(crate) mod sync;
+pub mod store;
+pub mod sync;
 mod watchers;
 pub mod writer;
 

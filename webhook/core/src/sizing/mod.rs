@@ -7,7 +7,7 @@
 
 pub(crate) mod containers;
 pub(crate) mod explicit;
-pub(crate) mod field;
+pub mod field;
 pub(crate) mod gpu;
 pub(crate) mod knative;
 pub(crate) mod limits;
@@ -17,7 +17,7 @@ pub(crate) mod pod;
 pub(crate) mod priority;
 pub mod record;
 pub(crate) mod resize;
-pub(crate) mod resources;
+pub mod resources;
 pub mod written;
 
 use std::collections::BTreeMap;
