@@ -175,7 +175,10 @@ fn assert_acyclic(src: &Path, skip: &[&str]) {
     }
 }
 
-/// The modules a crate root (`lib.rs`, `main.rs`) declares: `mod x;`, `pub mod x {`.
+/// The modules a crate root (`lib.rs`, `main.rs`) declares: `mod x;`, `pub mod x {`,
+/// and the pair `#[cfg(feature = "test-support")] pub mod x;` / `#[cfg(not(..))]
+/// pub(crate) mod x;` of a module public only for the integration tests (the attribute
+/// is a line of its own).
 fn declared_modules(root: &str) -> BTreeSet<String> {
     uncommented(root)
         .lines()
@@ -425,5 +428,14 @@ fn modules_are_declared_with_any_visibility() {
     assert_eq!(
         declared_modules(lib).into_iter().collect::<Vec<_>>(),
         ["a", "b", "c", "d"]
+    );
+    // A module public only with the `test-support` feature is declared twice, each
+    // declaration under its `#[cfg]`: it is one module.
+    let lib = "#[cfg(feature = \"test-support\")]\npub mod g;\n\
+               #[cfg(not(feature = \"test-support\"))]\npub(crate) mod g;\n\
+               pub mod h {\n    #[cfg(feature = \"test-support\")]\n    pub mod i;\n}\n";
+    assert_eq!(
+        declared_modules(lib).into_iter().collect::<Vec<_>>(),
+        ["g", "h", "i"]
     );
 }

@@ -12,6 +12,12 @@
 //! core module (the I/O halves are `analyzer` next to the core's `analysis`, `policies`
 //! next to `policy`, `loadfit` next to `loadmodel`, `replay_runner` next to `replay`).
 //! The layering test checks all of it. `main.rs` only parses arguments.
+//!
+//! Public is what the binary (`main.rs`, `commands/`) and the benches use, and the
+//! modules of the types that API hands out (the `unnameable_types` lint keeps it so);
+//! the rest is `pub(crate)`. A module that only the integration tests (`tests/`) name
+//! is declared twice, `pub` under the `test-support` feature (which only the tests
+//! enable) and `pub(crate)` without it, so its items keep their one path either way.
 
 pub mod admission;
 pub mod analyzer;
@@ -40,7 +46,10 @@ pub mod loadfit {
 /// directory watch. Schema, validation and selection are the core's
 /// (`rightsizer_core::policy`).
 pub mod policies {
+    #[cfg(feature = "test-support")]
     pub mod load;
+    #[cfg(not(feature = "test-support"))]
+    pub(crate) mod load;
     pub mod store;
     pub mod watch;
 }

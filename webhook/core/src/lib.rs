@@ -12,6 +12,11 @@
 //! (`rightsizer_core::policy::schema::Policy`): no module re-exports another's items,
 //! except `strategy`, whose implementations are private modules named through it.
 //!
+//! Public is what the `rightsizer` crate uses, and the modules of the types that API
+//! hands out (the `unnameable_types` lint keeps it so); the rest is `pub(crate)`. A
+//! module that only the integration tests (`tests/`) name is `pub` under the
+//! `test-support` feature (which only the tests enable) and `pub(crate)` without it.
+//!
 //! Top-level modules are layered, lowest first: each names only modules to its left,
 //! so none imports another in a cycle (the I/O crate's layering test reads this list):
 //! duration < quantity < rules < strategy < replay < workload < recommendation < object <

@@ -10,7 +10,7 @@ mod gather;
 pub mod history;
 pub mod ksm;
 pub mod mapping;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod policies;
 pub mod prom;
 pub mod state;

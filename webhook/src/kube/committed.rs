@@ -77,15 +77,6 @@ impl ContainerCommits {
 }
 
 impl CommittedValue {
-    pub fn from_committed(r: Resource, c: &Committed) -> Self {
-        CommittedValue {
-            request: c.sizes.request.map(|v| r.format(v)),
-            limit: c.sizes.limit.map(|v| r.format(v)),
-            at: c.at,
-            reason: c.reason.clone(),
-        }
-    }
-
     /// Back to units; `None` when a quantity does not parse.
     pub fn to_committed(&self, r: Resource) -> Option<Committed> {
         let parse = |q: &Option<String>| -> Option<Option<u64>> {

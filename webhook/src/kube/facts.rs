@@ -22,8 +22,7 @@ use crate::kube::mirror::Mirror;
 use rightsizer_core::workload::kind::OwnerTable;
 
 mod index;
-pub use index::FactIndex;
-use index::NamespaceSources;
+pub use index::{FactIndex, NamespaceSources};
 
 /// Namespace and name.
 pub type NsName = (String, String);

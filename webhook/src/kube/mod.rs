@@ -9,15 +9,18 @@
 //! place of kube-state-metrics.
 
 pub mod committed;
-pub mod discovery;
+pub(crate) mod discovery;
 pub mod error;
 pub mod events;
 pub mod facts;
 pub mod leader;
 pub mod mirror;
 pub mod pods;
-pub mod policies;
+pub(crate) mod policies;
+#[cfg(feature = "test-support")]
 pub mod rightsizing;
+#[cfg(not(feature = "test-support"))]
+pub(crate) mod rightsizing;
 pub mod selfcert;
 pub mod store;
 pub mod sync;

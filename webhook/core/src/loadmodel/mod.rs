@@ -8,4 +8,4 @@ pub mod fit;
 pub mod model;
 pub mod plan;
 pub mod schema;
-pub mod validate;
+pub(crate) mod validate;

@@ -5,18 +5,18 @@
 //! values in `explicit`, Pod-level checks in `pod`), LimitRange fitting, placement (GPU,
 //! placement rules, priority), Knative.
 
-pub mod containers;
-pub mod explicit;
+pub(crate) mod containers;
+pub(crate) mod explicit;
 pub mod field;
-pub mod gpu;
-pub mod knative;
-pub mod limits;
+pub(crate) mod gpu;
+pub(crate) mod knative;
+pub(crate) mod limits;
 pub mod load;
-pub mod placement;
-pub mod pod;
-pub mod priority;
+pub(crate) mod placement;
+pub(crate) mod pod;
+pub(crate) mod priority;
 pub mod record;
-pub mod resize;
+pub(crate) mod resize;
 pub mod resources;
 pub mod written;
 
