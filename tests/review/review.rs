@@ -597,10 +597,7 @@ fn answered(a: &Admitter, body: &Value) -> Result<Answer, String> {
 
 fn pod_spec_of(obj: &Value) -> Value {
     rightsizer_core::workload::kind::kind_of_manifest(obj)
-        .and_then(|k| {
-            obj.pointer(rightsizer_core::workload::kind::pod_paths(k).0)
-                .cloned()
-        })
+        .and_then(|k| obj.pointer(k.pod_paths().0).cloned())
         .unwrap_or(Value::Null)
 }
 

@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::LimitRangeSpec;
 use rightsizer_core::object::View;
 use rightsizer_core::quantity::Resource;
 use rightsizer_core::sizing::written::Written;
+use rightsizer_core::workload::kind::kind_of_manifest;
 use rightsizer_core::workload::kind::WorkloadKind;
-use rightsizer_core::workload::kind::{kind_of_manifest, pod_paths};
 use serde_json::Value;
 
 fn strip_nulls(v: &Value) -> Value {
@@ -101,7 +101,7 @@ pub fn resource_rules(obj: &Value, limit_ranges: &[LimitRangeSpec]) -> Result<()
     let Some(kind) = kind_of_manifest(obj) else {
         return Ok(());
     };
-    let (spec_ptr, _) = pod_paths(kind);
+    let (spec_ptr, _) = kind.pod_paths();
     let Some(containers) = obj
         .pointer(&format!("{spec_ptr}/containers"))
         .and_then(Value::as_array)
@@ -262,7 +262,7 @@ fn effective(
 /// min/max/maxLimitRequestRatio for Containers and for the Pod's sums.
 pub fn limit_range_refusal(obj: &Value, ranges: &[LimitRangeSpec]) -> Option<String> {
     let kind = kind_of_manifest(obj)?;
-    let (spec_ptr, _) = pod_paths(kind);
+    let (spec_ptr, _) = kind.pod_paths();
     let containers = obj.pointer(&format!("{spec_ptr}/containers"))?.as_array()?;
     let bound = |m: &Option<Quantities>, r: Resource| quantity(m.as_ref(), r);
     let ratio = |i: &k8s_openapi::api::core::v1::LimitRangeItem, r: Resource| -> Option<u64> {
@@ -345,7 +345,7 @@ pub fn limit_range_refusal(obj: &Value, ranges: &[LimitRangeSpec]) -> Option<Str
 /// when a quantity cannot be read, or the object has no pod spec.
 pub fn qos_class(obj: &Value) -> Option<&'static str> {
     let kind = kind_of_manifest(obj)?;
-    let (spec_ptr, _) = pod_paths(kind);
+    let (spec_ptr, _) = kind.pod_paths();
     let spec = obj.pointer(spec_ptr)?;
     let containers = ["initContainers", "containers"]
         .iter()

@@ -18,7 +18,7 @@ use rightsizer_core::recommendation::{
     ContainerRecommendation, NoRecommendations, RecommendationSource,
 };
 use rightsizer_core::sizing::{self, Context};
-use rightsizer_core::workload::kind::{kind_for, WorkloadKind};
+use rightsizer_core::workload::kind::WorkloadKind;
 
 use crate::policies::store::PolicyStore;
 
@@ -266,7 +266,7 @@ impl Admitter {
         if req.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
             return Mutation::skipped(Outcome::Skipped, None);
         }
-        let Some(kind) = kind_for(&req.kind.group, &req.kind.kind) else {
+        let Some(kind) = WorkloadKind::from_api(&req.kind.group, &req.kind.kind) else {
             return Mutation::skipped(Outcome::Skipped, None);
         };
         if !kind.operations().contains(&req.operation.as_str()) {
@@ -382,7 +382,7 @@ impl Admitter {
     /// Recommendations of the app containers, init containers and sidecars (names are
     /// unique across both lists), looked up together: one workload, one lookup.
     fn lookup(&self, view: &View, obj: &Value) -> BTreeMap<String, ContainerRecommendation> {
-        let knative = rightsizer_core::workload::kind::is_knative(view.identity.kind);
+        let knative = view.identity.kind.is_knative();
         let spec = obj.pointer(view.pod_spec);
         let list = |key: &str| spec.and_then(|s| s.get(key)).and_then(Value::as_array);
         let init = list("initContainers")
@@ -449,7 +449,8 @@ impl RequestIn<'_> {
 
     /// See [`Reviewed::kind`].
     pub fn kind_label(&self) -> &'static str {
-        kind_for(&self.kind.group, &self.kind.kind).map_or("other", WorkloadKind::as_str)
+        WorkloadKind::from_api(&self.kind.group, &self.kind.kind)
+            .map_or("other", WorkloadKind::as_str)
     }
 
     /// See [`Reviewed::operation`].

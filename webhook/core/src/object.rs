@@ -10,8 +10,6 @@ use crate::workload::kind::WorkloadKind;
 use crate::workload::resolve::{resolve_pod, NoOwners, OwnerFacts, PodRef};
 use crate::workload::WorkloadKey;
 
-use crate::workload::kind::pod_paths;
-
 /// Annotation: narrow the mode for one workload.
 pub const MODE_ANNOTATION: &str = "rightsizer.io/mode";
 /// Annotation: explicit per-container values.
@@ -87,7 +85,7 @@ impl View {
         let meta = obj
             .get("metadata")
             .ok_or(ObjectError::Missing("metadata"))?;
-        let (pod_spec, pod_meta) = pod_paths(kind);
+        let (pod_spec, pod_meta) = kind.pod_paths();
         if obj.pointer(pod_spec).is_none() {
             return Err(ObjectError::Missing("pod spec"));
         }

@@ -215,11 +215,8 @@ fn table(
     for (i, (d, r)) in docs.iter().zip(results).enumerate() {
         let (before, after, workload) = match previews.iter().find(|p| p.index == i) {
             Some(p) => {
-                let spec =
-                    rightsizer_core::workload::kind::kind_of_manifest(&d.object).and_then(|k| {
-                        d.object
-                            .pointer(rightsizer_core::workload::kind::pod_paths(k).0)
-                    });
+                let spec = rightsizer_core::workload::kind::kind_of_manifest(&d.object)
+                    .and_then(|k| d.object.pointer(k.pod_paths().0));
                 (spec, &p.result.object, &p.result.workload)
             }
             None if d.object.get("kind").and_then(|k| k.as_str()) == Some("Pod") => {

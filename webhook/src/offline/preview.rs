@@ -16,7 +16,7 @@ use rightsizer_core::object::SIZED_ANNOTATION;
 use rightsizer_core::quantity::Resource;
 use rightsizer_core::sizing::record::SizedRecord;
 use rightsizer_core::workload::kind::PodName;
-use rightsizer_core::workload::kind::{pod_paths, WorkloadKind};
+use rightsizer_core::workload::kind::WorkloadKind;
 use rightsizer_core::workload::WorkloadKey;
 
 /// The CronJob-created Job a preview Pod belongs to: `<cronjob>-<scheduled minutes>`.
@@ -38,7 +38,7 @@ fn template_hash(template: &Value) -> String {
 /// the kind table describes it ([`WorkloadKind::made_pod`]).
 pub fn controller_pod(kind: WorkloadKind, namespace: &str, workload: &Value) -> Option<Value> {
     let made = kind.made_pod()?;
-    let (spec_ptr, meta_ptr) = pod_paths(kind);
+    let (spec_ptr, meta_ptr) = kind.pod_paths();
     let mut spec = workload.pointer(spec_ptr)?.clone();
     let template = workload.pointer(spec_ptr.strip_suffix("/spec")?)?;
     let name = workload.pointer("/metadata/name")?.as_str()?;

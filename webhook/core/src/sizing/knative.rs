@@ -125,7 +125,7 @@ fn short(key: &str) -> &str {
 
 const CONCURRENCY: &str = "containerConcurrency";
 
-/// What [`apply`] writes: the autoscaling annotations of the template and its
+/// What [`apply_pinned`] writes: the autoscaling annotations of the template and its
 /// concurrency bound, beside the containers (see [`crate::sizing::written`]).
 pub const WRITES: &[Field] = &[Field::PodAnnotations, Field::Spec(CONCURRENCY)];
 
@@ -135,18 +135,8 @@ pub const WRITES: &[Field] = &[Field::PodAnnotations, Field::Spec(CONCURRENCY)];
 /// ones it wrote before that still have their recorded value. A value that differs from
 /// the record is the user's and is never touched. A value Knative would refuse is left
 /// out, with a warning pushed to `warnings`.
-pub fn apply(
-    obj: &mut Value,
-    policy: &KnativePolicy,
-    rules: &KnativeRules,
-    rec: Option<&KnativeRecommendation>,
-    own: &BTreeMap<String, String>,
-    warnings: &mut Vec<String>,
-) -> BTreeMap<String, String> {
-    apply_pinned(obj, policy, rules, rec, own, false, warnings)
-}
-
-/// [`apply`]; `pinned`: the policy's containerConcurrency is the workload's own (a policy
+///
+/// `pinned`: the policy's containerConcurrency is the workload's own (a policy
 /// override), written as it is (not raised to follow the target).
 pub fn apply_pinned(
     obj: &mut Value,
@@ -240,6 +230,18 @@ pub fn apply_pinned(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `apply_pinned` with the policy's own containerConcurrency not pinned.
+    fn apply(
+        obj: &mut Value,
+        policy: &KnativePolicy,
+        rules: &KnativeRules,
+        rec: Option<&KnativeRecommendation>,
+        own: &BTreeMap<String, String>,
+        warnings: &mut Vec<String>,
+    ) -> BTreeMap<String, String> {
+        apply_pinned(obj, policy, rules, rec, own, false, warnings)
+    }
 
     fn apply_plain(obj: &mut Value, p: &KnativePolicy) -> BTreeMap<String, String> {
         apply(

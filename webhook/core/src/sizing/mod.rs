@@ -28,7 +28,6 @@ use serde_json::Value;
 use crate::object::{View, MODE_ANNOTATION, SIZED_ANNOTATION};
 use crate::policy::schema::{Mode, Policy, WriteTarget};
 use crate::recommendation::ContainerRecommendation;
-use crate::workload::kind::is_knative;
 use crate::workload::kind::WorkloadKind;
 use field::Field;
 use record::SizedRecord;
@@ -93,7 +92,7 @@ struct Placement {
 }
 
 fn routes(view: &View, policy: &Policy) -> Placement {
-    let knative_identity = is_knative(view.identity.kind);
+    let knative_identity = view.identity.kind.is_knative();
     if view.kind == WorkloadKind::Pod {
         let pods = policy.target == WriteTarget::Pods || !view.controlled;
         Placement {
@@ -106,8 +105,8 @@ fn routes(view: &View, policy: &Policy) -> Placement {
         let templates = policy.target == WriteTarget::Templates;
         Placement {
             resources: templates,
-            placement: templates && !is_knative(view.kind),
-            knative: is_knative(view.kind),
+            placement: templates && !view.kind.is_knative(),
+            knative: view.kind.is_knative(),
         }
     }
 }

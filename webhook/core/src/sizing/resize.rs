@@ -22,7 +22,6 @@ use crate::sizing::record::{
 };
 use crate::sizing::resources::{self, Candidates, Resolved, Source};
 use crate::sizing::{limits, pod, Context};
-use crate::workload::kind::is_knative;
 
 /// What every container's sizing reads.
 struct Inputs<'a> {
@@ -61,7 +60,7 @@ pub(super) fn size_resources(
 ) -> Vec<String> {
     let mut said = Vec::new();
     let warnings = &mut said;
-    let knative = is_knative(view.identity.kind);
+    let knative = view.identity.kind.is_knative();
     let Some(before) = received.pointer(view.pod_spec).map(Lists::read) else {
         return said;
     };

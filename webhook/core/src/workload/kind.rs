@@ -464,25 +464,10 @@ impl fmt::Display for WorkloadKind {
     }
 }
 
-/// The kind for an API group and kind, if rightsizer handles it.
-pub fn kind_for(group: &str, kind: &str) -> Option<WorkloadKind> {
-    WorkloadKind::from_api(group, kind)
-}
-
 /// The kind of a manifest from its `apiVersion` and `kind`.
 pub fn kind_of_manifest(obj: &Value) -> Option<WorkloadKind> {
     let api_version = obj.get("apiVersion")?.as_str()?;
     WorkloadKind::from_api(group_of(api_version), obj.get("kind")?.as_str()?)
-}
-
-/// JSON pointers to the pod spec and pod metadata of a kind.
-pub fn pod_paths(kind: WorkloadKind) -> (&'static str, &'static str) {
-    kind.pod_paths()
-}
-
-/// Whether the kind is a Knative resource.
-pub fn is_knative(kind: WorkloadKind) -> bool {
-    kind.is_knative()
 }
 
 #[cfg(test)]
