@@ -400,8 +400,17 @@ fn upgraded(plane: &ControlPlane, ca: &str) {
         &["get", "mutatingwebhookconfiguration", "rightsizer"],
     );
     assert_eq!(mwc["webhooks"][0]["clientConfig"]["caBundle"], ca);
-    let lease = kubectl_json(plane, &["-n", SYS, "get", "lease", "rightsizer-leader"]);
-    assert!(lease["spec"]["holderIdentity"].is_string(), "{lease}");
+    // The Lease is still the webhook's to hold: the upgrade did not reset it. Scaling 2 -> 1
+    // may have stopped the leader, which releases the Lease on SIGTERM (no holder), so the
+    // remaining replica takes it within its retry period.
+    wait_for(
+        30,
+        "a webhook replica holds the Lease after the upgrade",
+        || {
+            let lease = kubectl_json(plane, &["-n", SYS, "get", "lease", "rightsizer-leader"]);
+            lease["spec"]["holderIdentity"].is_string().then_some(())
+        },
+    );
 }
 
 /// What Kubernetes itself keeps in every namespace (not the release's).
