@@ -20,10 +20,9 @@ use crate::helm_path::helm_path;
 use crate::node;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use cluster::{repo_root, ControlPlane};
-use node::{build_image, Node};
+use node::{build_image, wait_for, Node, Stages};
 use serde_json::Value;
 
 const IMAGE_REPOSITORY: &str = "rightsizer";
@@ -76,44 +75,6 @@ fn kubectl_json(plane: &ControlPlane, args: &[&str]) -> Value {
     serde_json::from_str(&plane.kubectl_ok(&a, None)).unwrap()
 }
 
-/// Poll `f` every second until it returns Some, or panic after `secs` with `what`.
-fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s: {what}"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-struct Stages(Vec<(String, Duration)>, Instant);
-
-impl Stages {
-    fn run<T>(&mut self, name: &str, f: impl FnOnce() -> T) -> T {
-        eprintln!("--- {name}");
-        let t = Instant::now();
-        let out = f();
-        eprintln!("--- {name}: {:.1} s", t.elapsed().as_secs_f64());
-        self.0.push((name.to_string(), t.elapsed()));
-        out
-    }
-}
-
-impl Drop for Stages {
-    fn drop(&mut self) {
-        eprintln!("helm e2e stages:");
-        for (n, d) in &self.0 {
-            eprintln!("  {:>6.1} s  {n}", d.as_secs_f64());
-        }
-        eprintln!("  {:>6.1} s  total", self.1.elapsed().as_secs_f64());
-    }
-}
-
 #[test]
 #[cfg_attr(
     not(all(has_node, has_helm)),
@@ -128,7 +89,7 @@ fn helm_install_upgrade_uninstall_on_a_real_node() {
         "no helm at {} (run tests/tools/helm.sh)",
         helm_path().display()
     );
-    let mut stages = Stages(Vec::new(), Instant::now());
+    let mut stages = Stages::new("helm e2e");
     let dir = tempfile::tempdir().unwrap();
     let image = stages.run("image from the binary under test", || {
         build_image(&format!("{IMAGE_REPOSITORY}:{IMAGE_TAG}"), dir.path()).expect("image")

@@ -21,10 +21,10 @@ use crate::node;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cluster::{repo_root, ControlPlane};
-use node::{build_image, http_get, Node, ScrapingProm};
+use node::{build_image, http_get, wait_for, Node, ScrapingProm, Stages};
 use rightsizer_core::quantity::Resource;
 use rightsizer_core::recommendation::{ContainerKey, ResourceRecommendation, Snapshot};
 use rightsizer_core::rules::{Observed, Rules};
@@ -115,30 +115,6 @@ struct Env {
     _dir: tempfile::TempDir,
 }
 
-/// Stage timings, printed at the end (and as they go).
-struct Stages(Vec<(String, Duration)>, Instant);
-
-impl Stages {
-    fn run<T>(&mut self, name: &str, f: impl FnOnce() -> T) -> T {
-        eprintln!("--- {name}");
-        let t = Instant::now();
-        let out = f();
-        eprintln!("--- {name}: {:.1} s", t.elapsed().as_secs_f64());
-        self.0.push((name.to_string(), t.elapsed()));
-        out
-    }
-}
-
-impl Drop for Stages {
-    fn drop(&mut self) {
-        eprintln!("node e2e stages:");
-        for (n, d) in &self.0 {
-            eprintln!("  {:>6.1} s  {n}", d.as_secs_f64());
-        }
-        eprintln!("  {:>6.1} s  total", self.1.elapsed().as_secs_f64());
-    }
-}
-
 fn start_env(stages: &mut Stages) -> Env {
     if let Some(why) = node::missing_prerequisite() {
         // Where tests/build.rs found it missing, the test is ignored and never gets here.
@@ -172,7 +148,7 @@ fn start_env(stages: &mut Stages) -> Env {
     ignore = "no node here: needs root, containerd, runc, CNI, busybox, prometheus (tests/run installs them) and tests/cluster/build.sh"
 )]
 fn rightsizer_on_a_real_node() {
-    let mut stages = Stages(Vec::new(), Instant::now());
+    let mut stages = Stages::new("node e2e");
     let mut env = start_env(&mut stages);
     stages.run("install as the README says", || {
         install_as_the_readme_says(&env)
@@ -246,21 +222,6 @@ fn kubectl_json(env: &Env, args: &[&str]) -> Value {
     let mut a = args.to_vec();
     a.extend(["-o", "json"]);
     serde_json::from_str(&env.plane.kubectl_ok(&a, None)).unwrap()
-}
-
-/// Poll `f` every second until it returns Some, or panic after `secs` with `what`.
-fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s: {what}"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
 }
 
 fn install_as_the_readme_says(env: &Env) {

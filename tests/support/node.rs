@@ -278,3 +278,54 @@ pub fn http_get(addr: &str, path: &str) -> Result<String, String> {
         Err(format!("GET {path}: {head}"))
     }
 }
+
+/// Poll `f` every second until it returns Some, or panic after `secs` with `what`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s: {what}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Stage timings of a node test, printed as they go and again at the end.
+pub struct Stages {
+    title: &'static str,
+    done: Vec<(String, Duration)>,
+    started: Instant,
+}
+
+impl Stages {
+    pub fn new(title: &'static str) -> Stages {
+        Stages {
+            title,
+            done: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn run<T>(&mut self, name: &str, f: impl FnOnce() -> T) -> T {
+        eprintln!("--- {name}");
+        let t = Instant::now();
+        let out = f();
+        eprintln!("--- {name}: {:.1} s", t.elapsed().as_secs_f64());
+        self.done.push((name.to_string(), t.elapsed()));
+        out
+    }
+}
+
+impl Drop for Stages {
+    fn drop(&mut self) {
+        eprintln!("{} stages:", self.title);
+        for (n, d) in &self.done {
+            eprintln!("  {:>6.1} s  {n}", d.as_secs_f64());
+        }
+        eprintln!("  {:>6.1} s  total", self.started.elapsed().as_secs_f64());
+    }
+}
