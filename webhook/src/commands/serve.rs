@@ -398,7 +398,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // Keep the watch alive for the life of the server.
     let (cert, _watch) = match &args.certificate_secret {
-        Some(secret) => (managed_cert(&args, secret).await?, None),
+        Some(secret) => (managed_cert(&args, secret, &metrics).await?, None),
         None => serving_cert(&args, &metrics)?,
     };
     let tls_config = tls::server_config(cert)?;
@@ -483,7 +483,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// `--certificate-secret`: the pair from (or written to) the Secret, re-checked twice a
 /// day so a renewal by any replica is picked up without a restart.
-async fn managed_cert(args: &Args, secret: &str) -> anyhow::Result<Arc<tls::SwappableCert>> {
+async fn managed_cert(
+    args: &Args,
+    secret: &str,
+    metrics: &ServerMetrics,
+) -> anyhow::Result<Arc<tls::SwappableCert>> {
     use rightsizer::kube::selfcert;
     let client = ::kube::Client::try_default()
         .await
@@ -497,16 +501,17 @@ async fn managed_cert(args: &Args, secret: &str) -> anyhow::Result<Arc<tls::Swap
     let (c, k) = selfcert::ensure(&client, &target)
         .await
         .context("managing the serving certificate")?;
-    let ck = tls::certified_key_from_pem(c.as_bytes(), k.as_bytes(), secret)?;
+    let ck = reload::from_pem(c.as_bytes(), k.as_bytes(), secret, metrics)?;
     let cert = Arc::new(tls::SwappableCert::new(ck));
     let swap = cert.clone();
+    let metrics = metrics.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(CERT_RECHECK);
         tick.tick().await;
         loop {
             tick.tick().await;
             match selfcert::ensure(&client, &target).await {
-                Ok((c, k)) => match tls::certified_key_from_pem(c.as_bytes(), k.as_bytes(), "") {
+                Ok((c, k)) => match reload::from_pem(c.as_bytes(), k.as_bytes(), "", &metrics) {
                     Ok(ck) => swap.store(ck),
                     Err(e) => tracing::warn!(error = %e, "managed certificate does not load"),
                 },
@@ -549,13 +554,12 @@ fn serving_cert(
             rightsizer::certs::write_file(dir, &name, ca.cert_pem().as_bytes(), false)
                 .with_context(|| format!("writing the CA bundle to {}", out.display()))?;
             println!("rightsizer serve: CA bundle written to {}", out.display());
-            let ck = tls::certified_key_from_pem(
+            let ck = reload::from_pem(
                 pair.cert_pem.as_bytes(),
                 pair.key_pem.as_bytes(),
                 "self-signed",
+                metrics,
             )?;
-            let (_, not_after) = tls::validity(&ck)?;
-            metrics.tls_cert_not_after.set(not_after);
             Ok((Arc::new(tls::SwappableCert::new(ck)), None))
         }
         _ => anyhow::bail!("give --tls-cert and --tls-key, --certificate-secret, or --self-signed"),

@@ -17,9 +17,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::metrics::ServerMetrics;
-use super::tls::{check_validity, load_pair, validity, SwappableCert, TlsError};
+use super::tls::{
+    certified_key_from_pem, check_validity, load_pair, validity, SwappableCert, TlsError,
+};
 use crate::clock::unix_now;
 use crate::lock::LockExt;
+use rustls::sign::CertifiedKey;
 
 /// Default period of the content re-read.
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(5);
@@ -74,7 +77,7 @@ impl Reloader {
             return;
         }
         let what = format!("{} + {}", self.cert.display(), self.key.display());
-        let parsed = super::tls::certified_key_from_pem(&c, &k, &what)
+        let parsed = certified_key_from_pem(&c, &k, &what)
             .and_then(|ck| check_validity(&ck, unix_now()).map(|(_, after)| (ck, after)));
         match parsed {
             Ok((ck, not_after)) => {
@@ -196,6 +199,21 @@ fn start(
             _watcher: watcher,
         },
     ))
+}
+
+/// A pair handed over in memory (`serve --certificate-secret`, `--self-signed`): parsed,
+/// and its expiry published on `rightsizer_tls_cert_not_after_seconds` as for files, so
+/// the expiry alert reads the certificate actually served in every mode.
+pub fn from_pem(
+    cert: &[u8],
+    key: &[u8],
+    what: &str,
+    metrics: &ServerMetrics,
+) -> Result<CertifiedKey, TlsError> {
+    let ck = certified_key_from_pem(cert, key, what)?;
+    let (_, not_after) = validity(&ck)?;
+    metrics.tls_cert_not_after.set(not_after);
+    Ok(ck)
 }
 
 fn dir_watcher(
@@ -336,5 +354,28 @@ mod tests {
         assert_eq!(cert.current().cert[0], der(&good.cert_pem));
         assert!(wait_until(|| cert.current().cert[0] == der(&soon.cert_pem)).await);
         assert_eq!(count("success"), 1);
+    }
+
+    /// A pair given in memory publishes its expiry: the gauge is what the expiry alert
+    /// reads, and it stayed 0 with `--certificate-secret`.
+    #[test]
+    fn a_pair_from_memory_sets_the_expiry_gauge() {
+        let metrics = ServerMetrics::register(&mut Registry::default());
+        let ca = Ca::generate("t", 1).unwrap();
+        let pair = ca.issue_serving(&["localhost".to_string()], 30).unwrap();
+        let ck = from_pem(
+            pair.cert_pem.as_bytes(),
+            pair.key_pem.as_bytes(),
+            "mem",
+            &metrics,
+        )
+        .unwrap();
+        let (_, not_after) = validity(&ck).unwrap();
+        assert_eq!(metrics.tls_cert_not_after.get(), not_after);
+        let now = i64::try_from(unix_now()).unwrap();
+        assert!(not_after > now + 29 * 86_400, "{not_after} vs {now}");
+        let bad = from_pem(b"not a pem", pair.key_pem.as_bytes(), "mem", &metrics);
+        assert!(bad.is_err());
+        assert_eq!(metrics.tls_cert_not_after.get(), not_after);
     }
 }
