@@ -51,6 +51,7 @@ fn state_with(
         registry: Arc::new(registry),
         metrics,
         guard: Arc::new(ReviewGuard::new(limits)),
+        report: Default::default(),
     }
 }
 
