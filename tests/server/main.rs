@@ -14,4 +14,5 @@ mod support_https;
 
 mod https_e2e;
 mod report_browser;
+mod report_route;
 mod server_router;
