@@ -313,7 +313,7 @@ fn change_text(c: &ContainerRow) -> String {
 }
 
 fn workloads_section(s: &mut String, r: &Report) {
-    s.push_str(r#"<section id="workloads"><h2>Workloads</h2><p class="note">OOM risk first (kills, a hold, or a peak within 10% of the limit), then the most memory freed. Requested and recommended as request / limit per pod; used as p95 / max.</p><table><tr><th class="n">workload / container</th><th>pods</th><th>memory now</th><th>recommended</th><th>used</th><th>freed</th><th>CPU now</th><th>recommended</th><th>used</th><th>freed</th><th class="n">enforce mode would set</th><th>OOM kills</th><th>history</th></tr>"#);
+    s.push_str(r#"<section id="workloads"><h2>Workloads</h2><p class="note">OOM risk first (kills, a hold, or a peak within 10% of the limit), then the most memory freed (net), then CPU. Requested and recommended as request / limit per pod; used as p95 / max.</p><table><tr><th class="n">workload / container</th><th>pods</th><th>memory now</th><th>recommended</th><th>used</th><th>freed</th><th>CPU now</th><th>recommended</th><th>used</th><th>freed</th><th class="n">enforce mode would set</th><th>OOM kills</th><th>history</th></tr>"#);
     for w in &r.workloads {
         let ns = escape(&w.namespace);
         for c in &w.containers {
