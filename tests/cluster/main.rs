@@ -16,5 +16,6 @@ mod scenario;
 
 mod cluster_e2e;
 mod helm_e2e;
+mod identity_e2e;
 mod kube_watch;
 mod node_e2e;

@@ -184,7 +184,8 @@ fn deploy_copy(dest: &Path, prometheus_url: &str) {
     copy_dir(&src, &dest.join("deploy"));
     let base = dest.join("deploy/base");
     let (name, tag) = IMAGE.split_once(':').unwrap();
-    let k = base.join("kustomization.yaml");
+    // In the overlay: its certificate Job runs the same image as the base's Deployment.
+    let k = dest.join("deploy/overlays/self-managed/kustomization.yaml");
     let mut text = std::fs::read_to_string(&k).unwrap();
     text.push_str(&format!(
         "images:\n- name: rightsizer\n  newName: {name}\n  newTag: {tag}\n"
@@ -203,6 +204,14 @@ fn deploy_copy(dest: &Path, prometheus_url: &str) {
     let p = base.join("pdb.yaml");
     let text = std::fs::read_to_string(&p).unwrap();
     std::fs::write(&p, text.replace("policy/v1\n", "policy/v1beta1\n")).unwrap();
+    // Likewise CronJob: batch/v1beta1 before 1.21.
+    let p = dest.join("deploy/overlays/self-managed/certs-job.yaml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let text = text.replace(
+        "apiVersion: batch/v1\nkind: CronJob",
+        "apiVersion: batch/v1beta1\nkind: CronJob",
+    );
+    std::fs::write(&p, text).unwrap();
 }
 
 fn copy_dir(src: &Path, dst: &Path) {
@@ -265,7 +274,12 @@ fn install_as_the_readme_says(env: &Env) {
         assert_eq!(p["spec"]["nodeName"], env.node.name.as_str());
         assert_eq!(p["status"]["phase"], "Running");
     }
-    // The webhook made its serving certificate and made the apiserver trust it.
+    // The certificate Job (its own ServiceAccount) made the serving certificate and made
+    // the apiserver trust it; the webhook only read it.
+    wait_for(120, "the certificate Job succeeded", || {
+        let j = kubectl_json(env, &["-n", sys, "get", "job", "rightsizer-certs"]);
+        (j["status"]["succeeded"].as_u64() == Some(1)).then_some(())
+    });
     let secret = kubectl_json(env, &["-n", sys, "get", "secret", "rightsizer-tls"]);
     let ca = secret["data"]["ca.crt"]
         .as_str()

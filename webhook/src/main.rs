@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Recommend(a) => commands::recommend::run(a).await,
         Command::Replay(a) => commands::replay::run(a).await,
         Command::Plan(a) => commands::plan::run(a).await,
-        Command::Certs(a) => commands::certs::run(a),
+        Command::Certs(a) => commands::certs::run(a).await,
     }
 }
 
