@@ -26,7 +26,7 @@ done
 for f in deployment-patch rbac-certs secret certs-job; do
   copy "deploy/overlays/self-managed/$f.yaml" "files/self-managed/$f.yaml"
 done
-for f in rbac-pods deployment-patch; do
+for f in rbac-pods; do
   copy "deploy/components/pod-watch/$f.yaml" "files/pod-watch/$f.yaml"
 done
 copy deploy/components/network-policy/networkpolicy.yaml files/network-policy/networkpolicy.yaml

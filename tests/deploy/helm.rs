@@ -236,7 +236,10 @@ fn normalize(doc: &Value) -> Value {
             d["metadata"].as_object_mut().unwrap().remove("labels");
         }
     }
-    if let Some(notes) = d["metadata"]["annotations"].as_object_mut() {
+    if let Some(notes) = d["metadata"]
+        .get_mut("annotations")
+        .and_then(Value::as_object_mut)
+    {
         for a in CHART_ANNOTATIONS {
             notes.remove(*a);
         }
