@@ -114,20 +114,26 @@ const IDENTITY_KINDS: &[&str] = &[
     "ClusterRoleBinding",
 ];
 
+/// Objects as one `List` (kubectl reads one JSON document), the Namespace first.
+fn list(docs: &[Value]) -> String {
+    let mut items: Vec<&Value> = docs.iter().filter(|d| kind(d) == "Namespace").collect();
+    items.extend(docs.iter().filter(|d| kind(d) != "Namespace"));
+    json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
+}
+
 fn apply(plane: &ControlPlane, docs: &[Value]) {
-    let text: Vec<String> = docs.iter().map(|d| d.to_string()).collect();
-    plane.kubectl_ok(&["apply", "-f", "-"], Some(&text.join("\n---\n")));
+    plane.kubectl_ok(&["apply", "-f", "-"], Some(&list(docs)));
 }
 
 fn delete(plane: &ControlPlane, docs: &[Value]) {
-    let text: Vec<String> = docs
+    let keep: Vec<Value> = docs
         .iter()
         .filter(|d| kind(d) != "Namespace")
-        .map(|d| d.to_string())
+        .cloned()
         .collect();
     plane.kubectl_ok(
         &["delete", "--ignore-not-found", "-f", "-"],
-        Some(&text.join("\n---\n")),
+        Some(&list(&keep)),
     );
 }
 
