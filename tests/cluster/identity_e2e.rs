@@ -771,3 +771,118 @@ async fn the_tls_port_requires_the_apiservers_client_certificate() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+// ---------------------------------------------------------------- the Pod watch's RBAC
+
+/// The base grants no Pods: a webhook configured to watch them (`--kube-state-metrics
+/// never`, what deploy/components/pod-watch sets) under the base's rights says so in
+/// `/readyz` and its log; with the component's ClusterRole it is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
+async fn a_pod_watch_without_its_rbac_says_so_in_readyz_and_the_log() {
+    let (_g, plane) = setup().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = with_pod_watch(plane, tmp.path());
+    let pod_rbac: Vec<Value> = docs
+        .iter()
+        .filter(|d| d["metadata"]["name"] == "rightsizer-pods")
+        .cloned()
+        .collect();
+    assert_eq!(pod_rbac.len(), 2, "the component's ClusterRole and binding");
+    let base: Vec<Value> = docs
+        .iter()
+        .filter(|d| {
+            (IDENTITY_KINDS.contains(&kind(d)) || kind(d) == "CustomResourceDefinition")
+                && d["metadata"]["name"] != "rightsizer-pods"
+        })
+        .cloned()
+        .collect();
+    apply(plane, &base);
+    plane.kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=established",
+            "--timeout=30s",
+            "crd/rightsizings.rightsizer.io",
+        ],
+        None,
+    );
+    let start = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let tls = cluster::generate_tls(&dir);
+        let addr: SocketAddr = format!("127.0.0.1:{}", cluster::free_port())
+            .parse()
+            .unwrap();
+        Webhook::start(
+            addr,
+            &tls,
+            &plane.kubeconfig_as(&format!("system:serviceaccount:{NS}:{WEBHOOK_SA}")),
+            &[
+                "--own-namespace",
+                NS,
+                "--kube",
+                "always",
+                "--prometheus",
+                "http://127.0.0.1:9",
+            ]
+            .map(String::from),
+            &[
+                ("POD_NAME", name),
+                ("RIGHTSIZER_KUBE_STATE_METRICS", "never"),
+            ],
+            dir.join("serve.log"),
+        )
+        .expect("serve starts")
+    };
+    let readyz_until = |webhook: &Webhook, want: fn(u16, &str) -> bool| {
+        let admin = webhook.admin;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let r = admin_status(admin, "/readyz").await;
+                if r.as_ref().is_ok_and(|(c, b)| want(*c, b)) || Instant::now() > deadline {
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let forbidden = start("forbidden");
+    let r = readyz_until(&forbidden, |c, b| c == 503 && b.contains("may not")).await;
+    let (code, body) = r.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("configured to watch Pods (--kube-state-metrics never) but this ServiceAccount may not list pods"),
+        "{body}"
+    );
+    assert!(
+        forbidden.log_text().contains("may not list pods"),
+        "{}",
+        forbidden.log_text()
+    );
+    drop(forbidden);
+
+    apply(plane, &pod_rbac);
+    // The authorizer sees the new binding through its own watch.
+    assert!(can_i(
+        plane,
+        WEBHOOK_SA,
+        &["list", "pods", "--all-namespaces"],
+        true
+    ));
+    let allowed = start("allowed");
+    let r = readyz_until(&allowed, |c, _| c == 200).await;
+    assert_eq!(
+        r.as_ref().map(|r| r.0),
+        Ok(200),
+        "{r:?}\n{}",
+        allowed.log_text()
+    );
+    drop(allowed);
+    delete(plane, &base);
+    delete(plane, &pod_rbac);
+}
