@@ -214,10 +214,10 @@ const CHART_LABELS: &[&str] = &[
 ///   is shipped empty by the self-managed overlay too, for the certificate Job.)
 const CHART_ONLY: &[(&str, &str)] = &[("Lease", "rightsizer-leader")];
 
-/// Annotations only the chart's objects carry: the certificate Job is a Helm hook
-/// (post-install and post-upgrade, replaced on each run: a Job's Pod template cannot be
-/// patched by an upgrade).
-const CHART_ANNOTATIONS: &[&str] = &["helm.sh/hook", "helm.sh/hook-delete-policy"];
+/// The certificate Job is named after the release revision in the chart
+/// (`rightsizer-certs-r<N>`): a Job's Pod template cannot be patched by an upgrade, so each
+/// revision runs a new one and Helm deletes the previous.
+const CHART_JOB_PREFIX: &str = "rightsizer-certs-r";
 
 /// Objects only the kustomize install has:
 /// - the Namespace: with Helm, `--create-namespace` makes it (a release cannot own the
@@ -236,16 +236,8 @@ fn normalize(doc: &Value) -> Value {
             d["metadata"].as_object_mut().unwrap().remove("labels");
         }
     }
-    if let Some(notes) = d["metadata"]
-        .get_mut("annotations")
-        .and_then(Value::as_object_mut)
-    {
-        for a in CHART_ANNOTATIONS {
-            notes.remove(*a);
-        }
-        if notes.is_empty() {
-            d["metadata"].as_object_mut().unwrap().remove("annotations");
-        }
+    if kind(&d).1 == "Job" && name(&d).starts_with(CHART_JOB_PREFIX) {
+        d["metadata"]["name"] = "rightsizer-certs".into();
     }
     d
 }
@@ -268,7 +260,10 @@ fn assert_same_objects(chart: &[Value], kustomized: &[Value], what: &str) {
     let mine: BTreeMap<Key, Value> = chart
         .iter()
         .filter(|d| !excluded(d, CHART_ONLY))
-        .map(|d| (key(d), normalize(d)))
+        .map(|d| {
+            let n = normalize(d);
+            (key(&n), n)
+        })
         .collect();
     let theirs: BTreeMap<Key, Value> = kustomized
         .iter()
@@ -595,11 +590,7 @@ fn the_certificate_modes_mount_and_trust_what_they_should() {
     find(&docs, "Role", "rightsizer-tls-reader");
     find(&docs, "Role", "rightsizer-certs");
     find(&docs, "ClusterRole", "rightsizer-certs");
-    let job = find(&docs, "Job", "rightsizer-certs");
-    assert_eq!(
-        job["metadata"]["annotations"]["helm.sh/hook"],
-        "post-install,post-upgrade"
-    );
+    let job = find(&docs, "Job", "rightsizer-certs-r1");
     assert_eq!(
         job["spec"]["template"]["spec"]["serviceAccountName"],
         "rightsizer-certs"
