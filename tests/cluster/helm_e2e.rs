@@ -211,7 +211,7 @@ fn webhook_pods(plane: &ControlPlane) -> Vec<Value> {
             "get",
             "pods",
             "-l",
-            "app.kubernetes.io/name=rightsizer",
+            "app.kubernetes.io/name=rightsizer,app.kubernetes.io/component=webhook",
         ],
     );
     pods["items"]

@@ -266,7 +266,7 @@ fn install_as_the_readme_says(env: &Env) {
             "get",
             "pods",
             "-l",
-            "app.kubernetes.io/name=rightsizer",
+            "app.kubernetes.io/name=rightsizer,app.kubernetes.io/component=webhook",
         ],
     );
     for p in pods["items"].as_array().unwrap() {
@@ -317,7 +317,7 @@ fn webhook_pod_ips(env: &Env) -> Vec<String> {
             "get",
             "pods",
             "-l",
-            "app.kubernetes.io/name=rightsizer",
+            "app.kubernetes.io/name=rightsizer,app.kubernetes.io/component=webhook",
             "--field-selector=status.phase=Running",
         ],
     );
@@ -721,7 +721,7 @@ fn webhook_pods_deleted_during_a_rollout(env: &Env, rec: &ResourceRecommendation
             "delete",
             "pod",
             "-l",
-            "app.kubernetes.io/name=rightsizer",
+            "app.kubernetes.io/name=rightsizer,app.kubernetes.io/component=webhook",
             "--wait=false",
         ],
         None,
