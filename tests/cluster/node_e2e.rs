@@ -178,7 +178,8 @@ fn rightsizer_on_a_real_node() {
 // ----------------------------------------------------------------------- install
 
 /// deploy/ copied, with the two changes the README asks of a user: the image (what
-/// `kustomize edit set image` writes) and RIGHTSIZER_PROMETHEUS_URL.
+/// `kustomize edit set image` writes) and RIGHTSIZER_PROMETHEUS_URL; and, as this cluster has
+/// no kube-state-metrics, the pod-watch component the README names for that case.
 fn deploy_copy(dest: &Path, prometheus_url: &str) {
     let src = repo_root().join("deploy");
     copy_dir(&src, &dest.join("deploy"));
@@ -188,7 +189,7 @@ fn deploy_copy(dest: &Path, prometheus_url: &str) {
     let k = dest.join("deploy/overlays/self-managed/kustomization.yaml");
     let mut text = std::fs::read_to_string(&k).unwrap();
     text.push_str(&format!(
-        "images:\n- name: rightsizer\n  newName: {name}\n  newTag: {tag}\n"
+        "images:\n- name: rightsizer\n  newName: {name}\n  newTag: {tag}\ncomponents:\n- ../../components/pod-watch\n"
     ));
     std::fs::write(&k, text).unwrap();
     let d = base.join("deployment.yaml");
