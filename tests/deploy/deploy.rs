@@ -1322,7 +1322,7 @@ fn the_network_policy_admits_the_apiserver_and_monitoring_only() {
         .filter_map(|p| Some((p.name?, p.container_port)))
         .collect();
     let ingress = spec.ingress.unwrap();
-    assert_eq!(ingress.len(), 2);
+    assert_eq!(ingress.len(), 3);
     let port_of = |i: usize| {
         let p = ingress[i].ports.as_ref().unwrap();
         assert_eq!(p.len(), 1);
@@ -1353,6 +1353,18 @@ fn the_network_policy_admits_the_apiserver_and_monitoring_only() {
     assert!(selects(ns, &ns_labels("monitoring", &[])));
     assert!(!selects(ns, &ns_labels("shop", &[])));
     assert!(!selects(ns, &ns_labels(certs::DEFAULT_NAMESPACE, &[])));
+    // Rule 2: the certificate Job's Pods (their own namespace) to the HTTPS port.
+    assert_eq!(port_of(2), 8443);
+    let from = ingress[2].from.as_ref().unwrap();
+    assert_eq!(from.len(), 1);
+    assert!(from[0].namespace_selector.is_none() && from[0].ip_block.is_none());
+    let job: k8s_openapi::api::batch::v1::Job = typed(find(&docs, "Job", "rightsizer-certs"));
+    let job_labels = job.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+    assert!(selects(from[0].pod_selector.as_ref().unwrap(), &job_labels));
+    assert!(!selects(
+        from[0].pod_selector.as_ref().unwrap(),
+        &pod_labels
+    ));
 }
 
 /// Every query the analyzer sends, for the whole cluster and scoped (cluster matcher, one
