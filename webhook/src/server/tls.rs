@@ -189,6 +189,25 @@ mod tests {
         assert!(certified_key_from_pem(half, a.key_pem.as_bytes(), "half").is_err());
     }
 
+    /// `--client-ca`: a PEM CA makes a config that asks for client certificates; a file
+    /// without one is refused rather than serving without verification.
+    #[test]
+    fn a_client_ca_must_hold_a_certificate() {
+        let ca = Ca::generate("t", 1).unwrap();
+        let p = ca.issue_serving(&["localhost".to_string()], 1).unwrap();
+        let ck = || {
+            let k = certified_key_from_pem(p.cert_pem.as_bytes(), p.key_pem.as_bytes(), "p");
+            Arc::new(SwappableCert::new(k.unwrap()))
+        };
+        let clients = Ca::generate("clients", 1).unwrap();
+        assert!(server_config(ck(), Some(clients.cert_pem().as_bytes())).is_ok());
+        let empty = server_config(ck(), Some(b"no PEM here"));
+        assert!(
+            matches!(empty, Err(TlsError::NoCertificate(_))),
+            "{empty:?}"
+        );
+    }
+
     #[test]
     fn config_offers_h2_then_http11() {
         let ca = Ca::generate("t", 1).unwrap();
