@@ -6,9 +6,12 @@
 # Runtime: an empty image holding only the stripped binary, the shared libraries it links,
 # a non-root user and the CA bundle (tests/image/rootfs.sh assembles it; the tests build
 # the same filesystem without a container engine, see tests/image/build.sh).
-ARG RUST_VERSION=1.85
+#
+# Base images are pinned by digest (a tag can be moved); the update procedure is in
+# README.md ("Images"). tests/deploy checks every reference carries a digest.
+ARG RUST_IMAGE=rust:1.85-bookworm@sha256:e51d0265072d2d9d5d320f6a44dde6b9ef13653b035098febd68cce8fa7c0bc4
 
-FROM rust:${RUST_VERSION}-bookworm AS build
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY webhook webhook

@@ -20,12 +20,17 @@ copy() { # SOURCE (relative to the repository) -> DEST (relative to the chart)
 
 rm -rf "$chart/files" "$chart/crds"
 copy deploy/base/crd-rightsizing.yaml crds/crd-rightsizing.yaml
-for f in serviceaccount rbac deployment pdb service networkpolicy mutatingwebhookconfiguration; do
+for f in serviceaccount rbac deployment pdb service mutatingwebhookconfiguration; do
   copy "deploy/base/$f.yaml" "files/base/$f.yaml"
 done
-for f in deployment-patch rbac-certs; do
+for f in deployment-patch rbac-certs secret certs-job; do
   copy "deploy/overlays/self-managed/$f.yaml" "files/self-managed/$f.yaml"
 done
+for f in rbac-pods; do
+  copy "deploy/components/pod-watch/$f.yaml" "files/pod-watch/$f.yaml"
+done
+copy deploy/components/network-policy/networkpolicy.yaml files/network-policy/networkpolicy.yaml
+copy deploy/examples/network-policy-cilium/cilium-networkpolicy.yaml files/network-policy/cilium-networkpolicy.yaml
 for f in issuers certificates inject-ca; do
   copy "deploy/overlays/cert-manager/$f.yaml" "files/cert-manager/$f.yaml"
 done

@@ -34,7 +34,7 @@ const SHOP: &str = "shop";
 /// for `shop` whose defaults only the webhook can have put on a Pod.
 fn values(replicas: u32, request: &str, limit: &str) -> String {
     format!(
-        r#"image: {{repository: {IMAGE_REPOSITORY}, tag: {IMAGE_TAG}, pullPolicy: Never}}
+        r#"image: {{repository: {IMAGE_REPOSITORY}, tag: {IMAGE_TAG}, digest: "", pullPolicy: Never}}
 replicas: {replicas}
 prometheus: {{url: ""}}
 policies:
@@ -211,7 +211,7 @@ fn webhook_pods(plane: &ControlPlane) -> Vec<Value> {
             "get",
             "pods",
             "-l",
-            "app.kubernetes.io/name=rightsizer",
+            "app.kubernetes.io/name=rightsizer,app.kubernetes.io/component=webhook",
         ],
     );
     pods["items"]

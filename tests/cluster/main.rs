@@ -16,6 +16,7 @@ mod scenario;
 
 mod cluster_e2e;
 mod helm_e2e;
+mod identity_e2e;
 mod kube_watch;
 mod node_e2e;
 mod report_nodes;

@@ -178,16 +178,18 @@ fn rightsizer_on_a_real_node() {
 // ----------------------------------------------------------------------- install
 
 /// deploy/ copied, with the two changes the README asks of a user: the image (what
-/// `kustomize edit set image` writes) and RIGHTSIZER_PROMETHEUS_URL.
+/// `kustomize edit set image` writes) and RIGHTSIZER_PROMETHEUS_URL; and, as this cluster has
+/// no kube-state-metrics, the pod-watch component the README names for that case.
 fn deploy_copy(dest: &Path, prometheus_url: &str) {
     let src = repo_root().join("deploy");
     copy_dir(&src, &dest.join("deploy"));
     let base = dest.join("deploy/base");
     let (name, tag) = IMAGE.split_once(':').unwrap();
-    let k = base.join("kustomization.yaml");
+    // In the overlay: its certificate Job runs the same image as the base's Deployment.
+    let k = dest.join("deploy/overlays/self-managed/kustomization.yaml");
     let mut text = std::fs::read_to_string(&k).unwrap();
     text.push_str(&format!(
-        "images:\n- name: rightsizer\n  newName: {name}\n  newTag: {tag}\n"
+        "images:\n- name: rightsizer\n  newName: {name}\n  newTag: {tag}\ncomponents:\n- ../../components/pod-watch\n"
     ));
     std::fs::write(&k, text).unwrap();
     let d = base.join("deployment.yaml");
@@ -203,6 +205,14 @@ fn deploy_copy(dest: &Path, prometheus_url: &str) {
     let p = base.join("pdb.yaml");
     let text = std::fs::read_to_string(&p).unwrap();
     std::fs::write(&p, text.replace("policy/v1\n", "policy/v1beta1\n")).unwrap();
+    // Likewise CronJob: batch/v1beta1 before 1.21.
+    let p = dest.join("deploy/overlays/self-managed/certs-job.yaml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let text = text.replace(
+        "apiVersion: batch/v1\nkind: CronJob",
+        "apiVersion: batch/v1beta1\nkind: CronJob",
+    );
+    std::fs::write(&p, text).unwrap();
 }
 
 fn copy_dir(src: &Path, dst: &Path) {
@@ -257,7 +267,7 @@ fn install_as_the_readme_says(env: &Env) {
             "get",
             "pods",
             "-l",
-            "app.kubernetes.io/name=rightsizer",
+            "app.kubernetes.io/name=rightsizer,app.kubernetes.io/component=webhook",
         ],
     );
     for p in pods["items"].as_array().unwrap() {
@@ -265,7 +275,12 @@ fn install_as_the_readme_says(env: &Env) {
         assert_eq!(p["spec"]["nodeName"], env.node.name.as_str());
         assert_eq!(p["status"]["phase"], "Running");
     }
-    // The webhook made its serving certificate and made the apiserver trust it.
+    // The certificate Job (its own ServiceAccount) made the serving certificate and made
+    // the apiserver trust it; the webhook only read it.
+    wait_for(120, "the certificate Job succeeded", || {
+        let j = kubectl_json(env, &["-n", sys, "get", "job", "rightsizer-certs"]);
+        (j["status"]["succeeded"].as_u64() == Some(1)).then_some(())
+    });
     let secret = kubectl_json(env, &["-n", sys, "get", "secret", "rightsizer-tls"]);
     let ca = secret["data"]["ca.crt"]
         .as_str()
@@ -303,7 +318,7 @@ fn webhook_pod_ips(env: &Env) -> Vec<String> {
             "get",
             "pods",
             "-l",
-            "app.kubernetes.io/name=rightsizer",
+            "app.kubernetes.io/name=rightsizer,app.kubernetes.io/component=webhook",
             "--field-selector=status.phase=Running",
         ],
     );
@@ -707,7 +722,7 @@ fn webhook_pods_deleted_during_a_rollout(env: &Env, rec: &ResourceRecommendation
             "delete",
             "pod",
             "-l",
-            "app.kubernetes.io/name=rightsizer",
+            "app.kubernetes.io/name=rightsizer,app.kubernetes.io/component=webhook",
             "--wait=false",
         ],
         None,

@@ -15,6 +15,9 @@
 #      RIGHTSIZER_CLUSTER_NODE=1  ready the plane for a node (tests/cluster/node.sh): the
 #        apiserver also listens on the machine's address and advertises it (pods reach it
 #        through the `kubernetes` Service), and reaches kubelets by InternalIP.
+#      RIGHTSIZER_CLUSTER_WEBHOOK_CLIENT=1  the apiserver presents a client certificate to
+#        every webhook (an AdmissionConfiguration whose kubeconfig has user `*`), signed by
+#        WORKDIR/pki/webhook-client-ca.crt (for `serve --client-ca`).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -123,6 +126,40 @@ mkdir -p "$pki"
   openssl genrsa -out sa.key 2048
   openssl rsa -in sa.key -pubout -out sa.pub
 ) >"$DIR/pki.log" 2>&1 || die_with_log "certificate generation failed" "$DIR/pki.log"
+admission_args=()
+if [ "${RIGHTSIZER_CLUSTER_WEBHOOK_CLIENT:-0}" = 1 ]; then
+  (
+    cd "$pki"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3 \
+      -keyout webhook-client-ca.key -out webhook-client-ca.crt -subj "/CN=rightsizer-webhook-client-ca" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout webhook-client.key -out webhook-client.csr -subj "/CN=kube-apiserver-webhook-client"
+    printf '%s\n' "extendedKeyUsage=clientAuth" "keyUsage=critical,digitalSignature" >webhook-client.ext
+    openssl x509 -req -in webhook-client.csr -CA webhook-client-ca.crt -CAkey webhook-client-ca.key \
+      -CAcreateserial -days 3 -extfile webhook-client.ext -out webhook-client.crt
+  ) >>"$DIR/pki.log" 2>&1 || die_with_log "webhook client certificate generation failed" "$DIR/pki.log"
+  cat >"$DIR/admission-kubeconfig.yaml" <<EOF
+apiVersion: v1
+kind: Config
+users:
+- name: "*"
+  user:
+    client-certificate: $pki/webhook-client.crt
+    client-key: $pki/webhook-client.key
+EOF
+  cat >"$DIR/admission-config.yaml" <<EOF
+apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: MutatingAdmissionWebhook
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: $DIR/admission-kubeconfig.yaml
+EOF
+  admission_args=(--admission-control-config-file "$DIR/admission-config.yaml")
+fi
 TOKEN=$(openssl rand -hex 24)
 echo "$TOKEN,admin,admin,system:masters" >"$pki/tokens.csv"
 
@@ -170,6 +207,7 @@ pids+=($!)
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-cluster-ip-range 10.0.0.0/24 \
   --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,Priority,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota \
+  ${admission_args[@]+"${admission_args[@]}"} \
   --profiling=false --v 1 >"$DIR/apiserver.log" 2>&1 &
 pids+=($!)
 api_pid=$!

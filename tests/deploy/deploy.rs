@@ -34,13 +34,19 @@ use monitoring::{dashboard_queries, metric_list, promql_metrics, MetricList};
 
 // ------------------------------------------------------------- rendering
 
-const KUSTOMIZATIONS: &[&str] = &[
+pub(crate) const KUSTOMIZATIONS: &[&str] = &[
     "base",
     "priority-classes",
     "overlays/cert-manager",
     "overlays/self-managed",
     "monitoring",
+    "examples/network-policy-cidr",
+    "examples/network-policy-cilium",
 ];
+
+/// Kustomize Components: rendered through the overlays and examples that use them
+/// (tests/deploy/identity.rs), never alone.
+pub(crate) const COMPONENTS: &[&str] = &["components/network-policy", "components/pod-watch"];
 
 #[test]
 fn every_kustomization_renders_and_every_object_is_strictly_valid() {
@@ -56,6 +62,7 @@ fn every_kustomization_renders_and_every_object_is_strictly_valid() {
     found.sort();
     let mut expected: Vec<String> = KUSTOMIZATIONS.iter().map(|s| s.to_string()).collect();
     expected.push("overlays/self-signed".to_string());
+    expected.extend(COMPONENTS.iter().map(|s| s.to_string()));
     expected.sort();
     assert_eq!(found, expected);
 
@@ -506,7 +513,6 @@ fn rbac_is_least_privilege() {
         "/namespaces",
         "/limitranges",
         "/resourcequotas",
-        "/pods",
         "scheduling.k8s.io/priorityclasses",
         "autoscaling/horizontalpodautoscalers",
         "apps/deployments",
@@ -1294,13 +1300,13 @@ fn the_service_monitor_scrapes_the_webhook_service() {
     assert_eq!(ep["honorLabels"], true);
 }
 
-/// The NetworkPolicy isolates exactly the webhook's pods and admits the apiserver's block
-/// to the HTTPS port and the monitoring namespace to the admin port, by the container's
-/// named ports, and nothing else.
+/// The NetworkPolicy (opt-in, as the CIDR example applies it) isolates exactly the
+/// webhook's pods and admits the apiserver's block to the HTTPS port and the monitoring
+/// namespace to the admin port, by the container's named ports, and nothing else.
 #[test]
 fn the_network_policy_admits_the_apiserver_and_monitoring_only() {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-    let docs = kustomize(&deploy().join("overlays/cert-manager"));
+    let docs = kustomize(&deploy().join("examples/network-policy-cidr"));
     let np: NetworkPolicy = typed(find(&docs, "NetworkPolicy", "rightsizer"));
     let dep: Deployment = typed(find(&docs, "Deployment", "rightsizer"));
     let pod_labels = dep
@@ -1328,7 +1334,7 @@ fn the_network_policy_admits_the_apiserver_and_monitoring_only() {
         .filter_map(|p| Some((p.name?, p.container_port)))
         .collect();
     let ingress = spec.ingress.unwrap();
-    assert_eq!(ingress.len(), 2);
+    assert_eq!(ingress.len(), 3);
     let port_of = |i: usize| {
         let p = ingress[i].ports.as_ref().unwrap();
         assert_eq!(p.len(), 1);
@@ -1344,7 +1350,12 @@ fn the_network_policy_admits_the_apiserver_and_monitoring_only() {
     assert_eq!(port_of(0), 8443);
     let from = ingress[0].from.as_ref().unwrap();
     assert_eq!(from.len(), 1);
-    assert!(from[0].ip_block.is_some() && from[0].namespace_selector.is_none());
+    assert!(from[0].namespace_selector.is_none());
+    assert_eq!(
+        from[0].ip_block.as_ref().map(|b| b.cidr.as_str()),
+        Some("192.168.10.0/24"),
+        "the example's control-plane CIDR, never everything"
+    );
     // Rule 1: the monitoring namespace to the admin port, and no one else.
     assert_eq!(port_of(1), 9090);
     let from = ingress[1].from.as_ref().unwrap();
@@ -1354,6 +1365,18 @@ fn the_network_policy_admits_the_apiserver_and_monitoring_only() {
     assert!(selects(ns, &ns_labels("monitoring", &[])));
     assert!(!selects(ns, &ns_labels("shop", &[])));
     assert!(!selects(ns, &ns_labels(certs::DEFAULT_NAMESPACE, &[])));
+    // Rule 2: the certificate Job's Pods (their own namespace) to the HTTPS port.
+    assert_eq!(port_of(2), 8443);
+    let from = ingress[2].from.as_ref().unwrap();
+    assert_eq!(from.len(), 1);
+    assert!(from[0].namespace_selector.is_none() && from[0].ip_block.is_none());
+    let job: k8s_openapi::api::batch::v1::Job = typed(find(&docs, "Job", "rightsizer-certs"));
+    let job_labels = job.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+    assert!(selects(from[0].pod_selector.as_ref().unwrap(), &job_labels));
+    assert!(!selects(
+        from[0].pod_selector.as_ref().unwrap(),
+        &pod_labels
+    ));
 }
 
 /// Every query the analyzer sends, for the whole cluster and scoped (cluster matcher, one

@@ -208,11 +208,16 @@ const CHART_LABELS: &[&str] = &[
 ];
 
 /// Objects only the chart has, each for a reason of Helm's:
-/// - the Secret `rightsizer-tls` (self-managed mode) and the Lease `rightsizer-leader`: the
-///   webhook writes both at run time; the chart creates them empty (no `data`, no `spec`)
-///   so that they belong to the release and `helm uninstall` removes them, and an upgrade
-///   never touches what the webhook wrote.
-const CHART_ONLY: &[(&str, &str)] = &[("Secret", "rightsizer-tls"), ("Lease", "rightsizer-leader")];
+/// - the Lease `rightsizer-leader`: the webhook writes it at run time; the chart creates
+///   it empty (no `spec`) so that it belongs to the release and `helm uninstall` removes
+///   it, and an upgrade never touches what the webhook wrote. (The Secret `rightsizer-tls`
+///   is shipped empty by the self-managed overlay too, for the certificate Job.)
+const CHART_ONLY: &[(&str, &str)] = &[("Lease", "rightsizer-leader")];
+
+/// The certificate Job is named after the release revision in the chart
+/// (`rightsizer-certs-r<N>`): a Job's Pod template cannot be patched by an upgrade, so each
+/// revision runs a new one and Helm deletes the previous.
+const CHART_JOB_PREFIX: &str = "rightsizer-certs-r";
 
 /// Objects only the kustomize install has:
 /// - the Namespace: with Helm, `--create-namespace` makes it (a release cannot own the
@@ -230,6 +235,9 @@ fn normalize(doc: &Value) -> Value {
         if labels.is_empty() {
             d["metadata"].as_object_mut().unwrap().remove("labels");
         }
+    }
+    if kind(&d).1 == "Job" && name(&d).starts_with(CHART_JOB_PREFIX) {
+        d["metadata"]["name"] = "rightsizer-certs".into();
     }
     d
 }
@@ -252,7 +260,10 @@ fn assert_same_objects(chart: &[Value], kustomized: &[Value], what: &str) {
     let mine: BTreeMap<Key, Value> = chart
         .iter()
         .filter(|d| !excluded(d, CHART_ONLY))
-        .map(|d| (key(d), normalize(d)))
+        .map(|d| {
+            let n = normalize(d);
+            (key(&n), n)
+        })
         .collect();
     let theirs: BTreeMap<Key, Value> = kustomized
         .iter()
@@ -292,12 +303,9 @@ fn the_default_render_is_the_readme_kustomize_install() {
         &readme_install(),
         "defaults vs overlays/self-managed",
     );
-    // The two chart-only objects carry nothing the webhook writes.
+    // The Secret and the Lease carry nothing the Job or the webhook writes.
     let secret = find(&chart, "Secret", "rightsizer-tls");
-    assert!(
-        secret.get("data").is_none() && secret.get("type").is_none(),
-        "{secret}"
-    );
+    assert!(secret.get("data").is_none(), "{secret}");
     assert!(find(&chart, "Lease", "rightsizer-leader")
         .get("spec")
         .is_none());
@@ -420,6 +428,7 @@ policies:
         "network peers",
         r#"
 networkPolicy:
+  enabled: true
   apiserverFrom: [{ipBlock: {cidr: 10.0.0.0/24}}]
   metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: observability}}, podSelector: {matchLabels: {app: prometheus}}}]
 "#,
@@ -458,6 +467,8 @@ webhook: {timeoutSeconds: 5}
 "#,
     ),
     ("no prometheus", "prometheus: {url: \"\"}"),
+    ("network cilium", "networkPolicy: {enabled: true, cilium: true}"),
+    ("pod watch", "kubeStateMetrics: auto"),
 ];
 
 fn deployment(docs: &[Value]) -> (Deployment, PodSpec, Container) {
@@ -576,8 +587,15 @@ fn the_certificate_modes_mount_and_trust_what_they_should() {
     let args = c.args.clone().unwrap();
     assert_eq!(arg(&args, "--certificate-secret"), Some("rightsizer-tls"));
     assert!(pod.volumes.iter().flatten().all(|v| v.secret.is_none()));
+    find(&docs, "Role", "rightsizer-tls-reader");
     find(&docs, "Role", "rightsizer-certs");
     find(&docs, "ClusterRole", "rightsizer-certs");
+    let job = find(&docs, "Job", "rightsizer-certs-r1");
+    assert_eq!(
+        job["spec"]["template"]["spec"]["serviceAccountName"],
+        "rightsizer-certs"
+    );
+    find(&docs, "CronJob", "rightsizer-certs");
 
     // cert-manager: the Certificate's Secret mounted, the injector annotation.
     let docs = value_set("cert-manager");
@@ -620,6 +638,7 @@ fn the_certificate_modes_mount_and_trust_what_they_should() {
     );
     assert!(all(&docs, "Certificate").is_empty() && all(&docs, "Secret").is_empty());
     assert!(docs.iter().all(|d| name(d) != "rightsizer-certs"));
+    assert!(docs.iter().all(|d| name(d) != "rightsizer-tls-reader"));
 }
 
 /// Inline policies become policy ConfigMaps that `rightsizer mutate --policies` (the
@@ -726,7 +745,8 @@ fn the_toggles_add_and_remove_their_objects() {
     for k in ["ServiceMonitor", "PrometheusRule", "PriorityClass"] {
         assert!(all(&defaults, k).is_empty(), "{k} rendered by default");
     }
-    find(&defaults, "NetworkPolicy", "rightsizer");
+    // The NetworkPolicy is opt-in: no default could admit the apiserver and nothing else.
+    assert!(all(&defaults, "NetworkPolicy").is_empty());
     find(&defaults, "PodDisruptionBudget", "rightsizer");
     find(&defaults, "ConfigMap", "rightsizer-default");
 
@@ -750,6 +770,83 @@ fn the_toggles_add_and_remove_their_objects() {
     assert_eq!(
         from(1)[0]["podSelector"]["matchLabels"]["app"],
         "prometheus"
+    );
+}
+
+/// The NetworkPolicy examples of deploy/ are what the chart's values render: the
+/// control-plane CIDR as `apiserverFrom`, and `cilium: true` as the Cilium example's
+/// policy (entity kube-apiserver); enabled without a peer is refused.
+#[test]
+#[cfg_attr(
+    not(has_helm),
+    ignore = "no helm here: run tests/tools/helm.sh (tests/run does)"
+)]
+fn the_network_policy_values_render_the_documented_examples() {
+    for (values, example) in [
+        (
+            "networkPolicy: {enabled: true, apiserverFrom: [{ipBlock: {cidr: 192.168.10.0/24}}]}",
+            "examples/network-policy-cidr",
+        ),
+        (
+            "networkPolicy: {enabled: true, cilium: true}",
+            "examples/network-policy-cilium",
+        ),
+    ] {
+        let mut kustomized = kustomize(&deploy().join(example));
+        kustomized.extend(yaml_docs(
+            &fs::read_to_string(repo().join("policies/default-observe.yaml")).unwrap(),
+        ));
+        assert_same_objects(&render(values), &kustomized, example);
+    }
+    let cilium = value_set("network cilium");
+    assert!(all(&cilium, "NetworkPolicy").is_empty());
+    let cnp = find(&cilium, "CiliumNetworkPolicy", "rightsizer");
+    assert_eq!(
+        cnp["spec"]["ingress"][0]["fromEntities"],
+        json!(["kube-apiserver"])
+    );
+    let err = refusal("networkPolicy: {enabled: true}");
+    assert!(err.contains("networkPolicy.apiserverFrom"), "{err}");
+}
+
+/// `kubeStateMetrics`: `always` (the default) grants no Pod access; `never` and `auto`
+/// are deploy/components/pod-watch (its ClusterRole and the analyzer's source).
+#[test]
+#[cfg_attr(
+    not(has_helm),
+    ignore = "no helm here: run tests/tools/helm.sh (tests/run does)"
+)]
+fn pod_access_comes_only_with_the_pod_watch() {
+    let defaults = value_set("defaults");
+    let (_, _, c) = deployment(&defaults);
+    assert_eq!(
+        env_of(&c)["RIGHTSIZER_KUBE_STATE_METRICS"].as_deref(),
+        Some("always")
+    );
+    assert!(defaults.iter().all(|d| name(d) != "rightsizer-pods"));
+    for set in ["pod watch", "prometheus auth"] {
+        let docs = value_set(set);
+        find(&docs, "ClusterRole", "rightsizer-pods");
+        find(&docs, "ClusterRoleBinding", "rightsizer-pods");
+    }
+    // `never` is the component, object for object.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("deploy/overlays/pod-watch");
+    crate::deploy::copy_dir(&deploy(), &tmp.path().join("deploy"));
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("kustomization.yaml"),
+        "resources: [../self-managed]\ncomponents: [../../components/pod-watch]\n",
+    )
+    .unwrap();
+    let mut kustomized = kustomize(&dir);
+    kustomized.extend(yaml_docs(
+        &fs::read_to_string(repo().join("policies/default-observe.yaml")).unwrap(),
+    ));
+    assert_same_objects(
+        &render("kubeStateMetrics: never"),
+        &kustomized,
+        "kubeStateMetrics=never vs components/pod-watch",
     );
 }
 
@@ -800,7 +897,7 @@ fn prometheus_values_become_serve_arguments_and_mounted_files() {
     let (_, pod, c) = deployment(&docs);
     assert_eq!(
         c.image.as_deref(),
-        Some("registry.example.com/rightsizer@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+        Some("registry.example.com/rightsizer:0.1.0@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
     );
     assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
     let env = env_of(&c);
@@ -832,7 +929,10 @@ fn prometheus_values_become_serve_arguments_and_mounted_files() {
     file_from(&pod, &c, arg(&args, "--prometheus-ca").unwrap(), "prom-ca");
     assert_eq!(arg(&args, "--prometheus-tenant"), Some("team-a"));
     assert_eq!(arg(&args, "--cluster-label"), Some("cluster=prod-eu"));
-    assert_eq!(arg(&args, "--kube-state-metrics"), Some("never"));
+    assert_eq!(
+        env["RIGHTSIZER_KUBE_STATE_METRICS"].as_deref(),
+        Some("never")
+    );
     assert_eq!(arg(&args, "--analyzer-interval"), Some("2m"));
     let mwc = find(&docs, "MutatingWebhookConfiguration", "rightsizer");
     assert_eq!(mwc["webhooks"][0]["timeoutSeconds"], 5);
@@ -927,6 +1027,10 @@ fn values_the_chart_cannot_honour_are_refused() {
         ("replicass: 3", "replicass"),
         ("certificates: {mode: vault}", "certificates.mode"),
         ("kubeStateMetrics: sometimes", "kubeStateMetrics"),
+        (
+            "networkPolicy: {enabled: true}",
+            "networkPolicy.apiserverFrom",
+        ),
         ("replicas: 0", "replicas"),
         (
             "certificates: {mode: existingSecret}",

@@ -10,4 +10,5 @@ mod monitoring;
 
 mod deploy;
 mod helm;
+mod identity;
 mod strict;

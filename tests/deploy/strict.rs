@@ -10,6 +10,7 @@ use std::process::Command;
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -174,18 +175,87 @@ pub(crate) fn check_strict(doc: &Value) {
         round_trip::<NetworkPolicy>(doc)
     } else if is::<Lease>(doc) {
         round_trip::<Lease>(doc)
+    } else if is::<Job>(doc) {
+        round_trip::<Job>(doc)
+    } else if is::<CronJob>(doc) {
+        round_trip::<CronJob>(doc)
+    } else if kind(doc) == ("batch/v1beta1", "CronJob") {
+        // Clusters before 1.21 (the chart picks it); the same fields as batch/v1.
+        let mut v1 = doc.clone();
+        v1["apiVersion"] = "batch/v1".into();
+        round_trip::<CronJob>(&v1)
     } else {
         match kind(doc) {
             ("cert-manager.io/v1", "Certificate") => check_certificate(doc),
             ("cert-manager.io/v1", "Issuer") => check_issuer(doc),
             ("monitoring.coreos.com/v1", "ServiceMonitor") => check_service_monitor(doc),
             ("monitoring.coreos.com/v1", "PrometheusRule") => check_prometheus_rule(doc),
+            ("cilium.io/v2", "CiliumNetworkPolicy") => check_cilium_network_policy(doc),
             other => panic!("no strict check for {other:?}"),
         }
     }
 }
 
 // ------------------------------------------------------------ CRD checks
+
+/// The fields of Cilium's v2 policy this repository uses (its example): an endpoint
+/// selector and ingress rules from entities or endpoints to TCP ports.
+fn check_cilium_network_policy(doc: &Value) {
+    crd_envelope(doc);
+    let spec = &doc["spec"];
+    fields(
+        spec,
+        "CiliumNetworkPolicy.spec",
+        &["endpointSelector", "ingress"],
+        &["endpointSelector", "ingress"],
+    );
+    let _: LabelSelector = typed(&spec["endpointSelector"]);
+    const ENTITIES: &[&str] = &[
+        "kube-apiserver",
+        "host",
+        "remote-node",
+        "cluster",
+        "world",
+        "all",
+        "init",
+        "health",
+        "unmanaged",
+        "ingress",
+    ];
+    for (i, rule) in spec["ingress"]
+        .as_array()
+        .expect("ingress list")
+        .iter()
+        .enumerate()
+    {
+        let path = format!("CiliumNetworkPolicy.spec.ingress[{i}]");
+        fields(
+            rule,
+            &path,
+            &["fromEntities", "fromEndpoints", "toPorts"],
+            &["toPorts"],
+        );
+        for e in rule["fromEntities"].as_array().into_iter().flatten() {
+            assert!(
+                ENTITIES.contains(&string_at(e, &path)),
+                "{path}: unknown entity {e}"
+            );
+        }
+        for sel in rule["fromEndpoints"].as_array().into_iter().flatten() {
+            let _: LabelSelector = typed(sel);
+        }
+        for tp in rule["toPorts"].as_array().expect("toPorts list") {
+            fields(tp, &path, &["ports"], &["ports"]);
+            for p in tp["ports"].as_array().expect("ports list") {
+                fields(p, &path, &["port", "protocol"], &["port"]);
+                assert!(
+                    string_at(&p["port"], &path).parse::<u16>().is_ok(),
+                    "{path}: port {p}"
+                );
+            }
+        }
+    }
+}
 
 /// The object at `path` has only `allowed` keys and all `required` ones.
 fn fields(v: &Value, path: &str, allowed: &[&str], required: &[&str]) {

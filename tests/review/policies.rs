@@ -56,6 +56,42 @@ fn shipped_examples_are_valid() {
     );
 }
 
+/// The shipped examples grant a class above their default class only on namespace labels
+/// (set by operators), never on a Pod's labels or CPU alone (written by the tenant).
+#[test]
+fn shipped_examples_grant_privileged_classes_on_namespace_labels_only() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let store = PolicyStore::new();
+    store.sync_dir(&dir).expect("policies/ readable");
+    let mut checked = 0;
+    for p in store.current().iter() {
+        let Some(prio) = &p.priority else { continue };
+        let value = |c: &str| prio.classes.get(c).map(|i| i.value);
+        let floor = prio
+            .default_class_name
+            .as_deref()
+            .and_then(value)
+            .unwrap_or(0);
+        for r in &prio.rules {
+            let v = value(&r.class_name).unwrap_or(i32::MAX);
+            if v <= floor {
+                continue;
+            }
+            checked += 1;
+            assert!(
+                !r.selector.namespace_labels.is_empty() && r.selector.labels.is_empty(),
+                "{}: class {} ({v}) is granted on tenant-controlled inputs: {r:?}",
+                p.name,
+                r.class_name
+            );
+        }
+    }
+    assert!(
+        checked >= 2,
+        "the examples grant no class above their default"
+    );
+}
+
 #[rstest]
 #[case::unknown_top_field("mood: enforce\n", "mood")]
 #[case::bad_mode("mode: enforcing\n", "mode")]

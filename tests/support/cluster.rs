@@ -375,6 +375,25 @@ impl Webhook {
         env: &[(&str, &str)],
         log: PathBuf,
     ) -> Result<Webhook, String> {
+        let mut args = vec![
+            "--tls-cert".to_string(),
+            tls.cert.display().to_string(),
+            "--tls-key".to_string(),
+            tls.key.display().to_string(),
+        ];
+        args.extend(extra_args.iter().cloned());
+        Self::start_serving(addr, kubeconfig, &args, env, log)
+    }
+
+    /// `start` with the serving certificate's arguments in `args` (e.g.
+    /// `--certificate-secret NAME`).
+    pub fn start_serving(
+        addr: SocketAddr,
+        kubeconfig: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> Result<Webhook, String> {
         let out = fs::File::create(&log).map_err(|e| e.to_string())?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port())
@@ -386,13 +405,9 @@ impl Webhook {
             .arg("serve")
             .arg("--listen")
             .arg(addr.to_string())
-            .arg("--tls-cert")
-            .arg(&tls.cert)
-            .arg("--tls-key")
-            .arg(&tls.key)
             .arg("--admin-listen")
             .arg(admin.to_string())
-            .args(extra_args)
+            .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Replay(a) => commands::replay::run(a).await,
         Command::Plan(a) => commands::plan::run(a).await,
         Command::Report(a) => commands::report::run(a).await,
-        Command::Certs(a) => commands::certs::run(a),
+        Command::Certs(a) => commands::certs::run(a).await,
     }
 }
 

@@ -1,6 +1,10 @@
 //! `rightsizer certs`: write the webhook's CA, serving certificate, TLS Secret manifest
 //! and caBundle patch into a directory (by default the self-signed overlay's git-ignored
 //! `generated/`), reusing the CA found there unless `--new-ca`.
+//!
+//! `rightsizer certs --kube`: the certificate Job of the self-managed install (see
+//! `kube::certjob`): issue, renew or rotate the pair in the Secret and set the caBundle,
+//! under the Job's own ServiceAccount.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,8 +17,14 @@ pub struct Args {
     /// Directory to write into (created when missing; it gets a `.gitignore` of `*`).
     #[arg(long, default_value = "deploy/overlays/self-signed/generated")]
     out_dir: PathBuf,
+    /// Through the Kubernetes API instead of files: fill or renew the (existing) Secret
+    /// `--secret-name` and set the caBundle of `--webhook-configuration` (the Job of
+    /// deploy/overlays/self-managed). `--new-ca` rotates the CA, keeping the old one in
+    /// the bundle until every replica serves the new pair.
+    #[arg(long)]
+    kube: bool,
     /// Namespace of the Service and Secret.
-    #[arg(long, default_value = certs::DEFAULT_NAMESPACE)]
+    #[arg(long, env = "POD_NAMESPACE", default_value = certs::DEFAULT_NAMESPACE)]
     namespace: String,
     /// Name of the webhook's Service.
     #[arg(long, default_value = certs::DEFAULT_SERVICE)]
@@ -44,7 +54,10 @@ pub struct Args {
     new_ca: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.kube {
+        return in_cluster(args).await;
+    }
     let dir = &args.out_dir;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write(
@@ -101,6 +114,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         names.join(", "),
         args.days,
         dir.display()
+    );
+    Ok(())
+}
+
+async fn in_cluster(args: Args) -> anyhow::Result<()> {
+    use rightsizer::kube::certjob;
+    let client = kube::Client::try_default()
+        .await
+        .context("certs --kube needs the Kubernetes API")?;
+    let target = certjob::CertTarget {
+        namespace: args.namespace,
+        secret: args.secret_name,
+        service: args.service,
+        webhook_configuration: args.webhook_configuration,
+    };
+    let report = certjob::run(&client, &target, args.new_ca).await?;
+    println!(
+        "rightsizer certs: {:?}; caBundle {}; previous CA {}",
+        report.plan,
+        if report.bundle_patched {
+            "set"
+        } else {
+            "unchanged"
+        },
+        match (report.retired_previous, report.previous_kept) {
+            (true, _) => "retired",
+            (false, true) => "kept (a replica does not serve the new pair yet)",
+            (false, false) => "none",
+        }
     );
     Ok(())
 }

@@ -46,11 +46,15 @@ pub struct Args {
     /// Generate an in-memory CA and a localhost certificate (local runs only).
     #[arg(long, conflicts_with = "certificate_secret")]
     pub self_signed: bool,
-    /// Manage the serving certificate in this Secret of the own namespace: create it
-    /// when absent, renew it before expiry, and set the caBundle of the
-    /// MutatingWebhookConfiguration `rightsizer` (no cert-manager, no pre-step).
+    /// Serve the pair the certificate Job (`rightsizer certs --kube`) keeps in this
+    /// Secret of the own namespace, read and watched through the API (`get`/`watch` on
+    /// that name only) and switched to as soon as it changes. Not ready until it holds one.
     #[arg(long, value_name = "SECRET")]
     pub certificate_secret: Option<String>,
+    /// Require a client certificate signed by this CA (PEM) on the HTTPS port: for an
+    /// apiserver whose AdmissionConfiguration presents one to this webhook. Read at start.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
     /// Where `--self-signed` writes the CA bundle [default: <temp dir>/rightsizer-ca.pem].
     #[arg(long, requires = "self_signed")]
     pub ca_out: Option<PathBuf>,
@@ -99,7 +103,7 @@ pub struct Args {
     /// Read owners, requests/limits, OOM kills and HPAs from kube-state-metrics series.
     /// `auto`: when a cycle finds none, from the Kubernetes API (a Pod watch, started
     /// then); `never`: always from the API. Without `--kube`, always the series.
-    #[arg(long, value_enum, default_value_t = KsmMode::Auto)]
+    #[arg(long, env = "RIGHTSIZER_KUBE_STATE_METRICS", value_enum, default_value_t = KsmMode::Auto)]
     pub kube_state_metrics: KsmMode,
 }
 
@@ -216,10 +220,12 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
     }
 
     let mut facts: Arc<dyn ClusterFacts> = Arc::new(NoFacts);
+    let mut kube_client = None;
     let kube = if args.kube.enabled() {
         let client = ::kube::Client::try_default()
             .await
             .context("connecting to the Kubernetes API (use --kube never to run without it)")?;
+        kube_client = Some(client.clone());
         let handles =
             rightsizer::kube::start(client, &args.own_namespace, store.clone(), registry).await?;
         // Ready once every watcher has its first list (see `readiness` below).
@@ -235,6 +241,7 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
     let mut tasks = Vec::new();
     let settings = args.report.settings(&args.prom);
     let mut report = ReportSource::new(None, None, settings.clone());
+    let mut pod_gate = None;
     if let Some(mut cfg) = args.prom.analyzer_config()? {
         cfg.enforcement = args.enforcement;
         cfg.interval = Duration::from_secs(args.analyzer_interval.max(10));
@@ -251,6 +258,9 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
         if let Some(k) = &kube {
             if args.kube_state_metrics != KsmMode::Always {
                 analyzer.set_facts_source(args.kube_state_metrics, k.pods.clone());
+                if let Some(c) = &kube_client {
+                    pod_gate = pod_access_gate(args.kube_state_metrics, c, k).await;
+                }
             }
             // Committed state lives in the Rightsizings; only the leader carries out
             // the analyzer's effects (the analyzer checks once per cycle).
@@ -311,6 +321,7 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
         let board = k.board.clone();
         gates.push(Readiness::from_fn(move || board.check()));
     }
+    gates.extend(pod_gate);
     let readiness = Readiness::all(gates);
     Ok(Admission {
         admitter,
@@ -320,6 +331,43 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
         kube,
         tasks,
     })
+}
+
+/// With the Pod watch configured, a readiness check that fails when this identity may not
+/// list/watch Pods: always with `never` (the analyzer has no other source), with `auto`
+/// once the watch has been started (no kube-state-metrics series were found).
+async fn pod_access_gate(
+    mode: KsmMode,
+    client: &::kube::Client,
+    k: &KubeHandles,
+) -> Option<Readiness> {
+    use rightsizer::kube::pod_access;
+    let name = match mode {
+        KsmMode::Never => "never",
+        _ => "auto",
+    };
+    let verb = match pod_access::refused_pod_verb(client).await {
+        Ok(None) => return None,
+        Ok(Some(verb)) => verb,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not ask whether Pods may be watched");
+            return None;
+        }
+    };
+    let msg = pod_access::forbidden_message(verb, name);
+    if mode == KsmMode::Never {
+        tracing::error!("{msg}");
+    } else {
+        tracing::warn!("{msg} (needed only if Prometheus has no kube-state-metrics series)");
+    }
+    let pods = k.pods.clone();
+    Some(Readiness::from_fn(move || {
+        if mode == KsmMode::Never || pods.is_started() {
+            Err(msg.clone())
+        } else {
+            Ok(())
+        }
+    }))
 }
 
 /// Posts Events about the analyzer's commits and revisions (called by the analyzer's
@@ -412,16 +460,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let admission_tasks = std::mem::take(&mut admission.tasks);
 
     // Keep the watch alive for the life of the server.
-    let (cert, _watch) = match &args.certificate_secret {
-        Some(secret) => (managed_cert(&args, secret, &metrics).await?, None),
-        None => serving_cert(&args, &metrics)?,
+    let mut readiness = vec![admission.readiness];
+    let (cert, _watch, _followed) = match &args.certificate_secret {
+        Some(secret) => {
+            let followed = secret_cert(&args, secret, &metrics).await?;
+            readiness.push(followed.readiness());
+            (followed.cert.clone(), None, Some(followed))
+        }
+        None => {
+            let (cert, watch) = serving_cert(&args, &metrics)?;
+            (cert, watch, None)
+        }
     };
-    let tls_config = tls::server_config(cert)?;
+    let client_ca = match &args.client_ca {
+        Some(p) => {
+            Some(std::fs::read(p).with_context(|| format!("reading --client-ca {}", p.display()))?)
+        }
+        None => None,
+    };
+    let tls_config = tls::server_config(cert, client_ca.as_deref())?;
 
     let state = AppState {
         admitter: admission.admitter,
         recommendations: admission.recommendations,
-        readiness: admission.readiness,
+        readiness: Readiness::all(readiness),
         registry: Arc::new(registry),
         metrics: metrics.clone(),
         guard: Arc::new(server::guard::ReviewGuard::new(args.limits.review())),
@@ -497,49 +559,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--certificate-secret`: the pair from (or written to) the Secret, re-checked twice a
-/// day so a renewal by any replica is picked up without a restart.
-async fn managed_cert(
+/// `--certificate-secret`: the pair the certificate Job keeps in the Secret, followed.
+async fn secret_cert(
     args: &Args,
     secret: &str,
     metrics: &ServerMetrics,
-) -> anyhow::Result<Arc<tls::SwappableCert>> {
-    use rightsizer::kube::selfcert;
+) -> anyhow::Result<rightsizer::kube::certsecret::SecretCert> {
     let client = ::kube::Client::try_default()
         .await
         .context("--certificate-secret needs the Kubernetes API")?;
-    let target = selfcert::CertTarget {
-        namespace: args.own_namespace.clone(),
-        secret: secret.to_string(),
-        service: rightsizer::certs::DEFAULT_SERVICE.to_string(),
-        webhook_configuration: rightsizer::certs::WEBHOOK_CONFIGURATION.to_string(),
-    };
-    let (c, k) = selfcert::ensure(&client, &target)
+    rightsizer::kube::certsecret::follow(client, &args.own_namespace, secret, metrics.clone())
         .await
-        .context("managing the serving certificate")?;
-    let ck = reload::from_pem(c.as_bytes(), k.as_bytes(), secret, metrics)?;
-    let cert = Arc::new(tls::SwappableCert::new(ck));
-    let swap = cert.clone();
-    let metrics = metrics.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(CERT_RECHECK);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            match selfcert::ensure(&client, &target).await {
-                Ok((c, k)) => match reload::from_pem(c.as_bytes(), k.as_bytes(), "", &metrics) {
-                    Ok(ck) => swap.store(ck),
-                    Err(e) => tracing::warn!(error = %e, "managed certificate does not load"),
-                },
-                Err(e) => tracing::warn!(error = %e, "re-checking the managed certificate"),
-            }
-        }
-    });
-    Ok(cert)
+        .context("following the certificate Secret")
 }
-
-/// How often `--certificate-secret` re-reads (and, when due, renews) the certificate.
-const CERT_RECHECK: Duration = Duration::from_secs(12 * 3600);
 
 fn serving_cert(
     args: &Args,

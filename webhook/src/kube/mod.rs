@@ -8,6 +8,8 @@
 //! analyzer's one leadership check, `pods` (started only when the analyzer needs it) in
 //! place of kube-state-metrics.
 
+pub mod certjob;
+pub mod certsecret;
 pub mod committed;
 pub(crate) mod discovery;
 pub mod error;
@@ -15,6 +17,7 @@ pub mod events;
 pub mod facts;
 pub mod leader;
 pub mod mirror;
+pub mod pod_access;
 pub mod pods;
 pub(crate) mod policies;
 #[cfg(feature = "test-support")]

@@ -1,23 +1,18 @@
-//! A serving certificate the webhook manages itself (`serve --certificate-secret NAME`),
-//! so a cluster without cert-manager needs no pre-step: at start (and twice a day) the
-//! Secret is read, created when absent, renewed when close to expiry, and the CA is put
-//! into the caBundle of the webhook's own MutatingWebhookConfiguration.
+//! The certificate material of the self-managed mode, as kept in the Secret
+//! `rightsizer-tls`: a CA (certificate and key), the serving pair it signed, and during a
+//! CA rotation the previous CA certificate (`ca-previous.crt`), which stays in the
+//! webhook's caBundle until every serving replica presents the new pair (see
+//! `kube::certjob`).
 //!
-//! The Secret holds the CA key too (`ca.key`): every replica must be able to renew the
-//! serving certificate without changing the caBundle the others are trusted by. RBAC
-//! limits `get`/`update` to this Secret and `get`/`patch` to the one configuration
-//! (deploy/overlays/self-managed/rbac-certs.yaml); `create` cannot be limited by name.
+//! Only the certificate Job (`rightsizer certs --kube`) writes it, under its own
+//! ServiceAccount; the webhook's replicas only read and watch it (`kube::certsecret`).
 //!
-//! `plan` is pure (what to do with what the Secret holds at a given time); `ensure`
-//! executes it against the API.
+//! `plan` and `apply` are pure (what to do with what the Secret holds at a given time).
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::Client;
 use time::{Duration, OffsetDateTime};
 
 use crate::certs::{self, Ca, Serving};
@@ -31,8 +26,9 @@ pub const RENEW_BEFORE: Duration = Duration::days(60);
 
 const CA_KEY: &str = "ca.key";
 const CA_CRT: &str = "ca.crt";
-const TLS_CRT: &str = "tls.crt";
-const TLS_KEY: &str = "tls.key";
+const CA_PREVIOUS: &str = "ca-previous.crt";
+pub const TLS_CRT: &str = "tls.crt";
+pub const TLS_KEY: &str = "tls.key";
 
 /// What the Secret holds, as PEM text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,6 +37,23 @@ pub struct Material {
     pub ca_key: Option<String>,
     pub cert: Option<String>,
     pub key: Option<String>,
+    /// The CA replaced by the last rotation, still trusted until it is retired.
+    pub previous_ca: Option<String>,
+}
+
+impl Material {
+    /// The caBundle the apiserver must hold for this material: the CA, then the
+    /// previous CA while it is kept.
+    pub fn bundle(&self) -> String {
+        let mut b = self.ca_cert.clone().unwrap_or_default();
+        if let Some(old) = &self.previous_ca {
+            if !b.ends_with('\n') && !b.is_empty() {
+                b.push('\n');
+            }
+            b.push_str(old);
+        }
+        b
+    }
 }
 
 /// The decision for one look at the Secret.
@@ -92,18 +105,25 @@ pub fn not_after(pem: &str) -> Option<OffsetDateTime> {
     Some(cert.validity().not_after.to_datetime())
 }
 
-/// Material after executing `plan` (new keys where the plan says so).
+/// Material after executing `plan` (new keys where the plan says so). A new CA keeps
+/// the CA it replaces (when that one still parses) as `previous_ca`, so the caBundle
+/// trusts both while replicas switch.
 pub fn apply(m: &Material, plan: &Plan, names: &[String]) -> Result<Material, certs::CertError> {
-    let (ca, ca_cert) = match plan {
+    let (ca, ca_cert, previous_ca) = match plan {
         Plan::Keep => return Ok(m.clone()),
         Plan::Reissue => {
             let (c, k) = (m.ca_cert.clone().unwrap_or_default(), m.ca_key.clone());
-            (Ca::load(&c, &k.unwrap_or_default())?, c)
+            (
+                Ca::load(&c, &k.unwrap_or_default())?,
+                c,
+                m.previous_ca.clone(),
+            )
         }
         Plan::New => {
             let ca = Ca::generate("rightsizer webhook CA", CA_DAYS)?;
             let pem = ca.cert_pem().to_string();
-            (ca, pem)
+            let old = m.ca_cert.clone().filter(|c| not_after(c).is_some());
+            (ca, pem, old)
         }
     };
     let Serving { cert_pem, key_pem } = ca.issue_serving(names, SERVING_DAYS)?;
@@ -112,10 +132,12 @@ pub fn apply(m: &Material, plan: &Plan, names: &[String]) -> Result<Material, ce
         ca_cert: Some(ca_cert),
         cert: Some(cert_pem),
         key: Some(key_pem),
+        previous_ca,
     })
 }
 
-fn from_secret(s: &Secret) -> Material {
+/// What a Secret holds (absent keys are `None`).
+pub fn from_secret(s: &Secret) -> Material {
     let get = |k: &str| {
         s.data
             .as_ref()
@@ -127,15 +149,18 @@ fn from_secret(s: &Secret) -> Material {
         ca_key: get(CA_KEY),
         cert: get(TLS_CRT),
         key: get(TLS_KEY),
+        previous_ca: get(CA_PREVIOUS),
     }
 }
 
-fn to_data(m: &Material) -> BTreeMap<String, ByteString> {
+/// The Secret's `data` for `m`.
+pub fn to_data(m: &Material) -> BTreeMap<String, ByteString> {
     [
         (CA_CRT, &m.ca_cert),
         (CA_KEY, &m.ca_key),
         (TLS_CRT, &m.cert),
         (TLS_KEY, &m.key),
+        (CA_PREVIOUS, &m.previous_ca),
     ]
     .into_iter()
     .filter_map(|(k, v)| {
@@ -143,104 +168,6 @@ fn to_data(m: &Material) -> BTreeMap<String, ByteString> {
             .map(|v| (k.to_string(), ByteString(v.clone().into_bytes())))
     })
     .collect()
-}
-
-/// Where the managed certificate lives and whom it is for.
-#[derive(Debug, Clone)]
-pub struct CertTarget {
-    pub namespace: String,
-    pub secret: String,
-    pub service: String,
-    pub webhook_configuration: String,
-}
-
-/// Read (or create, or renew) the Secret and make the webhook configuration trust its
-/// CA. Returns the serving pair (PEM certificate, PEM key). Concurrent replicas are
-/// safe: a lost create or update race re-reads what the winner wrote.
-pub async fn ensure(client: &Client, t: &CertTarget) -> anyhow::Result<(String, String)> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), &t.namespace);
-    let names = certs::service_dns_names(&t.service, &t.namespace);
-    let mut material = None;
-    for _ in 0..3 {
-        let existing = api.get_opt(&t.secret).await?;
-        let current = existing.as_ref().map(from_secret).unwrap_or_default();
-        let decision = plan(&current, OffsetDateTime::now_utc());
-        if decision == Plan::Keep {
-            material = Some(current);
-            break;
-        }
-        let next = apply(&current, &decision, &names)?;
-        let written = match existing {
-            None => {
-                let mut s = certs::tls_secret(
-                    &t.secret,
-                    &t.namespace,
-                    &Serving {
-                        cert_pem: String::new(),
-                        key_pem: String::new(),
-                    },
-                    "",
-                );
-                s.data = Some(to_data(&next));
-                api.create(&PostParams::default(), &s).await.map(|_| ())
-            }
-            Some(mut s) => {
-                s.data = Some(to_data(&next));
-                api.replace(&t.secret, &PostParams::default(), &s)
-                    .await
-                    .map(|_| ())
-            }
-        };
-        match written {
-            Ok(()) => {
-                tracing::info!(secret = %t.secret, ?decision, "serving certificate written");
-                material = Some(next);
-                break;
-            }
-            // Another replica got there first: use what it wrote.
-            Err(kube::Error::Api(e)) if e.code == 409 => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let m = material.ok_or_else(|| anyhow::anyhow!("the Secret {} kept changing", t.secret))?;
-    trust_ca(
-        client,
-        &t.webhook_configuration,
-        m.ca_cert.as_deref().unwrap_or(""),
-    )
-    .await?;
-    Ok((m.cert.unwrap_or_default(), m.key.unwrap_or_default()))
-}
-
-/// Set every webhook's caBundle in `configuration` to `ca_pem` (only when it differs).
-async fn trust_ca(client: &Client, configuration: &str, ca_pem: &str) -> anyhow::Result<()> {
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let cfg = api.get(configuration).await?;
-    let want = ByteString(ca_pem.as_bytes().to_vec());
-    let stale: Vec<String> = cfg
-        .webhooks
-        .iter()
-        .flatten()
-        .filter(|w| w.client_config.ca_bundle.as_ref() != Some(&want))
-        .map(|w| w.name.clone())
-        .collect();
-    if stale.is_empty() {
-        return Ok(());
-    }
-    // Strategic merge: webhooks merge by name, so only caBundle is touched.
-    let entries: Vec<serde_json::Value> = stale
-        .iter()
-        .map(|n| serde_json::json!({"name": n, "clientConfig": {"caBundle": want}}))
-        .collect();
-    let patch = serde_json::json!({"webhooks": entries});
-    api.patch(
-        configuration,
-        &PatchParams::default(),
-        &Patch::Strategic(&patch),
-    )
-    .await?;
-    tracing::info!(%configuration, webhooks = ?stale, "caBundle set");
-    Ok(())
 }
 
 #[cfg(test)]
@@ -312,6 +239,28 @@ mod tests {
         assert_eq!(next.ca_cert, good.ca_cert, "the caBundle stays the same");
         assert_ne!(next.cert, good.cert);
         assert_eq!(plan(&next, OffsetDateTime::now_utc()), Plan::Keep);
+    }
+
+    #[test]
+    fn a_new_ca_keeps_the_one_it_replaces_in_the_bundle() {
+        let first = fresh();
+        assert_eq!(first.previous_ca, None, "a first CA replaces nothing");
+        assert_eq!(first.bundle(), first.ca_cert.clone().unwrap());
+        let rotated = apply(&first, &Plan::New, &names()).unwrap();
+        assert_ne!(rotated.ca_cert, first.ca_cert);
+        assert_eq!(rotated.previous_ca, first.ca_cert);
+        let bundle = rotated.bundle();
+        assert!(bundle.starts_with(rotated.ca_cert.as_deref().unwrap()));
+        assert!(bundle.ends_with(first.ca_cert.as_deref().unwrap()));
+        // Reissuing from the new CA keeps the overlap until it is retired.
+        let reissued = apply(&rotated, &Plan::Reissue, &names()).unwrap();
+        assert_eq!(reissued.previous_ca, first.ca_cert);
+        // What the Secret holds round-trips.
+        let s = Secret {
+            data: Some(to_data(&rotated)),
+            ..Secret::default()
+        };
+        assert_eq!(from_secret(&s), rotated);
     }
 
     #[test]

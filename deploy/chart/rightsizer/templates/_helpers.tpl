@@ -63,7 +63,7 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- /* The container image reference. */ -}}
 {{- define "rightsizer.image" -}}
 {{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- printf "%s:%s@%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) .Values.image.digest -}}
 {{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) -}}
 {{- end -}}
