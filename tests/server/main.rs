@@ -6,5 +6,6 @@ mod exe;
 #[path = "../support_https/mod.rs"]
 mod support_https;
 
+mod attacks;
 mod https_e2e;
 mod server_router;

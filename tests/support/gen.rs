@@ -543,6 +543,7 @@ fn quota(r: &mut Rng) -> QuotaRoom {
     QuotaRoom {
         name: "q".into(),
         room,
+        ..Default::default()
     }
 }
 
