@@ -95,10 +95,11 @@ enum Attack {
     H2Streams,
     /// 64 HTTP/1.1 connections that send a request head and part of the body, then stall.
     H1Stalled,
-    /// 6 HTTP/2 connections declaring 16 MiB of bodies each (6 streams of 2.7 MiB), each
-    /// stream sending its first MiB at once, then stalling.
+    /// 6 HTTP/2 connections declaring 16 MiB of bodies each (five streams of 3 MiB and
+    /// one of 1 MiB), each stream sending its first MiB at once, then stalling.
     BigBodies,
-    /// ~27 new TCP connections per second that never send a byte.
+    /// ~27 new TCP connections per second that never send a byte, from a steady state
+    /// (the ~270 a 10 s handshake timeout held at that rate are opened first).
     Slowloris,
 }
 
@@ -127,16 +128,21 @@ async fn start_attack(attack: Attack, addr: SocketAddr, ca: &str, held: &mut Hel
         Attack::BigBodies => {
             for _ in 0..6 {
                 let s = h2_sender(addr, client_config(&[ca], Proto::H2), held).await;
-                for _ in 0..6 {
-                    open_stream(&s, addr, 2_800_000, 1 << 20, held);
+                for declared in [3 << 20, 3 << 20, 3 << 20, 3 << 20, 3 << 20, 1 << 20] {
+                    open_stream(&s, addr, declared, 1 << 20, held);
                 }
             }
         }
     }
     if let Attack::Slowloris = attack {
         let stop = Instant::now() + ATTACK;
+        let mut open = Vec::new();
+        for _ in 0..270 {
+            if let Ok(t) = TcpStream::connect(addr).await {
+                open.push(t);
+            }
+        }
         held.tasks.push(tokio::spawn(async move {
-            let mut open = Vec::new();
             while Instant::now() < stop {
                 if let Ok(t) = TcpStream::connect(addr).await {
                     open.push(t);

@@ -735,9 +735,14 @@ async fn past_the_connection_cap_silent_connections_make_room_and_busy_ones_do_n
     // Four silent connections fill the cap (timeouts long enough not to close them
     // here); a fifth is served, and the oldest silent one is closed for it.
     let tmp = tempfile::tempdir().unwrap();
-    let (server, ca) = start_limited(
-        &tmp,
+    let ca_out = tmp.path().join("ca.pem");
+    let server = Server::start(
         &[
+            "--self-signed",
+            "--ca-out",
+            ca_out.to_str().unwrap(),
+            "--admin-listen",
+            "127.0.0.1:0",
             "--max-connections",
             "4",
             "--idle-timeout",
@@ -745,7 +750,9 @@ async fn past_the_connection_cap_silent_connections_make_room_and_busy_ones_do_n
             "--header-timeout",
             "60s",
         ],
+        tmp.path().join("serve.log"),
     );
+    let ca = std::fs::read_to_string(&ca_out).unwrap();
     let cfg = client_config(&[&ca], Proto::H2);
     let mut silent = Vec::new();
     for _ in 0..4 {

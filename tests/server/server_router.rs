@@ -507,7 +507,7 @@ async fn past_the_body_byte_budget_mutate_answers_503_without_retry_after() {
     );
     let app = router(st);
     let req = http::Request::post("/mutate")
-        .body(Body::from(hostile_pod_review(3_000, "u")))
+        .body(Body::from(hostile_pod_review(10_000, "u")))
         .unwrap();
     let resp = app.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), 503);

@@ -1,7 +1,7 @@
-//! PodTolerationRestriction, as far as a namespace's annotations tell it: the plugin
-//! (after the webhooks) merges the namespace's default tolerations into a new Pod, adds
-//! `node.kubernetes.io/memory-pressure` to every Pod that is not BestEffort, and refuses
-//! a Pod with a toleration its namespace's whitelist does not cover. A toleration the
+//! PodTolerationRestriction, as far as a namespace's annotations tell it. The plugin
+//! merges the namespace's default tolerations into a new Pod (and a memory-pressure
+//! toleration into non-BestEffort ones) before the webhooks run, and after them refuses a
+//! Pod with a toleration its namespace's whitelist does not cover. So a toleration the
 //! webhook would add is added only when the whitelist covers it.
 //!
 //! Not visible here: the plugin's cluster-wide default and whitelist (its admission
@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub const DEFAULTS_ANNOTATION: &str = "scheduler.alpha.kubernetes.io/defaultTolerations";
 pub const WHITELIST_ANNOTATION: &str = "scheduler.alpha.kubernetes.io/tolerationsWhitelist";
@@ -58,17 +58,6 @@ impl TolerationRestriction {
             Some(w) => w.iter().any(|w| covers(w, t)),
         }
     }
-
-    /// Whether a Pod may stop being BestEffort: the plugin then adds the memory-pressure
-    /// toleration, which the whitelist must cover.
-    pub fn admits_burstable(&self) -> bool {
-        self.admits(&memory_pressure())
-    }
-}
-
-/// The toleration the plugin adds to every Pod that is not BestEffort.
-pub fn memory_pressure() -> Value {
-    json!({"key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule"})
 }
 
 fn field<'a>(t: &'a Value, k: &str) -> &'a str {
@@ -176,15 +165,5 @@ mod tests {
     fn whitelist_admits(#[case] w: Option<&str>, #[case] t: &str, #[case] want: bool) {
         let t: Value = serde_json::from_str(t).unwrap();
         assert_eq!(ns(w).admits(&t), want);
-    }
-
-    #[test]
-    fn a_whitelist_without_memory_pressure_keeps_pods_best_effort() {
-        assert!(!ns(Some(r#"[{"key":"a","operator":"Exists"}]"#)).admits_burstable());
-        assert!(ns(Some(
-            r#"[{"key":"node.kubernetes.io/memory-pressure","operator":"Exists","effect":"NoSchedule"}]"#
-        ))
-        .admits_burstable());
-        assert!(ns(None).admits_burstable());
     }
 }

@@ -439,8 +439,9 @@ fn pod_violation(
 }
 
 /// Why ending the Pod's BestEffort QoS would get it refused: a quota scoped to
-/// NotBestEffort Pods that does not count it now, or a PodTolerationRestriction whitelist
-/// without the memory-pressure toleration the plugin then adds.
+/// NotBestEffort Pods that does not count it now. (PodTolerationRestriction adds its
+/// memory-pressure toleration to non-BestEffort Pods before the webhooks run, and does
+/// not run again, so the new QoS class does not concern it.)
 fn qos_change_refusal(inputs: &Inputs, after: &Lists) -> Option<String> {
     let was = &inputs.traits;
     if was.best_effort != Some(true) {
@@ -452,11 +453,6 @@ fn qos_change_refusal(inputs: &Inputs, after: &Lists) -> Option<String> {
     };
     if now.best_effort == Some(true) {
         return None;
-    }
-    if !inputs.ctx.tolerations.admits_burstable() {
-        return Some(
-            "the Pod would stop being BestEffort and the namespace's tolerations whitelist lacks the memory-pressure toleration PodTolerationRestriction then adds".into(),
-        );
     }
     newly_counted_refusal(
         inputs.ctx.quotas,
