@@ -72,7 +72,7 @@ async fn init() -> Result<ControlPlane, (bool, String)> {
 
 /// The shared plane and the lock that runs tests one at a time. A missing prerequisite is a
 /// failure here: skipping is the job of each test's `cfg_attr(not(has_control_plane), ignore)`.
-async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static ControlPlane) {
+pub(crate) async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static ControlPlane) {
     let guard = SERIAL.lock().await;
     match PLANE.get_or_init(init).await {
         Ok(p) => (guard, p),
@@ -84,13 +84,18 @@ async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static ControlPlane
 }
 
 /// One rightsizer replica's Kubernetes side.
-struct Replica {
-    handles: KubeHandles,
+pub(crate) struct Replica {
+    pub(crate) handles: KubeHandles,
     policies: Arc<PolicyStore>,
     registry: Registry,
 }
 
-async fn replica(plane: &ControlPlane, ns: &str, identity: &str, lease: LeaseTimings) -> Replica {
+pub(crate) async fn replica(
+    plane: &ControlPlane,
+    ns: &str,
+    identity: &str,
+    lease: LeaseTimings,
+) -> Replica {
     let policies = Arc::new(PolicyStore::new());
     let mut registry = Registry::default();
     policies.register_metrics(&mut registry);
@@ -121,7 +126,7 @@ async fn replica(plane: &ControlPlane, ns: &str, identity: &str, lease: LeaseTim
     }
 }
 
-fn quick_lease() -> LeaseTimings {
+pub(crate) fn quick_lease() -> LeaseTimings {
     LeaseTimings {
         lease_duration: Duration::from_secs(3),
         retry_period: Duration::from_millis(300),
@@ -135,7 +140,10 @@ fn metrics(registry: &Registry) -> String {
 }
 
 /// Poll `f` every 20 ms until it gives Some or `timeout` passes.
-async fn until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<(T, Duration)> {
+pub(crate) async fn until<T>(
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<(T, Duration)> {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -166,7 +174,7 @@ where
     }
 }
 
-fn namespace(plane: &ControlPlane, name: &str, labels: &[(&str, &str)]) {
+pub(crate) fn namespace(plane: &ControlPlane, name: &str, labels: &[(&str, &str)]) {
     let labels: serde_json::Map<String, Value> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), json!(v)))
@@ -202,7 +210,7 @@ async fn events_on(plane: &ControlPlane, ns: &str, name: &str) -> Vec<Event> {
         .items
 }
 
-fn deployment(name: &str) -> Value {
+pub(crate) fn deployment(name: &str) -> Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -501,7 +509,7 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
 }
 
 /// One container's stored state with `memory` committed (and an OOM hold when given).
-fn saved(
+pub(crate) fn saved(
     key: &ContainerKey,
     memory: Committed,
     history: &[Committed],
@@ -522,7 +530,7 @@ fn saved(
     }
 }
 
-fn mem(request_mi: u64, limit_mi: u64, at: u64, reason: &str) -> Committed {
+pub(crate) fn mem(request_mi: u64, limit_mi: u64, at: u64, reason: &str) -> Committed {
     Committed {
         sizes: Sizes {
             request: Some(request_mi << 20),
@@ -533,7 +541,11 @@ fn mem(request_mi: u64, limit_mi: u64, at: u64, reason: &str) -> Committed {
     }
 }
 
-async fn rightsizing(plane: &ControlPlane, ns: &str, name: &str) -> Option<DynamicObject> {
+pub(crate) async fn rightsizing(
+    plane: &ControlPlane,
+    ns: &str,
+    name: &str,
+) -> Option<DynamicObject> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(plane.client().await, ns, &rightsizing::api_resource());
     api.get_opt(name).await.unwrap()

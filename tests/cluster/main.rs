@@ -19,3 +19,4 @@ mod helm_e2e;
 mod kube_watch;
 mod node_e2e;
 mod quota_e2e;
+mod rightsizing_writes;

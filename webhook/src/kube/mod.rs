@@ -198,11 +198,16 @@ pub async fn start_with(
     let rsz_mirror = w.new_mirror("rightsizings");
     let writer = Arc::new(KubeWriter::new(facts.clone(), recorder.clone(), workloads));
     KubeStore::watch(&mut w, rsz_mirror.clone());
+    let still_leading = {
+        let leader = leader.clone();
+        Arc::new(move || leader.is_leader())
+    };
     let store = Arc::new(KubeStore::new(
         client,
         rsz_mirror,
         writer.clone(),
         facts.clone(),
+        still_leading,
     ));
     w.tasks
         .push(tokio::spawn(migrate_once(store.clone(), leader.clone())));
