@@ -928,6 +928,8 @@ fn cluster_analyzer(r: &Replica, prom: &str) -> Analyzer {
     a.set_store(r.handles.commit_store());
     let leader = r.handles.leader.clone();
     a.set_leader(move || leader.is_leader());
+    // As `serve` does: nothing written outside opted-in namespaces.
+    a.set_scope(r.handles.opted_in("rightsizer-system"));
     a
 }
 
@@ -974,6 +976,32 @@ async fn the_analyzer_commits_to_rightsizings_and_a_new_leader_continues() {
     })
     .await
     .expect("a leads with the policy loaded");
+    // Not opted in (no `rightsizer.io/enabled=true`): the webhook is not called there,
+    // and the analyzer writes nothing there, neither Rightsizings nor Events.
+    cluster_analyzer(&a, &prom.url())
+        .cycle(t0)
+        .await
+        .expect("a's cycle");
+    let rsz: Api<DynamicObject> =
+        Api::namespaced_with(plane.client().await, SHOP, &rightsizing::api_resource());
+    let listed = rsz.list(&ListParams::default()).await.unwrap();
+    assert!(listed.items.is_empty(), "{:?}", listed.items);
+    // Events go out in the background: give them time to land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events: Api<Event> = Api::namespaced(plane.client().await, SHOP);
+    let reasons: Vec<_> = (events.list(&ListParams::default()).await.unwrap().items)
+        .into_iter()
+        .filter(|e| e.source.as_ref().and_then(|s| s.component.as_deref()) == Some("rightsizer"))
+        .map(|e| e.reason)
+        .collect();
+    assert!(reasons.is_empty(), "{reasons:?}");
+    namespace(plane, SHOP, &[("rightsizer.io/enabled", "true")]);
+    until(Duration::from_secs(5), || {
+        a.handles.opted_in("rightsizer-system")(SHOP).then_some(())
+    })
+    .await
+    .expect("the label is watched");
+
     let analyzer_a = cluster_analyzer(&a, &prom.url());
     analyzer_a.cycle(t0).await.expect("a's cycle");
 

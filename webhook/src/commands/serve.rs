@@ -249,11 +249,8 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
             analyzer.set_store(k.commit_store());
             let leader = k.leader.clone();
             analyzer.set_leader(move || leader.is_leader());
-            let (watched, own) = (k.facts.clone(), args.own_namespace.clone());
-            analyzer.set_scope(move |ns| {
-                let labels = &watched.namespace(ns).labels;
-                rightsizer_core::cluster::opt_in::acts_on(ns, Some(labels), Some(&own))
-            });
+            // Nothing written where the webhook is not called.
+            analyzer.set_scope(k.opted_in(&args.own_namespace));
             analyzer.set_hooks(Arc::new(ClusterHooks {
                 writer: k.writer.clone(),
             }));

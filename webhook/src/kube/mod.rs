@@ -100,6 +100,18 @@ impl KubeHandles {
         Arc::new(CommittedOverlay::new(inner, self.store.clone()))
     }
 
+    /// Whether the analyzer acts on a namespace: the one opt-in predicate
+    /// (`rightsizer_core::cluster::opt_in::acts_on`) with the watched labels (a namespace
+    /// not seen yet is not acted on).
+    pub fn opted_in(&self, own_namespace: &str) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+        let (facts, own) = (self.facts.clone(), own_namespace.to_string());
+        move |ns| {
+            use rightsizer_core::cluster::ClusterFacts;
+            let labels = &facts.namespace(ns).labels;
+            rightsizer_core::cluster::opt_in::acts_on(ns, Some(labels), Some(&own))
+        }
+    }
+
     /// The store as the analyzer's `CommitStore`.
     pub fn commit_store(&self) -> Arc<dyn CommitStore> {
         self.store.clone()
