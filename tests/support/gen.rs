@@ -580,6 +580,7 @@ fn facts(r: &mut Rng, ns: &str) -> StaticFacts {
                 labels,
                 limit_ranges,
                 quotas,
+                ..Default::default()
             }),
         )]),
         priority_classes: Arc::new(classes),

@@ -82,7 +82,14 @@ pub struct KubeStore {
     loaded: std::sync::Mutex<HashMap<NsName, Stored>>,
     /// Whether this replica still leads, checked before each workload's write.
     fence: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// When the next write may go out (writes are paced, see [`WRITE_SPACING`]).
+    next_write: std::sync::Mutex<tokio::time::Instant>,
 }
+
+/// Rightsizing writes (creates and status replaces) go out at most this often: 50/s,
+/// so a first cycle over 10,000 workloads spreads its writes over minutes instead of
+/// bursting at the apiserver (Events have their own limits, `kube::events`).
+const WRITE_SPACING: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl KubeStore {
     pub(crate) fn new(
@@ -100,6 +107,7 @@ impl KubeStore {
             unowned: Default::default(),
             loaded: Default::default(),
             fence,
+            next_write: std::sync::Mutex::new(tokio::time::Instant::now()),
         }
     }
 
@@ -137,6 +145,17 @@ impl KubeStore {
             .get(&(w.namespace.clone(), name))
             .filter(|s| s.workload == *w)
             .cloned()
+    }
+
+    /// Wait for this write's turn.
+    async fn pace(&self) {
+        let at = {
+            let mut next = self.next_write.locked();
+            let at = (*next).max(tokio::time::Instant::now());
+            *next = at + WRITE_SPACING;
+            at
+        };
+        tokio::time::sleep_until(at).await;
     }
 
     fn api(&self, namespace: &str) -> Api<DynamicObject> {
@@ -182,6 +201,7 @@ impl KubeStore {
             },
         };
         obj.data = json!({ "spec": spec });
+        self.pace().await;
         match api.create(&PostParams::default(), &obj).await {
             Ok(o) => Ok(o),
             // Created meanwhile (a previous leader's late write): use that one.
@@ -228,6 +248,7 @@ impl KubeStore {
         if status.says_the_same(&base) {
             return Ok(());
         }
+        self.pace().await;
         if !(self.fence)() {
             return Err(KubeError::NotLeader);
         }

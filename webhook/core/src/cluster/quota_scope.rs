@@ -175,7 +175,7 @@ pub fn counts(terms: &[ScopeTerm], pod: &PodTraits) -> Counts {
             ScopeTerm::BestEffort => pod.best_effort.map_or(Counts::Maybe, yes),
             ScopeTerm::NotBestEffort => pod.best_effort.map_or(Counts::Maybe, |b| yes(!b)),
             ScopeTerm::PriorityClass { op, values } => {
-                let named = values.iter().any(|v| *v == pod.class);
+                let named = values.contains(&pod.class);
                 match op {
                     ClassOp::In => yes(named),
                     ClassOp::NotIn => yes(!named),
