@@ -128,6 +128,21 @@ data:
         - className: e2e-batch
           selector:
             namespaces: [e2e-priority]
+        - className: high-priority
+          selector:
+            namespaces: [e2e-tier]
+            labels: {tier: critical}
+    placement:
+      - name: spot
+        selector:
+          namespaces: [e2e-tolerate]
+        tolerations:
+          - key: spot
+            operator: Exists
+            effect: NoSchedule
+          - key: dedicated
+            operator: Exists
+            effect: NoSchedule
 "#
     .to_string()
 }
@@ -169,6 +184,7 @@ fn fixtures() -> String {
         "e2e-gpu",
         "e2e-dryrun",
         "e2e-policy",
+        "e2e-tier",
     ];
     for ns in enabled {
         docs.push(format!(
@@ -186,6 +202,7 @@ fn fixtures() -> String {
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: rightsizer-system\n  labels:\n    rightsizer.io/enabled: \"true\"\n    kubernetes.io/metadata.name: rightsizer-system\n"
             .into(),
     );
+    docs.push(crate::quota_e2e::fixtures());
     for (name, value) in [("e2e-batch", 1000), ("e2e-user", 7)] {
         docs.push(format!(
             "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: {name}\nvalue: {value}\n"
@@ -225,8 +242,8 @@ spec:
 // ---------------------------------------------------------------------------------------
 // The shared environment.
 
-struct Env {
-    plane: ControlPlane,
+pub(crate) struct Env {
+    pub(crate) plane: ControlPlane,
     tls: TlsFiles,
     addr: SocketAddr,
     args: Vec<String>,
@@ -274,7 +291,7 @@ impl Env {
         )
     }
 
-    async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         // On the admin port: the TLS port serves the apiserver only.
         let admin = self
             .webhook
@@ -290,7 +307,7 @@ impl Env {
 
     /// Admission reviews answered so far, of any kind and outcome: the count is what
     /// proves the apiserver called the webhook.
-    async fn reviews(&self) -> f64 {
+    pub(crate) async fn reviews(&self) -> f64 {
         counter_sum(
             &self.metrics().await,
             "rightsizer_admission_reviews_total",
@@ -298,11 +315,11 @@ impl Env {
         )
     }
 
-    fn apply(&self, yaml: &str) {
+    pub(crate) fn apply(&self, yaml: &str) {
         self.plane.kubectl_ok(&["apply", "-f", "-"], Some(yaml));
     }
 
-    fn webhook_log(&self) -> String {
+    pub(crate) fn webhook_log(&self) -> String {
         let guard = self.webhook.lock().unwrap_or_else(|e| e.into_inner());
         guard.as_ref().map(|w| w.log_text()).unwrap_or_default()
     }
@@ -393,7 +410,7 @@ async fn init() -> Result<Env, Setup> {
 
 /// The shared environment and the lock that runs tests one at a time. A missing prerequisite
 /// is a failure here: skipping is the job of each test's `cfg_attr(not(has_control_plane), ignore)`.
-async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static Env) {
+pub(crate) async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static Env) {
     let guard = SERIAL.lock().await;
     match ENV.get_or_init(init).await {
         Ok(env) => (guard, env),
@@ -407,7 +424,7 @@ async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static Env) {
 // ---------------------------------------------------------------------------------------
 // Helpers.
 
-fn container(name: &str, request: &str, limit: &str) -> Value {
+pub(crate) fn container(name: &str, request: &str, limit: &str) -> Value {
     json!({
         "name": name,
         "image": "busybox",
@@ -415,7 +432,7 @@ fn container(name: &str, request: &str, limit: &str) -> Value {
     })
 }
 
-fn pod(name: &str, containers: Vec<Value>) -> Pod {
+pub(crate) fn pod(name: &str, containers: Vec<Value>) -> Pod {
     serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -507,7 +524,11 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-async fn create_pod(client: &kube::Client, ns: &str, p: &Pod) -> Result<Pod, kube::Error> {
+pub(crate) async fn create_pod(
+    client: &kube::Client,
+    ns: &str,
+    p: &Pod,
+) -> Result<Pod, kube::Error> {
     create_in_time(client, ns, &PostParams::default(), p).await
 }
 

@@ -84,13 +84,18 @@ pub(crate) async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static C
 }
 
 /// One rightsizer replica's Kubernetes side.
-struct Replica {
-    handles: KubeHandles,
+pub(crate) struct Replica {
+    pub(crate) handles: KubeHandles,
     policies: Arc<PolicyStore>,
     registry: Registry,
 }
 
-async fn replica(plane: &ControlPlane, ns: &str, identity: &str, lease: LeaseTimings) -> Replica {
+pub(crate) async fn replica(
+    plane: &ControlPlane,
+    ns: &str,
+    identity: &str,
+    lease: LeaseTimings,
+) -> Replica {
     let policies = Arc::new(PolicyStore::new());
     let mut registry = Registry::default();
     policies.register_metrics(&mut registry);
@@ -121,7 +126,7 @@ async fn replica(plane: &ControlPlane, ns: &str, identity: &str, lease: LeaseTim
     }
 }
 
-fn quick_lease() -> LeaseTimings {
+pub(crate) fn quick_lease() -> LeaseTimings {
     LeaseTimings {
         lease_duration: Duration::from_secs(3),
         retry_period: Duration::from_millis(300),
@@ -135,7 +140,10 @@ fn metrics(registry: &Registry) -> String {
 }
 
 /// Poll `f` every 20 ms until it gives Some or `timeout` passes.
-async fn until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<(T, Duration)> {
+pub(crate) async fn until<T>(
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<(T, Duration)> {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -166,7 +174,7 @@ where
     }
 }
 
-fn namespace(plane: &ControlPlane, name: &str, labels: &[(&str, &str)]) {
+pub(crate) fn namespace(plane: &ControlPlane, name: &str, labels: &[(&str, &str)]) {
     let labels: serde_json::Map<String, Value> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), json!(v)))
@@ -202,7 +210,7 @@ async fn events_on(plane: &ControlPlane, ns: &str, name: &str) -> Vec<Event> {
         .items
 }
 
-fn deployment(name: &str) -> Value {
+pub(crate) fn deployment(name: &str) -> Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -501,7 +509,7 @@ async fn owner_chains_resolve_replicasets_and_jobs_exactly() {
 }
 
 /// One container's stored state with `memory` committed (and an OOM hold when given).
-fn saved(
+pub(crate) fn saved(
     key: &ContainerKey,
     memory: Committed,
     history: &[Committed],
@@ -522,7 +530,7 @@ fn saved(
     }
 }
 
-fn mem(request_mi: u64, limit_mi: u64, at: u64, reason: &str) -> Committed {
+pub(crate) fn mem(request_mi: u64, limit_mi: u64, at: u64, reason: &str) -> Committed {
     Committed {
         sizes: Sizes {
             request: Some(request_mi << 20),
@@ -533,7 +541,11 @@ fn mem(request_mi: u64, limit_mi: u64, at: u64, reason: &str) -> Committed {
     }
 }
 
-async fn rightsizing(plane: &ControlPlane, ns: &str, name: &str) -> Option<DynamicObject> {
+pub(crate) async fn rightsizing(
+    plane: &ControlPlane,
+    ns: &str,
+    name: &str,
+) -> Option<DynamicObject> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(plane.client().await, ns, &rightsizing::api_resource());
     api.get_opt(name).await.unwrap()
@@ -916,6 +928,8 @@ fn cluster_analyzer(r: &Replica, prom: &str) -> Analyzer {
     a.set_store(r.handles.commit_store());
     let leader = r.handles.leader.clone();
     a.set_leader(move || leader.is_leader());
+    // As `serve` does: nothing written outside opted-in namespaces.
+    a.set_scope(r.handles.opted_in("rightsizer-system"));
     a
 }
 
@@ -962,6 +976,32 @@ async fn the_analyzer_commits_to_rightsizings_and_a_new_leader_continues() {
     })
     .await
     .expect("a leads with the policy loaded");
+    // Not opted in (no `rightsizer.io/enabled=true`): the webhook is not called there,
+    // and the analyzer writes nothing there, neither Rightsizings nor Events.
+    cluster_analyzer(&a, &prom.url())
+        .cycle(t0)
+        .await
+        .expect("a's cycle");
+    let rsz: Api<DynamicObject> =
+        Api::namespaced_with(plane.client().await, SHOP, &rightsizing::api_resource());
+    let listed = rsz.list(&ListParams::default()).await.unwrap();
+    assert!(listed.items.is_empty(), "{:?}", listed.items);
+    // Events go out in the background: give them time to land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events: Api<Event> = Api::namespaced(plane.client().await, SHOP);
+    let reasons: Vec<_> = (events.list(&ListParams::default()).await.unwrap().items)
+        .into_iter()
+        .filter(|e| e.source.as_ref().and_then(|s| s.component.as_deref()) == Some("rightsizer"))
+        .map(|e| e.reason)
+        .collect();
+    assert!(reasons.is_empty(), "{reasons:?}");
+    namespace(plane, SHOP, &[("rightsizer.io/enabled", "true")]);
+    until(Duration::from_secs(5), || {
+        a.handles.opted_in("rightsizer-system")(SHOP).then_some(())
+    })
+    .await
+    .expect("the label is watched");
+
     let analyzer_a = cluster_analyzer(&a, &prom.url());
     analyzer_a.cycle(t0).await.expect("a's cycle");
 

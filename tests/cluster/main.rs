@@ -19,4 +19,6 @@ mod helm_e2e;
 mod identity_e2e;
 mod kube_watch;
 mod node_e2e;
+mod quota_e2e;
 mod report_nodes;
+mod rightsizing_writes;

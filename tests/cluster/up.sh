@@ -206,7 +206,7 @@ pids+=($!)
   --service-account-issuer https://kubernetes.default.svc \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-cluster-ip-range 10.0.0.0/24 \
-  --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,Priority,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota \
+  --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,Priority,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota,PodTolerationRestriction \
   ${admission_args[@]+"${admission_args[@]}"} \
   --profiling=false --v 1 >"$DIR/apiserver.log" 2>&1 &
 pids+=($!)

@@ -244,6 +244,23 @@ fn the_webhook_configuration_matches_the_contract() {
     ));
     assert!(!selects(nsel, &ns_labels("kube-system", &on)));
     assert!(!selects(nsel, &ns_labels(&own_ns, &on)));
+    // The analyzer acts where this selector calls the webhook: one predicate, checked
+    // against the shipped selector.
+    let off = [("rightsizer.io/enabled", "false")];
+    for (ns, extra) in [
+        ("shop", &on[..]),
+        ("shop", &[][..]),
+        ("shop", &off[..]),
+        ("kube-system", &on[..]),
+        (own_ns.as_str(), &on[..]),
+    ] {
+        let labels = ns_labels(ns, extra);
+        assert_eq!(
+            selects(nsel, &labels),
+            rightsizer_core::cluster::opt_in::acts_on(ns, Some(&labels), Some(&own_ns)),
+            "{ns} {extra:?}"
+        );
+    }
     let osel = h.object_selector.as_ref().unwrap();
     assert!(selects(osel, &BTreeMap::new()));
     assert!(selects(

@@ -12,6 +12,7 @@ mod scenario;
 #[path = "../support_https/mod.rs"]
 mod support_https;
 
+mod attacks;
 mod https_e2e;
 mod report_browser;
 mod report_route;

@@ -445,42 +445,60 @@ fn stalled_body(
     (tx, Body::new(http_body_util::StreamBody::new(rx)))
 }
 
-/// Past the in-flight limit `/mutate` answers 503 with `Retry-After` at once, without
-/// reading the body; the slot comes back when the request in flight ends.
+/// A body still arriving holds no review slot (a stalled client cannot take them); past
+/// the in-flight limit a read review is admitted unchanged at once with a warning
+/// (`outcome="shed"`): the apiserver admits on that first answer, with no retry.
 #[tokio::test]
-async fn past_the_in_flight_limit_mutate_answers_503_with_retry_after() {
+async fn past_the_in_flight_limit_a_review_is_admitted_unchanged_at_once() {
+    let body = fixture("pod-review.json");
     let st = state_with(
-        Arc::new(Admitter::default()),
+        admitter_with(Arc::new(Slow(Duration::from_millis(400)))),
         Arc::new(Snapshot::default()),
         Readiness::always(),
         ReviewLimits {
             max_in_flight: 1,
+            inline_max_bytes: 0,
+            workers: 4,
             ..ReviewLimits::default()
         },
     );
     let app = router(st.clone());
-    let body = fixture("pod-review.json");
-    let (tx, stalled) = stalled_body(&body[..10]);
-    let first = tokio::spawn({
+    let (_tx, stalled) = stalled_body(&body[..10]);
+    let _stalled = tokio::spawn({
         let app = app.clone();
         async move { call(&app, "POST", "/mutate", stalled).await.0 }
     });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let slow = tokio::spawn({
+        let (app, body) = (app.clone(), body.clone());
+        async move { call(&app, "POST", "/mutate?timeout=10s", body).await }
+    });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let req = http::Request::post("/mutate")
+    let req = http::Request::post("/mutate?timeout=10s")
         .body(Body::from(body.clone()))
         .unwrap();
     let resp = app.clone().oneshot(req).await.unwrap();
-    assert_eq!(resp.status(), 503);
-    assert_eq!(resp.headers()["retry-after"], "1");
-    drop(tx); // the first body ends (truncated: 400)
-    assert_eq!(first.await.unwrap(), 400);
-    assert_eq!(call(&app, "POST", "/mutate", body).await.0, 200);
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("retry-after").is_none());
+    let out = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = unchanged_answer(&out, &uid_of(&body));
+    assert!(
+        v["warnings"][0].as_str().unwrap().contains("overloaded"),
+        "{v}"
+    );
+    let (status, _, _) = slow.await.unwrap();
+    assert_eq!(status, 200);
+    let text = metrics_text(&st).await;
+    let shed =
+        r#"rightsizer_admission_reviews_total{kind="Pod",operation="CREATE",outcome="shed"}"#;
+    assert_eq!(sample(&text, shed), 1.0, "{text}");
 }
 
-/// Body bytes buffered at once are bounded: a body whose declared length does not fit
-/// the budget is refused (503) before it is read.
+/// Body bytes buffered at once are bounded: a body whose bytes do not fit the budget is
+/// answered 503 without `Retry-After` (no uid to answer with; the apiserver does not
+/// retry it and its failurePolicy admits the object).
 #[tokio::test]
-async fn past_the_body_byte_budget_mutate_answers_503() {
+async fn past_the_body_byte_budget_mutate_answers_503_without_retry_after() {
     let st = state_with(
         Arc::new(Admitter::default()),
         Arc::new(Snapshot::default()),
@@ -491,8 +509,12 @@ async fn past_the_body_byte_budget_mutate_answers_503() {
         },
     );
     let app = router(st);
-    let (status, _, _) = call(&app, "POST", "/mutate", hostile_pod_review(3_000, "u")).await;
-    assert_eq!(status, 503);
+    let req = http::Request::post("/mutate")
+        .body(Body::from(hostile_pod_review(10_000, "u")))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().get("retry-after").is_none());
     assert_eq!(
         call(&app, "POST", "/mutate", fixture("pod-review.json"))
             .await
@@ -535,10 +557,10 @@ async fn a_stalled_body_gets_408_and_releases_its_slot() {
 // ---- memory budget of large reviews (issue 10) ----
 
 /// Large reviews draw on one memory budget in proportion to their bodies: when it is
-/// spent, the excess are answered 503 with `Retry-After` (the apiserver retries, then
-/// fails open), none is refused, and the replica keeps answering once the budget is back.
+/// spent, the excess are admitted unchanged at once with a warning, none is refused, and
+/// the replica keeps answering once the budget is back.
 #[tokio::test]
-async fn past_the_memory_budget_large_reviews_get_503_and_none_is_refused() {
+async fn past_the_memory_budget_large_reviews_are_admitted_unchanged() {
     let body = fixture("pod-review.json");
     let per_byte = 16;
     let st = state_with(
@@ -572,26 +594,29 @@ async fn past_the_memory_budget_large_reviews_get_503_and_none_is_refused() {
             })
         })
         .collect();
-    let (mut answered, mut busy) = (0, 0);
+    let (mut answered, mut shed) = (0, 0);
     for c in calls {
         let (status, retry, out) = c.await.unwrap();
-        match status {
-            200 => {
-                let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-                assert_eq!(v["response"]["allowed"], true, "{v}");
-                assert_eq!(v["response"]["uid"], uid_of(&body).as_str());
-                answered += 1;
-            }
-            503 => {
-                assert_eq!(retry.unwrap(), "1");
-                busy += 1;
-            }
-            other => panic!("status {other}: {}", String::from_utf8_lossy(&out)),
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&out));
+        assert!(retry.is_none());
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["response"]["allowed"], true, "{v}");
+        assert_eq!(v["response"]["uid"], uid_of(&body).as_str());
+        let overloaded = v["response"]["warnings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|w| w.as_str().unwrap_or("").contains("overloaded"));
+        if overloaded {
+            shed += 1;
+        } else {
+            answered += 1;
         }
     }
-    assert_eq!((answered, busy), (2, 4));
+    assert_eq!((answered, shed), (2, 4));
     let text = metrics_text(&st).await;
-    let series = r#"rightsizer_admission_reviews_total{kind="",operation="",outcome="busy"}"#;
+    let series =
+        r#"rightsizer_admission_reviews_total{kind="Pod",operation="CREATE",outcome="shed"}"#;
     assert_eq!(sample(&text, series), 4.0, "{text}");
     // The budget came back with the answers.
     assert_eq!(call(&app, "POST", "/mutate", body).await.0, 200);

@@ -543,6 +543,7 @@ fn quota(r: &mut Rng) -> QuotaRoom {
     QuotaRoom {
         name: "q".into(),
         room,
+        ..Default::default()
     }
 }
 
@@ -579,6 +580,7 @@ fn facts(r: &mut Rng, ns: &str) -> StaticFacts {
                 labels,
                 limit_ranges,
                 quotas,
+                ..Default::default()
             }),
         )]),
         priority_classes: Arc::new(classes),

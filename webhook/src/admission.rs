@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use rightsizer_core::cluster::opt_in::acts_on;
 use rightsizer_core::cluster::{ClusterFacts, NoFacts};
 use rightsizer_core::object::{check_decodes, View};
 use rightsizer_core::policy::select::Subject;
@@ -28,9 +29,6 @@ mod diff;
 
 use answer::{encode_patch, response};
 pub use answer::{operation_label, Envelope};
-
-/// Namespaces never mutated, whatever the configuration.
-pub const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
 
 /// Why a request body is not a review we can answer (the HTTP layer maps this to 400).
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +56,8 @@ pub enum Outcome {
     Panicked,
     /// Admitted unchanged because the review did not finish before its deadline.
     TimedOut,
+    /// Admitted unchanged because the replica was overloaded (no slot, memory or worker).
+    Shed,
 }
 
 impl Outcome {
@@ -70,6 +70,7 @@ impl Outcome {
             Outcome::Capped => "capped",
             Outcome::Panicked => "panic",
             Outcome::TimedOut => "timeout",
+            Outcome::Shed => "shed",
         }
     }
 }
@@ -87,6 +88,9 @@ pub struct Reviewed {
     pub outcome: Outcome,
     /// Number of JSONPatch operations returned.
     pub patch_ops: usize,
+    /// Admission plugins after the webhooks a change was held back for
+    /// ([`rightsizer_core::cluster::withheld_by`]).
+    pub withheld: Vec<&'static str>,
 }
 
 #[derive(Deserialize)]
@@ -229,6 +233,7 @@ impl Admitter {
         } else {
             Outcome::Patched
         };
+        let withheld = rightsizer_core::cluster::withheld_by(&m.warnings);
         let mut warnings = m.warnings;
         let mut patch = match encode_patch(&m.patch) {
             Ok(p) => p,
@@ -259,6 +264,7 @@ impl Admitter {
             operation: req.operation_label(),
             outcome,
             patch_ops,
+            withheld,
         }
     }
 
@@ -304,9 +310,10 @@ impl Admitter {
         }
     }
 
+    /// Not a namespace rightsizer acts on (the opt-in label was checked by the
+    /// apiserver's namespaceSelector before calling; the exclusions are checked here).
     fn is_protected(&self, namespace: &str) -> bool {
-        SYSTEM_NAMESPACES.contains(&namespace)
-            || self.config.own_namespace.as_deref() == Some(namespace)
+        !acts_on(namespace, None, self.config.own_namespace.as_deref())
     }
 
     /// Look at one object of a handled kind (also used offline by `mutate`).
@@ -345,6 +352,7 @@ impl Admitter {
             namespace_labels: &ns.labels,
             limit_ranges: &ns.limit_ranges,
             quotas: &ns.quotas,
+            tolerations: &ns.tolerations,
             priority_classes: &classes,
             enforcement: self.config.enforcement,
         };

@@ -11,6 +11,13 @@ use k8s_openapi::api::core::v1::LimitRangeSpec;
 use crate::policy::schema::PriorityClassInfo;
 use crate::workload::WorkloadKey;
 
+pub mod opt_in;
+pub mod quota_scope;
+pub mod tolerations;
+
+use quota_scope::ScopeTerm;
+use tolerations::TolerationRestriction;
+
 /// What is known about one namespace.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NamespaceFacts {
@@ -18,6 +25,8 @@ pub struct NamespaceFacts {
     pub limit_ranges: Vec<LimitRangeSpec>,
     /// ResourceQuotas: what each still allows.
     pub quotas: Vec<QuotaRoom>,
+    /// PodTolerationRestriction's namespace annotations.
+    pub tolerations: TolerationRestriction,
 }
 
 /// Room left in one ResourceQuota (hard minus used), per quota key such as
@@ -27,6 +36,16 @@ pub struct NamespaceFacts {
 pub struct QuotaRoom {
     pub name: String,
     pub room: BTreeMap<String, u64>,
+    /// Which Pods it counts (empty: all).
+    pub scopes: Vec<ScopeTerm>,
+    /// Pods it still admits (`pods` or `count/pods` hard minus used), when it caps them.
+    pub pods_left: Option<u64>,
+    /// A hard key has no `status.used` yet: quota admission refuses a Pod it counts
+    /// ("status unknown for quota").
+    pub unknown_usage: bool,
+    /// A hard key that counts Pods but is not modelled here (ephemeral storage,
+    /// hugepages, extended resources): a Pod it starts counting may not fit.
+    pub unmodelled: Option<String>,
 }
 
 impl QuotaRoom {
@@ -38,10 +57,32 @@ impl QuotaRoom {
     ) -> Self {
         use crate::quantity::Resource;
         let mut room = BTreeMap::new();
+        let mut pods_left: Option<u64> = None;
+        let mut unknown_usage = false;
+        let mut unmodelled = None;
         for (key, h) in hard {
+            unknown_usage |= !used.contains_key(key);
+            if key == "pods" || key == "count/pods" {
+                let count = |s: &str| s.trim().parse::<u64>().ok();
+                // Unreadable: no room known, so none is assumed.
+                let left = match (count(h), used.get(key).map_or(Some(0), |u| count(u))) {
+                    (Some(h), Some(u)) => h.saturating_sub(u),
+                    _ => 0,
+                };
+                pods_left = Some(pods_left.map_or(left, |p| p.min(left)));
+                continue;
+            }
             let resource = match key.as_str() {
                 "memory" | "requests.memory" | "limits.memory" => Resource::Memory,
                 "cpu" | "requests.cpu" | "limits.cpu" => Resource::Cpu,
+                k if k.starts_with("requests.")
+                    || k.starts_with("limits.")
+                    || k.starts_with("hugepages-")
+                    || k == "ephemeral-storage" =>
+                {
+                    unmodelled.get_or_insert_with(|| k.to_string());
+                    continue;
+                }
                 _ => continue,
             };
             let Ok(h) = resource.parse(h) else { continue };
@@ -62,8 +103,46 @@ impl QuotaRoom {
         QuotaRoom {
             name: name.to_string(),
             room,
+            scopes: Vec::new(),
+            pods_left,
+            unknown_usage,
+            unmodelled,
         }
     }
+
+    /// From a ResourceQuota object (JSON): `spec.hard`, `status.used` and the scopes.
+    /// The watcher and offline runs both read quotas through this.
+    pub fn from_object(obj: &serde_json::Value) -> Self {
+        let map = |ptr: &str| -> BTreeMap<String, String> {
+            obj.pointer(ptr)
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default()
+        };
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default();
+        QuotaRoom {
+            scopes: ScopeTerm::of_spec(obj.get("spec")),
+            ..QuotaRoom::from_quantities(name, &map("/spec/hard"), &map("/status/used"))
+        }
+    }
+}
+
+/// Which admission plugin after the webhooks made the merge hold a change back, read
+/// from its warnings (the messages `quota_scope`, `tolerations` and the quota room check
+/// write name the plugin): `resourcequota`, `podtolerationrestriction`. Metric labels.
+pub fn withheld_by(warnings: &[String]) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for (marker, label) in [
+        ("ResourceQuota", "resourcequota"),
+        ("PodTolerationRestriction", "podtolerationrestriction"),
+    ] {
+        if warnings.iter().any(|w| w.contains(marker)) {
+            out.push(label);
+        }
+    }
+    out
 }
 
 /// How much is known about the cluster's PriorityClasses. A Pod naming a class the
@@ -151,12 +230,14 @@ impl StaticFacts {
             .unwrap_or_default();
         match kind {
             "Namespace" => {
-                let labels = meta
-                    .and_then(|m| m.get("labels"))
-                    .and_then(|l| serde_json::from_value(l.clone()).ok())
-                    .unwrap_or_default();
-                let entry = self.namespaces.entry(name.to_string()).or_default();
-                Arc::make_mut(entry).labels = labels;
+                let map = |k: &str| -> BTreeMap<String, String> {
+                    meta.and_then(|m| m.get(k))
+                        .and_then(|l| serde_json::from_value(l.clone()).ok())
+                        .unwrap_or_default()
+                };
+                let entry = Arc::make_mut(self.namespaces.entry(name.to_string()).or_default());
+                entry.labels = map("labels");
+                entry.tolerations = TolerationRestriction::from_annotations(&map("annotations"));
                 true
             }
             "LimitRange" => {
@@ -179,13 +260,7 @@ impl StaticFacts {
                     .and_then(|m| m.get("namespace"))
                     .and_then(|n| n.as_str())
                     .unwrap_or(default_namespace);
-                let map = |ptr: &str| -> BTreeMap<String, String> {
-                    obj.pointer(ptr)
-                        .and_then(|v| serde_json::from_value(v.clone()).ok())
-                        .unwrap_or_default()
-                };
-                let room =
-                    QuotaRoom::from_quantities(name, &map("/spec/hard"), &map("/status/used"));
+                let room = QuotaRoom::from_object(obj);
                 let entry = self.namespaces.entry(ns.to_string()).or_default();
                 Arc::make_mut(entry).quotas.push(room);
                 true

@@ -16,6 +16,18 @@ impl Analyzer {
             tracing::debug!(effects = effects.len(), "not leading: effects dropped");
             return;
         }
+        // Nothing is written where the webhook is not called (the namespace opt-in).
+        let before = effects.len();
+        let effects: Vec<Effect> = effects
+            .into_iter()
+            .filter(|e| (self.scope)(&namespace_of(e)))
+            .collect();
+        if effects.len() < before {
+            tracing::debug!(
+                dropped = before - effects.len(),
+                "effects outside opted-in namespaces dropped"
+            );
+        }
         let mut saves = Vec::new();
         let mut told = Vec::new();
         for e in effects {
@@ -62,5 +74,12 @@ impl Analyzer {
                 _ => {}
             }
         }
+    }
+}
+
+fn namespace_of(e: &Effect) -> String {
+    match e {
+        Effect::Commit { key, .. } | Effect::Revised { key, .. } => key.workload.namespace.clone(),
+        Effect::Persist(s) => s.key.workload.namespace.clone(),
     }
 }

@@ -135,6 +135,8 @@ pub struct Analyzer {
     store: Arc<dyn CommitStore>,
     /// Whether this replica carries out effects (the Lease holder; always without one).
     leading: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Whether effects in a namespace are carried out (the opt-in; all without a cluster).
+    scope: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     metrics: AnalyzerMetrics,
     progress: Option<Progress>,
     hooks: Option<Arc<dyn AnalyzerHooks>>,
@@ -166,6 +168,7 @@ impl Analyzer {
             policy,
             store,
             leading: Arc::new(|| true),
+            scope: Arc::new(|_| true),
             progress: None,
             hooks: None,
             sources: ksm::Sources::default(),
@@ -201,6 +204,12 @@ impl Analyzer {
     /// Carry out effects only while `leading` says so (checked once per cycle).
     pub fn set_leader(&mut self, leading: impl Fn() -> bool + Send + Sync + 'static) {
         self.leading = Arc::new(leading);
+    }
+
+    /// Carry out effects only in the namespaces `acts_on` accepts (the opt-in admission
+    /// uses too: `rightsizer_core::cluster::opt_in`).
+    pub fn set_scope(&mut self, acts_on: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        self.scope = Arc::new(acts_on);
     }
 
     /// The committed values and OOM holds as the store holds them.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rightsizer_core::analysis::decide::PolicyView;
+use rightsizer_core::cluster::opt_in::acts_on;
 use rightsizer_core::cluster::ClusterFacts;
 use rightsizer_core::object::MODE_ANNOTATION;
 use rightsizer_core::policy::schema::{Mode, Policy};
@@ -14,7 +15,6 @@ use rightsizer_core::rules::Rules;
 use rightsizer_core::sizing::annotated_mode;
 use rightsizer_core::workload::WorkloadKey;
 
-use crate::admission::SYSTEM_NAMESPACES;
 use crate::policies::store::PolicyStore;
 
 /// Which rules apply to a workload, in which mode, with which strategy. The policy
@@ -99,8 +99,9 @@ impl PoliciesLookup {
 
     /// No policy: nothing is applied (admission leaves the object alone).
     fn mode_of(&self, w: &WorkloadKey, p: Option<&Policy>) -> Mode {
-        let protected = SYSTEM_NAMESPACES.contains(&w.namespace.as_str())
-            || self.own_namespace.as_deref() == Some(w.namespace.as_str());
+        // The opt-in label itself is checked where effects are carried out
+        // (`Analyzer::execute`), with the watched labels.
+        let protected = !acts_on(&w.namespace, None, self.own_namespace.as_deref());
         let Some(p) = p.filter(|_| !protected) else {
             return Mode::Off;
         };

@@ -110,11 +110,11 @@ pub struct Args {
 /// Bounds on what one client may hold (both ports). Durations as `10s`, `500ms`, `1m`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LimitArgs {
-    /// Longest wait for an HTTP/1.1 request head.
-    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    /// Longest wait for an HTTP/1.1 request head (and for a TLS handshake).
+    #[arg(long, default_value = "2s", value_parser = parse_timeout)]
     pub header_timeout: Duration,
-    /// Longest wait for a whole request body.
-    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    /// Longest wait for a whole request body (also bounded by the review's deadline).
+    #[arg(long, default_value = "2s", value_parser = parse_timeout)]
     pub body_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     #[arg(long, default_value = "30s", value_parser = parse_timeout)]
@@ -122,7 +122,7 @@ pub struct LimitArgs {
     /// Open connections per port; past it new ones are closed at once.
     #[arg(long, default_value_t = listener::ConnLimits::default().max_connections)]
     pub max_connections: usize,
-    /// Reviews in flight; past it /mutate answers 503 with Retry-After: 1.
+    /// Reviews in flight (bodies read); past it /mutate admits unchanged with a warning.
     #[arg(long, default_value_t = server::guard::ReviewLimits::default().max_in_flight)]
     pub max_reviews_in_flight: usize,
 }
@@ -141,6 +141,7 @@ impl LimitArgs {
     fn conn(&self) -> listener::ConnLimits {
         listener::ConnLimits {
             header_timeout: self.header_timeout,
+            handshake_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
             ..listener::ConnLimits::default()
@@ -267,6 +268,8 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
             analyzer.set_store(k.commit_store());
             let leader = k.leader.clone();
             analyzer.set_leader(move || leader.is_leader());
+            // Nothing written where the webhook is not called.
+            analyzer.set_scope(k.opted_in(&args.own_namespace));
             analyzer.set_hooks(Arc::new(ClusterHooks {
                 writer: k.writer.clone(),
             }));

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::LimitRangeSpec;
 use kube::api::ObjectMeta;
 
+use rightsizer_core::cluster::tolerations::TolerationRestriction;
 use rightsizer_core::cluster::{
     ClassSource, ClusterFacts, NamespaceFacts, PriorityClasses, QuotaRoom,
 };
@@ -51,9 +52,28 @@ pub struct WorkloadMeta {
     pub legacy_committed: Arc<BTreeMap<String, ContainerCommits>>,
 }
 
+/// What admission reads from a Namespace: its labels (policy selection, the opt-in) and
+/// PodTolerationRestriction's annotations.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NamespaceMeta {
+    pub labels: BTreeMap<String, String>,
+    pub tolerations: TolerationRestriction,
+}
+
+impl NamespaceMeta {
+    pub fn of(meta: &ObjectMeta) -> Self {
+        NamespaceMeta {
+            labels: meta.labels.clone().unwrap_or_default(),
+            tolerations: TolerationRestriction::from_annotations(
+                meta.annotations.as_ref().unwrap_or(&BTreeMap::new()),
+            ),
+        }
+    }
+}
+
 /// Every mirror the watchers fill.
 pub struct KubeFacts {
-    pub(crate) namespaces: Arc<Mirror<String, BTreeMap<String, String>>>,
+    pub(crate) namespaces: Arc<Mirror<String, NamespaceMeta>>,
     pub(crate) limit_ranges: Arc<Mirror<NsName, LimitRangeSpec>>,
     pub(crate) quotas: Arc<Mirror<NsName, QuotaRoom>>,
     pub(crate) priority_classes: Arc<Mirror<String, PriorityClassInfo>>,

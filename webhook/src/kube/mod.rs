@@ -103,6 +103,18 @@ impl KubeHandles {
         Arc::new(CommittedOverlay::new(inner, self.store.clone()))
     }
 
+    /// Whether the analyzer acts on a namespace: the one opt-in predicate
+    /// (`rightsizer_core::cluster::opt_in::acts_on`) with the watched labels (a namespace
+    /// not seen yet is not acted on).
+    pub fn opted_in(&self, own_namespace: &str) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+        let (facts, own) = (self.facts.clone(), own_namespace.to_string());
+        move |ns| {
+            use rightsizer_core::cluster::ClusterFacts;
+            let labels = &facts.namespace(ns).labels;
+            rightsizer_core::cluster::opt_in::acts_on(ns, Some(labels), Some(&own))
+        }
+    }
+
     /// The store as the analyzer's `CommitStore`.
     pub fn commit_store(&self) -> Arc<dyn CommitStore> {
         self.store.clone()
@@ -201,11 +213,16 @@ pub async fn start_with(
     let rsz_mirror = w.new_mirror("rightsizings");
     let writer = Arc::new(KubeWriter::new(facts.clone(), recorder.clone(), workloads));
     KubeStore::watch(&mut w, rsz_mirror.clone());
+    let still_leading = {
+        let leader = leader.clone();
+        Arc::new(move || leader.is_leader())
+    };
     let store = Arc::new(KubeStore::new(
         client,
         rsz_mirror,
         writer.clone(),
         facts.clone(),
+        still_leading,
     ));
     w.tasks
         .push(tokio::spawn(migrate_once(store.clone(), leader.clone())));

@@ -198,6 +198,30 @@ pub struct Status {
     pub containers: Vec<ContainerStatus>,
 }
 
+impl Status {
+    /// Whether two statuses say the same apart from the observed usage figures (avg,
+    /// p95, max, samples, window), which move every cycle: a write that would change only
+    /// those is skipped, so a new leader does not rewrite every status.
+    pub fn says_the_same(&self, other: &Status) -> bool {
+        fn decided(s: &Status) -> Status {
+            let mut s = s.clone();
+            for c in &mut s.containers {
+                for r in [&mut c.memory, &mut c.cpu].into_iter().flatten() {
+                    if let Some(rec) = &mut r.recommendation {
+                        rec.avg = None;
+                        rec.p95 = None;
+                        rec.max = None;
+                        rec.samples = None;
+                        rec.window_seconds = None;
+                    }
+                }
+            }
+            s
+        }
+        decided(self) == decided(other)
+    }
+}
+
 /// RFC 3339 of unix seconds.
 pub fn rfc3339(unix: u64) -> Option<String> {
     Timestamp::from_second(i64::try_from(unix).ok()?)

@@ -37,6 +37,10 @@ use crate::lock::LockExt;
 pub struct Stored {
     pub workload: WorkloadKey,
     pub containers: Arc<BTreeMap<String, ContainerState>>,
+    /// The status as stored, and the version it was read at: a write starts from these
+    /// and is conditional on that version (see `KubeStore::save_workload`).
+    pub(crate) status: Arc<Status>,
+    pub(crate) resource_version: Option<String>,
 }
 
 /// Label on every Rightsizing rightsizer creates.
@@ -57,6 +61,8 @@ fn stored(o: &DynamicObject) -> Option<(NsName, Stored)> {
         Stored {
             workload,
             containers: Arc::new(rightsizing::states(&status)),
+            status: Arc::new(status),
+            resource_version: o.metadata.resource_version.clone(),
         },
     ))
 }
@@ -69,7 +75,21 @@ pub struct KubeStore {
     /// State of workloads that cannot own a Rightsizing (bare Pods, Knative, not yet
     /// watched): kept for this process's life, so their cooldowns still hold.
     unowned: std::sync::Mutex<BTreeMap<ContainerKey, ContainerState>>,
+    /// The Rightsizings as the last `load` gave them to the analyzer: its decisions start
+    /// from these, so its writes are conditional on their versions. A write by anyone
+    /// else since (a new leader) makes this replica's write fail (409) instead of
+    /// overwriting it.
+    loaded: std::sync::Mutex<HashMap<NsName, Stored>>,
+    /// Whether this replica still leads, checked before each workload's write.
+    fence: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// When the next write may go out (writes are paced, see [`WRITE_SPACING`]).
+    next_write: std::sync::Mutex<tokio::time::Instant>,
 }
+
+/// Rightsizing writes (creates and status replaces) go out at most this often: 50/s,
+/// so a first cycle over 10,000 workloads spreads its writes over minutes instead of
+/// bursting at the apiserver (Events have their own limits, `kube::events`).
+const WRITE_SPACING: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl KubeStore {
     pub(crate) fn new(
@@ -77,6 +97,7 @@ impl KubeStore {
         mirror: Arc<Mirror<NsName, Stored>>,
         writer: Arc<KubeWriter>,
         facts: Arc<KubeFacts>,
+        fence: Arc<dyn Fn() -> bool + Send + Sync>,
     ) -> Self {
         KubeStore {
             client,
@@ -84,6 +105,9 @@ impl KubeStore {
             writer,
             facts,
             unowned: Default::default(),
+            loaded: Default::default(),
+            fence,
+            next_write: std::sync::Mutex::new(tokio::time::Instant::now()),
         }
     }
 
@@ -121,6 +145,17 @@ impl KubeStore {
             .get(&(w.namespace.clone(), name))
             .filter(|s| s.workload == *w)
             .cloned()
+    }
+
+    /// Wait for this write's turn.
+    async fn pace(&self) {
+        let at = {
+            let mut next = self.next_write.locked();
+            let at = (*next).max(tokio::time::Instant::now());
+            *next = at + WRITE_SPACING;
+            at
+        };
+        tokio::time::sleep_until(at).await;
     }
 
     fn api(&self, namespace: &str) -> Api<DynamicObject> {
@@ -166,6 +201,7 @@ impl KubeStore {
             },
         };
         obj.data = json!({ "spec": spec });
+        self.pace().await;
         match api.create(&PostParams::default(), &obj).await {
             Ok(o) => Ok(o),
             // Created meanwhile (a previous leader's late write): use that one.
@@ -179,25 +215,51 @@ impl KubeStore {
         }
     }
 
-    /// Write the states of one workload's containers into its Rightsizing's status.
+    /// Write the states of one workload's containers into its Rightsizing's status:
+    /// nothing when the status would say the same; else a replace conditional on the
+    /// version the analyzer's decision started from (`loaded`), or on the one just read
+    /// for a Rightsizing it has not seen.
     async fn save_workload(&self, w: &WorkloadKey, items: &[Saved]) -> Result<(), KubeError> {
-        let mut obj = self.get_or_create(w).await?;
-        let mut status: Status = obj
-            .data
-            .get("status")
-            .and_then(|s| serde_json::from_value(s.clone()).ok())
-            .unwrap_or_default();
+        let name = rightsizing::object_name(w.kind, &w.name);
+        let key = (w.namespace.clone(), name.clone());
+        let known = self
+            .loaded
+            .locked()
+            .get(&key)
+            .cloned()
+            .or_else(|| self.mirror.read().get(&key).cloned());
+        let (base, resource_version) = match known {
+            Some(s) => ((*s.status).clone(), s.resource_version),
+            None => {
+                let obj = self.get_or_create(w).await?;
+                let status: Status = obj
+                    .data
+                    .get("status")
+                    .and_then(|s| serde_json::from_value(s.clone()).ok())
+                    .unwrap_or_default();
+                (status, obj.metadata.resource_version)
+            }
+        };
+        let mut status = base.clone();
         status.workload = format!("{}/{}", w.kind, w.name);
         for s in items {
             rightsizing::put_container(&mut status, &s.key.container, s);
         }
-        obj.data["status"] = serde_json::to_value(&status).map_err(|source| KubeError::Encode {
-            what: "Rightsizing status".into(),
-            source,
-        })?;
-        let name = obj.metadata.name.clone().unwrap_or_default();
-        // resourceVersion from the read: a concurrent writer makes this fail (409), and
-        // the next cycle starts again from what is stored.
+        if status.says_the_same(&base) {
+            return Ok(());
+        }
+        self.pace().await;
+        if !(self.fence)() {
+            return Err(KubeError::NotLeader);
+        }
+        let mut obj = DynamicObject::new(&name, &rightsizing::api_resource()).within(&w.namespace);
+        obj.metadata.resource_version = resource_version;
+        obj.data = json!({
+            "status": serde_json::to_value(&status).map_err(|source| KubeError::Encode {
+                what: "Rightsizing status".into(),
+                source,
+            })?
+        });
         let written = self
             .api(&w.namespace)
             .replace_status(&name, &PostParams::default(), &obj)
@@ -207,8 +269,9 @@ impl KubeStore {
                 w.namespace
             )))?;
         // The watch will say the same; putting it now keeps the next cycle exact even
-        // when the watch lags.
+        // when the watch lags, and lets this cycle's next write build on this one.
         if let Some((k, v)) = stored(&written) {
+            self.loaded.locked().insert(k.clone(), v.clone());
             self.mirror.put(k, v);
         }
         Ok(())
@@ -251,7 +314,9 @@ impl CommitStore for KubeStore {
         let mut out = State {
             containers: self.unowned.locked().clone(),
         };
-        for s in self.mirror.read().values() {
+        let mirror = self.mirror.read();
+        *self.loaded.locked() = mirror.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for s in mirror.values() {
             for (c, st) in s.containers.iter() {
                 out.containers
                     .insert(ContainerKey::new(s.workload.clone(), c.clone()), st.clone());

@@ -12,7 +12,6 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DynamicObject, ObjectMeta, PartialObjectMeta};
 use kube::discovery::ApiResource;
 use kube::runtime::watcher::{self, watcher};
@@ -28,7 +27,7 @@ use rightsizer_core::workload::resolve::Owner;
 use crate::kube::committed::{parse_annotation, COMMITTED_ANNOTATION};
 use crate::kube::discovery::WorkloadApis;
 use crate::kube::facts::{
-    controller_of, hpa_target, workload_resource, KubeFacts, NsName, WorkloadMeta,
+    controller_of, hpa_target, workload_resource, KubeFacts, NamespaceMeta, NsName, WorkloadMeta,
 };
 use crate::kube::mirror::{self, Change, Mirror};
 use crate::kube::sync::WatchBoard;
@@ -117,19 +116,12 @@ fn workload_meta(meta: &ObjectMeta) -> WorkloadMeta {
     }
 }
 
-/// Room left in a quota (hard minus used, as the quota controller last counted).
-fn quota_room(q: &ResourceQuota) -> QuotaRoom {
-    let strings = |m: Option<&BTreeMap<String, Quantity>>| -> BTreeMap<String, String> {
-        m.into_iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.0.clone()))
-            .collect()
-    };
-    QuotaRoom::from_quantities(
-        &q.name_any(),
-        &strings(q.spec.as_ref().and_then(|s| s.hard.as_ref())),
-        &strings(q.status.as_ref().and_then(|s| s.used.as_ref())),
-    )
+/// Room left in a quota (hard minus used, as the quota controller last counted) and
+/// the Pods it counts: read as JSON by the one reader offline runs use too.
+fn quota_room(q: &ResourceQuota) -> Option<QuotaRoom> {
+    serde_json::to_value(q)
+        .ok()
+        .map(|v| QuotaRoom::from_object(&v))
 }
 
 fn owner_of<K>(o: &PartialObjectMeta<K>) -> Option<(NsName, Option<Owner>)> {
@@ -161,7 +153,7 @@ pub(crate) fn spawn(w: &mut Watches, apis: &WorkloadApis, hpas: &ApiResource) ->
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         cfg(),
         facts.namespaces.clone(),
-        |o| Some((o.name_any(), o.metadata.labels.clone().unwrap_or_default())),
+        |o| Some((o.name_any(), NamespaceMeta::of(&o.metadata))),
         ignore,
     );
     w.mirror(
@@ -177,7 +169,7 @@ pub(crate) fn spawn(w: &mut Watches, apis: &WorkloadApis, hpas: &ApiResource) ->
         Api::<ResourceQuota>::all(client.clone()),
         cfg(),
         facts.quotas.clone(),
-        |o| Some((ns_name(&o.metadata), quota_room(o))),
+        |o| Some((ns_name(&o.metadata), quota_room(o)?)),
         ignore,
     );
     w.mirror(

@@ -17,7 +17,10 @@ pub enum HttpError {
     NotReady(String),
     #[error("could not encode response: {0}")]
     Encode(String),
-    #[error("too many reviews in flight; retry")]
+    /// The body could not be taken in (its bytes do not fit the budgets): no uid to
+    /// answer with. A 503 without `Retry-After`, which the apiserver does not retry
+    /// (see `server::guard`).
+    #[error("overloaded; not retried, the webhook's failurePolicy applies")]
     Busy,
     #[error("request body not received in time")]
     BodyTimeout,
@@ -39,12 +42,6 @@ impl HttpError {
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.to_string() });
-        let mut resp = (self.status(), Json(body)).into_response();
-        if matches!(self, HttpError::Busy) {
-            // The apiserver's client retries a 503 that says when (see server::guard).
-            resp.headers_mut()
-                .insert(http::header::RETRY_AFTER, "1".parse().unwrap());
-        }
-        resp
+        (self.status(), Json(body)).into_response()
     }
 }

@@ -1,17 +1,23 @@
-//! What bounds the cost of `/mutate` on a replica: how many reviews may be in flight,
-//! how many body bytes may be buffered at once, how much memory the large reviews may
-//! take at once (a budget each draws on in proportion to its body), how many compute at
-//! once (one per core, off the async workers) and how long each may take.
+//! What bounds the cost of `/mutate` on a replica, fairly between connections: body
+//! bytes reserved as they arrive (per connection and per replica, the first bytes of each
+//! body from a pool of their own so small reviews are not starved by large ones), how
+//! many read reviews may wait or compute, how much memory the large reviews may take at
+//! once (a budget each draws on in proportion to its body), how many compute at once
+//! (one per core, off the async workers) and how long each may take. HTTP/2 streams per
+//! connection are capped by the listener.
 //!
-//! Past the in-flight or body-byte limit the answer is a fast `503` with `Retry-After: 1`,
-//! sent before the body is read; past the memory budget (after a short wait for it), the
-//! same `503`. Why 503 and not "admit unchanged": admitting needs the
-//! request's uid, so the body would have to be buffered and parsed, which is the very
-//! cost being shed. The apiserver's REST client retries a 429/5xx that carries
-//! `Retry-After` (within the webhook's timeout), and when it runs out of time the
-//! webhook's `failurePolicy: Ignore` admits the object unchanged: no deploy is blocked.
-//! Past the review deadline, by contrast, the body is parsed already, so the answer is
-//! "admitted unchanged" with a warning.
+//! Overload fails open at once. The apiserver (client-go's REST client) retries a 429 or
+//! 5xx only when it carries `Retry-After`: a 503 with `Retry-After: 1` made each Pod
+//! creation under overload take 3 attempts and 3.19 s, then be admitted unsized anyway.
+//! So:
+//! - when the body was read (the uid is known), a review that finds no slot, no memory
+//!   budget or no time is answered `allowed: true`, unchanged, with a warning: the
+//!   apiserver admits on the first answer;
+//! - when the body could not be read (its bytes did not fit the budgets, or it did not
+//!   arrive in time), there is no uid to answer with; the answer is a fast 503 *without*
+//!   `Retry-After`: one attempt, and `failurePolicy: Ignore` admits the object. Closing
+//!   the connection instead would cost the apiserver a new TLS handshake for its next
+//!   review, and a reset HTTP/2 stream may be retried by its transport.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,10 +30,19 @@ use crate::admission::caps;
 /// Limits of the review path. `Default` is what `rightsizer serve` uses.
 #[derive(Debug, Clone)]
 pub struct ReviewLimits {
-    /// Reviews in flight (reading, waiting or computing) on this replica.
+    /// Reviews whose body was read, waiting for or holding a worker, on this replica
+    /// (a body still arriving holds only its bytes: a stalled client cannot take these).
     pub max_in_flight: usize,
-    /// Request-body bytes buffered at once, over all reviews.
+    /// Request-body bytes past each body's first [`Self::small_body_bytes`] buffered at
+    /// once, over all reviews.
     pub max_buffered_bytes: usize,
+    /// The first bytes of every body are drawn from a pool of their own
+    /// ([`Self::small_pool_bytes`]): a review of a few KiB (the apiserver's usual) still
+    /// finds room while large bodies hold the rest.
+    pub small_body_bytes: usize,
+    pub small_pool_bytes: usize,
+    /// Body bytes one connection may have buffered at once (all its streams together).
+    pub per_connection_bytes: usize,
     /// Working memory of the reviews computing on blocking threads at once, in bytes,
     /// estimated as [`Self::cost_per_body_byte`] times each body's length (counted up to
     /// [`caps::MAX_OBJECT_BYTES`]: a larger object is refused by its length, unmerged).
@@ -68,6 +83,13 @@ impl Default for ReviewLimits {
             // Five 3 MiB bodies at once; the apiserver's reviews are a few KiB, and at
             // 2,000/s about one is in flight.
             max_buffered_bytes: 16 * 1024 * 1024,
+            // 128 bodies' first 64 KiB (8 MiB): more than the connections' streams a
+            // few attackers can hold, with room left for the apiserver's reviews.
+            small_body_bytes: 64 * 1024,
+            small_pool_bytes: 8 * 1024 * 1024,
+            // One body at the cap and a little more: six connections sending 16 MiB
+            // each hold at most 6 x 3.1 MiB.
+            per_connection_bytes: 3 * 1024 * 1024 + 128 * 1024,
             // One review at the caps (1.5 MiB × 28 = 42 MiB) plus smaller ones; with the
             // buffered bodies, the connections and the process itself, a replica stays
             // under 128 MiB.
@@ -76,7 +98,9 @@ impl Default for ReviewLimits {
             budget_wait: Duration::from_secs(1),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             inline_max_bytes: 64 * 1024,
-            body_timeout: Duration::from_secs(10),
+            // The apiserver sends a review's body with its head; the shipped webhook
+            // timeout is 3 s, and a body is also bounded by the review's deadline.
+            body_timeout: Duration::from_secs(2),
             default_timeout: Duration::from_secs(10),
             margin: Duration::from_millis(250),
         }
@@ -89,6 +113,7 @@ pub struct ReviewGuard {
     pub limits: ReviewLimits,
     in_flight: Arc<Semaphore>,
     buffered: Arc<Semaphore>,
+    small: Arc<Semaphore>,
     /// In KiB, so a 48 MiB budget stays far below the semaphore's permit limit.
     heavy: Arc<Semaphore>,
     workers: Arc<Semaphore>,
@@ -110,32 +135,55 @@ pub struct Work {
     _cpu: OwnedSemaphorePermit,
 }
 
-/// Held while a review is in flight; body bytes are added as they arrive.
+/// Held while a read review waits for or holds a worker.
 pub struct ReviewSlot {
     _in_flight: OwnedSemaphorePermit,
-    bytes: Option<OwnedSemaphorePermit>,
-    buffered: Arc<Semaphore>,
 }
 
-impl ReviewSlot {
-    /// Account for `n` more buffered bytes; `false` when the replica's budget is spent.
+/// One connection's share of the body-byte budget: the listener puts one in every
+/// request of a connection (as an extension); created on first use.
+#[derive(Clone, Default)]
+pub struct ConnShare(Arc<std::sync::OnceLock<Arc<Semaphore>>>);
+
+/// A body's bytes, reserved as they arrive (never by its declared length): from its
+/// connection's share, and from the small pool up to `small_body_bytes`, the rest from
+/// the replica's pool. Given back when dropped.
+pub struct BodyBytes {
+    small: Arc<Semaphore>,
+    large: Arc<Semaphore>,
+    conn: Option<Arc<Semaphore>>,
+    small_cap: usize,
+    small_held: usize,
+    held: Vec<OwnedSemaphorePermit>,
+}
+
+impl BodyBytes {
+    /// Account for `n` more bytes; `false` when a budget is spent.
     pub fn reserve(&mut self, n: usize) -> bool {
-        if n == 0 {
-            return true;
-        }
-        let Ok(n) = u32::try_from(n) else {
+        let take = |pool: &Arc<Semaphore>, n: usize| -> Option<Option<OwnedSemaphorePermit>> {
+            if n == 0 {
+                return Some(None);
+            }
+            let n = u32::try_from(n).ok()?;
+            pool.clone().try_acquire_many_owned(n).ok().map(Some)
+        };
+        let to_small = n.min(self.small_cap - self.small_held);
+        let conn = match &self.conn {
+            Some(c) => match take(c, n) {
+                Some(p) => p,
+                None => return false,
+            },
+            None => None,
+        };
+        let Some(small) = take(&self.small, to_small) else {
             return false;
         };
-        match self.buffered.clone().try_acquire_many_owned(n) {
-            Ok(p) => {
-                match &mut self.bytes {
-                    Some(held) => held.merge(p),
-                    None => self.bytes = Some(p),
-                }
-                true
-            }
-            Err(_) => false,
-        }
+        let Some(large) = take(&self.large, n - to_small) else {
+            return false;
+        };
+        self.small_held += to_small;
+        self.held.extend([conn, small, large].into_iter().flatten());
+        true
     }
 }
 
@@ -144,20 +192,33 @@ impl ReviewGuard {
         ReviewGuard {
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
             buffered: Arc::new(Semaphore::new(limits.max_buffered_bytes.max(1))),
+            small: Arc::new(Semaphore::new(limits.small_pool_bytes.max(1))),
             heavy: Arc::new(Semaphore::new((limits.heavy_budget_bytes / KIB).max(1))),
             workers: Arc::new(Semaphore::new(limits.workers.max(1))),
             limits,
         }
     }
 
-    /// A slot for one more review, or `None` past [`ReviewLimits::max_in_flight`].
+    /// A slot for one more read review, or `None` past [`ReviewLimits::max_in_flight`].
     pub fn enter(&self) -> Option<ReviewSlot> {
         let p = self.in_flight.clone().try_acquire_owned().ok()?;
-        Some(ReviewSlot {
-            _in_flight: p,
-            bytes: None,
-            buffered: self.buffered.clone(),
-        })
+        Some(ReviewSlot { _in_flight: p })
+    }
+
+    /// An empty reservation for one body arriving on the connection `share` is from.
+    pub fn body_bytes(&self, share: Option<&ConnShare>) -> BodyBytes {
+        let per_conn = self.limits.per_connection_bytes.max(1);
+        BodyBytes {
+            small: self.small.clone(),
+            large: self.buffered.clone(),
+            conn: share.map(|s| {
+                s.0.get_or_init(|| Arc::new(Semaphore::new(per_conn)))
+                    .clone()
+            }),
+            small_cap: self.limits.small_body_bytes,
+            small_held: 0,
+            held: Vec::new(),
+        }
     }
 
     /// The estimated working memory of reviewing a body of `body_len` bytes, in budget
@@ -265,21 +326,43 @@ mod tests {
     }
 
     #[test]
-    fn slots_and_body_bytes_are_bounded_and_given_back() {
+    fn slots_are_bounded_and_given_back() {
         let g = ReviewGuard::new(ReviewLimits {
             max_in_flight: 2,
-            max_buffered_bytes: 100,
             ..ReviewLimits::default()
         });
-        let mut a = g.enter().unwrap();
-        let mut b = g.enter().unwrap();
+        let a = g.enter().unwrap();
+        let _b = g.enter().unwrap();
         assert!(g.enter().is_none());
-        assert!(a.reserve(60));
-        assert!(!b.reserve(41));
-        assert!(b.reserve(40));
         drop(a);
         assert!(g.enter().is_some());
-        assert!(b.reserve(60));
+    }
+
+    #[test]
+    fn body_bytes_are_bounded_per_connection_and_small_bodies_keep_a_pool() {
+        let g = ReviewGuard::new(ReviewLimits {
+            max_buffered_bytes: 100,
+            small_body_bytes: 10,
+            small_pool_bytes: 30,
+            per_connection_bytes: 80,
+            ..ReviewLimits::default()
+        });
+        let (c1, c2) = (ConnShare::default(), ConnShare::default());
+        // A large body: its first 10 bytes from the small pool, the rest from the large.
+        let mut a = g.body_bytes(Some(&c1));
+        assert!(a.reserve(5));
+        assert!(a.reserve(70));
+        assert!(!a.reserve(10), "over its connection's share");
+        let mut b = g.body_bytes(Some(&c2));
+        assert!(b.reserve(40));
+        assert!(!b.reserve(6), "the large pool is spent (65 + 30 + 6 > 100)");
+        // A small body on another connection still fits.
+        let mut small = g.body_bytes(Some(&ConnShare::default()));
+        assert!(small.reserve(10));
+        drop(a);
+        assert!(b.reserve(40));
+        let mut c = g.body_bytes(Some(&c1));
+        assert!(c.reserve(30), "the connection's share came back");
     }
 
     #[tokio::test]

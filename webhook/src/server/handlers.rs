@@ -14,7 +14,7 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use super::error::HttpError;
-use super::guard::ReviewSlot;
+use super::guard::{BodyBytes, ConnShare};
 use super::metrics::{self, ServerMetrics};
 use super::AppState;
 use crate::admission::{self, Envelope, Outcome, RequestIn, ReviewError, Reviewed};
@@ -92,13 +92,17 @@ async fn review(
 ) -> Result<Reviewed, HttpError> {
     let guard = &st.guard;
     let deadline = guard.deadline(started.into(), req.uri().query());
-    let mut slot = guard.enter().ok_or(HttpError::Busy)?;
-    let body = tokio::time::timeout(
-        guard.limits.body_timeout,
-        read_body(req.into_body(), &mut slot),
-    )
-    .await
-    .map_err(|_| HttpError::BodyTimeout)??;
+    let share = req.extensions().get::<ConnShare>().cloned();
+    let mut bytes = guard.body_bytes(share.as_ref());
+    // Bounded by the review's own deadline too: a body that arrives later is no use.
+    let read_by = deadline.min(tokio::time::Instant::now() + guard.limits.body_timeout);
+    let body = tokio::time::timeout_at(read_by, read_body(req.into_body(), &mut bytes))
+        .await
+        .map_err(|_| HttpError::BodyTimeout)??;
+    // From here the uid can be read: overload is answered "admitted unchanged".
+    let Some(_slot) = guard.enter() else {
+        return shed(&body, span, "too many reviews in flight");
+    };
 
     if body.len() <= guard.limits.inline_max_bytes {
         // Small: bounded cost, answered here (`answer` contains its own panics).
@@ -109,7 +113,7 @@ async fn review(
         return Ok(st.admitter.answer(&req));
     }
     let Some(worker) = guard.worker(body.len(), deadline).await else {
-        return Err(HttpError::Busy);
+        return shed(&body, span, "no memory or worker free in time");
     };
     let (env_tx, mut env_rx) = tokio::sync::oneshot::channel::<Envelope>();
     let admitter = st.admitter.clone();
@@ -152,6 +156,18 @@ async fn review(
     }
 }
 
+/// Overloaded with the body in hand: admitted unchanged with a warning, so the apiserver
+/// admits on this first answer (see `super::guard`).
+fn shed(body: &[u8], span: &Span, why: &str) -> Result<Reviewed, HttpError> {
+    let req = admission::parse(body).inspect_err(|e| {
+        tracing::info!(error = %e, "rejected review body");
+    })?;
+    describe(span, &req);
+    tracing::warn!(why, "overloaded; admitted unchanged");
+    let warning = format!("rightsizer is overloaded ({why}); admitted unchanged");
+    Ok(req.envelope().unchanged(Outcome::Shed, &warning))
+}
+
 fn outcome_of(e: &HttpError) -> &'static str {
     match e {
         HttpError::TooLarge { .. } => "too_large",
@@ -165,9 +181,10 @@ fn outcome_of(e: &HttpError) -> &'static str {
 /// client sees the 413 instead of a reset stream; a bigger body is cut off.
 const DISCARD_BYTES: usize = 4 * MAX_BODY_BYTES;
 
-/// Read at most [`MAX_BODY_BYTES`], reserving buffered bytes in `slot` as they arrive;
-/// a declared or actual larger body is a 413, a spent byte budget a 503.
-async fn read_body(mut body: Body, slot: &mut ReviewSlot) -> Result<Bytes, HttpError> {
+/// Read at most [`MAX_BODY_BYTES`], reserving buffered bytes in `bytes` as they arrive
+/// (a declared length reserves nothing: a client declaring 16 MiB and sending nothing
+/// holds nothing); a declared or actual larger body is a 413, a spent budget a 503.
+async fn read_body(mut body: Body, bytes: &mut BodyBytes) -> Result<Bytes, HttpError> {
     let too_large = HttpError::TooLarge {
         limit: MAX_BODY_BYTES,
     };
@@ -175,16 +192,8 @@ async fn read_body(mut body: Body, slot: &mut ReviewSlot) -> Result<Bytes, HttpE
     if declared > DISCARD_BYTES as u64 {
         return Err(too_large);
     }
-    let declared = declared as usize;
     let mut buf = BytesMut::new();
-    if declared <= MAX_BODY_BYTES {
-        // Reserve the declared length up front: refused before a byte is read.
-        if !slot.reserve(declared) {
-            return Err(HttpError::Busy);
-        }
-        buf.reserve(declared);
-    }
-    let mut reserved = declared.min(MAX_BODY_BYTES);
+    let mut reserved = 0usize;
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| HttpError::BodyRead(e.to_string()))?;
@@ -197,7 +206,7 @@ async fn read_body(mut body: Body, slot: &mut ReviewSlot) -> Result<Bytes, HttpE
         }
         if total <= MAX_BODY_BYTES {
             if total > reserved {
-                if !slot.reserve(total - reserved) {
+                if !bytes.reserve(total - reserved) {
                     return Err(HttpError::Busy);
                 }
                 reserved = total;

@@ -6,8 +6,9 @@
 //! connection is asked to finish (HTTP/2 GOAWAY, HTTP/1.1 close after the current
 //! response) and in-flight requests get up to `drain` to complete.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,11 +18,12 @@ use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use super::guard::ConnShare;
 use super::metrics::{ListenerLabels, ServerMetrics};
 use crate::lock::LockExt;
 
@@ -52,13 +54,19 @@ pub struct ConnLimits {
 impl Default for ConnLimits {
     fn default() -> Self {
         ConnLimits {
-            handshake_timeout: Duration::from_secs(10),
-            header_timeout: Duration::from_secs(10),
+            // Sized to the apiserver's webhook timeout (3 s as shipped): its handshake
+            // and request heads take milliseconds, and a slow client holding a
+            // connection slot for 10 s let ~27 new connections/s fill the cap.
+            handshake_timeout: Duration::from_secs(2),
+            header_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(30),
             // The apiserver keeps a few connections per replica; 256 leaves room for
             // bursts while bounding buffers (~100 KiB each) to a few tens of MiB.
             max_connections: 256,
-            h2_max_streams: 64,
+            // Reviews in flight per connection: a single connection cannot take the
+            // replica's 64; the apiserver's Go transport opens another connection when
+            // one is at the server's limit.
+            h2_max_streams: 16,
             h2_keepalive_interval: Duration::from_secs(20),
             h2_keepalive_timeout: Duration::from_secs(10),
         }
@@ -159,6 +167,7 @@ where
         .get_or_create(&label)
         .clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let unproven = Arc::new(Unproven::default());
     let limits = Arc::new(limits);
     // Every connection task holds a receiver: a send asks them to stop, and the
     // sender's `closed()` resolves once all of them are gone.
@@ -177,23 +186,42 @@ where
                 }
             },
         };
-        // At the cap the newcomer is closed at once: the client (the apiserver) fails
-        // fast and fails open, instead of waiting in the backlog for its timeout.
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refused.inc();
-            tracing::debug!(%peer, "connection cap reached; closed");
-            drop(tcp);
-            continue;
+        // At the cap, the oldest connection that has not sent a whole request yet
+        // (a slow or silent client) makes room; with none, the newcomer is closed at
+        // once: the client (the apiserver) fails fast and fails open, instead of
+        // waiting in the backlog for its timeout.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(s) => s,
+            Err(_) if unproven.evict_oldest() => {
+                match tokio::time::timeout(EVICT_WAIT, slots.clone().acquire_owned()).await {
+                    Ok(Ok(s)) => s,
+                    _ => {
+                        refused.inc();
+                        continue;
+                    }
+                }
+            }
+            Err(_) => {
+                refused.inc();
+                tracing::debug!(%peer, "connection cap reached; closed");
+                drop(tcp);
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let (upgrade, app, limits, open) =
             (upgrade.clone(), app.clone(), limits.clone(), open.clone());
         let mut stop = stop_rx.clone();
+        let ticket = unproven.enter();
         open.inc();
         tokio::spawn(async move {
             let _slot = slot;
             let _open = DecOnDrop(open);
-            run_connection(upgrade(tcp), app, &limits, &mut stop).await;
+            let evicted = ticket.evicted.clone();
+            tokio::select! {
+                _ = run_connection(upgrade(tcp), app, &limits, &mut stop, &ticket) => {}
+                _ = evicted.notified() => tracing::debug!("slow connection closed for a new one"),
+            }
             drop(stop);
         });
     }
@@ -227,6 +255,7 @@ async fn run_connection<IO>(
     app: Router,
     limits: &ConnLimits,
     stop: &mut watch::Receiver<()>,
+    ticket: &Ticket,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -250,13 +279,19 @@ async fn run_connection<IO>(
         .keep_alive_interval(limits.h2_keepalive_interval)
         .keep_alive_timeout(limits.h2_keepalive_timeout);
     let activity = Arc::new(Activity::new());
+    // The connection's share of the body-byte budget (`guard::ConnShare`).
+    let share = ConnShare::default();
     let service = {
         let activity = activity.clone();
+        let proven = ticket.proven();
         hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let busy = activity.begin();
+            proven();
             let app = app.clone();
+            let mut req = req.map(axum::body::Body::new);
+            req.extensions_mut().insert(share.clone());
             async move {
-                let resp = app.oneshot(req.map(axum::body::Body::new)).await;
+                let resp = app.oneshot(req).await;
                 drop(busy);
                 resp
             }
@@ -287,6 +322,66 @@ async fn run_connection<IO>(
     };
     if let Err(e) = res {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// How long a newcomer waits for the slot of the connection evicted for it.
+const EVICT_WAIT: Duration = Duration::from_millis(200);
+
+/// Connections that have not sent a whole request head yet, oldest first: at the
+/// connection cap the oldest is closed for a newcomer, so slow or silent clients cannot
+/// keep the apiserver out (a slowloris opening connections faster than the timeouts
+/// close them only evicts its own).
+#[derive(Default)]
+struct Unproven {
+    next: AtomicU64,
+    waiting: Mutex<BTreeMap<u64, Arc<Notify>>>,
+}
+
+impl Unproven {
+    fn enter(self: &Arc<Self>) -> Ticket {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let evicted = Arc::new(Notify::new());
+        self.waiting.locked().insert(id, evicted.clone());
+        Ticket {
+            id,
+            evicted,
+            registry: self.clone(),
+        }
+    }
+
+    /// Ask the oldest unproven connection to close; `false` when there is none.
+    fn evict_oldest(&self) -> bool {
+        match self.waiting.locked().pop_first() {
+            Some((_, n)) => {
+                n.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// One connection's entry in [`Unproven`], removed when it sends a request or ends.
+struct Ticket {
+    id: u64,
+    evicted: Arc<Notify>,
+    registry: Arc<Unproven>,
+}
+
+impl Ticket {
+    /// A callback marking the connection as one that sends requests.
+    fn proven(&self) -> impl Fn() + Clone + Send + Sync + 'static {
+        let (id, registry) = (self.id, self.registry.clone());
+        move || {
+            registry.waiting.locked().remove(&id);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.registry.waiting.locked().remove(&self.id);
     }
 }
 

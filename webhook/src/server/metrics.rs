@@ -19,6 +19,12 @@ pub struct ReviewLabels {
     pub outcome: String,
 }
 
+/// The admission plugin a change was held back for.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub path: String,
@@ -42,6 +48,7 @@ pub struct ServerMetrics {
     pub reviews: Family<ReviewLabels, Counter>,
     pub review_duration: Histogram,
     pub patch_operations: Counter,
+    pub withheld: Family<PluginLabels, Counter>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_in_flight: Gauge,
     pub tls_reloads: Family<ResultLabels, Counter>,
@@ -65,6 +72,7 @@ impl ServerMetrics {
             reviews: Family::default(),
             review_duration: Histogram::new(DURATION_BUCKETS),
             patch_operations: Counter::default(),
+            withheld: Family::default(),
             http_requests: Family::default(),
             http_in_flight: Gauge::default(),
             tls_reloads: Family::default(),
@@ -86,6 +94,12 @@ impl ServerMetrics {
             "rightsizer_admission_patch_operations",
             "JSONPatch operations returned in admission responses",
             m.patch_operations.clone(),
+        );
+        registry.register(
+            "rightsizer_admission_withheld",
+            "Reviews in which a change was not made because an admission plugin that runs \
+             after webhooks would refuse the object (resourcequota, podtolerationrestriction)",
+            m.withheld.clone(),
         );
         registry.register(
             "rightsizer_http_requests",
@@ -131,6 +145,13 @@ impl ServerMetrics {
             .inc();
         self.review_duration.observe(took.as_secs_f64());
         self.patch_operations.inc_by(r.patch_ops as u64);
+        for plugin in &r.withheld {
+            self.withheld
+                .get_or_create(&PluginLabels {
+                    plugin: plugin.to_string(),
+                })
+                .inc();
+        }
     }
 
     /// A body that could not be reviewed (400/408/413/503): no kind or operation is known.

@@ -41,6 +41,8 @@ pub struct Context<'a> {
     /// ResourceQuota room in the namespace (quota counts Pods: templates are checked for
     /// the Pods they make).
     pub quotas: &'a [crate::cluster::QuotaRoom],
+    /// PodTolerationRestriction's namespace whitelist.
+    pub tolerations: &'a crate::cluster::tolerations::TolerationRestriction,
     /// PriorityClasses known to exist, and how that is known.
     pub priority_classes: &'a crate::cluster::PriorityClasses,
     /// `RIGHTSIZER_ENFORCEMENT=true`: enforce mode may apply values.
@@ -138,7 +140,8 @@ pub fn plan(
     }
     if place.placement {
         written.write(placement::STEP_WRITES, |out| {
-            placement::apply_placement(out, view, policy, ctx, &mut warnings)
+            let pods = pod::pods_of(view.kind, obj);
+            placement::apply_placement(out, view, policy, ctx, pods, &mut warnings)
         });
     }
     if place.knative {

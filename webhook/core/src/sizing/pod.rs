@@ -5,9 +5,10 @@
 use k8s_openapi::api::core::v1::LimitRangeSpec;
 use serde_json::Value;
 
+use crate::cluster::quota_scope::PodUsage;
 use crate::cluster::QuotaRoom;
 use crate::quantity::Resource;
-use crate::sizing::containers::Totals;
+use crate::sizing::containers::{Lists, Totals};
 use crate::sizing::limits;
 use crate::workload::kind::{PodCount, WorkloadKind};
 
@@ -68,6 +69,42 @@ pub fn pods_of(kind: WorkloadKind, obj: &Value) -> Pods {
         PodCount::Unknown => return Pods::Unknown(kind),
     };
     Pods::Replicas { n, running }
+}
+
+/// How many Pods a quota that starts counting the object's Pods would count: every
+/// replica (Pods made from the template as declared were not counted by it), one for a
+/// Pod or where the count is unknown.
+pub fn newly_counted_pods(pods: Pods) -> u64 {
+    match pods {
+        Pods::One | Pods::Unknown(_) => 1,
+        Pods::Replicas { n, .. } => n,
+    }
+}
+
+/// What the Pod spec would add to a quota that starts counting it (see
+/// [`crate::cluster::quota_scope::PodUsage`]).
+pub fn usage(lists: &Lists) -> PodUsage {
+    let mut out = PodUsage::default();
+    for r in Resource::ALL {
+        let t = lists.effective(r);
+        out.totals
+            .insert(format!("requests.{}", r.as_str()), t.request);
+        out.totals.insert(format!("limits.{}", r.as_str()), t.limit);
+        let set = |side: &str| {
+            lists.entries().all(|(_, _, c)| {
+                c.pointer(&format!("/resources/{side}/{}", r.as_str()))
+                    .is_some_and(|v| !v.is_null())
+            })
+        };
+        // A request left unset is defaulted from the limit by the apiserver.
+        if !(set("requests") || set("limits")) {
+            out.unset.push(format!("requests.{}", r.as_str()));
+        }
+        if !set("limits") {
+            out.unset.push(format!("limits.{}", r.as_str()));
+        }
+    }
+    out
 }
 
 /// The quota check's verdict: a violation (undo the raise) or a note for the user.
@@ -163,6 +200,7 @@ mod tests {
         vec![QuotaRoom {
             name: "q".into(),
             room: BTreeMap::from([("requests.memory".to_string(), left_mi * MI)]),
+            ..Default::default()
         }]
     }
     fn t(request_mi: u64) -> Totals {

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
+use crate::cluster::quota_scope::{best_effort, newly_counted_refusal, PodTraits};
 use crate::object::{View, RECOMMENDATION_ANNOTATION, SIZED_ANNOTATION};
 use crate::policy::schema::{ContainerValues, Mode, Policy};
 use crate::quantity::{PerResource, Resource};
@@ -34,6 +35,8 @@ struct Inputs<'a> {
     predictions: BTreeMap<String, Prediction>,
     /// How many Pods the object stands for (the quota check).
     pods: pod::Pods,
+    /// What quota scopes select on, as received.
+    traits: PodTraits,
 }
 
 /// One container and resource, sized.
@@ -61,9 +64,10 @@ pub(super) fn size_resources(
     let mut said = Vec::new();
     let warnings = &mut said;
     let knative = view.identity.kind.is_knative();
-    let Some(before) = received.pointer(view.pod_spec).map(Lists::read) else {
+    let Some(received_spec) = received.pointer(view.pod_spec) else {
         return said;
     };
+    let before = Lists::read(received_spec);
     let existing = SizedRecord::parse(
         view.pod_annotations
             .get(SIZED_ANNOTATION)
@@ -89,6 +93,7 @@ pub(super) fn size_resources(
         predictions: load::predictions(policy, view, ctx.namespace_labels, recs, warnings),
         // From the received object: the copy holds only the writable parts.
         pods: pod::pods_of(view.kind, received),
+        traits: PodTraits::of(received_spec),
     };
     let Some(mut after) = out
         .pointer_mut(view.pod_spec)
@@ -416,6 +421,9 @@ fn pod_violation(
             return Some(msg);
         }
     }
+    if let Some(msg) = qos_change_refusal(inputs, after) {
+        return Some(msg);
+    }
     let totals = after.effective(r);
     let verdict = pod::quota_check(
         inputs.ctx.quotas,
@@ -428,6 +436,32 @@ fn pod_violation(
         warnings.push(format!("{r}: {w}"));
     }
     verdict.violation
+}
+
+/// Why ending the Pod's BestEffort QoS would get it refused: a quota scoped to
+/// NotBestEffort Pods that does not count it now. (PodTolerationRestriction adds its
+/// memory-pressure toleration to non-BestEffort Pods before the webhooks run, and does
+/// not run again, so the new QoS class does not concern it.)
+fn qos_change_refusal(inputs: &Inputs, after: &Lists) -> Option<String> {
+    let was = &inputs.traits;
+    if was.best_effort != Some(true) {
+        return None;
+    }
+    let now = PodTraits {
+        best_effort: best_effort(after.entries().map(|(_, _, c)| c)),
+        ..was.clone()
+    };
+    if now.best_effort == Some(true) {
+        return None;
+    }
+    newly_counted_refusal(
+        inputs.ctx.quotas,
+        was,
+        &now,
+        &pod::usage(after),
+        pod::newly_counted_pods(inputs.pods),
+    )
+    .map(|why| format!("the Pod would stop being BestEffort, and {why}"))
 }
 
 /// Put resource `r` back as declared in every container and drop it from the record.

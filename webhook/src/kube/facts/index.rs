@@ -14,7 +14,7 @@ use rightsizer_core::quantity::Resource;
 use rightsizer_core::workload::kind::WorkloadKind;
 use rightsizer_core::workload::WorkloadKey;
 
-use super::{HpaTarget, NsName};
+use super::{HpaTarget, NamespaceMeta, NsName};
 use crate::kube::mirror::Mirror;
 use crate::lock::RwLockExt;
 
@@ -55,7 +55,7 @@ pub struct FactIndex {
 
 /// The mirrors a namespace's facts come from.
 pub struct NamespaceSources<'a> {
-    pub labels: &'a Mirror<String, BTreeMap<String, String>>,
+    pub labels: &'a Mirror<String, NamespaceMeta>,
     pub limit_ranges: &'a Mirror<NsName, LimitRangeSpec>,
     pub quotas: &'a Mirror<NsName, QuotaRoom>,
 }
@@ -94,8 +94,10 @@ impl FactIndex {
 
 fn by_namespace(src: &NamespaceSources) -> HashMap<String, Arc<NamespaceFacts>> {
     let mut out: HashMap<String, NamespaceFacts> = HashMap::new();
-    for (ns, labels) in src.labels.read().iter() {
-        out.entry(ns.clone()).or_default().labels = labels.clone();
+    for (ns, meta) in src.labels.read().iter() {
+        let f = out.entry(ns.clone()).or_default();
+        f.labels = meta.labels.clone();
+        f.tolerations = meta.tolerations.clone();
     }
     // Stable order within a namespace (by object name), whatever the map's.
     let mut ranges: Vec<(&NsName, &LimitRangeSpec)> = Vec::new();
@@ -190,7 +192,7 @@ mod tests {
 
     #[test]
     fn namespace_facts_from_their_own_namespace_only() {
-        let labels = Mirror::<String, BTreeMap<String, String>>::new(Gauge::default());
+        let labels = Mirror::<String, NamespaceMeta>::new(Gauge::default());
         let limit_ranges = Mirror::<NsName, LimitRangeSpec>::new(Gauge::default());
         let quotas = Mirror::<NsName, QuotaRoom>::new(Gauge::default());
         let src = NamespaceSources {
@@ -199,10 +201,16 @@ mod tests {
             quotas: &quotas,
         };
         let ix = FactIndex::default();
-        labels.put("shop".into(), BTreeMap::from([("team".into(), "a".into())]));
+        labels.put(
+            "shop".into(),
+            NamespaceMeta {
+                labels: BTreeMap::from([("team".into(), "a".into())]),
+                ..Default::default()
+            },
+        );
         let room = |name: &str| QuotaRoom {
             name: name.into(),
-            room: BTreeMap::new(),
+            ..Default::default()
         };
         quotas.put(key("shop", "q2"), room("q2"));
         quotas.put(key("shop", "q1"), room("q1"));
