@@ -568,6 +568,7 @@ fn facts(r: &mut Rng, ns: &str) -> StaticFacts {
                 PriorityClassInfo {
                     value,
                     preemption_policy: pp.map(str::to_string),
+                    global_default: false,
                 },
             );
         }
@@ -588,6 +589,7 @@ fn facts(r: &mut Rng, ns: &str) -> StaticFacts {
             ClassSource::Unknown,
             ClassSource::Offline,
         ]),
+        ..StaticFacts::default()
     }
 }
 

@@ -87,6 +87,8 @@ pub struct Reviewed {
     pub outcome: Outcome,
     /// Number of JSONPatch operations returned.
     pub patch_ops: usize,
+    /// Resources whose raise the node cap held back (`rightsizer_admission_node_capped`).
+    pub node_capped: Vec<rightsizer_core::quantity::Resource>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +145,8 @@ pub struct Mutation {
     /// them; the offline path puts them back into the object instead of applying the
     /// patch again).
     pub sized: Option<sizing::written::Written>,
+    /// Resources whose raise the node cap held back.
+    pub node_capped: Vec<rightsizer_core::quantity::Resource>,
 }
 
 impl Mutation {
@@ -153,6 +157,7 @@ impl Mutation {
             outcome,
             workload: None,
             sized: None,
+            node_capped: Vec::new(),
         }
     }
 }
@@ -229,6 +234,17 @@ impl Admitter {
         } else {
             Outcome::Patched
         };
+        if !m.node_capped.is_empty() {
+            // No Event: at admission the Pod does not exist yet; the warning, this line,
+            // the metric and the `rightsizer.io/sized` record tell.
+            tracing::warn!(
+                uid = %req.uid,
+                workload = ?m.workload,
+                resources = ?m.node_capped,
+                "raise capped at the largest allocatable of the nodes the Pod can run on"
+            );
+        }
+        let node_capped = m.node_capped;
         let mut warnings = m.warnings;
         let mut patch = match encode_patch(&m.patch) {
             Ok(p) => p,
@@ -259,6 +275,7 @@ impl Admitter {
             operation: req.operation_label(),
             outcome,
             patch_ops,
+            node_capped,
         }
     }
 
@@ -341,12 +358,14 @@ impl Admitter {
         };
         let recs = self.lookup(&view, obj);
         let classes = self.facts.priority_classes();
+        let nodes = self.facts.nodes();
         let ctx = Context {
             namespace_labels: &ns.labels,
             limit_ranges: &ns.limit_ranges,
             quotas: &ns.quotas,
             priority_classes: &classes,
             enforcement: self.config.enforcement,
+            nodes: &nodes,
         };
         let decision = sizing::plan(obj, &view, policy, &recs, &ctx);
         let patch = diff::diff_written(obj, &decision.object);
@@ -361,6 +380,7 @@ impl Admitter {
             outcome,
             workload: Some(view.identity),
             sized: Some(decision.object),
+            node_capped: decision.node_capped,
         }
     }
 

@@ -28,6 +28,7 @@ impl Envelope {
             operation: self.operation,
             outcome,
             patch_ops: 0,
+            node_capped: Vec::new(),
         }
     }
 }

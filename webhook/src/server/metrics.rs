@@ -49,6 +49,13 @@ pub struct ServerMetrics {
     pub tls_cert_not_after: Gauge,
     pub connections: Family<ListenerLabels, Gauge>,
     pub connections_refused: Family<ListenerLabels, Counter>,
+    pub node_capped: Family<ResourceLabels, Counter>,
+}
+
+/// A resource (`memory`, `cpu`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub resource: String,
 }
 
 /// Histogram buckets from 50µs to 1s: a review is normally well under a millisecond.
@@ -71,6 +78,7 @@ impl ServerMetrics {
             tls_cert_not_after: Gauge::default(),
             connections: Family::default(),
             connections_refused: Family::default(),
+            node_capped: Family::default(),
         };
         registry.register(
             "rightsizer_admission_reviews",
@@ -118,6 +126,12 @@ impl ServerMetrics {
             "Connections closed at accept because the listener was at its connection cap",
             m.connections_refused.clone(),
         );
+        registry.register(
+            "rightsizer_admission_node_capped",
+            "Admitted objects whose raise of a resource was held to the largest allocatable \
+             of the nodes the Pod can run on (it would not have been schedulable)",
+            m.node_capped.clone(),
+        );
         m
     }
 
@@ -131,6 +145,13 @@ impl ServerMetrics {
             .inc();
         self.review_duration.observe(took.as_secs_f64());
         self.patch_operations.inc_by(r.patch_ops as u64);
+        for res in &r.node_capped {
+            self.node_capped
+                .get_or_create(&ResourceLabels {
+                    resource: res.as_str().to_string(),
+                })
+                .inc();
+        }
     }
 
     /// A body that could not be reviewed (400/408/413/503): no kind or operation is known.
