@@ -153,7 +153,7 @@ fn snapshot() -> Value {
             "e2e-quota/Pod/big/app": committed_memory(2048 * MI, 3072 * MI),
             "kube-system/Pod/sys/app": committed_memory(300 * MI, 600 * MI),
             "e2e-dryrun/Pod/dry/app": committed_memory(300 * MI, 600 * MI),
-            "e2e-nodes/Pod/big/app": committed_memory(6144 * MI, 8192 * MI),
+            "e2e-nodes/Pod/big/app": committed_memory(3072 * MI, 6144 * MI),
         }
     })
 }

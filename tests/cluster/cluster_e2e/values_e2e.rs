@@ -70,14 +70,14 @@ async fn until(
 async fn a_raise_is_capped_at_the_largest_node_allocatable() {
     let (_serial, env) = setup().await;
     let client = env.plane.client().await;
-    // The snapshot commits 6Gi/8Gi for this Pod, declared 1Gi/2Gi.
+    // The snapshot commits 3Gi/6Gi for this Pod, declared 1Gi/2Gi.
     let big = pod("big", vec![container("app", "1Gi", "2Gi")]);
     let before = create_in_time(&client, "e2e-nodes", &dry_run(), &big)
         .await
         .expect("dry run");
     assert_eq!(
         memory(&before, "app"),
-        (Some(6 * GI), Some(8 * GI)),
+        (Some(3 * GI), Some(6 * GI)),
         "with no Node known nothing is capped"
     );
 
@@ -91,7 +91,7 @@ async fn a_raise_is_capped_at_the_largest_node_allocatable() {
     let nodes: Api<Node> = Api::all(client.clone());
     let status = json!({"status": {
         "capacity": {"memory": "4Gi", "cpu": "2", "pods": "110"},
-        "allocatable": {"memory": "3Gi", "cpu": "2", "pods": "110"}
+        "allocatable": {"memory": "2Gi", "cpu": "2", "pods": "110"}
     }});
     nodes
         .patch_status("e2e-small", &PatchParams::default(), &Patch::Merge(&status))
@@ -99,16 +99,20 @@ async fn a_raise_is_capped_at_the_largest_node_allocatable() {
         .expect("node status patched");
 
     let capped = until(&client, "e2e-nodes", &big, "the cap", |p| {
-        memory(p, "app").0 == Some(3 * GI)
+        memory(p, "app").0 == Some(2 * GI)
     })
     .await;
-    assert_eq!(memory(&capped, "app"), (Some(3 * GI), Some(3 * GI)));
-    let stored = create_pod(&client, "e2e-nodes", &big)
+    assert_eq!(memory(&capped, "app"), (Some(2 * GI), Some(2 * GI)));
+    // Stored under a generated name (same workload, `big`): the dry runs keep the name free.
+    let mut named = big.clone();
+    named.metadata.name = None;
+    named.metadata.generate_name = Some("big-".into());
+    let stored = create_pod(&client, "e2e-nodes", &named)
         .await
         .expect("capped pod admitted");
-    assert_eq!(memory(&stored, "app"), (Some(3 * GI), Some(3 * GI)));
+    assert_eq!(memory(&stored, "app"), (Some(2 * GI), Some(2 * GI)));
     let sized = annotation(&stored, "rightsizer.io/sized").unwrap_or_default();
-    assert!(sized.contains(r#""nodeCap":"3Gi""#), "{sized}");
+    assert!(sized.contains(r#""nodeCap":"2Gi""#), "{sized}");
     let metrics = env.metrics().await;
     assert!(
         counter_sum(
@@ -126,7 +130,7 @@ async fn a_raise_is_capped_at_the_largest_node_allocatable() {
     let got = create_in_time(&client, "e2e-nodes", &dry_run(), &elsewhere)
         .await
         .expect("dry run");
-    assert_eq!(memory(&got, "app"), (Some(3 * GI), Some(3 * GI)));
+    assert_eq!(memory(&got, "app"), (Some(2 * GI), Some(2 * GI)));
 
     nodes
         .delete("e2e-small", &DeleteParams::default())
@@ -137,7 +141,7 @@ async fn a_raise_is_capped_at_the_largest_node_allocatable() {
         "e2e-nodes",
         &big,
         "no cap once the Node is gone",
-        |p| memory(p, "app").0 == Some(6 * GI),
+        |p| memory(p, "app").0 == Some(3 * GI),
     )
     .await;
 }
