@@ -16,6 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster::{counter_sum, ControlPlane, TlsFiles, Webhook};
+
+/// The node cap and the global default PriorityClass (cluster-wide facts).
+mod values_e2e;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{json, Value};
@@ -165,6 +168,7 @@ fn snapshot() -> Value {
             "e2e-quota/Pod/big/app": committed_memory(2048 * MI, 3072 * MI),
             "kube-system/Pod/sys/app": committed_memory(300 * MI, 600 * MI),
             "e2e-dryrun/Pod/dry/app": committed_memory(300 * MI, 600 * MI),
+            "e2e-nodes/Pod/big/app": committed_memory(3072 * MI, 6144 * MI),
         }
     })
 }
@@ -185,6 +189,7 @@ fn fixtures() -> String {
         "e2e-dryrun",
         "e2e-policy",
         "e2e-tier",
+        "e2e-nodes",
     ];
     for ns in enabled {
         docs.push(format!(
@@ -1573,6 +1578,7 @@ async fn the_webhook_works_with_the_shipped_rights_only() {
         "namespaces",
         "limitranges",
         "resourcequotas",
+        "nodes",
         "replicasets",
         "jobs",
         "deployments",

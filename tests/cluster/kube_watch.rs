@@ -363,6 +363,7 @@ async fn namespaces_limitranges_and_priorityclasses_reach_cluster_facts() {
         "limitranges",
         "resourcequotas",
         "priorityclasses",
+        "nodes",
         "replicasets",
         "jobs",
         "horizontalpodautoscalers",

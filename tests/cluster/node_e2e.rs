@@ -75,15 +75,24 @@ fn holder(name: &str, memory: &str, base_bytes: u64, spike_bytes: u64) -> String
 /// 20 MiB for 25 s (long enough for cAdvisor to report the container), then 40 MiB more,
 /// held: what a container that outgrows its limit does.
 fn grower(name: &str, memory: &str) -> String {
+    grower_declaring(name, memory, memory)
+}
+
+/// `grower` declaring its own request and limit.
+fn grower_declaring(name: &str, request: &str, limit: &str) -> String {
     let prog = format!(
         "BEGIN {{ base = sprintf(\\\"%{}s\\\", \\\"\\\"); system(\\\"sleep 25\\\"); more = sprintf(\\\"%{}s\\\", \\\"\\\"); for (;;) system(\\\"sleep 3600\\\") }}",
         20 * MIB,
         40 * MIB
     );
-    deployment(name, memory, &prog)
+    deployment_declaring(name, request, limit, &prog)
 }
 
 fn deployment(name: &str, memory: &str, prog: &str) -> String {
+    deployment_declaring(name, memory, memory, prog)
+}
+
+fn deployment_declaring(name: &str, request: &str, limit: &str, prog: &str) -> String {
     format!(
         r#"apiVersion: apps/v1
 kind: Deployment
@@ -102,8 +111,8 @@ spec:
           env: [{{name: MALLOC_MMAP_THRESHOLD_, value: "131072"}}]
           command: ["/bin/awk", "{prog}"]
           resources:
-            requests: {{memory: {memory}}}
-            limits: {{memory: {memory}}}
+            requests: {{memory: {request}}}
+            limits: {{memory: {limit}}}
 "#
     )
 }
@@ -527,15 +536,42 @@ fn start_loop(env: &Env) {
         &["label", "namespace", NS, "rightsizer.io/enabled=true"],
         None,
     );
-    // 40 MiB steady with a 60 MiB peak, asking 512Mi; and one that grows to 60 MiB under a
-    // 32Mi limit (OOM-killed by the kernel after 25 s, again after each restart).
+    // 40 MiB steady with a 60 MiB peak, asking 512Mi; and two that grow to 60 MiB under a
+    // 32Mi limit (OOM-killed by the kernel after 25 s, again after each restart), one of them
+    // declaring a 16Mi request under the policy's default step limit (DECLARED_POLICY).
+    env.plane
+        .kubectl_ok(&["apply", "-f", "-"], Some(DECLARED_POLICY));
     let yaml = format!(
-        "{}---\n{}",
+        "{}---\n{}---\n{}",
         holder("holder", "512Mi", 40 * MIB, 20 * MIB),
-        grower("oomer", "32Mi")
+        grower("oomer", "32Mi"),
+        grower_declaring("oomer-declared", "16Mi", "32Mi")
     );
     env.plane.kubectl_ok(&["apply", "-f", "-"], Some(&yaml));
 }
+
+/// For `oomer-declared` only: the seed rules with their default safeguards (30% a step, a
+/// 30 min cooldown), so its next Pod reaching the OOM floor shows the floor is not held back
+/// by the step limit from the declared 16Mi/32Mi.
+const DECLARED_POLICY: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: rightsizer-node-e2e-declared
+  namespace: rightsizer-system
+  labels:
+    rightsizer.io/policy: "true"
+data:
+  policy.yaml: |
+    precedence: 30
+    selector:
+      namespaces: ["loop"]
+      names: ["oomer-declared"]
+    mode: enforce
+    target: pods
+    recommender: seed
+    rules:
+      evidence: {minSamples: 6, minHistorySeconds: 0}
+"#;
 
 /// Lowest and highest memory the `app` container of `workload` showed (working set and
 /// RSS, the two signals the analyzer reads), as Prometheus scraped them from cAdvisor.
@@ -698,6 +734,44 @@ fn an_oom_kill_raises_the_limit(env: &Env) {
         "new Pod limit {limit} below the OOM floor {floor}"
     );
     // The next Pod grows past the old limit (at 25 s) and runs on without being killed.
+    std::thread::sleep(Duration::from_secs(35));
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    let now = kubectl_json(env, &["-n", NS, "get", "pod", name]);
+    let st = &now["status"]["containerStatuses"][0];
+    assert_eq!(st["restartCount"], 0, "{st}");
+    assert!(st["state"]["running"].is_object(), "{st}");
+    a_declared_limit_reaches_the_oom_floor(env, floor);
+}
+
+/// A container OOM-killed under a declared 16Mi/32Mi, sized with the default 30% step: its
+/// next Pod runs with request and limit at the OOM floor at once (issue 21, item 1), not
+/// 30% above the declared values.
+fn a_declared_limit_reaches_the_oom_floor(env: &Env, floor: u64) {
+    wait_for(60, "the oomer-declared container OOM-killed", || {
+        pods_of(env, "oomer-declared").into_iter().find(|p| {
+            let st = &p["status"]["containerStatuses"][0];
+            st["lastState"]["terminated"]["reason"] == "OOMKilled"
+                || st["state"]["terminated"]["reason"] == "OOMKilled"
+        })
+    });
+    let rec = memory_rec(
+        env,
+        "oomer-declared",
+        120,
+        "an OOM floor for loop/oomer-declared",
+        |m| m.oom_floor.is_some_and(|f| f >= floor),
+    );
+    let floor = rec.oom_floor.unwrap_or(floor);
+    rollout_restart(env, "oomer-declared");
+    let pod = pods_of(env, "oomer-declared").into_iter().next().unwrap();
+    let (request, limit) = (
+        memory_of(&pod, "requests").unwrap(),
+        memory_of(&pod, "limits").unwrap(),
+    );
+    assert!(
+        request >= floor && limit >= floor,
+        "next Pod {request}/{limit} below the OOM floor {floor} (declared 16Mi/32Mi)"
+    );
     std::thread::sleep(Duration::from_secs(35));
     let name = pod["metadata"]["name"].as_str().unwrap();
     let now = kubectl_json(env, &["-n", NS, "get", "pod", name]);

@@ -323,17 +323,17 @@ fn readme_small_pod_policy() -> String {
     block.split("```").next().unwrap().to_string()
 }
 
-/// Under a catch-all enforce policy small pods are walked up towards the 64Mi floor; the
-/// README's policy keeps them where they are.
+/// Under a catch-all enforce policy small pods are walked up towards the 64Mi floor (limits
+/// keeping their declared ratio: 2 and 1.5); the README's policy keeps them where they are.
 #[rstest::rstest]
 #[case::default_floor(
     false,
     "\
 WORKLOAD                  CONTAINER  RESOURCE        BEFORE -> AFTER  SOURCE
 shop/Deployment/frontend  web        memory request  16Mi -> 32Mi     recommendation
-shop/Deployment/frontend  web        memory limit    32Mi -> 48Mi     recommendation
+shop/Deployment/frontend  web        memory limit    32Mi -> 64Mi     recommendation
 shop/Deployment/redis     redis      memory request  32Mi -> 48Mi     recommendation
-shop/Deployment/redis     redis      memory limit    48Mi -> 64Mi     recommendation
+shop/Deployment/redis     redis      memory limit    48Mi -> 80Mi     recommendation
 "
 )]
 #[case::readme_policy(

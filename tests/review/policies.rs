@@ -47,7 +47,24 @@ fn shipped_examples_are_valid() {
         priority.default_class_name.as_deref(),
         Some("normal-priority")
     );
-    assert_eq!(priority.rules[0].class_name, "low-priority");
+    // The privileged classes on namespace labels (tenants set Pod labels, not these).
+    let classes: Vec<(&str, String)> = priority
+        .rules
+        .iter()
+        .map(|r| {
+            let on = r.selector.namespace_labels.get("rightsizer.io/priority");
+            (r.class_name.as_str(), on.cloned().unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        classes,
+        [
+            ("cpu-workload", "compute".to_string()),
+            ("low-priority", String::new()),
+            ("high-priority", "high".to_string()),
+        ]
+    );
+    assert!(priority.rules.iter().all(|r| r.selector.labels.is_empty()));
     // Knative tuning thresholds written out are the defaults.
     let knative = set.iter().find(|p| p.name == "rightsizer-knative").unwrap();
     assert_eq!(

@@ -569,6 +569,7 @@ fn facts(r: &mut Rng, ns: &str) -> StaticFacts {
                 PriorityClassInfo {
                     value,
                     preemption_policy: pp.map(str::to_string),
+                    global_default: false,
                 },
             );
         }
@@ -590,6 +591,7 @@ fn facts(r: &mut Rng, ns: &str) -> StaticFacts {
             ClassSource::Unknown,
             ClassSource::Offline,
         ]),
+        ..StaticFacts::default()
     }
 }
 

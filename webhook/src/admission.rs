@@ -91,6 +91,8 @@ pub struct Reviewed {
     /// Admission plugins after the webhooks a change was held back for
     /// ([`rightsizer_core::cluster::withheld_by`]).
     pub withheld: Vec<&'static str>,
+    /// Resources whose raise the node cap held back (`rightsizer_admission_node_capped`).
+    pub node_capped: Vec<rightsizer_core::quantity::Resource>,
 }
 
 #[derive(Deserialize)]
@@ -147,6 +149,8 @@ pub struct Mutation {
     /// them; the offline path puts them back into the object instead of applying the
     /// patch again).
     pub sized: Option<sizing::written::Written>,
+    /// Resources whose raise the node cap held back.
+    pub node_capped: Vec<rightsizer_core::quantity::Resource>,
 }
 
 impl Mutation {
@@ -157,6 +161,7 @@ impl Mutation {
             outcome,
             workload: None,
             sized: None,
+            node_capped: Vec::new(),
         }
     }
 }
@@ -234,6 +239,17 @@ impl Admitter {
             Outcome::Patched
         };
         let withheld = rightsizer_core::cluster::withheld_by(&m.warnings);
+        if !m.node_capped.is_empty() {
+            // No Event: at admission the Pod does not exist yet; the warning, this line,
+            // the metric and the `rightsizer.io/sized` record tell.
+            tracing::warn!(
+                uid = %req.uid,
+                workload = ?m.workload,
+                resources = ?m.node_capped,
+                "raise capped at the largest allocatable of the nodes the Pod can run on"
+            );
+        }
+        let node_capped = m.node_capped;
         let mut warnings = m.warnings;
         let mut patch = match encode_patch(&m.patch) {
             Ok(p) => p,
@@ -265,6 +281,7 @@ impl Admitter {
             outcome,
             patch_ops,
             withheld,
+            node_capped,
         }
     }
 
@@ -348,6 +365,7 @@ impl Admitter {
         };
         let recs = self.lookup(&view, obj);
         let classes = self.facts.priority_classes();
+        let nodes = self.facts.nodes();
         let ctx = Context {
             namespace_labels: &ns.labels,
             limit_ranges: &ns.limit_ranges,
@@ -355,6 +373,7 @@ impl Admitter {
             tolerations: &ns.tolerations,
             priority_classes: &classes,
             enforcement: self.config.enforcement,
+            nodes: &nodes,
         };
         let decision = sizing::plan(obj, &view, policy, &recs, &ctx);
         let patch = diff::diff_written(obj, &decision.object);
@@ -369,6 +388,7 @@ impl Admitter {
             outcome,
             workload: Some(view.identity),
             sized: Some(decision.object),
+            node_capped: decision.node_capped,
         }
     }
 

@@ -174,6 +174,69 @@ impl Deref for PriorityClasses {
     }
 }
 
+/// A node as the node cap needs it (see `sizing::nodes`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// (key, value, effect) of each taint.
+    pub taints: Vec<(String, String, String)>,
+    /// `status.allocatable` in bytes and millicores (0: not reported).
+    pub allocatable: crate::quantity::PerResource<u64>,
+    /// `spec.unschedulable` (cordoned).
+    pub unschedulable: bool,
+}
+
+impl NodeInfo {
+    /// From a Node object (as the API serves it); `None` without a name.
+    pub fn from_object(obj: &serde_json::Value) -> Option<NodeInfo> {
+        use crate::quantity::{PerResource, Resource};
+        let name = obj.pointer("/metadata/name")?.as_str()?.to_string();
+        let labels = obj
+            .pointer("/metadata/labels")
+            .and_then(|l| serde_json::from_value(l.clone()).ok())
+            .unwrap_or_default();
+        let text = |t: &serde_json::Value, k: &str| {
+            t.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let taints = obj
+            .pointer("/spec/taints")
+            .and_then(|t| t.as_array())
+            .into_iter()
+            .flatten()
+            .map(|t| (text(t, "key"), text(t, "value"), text(t, "effect")))
+            .collect();
+        let allocatable = PerResource::from_fn(|r: Resource| {
+            obj.pointer(&format!("/status/allocatable/{}", r.as_str()))
+                .and_then(|q| q.as_str())
+                .and_then(|q| r.parse(q).ok())
+                .unwrap_or(0)
+        });
+        let unschedulable = obj
+            .pointer("/spec/unschedulable")
+            .and_then(|u| u.as_bool())
+            .unwrap_or(false);
+        Some(NodeInfo {
+            name,
+            labels,
+            taints,
+            allocatable,
+            unschedulable,
+        })
+    }
+}
+
+/// The cluster's nodes; `known: false` (no cluster view, or before the first list) caps
+/// nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Nodes {
+    pub known: bool,
+    pub nodes: Arc<Vec<NodeInfo>>,
+}
+
 /// Read access to cluster facts; must not block.
 pub trait ClusterFacts: Send + Sync {
     fn namespace(&self, name: &str) -> Arc<NamespaceFacts>;
@@ -192,6 +255,10 @@ pub trait ClusterFacts: Send + Sync {
     /// Labels on a workload's own metadata (the analyzer's policy selection), when known.
     fn workload_labels(&self, _key: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
         None
+    }
+    /// The cluster's nodes (the node cap); unknown by default.
+    fn nodes(&self) -> Nodes {
+        Nodes::default()
     }
 }
 
@@ -216,6 +283,8 @@ pub struct StaticFacts {
     /// What `priority_classes` stands for: `Offline` for `mutate`, `Cluster` when the
     /// facts describe a whole cluster (tests), `Unknown` by default.
     pub class_source: ClassSource,
+    /// Nodes in the input (offline `mutate` caps raises at them when there are any).
+    pub nodes: Vec<NodeInfo>,
 }
 
 impl StaticFacts {
@@ -265,6 +334,13 @@ impl StaticFacts {
                 Arc::make_mut(entry).quotas.push(room);
                 true
             }
+            "Node" => match NodeInfo::from_object(obj) {
+                Some(n) => {
+                    self.nodes.push(n);
+                    true
+                }
+                None => false,
+            },
             "PriorityClass" => {
                 let Some(value) = obj.get("value").and_then(|v| v.as_i64()) else {
                     return false;
@@ -275,6 +351,10 @@ impl StaticFacts {
                         .get("preemptionPolicy")
                         .and_then(|p| p.as_str())
                         .map(str::to_string),
+                    global_default: obj
+                        .get("globalDefault")
+                        .and_then(|g| g.as_bool())
+                        .unwrap_or(false),
                 };
                 Arc::make_mut(&mut self.priority_classes).insert(name.to_string(), info);
                 true
@@ -287,6 +367,12 @@ impl StaticFacts {
 impl ClusterFacts for StaticFacts {
     fn namespace(&self, name: &str) -> Arc<NamespaceFacts> {
         self.namespaces.get(name).cloned().unwrap_or_default()
+    }
+    fn nodes(&self) -> Nodes {
+        Nodes {
+            known: !self.nodes.is_empty(),
+            nodes: Arc::new(self.nodes.clone()),
+        }
     }
     fn priority_classes(&self) -> PriorityClasses {
         PriorityClasses {

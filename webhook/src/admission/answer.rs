@@ -29,6 +29,7 @@ impl Envelope {
             outcome,
             patch_ops: 0,
             withheld: Vec::new(),
+            node_capped: Vec::new(),
         }
     }
 }

@@ -10,7 +10,7 @@ use kube::api::ObjectMeta;
 
 use rightsizer_core::cluster::tolerations::TolerationRestriction;
 use rightsizer_core::cluster::{
-    ClassSource, ClusterFacts, NamespaceFacts, PriorityClasses, QuotaRoom,
+    ClassSource, ClusterFacts, NamespaceFacts, NodeInfo, Nodes, PriorityClasses, QuotaRoom,
 };
 use rightsizer_core::policy::schema::PriorityClassInfo;
 use rightsizer_core::quantity::Resource;
@@ -77,6 +77,8 @@ pub struct KubeFacts {
     pub(crate) limit_ranges: Arc<Mirror<NsName, LimitRangeSpec>>,
     pub(crate) quotas: Arc<Mirror<NsName, QuotaRoom>>,
     pub(crate) priority_classes: Arc<Mirror<String, PriorityClassInfo>>,
+    /// The node cap's facts.
+    pub(crate) nodes: Arc<Mirror<String, NodeInfo>>,
     pub(crate) replica_sets: Arc<Mirror<NsName, Option<Owner>>>,
     pub(crate) jobs: Arc<Mirror<NsName, Option<Owner>>>,
     pub(crate) hpas: Arc<Mirror<NsName, HpaTarget>>,
@@ -92,6 +94,7 @@ impl KubeFacts {
         self.limit_ranges.synced().await;
         self.quotas.synced().await;
         self.priority_classes.synced().await;
+        self.nodes.synced().await;
         self.replica_sets.synced().await;
         self.jobs.synced().await;
         self.hpas.synced().await;
@@ -139,6 +142,7 @@ impl KubeFacts {
             ("limitranges", self.limit_ranges.len()),
             ("resourcequotas", self.quotas.len()),
             ("priorityclasses", self.priority_classes.len()),
+            ("nodes", self.nodes.len()),
             ("replicasets", self.replica_sets.len()),
             ("jobs", self.jobs.len()),
             ("horizontalpodautoscalers", self.hpas.len()),
@@ -215,6 +219,13 @@ impl ClusterFacts for KubeFacts {
 
     fn owners(&self) -> &dyn OwnerFacts {
         self
+    }
+
+    fn nodes(&self) -> Nodes {
+        Nodes {
+            known: self.nodes.is_synced(),
+            nodes: self.index.nodes(&self.nodes),
+        }
     }
 
     fn workload_annotations(&self, key: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, Node, ResourceQuota};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::{DynamicObject, ObjectMeta, PartialObjectMeta};
 use kube::discovery::ApiResource;
@@ -20,7 +20,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
-use rightsizer_core::cluster::QuotaRoom;
+use rightsizer_core::cluster::{NodeInfo, QuotaRoom};
 use rightsizer_core::policy::schema::PriorityClassInfo;
 use rightsizer_core::workload::resolve::Owner;
 
@@ -139,6 +139,7 @@ pub(crate) fn spawn(w: &mut Watches, apis: &WorkloadApis, hpas: &ApiResource) ->
         limit_ranges: w.new_mirror("limitranges"),
         quotas: w.new_mirror("resourcequotas"),
         priority_classes: w.new_mirror("priorityclasses"),
+        nodes: w.new_mirror("nodes"),
         replica_sets: w.new_mirror("replicasets"),
         jobs: w.new_mirror("jobs"),
         hpas: w.new_mirror("horizontalpodautoscalers"),
@@ -181,8 +182,21 @@ pub(crate) fn spawn(w: &mut Watches, apis: &WorkloadApis, hpas: &ApiResource) ->
             let info = PriorityClassInfo {
                 value: o.value,
                 preemption_policy: o.preemption_policy.clone(),
+                global_default: o.global_default.unwrap_or(false),
             };
             Some((o.name_any(), info))
+        },
+        ignore,
+    );
+    w.mirror(
+        "nodes",
+        Api::<Node>::all(client.clone()),
+        cfg(),
+        facts.nodes.clone(),
+        // Through the core's one reading of a Node (offline `mutate` reads them too).
+        |o| {
+            let n = NodeInfo::from_object(&serde_json::to_value(o).ok()?)?;
+            Some((n.name.clone(), n))
         },
         ignore,
     );

@@ -56,6 +56,13 @@ pub struct ServerMetrics {
     pub tls_cert_not_after: Gauge,
     pub connections: Family<ListenerLabels, Gauge>,
     pub connections_refused: Family<ListenerLabels, Counter>,
+    pub node_capped: Family<ResourceLabels, Counter>,
+}
+
+/// A resource (`memory`, `cpu`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub resource: String,
 }
 
 /// Histogram buckets from 50µs to 1s: a review is normally well under a millisecond.
@@ -79,6 +86,7 @@ impl ServerMetrics {
             tls_cert_not_after: Gauge::default(),
             connections: Family::default(),
             connections_refused: Family::default(),
+            node_capped: Family::default(),
         };
         registry.register(
             "rightsizer_admission_reviews",
@@ -132,6 +140,12 @@ impl ServerMetrics {
             "Connections closed at accept because the listener was at its connection cap",
             m.connections_refused.clone(),
         );
+        registry.register(
+            "rightsizer_admission_node_capped",
+            "Admitted objects whose raise of a resource was held to the largest allocatable \
+             of the nodes the Pod can run on (it would not have been schedulable)",
+            m.node_capped.clone(),
+        );
         m
     }
 
@@ -149,6 +163,13 @@ impl ServerMetrics {
             self.withheld
                 .get_or_create(&PluginLabels {
                     plugin: plugin.to_string(),
+                })
+                .inc();
+        }
+        for res in &r.node_capped {
+            self.node_capped
+                .get_or_create(&ResourceLabels {
+                    resource: res.as_str().to_string(),
                 })
                 .inc();
         }

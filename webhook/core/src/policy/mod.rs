@@ -8,4 +8,5 @@ pub(crate) mod apiserver;
 pub mod error;
 pub mod schema;
 pub mod select;
+pub mod sizing;
 pub mod validate;

@@ -228,6 +228,10 @@ pub struct PriorityClassInfo {
     pub value: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preemption_policy: Option<String>,
+    /// The cluster's `globalDefault` class: the apiserver gives it to every Pod that names
+    /// none, before webhooks run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub global_default: bool,
 }
 
 /// One priority rule: the first matching rule gives the class.
@@ -324,6 +328,9 @@ pub struct PolicySpec {
     /// Memory as a function of declared load (`rightsizer.io/expected-load`).
     #[serde(default)]
     pub load_models: Vec<crate::loadmodel::schema::LoadModelSpec>,
+    /// Controlled resources and values, the limit rule, the JVM bound.
+    #[serde(default)]
+    pub sizing: Option<crate::policy::sizing::SizingPolicy>,
 }
 
 /// A validated policy, ready for admission.
@@ -346,4 +353,16 @@ pub struct Policy {
     pub priority: Option<PriorityPolicy>,
     pub knative: Option<KnativePolicy>,
     pub load_models: Vec<crate::loadmodel::schema::LoadModelSpec>,
+    /// `None`: the section's defaults ([`Policy::sizing`]).
+    pub sizing: Option<crate::policy::sizing::SizingPolicy>,
+}
+
+impl Policy {
+    /// The `sizing:` section in force (its defaults when the policy sets none).
+    pub fn sizing(&self) -> std::borrow::Cow<'_, crate::policy::sizing::SizingPolicy> {
+        match &self.sizing {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(Default::default()),
+        }
+    }
 }

@@ -378,6 +378,10 @@ pub fn validate(source: &str, default_name: &str, spec: PolicySpec) -> Result<Po
     }
     crate::loadmodel::validate::check("loadModels", &spec.load_models)
         .map_err(|(path, message)| ctx.err(path, message))?;
+    if let Some(s) = &spec.sizing {
+        s.check()
+            .map_err(|(path, message)| ctx.err(format!("sizing.{path}"), message))?;
+    }
     Ok(Policy {
         name,
         source: source.to_string(),
@@ -395,5 +399,6 @@ pub fn validate(source: &str, default_name: &str, spec: PolicySpec) -> Result<Po
         priority: spec.priority,
         knative: spec.knative,
         load_models: spec.load_models,
+        sizing: spec.sizing,
     })
 }

@@ -6,12 +6,15 @@
 //! placement rules, priority), Knative.
 
 pub(crate) mod containers;
+pub(crate) mod control;
 pub(crate) mod explicit;
 pub mod field;
 pub(crate) mod gpu;
+pub mod jvm;
 pub(crate) mod knative;
 pub(crate) mod limits;
 pub mod load;
+pub mod nodes;
 pub(crate) mod placement;
 pub(crate) mod pod;
 pub(crate) mod priority;
@@ -47,6 +50,8 @@ pub struct Context<'a> {
     pub priority_classes: &'a crate::cluster::PriorityClasses,
     /// `RIGHTSIZER_ENFORCEMENT=true`: enforce mode may apply values.
     pub enforcement: bool,
+    /// The cluster's nodes: no raise goes above what the largest the Pod fits allocates.
+    pub nodes: &'a crate::cluster::Nodes,
 }
 
 /// The outcome of the merge.
@@ -59,6 +64,8 @@ pub struct Merged {
     pub warnings: Vec<String>,
     /// The effective mode.
     pub mode: Mode,
+    /// Resources whose raise the node cap held back (the shell counts and logs them).
+    pub node_capped: Vec<crate::quantity::Resource>,
 }
 
 /// Effective mode: the policy's, narrowed by the workload annotation, and capped at
@@ -129,12 +136,14 @@ pub fn plan(
             object: written,
             warnings,
             mode,
+            node_capped: Vec::new(),
         };
     }
     let place = routes(view, policy);
+    let mut node_capped = Vec::new();
     if place.resources {
         let said = written.write(resize::STEP_WRITES, |out| {
-            resize::size_resources(obj, out, view, policy, recs, ctx, mode)
+            resize::size_resources(obj, out, view, policy, recs, ctx, mode, &mut node_capped)
         });
         warnings.extend(said);
     }
@@ -179,6 +188,7 @@ pub fn plan(
         object: written,
         warnings,
         mode,
+        node_capped,
     }
 }
 

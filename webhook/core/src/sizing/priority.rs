@@ -41,6 +41,19 @@ pub const WRITES: &[Field] = &[
     Field::Spec("preemptionPolicy"),
 ];
 
+/// Whether a Pod's class is the one the apiserver filled in: the cluster's `globalDefault`
+/// class with its value. The Priority admission plugin runs before mutating webhooks and
+/// gives that class to every Pod that names none, so a webhook cannot tell it from one the
+/// user named; a Pod naming the global default is taken as naming none (README, "Priority
+/// classes"). Templates are never defaulted so.
+fn defaulted(name: &str, priority: Option<&Value>, is_pod: bool, known: &PriorityClasses) -> bool {
+    is_pod
+        && known.get(name).is_some_and(|info| {
+            info.global_default
+                && priority.is_none_or(|p| p.is_null() || p.as_i64() == Some(i64::from(info.value)))
+        })
+}
+
 /// Set the class on a pod spec. `is_pod`: also set priority and preemptionPolicy.
 /// Returns a warning when the class is not set, or is set only on the policy's word.
 ///
@@ -56,11 +69,14 @@ pub fn apply(
     policy: &Policy,
 ) -> Option<String> {
     let m = pod_spec.as_object_mut()?;
-    if m.get("priorityClassName")
+    let named = m
+        .get("priorityClassName")
         .and_then(Value::as_str)
-        .is_some_and(|s| !s.is_empty())
-    {
-        return None;
+        .filter(|s| !s.is_empty());
+    if let Some(name) = named {
+        if name == class || !defaulted(name, m.get("priority"), is_pod, known) {
+            return None;
+        }
     }
     let mut warning = None;
     let info = match known.source {
@@ -113,4 +129,70 @@ pub fn apply(
         m.insert("preemptionPolicy".into(), json!(preemption));
     }
     warning
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::schema::PriorityClassInfo;
+    use rstest::rstest;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn known() -> PriorityClasses {
+        let class = |value, global_default| PriorityClassInfo {
+            value,
+            preemption_policy: None,
+            global_default,
+        };
+        PriorityClasses {
+            source: ClassSource::Cluster,
+            classes: Arc::new(BTreeMap::from([
+                ("cluster-default".to_string(), class(10, true)),
+                ("high-priority".to_string(), class(900, false)),
+                ("user-class".to_string(), class(7, false)),
+            ])),
+        }
+    }
+
+    fn policy() -> Policy {
+        crate::policy::validate::validate("t", "t", serde_json::from_value(json!({})).unwrap())
+            .unwrap()
+    }
+
+    /// (pod spec, Pod or template) -> the class and priority after `apply`.
+    #[rstest]
+    // No class: set, with the class's priority.
+    #[case::unset(json!({}), true, (Some("high-priority"), Some(900)))]
+    // The apiserver filled in the global default (class and value): taken as unset.
+    #[case::global_default_filled(json!({"priorityClassName": "cluster-default", "priority": 10}), true, (Some("high-priority"), Some(900)))]
+    // A class the user named is kept.
+    #[case::user_class(json!({"priorityClassName": "user-class", "priority": 7}), true, (Some("user-class"), Some(7)))]
+    // The global default with another value was not filled in by the apiserver: kept.
+    #[case::global_default_other_value(json!({"priorityClassName": "cluster-default", "priority": 3}), true, (Some("cluster-default"), Some(3)))]
+    // Templates are never defaulted: a template naming the global default named it.
+    #[case::template_names_global_default(json!({"priorityClassName": "cluster-default"}), false, (Some("cluster-default"), None))]
+    fn global_default_table(
+        #[case] mut spec: Value,
+        #[case] is_pod: bool,
+        #[case] want: (Option<&str>, Option<i64>),
+    ) {
+        apply(&mut spec, "high-priority", is_pod, &known(), &policy());
+        assert_eq!(
+            (
+                spec.get("priorityClassName").and_then(Value::as_str),
+                spec.get("priority").and_then(Value::as_i64)
+            ),
+            want
+        );
+    }
+
+    #[test]
+    fn a_missing_class_leaves_the_global_default() {
+        let mut spec = json!({"priorityClassName": "cluster-default", "priority": 10});
+        let w = apply(&mut spec, "absent", true, &known(), &policy());
+        assert!(w.is_some_and(|w| w.contains("does not exist")));
+        assert_eq!(spec["priorityClassName"], "cluster-default");
+        assert_eq!(spec["priority"], 10);
+    }
 }

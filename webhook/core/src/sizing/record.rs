@@ -27,6 +27,10 @@ pub struct AppliedPair {
     /// When a side has `source: load-model`: the declared load it was predicted for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<String>,
+    /// When a raise was capped at the largest allocatable of the nodes the Pod can run on:
+    /// that allocatable.
+    #[serde(default, rename = "nodeCap", skip_serializing_if = "Option::is_none")]
+    pub node_cap: Option<String>,
 }
 
 /// container -> resource -> applied values.

@@ -10,19 +10,21 @@ use serde_json::Value;
 use crate::cluster::quota_scope::{best_effort, newly_counted_refusal, PodTraits};
 use crate::object::{View, RECOMMENDATION_ANNOTATION, SIZED_ANNOTATION};
 use crate::policy::schema::{ContainerValues, Mode, Policy};
+use crate::policy::sizing::SizingPolicy;
 use crate::quantity::{PerResource, Resource};
 use crate::recommendation::ContainerRecommendation;
 use crate::rules::Sizes;
 use crate::sizing::containers::{self, container_name, Declared, Lists};
 use crate::sizing::explicit::{defaults_for, overrides_for, parse_overrides_annotation};
 use crate::sizing::field::Field;
+use crate::sizing::jvm::Heap;
 use crate::sizing::load::{self as load, Prediction};
 use crate::sizing::record::{
     self, set_annotation, Applied, AppliedPair, ContainersRecord, RecommendationRecord,
     RecommendedPair, SizedRecord,
 };
 use crate::sizing::resources::{self, Candidates, Resolved, Source};
-use crate::sizing::{limits, pod, Context};
+use crate::sizing::{control, limits, nodes, pod, Context};
 
 /// What every container's sizing reads.
 struct Inputs<'a> {
@@ -37,6 +39,10 @@ struct Inputs<'a> {
     pods: pod::Pods,
     /// What quota scopes select on, as received.
     traits: PodTraits,
+    /// The policy's `sizing:` section.
+    sizing: std::borrow::Cow<'a, SizingPolicy>,
+    /// The largest allocatable of the nodes the Pod can land on (the node cap).
+    room: Option<PerResource<u64>>,
 }
 
 /// One container and resource, sized.
@@ -44,6 +50,8 @@ struct Sized {
     resolved: Resolved,
     template: Sizes,
     recommended: Option<Sizes>,
+    /// The node cap held a raise back.
+    capped: bool,
 }
 
 /// The writers [`size_resources`] runs (see [`crate::sizing::written`]).
@@ -52,6 +60,7 @@ pub(super) const STEP_WRITES: &[&[Field]] = &[containers::WRITES, record::WRITES
 /// Size the containers of the pod spec at `view.pod_spec` in `out`, the writable parts
 /// of `received` (the containers are read from `received`, and copied only where they
 /// change).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn size_resources(
     received: &Value,
     out: &mut Value,
@@ -60,6 +69,7 @@ pub(super) fn size_resources(
     recs: &BTreeMap<String, ContainerRecommendation>,
     ctx: &Context,
     mode: Mode,
+    node_capped: &mut Vec<Resource>,
 ) -> Vec<String> {
     let mut said = Vec::new();
     let warnings = &mut said;
@@ -94,6 +104,11 @@ pub(super) fn size_resources(
         // From the received object: the copy holds only the writable parts.
         pods: pod::pods_of(view.kind, received),
         traits: PodTraits::of(received_spec),
+        sizing: policy.sizing(),
+        room: received
+            .pointer(view.pod_spec)
+            .filter(|_| ctx.nodes.known)
+            .and_then(|spec| nodes::room(&ctx.nodes.nodes, spec)),
     };
     let Some(mut after) = out
         .pointer_mut(view.pod_spec)
@@ -112,11 +127,15 @@ pub(super) fn size_resources(
             continue;
         }
         let qos = guaranteed(before.declared(slot));
+        let heap = crate::sizing::jvm::heap(c).filter(|_| inputs.sizing.jvm.enabled);
         for r in Resource::ALL {
             let declared = &before.declared(slot)[r];
-            let Some(s) = size_one(&inputs, declared, &name, r, qos, warnings) else {
+            let Some(s) = size_one(&inputs, declared, &name, r, qos, heap, warnings) else {
                 continue;
             };
+            if s.capped && !node_capped.contains(&r) {
+                node_capped.push(r);
+            }
             if let Some(p) = s.recommended {
                 recommended.entry(name.clone()).or_default().insert(
                     r,
@@ -129,15 +148,22 @@ pub(super) fn size_resources(
             if after.write(slot, r, &s.resolved, s.template) {
                 touched.insert(r);
                 let load = inputs.predictions.get(&name).map(|p| p.load.as_str());
-                sized
-                    .entry(name.clone())
-                    .or_default()
-                    .insert(r, applied(r, &s.resolved, load));
+                let mut a = applied(r, &s.resolved, load);
+                if s.capped {
+                    a.node_cap = inputs.room.map(|room| r.format(room[r]));
+                }
+                sized.entry(name.clone()).or_default().insert(r, a);
             }
         }
     }
     for r in touched {
-        if let Some(msg) = pod_violation(&inputs, r, &before, &after, warnings) {
+        let unschedulable = node_violation(&inputs, r, &before, &after);
+        if unschedulable.is_some() && !node_capped.contains(&r) {
+            node_capped.push(r);
+        }
+        if let Some(msg) =
+            unschedulable.or_else(|| pod_violation(&inputs, r, &before, &after, warnings))
+        {
             warnings.push(format!("{r}: {msg}; {r} left as declared"));
             undo(r, &before, &mut after, &mut sized);
         }
@@ -254,12 +280,14 @@ fn keep_guaranteed(
 
 /// One container and resource by precedence, fitted to the LimitRange's container bounds.
 /// `None` when the declared value cannot be read (left unchanged, with a warning).
+#[allow(clippy::too_many_arguments)]
 fn size_one(
     inputs: &Inputs,
     declared: &Declared,
     name: &str,
     r: Resource,
     qos: Option<Guaranteed>,
+    heap: Option<Heap>,
     warnings: &mut Vec<String>,
 ) -> Option<Sized> {
     let policy = inputs.policy;
@@ -280,7 +308,9 @@ fn size_one(
         .get(name)
         .filter(|_| r == Resource::Memory);
     let predicted = prediction.map(|p| p.sizes);
-    let enforce = inputs.enforce;
+    let sizing = &inputs.sizing;
+    // A resource the policy does not control is sized from nothing usage-based.
+    let enforce = inputs.enforce && sizing.controlled_resources.contains(&r);
     // The policy in force now bounds what came from the analyzer, whoever produced it (a
     // value cached before the policy changed, a snapshot): the committed value, and the
     // recommendation before a step walks towards it.
@@ -347,19 +377,48 @@ fn size_one(
     if let Some(p) = prediction {
         notes.extend(load::notes(p, &policy.rules, &resolved, template));
     }
+    let bounds = resources::Bounds::of(&policy.rules, r);
+    let ruled = control::apply_limit_rule(
+        &mut resolved,
+        sizing.limit_rule.of(r),
+        template,
+        policy.rules.round_to(r),
+        bounds.limit.map(|(_, max)| max),
+    );
+    if ruled {
+        // The limit rule decided the limit: what `resolve` did to it no longer holds.
+        notes.retain(|n| !n.starts_with("limit raised to the request"));
+    }
     // While an OOM floor holds, enforce mode raises memory to it whatever won above: the
     // step limit and hysteresis never hold a raise to the floor back; the policy's max does.
     let oom_floor = rr
         .and_then(|x| x.oom_floor)
         .filter(|_| enforce && r == Resource::Memory);
     if let Some(floor) = oom_floor {
-        let bounds = resources::Bounds::of(&policy.rules, r);
         resources::raise_to_oom_floor(&mut resolved, floor, bounds, !hpa, &mut notes);
     }
+    control::requests_only(
+        &mut resolved,
+        sizing.controlled_values,
+        template,
+        r,
+        &mut notes,
+    );
+    if let Some(h) = heap.filter(|_| r == Resource::Memory) {
+        control::jvm_bound(
+            &mut resolved,
+            h,
+            sizing.jvm.non_heap.0,
+            template,
+            &mut notes,
+        );
+    }
     if let Some(g) = qos {
-        let bounds = resources::Bounds::of(&policy.rules, r);
         keep_guaranteed(&mut resolved, r, g, bounds, &mut notes);
     }
+    let capped = inputs
+        .room
+        .is_some_and(|room| control::cap_at_node(&mut resolved, room[r], template, r, &mut notes));
     let bounds = limits::bounds(inputs.ctx.limit_ranges, "Container", r);
     limits::fit_container(r, &bounds, &mut resolved, &mut notes);
     // A value that would make a Guaranteed container Burstable is not applied.
@@ -379,6 +438,7 @@ fn size_one(
         );
         resolved = as_declared(template);
     }
+    let capped = capped && resolved != as_declared(template);
     for n in notes {
         warnings.push(format!("container {name}: {r}: {n}"));
     }
@@ -387,6 +447,7 @@ fn size_one(
         template,
         recommended: load::larger(proposal, predicted)
             .map(|p| resources::bounded(p, &policy.rules, r)),
+        capped,
     })
 }
 
@@ -462,6 +523,18 @@ fn qos_change_refusal(inputs: &Inputs, after: &Lists) -> Option<String> {
         pod::newly_counted_pods(inputs.pods),
     )
     .map(|why| format!("the Pod would stop being BestEffort, and {why}"))
+/// Whether the sized Pod's request of `r` rose above what any node it can land on
+/// allocates (the containers were capped one by one; their sum can still be too much).
+fn node_violation(inputs: &Inputs, r: Resource, before: &Lists, after: &Lists) -> Option<String> {
+    let room = inputs.room?[r];
+    let now = after.effective(r).request;
+    (now > room && now > before.effective(r).request).then(|| {
+        format!(
+            "the Pod's request {} is above what any node it can run on allocates ({})",
+            r.format(now),
+            r.format(room)
+        )
+    })
 }
 
 /// Put resource `r` back as declared in every container and drop it from the record.
@@ -502,5 +575,6 @@ fn applied(r: Resource, resolved: &Resolved, load: Option<&str>) -> AppliedPair 
         request: a(resolved.request),
         limit: a(resolved.limit),
         load: load.filter(|_| by_model).map(str::to_string),
+        node_cap: None,
     }
 }

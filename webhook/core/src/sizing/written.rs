@@ -367,14 +367,17 @@ mod tests {
     }
 
     /// The sources of the merge's modules (`sizing/mod.rs` lists them: checked below).
-    const SOURCES: [(&str, &str); 14] = [
+    const SOURCES: [(&str, &str); 17] = [
         ("containers", include_str!("containers.rs")),
+        ("control", include_str!("control.rs")),
         ("explicit", include_str!("explicit.rs")),
         ("field", include_str!("field.rs")),
         ("gpu", include_str!("gpu.rs")),
+        ("jvm", include_str!("jvm.rs")),
         ("knative", include_str!("knative.rs")),
         ("limits", include_str!("limits.rs")),
         ("load", include_str!("load.rs")),
+        ("nodes", include_str!("nodes.rs")),
         ("placement", include_str!("placement.rs")),
         ("pod", include_str!("pod.rs")),
         ("priority", include_str!("priority.rs")),

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::LimitRangeSpec;
 
-use rightsizer_core::cluster::{NamespaceFacts, QuotaRoom};
+use rightsizer_core::cluster::{NamespaceFacts, NodeInfo, QuotaRoom};
 use rightsizer_core::policy::schema::PriorityClassInfo;
 use rightsizer_core::quantity::Resource;
 use rightsizer_core::workload::kind::WorkloadKind;
@@ -51,6 +51,7 @@ pub struct FactIndex {
     namespaces: Derived<HashMap<String, Arc<NamespaceFacts>>>,
     classes: Derived<BTreeMap<String, PriorityClassInfo>>,
     hpas: Derived<HashMap<WorkloadKey, Vec<Resource>>>,
+    nodes: Derived<Vec<NodeInfo>>,
 }
 
 /// The mirrors a namespace's facts come from.
@@ -79,6 +80,15 @@ impl FactIndex {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
+        })
+    }
+
+    /// The nodes, by name.
+    pub fn nodes(&self, m: &Mirror<String, NodeInfo>) -> Arc<Vec<NodeInfo>> {
+        self.nodes.get(m.generation(), || {
+            let mut v: Vec<NodeInfo> = m.read().values().cloned().collect();
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+            v
         })
     }
 
