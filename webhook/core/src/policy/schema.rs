@@ -324,6 +324,9 @@ pub struct PolicySpec {
     /// Memory as a function of declared load (`rightsizer.io/expected-load`).
     #[serde(default)]
     pub load_models: Vec<crate::loadmodel::schema::LoadModelSpec>,
+    /// Whether and how running Pods are brought to the committed values (default off).
+    #[serde(default)]
+    pub update: crate::update::policy::UpdatePolicy,
 }
 
 /// A validated policy, ready for admission.
@@ -346,4 +349,5 @@ pub struct Policy {
     pub priority: Option<PriorityPolicy>,
     pub knative: Option<KnativePolicy>,
     pub load_models: Vec<crate::loadmodel::schema::LoadModelSpec>,
+    pub update: crate::update::policy::UpdatePolicy,
 }

@@ -378,6 +378,9 @@ pub fn validate(source: &str, default_name: &str, spec: PolicySpec) -> Result<Po
     }
     crate::loadmodel::validate::check("loadModels", &spec.load_models)
         .map_err(|(path, message)| ctx.err(path, message))?;
+    spec.update
+        .check()
+        .map_err(|(path, message)| ctx.err(format!("update.{path}"), message))?;
     Ok(Policy {
         name,
         source: source.to_string(),
@@ -395,5 +398,6 @@ pub fn validate(source: &str, default_name: &str, spec: PolicySpec) -> Result<Po
         priority: spec.priority,
         knative: spec.knative,
         load_models: spec.load_models,
+        update: spec.update,
     })
 }
