@@ -28,6 +28,7 @@ pub(crate) mod lock;
 pub mod offline;
 pub mod replay_runner;
 pub mod server;
+pub mod updater;
 
 #[cfg(test)]
 mod layering;

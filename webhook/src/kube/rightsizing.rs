@@ -196,7 +196,13 @@ pub struct Status {
     pub last_change: Option<String>,
     #[serde(default)]
     pub containers: Vec<ContainerStatus>,
+    /// The updater's last actions on running Pods, newest last (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<String>,
 }
+
+/// Updater lines kept in a Rightsizing's status.
+pub const UPDATES_KEPT: usize = 10;
 
 /// RFC 3339 of unix seconds.
 pub fn rfc3339(unix: u64) -> Option<String> {
