@@ -26,6 +26,7 @@ done
 for f in deployment-patch rbac-certs; do
   copy "deploy/overlays/self-managed/$f.yaml" "files/self-managed/$f.yaml"
 done
+copy deploy/overlays/updater/rbac-updater.yaml files/updater/rbac-updater.yaml
 for f in issuers certificates inject-ca; do
   copy "deploy/overlays/cert-manager/$f.yaml" "files/cert-manager/$f.yaml"
 done
