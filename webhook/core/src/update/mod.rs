@@ -77,6 +77,10 @@ pub struct Target {
     pub committed_at: i64,
 }
 
+/// How long after a commit a new Pod may still have been admitted without it (the
+/// webhook replicas learn commits through a watch; clocks differ a little).
+pub const COMMIT_SPREAD_SECONDS: i64 = 30;
+
 /// Everything the decision reads about one workload.
 #[derive(Debug, Clone)]
 pub struct Inputs<'a> {
@@ -376,7 +380,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
             };
             if let Some((p, _)) = candidates
                 .iter()
-                .find(|(p, _)| p.created > i.target.committed_at)
+                .find(|(p, _)| p.created > i.target.committed_at + COMMIT_SPREAD_SECONDS)
             {
                 return Nothing(Hold::NotConverging {
                     pod: p.name.clone(),

@@ -195,8 +195,11 @@ fn with(mut c: Case, f: impl FnOnce(&mut Case)) -> Case {
     with(case(UpdateMode::InPlaceOrEvict), |c| c.api = ApiSupport { version: (1, 35), resize_subresource: false }),
     evict("web-a"))]
 #[case::replacement_without_the_values_stops_it(
-    with(case(UpdateMode::Evict), |c| c.pods[1].created = COMMITTED + 60),
+    with(case(UpdateMode::Evict), |c| c.pods[1].created = COMMITTED + COMMIT_SPREAD_SECONDS + 1),
     Decision::Nothing(Hold::NotConverging { pod: "web-b".into() }))]
+#[case::created_as_the_commit_spread_goes_on(
+    with(case(UpdateMode::Evict), |c| c.pods[0].created = COMMITTED + COMMIT_SPREAD_SECONDS),
+    evict("web-a"))]
 #[case::replacement_with_the_values_goes_on(
     with(case(UpdateMode::Evict), |c| c.pods[0] = PodView { created: COMMITTED + 60, ..pod("web-0", container(400, 800, 250)) }),
     evict("web-b"))]
