@@ -8,6 +8,9 @@
 //! at most one action per workload, within a cluster-wide rate. Nothing is forced: an
 //! eviction a PodDisruptionBudget refuses is tried again on a later pass.
 
+#[cfg(feature = "test-support")]
+pub mod access;
+#[cfg(not(feature = "test-support"))]
 mod access;
 mod act;
 mod gather;

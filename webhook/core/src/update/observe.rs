@@ -51,7 +51,7 @@ pub struct ResizeState {
 pub struct PodView {
     pub name: String,
     pub ready: bool,
-    /// Deleted (has a deletion timestamp) or finished.
+    /// Deleted (has a deletion timestamp), still stopping.
     pub terminating: bool,
     /// The annotation that forbids disrupting it.
     pub do_not_disrupt: Option<&'static str>,
@@ -81,12 +81,17 @@ fn oom(state: Option<&ContainerState>) -> bool {
         .is_some_and(|t| t.reason.as_deref() == Some("OOMKilled"))
 }
 
-/// The view of a Pod (`None` without a name).
+/// The view of a Pod; `None` without a name or once it has finished (Succeeded or
+/// Failed, e.g. left behind by a kubelet eviction): it runs nothing to update and holds
+/// no replica.
 pub fn pod_view(pod: &Pod) -> Option<PodView> {
     let meta = &pod.metadata;
     let name = meta.name.clone()?;
     let status = pod.status.as_ref();
     let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or_default();
+    if phase == "Succeeded" || phase == "Failed" {
+        return None;
+    }
     let conditions = status
         .and_then(|s| s.conditions.as_deref())
         .unwrap_or_default();
@@ -143,7 +148,7 @@ pub fn pod_view(pod: &Pod) -> Option<PodView> {
     Some(PodView {
         name,
         ready,
-        terminating: meta.deletion_timestamp.is_some() || phase == "Succeeded" || phase == "Failed",
+        terminating: meta.deletion_timestamp.is_some(),
         do_not_disrupt,
         containers,
         resize,
@@ -195,6 +200,15 @@ mod tests {
         assert!(c.oom_restarted);
         assert_eq!(v.resize.unwrap().phase, ResizePhase::Infeasible);
         assert_eq!(v.resize.unwrap().since, 1_767_225_610);
+    }
+
+    #[test]
+    fn a_finished_pod_is_not_seen() {
+        let failed = serde_json::json!({
+            "metadata": {"name": "p"}, "spec": {"containers": []},
+            "status": {"phase": "Failed", "reason": "Evicted"}
+        });
+        assert_eq!(pod_view(&serde_json::from_value(failed).unwrap()), None);
     }
 
     #[test]
