@@ -31,6 +31,7 @@ for f in rbac-pods; do
 done
 copy deploy/components/network-policy/networkpolicy.yaml files/network-policy/networkpolicy.yaml
 copy deploy/examples/network-policy-cilium/cilium-networkpolicy.yaml files/network-policy/cilium-networkpolicy.yaml
+copy deploy/overlays/updater/rbac-updater.yaml files/updater/rbac-updater.yaml
 for f in issuers certificates inject-ca; do
   copy "deploy/overlays/cert-manager/$f.yaml" "files/cert-manager/$f.yaml"
 done

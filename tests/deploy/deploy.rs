@@ -39,6 +39,7 @@ pub(crate) const KUSTOMIZATIONS: &[&str] = &[
     "priority-classes",
     "overlays/cert-manager",
     "overlays/self-managed",
+    "overlays/updater",
     "monitoring",
     "examples/network-policy-cidr",
     "examples/network-policy-cilium",
@@ -583,6 +584,63 @@ fn rbac_is_least_privilege() {
             Some(certs::DEFAULT_NAMESPACE)
         );
     }
+}
+
+/// Every write on Pods in a render: (resource, verbs) of rules naming pods or a subresource.
+fn pod_writes(docs: &[Value]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out = BTreeMap::new();
+    for d in all(docs, "ClusterRole")
+        .into_iter()
+        .chain(all(docs, "Role"))
+    {
+        let rules = d["rules"].clone();
+        let rules: Vec<PolicyRule> = serde_json::from_value(rules).unwrap_or_default();
+        for (res, verbs) in verbs_by_resource(&rules) {
+            let writes: BTreeSet<String> = verbs
+                .into_iter()
+                .filter(|v| !["get", "list", "watch"].contains(&v.as_str()))
+                .collect();
+            if res.starts_with("/pods") && !writes.is_empty() {
+                out.entry(res).or_insert_with(BTreeSet::new).extend(writes);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_base_install_has_no_write_on_pods_and_the_updater_overlay_adds_only_evict_and_resize() {
+    for k in ["base", "overlays/self-managed", "overlays/cert-manager"] {
+        assert_eq!(
+            pod_writes(&kustomize(&deploy().join(k))),
+            BTreeMap::new(),
+            "{k}"
+        );
+    }
+    let docs = kustomize(&deploy().join("overlays/updater"));
+    assert_eq!(
+        pod_writes(&docs),
+        BTreeMap::from([
+            ("/pods/eviction".to_string(), set(&["create"])),
+            ("/pods/resize".to_string(), set(&["patch"])),
+        ])
+    );
+    let crb: ClusterRoleBinding = typed(find(&docs, "ClusterRoleBinding", "rightsizer-updater"));
+    let subjects = crb.subjects.unwrap();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(
+        (subjects[0].name.as_str(), subjects[0].namespace.as_deref()),
+        ("rightsizer", Some(certs::DEFAULT_NAMESPACE))
+    );
+    // The same install as overlays/self-managed otherwise, with `serve --updater` on.
+    let d: Deployment = typed(find(&docs, "Deployment", "rightsizer"));
+    let env = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(env
+        .iter()
+        .any(|e| e.name == "RIGHTSIZER_UPDATER" && e.value.as_deref() == Some("true")));
 }
 
 #[test]

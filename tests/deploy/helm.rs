@@ -329,6 +329,20 @@ fn the_cert_manager_mode_is_the_cert_manager_overlay() {
     );
 }
 
+#[test]
+#[cfg_attr(
+    not(has_helm),
+    ignore = "no helm here: run tests/tools/helm.sh (tests/run does)"
+)]
+fn the_updater_value_is_the_updater_overlay() {
+    let chart = render("updater: {enabled: true}");
+    let mut kustomized = kustomize(&deploy().join("overlays/updater"));
+    kustomized.extend(yaml_docs(
+        &fs::read_to_string(repo().join("policies/default-observe.yaml")).unwrap(),
+    ));
+    assert_same_objects(&chart, &kustomized, "updater.enabled vs overlays/updater");
+}
+
 /// `certificates.mode=existingSecret` is `deploy/overlays/self-signed` without the Secret
 /// (which that mode expects to exist): the material of `rightsizer certs`, the Secret
 /// named, its CA as the caBundle.

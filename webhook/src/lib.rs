@@ -30,6 +30,7 @@ pub mod offline;
 pub mod replay_runner;
 pub mod reporting;
 pub mod server;
+pub mod updater;
 
 #[cfg(test)]
 mod layering;

@@ -20,8 +20,8 @@
 //!
 //! Top-level modules are layered, lowest first: each names only modules to its left,
 //! so none imports another in a cycle (the I/O crate's layering test reads this list):
-//! duration < quantity < rules < strategy < replay < workload < recommendation < object <
-//! selector < loadmodel < policy < cluster < sizing < analysis < report.
+//! duration < quantity < rules < strategy < replay < workload < update < recommendation <
+//! object < selector < loadmodel < policy < cluster < sizing < analysis < report.
 
 #![forbid(unsafe_code)]
 
@@ -39,4 +39,5 @@ pub mod rules;
 pub mod selector;
 pub mod sizing;
 pub mod strategy;
+pub mod update;
 pub mod workload;

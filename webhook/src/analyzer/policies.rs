@@ -13,6 +13,7 @@ use rightsizer_core::policy::schema::{Mode, Policy};
 use rightsizer_core::policy::select::Subject;
 use rightsizer_core::rules::Rules;
 use rightsizer_core::sizing::annotated_mode;
+use rightsizer_core::update::policy::UpdatePolicy;
 use rightsizer_core::workload::WorkloadKey;
 
 use crate::policies::store::PolicyStore;
@@ -112,6 +113,19 @@ impl PoliciesLookup {
             annotations.get(MODE_ANNOTATION).map(String::as_str),
             &mut Vec::new(),
         )
+    }
+}
+
+impl PoliciesLookup {
+    /// The selected policy's `update:` section (off without a policy, and in the
+    /// namespaces admission never touches).
+    pub fn update_policy(&self, w: &WorkloadKey) -> UpdatePolicy {
+        self.with_policy(w, |p| {
+            if self.mode_of(w, p) == Mode::Off {
+                return UpdatePolicy::default();
+            }
+            p.map(|p| p.update.clone()).unwrap_or_default()
+        })
     }
 }
 

@@ -26,6 +26,7 @@ use rightsizer::server::metrics::ServerMetrics;
 use rightsizer::server::readiness::Readiness;
 use rightsizer::server::recommendation_bytes::RecommendationCollector;
 use rightsizer::server::{self, listener, reload, tls, AppState};
+use rightsizer::updater::{self, UpdaterOptions};
 use rightsizer_core::cluster::{ClusterFacts, NoFacts};
 use rightsizer_core::quantity::Resource;
 use rightsizer_core::recommendation::{Committed, ContainerKey};
@@ -105,6 +106,17 @@ pub struct Args {
     /// then); `never`: always from the API. Without `--kube`, always the series.
     #[arg(long, env = "RIGHTSIZER_KUBE_STATE_METRICS", value_enum, default_value_t = KsmMode::Auto)]
     pub kube_state_metrics: KsmMode,
+    /// Run the updater in the leader: bring running Pods of enforce-mode workloads whose
+    /// policy sets `update.mode` to their committed values (needs the rights of
+    /// deploy/overlays/updater).
+    #[arg(long, env = "RIGHTSIZER_UPDATER", default_value_t = false)]
+    pub updater: bool,
+    /// Time between the updater's passes.
+    #[arg(long, env = "RIGHTSIZER_UPDATER_INTERVAL", default_value = "30s", value_parser = parse_timeout)]
+    pub updater_interval: Duration,
+    /// Cluster-wide cap on the updater's evictions and resizes per minute.
+    #[arg(long, env = "RIGHTSIZER_UPDATER_PER_MINUTE", default_value_t = 6)]
+    pub updater_per_minute: u32,
 }
 
 /// Bounds on what one client may hold (both ports). Durations as `10s`, `500ms`, `1m`.
@@ -311,6 +323,7 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
         facts,
         config,
     ));
+    let policies = store.clone();
     let mut gates = vec![Readiness::from_fn(move || {
         if store.is_ready() {
             Ok(())
@@ -325,6 +338,22 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
         gates.push(Readiness::from_fn(move || board.check()));
     }
     gates.extend(pod_gate);
+    if let (Some(k), true) = (&kube, args.updater) {
+        let lookup = Arc::new(PoliciesLookup {
+            store: policies.clone(),
+            facts: k.facts.clone(),
+            own_namespace: Some(args.own_namespace.clone()),
+        });
+        let options = UpdaterOptions {
+            interval: args.updater_interval,
+            per_minute: args.updater_per_minute,
+            enforcement: args.enforcement,
+        };
+        let client = ::kube::Client::try_default().await?;
+        let (task, health) = updater::start(client, k, lookup, registry, options).await?;
+        tasks.push(task);
+        gates.push(Readiness::from_fn(move || health.check()));
+    }
     let readiness = Readiness::all(gates);
     Ok(Admission {
         admitter,

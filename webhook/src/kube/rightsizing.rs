@@ -196,7 +196,13 @@ pub struct Status {
     pub last_change: Option<String>,
     #[serde(default)]
     pub containers: Vec<ContainerStatus>,
+    /// The updater's last actions on running Pods, newest last (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<String>,
 }
+
+/// Updater lines kept in a Rightsizing's status.
+pub const UPDATES_KEPT: usize = 10;
 
 impl Status {
     /// Whether two statuses say the same apart from the observed usage figures (avg,

@@ -277,6 +277,40 @@ impl KubeStore {
         Ok(())
     }
 
+    /// Add a line about the updater's action on one of the workload's Pods to its
+    /// Rightsizing's status (the last `UPDATES_KEPT` stay).
+    pub async fn note_update(&self, w: &WorkloadKey, line: String) -> Result<(), KubeError> {
+        let mut obj = self.get_or_create(w).await?;
+        let mut status: Status = obj
+            .data
+            .get("status")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .unwrap_or_default();
+        status.updates.push(line);
+        let extra = status
+            .updates
+            .len()
+            .saturating_sub(rightsizing::UPDATES_KEPT);
+        status.updates.drain(..extra);
+        obj.data["status"] = serde_json::to_value(&status).map_err(|source| KubeError::Encode {
+            what: "Rightsizing status".into(),
+            source,
+        })?;
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        let written = self
+            .api(&w.namespace)
+            .replace_status(&name, &PostParams::default(), &obj)
+            .await
+            .map_err(KubeError::api(format!(
+                "writing Rightsizing {}/{name} status",
+                w.namespace
+            )))?;
+        if let Some((k, v)) = stored(&written) {
+            self.mirror.put(k, v);
+        }
+        Ok(())
+    }
+
     /// Import the legacy `rightsizer.io/committed` annotations of workloads that have no
     /// Rightsizing yet. Returns how many workloads were imported.
     pub async fn migrate(&self) -> usize {

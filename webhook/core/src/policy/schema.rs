@@ -331,6 +331,9 @@ pub struct PolicySpec {
     /// Controlled resources and values, the limit rule, the JVM bound.
     #[serde(default)]
     pub sizing: Option<crate::policy::sizing::SizingPolicy>,
+    /// Whether and how running Pods are brought to the committed values (default off).
+    #[serde(default)]
+    pub update: crate::update::policy::UpdatePolicy,
 }
 
 /// A validated policy, ready for admission.
@@ -355,6 +358,7 @@ pub struct Policy {
     pub load_models: Vec<crate::loadmodel::schema::LoadModelSpec>,
     /// `None`: the section's defaults ([`Policy::sizing`]).
     pub sizing: Option<crate::policy::sizing::SizingPolicy>,
+    pub update: crate::update::policy::UpdatePolicy,
 }
 
 impl Policy {

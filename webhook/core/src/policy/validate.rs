@@ -382,6 +382,9 @@ pub fn validate(source: &str, default_name: &str, spec: PolicySpec) -> Result<Po
         s.check()
             .map_err(|(path, message)| ctx.err(format!("sizing.{path}"), message))?;
     }
+    spec.update
+        .check()
+        .map_err(|(path, message)| ctx.err(format!("update.{path}"), message))?;
     Ok(Policy {
         name,
         source: source.to_string(),
@@ -400,5 +403,6 @@ pub fn validate(source: &str, default_name: &str, spec: PolicySpec) -> Result<Po
         knative: spec.knative,
         load_models: spec.load_models,
         sizing: spec.sizing,
+        update: spec.update,
     })
 }

@@ -1,0 +1,222 @@
+//! The updater: brings running Pods of enforce-mode workloads to their committed values
+//! (issue 22), in the analyzer's leader. Off unless `serve --updater` (the
+//! `deploy/overlays/updater` overlay, chart value `updater.enabled`) grants it the
+//! rights AND a policy's `update.mode` turns it on for a workload.
+//!
+//! Each pass: the committed values from the Rightsizings, the Pods of the workloads
+//! whose policy enables it, one decision per workload (`rightsizer_core::update::decide`),
+//! at most one action per workload, within a cluster-wide rate. Nothing is forced: an
+//! eviction a PodDisruptionBudget refuses is tried again on a later pass.
+
+#[cfg(feature = "test-support")]
+pub mod access;
+#[cfg(not(feature = "test-support"))]
+mod access;
+mod act;
+mod gather;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
+
+use rightsizer_core::policy::schema::Mode;
+use rightsizer_core::update::policy::UpdateMode;
+use rightsizer_core::update::{decide, Decision, Inputs};
+use rightsizer_core::workload::WorkloadKey;
+
+use crate::analyzer::policies::{PoliciesLookup, PolicyLookup};
+use crate::analyzer::state::CommitStore;
+use crate::clock::unix_now;
+use crate::kube::KubeHandles;
+use crate::lock::LockExt;
+use access::Served;
+use act::{Executor, UpdaterMetrics};
+
+/// How the updater runs (`serve --updater-*`).
+#[derive(Debug, Clone, Copy)]
+pub struct UpdaterOptions {
+    /// Time between passes.
+    pub interval: Duration,
+    /// Cluster-wide cap on evictions and resizes per minute.
+    pub per_minute: u32,
+    /// `serve --enforcement`: without it nothing is committed, so nothing to bring Pods to.
+    pub enforcement: bool,
+}
+
+/// Whether the updater can do its work: `/readyz` says so when it cannot.
+#[derive(Debug, Default)]
+pub struct UpdaterHealth(Mutex<Option<String>>);
+
+impl UpdaterHealth {
+    pub fn check(&self) -> Result<(), String> {
+        match self.0.locked().clone() {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+
+    fn set(&self, why: Option<String>) {
+        *self.0.locked() = why;
+    }
+}
+
+struct Updater {
+    client: Client,
+    handles: Handles,
+    lookup: Arc<PoliciesLookup>,
+    options: UpdaterOptions,
+    served: Served,
+    exec: Executor,
+    last_action: Mutex<Option<Instant>>,
+    /// The last hold logged per workload (each new reason is logged once).
+    holds: Mutex<BTreeMap<WorkloadKey, String>>,
+}
+
+/// The parts of the Kubernetes side the updater reads.
+struct Handles {
+    facts: Arc<crate::kube::facts::KubeFacts>,
+    store: Arc<crate::kube::store::KubeStore>,
+    leader: Arc<crate::kube::leader::Leader>,
+}
+
+/// Discover what the apiserver serves, check the permissions, and spawn the passes.
+/// Returns the task and the health `/readyz` reports.
+pub async fn start(
+    client: Client,
+    k: &KubeHandles,
+    lookup: Arc<PoliciesLookup>,
+    registry: &mut Registry,
+    options: UpdaterOptions,
+) -> Result<(JoinHandle<()>, Arc<UpdaterHealth>), crate::kube::error::KubeError> {
+    let mut served = access::discover(&client).await?;
+    let health = Arc::new(UpdaterHealth::default());
+    let eviction = served.eviction.unwrap_or("policy/v1");
+    let may_evict = access::may(&client, "create", "eviction").await?;
+    if served.api.in_place() && !access::may(&client, "patch", "resize").await? {
+        tracing::warn!("updater: the apiserver serves pods/resize but this identity may not patch it; resizing by eviction only");
+        served.api.resize_subresource = false;
+    }
+    tracing::info!(
+        version = ?served.api.version,
+        in_place = served.api.in_place(),
+        eviction = ?served.eviction,
+        "updater: what the apiserver serves"
+    );
+    if served.eviction.is_none() {
+        health.set(Some("updater: the apiserver serves no Eviction API".into()));
+    } else if !may_evict {
+        let why = "updater: this identity may not create pods/eviction (apply deploy/overlays/updater or set the chart value updater.enabled)";
+        tracing::error!("{why}");
+        health.set(Some(why.into()));
+    }
+    let updater = Arc::new(Updater {
+        exec: Executor {
+            client: client.clone(),
+            recorder: k.recorder.clone(),
+            writer: k.writer.clone(),
+            store: k.store.clone(),
+            metrics: UpdaterMetrics::register(registry),
+            eviction_version: eviction,
+        },
+        client,
+        handles: Handles {
+            facts: k.facts.clone(),
+            store: k.store.clone(),
+            leader: k.leader.clone(),
+        },
+        lookup,
+        options,
+        served,
+        last_action: Mutex::new(None),
+        holds: Mutex::new(BTreeMap::new()),
+    });
+    let h = health.clone();
+    let task = tokio::spawn(async move {
+        updater.handles.store.synced().await;
+        updater.handles.facts.synced().await;
+        loop {
+            tokio::time::sleep(updater.options.interval).await;
+            if h.check().is_ok() && updater.handles.leader.is_leader() {
+                updater.pass().await;
+            }
+        }
+    });
+    Ok((task, health))
+}
+
+impl Updater {
+    fn rate_ok(&self) -> bool {
+        let gap = Duration::from_secs(60) / self.options.per_minute.max(1);
+        self.last_action.locked().is_none_or(|t| t.elapsed() >= gap)
+    }
+
+    /// One pass over the workloads whose policy enables the updater.
+    async fn pass(&self) {
+        if !self.options.enforcement {
+            return;
+        }
+        let now = unix_now();
+        let targets = gather::targets(&self.handles.store.load(), now);
+        let mut by_ns: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        for (w, target) in targets {
+            let policy = self.lookup.update_policy(&w);
+            if policy.mode == UpdateMode::Off || self.lookup.mode(&w) != Mode::Enforce {
+                continue;
+            }
+            let rules = self.lookup.rules(&w);
+            by_ns
+                .entry(w.namespace.clone())
+                .or_default()
+                .push((w, target, policy, rules));
+        }
+        for (ns, items) in by_ns {
+            let pods = match gather::pods_by_workload(&self.client, &self.handles.facts, &ns).await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, error = %e, "updater: listing pods");
+                    continue;
+                }
+            };
+            for (w, target, policy, rules) in items {
+                if !self.handles.leader.is_leader() {
+                    return;
+                }
+                let Some(views) = pods.get(&w).filter(|v| !v.is_empty()) else {
+                    continue;
+                };
+                let d = decide(&Inputs {
+                    kind: w.kind,
+                    policy: &policy,
+                    rules: &rules,
+                    target: &target,
+                    pods: views,
+                    desired_replicas: None,
+                    disruptions_allowed: None,
+                    api: self.served.api,
+                    now: now as i64,
+                    rate_ok: self.rate_ok(),
+                });
+                match &d {
+                    Decision::Nothing(hold) => {
+                        let why = hold.to_string();
+                        let mut holds = self.holds.locked();
+                        if holds.get(&w) != Some(&why) {
+                            tracing::info!(workload = %w, "updater: nothing to do: {why}");
+                            holds.insert(w.clone(), why);
+                        }
+                    }
+                    _ => {
+                        self.holds.locked().remove(&w);
+                        *self.last_action.locked() = Some(Instant::now());
+                        self.exec.execute(&w, &d).await;
+                    }
+                }
+            }
+        }
+    }
+}
