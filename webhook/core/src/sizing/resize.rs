@@ -523,6 +523,8 @@ fn qos_change_refusal(inputs: &Inputs, after: &Lists) -> Option<String> {
         pod::newly_counted_pods(inputs.pods),
     )
     .map(|why| format!("the Pod would stop being BestEffort, and {why}"))
+}
+
 /// Whether the sized Pod's request of `r` rose above what any node it can land on
 /// allocates (the containers were capped one by one; their sum can still be too much).
 fn node_violation(inputs: &Inputs, r: Resource, before: &Lists, after: &Lists) -> Option<String> {
