@@ -14,6 +14,7 @@ mod prometheus;
 #[path = "../support/scenario.rs"]
 mod scenario;
 
+mod certs_e2e;
 mod cluster_e2e;
 mod helm_e2e;
 mod identity_e2e;

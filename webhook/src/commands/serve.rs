@@ -272,7 +272,8 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
             if args.kube_state_metrics != KsmMode::Always {
                 analyzer.set_facts_source(args.kube_state_metrics, k.pods.clone());
                 if let Some(c) = &kube_client {
-                    pod_gate = pod_access_gate(args.kube_state_metrics, c, k).await;
+                    let (mode, pods) = (args.kube_state_metrics, k.pods.clone());
+                    pod_gate = rightsizer::kube::pod_access::gate(mode, c, pods).await;
                 }
             }
             // Committed state lives in the Rightsizings; only the leader carries out
@@ -363,43 +364,6 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
         kube,
         tasks,
     })
-}
-
-/// With the Pod watch configured, a readiness check that fails when this identity may not
-/// list/watch Pods: always with `never` (the analyzer has no other source), with `auto`
-/// once the watch has been started (no kube-state-metrics series were found).
-async fn pod_access_gate(
-    mode: KsmMode,
-    client: &::kube::Client,
-    k: &KubeHandles,
-) -> Option<Readiness> {
-    use rightsizer::kube::pod_access;
-    let name = match mode {
-        KsmMode::Never => "never",
-        _ => "auto",
-    };
-    let verb = match pod_access::refused_pod_verb(client).await {
-        Ok(None) => return None,
-        Ok(Some(verb)) => verb,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not ask whether Pods may be watched");
-            return None;
-        }
-    };
-    let msg = pod_access::forbidden_message(verb, name);
-    if mode == KsmMode::Never {
-        tracing::error!("{msg}");
-    } else {
-        tracing::warn!("{msg} (needed only if Prometheus has no kube-state-metrics series)");
-    }
-    let pods = k.pods.clone();
-    Some(Readiness::from_fn(move || {
-        if mode == KsmMode::Never || pods.is_started() {
-            Err(msg.clone())
-        } else {
-            Ok(())
-        }
-    }))
 }
 
 /// Posts Events about the analyzer's commits and revisions (called by the analyzer's

@@ -7,8 +7,14 @@
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
+use std::sync::Arc;
+
 use kube::api::{Api, PostParams};
 use kube::Client;
+
+use super::pods::PodWatch;
+use crate::analyzer::ksm::KsmMode;
+use crate::server::readiness::Readiness;
 
 /// The verbs the Pod watch needs, all namespaces.
 const VERBS: [&str; 2] = ["list", "watch"];
@@ -43,4 +49,37 @@ pub fn forbidden_message(verb: &str, mode: &str) -> String {
          grant it (deploy/components/pod-watch, or the chart's kubeStateMetrics: never|auto) \
          or run with --kube-state-metrics always"
     )
+}
+
+/// With the Pod watch configured (`mode` not `always`), a readiness check that fails when
+/// this identity may not list/watch Pods: always with `never` (the analyzer has no other
+/// source), with `auto` once the watch has been started (no kube-state-metrics series
+/// were found). Logged once at start.
+pub async fn gate(mode: KsmMode, client: &Client, pods: Arc<PodWatch>) -> Option<Readiness> {
+    let name = match mode {
+        KsmMode::Always => return None,
+        KsmMode::Never => "never",
+        KsmMode::Auto => "auto",
+    };
+    let verb = match refused_pod_verb(client).await {
+        Ok(None) => return None,
+        Ok(Some(verb)) => verb,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not ask whether Pods may be watched");
+            return None;
+        }
+    };
+    let msg = forbidden_message(verb, name);
+    if mode == KsmMode::Never {
+        tracing::error!("{msg}");
+    } else {
+        tracing::warn!("{msg} (needed only if Prometheus has no kube-state-metrics series)");
+    }
+    Some(Readiness::from_fn(move || {
+        if mode == KsmMode::Never || pods.is_started() {
+            Err(msg.clone())
+        } else {
+            Ok(())
+        }
+    }))
 }
