@@ -225,7 +225,8 @@ pub fn newly_counted_refusal(
         if now == Counts::No || was == Counts::Yes {
             continue;
         }
-        if let Some(why) = refusal(q, usage, pods) {
+        let verb = if now == Counts::Yes { "would" } else { "may" };
+        if let Some(why) = refusal(q, usage, pods, verb) {
             return Some(why);
         }
     }
@@ -233,29 +234,30 @@ pub fn newly_counted_refusal(
 }
 
 /// Why quota `q` would refuse `pods` Pods with `usage` it starts counting.
-fn refusal(q: &QuotaRoom, usage: &PodUsage, pods: u64) -> Option<String> {
+/// (`verb`: "would" or "may" count it.)
+fn refusal(q: &QuotaRoom, usage: &PodUsage, pods: u64, verb: &str) -> Option<String> {
     let name = &q.name;
     if q.unknown_usage {
         return Some(format!(
-            "ResourceQuota {name} may count it and its usage is not known yet"
+            "ResourceQuota {name} {verb} count it and its usage is not known yet"
         ));
     }
     if let Some(key) = &q.unmodelled {
         return Some(format!(
-            "ResourceQuota {name} may count it and tracks {key}, which is not checked here"
+            "ResourceQuota {name} {verb} count it and tracks {key}, which is not checked here"
         ));
     }
     if let Some(left) = q.pods_left {
         if pods > left {
             return Some(format!(
-                "ResourceQuota {name} would count it and has room for {left} more Pods"
+                "ResourceQuota {name} {verb} count it and has room for {left} more Pods"
             ));
         }
     }
     for (key, &left) in &q.room {
         if usage.unset.contains(key) {
             return Some(format!(
-                "ResourceQuota {name} would count it and tracks {key}, which a container leaves unset"
+                "ResourceQuota {name} {verb} count it and tracks {key}, which a container leaves unset"
             ));
         }
         let need = usage
@@ -266,7 +268,7 @@ fn refusal(q: &QuotaRoom, usage: &PodUsage, pods: u64) -> Option<String> {
             .saturating_mul(pods);
         if need > left {
             return Some(format!(
-                "ResourceQuota {name} would count it and has {left} of {key} left, {need} needed"
+                "ResourceQuota {name} {verb} count it and has {left} of {key} left, {need} needed"
             ));
         }
     }
