@@ -13,12 +13,13 @@ use serde_json::Value;
 
 use rightsizer_core::cluster::{ClusterFacts, NoFacts};
 use rightsizer_core::object::{check_decodes, View};
-use rightsizer_core::policy::select::Subject;
+use rightsizer_core::policy::schema::Policy;
 use rightsizer_core::recommendation::{
     ContainerRecommendation, NoRecommendations, RecommendationSource,
 };
 use rightsizer_core::sizing::{self, Context};
 use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::WorkloadKey;
 
 use crate::policies::store::PolicyStore;
 
@@ -138,11 +139,15 @@ pub struct Mutation {
     pub patch: json_patch::Patch,
     pub warnings: Vec<String>,
     pub outcome: Outcome,
-    pub workload: Option<rightsizer_core::workload::WorkloadKey>,
+    pub workload: Option<WorkloadKey>,
     /// The object's writable parts as sized, when it was merged (what the patch makes of
     /// them; the offline path puts them back into the object instead of applying the
     /// patch again).
     pub sized: Option<sizing::written::Written>,
+    /// The policy in force (composed from every matching one), when one selected it.
+    pub policy: Option<Arc<Policy>>,
+    /// Why a handled kind was left alone (for `mutate`; reviews carry no such warning).
+    pub skipped: Option<String>,
 }
 
 impl Mutation {
@@ -153,6 +158,16 @@ impl Mutation {
             outcome,
             workload: None,
             sized: None,
+            policy: None,
+            skipped: None,
+        }
+    }
+
+    fn left_alone(workload: Option<WorkloadKey>, why: String) -> Self {
+        Mutation {
+            workload,
+            skipped: Some(why),
+            ..Mutation::skipped(Outcome::Skipped, None)
         }
     }
 }
@@ -324,20 +339,29 @@ impl Admitter {
             }
         };
         if self.is_protected(&view.identity.namespace) {
-            return Mutation::skipped(Outcome::Skipped, None);
+            let why = format!(
+                "namespace {} is never touched (a system namespace or the webhook's own)",
+                view.identity.namespace
+            );
+            return Mutation::left_alone(None, why);
         }
         let ns = self.facts.namespace(&view.identity.namespace);
         let policies = self.policies.current();
-        let subject = Subject {
-            key: &view.identity,
-            labels: &view.labels,
-            namespace_labels: &ns.labels,
+        // A Pod carries its template's labels; its workload's own come from the watchers
+        // (a workload object carries both, already in `view.labels`).
+        let own = if view.kind == WorkloadKind::Pod && view.controlled {
+            self.facts.workload_labels(&view.identity)
+        } else {
+            None
         };
-        let Some(policy) = policies.select(&subject) else {
-            return Mutation {
-                workload: Some(view.identity),
-                ..Mutation::skipped(Outcome::Skipped, None)
-            };
+        let selected = policies.select_workload(
+            &view.identity,
+            own.as_deref(),
+            Some(&view.labels),
+            &ns.labels,
+        );
+        let Some(policy) = selected else {
+            return Mutation::left_alone(Some(view.identity), "no policy selects it".into());
         };
         let recs = self.lookup(&view, obj);
         let classes = self.facts.priority_classes();
@@ -348,7 +372,7 @@ impl Admitter {
             priority_classes: &classes,
             enforcement: self.config.enforcement,
         };
-        let decision = sizing::plan(obj, &view, policy, &recs, &ctx);
+        let decision = sizing::plan(obj, &view, &policy, &recs, &ctx);
         let patch = diff::diff_written(obj, &decision.object);
         let outcome = if patch.0.is_empty() {
             Outcome::Unchanged
@@ -361,6 +385,8 @@ impl Admitter {
             outcome,
             workload: Some(view.identity),
             sized: Some(decision.object),
+            policy: Some(policy),
+            skipped: None,
         }
     }
 

@@ -8,11 +8,12 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus_client::registry::Registry;
 
-use rightsizer::analyzer::policies::DefaultPolicy;
+use rightsizer::analyzer::policies::{DefaultPolicy, PoliciesLookup, PolicyLookup};
 use rightsizer::analyzer::prom::PromConfig;
 use rightsizer::analyzer::{Analyzer, AnalyzerConfig};
 use rightsizer_core::analysis::entry::Entry;
 use rightsizer_core::analysis::queries::QueryConfig;
+use rightsizer_core::cluster::NoFacts;
 use rightsizer_core::duration::parse_seconds;
 use rightsizer_core::quantity::Resource;
 use rightsizer_core::recommendation::ContainerKey;
@@ -129,6 +130,12 @@ pub struct Args {
     /// Evaluate at this unix time instead of now.
     #[arg(long, value_name = "UNIX_SECONDS")]
     pub at: Option<u64>,
+    /// Folder(s) of policy ConfigMap manifests: each workload's policy (selected on
+    /// namespace, kind and name, as `serve` without a cluster does) gives its rules and
+    /// recommender (default `adaptive`), so the numbers are the analyzer's. Without
+    /// policies, the seed rules everywhere (as `serve` without policies).
+    #[arg(long)]
+    pub policies: Vec<PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -138,7 +145,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .context("--prometheus URL (or RIGHTSIZER_PROMETHEUS_URL) is required")?;
     cfg.queries.namespace = args.namespace.clone();
     let mut reg = Registry::default();
-    let mut analyzer = Analyzer::new(cfg, Arc::new(DefaultPolicy::default()), &mut reg)?;
+    let lookup: Arc<dyn PolicyLookup> = if args.policies.is_empty() {
+        Arc::new(DefaultPolicy::default())
+    } else {
+        Arc::new(PoliciesLookup {
+            store: crate::commands::mutate::load_policies(&args.policies)?,
+            facts: Arc::new(NoFacts),
+            own_namespace: None,
+        })
+    };
+    let mut analyzer = Analyzer::new(cfg, lookup, &mut reg)?;
     let tty = std::io::stderr().is_terminal();
     analyzer.set_progress(move |done, total| {
         if tty {
