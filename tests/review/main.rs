@@ -8,6 +8,7 @@ mod gen;
 #[path = "../support/invariants.rs"]
 mod invariants;
 
+mod cli_explain;
 mod cli_mutate;
 mod golden;
 mod plan;
