@@ -230,8 +230,7 @@ async fn recommend_serve_mutate_and_replay_give_one_number() {
     let csv = std::fs::read_to_string(&decisions).unwrap();
     let last = csv
         .lines()
-        .filter(|l| l.contains(",adaptive,"))
-        .last()
+        .rfind(|l| l.contains(",adaptive,"))
         .unwrap_or_else(|| panic!("no decision in\n{csv}"));
     let cells: Vec<&str> = last.split(',').collect();
     let replayed = (
