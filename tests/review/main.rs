@@ -13,4 +13,5 @@ mod cli_mutate;
 mod golden;
 mod plan;
 mod policies;
+mod readme_values;
 mod review;
