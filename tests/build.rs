@@ -9,9 +9,10 @@
 //! - `has_node`: besides, what `tests/cluster/node.sh` needs (root, containerd, runc, …);
 //! - `has_shared_traces`: the shared traces beside the repository (tests/replay);
 //! - `has_helm`: the helm of `tests/tools/helm.sh` (tests/deploy/helm.rs, and with
-//!   `has_node` tests/cluster/helm_e2e.rs).
+//!   `has_node` tests/cluster/helm_e2e.rs);
+//! - `has_chromium`: Debian's `chromium` on PATH (tests/server/report_browser.rs).
 //!
-//! Under `CI=true` `has_control_plane`, `has_node` and `has_helm` are always set: a missing
+//! Under `CI=true` `has_control_plane`, `has_node`, `has_helm` and `has_chromium` are always set: a missing
 //! prerequisite then fails the tests that need it (they say why) instead of skipping them.
 
 use std::collections::BTreeSet;
@@ -52,7 +53,18 @@ fn main() {
         println!("cargo::rustc-cfg=has_shared_traces");
     }
     helm(&mut watch, ci);
+    chromium(&mut watch, ci);
     watch.emit();
+}
+
+/// Sets `has_chromium` when Debian's `chromium` is on PATH (tests/run installs it).
+fn chromium(watch: &mut Watch, ci: bool) {
+    println!("cargo::rustc-check-cfg=cfg(has_chromium)");
+    if watch.tool("chromium") || ci {
+        println!("cargo::rustc-cfg=has_chromium");
+    } else {
+        println!("cargo::warning=tests needing chromium are ignored here: it is not installed (tests/run installs Debian's chromium)");
+    }
 }
 
 /// Sets `has_helm` when the helm `tests/tools/helm.sh` installs is there (the same path

@@ -72,7 +72,7 @@ async fn init() -> Result<ControlPlane, (bool, String)> {
 
 /// The shared plane and the lock that runs tests one at a time. A missing prerequisite is a
 /// failure here: skipping is the job of each test's `cfg_attr(not(has_control_plane), ignore)`.
-async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static ControlPlane) {
+pub(crate) async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static ControlPlane) {
     let guard = SERIAL.lock().await;
     match PLANE.get_or_init(init).await {
         Ok(p) => (guard, p),

@@ -18,3 +18,4 @@ mod cluster_e2e;
 mod helm_e2e;
 mod kube_watch;
 mod node_e2e;
+mod report_nodes;

@@ -1021,6 +1021,10 @@ fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
         "RightsizerAdmissionLatencyHigh",
         "RightsizerAnalyzerStale",
         "RightsizerPolicyRejected",
+        "HPAScalingStuck",
+        "ContainerOOMKilledNotRestarted",
+        "PodUnschedulable",
+        "RightsizerWatchErrors",
     ] {
         assert!(alerts.contains(a), "missing alert {a}");
     }
@@ -1148,7 +1152,7 @@ fn every_metric_in_rules_and_dashboards_is_known() {
         used.extend(promql_metrics(expr).into_iter().map(|(n, _)| n));
     }
     let boards = dashboards();
-    assert_eq!(boards.len(), 2);
+    assert_eq!(boards.len(), 4);
     for d in &boards {
         for (title, expr) in &d.exprs {
             assert!(
@@ -1178,6 +1182,14 @@ fn every_metric_in_rules_and_dashboards_is_known() {
         "rightsizer_analyzer_last_success_timestamp_seconds",
         "rightsizer:workload_memory_efficiency:ratio",
         "rightsizer:memory_freed_by_sizing_bytes:sum",
+        // capacity planning and scaling operations
+        "rightsizer:workload_container_memory_recommended_request_bytes:sum",
+        "kube_node_status_allocatable",
+        "kube_horizontalpodautoscaler_spec_max_replicas",
+        "kube_pod_status_unschedulable",
+        "rightsizer_updater_evictions_total",
+        "rightsizer_updater_resizes_total",
+        "rightsizer_watch_errors_total",
     ] {
         assert!(all_dash.contains(must), "no dashboard shows {must}");
     }

@@ -720,7 +720,7 @@ fn the_toggles_add_and_remove_their_objects() {
         boards.metadata.labels.as_ref().unwrap()["grafana_dashboard"],
         "1"
     );
-    assert_eq!(boards.data.unwrap().len(), 2);
+    assert_eq!(boards.data.unwrap().len(), 4);
 
     let defaults = value_set("defaults");
     for k in ["ServiceMonitor", "PrometheusRule", "PriorityClass"] {

@@ -26,7 +26,7 @@ use rightsizer_core::recommendation::{
 use support_https::{fixture, hostile_pod_review};
 use tower::ServiceExt;
 
-fn state(ready: Arc<AtomicBool>) -> AppState {
+pub(crate) fn state(ready: Arc<AtomicBool>) -> AppState {
     let snap: Snapshot = serde_json::from_slice(&fixture("snapshot.json")).unwrap();
     state_with(
         Arc::new(Admitter::default()),
@@ -51,6 +51,7 @@ fn state_with(
         registry: Arc::new(registry),
         metrics,
         guard: Arc::new(ReviewGuard::new(limits)),
+        report: Default::default(),
     }
 }
 
@@ -122,7 +123,7 @@ fn uid_of(body: &[u8]) -> String {
     v["request"]["uid"].as_str().unwrap().to_string()
 }
 
-async fn call(
+pub(crate) async fn call(
     app: &axum::Router,
     method: &str,
     path: &str,
@@ -292,11 +293,13 @@ async fn each_port_serves_its_own_routes() {
         (&tls, "GET", "/readyz", 200),
         (&tls, "GET", "/metrics", 404),
         (&tls, "GET", "/recommendations", 404),
+        (&tls, "GET", "/report", 404),
         (&admin, "POST", "/mutate", 404),
         (&admin, "GET", "/healthz", 200),
         (&admin, "GET", "/readyz", 200),
         (&admin, "GET", "/metrics", 200),
         (&admin, "GET", "/recommendations", 200),
+        (&admin, "GET", "/report", 200),
     ] {
         let body = if method == "POST" {
             Body::from(review.clone())

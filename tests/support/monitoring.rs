@@ -25,6 +25,8 @@ pub fn is_metric_name(s: &str) -> bool {
 
 pub struct MetricList {
     pub webhook: BTreeMap<String, (String, BTreeSet<String>)>,
+    /// Webhook metrics exported only while it watches the Kubernetes API (`webhook-kube`).
+    pub kube_only: BTreeSet<String>,
     pub external: BTreeSet<String>,
 }
 
@@ -32,6 +34,7 @@ pub fn metric_list() -> MetricList {
     let text = fs::read_to_string(monitoring_dir().join("metrics.txt")).unwrap();
     let mut webhook = BTreeMap::new();
     let mut external = BTreeSet::new();
+    let mut kube_only = BTreeSet::new();
     for line in text
         .lines()
         .map(str::trim)
@@ -59,6 +62,15 @@ pub fn metric_list() -> MetricList {
                 assert!(parts[1].starts_with("rightsizer_"));
                 webhook.insert(parts[1].to_string(), (parts[2].to_string(), labels));
             }
+            "webhook-kube" => {
+                assert!(parts[1].starts_with("rightsizer_"));
+                webhook.insert(parts[1].to_string(), (parts[2].to_string(), labels));
+                kube_only.insert(parts[1].to_string());
+            }
+            "updater" => {
+                assert!(parts[1].starts_with("rightsizer_updater_"));
+                external.insert(parts[1].to_string());
+            }
             "cadvisor" | "kube-state-metrics" | "cluster-autoscaler" | "prometheus"
             | "kube-apiserver" | "knative" => {
                 external.insert(parts[1].to_string());
@@ -66,7 +78,11 @@ pub fn metric_list() -> MetricList {
             other => panic!("unknown source {other}"),
         }
     }
-    MetricList { webhook, external }
+    MetricList {
+        webhook,
+        kube_only,
+        external,
+    }
 }
 
 impl MetricList {

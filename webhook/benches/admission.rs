@@ -154,6 +154,7 @@ async fn oneshot(name: &str, body: &[u8], budget: Duration) -> Figures {
         registry: Arc::new(registry),
         metrics,
         guard: Arc::default(),
+        report: Arc::default(),
     });
     let body = bytes::Bytes::copy_from_slice(body);
     let mut lat = Vec::new();

@@ -80,6 +80,8 @@ fn entry(i: usize) -> Entry {
             request: Some(500),
             limit: None,
         },
+        pods: 3,
+        oom_kills: 0,
     }
 }
 

@@ -10,7 +10,8 @@
 //! core items as `rightsizer_core::…` (`rightsizer_core::quantity::Resource`) and its
 //! own as `crate::…`, re-exports no core item, and has no module of the same name as a
 //! core module (the I/O halves are `analyzer` next to the core's `analysis`, `policies`
-//! next to `policy`, `loadfit` next to `loadmodel`, `replay_runner` next to `replay`).
+//! next to `policy`, `loadfit` next to `loadmodel`, `replay_runner` next to `replay`,
+//! `reporting` next to `report`).
 //! The layering test checks all of it. `main.rs` only parses arguments.
 //!
 //! Public is what the binary (`main.rs`, `commands/`) and the benches use, and the
@@ -27,6 +28,7 @@ pub mod kube;
 pub(crate) mod lock;
 pub mod offline;
 pub mod replay_runner;
+pub mod reporting;
 pub mod server;
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ enum Command {
     Replay(commands::replay::Args),
     /// Capacity and cost for a declared load, from the policies' load models.
     Plan(commands::plan::Args),
+    /// Savings and capacity report (HTML, JSON or CSV) from one analyzer pass.
+    Report(commands::report::Args),
     /// Generate the webhook's CA and serving certificate, TLS Secret and caBundle patch.
     Certs(commands::certs::Args),
 }
@@ -41,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Recommend(a) => commands::recommend::run(a).await,
         Command::Replay(a) => commands::replay::run(a).await,
         Command::Plan(a) => commands::plan::run(a).await,
+        Command::Report(a) => commands::report::run(a).await,
         Command::Certs(a) => commands::certs::run(a),
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Quantities and rules, the object model, policies (schema, validation, selection),
 //! the strategies, the sizing merge, load-model arithmetic, the analyzer's decision
-//! (`analysis`) and replay scoring. Functions here take values and return values (or effects to
+//! (`analysis`), replay scoring and the savings report (`report`). Functions here take
+//! values and return values (or effects to
 //! execute): no network, files, clock or Kubernetes client. Cargo enforces it (this
 //! crate has no such dependency) and so does clippy (`clippy.toml` bans the clock,
 //! the filesystem, the network and the environment). The `rightsizer` crate is the
@@ -20,7 +21,7 @@
 //! Top-level modules are layered, lowest first: each names only modules to its left,
 //! so none imports another in a cycle (the I/O crate's layering test reads this list):
 //! duration < quantity < rules < strategy < replay < workload < recommendation < object <
-//! selector < loadmodel < policy < cluster < sizing < analysis.
+//! selector < loadmodel < policy < cluster < sizing < analysis < report.
 
 #![forbid(unsafe_code)]
 
@@ -33,6 +34,7 @@ pub mod policy;
 pub mod quantity;
 pub mod recommendation;
 pub mod replay;
+pub mod report;
 pub mod rules;
 pub mod selector;
 pub mod sizing;

@@ -505,6 +505,8 @@ struct Folded {
     cur_mem: Sizes,
     cur_cpu: Sizes,
     oom: Vec<(String, u64)>,
+    /// Pods with current requests or limits (running now).
+    pods: u32,
 }
 
 /// Fold pod-containers into workload containers: usage of both windows, the largest
@@ -531,6 +533,7 @@ fn fold_containers(
     }
     for (p, (m, c)) in current {
         if let Some(f) = folded.get_mut(&key_of(p)) {
+            f.pods += 1;
             for (dst, src) in [(&mut f.cur_mem, m), (&mut f.cur_cpu, c)] {
                 if let Some(v) = src.request {
                     max_u64_into(&mut dst.request, v);
@@ -624,6 +627,7 @@ fn observation(
         current_memory: f.cur_mem,
         current_cpu: f.cur_cpu,
         ooms: f.oom,
+        pods: f.pods,
         hpa: workloads.hpa.get(w).cloned().unwrap_or_default(),
         strategy,
         knative,

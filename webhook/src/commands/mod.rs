@@ -6,6 +6,7 @@ pub mod mutate;
 pub mod plan;
 pub mod recommend;
 pub mod replay;
+pub mod report;
 pub mod serve;
 
 /// Log lines of a command: text on stderr (stdout carries the command's output), or JSON.

@@ -110,6 +110,60 @@ impl PromArgs {
     }
 }
 
+/// One analyzer pass at `at` (default: now), for `recommend` and `report` (`who`): the
+/// analyzer (its cache holds the recommendations) and the time it was evaluated at.
+///
+/// With `policies`, each workload's policy (selected on namespace, kind and name, as
+/// `serve` without a cluster does) gives its rules and recommender, so the numbers are
+/// the analyzer's; without, the seed rules everywhere (as `serve` without policies).
+pub async fn one_cycle(
+    who: &str,
+    prom: &PromArgs,
+    policies: &[PathBuf],
+    namespace: Option<String>,
+    at: Option<u64>,
+) -> anyhow::Result<(Analyzer, u64)> {
+    let mut cfg = prom
+        .analyzer_config()?
+        .context("--prometheus URL (or RIGHTSIZER_PROMETHEUS_URL) is required")?;
+    cfg.queries.namespace = namespace;
+    let mut reg = Registry::default();
+    let lookup: Arc<dyn PolicyLookup> = if policies.is_empty() {
+        Arc::new(DefaultPolicy::default())
+    } else {
+        Arc::new(PoliciesLookup {
+            store: crate::commands::mutate::load_policies(policies)?,
+            facts: Arc::new(NoFacts),
+            own_namespace: None,
+        })
+    };
+    let mut analyzer = Analyzer::new(cfg, lookup, &mut reg)?;
+    let tty = std::io::stderr().is_terminal();
+    analyzer.set_progress(move |done, total| {
+        if tty {
+            eprint!("\rquerying Prometheus: {done}/{total}   ");
+        }
+    });
+    let now = at.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    });
+    let report = analyzer.cycle(now).await.context("querying Prometheus")?;
+    if tty {
+        eprint!("\r");
+    }
+    eprintln!(
+        "rightsizer {who}: {} queries, {} series, {} containers in {:.1}s",
+        report.queries,
+        report.series_read,
+        report.containers,
+        report.duration.as_secs_f64()
+    );
+    Ok((analyzer, now))
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Output {
     Table,
@@ -139,45 +193,14 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let mut cfg = args
-        .prom
-        .analyzer_config()?
-        .context("--prometheus URL (or RIGHTSIZER_PROMETHEUS_URL) is required")?;
-    cfg.queries.namespace = args.namespace.clone();
-    let mut reg = Registry::default();
-    let lookup: Arc<dyn PolicyLookup> = if args.policies.is_empty() {
-        Arc::new(DefaultPolicy::default())
-    } else {
-        Arc::new(PoliciesLookup {
-            store: crate::commands::mutate::load_policies(&args.policies)?,
-            facts: Arc::new(NoFacts),
-            own_namespace: None,
-        })
-    };
-    let mut analyzer = Analyzer::new(cfg, lookup, &mut reg)?;
-    let tty = std::io::stderr().is_terminal();
-    analyzer.set_progress(move |done, total| {
-        if tty {
-            eprint!("\rquerying Prometheus: {done}/{total}   ");
-        }
-    });
-    let now = args.at.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    });
-    let report = analyzer.cycle(now).await.context("querying Prometheus")?;
-    if tty {
-        eprint!("\r");
-    }
-    eprintln!(
-        "rightsizer recommend: {} queries, {} series, {} containers in {:.1}s",
-        report.queries,
-        report.series_read,
-        report.containers,
-        report.duration.as_secs_f64()
-    );
+    let (analyzer, now) = one_cycle(
+        "recommend",
+        &args.prom,
+        &args.policies,
+        args.namespace.clone(),
+        args.at,
+    )
+    .await?;
     let cache = analyzer.cache();
     let mut out = std::io::stdout().lock();
     match args.output {

@@ -21,6 +21,7 @@ use rightsizer::loadfit::metrics::LoadModelMetrics;
 use rightsizer::loadfit::publish::refresh;
 use rightsizer::policies::store::PolicyStore;
 use rightsizer::policies::watch as policy;
+use rightsizer::reporting::ReportSource;
 use rightsizer::server::metrics::ServerMetrics;
 use rightsizer::server::readiness::Readiness;
 use rightsizer::server::recommendation_bytes::RecommendationCollector;
@@ -53,8 +54,8 @@ pub struct Args {
     /// Where `--self-signed` writes the CA bundle [default: <temp dir>/rightsizer-ca.pem].
     #[arg(long, requires = "self_signed")]
     pub ca_out: Option<PathBuf>,
-    /// Plain-HTTP admin port: /healthz, /readyz, /metrics, /recommendations (the last two
-    /// are served only here, never on the HTTPS port).
+    /// Plain-HTTP admin port: /healthz, /readyz, /metrics, /recommendations, /report (the
+    /// last three are served only here, never on the HTTPS port).
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
     /// Folder of policy ConfigMap manifests (may be repeated).
@@ -63,6 +64,9 @@ pub struct Args {
     /// Prometheus for the analyzer (without it only overrides and defaults apply).
     #[command(flatten)]
     pub prom: Box<crate::commands::recommend::PromArgs>,
+    /// Node shapes and prices for `GET /report` on the admin port.
+    #[command(flatten)]
+    pub report: crate::commands::report::ReportArgs,
     /// Time between analyzer cycles.
     #[arg(long, env = "RIGHTSIZER_ANALYZER_INTERVAL", default_value = "5m", value_parser = rightsizer_core::duration::parse_seconds)]
     pub analyzer_interval: u64,
@@ -156,7 +160,7 @@ pub enum KubeMode {
 }
 
 impl KubeMode {
-    fn enabled(self) -> bool {
+    pub fn enabled(self) -> bool {
         match self {
             KubeMode::Always => true,
             KubeMode::Never => false,
@@ -178,6 +182,8 @@ struct Admission {
     admitter: Arc<Admitter>,
     recommendations: Arc<dyn RecommendationSource>,
     readiness: Readiness,
+    /// What `/report` adds to the served recommendations.
+    report: Arc<ReportSource>,
     kube: Option<KubeHandles>,
     /// Background work (analyzer, load-model fits), aborted on shutdown.
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -227,6 +233,8 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
     // The analyzer: background cycles into the cache admission reads.
     let mut recommendations: Arc<dyn RecommendationSource> = Arc::new(NoRecommendations);
     let mut tasks = Vec::new();
+    let settings = args.report.settings(&args.prom);
+    let mut report = ReportSource::new(None, None, settings.clone());
     if let Some(mut cfg) = args.prom.analyzer_config()? {
         cfg.enforcement = args.enforcement;
         cfg.interval = Duration::from_secs(args.analyzer_interval.max(10));
@@ -237,6 +245,7 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
             own_namespace: Some(args.own_namespace.clone()),
         });
         let prom = cfg.prometheus.clone();
+        let queries = cfg.queries.clone();
         let long_window = cfg.queries.long_window_secs;
         let mut analyzer = Analyzer::new(cfg, lookup, registry)?;
         if let Some(k) = &kube {
@@ -254,6 +263,11 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
         }
         let analyzer = Arc::new(analyzer);
         let cache = analyzer.cache();
+        report = ReportSource::new(
+            Some(cache.clone()),
+            Some((PromClient::new(prom.clone())?, queries)),
+            settings,
+        );
         tasks.push(tokio::spawn(analyzer.run(std::future::pending())));
         tasks.push(tokio::spawn(load_models(
             PromClient::new(prom)?,
@@ -302,6 +316,7 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
         admitter,
         recommendations,
         readiness,
+        report: Arc::new(report),
         kube,
         tasks,
     })
@@ -410,6 +425,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         registry: Arc::new(registry),
         metrics: metrics.clone(),
         guard: Arc::new(server::guard::ReviewGuard::new(args.limits.review())),
+        report: admission.report,
     };
 
     let tcp = tokio::net::TcpListener::bind(args.listen)

@@ -233,6 +233,46 @@ pub async fn recommendations(
     Json(st.recommendations.snapshot())
 }
 
+/// `GET /report[?format=html|json|csv]`: the savings report of the recommendations
+/// `/recommendations` serves at this moment (the same snapshot).
+pub async fn report(
+    State(st): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<ReportQuery>,
+) -> Response {
+    use rightsizer_core::report::{csv, html};
+    let report = st.report.report(st.recommendations.snapshot()).await;
+    match q.format.as_deref() {
+        Some("json") => Json(report).into_response(),
+        Some("csv") => (
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            csv::render(&report),
+        )
+            .into_response(),
+        None | Some("html") => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                // Self-contained: nothing may be loaded from elsewhere; the one inline
+                // script is the namespace filter.
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:",
+                ),
+            ],
+            html::render(&report),
+        )
+            .into_response(),
+        Some(other) => {
+            let body = serde_json::json!({"error": format!("format {other:?}: html, json or csv")});
+            (StatusCode::BAD_REQUEST, Json(body)).into_response()
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct ReportQuery {
+    format: Option<String>,
+}
+
 pub async fn not_found() -> Response {
     let body = serde_json::json!({"error": "no such route"});
     (StatusCode::NOT_FOUND, Json(body)).into_response()

@@ -43,6 +43,8 @@ pub struct AppState {
     pub metrics: ServerMetrics,
     /// Bounds on `/mutate` (in flight, buffered bytes, workers, deadlines).
     pub guard: Arc<ReviewGuard>,
+    /// What `GET /report` adds to the served recommendations (admin port only).
+    pub report: Arc<crate::reporting::ReportSource>,
 }
 
 /// The TLS port, for the apiserver only: `POST /mutate` plus the probes `/healthz` and
@@ -57,13 +59,14 @@ pub fn router(state: AppState) -> Router {
     )
 }
 
-/// The plain-HTTP admin port: `/healthz`, `/readyz`, `/metrics`, `/recommendations`
-/// (the NetworkPolicy in `deploy/` admits only the monitoring namespace to it).
+/// The plain-HTTP admin port: `/healthz`, `/readyz`, `/metrics`, `/recommendations`,
+/// `/report` (the NetworkPolicy in `deploy/` admits only the monitoring namespace to it).
 pub fn admin_router(state: AppState) -> Router {
     finish(
         probe_routes()
             .route("/metrics", get(handlers::metrics))
-            .route("/recommendations", get(handlers::recommendations)),
+            .route("/recommendations", get(handlers::recommendations))
+            .route("/report", get(handlers::report)),
         state,
     )
 }

@@ -26,6 +26,8 @@ pub struct Observation {
     pub current_cpu: Sizes,
     /// OOM kills seen: (pod, memory limit at the kill).
     pub ooms: Vec<(String, u64)>,
+    /// Pods running the container now.
+    pub pods: u32,
     /// Resources an HPA scales the workload on.
     pub hpa: Vec<Resource>,
     /// The memory strategy's own decision, when a strategy other than `seed` decides.
@@ -345,6 +347,8 @@ fn next_entry(
     let mut entry = Entry {
         current_memory: obs.current_memory,
         current_cpu: obs.current_cpu,
+        pods: obs.pods,
+        oom_kills: u32::try_from(obs.ooms.len()).unwrap_or(u32::MAX),
         ..prev_entry.clone()
     };
     for r in resources {

@@ -14,4 +14,8 @@ pub struct Entry {
     /// What the running pods have now (kube-state-metrics), for reports.
     pub current_memory: crate::rules::Sizes,
     pub current_cpu: crate::rules::Sizes,
+    /// Pods running the container now, and those whose last termination was an OOM
+    /// kill (in the long window), for reports.
+    pub pods: u32,
+    pub oom_kills: u32,
 }
