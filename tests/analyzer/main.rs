@@ -14,6 +14,7 @@ mod support_https;
 
 mod analyzer;
 mod loadmodel_prom;
+mod one_number;
 mod prom_client;
 mod serve_analyzer;
 mod strategy_prom;

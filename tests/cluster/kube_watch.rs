@@ -869,11 +869,15 @@ fn shop_history(t0: u64) -> scenario::Cluster {
     c
 }
 
+/// `web` carries `tier: gold` on its pod template only: the analyzer (through the watched
+/// template labels) and admission select its policy on the same labels.
 fn shop_deployment(name: &str, gold: bool, annotations: Value) -> Value {
     let mut d = deployment(name);
     d["spec"]["replicas"] = json!(0);
     if gold {
-        d["metadata"]["labels"] = json!({"tier": "gold"});
+        if name != "web" {
+            d["metadata"]["labels"] = json!({"tier": "gold"});
+        }
         d["spec"]["template"]["metadata"]["labels"]["tier"] = json!("gold");
     }
     d["metadata"]["annotations"] = annotations;

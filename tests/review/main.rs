@@ -8,8 +8,10 @@ mod gen;
 #[path = "../support/invariants.rs"]
 mod invariants;
 
+mod cli_explain;
 mod cli_mutate;
 mod golden;
 mod plan;
 mod policies;
+mod readme_values;
 mod review;

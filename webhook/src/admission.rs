@@ -14,12 +14,13 @@ use serde_json::Value;
 use rightsizer_core::cluster::opt_in::acts_on;
 use rightsizer_core::cluster::{ClusterFacts, NoFacts};
 use rightsizer_core::object::{check_decodes, View};
-use rightsizer_core::policy::select::Subject;
+use rightsizer_core::policy::schema::Policy;
 use rightsizer_core::recommendation::{
     ContainerRecommendation, NoRecommendations, RecommendationSource,
 };
 use rightsizer_core::sizing::{self, Context};
 use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::WorkloadKey;
 
 use crate::policies::store::PolicyStore;
 
@@ -144,13 +145,17 @@ pub struct Mutation {
     pub patch: json_patch::Patch,
     pub warnings: Vec<String>,
     pub outcome: Outcome,
-    pub workload: Option<rightsizer_core::workload::WorkloadKey>,
+    pub workload: Option<WorkloadKey>,
     /// The object's writable parts as sized, when it was merged (what the patch makes of
     /// them; the offline path puts them back into the object instead of applying the
     /// patch again).
     pub sized: Option<sizing::written::Written>,
     /// Resources whose raise the node cap held back.
     pub node_capped: Vec<rightsizer_core::quantity::Resource>,
+    /// The policy in force (composed from every matching one), when one selected it.
+    pub policy: Option<Arc<Policy>>,
+    /// Why a handled kind was left alone (for `mutate`; reviews carry no such warning).
+    pub skipped: Option<String>,
 }
 
 impl Mutation {
@@ -162,6 +167,16 @@ impl Mutation {
             workload: None,
             sized: None,
             node_capped: Vec::new(),
+            policy: None,
+            skipped: None,
+        }
+    }
+
+    fn left_alone(workload: Option<WorkloadKey>, why: String) -> Self {
+        Mutation {
+            workload,
+            skipped: Some(why),
+            ..Mutation::skipped(Outcome::Skipped, None)
         }
     }
 }
@@ -348,20 +363,29 @@ impl Admitter {
             }
         };
         if self.is_protected(&view.identity.namespace) {
-            return Mutation::skipped(Outcome::Skipped, None);
+            let why = format!(
+                "namespace {} is never touched (a system namespace or the webhook's own)",
+                view.identity.namespace
+            );
+            return Mutation::left_alone(None, why);
         }
         let ns = self.facts.namespace(&view.identity.namespace);
         let policies = self.policies.current();
-        let subject = Subject {
-            key: &view.identity,
-            labels: &view.labels,
-            namespace_labels: &ns.labels,
+        // A Pod carries its template's labels; its workload's own come from the watchers
+        // (a workload object carries both, already in `view.labels`).
+        let own = if view.kind == WorkloadKind::Pod && view.controlled {
+            self.facts.workload_labels(&view.identity)
+        } else {
+            None
         };
-        let Some(policy) = policies.select(&subject) else {
-            return Mutation {
-                workload: Some(view.identity),
-                ..Mutation::skipped(Outcome::Skipped, None)
-            };
+        let selected = policies.select_workload(
+            &view.identity,
+            own.as_deref(),
+            Some(&view.labels),
+            &ns.labels,
+        );
+        let Some(policy) = selected else {
+            return Mutation::left_alone(Some(view.identity), "no policy selects it".into());
         };
         let recs = self.lookup(&view, obj);
         let classes = self.facts.priority_classes();
@@ -375,7 +399,7 @@ impl Admitter {
             enforcement: self.config.enforcement,
             nodes: &nodes,
         };
-        let decision = sizing::plan(obj, &view, policy, &recs, &ctx);
+        let decision = sizing::plan(obj, &view, &policy, &recs, &ctx);
         let patch = diff::diff_written(obj, &decision.object);
         let outcome = if patch.0.is_empty() {
             Outcome::Unchanged
@@ -389,6 +413,8 @@ impl Admitter {
             workload: Some(view.identity),
             sized: Some(decision.object),
             node_capped: decision.node_capped,
+            policy: Some(policy),
+            skipped: None,
         }
     }
 

@@ -18,6 +18,8 @@ enum Command {
     Serve(commands::serve::Args),
     /// Print what the webhook would make of manifests, offline.
     Mutate(commands::mutate::Args),
+    /// Show which policy decided each section and value for manifests, offline.
+    Explain(commands::explain::Args),
     /// Query Prometheus once and print recommendations.
     Recommend(commands::recommend::Args),
     /// Backtest recommenders on a usage history.
@@ -37,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => commands::serve::run(a).await,
         Command::Mutate(a) => commands::mutate::run(a).await,
+        Command::Explain(a) => commands::explain::run(a).await,
         Command::Recommend(a) => commands::recommend::run(a).await,
         Command::Replay(a) => commands::replay::run(a).await,
         Command::Plan(a) => commands::plan::run(a).await,

@@ -9,7 +9,11 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
+use std::collections::BTreeMap;
+
 use rightsizer_core::cluster::{ClassSource, NamespaceFacts, StaticFacts};
+use rightsizer_core::object::OPT_IN_LABEL;
+use rightsizer_core::policy::schema::Policy;
 use rightsizer_core::recommendation::RecommendationSource;
 use rightsizer_core::workload::kind::kind_of_manifest;
 use rightsizer_core::workload::WorkloadKey;
@@ -17,6 +21,7 @@ use rightsizer_core::workload::WorkloadKey;
 use crate::admission::{AdmitConfig, Admitter, Outcome};
 use crate::policies::store::PolicyStore;
 
+pub mod changes;
 pub mod preview;
 
 /// Why the input could not be read.
@@ -46,6 +51,10 @@ pub struct Mutated {
     pub handled: bool,
     /// Whose recommendations apply, when it was looked at.
     pub workload: Option<WorkloadKey>,
+    /// The policy in force for it (composed from every matching one).
+    pub policy: Option<Arc<Policy>>,
+    /// Why an object of a handled kind was left alone.
+    pub skipped: Option<String>,
 }
 
 /// Parse YAML/JSON documents; AdmissionReviews are replaced by their request object.
@@ -102,10 +111,7 @@ fn document(object: Value, ns: Option<&str>, default_namespace: &str) -> Documen
 }
 
 /// Cluster facts from the input, plus namespace labels for namespaces it does not describe.
-pub fn facts_from(
-    docs: &[Document],
-    default_labels: &std::collections::BTreeMap<String, String>,
-) -> StaticFacts {
+pub fn facts_from(docs: &[Document], default_labels: &BTreeMap<String, String>) -> StaticFacts {
     let mut facts = StaticFacts {
         class_source: ClassSource::Offline,
         ..StaticFacts::default()
@@ -138,11 +144,19 @@ pub fn mutate_all(
 }
 
 fn mutate_all_with(admitter: &Admitter, docs: &[Document]) -> Vec<Mutated> {
+    let opt_in = OptIn::of(docs);
     docs.iter()
         .map(|d| {
             let Some(kind) = kind_of_manifest(&d.object) else {
-                return unchanged(d);
+                return unchanged(d, None);
             };
+            if opt_in.0.get(&d.namespace) == Some(&false) {
+                let why = format!(
+                    "namespace {} is not opted in (no label {OPT_IN_LABEL}=\"true\": the webhook never sees it)",
+                    d.namespace
+                );
+                return unchanged(d, Some(why));
+            }
             let m = admitter.mutate_object(kind, &d.namespace, &d.object);
             Mutated {
                 // The merge's own result: the patch is the difference to it.
@@ -151,9 +165,54 @@ fn mutate_all_with(admitter: &Admitter, docs: &[Document]) -> Vec<Mutated> {
                 warnings: m.warnings,
                 handled: m.outcome != Outcome::Skipped,
                 workload: m.workload,
+                policy: m.policy,
+                skipped: m.skipped,
             }
         })
         .collect()
+}
+
+/// The namespaces the input describes (a Namespace object), each with whether it carries
+/// the opt-in label. Objects in a namespace described without it are left alone, as the
+/// webhook's namespaceSelector leaves them; for the others the label is not known.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OptIn(pub BTreeMap<String, bool>);
+
+impl OptIn {
+    pub fn of(docs: &[Document]) -> OptIn {
+        let mut out = BTreeMap::new();
+        for d in docs {
+            if d.object.get("kind").and_then(Value::as_str) != Some("Namespace")
+                || d.object.get("apiVersion").and_then(Value::as_str) != Some("v1")
+            {
+                continue;
+            }
+            let Some(name) = d.object.pointer("/metadata/name").and_then(Value::as_str) else {
+                continue;
+            };
+            let on = d
+                .object
+                .pointer("/metadata/labels")
+                .and_then(|l| l.get(OPT_IN_LABEL))
+                .and_then(Value::as_str)
+                == Some("true");
+            out.insert(name.to_string(), on);
+        }
+        OptIn(out)
+    }
+
+    /// Namespaces of handled objects whose opt-in label could not be checked.
+    pub fn unchecked<'a>(&self, docs: &'a [Document], results: &[Mutated]) -> Vec<&'a str> {
+        let mut out: Vec<&str> = docs
+            .iter()
+            .zip(results)
+            .filter(|(d, r)| r.handled && !self.0.contains_key(&d.namespace))
+            .map(|(d, _)| d.namespace.as_str())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 /// The object with the merge's writable parts put back (itself when not merged).
@@ -165,13 +224,15 @@ fn sized(obj: &Value, written: Option<rightsizer_core::sizing::written::Written>
     out
 }
 
-fn unchanged(d: &Document) -> Mutated {
+fn unchanged(d: &Document, skipped: Option<String>) -> Mutated {
     Mutated {
         object: d.object.clone(),
         patch: json_patch::Patch(Vec::new()),
         warnings: Vec::new(),
         handled: false,
         workload: None,
+        policy: None,
+        skipped,
     }
 }
 
@@ -195,7 +256,7 @@ pub fn preview_pods(
     facts: StaticFacts,
     config: AdmitConfig,
 ) -> Vec<PodPreview> {
-    let mut workload_annotations = std::collections::BTreeMap::new();
+    let mut workload_annotations = BTreeMap::new();
     for (d, r) in docs.iter().zip(results) {
         if let (Some(key), Some(a)) = (&r.workload, d.object.pointer("/metadata/annotations")) {
             if let Ok(a) = serde_json::from_value(a.clone()) {
@@ -213,6 +274,10 @@ pub fn preview_pods(
         let Some(kind) = kind_of_manifest(&d.object) else {
             continue;
         };
+        // Left alone (not opted in, protected): its Pods would be too.
+        if r.skipped.is_some() && r.workload.is_none() {
+            continue;
+        }
         let Some(pod) = preview::controller_pod(kind, &d.namespace, &r.object) else {
             continue;
         };

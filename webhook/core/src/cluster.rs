@@ -252,13 +252,18 @@ pub trait ClusterFacts: Send + Sync {
     fn workload_annotations(&self, _key: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
         None
     }
-    /// Labels on a workload's own metadata (the analyzer's policy selection), when known.
+    /// Labels on a workload's own metadata (policy selection), when known.
     fn workload_labels(&self, _key: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
         None
     }
     /// The cluster's nodes (the node cap); unknown by default.
     fn nodes(&self) -> Nodes {
         Nodes::default()
+    }
+    /// Labels on a workload's pod template (the analyzer's policy selection, which sees
+    /// no Pod), when known.
+    fn template_labels(&self, _key: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
+        None
     }
 }
 

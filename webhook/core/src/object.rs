@@ -12,6 +12,8 @@ use crate::workload::WorkloadKey;
 
 /// Annotation: narrow the mode for one workload.
 pub const MODE_ANNOTATION: &str = "rightsizer.io/mode";
+/// Namespace label that opts a namespace in (`"true"`; the webhook's namespaceSelector).
+pub const OPT_IN_LABEL: &str = "rightsizer.io/enabled";
 /// Annotation: explicit per-container values.
 pub const OVERRIDES_ANNOTATION: &str = "rightsizer.io/overrides";
 /// Annotation written on mutated objects: what was applied and from where.

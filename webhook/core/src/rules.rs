@@ -260,6 +260,14 @@ impl Rules {
     }
 
     /// Whether the observation carries enough evidence to recommend from.
+    /// The seed rules' recommendation from observed usage, `None` without enough
+    /// evidence: the one computation the analyzer (recommender `seed`) and admission
+    /// (a snapshot with observed usage only) share.
+    pub fn propose(&self, resource: Resource, obs: &Observed) -> Option<Sizes> {
+        self.enough_evidence(obs)
+            .then(|| self.recommend(resource, obs))
+    }
+
     pub fn enough_evidence(&self, obs: &Observed) -> bool {
         obs.samples >= self.evidence.min_samples
             && obs.history_seconds >= self.evidence.min_history_seconds

@@ -39,9 +39,10 @@ use decide::{Effect, Observation, PolicyView};
 use gather::{max_into, max_u64_into, Acc, KnFigures, PodData, PodKey};
 use mapping::OwnerIndex;
 use metrics::AnalyzerMetrics;
-use policies::{PolicyLookup, SEED};
+use policies::PolicyLookup;
 use prom::{PromClient, PromConfig, PromError, PromSample};
 use queries::{QueryConfig, QueryKind};
+use rightsizer_core::strategy::SEED;
 use state::{CommitStore, FileStore, State, StateError};
 
 /// Told about what the analyzer decides, e.g. to persist commits in the cluster and post

@@ -10,10 +10,10 @@ use rightsizer_core::cluster::opt_in::acts_on;
 use rightsizer_core::cluster::ClusterFacts;
 use rightsizer_core::object::MODE_ANNOTATION;
 use rightsizer_core::policy::schema::{Mode, Policy};
-use rightsizer_core::policy::select::Subject;
 use rightsizer_core::rules::Rules;
 use rightsizer_core::sizing::annotated_mode;
 use rightsizer_core::update::policy::UpdatePolicy;
+use rightsizer_core::strategy::SEED;
 use rightsizer_core::workload::WorkloadKey;
 
 use crate::policies::store::PolicyStore;
@@ -44,9 +44,6 @@ pub trait PolicyLookup: Send + Sync {
     }
 }
 
-/// The recommender name that keeps the seed rules' own path.
-pub const SEED: &str = "seed";
-
 impl<F> PolicyLookup for F
 where
     F: Fn(&WorkloadKey) -> Rules + Send + Sync,
@@ -75,8 +72,9 @@ impl PolicyLookup for DefaultPolicy {
     }
 }
 
-/// Looks workloads up in the policy store. Labels are the workload's own (the
-/// metadata watch does not see pod-template labels); without cluster facts, none.
+/// Looks workloads up in the policy store, selecting as admission does
+/// (`PolicySet::select_workload`: the workload's own labels and its template's, as the
+/// watchers hold them); without cluster facts, none.
 pub struct PoliciesLookup {
     pub store: Arc<PolicyStore>,
     pub facts: Arc<dyn ClusterFacts>,
@@ -88,14 +86,11 @@ pub struct PoliciesLookup {
 impl PoliciesLookup {
     fn with_policy<T>(&self, w: &WorkloadKey, f: impl FnOnce(Option<&Policy>) -> T) -> T {
         let ns = self.facts.namespace(&w.namespace);
-        let labels = self.facts.workload_labels(w).unwrap_or_default();
+        let own = self.facts.workload_labels(w);
+        let template = self.facts.template_labels(w);
         let set = self.store.current();
-        let subject = Subject {
-            key: w,
-            labels: &labels,
-            namespace_labels: &ns.labels,
-        };
-        f(set.select(&subject).map(|p| p.as_ref()))
+        let policy = set.select_workload(w, own.as_deref(), template.as_deref(), &ns.labels);
+        f(policy.as_deref())
     }
 
     /// No policy: nothing is applied (admission leaves the object alone).
@@ -163,8 +158,9 @@ mod tests {
 
     type Map = BTreeMap<String, String>;
 
-    /// Workload labels and annotations by name, as the watchers would hold them.
-    struct Workloads(BTreeMap<String, (Map, Map)>);
+    /// Workload labels and annotations by name, as the watchers would hold them (and
+    /// template labels, for the workloads in `.1`).
+    struct Workloads(BTreeMap<String, (Map, Map)>, BTreeMap<String, Map>);
 
     impl ClusterFacts for Workloads {
         fn namespace(&self, _name: &str) -> Arc<NamespaceFacts> {
@@ -178,6 +174,9 @@ mod tests {
         }
         fn workload_labels(&self, k: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
             self.0.get(&k.name).map(|w| Arc::new(w.0.clone()))
+        }
+        fn template_labels(&self, k: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
+            self.1.get(&k.name).map(|l| Arc::new(l.clone()))
         }
     }
 
@@ -194,18 +193,21 @@ mod tests {
         let policy = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gold\n  namespace: rightsizer-system\n  labels:\n    rightsizer.io/policy: \"true\"\ndata:\n  policy.yaml: |\n    mode: enforce\n    selector:\n      labels: {tier: gold}\n";
         assert!(store.apply("cm/gold", policy).unwrap());
         let gold = map(&[("tier", "gold")]);
-        let facts = Workloads(BTreeMap::from([
-            ("web".to_string(), (gold.clone(), BTreeMap::new())),
-            (
-                "watched".to_string(),
-                (gold.clone(), map(&[(MODE_ANNOTATION, "observe")])),
-            ),
-            (
-                "opted-out".to_string(),
-                (gold.clone(), map(&[(MODE_ANNOTATION, "off")])),
-            ),
-            ("plain".to_string(), (BTreeMap::new(), BTreeMap::new())),
-        ]));
+        let facts = Workloads(
+            BTreeMap::from([
+                ("web".to_string(), (gold.clone(), BTreeMap::new())),
+                (
+                    "watched".to_string(),
+                    (gold.clone(), map(&[(MODE_ANNOTATION, "observe")])),
+                ),
+                (
+                    "opted-out".to_string(),
+                    (gold.clone(), map(&[(MODE_ANNOTATION, "off")])),
+                ),
+                ("plain".to_string(), (BTreeMap::new(), BTreeMap::new())),
+            ]),
+            BTreeMap::new(),
+        );
         let lookup = PoliciesLookup {
             store,
             facts: Arc::new(facts),
@@ -227,5 +229,60 @@ mod tests {
             assert_eq!(lookup.mode(&w), want, "{ns}/{name}");
             assert_eq!(lookup.view(&w, true).mode, want, "{ns}/{name}");
         }
+    }
+
+    /// A policy that selects on a pod-template label: admission (the Pod, which carries
+    /// its template's labels) and the analyzer (the watchers' template labels) pick it
+    /// both, through `PolicySet::select_workload`.
+    #[test]
+    fn admission_and_the_analyzer_pick_the_same_policy_on_template_labels() {
+        use crate::admission::{AdmitConfig, Admitter};
+        use rightsizer_core::recommendation::NoRecommendations;
+        let store = Arc::new(PolicyStore::new());
+        let cm = |name: &str, body: &str| {
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: rightsizer-system\n  labels:\n    rightsizer.io/policy: \"true\"\ndata:\n  policy.yaml: |\n{body}")
+        };
+        let all = cm("all", "    mode: observe\n");
+        let gold = cm("gold", "    precedence: 10\n    mode: enforce\n    recommender: vpa\n    selector:\n      labels: {tier: gold}\n");
+        assert!(store.apply("cm/all", &all).unwrap());
+        assert!(store.apply("cm/gold", &gold).unwrap());
+        // The Deployment's own metadata has no `tier`; its template has.
+        let facts: Arc<dyn ClusterFacts> = Arc::new(Workloads(
+            BTreeMap::from([("web".to_string(), (map(&[("app", "web")]), BTreeMap::new()))]),
+            BTreeMap::from([("web".to_string(), map(&[("tier", "gold")]))]),
+        ));
+        let lookup = PoliciesLookup {
+            store: store.clone(),
+            facts: facts.clone(),
+            own_namespace: None,
+        };
+        let w = WorkloadKey {
+            namespace: "shop".into(),
+            kind: WorkloadKind::Deployment,
+            name: "web".into(),
+        };
+        let analyzer = lookup.view(&w, true);
+        let admitter = Admitter::new(
+            store,
+            Arc::new(NoRecommendations),
+            facts,
+            AdmitConfig::default(),
+        );
+        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "web-7d9f8-", "namespace": "shop",
+                "labels": {"tier": "gold", "pod-template-hash": "7d9f8"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f8",
+                    "uid": "u", "controller": true}]},
+            "spec": {"containers": [{"name": "app", "image": "app:1"}]}});
+        let m = admitter.mutate_object(WorkloadKind::Pod, "shop", &pod);
+        assert_eq!(m.workload.as_ref(), Some(&w));
+        let admission = m.policy.expect("a policy selects the Pod");
+        assert_eq!(admission.name, "gold");
+        assert_eq!(
+            (analyzer.mode, analyzer.strategy.as_str()),
+            (Mode::Enforce, "vpa")
+        );
+        assert_eq!(admission.mode, analyzer.mode);
+        assert_eq!(admission.recommender, analyzer.strategy);
     }
 }

@@ -1,6 +1,7 @@
 //! Subcommands: argument parsing and process edges only; the work is in the library.
 
 pub mod certs;
+pub mod explain;
 pub mod mutate;
 pub mod plan;
 pub mod recommend;

@@ -8,8 +8,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use rightsizer::admission::AdmitConfig;
 use rightsizer::offline::preview::rows;
-use rightsizer::offline::{facts_from, mutate_all, parse_documents, preview_pods, PodPreview};
+use rightsizer::offline::{
+    changes, facts_from, mutate_all, parse_documents, preview_pods, OptIn, PodPreview,
+};
 use rightsizer::policies::store::PolicyStore;
+use rightsizer_core::object::OPT_IN_LABEL;
 use rightsizer_core::recommendation::{NoRecommendations, RecommendationSource, Snapshot};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -54,7 +57,7 @@ pub struct Args {
     pods: bool,
 }
 
-fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|p| {
@@ -71,8 +74,17 @@ pub fn load_policies(dirs: &[PathBuf]) -> anyhow::Result<Arc<PolicyStore>> {
         let report = store
             .sync_dir(dir)
             .with_context(|| format!("reading policies from {}", dir.display()))?;
-        if let Some(e) = report.refused.first() {
-            bail!("policy refused: {e}");
+        match report.refused.as_slice() {
+            [] => {}
+            [e] => bail!("policy refused: {e}"),
+            all => bail!(
+                "{} policies refused:\n{}",
+                all.len(),
+                all.iter()
+                    .map(|e| format!("  {e}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
         }
     }
     store.mark_ready();
@@ -123,12 +135,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let previews = preview_pods(&docs, &results, policies, recs, facts, config);
     let preview_of = |i: usize| previews.iter().find(|p| p.index == i);
+    for ns in OptIn::of(&docs).unchecked(&docs, &results) {
+        eprintln!(
+            "note: namespace {ns}: its opt-in label {OPT_IN_LABEL} was not checked (the input has no Namespace object for it); the webhook sizes only opted-in namespaces"
+        );
+    }
     let show_pods = args.pods || matches!(args.output, Output::Table);
     let mut out = String::new();
     for (i, r) in results.iter().enumerate() {
         let id = describe(&r.object);
         for w in &r.warnings {
             eprintln!("warning: {id}: {w}");
+        }
+        if let Some(why) = &r.skipped {
+            eprintln!("note: {id}: left unchanged: {why}");
         }
         let preview = preview_of(i);
         if let Some(p) = preview {
@@ -225,7 +245,16 @@ fn table(
             None => continue,
         };
         let Some(workload) = workload else { continue };
-        for row in rows(before.unwrap_or(&serde_json::Value::Null), after) {
+        let before = before.unwrap_or(&serde_json::Value::Null);
+        let mut all = rows(before, after);
+        all.extend(changes::pod_rows(
+            before,
+            after.get("spec").unwrap_or(&serde_json::Value::Null),
+        ));
+        if d.object.get("kind").and_then(|k| k.as_str()) != Some("Pod") {
+            all.extend(changes::knative_rows(&d.object, &r.object));
+        }
+        for row in all {
             let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
             lines.push([
                 workload.to_string(),
@@ -236,17 +265,24 @@ fn table(
             ]);
         }
     }
-    let mut width = [0; 5];
-    for l in &lines {
+    let lines: Vec<Vec<String>> = lines.into_iter().map(Vec::from).collect();
+    align(&lines)
+}
+
+/// Columns padded to their widest cell, two spaces apart.
+pub(crate) fn align(lines: &[Vec<String>]) -> String {
+    let mut width = Vec::new();
+    for l in lines {
+        width.resize(width.len().max(l.len()), 0);
         for (w, c) in width.iter_mut().zip(l) {
             *w = (*w).max(c.len());
         }
     }
     let mut out = String::new();
-    for l in &lines {
+    for l in lines {
         let cells: Vec<String> = l
             .iter()
-            .zip(width)
+            .zip(&width)
             .map(|(c, w)| format!("{c:w$}"))
             .collect();
         out.push_str(cells.join("  ").trim_end());
@@ -255,7 +291,7 @@ fn table(
     out
 }
 
-fn describe(obj: &serde_json::Value) -> String {
+pub(crate) fn describe(obj: &serde_json::Value) -> String {
     let kind = obj.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
     let meta = obj.get("metadata");
     let ns = meta

@@ -153,7 +153,7 @@ async fn plans(args: &Args) -> anyhow::Result<Vec<WorkloadPlan>> {
         let Some(policy) = set.select(&subject) else {
             bail!("no policy selects {w}");
         };
-        let Some(model) = model_for(policy, &subject) else {
+        let Some(model) = model_for(&policy, &subject) else {
             bail!("policy {} has no load model that selects {w}", policy.name);
         };
         let mut models: BTreeMap<String, Chosen> = BTreeMap::new();

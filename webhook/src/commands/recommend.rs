@@ -8,11 +8,12 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus_client::registry::Registry;
 
-use rightsizer::analyzer::policies::DefaultPolicy;
+use rightsizer::analyzer::policies::{DefaultPolicy, PoliciesLookup, PolicyLookup};
 use rightsizer::analyzer::prom::PromConfig;
 use rightsizer::analyzer::{Analyzer, AnalyzerConfig};
 use rightsizer_core::analysis::entry::Entry;
 use rightsizer_core::analysis::queries::QueryConfig;
+use rightsizer_core::cluster::NoFacts;
 use rightsizer_core::duration::parse_seconds;
 use rightsizer_core::quantity::Resource;
 use rightsizer_core::recommendation::ContainerKey;
@@ -111,9 +112,14 @@ impl PromArgs {
 
 /// One analyzer pass at `at` (default: now), for `recommend` and `report` (`who`): the
 /// analyzer (its cache holds the recommendations) and the time it was evaluated at.
+///
+/// With `policies`, each workload's policy (selected on namespace, kind and name, as
+/// `serve` without a cluster does) gives its rules and recommender, so the numbers are
+/// the analyzer's; without, the seed rules everywhere (as `serve` without policies).
 pub async fn one_cycle(
     who: &str,
     prom: &PromArgs,
+    policies: &[PathBuf],
     namespace: Option<String>,
     at: Option<u64>,
 ) -> anyhow::Result<(Analyzer, u64)> {
@@ -122,7 +128,16 @@ pub async fn one_cycle(
         .context("--prometheus URL (or RIGHTSIZER_PROMETHEUS_URL) is required")?;
     cfg.queries.namespace = namespace;
     let mut reg = Registry::default();
-    let mut analyzer = Analyzer::new(cfg, Arc::new(DefaultPolicy::default()), &mut reg)?;
+    let lookup: Arc<dyn PolicyLookup> = if policies.is_empty() {
+        Arc::new(DefaultPolicy::default())
+    } else {
+        Arc::new(PoliciesLookup {
+            store: crate::commands::mutate::load_policies(policies)?,
+            facts: Arc::new(NoFacts),
+            own_namespace: None,
+        })
+    };
+    let mut analyzer = Analyzer::new(cfg, lookup, &mut reg)?;
     let tty = std::io::stderr().is_terminal();
     analyzer.set_progress(move |done, total| {
         if tty {
@@ -169,11 +184,23 @@ pub struct Args {
     /// Evaluate at this unix time instead of now.
     #[arg(long, value_name = "UNIX_SECONDS")]
     pub at: Option<u64>,
+    /// Folder(s) of policy ConfigMap manifests: each workload's policy (selected on
+    /// namespace, kind and name, as `serve` without a cluster does) gives its rules and
+    /// recommender (default `adaptive`), so the numbers are the analyzer's. Without
+    /// policies, the seed rules everywhere (as `serve` without policies).
+    #[arg(long)]
+    pub policies: Vec<PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (analyzer, now) =
-        one_cycle("recommend", &args.prom, args.namespace.clone(), args.at).await?;
+    let (analyzer, now) = one_cycle(
+        "recommend",
+        &args.prom,
+        &args.policies,
+        args.namespace.clone(),
+        args.at,
+    )
+    .await?;
     let cache = analyzer.cache();
     let mut out = std::io::stdout().lock();
     match args.output {

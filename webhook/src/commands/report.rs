@@ -87,7 +87,8 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (analyzer, now) = one_cycle("report", &args.prom, args.namespace.clone(), args.at).await?;
+    let (analyzer, now) =
+        one_cycle("report", &args.prom, &[], args.namespace.clone(), args.at).await?;
     let mut settings = args.report.settings(&args.prom);
     if settings.shapes.is_empty() && args.kube.enabled() {
         let client = ::kube::Client::try_default().await.context(

@@ -45,8 +45,10 @@ pub struct WorkloadMeta {
     pub uid: Option<String>,
     /// `rightsizer.io/*` annotations except the legacy committed values.
     pub annotations: Arc<BTreeMap<String, String>>,
-    /// The workload's own labels (policy selection; template labels are not watched).
+    /// The workload's own labels (policy selection).
     pub labels: Arc<BTreeMap<String, String>>,
+    /// Its pod template's labels (policy selection, as admission sees them on its Pods).
+    pub template_labels: Arc<BTreeMap<String, String>>,
     /// Parsed legacy `rightsizer.io/committed`, by container: only read to import it
     /// once into Rightsizings (`kube::store::migrate`).
     pub legacy_committed: Arc<BTreeMap<String, ContainerCommits>>,
@@ -234,6 +236,10 @@ impl ClusterFacts for KubeFacts {
 
     fn workload_labels(&self, key: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
         self.workload(key).map(|w| w.labels)
+    }
+
+    fn template_labels(&self, key: &WorkloadKey) -> Option<Arc<BTreeMap<String, String>>> {
+        self.workload(key).map(|w| w.template_labels)
     }
 }
 

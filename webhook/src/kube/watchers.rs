@@ -1,6 +1,8 @@
 //! Starting the watchers through one generic arm (`Watches::mirror`: watch, mirror,
 //! metrics, readiness), and the fact watchers. Metadata-only watches where the metadata
-//! suffices (namespaces, ReplicaSets, Jobs, workloads), so specs never cross the wire.
+//! suffices (namespaces, ReplicaSets, Jobs), so specs never cross the wire. Workloads are
+//! watched whole, since policy selection reads their pod template's labels too; each is
+//! cut down to [`WorkloadMeta`] as it arrives.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -22,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use rightsizer_core::cluster::{NodeInfo, QuotaRoom};
 use rightsizer_core::policy::schema::PriorityClassInfo;
+use rightsizer_core::workload::kind::WorkloadKind;
 use rightsizer_core::workload::resolve::Owner;
 
 use crate::kube::committed::{parse_annotation, COMMITTED_ANNOTATION};
@@ -84,7 +87,22 @@ fn ns_name(meta: &ObjectMeta) -> NsName {
 
 fn ignore<K, V>(_: Change<'_, K, V>) {}
 
-/// The part of a workload's metadata admission, policy selection and the migration read.
+/// The part of a workload admission, policy selection and the migration read: its
+/// metadata and its pod template's labels (at the kind's template path).
+pub(crate) fn workload_facts(kind: WorkloadKind, o: &DynamicObject) -> WorkloadMeta {
+    let (_, pod_meta) = kind.pod_paths();
+    let template_labels = o
+        .data
+        .pointer(pod_meta)
+        .and_then(|m| m.get("labels"))
+        .and_then(|l| serde_json::from_value::<BTreeMap<String, String>>(l.clone()).ok())
+        .unwrap_or_default();
+    WorkloadMeta {
+        template_labels: Arc::new(template_labels),
+        ..workload_meta(&o.metadata)
+    }
+}
+
 fn workload_meta(meta: &ObjectMeta) -> WorkloadMeta {
     let annotations = meta.annotations.as_ref();
     let own: BTreeMap<String, String> = annotations
@@ -113,6 +131,7 @@ fn workload_meta(meta: &ObjectMeta) -> WorkloadMeta {
         annotations: Arc::new(own),
         labels: Arc::new(meta.labels.clone().unwrap_or_default()),
         legacy_committed: Arc::new(committed),
+        template_labels: Arc::default(),
     }
 }
 
@@ -225,16 +244,47 @@ pub(crate) fn spawn(w: &mut Watches, apis: &WorkloadApis, hpas: &ApiResource) ->
         ignore,
     );
     for (kind, m) in &facts.workloads {
-        // Every workload kind through one metadata-only type: the kind is in the
-        // ApiResource, built from the kind table (at the discovered version).
+        // Every workload kind through one dynamic type: the kind is in the ApiResource,
+        // built from the kind table (at the discovered version).
+        let kind = *kind;
         w.mirror(
-            workload_resource(*kind),
-            Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &apis[kind]),
+            workload_resource(kind),
+            Api::<DynamicObject>::all_with(client.clone(), &apis[&kind]),
             cfg(),
             m.clone(),
-            |o| Some((ns_name(&o.metadata), workload_meta(&o.metadata))),
+            move |o| Some((ns_name(&o.metadata), workload_facts(kind, o))),
             ignore,
         );
     }
     Arc::new(facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The watchers keep a workload's template labels, where its kind keeps them.
+    #[test]
+    fn workload_facts_hold_template_labels() {
+        for (kind, object) in [
+            (
+                WorkloadKind::Deployment,
+                serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}},
+                    "spec": {"template": {"metadata": {"labels": {"tier": "gold"}}}}}),
+            ),
+            (
+                WorkloadKind::CronJob,
+                serde_json::json!({"apiVersion": "batch/v1", "kind": "CronJob",
+                    "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}},
+                    "spec": {"jobTemplate": {"spec": {"template": {"metadata": {"labels": {"tier": "gold"}}}}}}}),
+            ),
+        ] {
+            let o: DynamicObject = serde_json::from_value(object).unwrap();
+            let m = workload_facts(kind, &o);
+            let one = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+            assert_eq!(*m.labels, one("app", "web"), "{kind:?}");
+            assert_eq!(*m.template_labels, one("tier", "gold"), "{kind:?}");
+        }
+    }
 }

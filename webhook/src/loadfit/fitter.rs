@@ -140,7 +140,7 @@ pub async fn fit_all<S: LoadSeriesSource>(
         let Some(policy) = policies.select(&subject) else {
             continue;
         };
-        let Some(model) = rightsizer_core::sizing::load::model_for(policy, &subject) else {
+        let Some(model) = rightsizer_core::sizing::load::model_for(&policy, &subject) else {
             continue;
         };
         for (container, spec) in &model.containers {

@@ -21,6 +21,13 @@ use rightsizer_core::workload::WorkloadKey;
 
 /// The CronJob-created Job a preview Pod belongs to: `<cronjob>-<scheduled minutes>`.
 const CRON_MINUTES: &str = "29000000";
+/// The fields of a Knative revision spec that are not Pod spec fields.
+const REVISION_ONLY: &[&str] = &[
+    "containerConcurrency",
+    "timeoutSeconds",
+    "responseStartTimeoutSeconds",
+    "idleTimeoutSeconds",
+];
 /// Owner references need a uid; a preview has none.
 const PREVIEW_UID: &str = "00000000-0000-0000-0000-000000000000";
 
@@ -40,6 +47,14 @@ pub fn controller_pod(kind: WorkloadKind, namespace: &str, workload: &Value) -> 
     let made = kind.made_pod()?;
     let (spec_ptr, meta_ptr) = kind.pod_paths();
     let mut spec = workload.pointer(spec_ptr)?.clone();
+    if kind.is_knative() {
+        // Revision fields Knative keeps to itself: its Pods' specs do not have them.
+        if let Some(s) = spec.as_object_mut() {
+            for f in REVISION_ONLY {
+                s.remove(*f);
+            }
+        }
+    }
     let template = workload.pointer(spec_ptr.strip_suffix("/spec")?)?;
     let name = workload.pointer("/metadata/name")?.as_str()?;
     let tmeta = workload.pointer(meta_ptr).cloned().unwrap_or(json!({}));

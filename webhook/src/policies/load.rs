@@ -25,12 +25,10 @@ pub fn parse_policy(source: &str, default_name: &str, text: &str) -> Result<Poli
                 message: format!("{POLICY_KEY}: {inner}"),
             }
         } else {
-            // The YAML parser's message already starts with the path; the error adds it once.
-            let message = inner.to_string();
-            let message = message
-                .strip_prefix(&format!("{path}: "))
-                .map(str::to_string)
-                .unwrap_or(message);
+            // The YAML parser's message may start with the path, or with that of an
+            // enclosing mapping (`defaults.memory: invalid quantity`): the error names the
+            // full path once.
+            let message = without_path_prefix(&path, &inner.to_string());
             PolicyError::Invalid {
                 source_name: source.to_string(),
                 path,
@@ -39,6 +37,20 @@ pub fn parse_policy(source: &str, default_name: &str, text: &str) -> Result<Poli
         }
     })?;
     validate(source, default_name, spec)
+}
+
+/// `message` without a leading `P: ` where `P` is `path` or a path enclosing it.
+fn without_path_prefix(path: &str, message: &str) -> String {
+    if let Some((head, rest)) = message.split_once(": ") {
+        let encloses = path == head
+            || path
+                .strip_prefix(head)
+                .is_some_and(|r| r.starts_with('.') || r.starts_with('['));
+        if encloses {
+            return rest.to_string();
+        }
+    }
+    message.to_string()
 }
 
 /// A ConfigMap as far as policies care.
@@ -68,9 +80,11 @@ pub fn is_policy_configmap(labels: &std::collections::BTreeMap<String, String>) 
 }
 
 /// Policies in one manifest text (multi-document YAML or JSON). Documents that are not
-/// policy ConfigMaps are ignored; each policy ConfigMap must be valid.
+/// policy ConfigMaps are ignored; each policy ConfigMap must be valid (every refused one
+/// is reported).
 pub fn parse_manifests(source: &str, text: &str) -> Result<Vec<Policy>, PolicyError> {
     let mut out = Vec::new();
+    let mut errors = Vec::new();
     for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         let value = serde_norway::Value::deserialize(doc).map_err(|e| PolicyError::Syntax {
             source_name: source.to_string(),
@@ -91,15 +105,22 @@ pub fn parse_manifests(source: &str, text: &str) -> Result<Vec<Policy>, PolicyEr
             None => format!("{source} (ConfigMap {name})"),
         };
         let Some(text) = cm.data.get(POLICY_KEY) else {
-            return Err(PolicyError::Invalid {
+            errors.push(PolicyError::Invalid {
                 source_name: where_,
                 path: format!("data.{POLICY_KEY}"),
                 message: "missing".into(),
             });
+            continue;
         };
-        out.push(parse_policy(&where_, &name, text)?);
+        match parse_policy(&where_, &name, text) {
+            Ok(p) => out.push(p),
+            Err(e) => errors.push(e),
+        }
     }
-    Ok(out)
+    match PolicyError::all(source, errors) {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// Read every `*.yaml`, `*.yml` and `*.json` file of a folder, in name order.
@@ -143,6 +164,11 @@ mod tests {
         "rules.memory.request.floor",
         "p.yaml: rules.memory.request.floor: "
     )]
+    #[case::enclosing_path_in_the_message(
+        "defaults: {memory: {request: lots}}\n",
+        "defaults.memory.request",
+        "p.yaml: defaults.memory.request: invalid quantity"
+    )]
     #[case::in_a_list(
         "overrides:\n  - workload: {kind: Widget, name: a}\n",
         "overrides[0].workload.kind",
@@ -154,5 +180,38 @@ mod tests {
         let shown = e.to_string();
         assert!(shown.starts_with(starts), "{shown}");
         assert_eq!(shown.matches(&format!("{path}:")).count(), 1, "{shown}");
+    }
+
+    /// Every refused field of every policy ConfigMap in a file, each path once.
+    #[test]
+    fn all_errors_at_once() {
+        let cm = |name: &str, body: &str| {
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, labels: {{rightsizer.io/policy: \"true\"}}}}\ndata:\n  policy.yaml: |\n{body}")
+        };
+        let text = [
+            cm(
+                "a",
+                "    recommender: nope\n    gpu: {resources: []}\n    knative: {target: 0}\n",
+            ),
+            cm("b", "    defaults: {memory: {request: lots}}\n"),
+        ]
+        .join("---\n");
+        let e = parse_manifests("f.yaml", &text).unwrap_err();
+        assert_eq!(
+            e.paths(),
+            [
+                "(ConfigMap a) recommender",
+                "(ConfigMap a) gpu.resources",
+                "(ConfigMap a) knative.target",
+                "(ConfigMap b) defaults.memory.request",
+            ]
+        );
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("f.yaml: (ConfigMap a) recommender: unknown recommender"),
+            "{shown}"
+        );
+        assert_eq!(shown.matches("f.yaml").count(), 1, "{shown}");
+        assert_eq!(shown.matches("defaults.memory").count(), 1, "{shown}");
     }
 }

@@ -154,9 +154,8 @@ pub fn decide(
 ) -> ResourceDecision {
     let mut reasons = Vec::new();
     let cur = input.current;
-    let mut proposal = match input.observed {
-        Some(o) if rules.enough_evidence(&o) => {
-            let mut s = rules.recommend(resource, &o);
+    let mut proposal = match input.observed.and_then(|o| rules.propose(resource, &o)) {
+        Some(mut s) => {
             // Hysteresis against what runs now: a small difference is not worth a restart.
             if let (Some(c), Some(r)) = (cur.request, s.request) {
                 if !rules.worth_changing(resource, Some(c), r) {
@@ -172,7 +171,7 @@ pub fn decide(
             }
             Some(s)
         }
-        _ => {
+        None => {
             push(&mut reasons, REASON_NO_DATA);
             None
         }

@@ -10,6 +10,13 @@ pub enum PolicyError {
         path: String,
         message: String,
     },
+    /// Several fields are wrong: each with its path, the source named once.
+    #[error("{source_name}: {}", list(.errors))]
+    Several {
+        source_name: String,
+        /// Path and message of each.
+        errors: Vec<(String, String)>,
+    },
     /// The manifest or policy text is not valid YAML/JSON.
     #[error("{source_name}: {message}")]
     Syntax {
@@ -30,7 +37,67 @@ impl PolicyError {
     pub fn path(&self) -> Option<&str> {
         match self {
             PolicyError::Invalid { path, .. } => Some(path),
+            PolicyError::Several { errors, .. } => errors.first().map(|e| e.0.as_str()),
             _ => None,
         }
     }
+
+    /// Every field path this error names, in order.
+    pub fn paths(&self) -> Vec<&str> {
+        match self {
+            PolicyError::Invalid { path, .. } => vec![path],
+            PolicyError::Several { errors, .. } => errors.iter().map(|e| e.0.as_str()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// One error for all of `errors` (found in `source`): none, the one, or `Several`.
+    pub fn all(source: &str, mut errors: Vec<PolicyError>) -> Option<PolicyError> {
+        if errors.len() <= 1 {
+            return errors.pop();
+        }
+        let mut list = Vec::new();
+        // An error of a part of `source` (a ConfigMap in a file) names that part once.
+        let within = |name: &str, path: String| match name.strip_prefix(source).map(str::trim) {
+            Some(part) if !part.is_empty() => format!("{part} {path}"),
+            _ => path,
+        };
+        for e in errors {
+            match e {
+                PolicyError::Invalid {
+                    source_name,
+                    path,
+                    message,
+                } => list.push((within(&source_name, path), message)),
+                PolicyError::Several {
+                    source_name,
+                    errors,
+                } => list.extend(
+                    errors
+                        .into_iter()
+                        .map(|(p, m)| (within(&source_name, p), m)),
+                ),
+                other => list.push((String::new(), other.to_string())),
+            }
+        }
+        Some(PolicyError::Several {
+            source_name: source.to_string(),
+            errors: list,
+        })
+    }
+}
+
+/// `path: message; path: message`.
+fn list(errors: &[(String, String)]) -> String {
+    errors
+        .iter()
+        .map(|(p, m)| {
+            if p.is_empty() {
+                m.clone()
+            } else {
+                format!("{p}: {m}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -5,6 +5,7 @@
 pub mod apiserver;
 #[cfg(not(feature = "test-support"))]
 pub(crate) mod apiserver;
+pub mod compose;
 pub mod error;
 pub mod schema;
 pub mod select;

@@ -79,8 +79,19 @@ pub struct WorkloadRef {
     pub name: String,
 }
 
+impl WorkloadRef {
+    /// Whether this names the workload `key` (namespace and kind, when given, must match).
+    pub fn names(&self, key: &crate::workload::WorkloadKey) -> bool {
+        self.name == key.name
+            && self.namespace.as_ref().is_none_or(|n| *n == key.namespace)
+            && self.kind.is_none_or(|k| k == key.kind)
+    }
+}
+
 /// Per-workload explicit values; container `*` applies to every container. `knative`:
-/// Knative settings for this workload (Knative Services and Configurations).
+/// this workload's own Knative settings (Knative Services and Configurations): each field
+/// set there replaces the policy's `knative` field and beats the analyzer's proposal;
+/// like the policy's, it is written only where the user set none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Override {
@@ -88,64 +99,7 @@ pub struct Override {
     #[serde(default)]
     pub containers: BTreeMap<String, ContainerValues>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub knative: Option<KnativeOverride>,
-}
-
-/// A workload's own Knative settings: the fields of the policy's `knative` section, each
-/// optional. A field set here replaces the policy's for this workload and beats the
-/// analyzer's proposal; like the policy's, it is written only where the user set none.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct KnativeOverride {
-    #[serde(default)]
-    pub target: Option<f64>,
-    #[serde(default)]
-    pub target_utilization_percentage: Option<f64>,
-    #[serde(default)]
-    pub container_concurrency: Option<u64>,
-    #[serde(default)]
-    pub min_scale: Option<u32>,
-    #[serde(default)]
-    pub max_scale: Option<u32>,
-    #[serde(default)]
-    pub metric: Option<String>,
-    #[serde(default)]
-    pub apply_recommendations: Option<bool>,
-}
-
-impl KnativeOverride {
-    /// Fields left open here taken from `other` (the first set wins).
-    pub fn or(self, other: &KnativeOverride) -> KnativeOverride {
-        KnativeOverride {
-            target: self.target.or(other.target),
-            target_utilization_percentage: self
-                .target_utilization_percentage
-                .or(other.target_utilization_percentage),
-            container_concurrency: self.container_concurrency.or(other.container_concurrency),
-            min_scale: self.min_scale.or(other.min_scale),
-            max_scale: self.max_scale.or(other.max_scale),
-            metric: self.metric.or_else(|| other.metric.clone()),
-            apply_recommendations: self.apply_recommendations.or(other.apply_recommendations),
-        }
-    }
-
-    /// The policy's section (or none) with this workload's fields in place.
-    pub fn over(&self, policy: Option<&KnativePolicy>) -> KnativePolicy {
-        let p = policy.cloned().unwrap_or_default();
-        KnativePolicy {
-            target: self.target.or(p.target),
-            target_utilization_percentage: self
-                .target_utilization_percentage
-                .or(p.target_utilization_percentage),
-            container_concurrency: self.container_concurrency.or(p.container_concurrency),
-            min_scale: self.min_scale.or(p.min_scale),
-            max_scale: self.max_scale.or(p.max_scale),
-            metric: self.metric.clone().or(p.metric),
-            apply_recommendations: self
-                .apply_recommendations
-                .unwrap_or(p.apply_recommendations),
-        }
-    }
+    pub knative: Option<KnativePolicy>,
 }
 
 /// How enforce mode may use usage-based values.
@@ -260,85 +214,190 @@ pub struct PriorityPolicy {
     pub default_class_name: Option<String>,
 }
 
-/// Knative autoscaling defaults, written to `spec.template` where the user set none.
+/// Knative autoscaling defaults, written to `spec.template` where the user set none. Also
+/// the `knative` block of a per-workload override, whose fields are laid over these.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KnativePolicy {
     /// `autoscaling.knative.dev/target`
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<f64>,
     /// `autoscaling.knative.dev/target-utilization-percentage`
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_utilization_percentage: Option<f64>,
     /// `spec.template.spec.containerConcurrency`
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_concurrency: Option<u64>,
     /// `autoscaling.knative.dev/min-scale`
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_scale: Option<u32>,
     /// `autoscaling.knative.dev/max-scale`
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_scale: Option<u32>,
     /// `autoscaling.knative.dev/metric` (concurrency, rps, cpu, memory)
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<String>,
-    /// Use the analyzer's concurrency proposals (enforce mode only) before these defaults.
-    #[serde(default)]
-    pub apply_recommendations: bool,
+    /// Use the analyzer's concurrency proposals (enforce mode only) before these defaults
+    /// (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_recommendations: Option<bool>,
 }
 
-/// The policy document as written.
+impl KnativePolicy {
+    /// Fields left open here taken from `other` (the first set wins).
+    pub fn or(self, other: &KnativePolicy) -> KnativePolicy {
+        KnativePolicy {
+            target: self.target.or(other.target),
+            target_utilization_percentage: self
+                .target_utilization_percentage
+                .or(other.target_utilization_percentage),
+            container_concurrency: self.container_concurrency.or(other.container_concurrency),
+            min_scale: self.min_scale.or(other.min_scale),
+            max_scale: self.max_scale.or(other.max_scale),
+            metric: self.metric.or_else(|| other.metric.clone()),
+            apply_recommendations: self.apply_recommendations.or(other.apply_recommendations),
+        }
+    }
+
+    /// Whether the analyzer's proposals are used (default false).
+    pub fn uses_recommendations(&self) -> bool {
+        self.apply_recommendations.unwrap_or(false)
+    }
+}
+
+/// Whether sections this policy leaves out come from lower-precedence matching policies
+/// (`crate::policy::compose`): `true` (the default), `false` (none do), or a list of the
+/// sections that may (e.g. `[gpu, placement]`; any other section left out keeps its default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Inherit {
+    All(bool),
+    Only(Vec<String>),
+}
+
+impl Default for Inherit {
+    fn default() -> Self {
+        Inherit::All(true)
+    }
+}
+
+impl Inherit {
+    /// Whether `section` may come from a lower-precedence policy.
+    pub fn allows(&self, section: &str) -> bool {
+        match self {
+            Inherit::All(b) => *b,
+            Inherit::Only(list) => list.iter().any(|s| s == section),
+        }
+    }
+}
+
+/// The policy document as written. Every field but `name`, `precedence`, `selector` and
+/// `inherit` is a *section*: optional, and absent when not written, so that composition
+/// (`crate::policy::compose`) can tell what a policy decides. A new section must be an
+/// `Option` that is skipped when `None`; it then composes like the others.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicySpec {
     /// Defaults to the ConfigMap's name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// When several policies select a workload, the highest precedence wins (ties: name order).
+    /// Order among the policies that select a workload: for each section, the highest
+    /// precedence that writes it wins (ties: name order).
     #[serde(default)]
     pub precedence: i32,
     #[serde(default)]
     pub selector: Selector,
-    #[serde(default)]
-    pub mode: Mode,
-    #[serde(default)]
-    pub target: WriteTarget,
+    /// See [`Inherit`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherit: Option<Inherit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<WriteTarget>,
     /// Memory recommendation strategy by name (default `adaptive`, `crate::strategy::DEFAULT`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recommender: Option<String>,
     /// Partial overrides of the seed rules' numbers; anything left out keeps its default.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<serde_json::Value>,
-    #[serde(default)]
-    pub enforcement: Enforcement,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
     /// Values for containers that declare nothing for a resource.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defaults: Option<ContainerValues>,
-    #[serde(default)]
-    pub overrides: Vec<Override>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<Vec<Override>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuPolicy>,
     /// Placement by workload and CPU request; the first matching rule applies.
-    #[serde(default)]
-    pub placement: Vec<PlacementRule>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Vec<PlacementRule>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<PriorityPolicy>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub knative: Option<KnativePolicy>,
     /// Memory as a function of declared load (`rightsizer.io/expected-load`).
-    #[serde(default)]
-    pub load_models: Vec<crate::loadmodel::schema::LoadModelSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_models: Option<Vec<crate::loadmodel::schema::LoadModelSpec>>,
     /// Controlled resources and values, the limit rule, the JVM bound.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sizing: Option<crate::policy::sizing::SizingPolicy>,
     /// Whether and how running Pods are brought to the committed values (default off).
-    #[serde(default)]
-    pub update: crate::update::policy::UpdatePolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<crate::update::policy::UpdatePolicy>,
 }
 
-/// A validated policy, ready for admission.
+/// The document's fields that say which workloads a policy selects, not what it decides.
+pub const NOT_SECTIONS: &[&str] = &["name", "precedence", "selector", "inherit"];
+
+/// The sections, as written in a policy (for `inherit` lists and `explain`). `sizing`
+/// is the section of the limit rules, controlled resources and JVM settings.
+pub const SECTIONS: &[&str] = &[
+    "mode",
+    "target",
+    "recommender",
+    "rules",
+    "enforcement",
+    "defaults",
+    "overrides",
+    "gpu",
+    "placement",
+    "priority",
+    "knative",
+    "loadModels",
+    "sizing",
+    "update",
+];
+
+/// Whether `key` names a section (see [`SECTIONS`]).
+pub fn is_section(key: &str) -> bool {
+    SECTIONS.contains(&key)
+}
+
+impl PolicySpec {
+    /// The written document as a JSON object (sections left out are absent).
+    pub fn document(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    /// The sections this document writes, in its field order.
+    pub fn written(&self) -> Vec<String> {
+        self.document()
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !NOT_SECTIONS.contains(&k.as_str()))
+            .collect()
+    }
+}
+
+/// A validated policy, ready for admission. Selected for a workload, it is the
+/// composition of every policy that matches (`crate::policy::compose`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
+    /// The highest-precedence policy that selects the workload.
     pub name: String,
     /// Where it came from (file path or namespace/ConfigMap).
     pub source: String,
@@ -359,6 +418,11 @@ pub struct Policy {
     /// `None`: the section's defaults ([`Policy::sizing`]).
     pub sizing: Option<crate::policy::sizing::SizingPolicy>,
     pub update: crate::update::policy::UpdatePolicy,
+    /// The document as written (what composition lays over other policies).
+    pub spec: PolicySpec,
+    /// Which policy decided each section written here or inherited, by section key
+    /// (`gpu`, `rules`, ...): for a single policy, itself for every section it writes.
+    pub decided_by: BTreeMap<String, String>,
 }
 
 impl Policy {

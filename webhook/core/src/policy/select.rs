@@ -1,7 +1,7 @@
 //! Which policy applies to a workload.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use crate::policy::schema::Policy;
 use crate::selector::Selector;
@@ -13,6 +13,22 @@ pub struct Subject<'a> {
     pub key: &'a WorkloadKey,
     pub labels: &'a BTreeMap<String, String>,
     pub namespace_labels: &'a BTreeMap<String, String>,
+}
+
+/// The labels a workload's policy is selected on: its own, overlaid by its pod
+/// template's. Admission and the analyzer both build them here, from the same inputs.
+pub fn selection_labels(
+    own: Option<&BTreeMap<String, String>>,
+    template: Option<&BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
+    let mut labels = own.cloned().unwrap_or_default();
+    labels.extend(
+        template
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    labels
 }
 
 /// `*` matches any run of characters; everything else matches itself.
@@ -64,7 +80,14 @@ impl Selector {
 #[derive(Debug, Clone, Default)]
 pub struct PolicySet {
     policies: Vec<Arc<Policy>>,
+    /// Composed policies by the indices of the policies that matched: few distinct sets
+    /// occur, and admission should not re-validate per review.
+    composed: Arc<Mutex<HashMap<Vec<usize>, Arc<Policy>>>>,
 }
+
+/// Distinct matching sets kept composed; beyond this they are composed per call (tenant
+/// labels could otherwise grow the map).
+const COMPOSED_KEPT: usize = 1024;
 
 impl PolicySet {
     pub fn new(mut policies: Vec<Arc<Policy>>) -> Self {
@@ -73,12 +96,53 @@ impl PolicySet {
                 .cmp(&a.precedence)
                 .then_with(|| a.name.cmp(&b.name))
         });
-        PolicySet { policies }
+        PolicySet {
+            policies,
+            composed: Arc::default(),
+        }
     }
 
-    /// The policy that applies: the highest-precedence one whose selector matches.
-    pub fn select(&self, s: &Subject) -> Option<&Arc<Policy>> {
-        self.policies.iter().find(|p| p.selector.matches(s))
+    /// The policy in force: every policy whose selector matches, composed
+    /// (`crate::policy::compose`); None when none matches.
+    pub fn select(&self, s: &Subject) -> Option<Arc<Policy>> {
+        let hits: Vec<usize> = (0..self.policies.len())
+            .filter(|&i| self.policies[i].selector.matches(s))
+            .collect();
+        match hits.as_slice() {
+            [] => return None,
+            [one] => return Some(Arc::clone(&self.policies[*one])),
+            _ => {}
+        }
+        let mut kept = self
+            .composed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = kept.get(&hits) {
+            return Some(Arc::clone(p));
+        }
+        let matching: Vec<&Arc<Policy>> = hits.iter().map(|&i| &self.policies[i]).collect();
+        let policy = crate::policy::compose::compose(&matching)?;
+        if kept.len() < COMPOSED_KEPT {
+            kept.insert(hits, Arc::clone(&policy));
+        }
+        Some(policy)
+    }
+
+    /// The one selection admission and the analyzer make: the workload's own labels
+    /// overlaid by its template's, and its namespace's labels.
+    pub fn select_workload(
+        &self,
+        key: &WorkloadKey,
+        own: Option<&BTreeMap<String, String>>,
+        template: Option<&BTreeMap<String, String>>,
+        namespace_labels: &BTreeMap<String, String>,
+    ) -> Option<Arc<Policy>> {
+        let labels = selection_labels(own, template);
+        self.select(&Subject {
+            key,
+            labels: &labels,
+            namespace_labels,
+        })
     }
 
     pub fn len(&self) -> usize {

@@ -326,83 +326,142 @@ fn check_node_terms(
     Ok(())
 }
 
-/// Check a written policy and produce the policy admission uses.
+/// Check a written policy and produce the policy admission uses. Every section is
+/// checked, so all its errors are reported at once (the first of each item).
 pub fn validate(source: &str, default_name: &str, spec: PolicySpec) -> Result<Policy, PolicyError> {
     let ctx = Ctx { source };
+    let mut errors = Vec::new();
+    let mut keep = |r: Result<(), PolicyError>| {
+        if let Err(e) = r {
+            errors.push(e);
+        }
+    };
     let name = spec
         .name
         .clone()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| default_name.to_string());
-    check_selector(&ctx, "selector", &spec.selector)?;
+    keep(check_selector(&ctx, "selector", &spec.selector));
+    if let Some(crate::policy::schema::Inherit::Only(list)) = &spec.inherit {
+        for (i, s) in list.iter().enumerate() {
+            if !crate::policy::schema::is_section(s) {
+                keep(Err(ctx.err(
+                    format!("inherit[{i}]"),
+                    format!(
+                        "unknown section {s:?}; sections: {}",
+                        crate::policy::schema::SECTIONS.join(", ")
+                    ),
+                )));
+            }
+        }
+    }
     let recommender = spec
         .recommender
         .clone()
         .unwrap_or_else(|| crate::strategy::DEFAULT.into());
     if crate::strategy::by_name(&recommender).is_none() {
-        return Err(ctx.err(
+        keep(Err(ctx.err(
             "recommender",
             format!(
                 "unknown recommender {recommender:?}; known: {}",
                 crate::strategy::names().collect::<Vec<_>>().join(", ")
             ),
-        ));
+        )));
     }
-    let rules = build_rules(&ctx, spec.rules.as_ref())?;
+    let rules = build_rules(&ctx, spec.rules.as_ref());
     if let Some(d) = &spec.defaults {
-        check_values(source, "defaults", d)?;
+        keep(check_values(source, "defaults", d));
     }
-    for (i, o) in spec.overrides.iter().enumerate() {
+    for (i, o) in spec.overrides.iter().flatten().enumerate() {
         if o.workload.name.is_empty() {
-            return Err(ctx.err(format!("overrides[{i}].workload.name"), "must not be empty"));
+            keep(Err(ctx.err(
+                format!("overrides[{i}].workload.name"),
+                "must not be empty",
+            )));
         }
         for (c, v) in &o.containers {
-            check_values(source, &format!("overrides[{i}].containers.{c}"), v)?;
+            keep(check_values(
+                source,
+                &format!("overrides[{i}].containers.{c}"),
+                v,
+            ));
         }
         if let Some(k) = &o.knative {
-            check_knative(&ctx, &format!("overrides[{i}].knative"), &k.over(None))?;
+            keep(check_knative(&ctx, &format!("overrides[{i}].knative"), k));
         }
     }
     if let Some(g) = &spec.gpu {
-        check_gpu(&ctx, g)?;
+        keep(check_gpu(&ctx, g));
     }
-    check_placement(&ctx, &spec.placement)?;
+    keep(check_placement(
+        &ctx,
+        spec.placement.as_deref().unwrap_or_default(),
+    ));
     if let Some(p) = &spec.priority {
-        check_priority(&ctx, p)?;
+        keep(check_priority(&ctx, p));
     }
     if let Some(k) = &spec.knative {
-        check_knative(&ctx, "knative", k)?;
+        keep(check_knative(&ctx, "knative", k));
     }
-    for (i, m) in spec.load_models.iter().enumerate() {
-        check_selector(&ctx, &format!("loadModels[{i}].selector"), &m.selector)?;
+    let load_models = spec.load_models.clone().unwrap_or_default();
+    for (i, m) in load_models.iter().enumerate() {
+        keep(check_selector(
+            &ctx,
+            &format!("loadModels[{i}].selector"),
+            &m.selector,
+        ));
     }
-    crate::loadmodel::validate::check("loadModels", &spec.load_models)
-        .map_err(|(path, message)| ctx.err(path, message))?;
+    keep(
+        crate::loadmodel::validate::check("loadModels", &load_models)
+            .map_err(|(path, message)| ctx.err(path, message)),
+    );
     if let Some(s) = &spec.sizing {
-        s.check()
-            .map_err(|(path, message)| ctx.err(format!("sizing.{path}"), message))?;
+        keep(
+            s.check()
+                .map_err(|(path, message)| ctx.err(format!("sizing.{path}"), message)),
+        );
     }
-    spec.update
-        .check()
-        .map_err(|(path, message)| ctx.err(format!("update.{path}"), message))?;
+    if let Some(u) = &spec.update {
+        keep(
+            u.check()
+                .map_err(|(path, message)| ctx.err(format!("update.{path}"), message)),
+        );
+    }
+    let rules = match rules {
+        Ok(r) => Some(r),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    if let Some(e) = PolicyError::all(source, errors) {
+        return Err(e);
+    }
+    let decided_by = spec
+        .written()
+        .into_iter()
+        .map(|section| (section, name.clone()))
+        .collect();
     Ok(Policy {
         name,
         source: source.to_string(),
         precedence: spec.precedence,
-        selector: spec.selector,
-        mode: spec.mode,
-        target: spec.target,
+        selector: spec.selector.clone(),
+        mode: spec.mode.unwrap_or_default(),
+        target: spec.target.unwrap_or_default(),
         recommender,
-        rules,
-        enforcement: spec.enforcement,
+        rules: rules.unwrap_or_default(),
+        enforcement: spec.enforcement.unwrap_or_default(),
         defaults: spec.defaults,
-        overrides: spec.overrides,
-        gpu: spec.gpu,
-        placement: spec.placement,
-        priority: spec.priority,
-        knative: spec.knative,
-        load_models: spec.load_models,
-        sizing: spec.sizing,
-        update: spec.update,
+        overrides: spec.overrides.clone().unwrap_or_default(),
+        gpu: spec.gpu.clone(),
+        placement: spec.placement.clone().unwrap_or_default(),
+        priority: spec.priority.clone(),
+        knative: spec.knative.clone(),
+        load_models,
+        sizing: spec.sizing.clone(),
+        update: spec.update.clone().unwrap_or_default(),
+        spec,
+        decided_by,
     })
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::object::{View, OVERRIDES_ANNOTATION};
-use crate::policy::schema::{ContainerValues, KnativeOverride, Policy};
+use crate::policy::schema::{ContainerValues, KnativePolicy, Policy};
 use crate::quantity::Resource;
 use crate::rules::Sizes;
 
@@ -32,11 +32,7 @@ pub fn overrides_for(
         out.limit = out.limit.or(lim);
     };
     for o in &policy.overrides {
-        let w = &o.workload;
-        if w.name == id.name
-            && w.namespace.as_ref().is_none_or(|n| *n == id.namespace)
-            && w.kind.is_none_or(|k| k == id.kind)
-        {
+        if o.workload.names(id) {
             if let Some(v) = o.containers.get(container) {
                 fill(v);
             }
@@ -53,19 +49,14 @@ pub fn overrides_for(
 
 /// The Knative settings of the policy's per-workload overrides that name this workload
 /// (earlier entries first), if any names it with a `knative` block.
-pub fn knative_override_for(policy: &Policy, view: &View) -> Option<KnativeOverride> {
+pub fn knative_override_for(policy: &Policy, view: &View) -> Option<KnativePolicy> {
     let id = &view.identity;
     policy
         .overrides
         .iter()
-        .filter(|o| {
-            let w = &o.workload;
-            w.name == id.name
-                && w.namespace.as_ref().is_none_or(|n| *n == id.namespace)
-                && w.kind.is_none_or(|k| k == id.kind)
-        })
+        .filter(|o| o.workload.names(id))
         .filter_map(|o| o.knative.as_ref())
-        .fold(None, |acc: Option<KnativeOverride>, k| {
+        .fold(None, |acc: Option<KnativePolicy>, k| {
             Some(match acc {
                 Some(a) => a.or(k),
                 None => k.clone(),

@@ -89,7 +89,7 @@ pub fn desired(
     policy: &KnativePolicy,
     rec: Option<&KnativeRecommendation>,
 ) -> (Vec<(&'static str, String)>, Option<u64>) {
-    let rec = rec.filter(|_| policy.apply_recommendations);
+    let rec = rec.filter(|_| policy.uses_recommendations());
     let target = rec
         .and_then(|r| r.target)
         .or(policy.target)
@@ -148,7 +148,7 @@ pub fn apply_pinned(
     warnings: &mut Vec<String>,
 ) -> BTreeMap<String, String> {
     let (ann, cc) = desired(policy, rec);
-    let tuned = rec.is_some() && policy.apply_recommendations && !pinned;
+    let tuned = rec.is_some() && policy.uses_recommendations() && !pinned;
     let mut owned = BTreeMap::new();
     let Some(template) = obj
         .pointer_mut("/spec/template")
@@ -349,7 +349,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(desired(&p, Some(&rec)).0, vec![(TARGET, "100".to_string())]);
-        p.apply_recommendations = true;
+        p.apply_recommendations = Some(true);
         assert_eq!(
             desired(&p, Some(&rec)),
             (vec![(TARGET, "42".to_string())], Some(50))
@@ -385,7 +385,7 @@ mod tests {
     #[test]
     fn three_revisions_follow_the_recommendation() {
         let p = KnativePolicy {
-            apply_recommendations: true,
+            apply_recommendations: Some(true),
             ..Default::default()
         };
         let rules = KnativeRules::default();
@@ -410,7 +410,7 @@ mod tests {
     #[test]
     fn a_users_value_is_never_touched() {
         let p = KnativePolicy {
-            apply_recommendations: true,
+            apply_recommendations: Some(true),
             ..Default::default()
         };
         let rules = KnativeRules::default();

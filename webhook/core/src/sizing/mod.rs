@@ -158,7 +158,7 @@ pub fn plan(
         // section field by field, and beat the analyzer's proposal on the fields they set.
         let own = explicit::knative_override_for(policy, view);
         let k = match &own {
-            Some(o) => Some(o.over(policy.knative.as_ref())),
+            Some(o) => Some(o.clone().or(&policy.knative.clone().unwrap_or_default())),
             None => policy.knative.clone(),
         };
         if let Some(k) = k {

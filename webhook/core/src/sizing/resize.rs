@@ -301,7 +301,7 @@ fn size_one(
     let rec = inputs.recs.get(name);
     let rr = rec.and_then(|x| x.resource(r));
     let hpa = rec.is_some_and(|x| x.hpa_resources.contains(&r));
-    let proposal = rr.and_then(|rr| resources::proposal(&policy.rules, r, rr));
+    let proposal = rr.and_then(|rr| resources::proposal(&policy.rules, &policy.recommender, r, rr));
     // Load-model prediction (memory only): joins the recommendation level.
     let prediction = inputs
         .predictions

@@ -259,16 +259,24 @@ pub fn bounded(s: Sizes, rules: &Rules, resource: Resource) -> Sizes {
 }
 
 /// What the analyzer proposes for this resource, before guards: its own recommendation,
-/// or one computed from observed usage with the policy's rules (when evidence suffices).
-pub fn proposal(rules: &Rules, resource: Resource, rec: &ResourceRecommendation) -> Option<Sizes> {
+/// or the one the seed rules compute from observed usage (when evidence suffices), as the
+/// analyzer would: for CPU, and for memory under the `seed` recommender. Another memory
+/// recommender needs the usage history, which observed figures alone do not carry: no
+/// value (the analyzer's own answer is the number).
+pub fn proposal(
+    rules: &Rules,
+    recommender: &str,
+    resource: Resource,
+    rec: &ResourceRecommendation,
+) -> Option<Sizes> {
     if let Some(s) = rec.recommended {
         return Some(s);
     }
-    let obs = rec.observed.as_ref()?;
-    if !rules.enough_evidence(obs) {
+    // The analyzer runs a strategy for memory only; CPU always follows the seed rules.
+    if resource == Resource::Memory && recommender != crate::strategy::SEED {
         return None;
     }
-    let mut s = rules.recommend(resource, obs);
+    let mut s = rules.propose(resource, rec.observed.as_ref()?)?;
     if let (Resource::Memory, Some(floor)) = (resource, rec.oom_floor) {
         s = crate::rules::oom_raise(s, floor);
     }
@@ -360,6 +368,7 @@ mod tests {
         let rules = Rules::default();
         let p = proposal(
             &rules,
+            crate::strategy::SEED,
             Resource::Memory,
             &rec_observed(100.0, 200.0, 300.0, 1000),
         )
@@ -368,6 +377,7 @@ mod tests {
         assert_eq!(
             proposal(
                 &rules,
+                crate::strategy::SEED,
                 Resource::Memory,
                 &rec_observed(100.0, 200.0, 300.0, 10)
             ),
@@ -376,12 +386,26 @@ mod tests {
         );
     }
 
+    #[rstest]
+    #[case::seed_memory(crate::strategy::SEED, Resource::Memory, true)]
+    #[case::adaptive_memory("adaptive", Resource::Memory, false)]
+    #[case::adaptive_cpu_follows_the_seed_rules("adaptive", Resource::Cpu, true)]
+    fn observed_only_is_computed_where_the_analyzer_uses_the_seed_rules(
+        #[case] recommender: &str,
+        #[case] resource: Resource,
+        #[case] computed: bool,
+    ) {
+        let r = rec_observed(100.0, 200.0, 300.0, 1000);
+        let p = proposal(&Rules::default(), recommender, resource, &r);
+        assert_eq!(p.is_some(), computed);
+    }
+
     #[test]
     fn proposal_respects_oom_floor() {
         let rules = Rules::default();
         let mut r = rec_observed(100.0, 200.0, 300.0, 1000);
         r.oom_floor = Some(512 * MI);
-        let p = proposal(&rules, Resource::Memory, &r).unwrap();
+        let p = proposal(&rules, crate::strategy::SEED, Resource::Memory, &r).unwrap();
         // The analyzer's rule (`rules::oom_raise`): request and limit both reach the floor.
         assert_eq!(p, s(Some(512 * MI), Some(512 * MI)));
     }
@@ -395,7 +419,7 @@ mod tests {
         let rules = Rules::default();
         let mut r = rec_observed(100.0, 200.0, 300.0, 1000);
         r.oom_floor = Some(floor_mi * MI);
-        let admission = proposal(&rules, Resource::Memory, &r);
+        let admission = proposal(&rules, crate::strategy::SEED, Resource::Memory, &r);
         let input = ResourceInput {
             observed: r.observed,
             oom_floor: r.oom_floor,

@@ -159,6 +159,10 @@ impl std::fmt::Debug for Spec {
 /// The strategy used when a policy names none.
 pub const DEFAULT: &str = "adaptive";
 
+/// The recommender that is the seed rules themselves (`crate::rules::Rules::propose`,
+/// with the analyzer's hysteresis, cooldown and OOM floor), not a strategy state.
+pub const SEED: &str = "seed";
+
 /// Every built-in strategy, the default first.
 pub static ALL: &[Spec] = &[
     Spec::new(
