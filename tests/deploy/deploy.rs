@@ -528,6 +528,8 @@ fn rbac_is_least_privilege() {
     let watch = set(&["list", "watch"]);
     let mut expected = BTreeMap::new();
     for r in [
+        // The node cap: the largest allocatable of the nodes a Pod can land on.
+        "/nodes",
         "/namespaces",
         "/limitranges",
         "/resourcequotas",

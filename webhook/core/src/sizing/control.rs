@@ -65,15 +65,13 @@ pub fn apply_limit_rule(
         return false;
     };
     // Keeping the ratio never gives less than the rules recommend (their limit covers the
-    // observed max): the declared ratio is the least headroom kept.
-    if rule == LimitRuleOf::KeepRatio {
-        if let Some(l) = r.limit.filter(|_| from_usage(r.limit)) {
-            limit = limit.max(l.value);
-        }
-    }
-    // Rounded like recommendations (a ratio of 1 keeps the request exactly).
-    if limit != req.value {
-        limit = round_up(limit, round_to);
+    // observed max): the declared ratio is the least headroom kept. A derived value is
+    // rounded like recommendations (a ratio of 1 keeps the request exactly).
+    let usage = r.limit.filter(|l| from_usage(Some(*l))).map(|l| l.value);
+    match usage {
+        Some(u) if rule == LimitRuleOf::KeepRatio && u >= limit => limit = u,
+        _ if limit != req.value => limit = round_up(limit, round_to),
+        _ => {}
     }
     // Within the policy's limit max; a limit from usage that is still being walked down to
     // it (30% a step from a declared value above) is not cut short.
@@ -231,7 +229,7 @@ mod tests {
     #[case::keep_ratio_needs_both(LimitRuleOf::KeepRatio, sizes(Some(100), None), (300, REC), Some((368, REC)), 368)]
     // Guaranteed 1Gi/1Gi: limit = request, or the larger recommended limit.
     #[case::keep_ratio_one(LimitRuleOf::KeepRatio, sizes(Some(1024), Some(1024)), (700, REC), None, 700)]
-    #[case::keep_ratio_not_below_recommended(LimitRuleOf::KeepRatio, sizes(Some(1024), Some(1024)), (700, REC), Some((900, REC)), 912)]
+    #[case::keep_ratio_not_below_recommended(LimitRuleOf::KeepRatio, sizes(Some(1024), Some(1024)), (700, REC), Some((900, REC)), 900)]
     #[case::recommended(LimitRuleOf::Recommended, sizes(Some(100), Some(200)), (300, REC), Some((368, REC)), 368)]
     #[case::ratio(LimitRuleOf::Ratio(1.5), sizes(None, None), (300, REC), None, 464)]
     #[case::headroom(LimitRuleOf::Headroom(256 * MI), sizes(Some(100), Some(200)), (300, REC), Some((368, REC)), 560)]
@@ -260,6 +258,23 @@ mod tests {
             side(request.0, request.1),
             "the request is not moved"
         );
+    }
+
+    #[test]
+    fn a_committed_limit_at_the_ratio_is_not_rounded() {
+        // Committed 300Mi/600Mi over a declared 128Mi/256Mi: the limit stays 600Mi.
+        let mut r = Resolved {
+            request: side(300, Source::Enforced),
+            limit: side(600, Source::Enforced),
+        };
+        apply_limit_rule(
+            &mut r,
+            LimitRuleOf::KeepRatio,
+            sizes(Some(128), Some(256)),
+            16 * MI,
+            Some(8192 * MI),
+        );
+        assert_eq!(r.limit, side(600, Source::Enforced));
     }
 
     #[test]
