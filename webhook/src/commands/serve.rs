@@ -350,7 +350,12 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
             per_minute: args.updater_per_minute,
             enforcement: args.enforcement,
         };
-        let client = ::kube::Client::try_default().await?;
+        // A PodDisruptionBudget refuses an eviction with 429, which kube's client would
+        // retry itself (up to 15 times, minutes apart), stalling every other workload: the
+        // updater tries again on a later pass instead.
+        let mut config = ::kube::Config::infer().await?;
+        config.default_retry = false;
+        let client = ::kube::Client::try_from(config)?;
         let (task, health) = updater::start(client, k, lookup, registry, options).await?;
         tasks.push(task);
         gates.push(Readiness::from_fn(move || health.check()));

@@ -84,7 +84,8 @@ struct Handles {
 }
 
 /// Discover what the apiserver serves, check the permissions, and spawn the passes.
-/// Returns the task and the health `/readyz` reports.
+/// Returns the task and the health `/readyz` reports. `client` must not retry 429
+/// answers itself (`Config::default_retry` off): a PodDisruptionBudget's refusal is one.
 pub async fn start(
     client: Client,
     k: &KubeHandles,

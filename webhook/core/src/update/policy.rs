@@ -151,7 +151,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.mode, UpdateMode::InPlaceOrEvict);
         assert!(p.allow_last_replica);
-        assert_eq!(p.resize_timeout_seconds, DEFAULT_RESIZE_TIMEOUT_SECONDS);
+        assert_eq!(p.resize_timeout_seconds, 300, "the README says 300");
         assert_eq!(UpdatePolicy::default().mode, UpdateMode::Off);
         assert!(serde_json::from_str::<UpdatePolicy>(r#"{"mode":"recreate"}"#).is_err());
     }
