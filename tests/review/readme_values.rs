@@ -13,7 +13,7 @@ const STATEMENTS: &[(&str, &[&str])] = &[
         &[
             "webhook/core/src/policy/compose_tests.rs each_section_from_the_highest_policy_that_writes_it",
             "webhook/core/src/policy/compose_tests.rs inherit_limits_what_comes_from_below",
-            "golden 65-policies-compose-shop",
+            "golden 69-policies-compose-shop",
             "webhook/src/analyzer/policies.rs admission_and_the_analyzer_pick_the_same_policy_on_template_labels",
         ],
     ),
@@ -170,7 +170,7 @@ const STATEMENTS: &[(&str, &[&str])] = &[
             "tests/review/review.rs admitted_unchanged",
             "tests/review/review.rs subresource_is_admitted_unchanged",
             "golden 10-system-namespaces-untouched",
-            "golden 65-policies-compose-shop",
+            "golden 69-policies-compose-shop",
         ],
     ),
     (
