@@ -12,8 +12,8 @@ use rightsizer_core::object::MODE_ANNOTATION;
 use rightsizer_core::policy::schema::{Mode, Policy};
 use rightsizer_core::rules::Rules;
 use rightsizer_core::sizing::annotated_mode;
-use rightsizer_core::update::policy::UpdatePolicy;
 use rightsizer_core::strategy::SEED;
+use rightsizer_core::update::policy::UpdatePolicy;
 use rightsizer_core::workload::WorkloadKey;
 
 use crate::policies::store::PolicyStore;
