@@ -12,9 +12,9 @@ use kube::api::{Api, ListParams};
 
 use rightsizer_core::analysis::entry::Entry;
 use rightsizer_core::analysis::queries::QueryConfig;
-use rightsizer_core::quantity::{parse_bytes, parse_millicores, QuantityError};
+use rightsizer_core::cluster::{ClusterFacts, NodeInfo};
 use rightsizer_core::recommendation::{ContainerKey, Snapshot};
-use rightsizer_core::report::capacity::{shapes_of, NodeShape, Pricing};
+use rightsizer_core::report::capacity::{shapes_of_nodes, NodeShape, Pricing};
 use rightsizer_core::report::model::{build, ContainerInput, Report};
 
 use crate::analyzer::cache::RecommendationCache;
@@ -37,6 +37,8 @@ pub struct ReportSource {
     /// Prometheus and the analyzer's queries, for the usage charts.
     history: Option<(PromClient, QueryConfig)>,
     pub settings: ReportSettings,
+    /// The node watch's facts: the node shapes when the user gave none.
+    nodes: Option<Arc<dyn ClusterFacts>>,
 }
 
 impl ReportSource {
@@ -49,7 +51,14 @@ impl ReportSource {
             cache,
             history,
             settings,
+            nodes: None,
         }
+    }
+
+    /// Take node shapes from the cluster's nodes as watched (unless `--node-shape` gave some).
+    pub fn with_nodes(mut self, facts: Arc<dyn ClusterFacts>) -> Self {
+        self.nodes = Some(facts);
+        self
     }
 
     /// The report of `snapshot` (what `/recommendations` serves, taken by the caller so
@@ -90,7 +99,15 @@ impl ReportSource {
             })
             .collect();
         let s = &self.settings;
-        build(&inputs, &s.cluster, now, &s.shapes, &s.pricing)
+        let watched;
+        let shapes = match &self.nodes {
+            Some(facts) if s.shapes.is_empty() => {
+                watched = shapes_of_nodes(&facts.nodes().nodes);
+                &watched
+            }
+            _ => &s.shapes,
+        };
+        build(&inputs, &s.cluster, now, shapes, &s.pricing)
     }
 }
 
@@ -100,27 +117,11 @@ pub async fn node_shapes(client: kube::Client) -> Result<Vec<NodeShape>, kube::E
     let nodes = Api::<Node>::all(client)
         .list(&ListParams::default())
         .await?;
-    let rows: Vec<(String, u64, u64)> = nodes
+    let infos: Vec<NodeInfo> = nodes
         .items
         .iter()
-        .map(|n| {
-            let labels = n.metadata.labels.as_ref();
-            let ty = labels
-                .and_then(|l| {
-                    l.get("node.kubernetes.io/instance-type")
-                        .or_else(|| l.get("beta.kubernetes.io/instance-type"))
-                })
-                .cloned()
-                .unwrap_or_default();
-            let alloc = n.status.as_ref().and_then(|s| s.allocatable.as_ref());
-            let get = |k: &str, parse: fn(&str) -> Result<u64, QuantityError>| {
-                alloc
-                    .and_then(|a| a.get(k))
-                    .and_then(|q| parse(&q.0).ok())
-                    .unwrap_or(0)
-            };
-            (ty, get("cpu", parse_millicores), get("memory", parse_bytes))
-        })
+        .filter_map(|n| serde_json::to_value(n).ok())
+        .filter_map(|v| NodeInfo::from_object(&v))
         .collect();
-    Ok(shapes_of(&rows))
+    Ok(shapes_of_nodes(&infos))
 }

@@ -360,6 +360,10 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
         tasks.push(task);
         gates.push(Readiness::from_fn(move || health.check()));
     }
+    if let Some(k) = &kube {
+        // The node watch (the node cap's) gives `/report` the cluster's node shapes.
+        report = report.with_nodes(k.facts.clone());
+    }
     let readiness = Readiness::all(gates);
     Ok(Admission {
         admitter,

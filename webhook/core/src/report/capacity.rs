@@ -92,6 +92,30 @@ pub fn shapes_of(nodes: &[(String, u64, u64)]) -> Vec<NodeShape> {
     out
 }
 
+/// The shapes of the cluster's schedulable nodes (grouped by instance type, as
+/// [`shapes_of`]): what `report` reads from the Node list and `/report` from the node watch.
+pub fn shapes_of_nodes(nodes: &[crate::cluster::NodeInfo]) -> Vec<NodeShape> {
+    use crate::quantity::Resource;
+    let rows: Vec<(String, u64, u64)> = nodes
+        .iter()
+        .filter(|n| !n.unschedulable)
+        .map(|n| {
+            let ty = n
+                .labels
+                .get("node.kubernetes.io/instance-type")
+                .or_else(|| n.labels.get("beta.kubernetes.io/instance-type"))
+                .cloned()
+                .unwrap_or_default();
+            (
+                ty,
+                n.allocatable[Resource::Cpu],
+                n.allocatable[Resource::Memory],
+            )
+        })
+        .collect();
+    shapes_of(&rows)
+}
+
 /// Whole nodes of `shape` that requests of `memory` bytes and `cpu_millis` need: the larger
 /// of the two resources' counts (a node is full when either runs out).
 pub fn nodes_needed(shape: &NodeShape, memory: u64, cpu_millis: u64) -> u64 {
@@ -200,6 +224,36 @@ mod tests {
         ]);
         let got: Vec<(&str, u32)> = shapes.iter().map(|s| (s.name.as_str(), s.count)).collect();
         assert_eq!(got, [("4cpu/16Gi", 2), ("big", 1)]);
+    }
+
+    #[test]
+    fn watched_nodes_give_shapes_without_the_cordoned_ones() {
+        let node = |name: &str, ty: Option<&str>, cpu: &str, mem: &str, cordoned: bool| {
+            let labels = match ty {
+                Some(t) => serde_json::json!({"node.kubernetes.io/instance-type": t}),
+                None => serde_json::json!({}),
+            };
+            crate::cluster::NodeInfo::from_object(&serde_json::json!({
+                "metadata": {"name": name, "labels": labels},
+                "spec": {"unschedulable": cordoned},
+                "status": {"allocatable": {"cpu": cpu, "memory": mem}},
+            }))
+            .unwrap()
+        };
+        let shapes = shapes_of_nodes(&[
+            node("a", Some("m5.xlarge"), "3920m", "15Gi", false),
+            node("b", Some("m5.xlarge"), "3920m", "15Gi", false),
+            node("c", None, "2", "8Gi", false),
+            node("d", Some("m5.xlarge"), "3920m", "15Gi", true),
+        ]);
+        let got: Vec<(&str, u64, u64, u32)> = shapes
+            .iter()
+            .map(|s| (s.name.as_str(), s.cpu_millis, s.memory_bytes, s.count))
+            .collect();
+        assert_eq!(
+            got,
+            [("m5.xlarge", 3920, 15 * GI, 2), ("2cpu/8Gi", 2000, 8 * GI, 1)]
+        );
     }
 
     #[test]
