@@ -51,6 +51,8 @@ use rightsizer_core::workload::kind::WorkloadKind;
 use rightsizer_core::workload::WorkloadKey;
 use serde_json::{json, Value};
 
+mod updater;
+
 static PLANE: tokio::sync::OnceCell<Result<ControlPlane, (bool, String)>> =
     tokio::sync::OnceCell::const_new();
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -32,6 +32,8 @@ use rightsizer_core::workload::kind::WorkloadKind;
 use rightsizer_core::workload::WorkloadKey;
 use serde_json::Value;
 
+mod updater;
+
 /// The image reference the test installs (the only change to deploy/ besides the URL).
 const IMAGE: &str = "rightsizer:e2e";
 const NS: &str = "loop";
@@ -179,6 +181,14 @@ fn rightsizer_on_a_real_node() {
     stages.run("4. webhook Pods deleted during a rollout", || {
         webhook_pods_deleted_during_a_rollout(&env, &rec)
     });
+    stages.run(
+        "5. the updater overlay installed, workloads started",
+        || updater::install_the_updater(&env),
+    );
+    stages.run(
+        "5. the updater replaces Pods within their budgets, leaves the rest",
+        || updater::the_updater_replaces_pods_within_their_budgets(&env),
+    );
     let teardown = env.node.stop();
     eprintln!("node teardown: {:.1} s", teardown.as_secs_f64());
     eprintln!("{}", env.node.log_text());

@@ -34,7 +34,7 @@ use crate::clock::unix_now;
 use crate::kube::KubeHandles;
 use crate::lock::LockExt;
 use access::Served;
-use act::{Executor, UpdaterMetrics};
+use act::{Executor, Outcome, UpdaterMetrics};
 
 /// How the updater runs (`serve --updater-*`).
 #[derive(Debug, Clone, Copy)]
@@ -213,8 +213,11 @@ impl Updater {
                     }
                     _ => {
                         self.holds.locked().remove(&w);
-                        *self.last_action.locked() = Some(Instant::now());
-                        self.exec.execute(&w, &d).await;
+                        // Only what disrupted a Pod uses the rate: a refused eviction
+                        // (tried again every pass) must not starve the other workloads.
+                        if self.exec.execute(&w, &d).await == Some(Outcome::Done) {
+                            *self.last_action.locked() = Some(Instant::now());
+                        }
                     }
                 }
             }
