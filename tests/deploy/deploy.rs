@@ -627,6 +627,13 @@ fn the_base_install_has_no_write_on_pods_and_the_updater_overlay_adds_only_evict
             ("/pods/resize".to_string(), set(&["patch"])),
         ])
     );
+    // Reads: listing Pods (the base has none), nothing cluster-wide beyond it.
+    let role: ClusterRole = typed(find(&docs, "ClusterRole", "rightsizer-updater"));
+    let reads: Vec<(String, BTreeSet<String>)> = verbs_by_resource(&role.rules.unwrap_or_default())
+        .into_iter()
+        .filter(|(r, _)| r == "/pods")
+        .collect();
+    assert_eq!(reads, [("/pods".to_string(), set(&["list"]))]);
     let crb: ClusterRoleBinding = typed(find(&docs, "ClusterRoleBinding", "rightsizer-updater"));
     let subjects = crb.subjects.unwrap();
     assert_eq!(subjects.len(), 1);

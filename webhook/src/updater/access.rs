@@ -66,7 +66,7 @@ pub async fn may(client: &Client, verb: &str, subresource: &str) -> Result<bool,
             resource_attributes: Some(ResourceAttributes {
                 verb: Some(verb.into()),
                 resource: Some("pods".into()),
-                subresource: Some(subresource.into()),
+                subresource: (!subresource.is_empty()).then(|| subresource.into()),
                 ..Default::default()
             }),
             ..Default::default()

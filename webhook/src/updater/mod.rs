@@ -96,7 +96,10 @@ pub async fn start(
     let mut served = access::discover(&client).await?;
     let health = Arc::new(UpdaterHealth::default());
     let eviction = served.eviction.unwrap_or("policy/v1");
-    let may_evict = access::may(&client, "create", "eviction").await?;
+    // Listing the Pods of the namespace it acts in comes with the overlay too (the base
+    // grants nothing on Pods).
+    let may_evict = access::may(&client, "create", "eviction").await?
+        && access::may(&client, "list", "").await?;
     if served.api.in_place() && !access::may(&client, "patch", "resize").await? {
         tracing::warn!("updater: the apiserver serves pods/resize but this identity may not patch it; resizing by eviction only");
         served.api.resize_subresource = false;
@@ -110,7 +113,7 @@ pub async fn start(
     if served.eviction.is_none() {
         health.set(Some("updater: the apiserver serves no Eviction API".into()));
     } else if !may_evict {
-        let why = "updater: this identity may not create pods/eviction (apply deploy/overlays/updater or set the chart value updater.enabled)";
+        let why = "updater: this identity may not list pods or create pods/eviction (apply deploy/overlays/updater or set the chart value updater.enabled)";
         tracing::error!("{why}");
         health.set(Some(why.into()));
     }

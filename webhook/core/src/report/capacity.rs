@@ -252,7 +252,10 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            [("m5.xlarge", 3920, 15 * GI, 2), ("2cpu/8Gi", 2000, 8 * GI, 1)]
+            [
+                ("m5.xlarge", 3920, 15 * GI, 2),
+                ("2cpu/8Gi", 2000, 8 * GI, 1)
+            ]
         );
     }
 
