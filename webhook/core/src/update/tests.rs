@@ -399,6 +399,6 @@ fn a_request_only_target_keeps_the_running_limit_ratio() {
         assert_eq!(after[0].memory.request, Some(768 * MI));
         assert_eq!(after[0].memory.limit, want_mem_limit);
         assert_eq!(after[0].cpu.limit, want_cpu_limit);
-        assert_eq!(qos::qos_class(&before), qos::qos_class(&after));
+        assert_eq!(qos_class(&before), qos_class(&after));
     }
 }
