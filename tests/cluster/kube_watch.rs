@@ -888,7 +888,7 @@ fn shop_deployment(name: &str, gold: bool, annotations: Value) -> Value {
 }
 
 /// A replica's Kubernetes side as the webhook's ServiceAccount, in its own namespace.
-async fn sa_replica(plane: &ControlPlane, identity: &str) -> Replica {
+pub(crate) async fn sa_replica(plane: &ControlPlane, identity: &str) -> Replica {
     let policies = Arc::new(PolicyStore::new());
     let mut registry = Registry::default();
     let handles = rightsizer::kube::start_with(

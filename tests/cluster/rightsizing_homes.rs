@@ -13,7 +13,8 @@ use serde_json::json;
 
 use crate::cluster::ControlPlane;
 use crate::kube_watch::{
-    fed, mem, namespace, quick_lease, replica, rightsizing, saved, setup, until, until_async,
+    fed, mem, namespace, quick_lease, replica, rightsizing, sa_replica, saved, setup, until,
+    until_async,
 };
 
 /// (kind, name, apiVersion, uid) of a Rightsizing's one owner.
@@ -146,8 +147,7 @@ fn knative_service_crd() -> serde_json::Value {
 )]
 async fn a_knative_service_owns_its_rightsizing_where_knative_is_served() {
     let (_g, plane) = setup().await;
-    let (sys, ns) = ("home-kn-sys", "home-kn");
-    namespace(plane, sys, &[]);
+    let ns = "home-kn";
     namespace(plane, ns, &[]);
     plane.kubectl_ok(
         &["apply", "-f", "-"],
@@ -167,9 +167,10 @@ async fn a_knative_service_owns_its_rightsizing_where_knative_is_served() {
         "spec": {"template": {"spec": {"containers": [{"image": "hello"}]}}}});
     plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&svc.to_string()));
 
-    // Discovery finds Services served (Configurations are not: not watched, no error).
-    let a = replica(plane, sys, "home-kn-a", quick_lease()).await;
-    until(Duration::from_secs(5), || {
+    // Discovery finds Services served (Configurations are not: not watched, no error);
+    // the shipped RBAC lets the webhook's ServiceAccount watch them.
+    let a = sa_replica(plane, "home-kn-a").await;
+    until(Duration::from_secs(15), || {
         a.handles.leader.is_leader().then_some(())
     })
     .await
