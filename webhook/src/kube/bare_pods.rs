@@ -9,12 +9,12 @@ use std::collections::HashMap;
 use rightsizer_core::workload::names::bare_pod_name;
 use rightsizer_core::workload::WorkloadKey;
 
-use crate::kube::facts::NsName;
 use crate::lock::LockExt;
 
-/// Namespace and workload name → (Pod name, uid).
+/// Namespace and workload name → (Pod name, uid). (Below `kube::facts`, which holds
+/// it: no import back.)
 #[derive(Default)]
-pub struct BarePods(std::sync::Mutex<HashMap<NsName, (String, String)>>);
+pub struct BarePods(std::sync::Mutex<HashMap<(String, String), (String, String)>>);
 
 impl BarePods {
     /// Replace what is known of `namespace` (every namespace when `None`) with these
