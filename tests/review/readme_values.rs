@@ -9,6 +9,53 @@ use std::path::Path;
 /// (quote from the README section, tests that hold it)
 const STATEMENTS: &[(&str, &[&str])] = &[
     (
+        "**Never unschedulable.** The webhook watches the Nodes",
+        &[
+            "golden 68-node-cap",
+            "webhook/core/src/sizing/nodes.rs room_table",
+            "webhook/core/src/sizing/nodes.rs no_nodes_caps_nothing",
+            "tests/cluster/cluster_e2e/values_e2e.rs a_raise_is_capped_at_the_largest_node_allocatable",
+        ],
+    ),
+    (
+        "Scoped quotas: quota admission runs after the webhooks",
+        &[
+            "golden 29-scoped-quota-and-toleration-whitelist",
+            "webhook/core/src/cluster/quota_scope.rs setting_a_class",
+            "webhook/core/src/cluster/quota_scope.rs ending_best_effort",
+            "tests/cluster/quota_e2e.rs a_class_a_scoped_quota_would_refuse_is_not_set",
+        ],
+    ),
+    (
+        "PodTolerationRestriction: a toleration a placement rule or the GPU section would add",
+        &[
+            "golden 29-scoped-quota-and-toleration-whitelist",
+            "webhook/core/src/cluster/tolerations.rs whitelist_admits",
+            "tests/cluster/quota_e2e.rs a_toleration_outside_the_namespace_whitelist_is_not_added",
+        ],
+    ),
+    (
+        "The policy's `sizing:` section shapes what usage-based values may do",
+        &[
+            "golden 67-sizing-limit-rule-and-controlled-values",
+            "golden 66-jvm-heap-bounds-the-limit",
+        ],
+    ),
+    (
+        "request is stepped to 464Mi gets a limit of 928Mi",
+        &[
+            "golden 67-sizing-limit-rule-and-controlled-values",
+            "webhook/core/src/sizing/control.rs limit_rule_stays_under_the_policy_max",
+        ],
+    ),
+    (
+        "so `-Xmx3g` never gets a limit below 3328Mi",
+        &[
+            "golden 66-jvm-heap-bounds-the-limit",
+            "webhook/core/src/sizing/jvm.rs floors",
+        ],
+    ),
+    (
         "is the one in force for the workload, composed from every policy that selects it",
         &[
             "webhook/core/src/policy/compose_tests.rs each_section_from_the_highest_policy_that_writes_it",
