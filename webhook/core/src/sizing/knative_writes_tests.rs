@@ -18,16 +18,18 @@ fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// (live, sized, owned, refused, the expected fields and changed ones)
+type Case = (
+    Value,
+    Value,
+    BTreeSet<String>,
+    BTreeSet<String>,
+    Option<(Vec<(String, String)>, Vec<&'static str>)>,
+);
+
 #[test]
 fn only_values_the_template_lacks_or_rightsizer_owns_are_applied() {
-    // (live, sized, owned, refused, expected fields, expected changed)
-    let cases: Vec<(
-        Value,
-        Value,
-        BTreeSet<String>,
-        BTreeSet<String>,
-        Option<(Vec<(String, String)>, Vec<&str>)>,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         // Nothing there: the merge's values are applied.
         (
             svc(json!({}), None),
