@@ -160,7 +160,7 @@ pub(crate) async fn until<T>(
 }
 
 /// `until` for async checks (API reads).
-async fn until_async<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+pub(crate) async fn until_async<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -727,7 +727,8 @@ async fn the_leader_writes_one_rightsizing_per_workload_owned_by_it() {
         "batch/v1beta1"
     );
 
-    // A workload kind that cannot own one (a bare Pod) gets none.
+    // A bare Pod the Pod watch has not seen (its owner's uid unknown) gets none
+    // (rightsizing_homes has one that has been seen).
     let pod_key = ContainerKey::parse(&format!("{ns}/Pod/p/app")).unwrap();
     a.handles
         .commit_store()
@@ -888,7 +889,7 @@ fn shop_deployment(name: &str, gold: bool, annotations: Value) -> Value {
 }
 
 /// A replica's Kubernetes side as the webhook's ServiceAccount, in its own namespace.
-async fn sa_replica(plane: &ControlPlane, identity: &str) -> Replica {
+pub(crate) async fn sa_replica(plane: &ControlPlane, identity: &str) -> Replica {
     let policies = Arc::new(PolicyStore::new());
     let mut registry = Registry::default();
     let handles = rightsizer::kube::start_with(
@@ -1382,7 +1383,7 @@ async fn events_are_deduplicated_and_rate_limited() {
 
 /// The rows the Pod watch feeds the analyzer, as text, to assert on and to print.
 #[derive(Default, Debug)]
-struct Rows(std::collections::BTreeSet<String>);
+pub(crate) struct Rows(std::collections::BTreeSet<String>);
 
 impl FactsSink for Rows {
     fn pod_owner(&mut self, _ns: &str, pod: &str, kind: &str, name: &str) {
@@ -1410,7 +1411,7 @@ impl FactsSink for Rows {
     }
 }
 
-fn fed(pods: &PodWatch, ns: &str) -> Rows {
+pub(crate) fn fed(pods: &PodWatch, ns: &str) -> Rows {
     let mut rows = Rows::default();
     pods.feed(0, Some(ns), &mut rows);
     rows

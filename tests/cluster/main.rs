@@ -22,4 +22,5 @@ mod kube_watch;
 mod node_e2e;
 mod quota_e2e;
 mod report_nodes;
+mod rightsizing_homes;
 mod rightsizing_writes;

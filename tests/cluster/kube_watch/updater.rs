@@ -50,7 +50,8 @@ async fn the_updater_takes_the_eviction_path_on_v1_20_and_says_when_it_lacks_the
     };
     let why = start().await.unwrap_err();
     assert!(
-        why.contains("may not create pods/eviction") && why.contains("deploy/overlays/updater"),
+        why.contains("may not list pods or create pods/eviction")
+            && why.contains("deploy/overlays/updater"),
         "{why}"
     );
 

@@ -15,7 +15,8 @@ use crate::kube::error::KubeError;
 /// The API resource, at the version the server serves, of each workload kind the
 /// watchers mirror (the kinds that can own a Rightsizing and be named by Events):
 /// discovered where the kind table lists several versions (CronJob's batch/v1 or
-/// batch/v1beta1), else the table's one.
+/// batch/v1beta1) or the kind may not be served (Knative's, absent without its CRDs),
+/// else the table's one.
 pub type WorkloadApis = BTreeMap<WorkloadKind, ApiResource>;
 
 /// The first of `versions` (e.g. `["autoscaling/v2", "autoscaling/v2beta2"]`) whose
@@ -55,10 +56,20 @@ pub async fn workloads(client: &Client) -> Result<WorkloadApis, KubeError> {
     let mut out = WorkloadApis::new();
     for kind in WorkloadKind::watched() {
         let i = kind.info();
-        let resource = if i.discovered() {
+        let optional = kind.watched_as() == Some(true);
+        let resource = if i.discovered() || optional {
             let versions: Vec<String> = i.api_versions().collect();
             let versions: Vec<&str> = versions.iter().map(String::as_str).collect();
-            pick(client, &versions, i.api_kind, i.plural).await?
+            match pick(client, &versions, i.api_kind, i.plural).await {
+                Ok(r) => r,
+                // A CRD not installed (no Knative here): not watched; its workloads'
+                // state stays in the leader's memory.
+                Err(KubeError::NoVersion(what)) if optional => {
+                    tracing::info!(kind = %kind, "{what} not served; not watched");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             api_resource(i, &i.api_version())
         };
@@ -68,7 +79,7 @@ pub async fn workloads(client: &Client) -> Result<WorkloadApis, KubeError> {
 }
 
 /// A kind's resource at `api_version`, from the kind table.
-fn api_resource(i: &KindInfo, api_version: &str) -> ApiResource {
+pub(crate) fn api_resource(i: &KindInfo, api_version: &str) -> ApiResource {
     ApiResource {
         group: i.group.into(),
         version: group_version(api_version).1.into(),

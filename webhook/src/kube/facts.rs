@@ -18,6 +18,7 @@ use rightsizer_core::workload::kind::WorkloadKind;
 use rightsizer_core::workload::resolve::{controller, OwnerFacts, OwnerRef};
 use rightsizer_core::workload::WorkloadKey;
 
+use crate::kube::bare_pods::BarePods;
 use crate::kube::committed::ContainerCommits;
 use crate::kube::mirror::Mirror;
 use rightsizer_core::workload::kind::OwnerTable;
@@ -85,6 +86,8 @@ pub struct KubeFacts {
     pub(crate) jobs: Arc<Mirror<NsName, Option<Owner>>>,
     pub(crate) hpas: Arc<Mirror<NsName, HpaTarget>>,
     pub(crate) workloads: HashMap<WorkloadKind, Arc<Mirror<NsName, WorkloadMeta>>>,
+    /// Live bare Pods, the owners of bare-Pod workloads' Rightsizings.
+    pub(crate) bare_pods: BarePods,
     /// What admission reads, indexed when the mirrors change rather than per review.
     pub(crate) index: FactIndex,
 }

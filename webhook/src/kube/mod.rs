@@ -8,6 +8,7 @@
 //! analyzer's one leadership check, `pods` (started only when the analyzer needs it) in
 //! place of kube-state-metrics.
 
+pub mod bare_pods;
 pub mod certjob;
 pub mod certsecret;
 pub mod committed;

@@ -46,6 +46,9 @@ pub struct PodFacts {
     /// `serving.knative.dev/service` and `serving.knative.dev/configuration`.
     pub knative: Option<Box<(Box<str>, Box<str>)>>,
     pub containers: Box<[ContainerFacts]>,
+    /// The uid of a bare Pod (no controller, no Knative labels): it owns its
+    /// workload's Rightsizing (`kube::bare_pods`).
+    pub bare_uid: Option<Box<str>>,
 }
 
 /// What the analyzer reads of one (regular) container. Packed (no `Option`s): there
@@ -154,7 +157,8 @@ pub fn derive(pod: &Pod, names: &Names) -> Option<(PodName, PodFacts)> {
         api_version: Some(&o.api_version),
         controller: o.controller == Some(true),
     });
-    let owner = controller(refs).and_then(|o| {
+    let ctl = controller(refs);
+    let owner = ctl.and_then(|o| {
         WorkloadKind::from_kind(o.api_version, o.kind)
             .filter(|k| k.info().controls_pods)
             .map(|k| (k, Box::from(o.name)))
@@ -171,6 +175,9 @@ pub fn derive(pod: &Pod, names: &Names) -> Option<(PodName, PodFacts)> {
             Box::from(c.unwrap_or_default()),
         ))),
     };
+    let bare_uid = (ctl.is_none() && knative.is_none())
+        .then(|| meta.uid.as_deref().map(Box::from))
+        .flatten();
     let statuses = pod
         .status
         .as_ref()
@@ -205,6 +212,7 @@ pub fn derive(pod: &Pod, names: &Names) -> Option<(PodName, PodFacts)> {
             owner,
             knative,
             containers,
+            bare_uid,
         },
     ))
 }
@@ -313,6 +321,13 @@ impl PodStore {
             }
         }
         rows.retain(|_, (_, seen)| *seen >= since);
+        let bare = live.iter().filter_map(|((ns, pod), p)| {
+            let uid = p.bare_uid.as_deref()?;
+            namespace
+                .is_none_or(|n| n == &**ns)
+                .then_some((&**ns, &**pod, uid))
+        });
+        facts.bare_pods.refresh(namespace, bare);
         for ((ns, _), t) in facts.hpas.read().iter() {
             if namespace.is_some_and(|n| n != ns) {
                 continue;

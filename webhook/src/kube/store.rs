@@ -72,8 +72,9 @@ pub struct KubeStore {
     mirror: Arc<Mirror<NsName, Stored>>,
     writer: Arc<KubeWriter>,
     facts: Arc<KubeFacts>,
-    /// State of workloads that cannot own a Rightsizing (bare Pods, Knative, not yet
-    /// watched): kept for this process's life, so their cooldowns still hold.
+    /// State of workloads whose owner is not known (no `Home` for their kind, a CRD
+    /// not served, a bare Pod without the Pod watch, not yet seen): kept for this
+    /// process's life, so their cooldowns still hold.
     unowned: std::sync::Mutex<BTreeMap<ContainerKey, ContainerState>>,
     /// The Rightsizings as the last `load` gave them to the analyzer: its decisions start
     /// from these, so its writes are conditional on their versions. A write by anyone
@@ -187,7 +188,8 @@ impl KubeStore {
             owner_references: Some(vec![OwnerReference {
                 api_version: target.api_version.clone(),
                 kind: target.kind.clone(),
-                name: w.name.clone(),
+                // A bare-Pod workload's live Pod has a name of its own.
+                name: target.name.clone(),
                 uid,
                 ..Default::default()
             }]),
@@ -370,7 +372,7 @@ impl CommitStore for KubeStore {
             }
             let mut first_err = None;
             for (w, items) in by_workload {
-                // Only workloads that can own a Rightsizing (the watched kinds).
+                // Only workloads whose owner is known (see `WorkloadKind::home`).
                 if self.writer.target(&w).ok().and_then(|t| t.uid).is_none() {
                     tracing::debug!(workload = %w, "no Rightsizing for an unwatched workload; kept in memory");
                     let mut unowned = self.unowned.locked();

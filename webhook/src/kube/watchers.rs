@@ -163,6 +163,7 @@ pub(crate) fn spawn(w: &mut Watches, apis: &WorkloadApis, hpas: &ApiResource) ->
         jobs: w.new_mirror("jobs"),
         hpas: w.new_mirror("horizontalpodautoscalers"),
         workloads,
+        bare_pods: Default::default(),
         index: Default::default(),
     };
     let cfg = watcher::Config::default;

@@ -9,10 +9,10 @@ use kube::discovery::ApiResource;
 use rightsizer_core::quantity::Resource;
 use rightsizer_core::recommendation::ContainerKey;
 use rightsizer_core::rules::Sizes;
-use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::kind::{Home, WorkloadKind};
 use rightsizer_core::workload::WorkloadKey;
 
-use crate::kube::discovery::WorkloadApis;
+use crate::kube::discovery::{self, WorkloadApis};
 use crate::kube::error::KubeError;
 use crate::kube::events::{EventType, Published, Recorder, Target};
 use crate::kube::facts::KubeFacts;
@@ -34,23 +34,42 @@ impl KubeWriter {
     }
 
     /// The API resource of a workload kind that can own a Rightsizing (a watched kind, at
-    /// the version discovery found).
+    /// the version discovery found; a Pod at the table's).
     fn api_resource(&self, kind: WorkloadKind) -> Result<ApiResource, KubeError> {
-        self.apis
-            .get(&kind)
-            .cloned()
-            .ok_or_else(|| KubeError::UnsupportedKind(kind.to_string()))
+        match kind.home() {
+            Some(Home::PodFacts) => Ok(discovery::api_resource(
+                kind.info(),
+                &kind.info().api_version(),
+            )),
+            _ => self
+                .apis
+                .get(&kind)
+                .cloned()
+                .ok_or_else(|| KubeError::UnsupportedKind(kind.to_string())),
+        }
     }
 
-    /// The Event target for a workload (uid from the watch, when seen).
+    /// The object that stands for a workload, for Events and as its Rightsizing's
+    /// owner (uid from the watch, when seen). A bare-Pod workload is one of its live
+    /// Pods, by that Pod's own name.
     pub fn target(&self, key: &WorkloadKey) -> Result<Target, KubeError> {
         let ar = self.api_resource(key.kind)?;
+        let (name, uid) = match key.kind.home() {
+            Some(Home::PodFacts) => match self.facts.bare_pods.pod(key) {
+                Some((name, uid)) => (name, Some(uid)),
+                None => (key.name.clone(), None),
+            },
+            _ => (
+                key.name.clone(),
+                self.facts.workload(key).and_then(|w| w.uid),
+            ),
+        };
         Ok(Target {
             api_version: ar.api_version,
             kind: ar.kind,
             namespace: key.namespace.clone(),
-            name: key.name.clone(),
-            uid: self.facts.workload(key).and_then(|w| w.uid),
+            name,
+            uid,
         })
     }
 

@@ -47,9 +47,18 @@ fn values(st: &ContainerState) -> Option<PerResource<Sizes>> {
     if st.memory.is_none() && st.cpu.is_none() {
         return None;
     }
+    // Requests only: admission gives a new Pod the committed request and derives its
+    // limit by the policy's limit rule (`sizing.limitRule`, keepRatio by default), so the
+    // committed limit is not what a replacement would run with; comparing it would evict
+    // replacements that are already right. A resize keeps the running ratio
+    // (`rightsizer_core::update`).
+    let request = |c: Option<&rightsizer_core::recommendation::Committed>| Sizes {
+        request: c.and_then(|c| c.sizes.request),
+        limit: None,
+    };
     Some(PerResource {
-        memory: st.memory.as_ref().map(|c| c.sizes).unwrap_or_default(),
-        cpu: st.cpu.as_ref().map(|c| c.sizes).unwrap_or_default(),
+        memory: request(st.memory.as_ref()),
+        cpu: request(st.cpu.as_ref()),
     })
 }
 

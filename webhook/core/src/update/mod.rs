@@ -284,8 +284,20 @@ fn updated(target: &Target, pod: &PodView) -> Vec<RunningContainer> {
             let mut n = c.clone();
             if let Some(w) = target.containers.get(&c.name) {
                 let put = |s: &mut Sizes, w: Sizes| {
+                    // Without a target limit (the updater manages requests: admission
+                    // derives a new Pod's limit by the policy's limit rule, keepRatio by
+                    // default), a resize keeps the running limit/request ratio, so the
+                    // QoS class and the headroom stay.
+                    let limit = match (w.limit, w.request, s.request, s.limit) {
+                        (Some(l), ..) => Some(l),
+                        (None, Some(new), Some(old), Some(lim)) if old > 0 => {
+                            let scaled = u128::from(lim) * u128::from(new) / u128::from(old);
+                            Some(u64::try_from(scaled).unwrap_or(u64::MAX).max(new))
+                        }
+                        _ => s.limit,
+                    };
                     s.request = w.request.or(s.request);
-                    s.limit = w.limit.or(s.limit);
+                    s.limit = limit;
                 };
                 put(&mut n.memory, w.memory);
                 put(&mut n.cpu, w.cpu);

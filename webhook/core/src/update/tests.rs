@@ -365,3 +365,40 @@ fn a_failed_resize_still_respects_the_budget() {
 fn eviction_api_by_discovery(#[case] served: &[&str], #[case] want: Option<&str>) {
     assert_eq!(eviction_version(served), want);
 }
+
+/// A target without limits (the updater manages requests): a resize moves each running
+/// limit with its request, so the ratio and the QoS class stay.
+#[test]
+fn a_request_only_target_keeps_the_running_limit_ratio() {
+    let mut guaranteed = container(512, 512, 500);
+    guaranteed.cpu.limit = Some(500);
+    let target = Target {
+        containers: BTreeMap::from([(
+            "app".to_string(),
+            PerResource {
+                memory: Sizes {
+                    request: Some(768 * MI),
+                    limit: None,
+                },
+                cpu: Sizes {
+                    request: Some(1000),
+                    limit: None,
+                },
+            },
+        )]),
+        ..Default::default()
+    };
+    for (running, want_mem_limit, want_cpu_limit) in [
+        // 256Mi/512Mi (ratio 2), no CPU limit: 768Mi/1536Mi, CPU limit still none.
+        (container(256, 512, 250), Some(1536 * MI), None),
+        // Guaranteed stays Guaranteed.
+        (guaranteed, Some(768 * MI), Some(1000)),
+    ] {
+        let before = vec![running.clone()];
+        let after = updated(&target, &pod("web-a", running));
+        assert_eq!(after[0].memory.request, Some(768 * MI));
+        assert_eq!(after[0].memory.limit, want_mem_limit);
+        assert_eq!(after[0].cpu.limit, want_cpu_limit);
+        assert_eq!(qos_class(&before), qos_class(&after));
+    }
+}

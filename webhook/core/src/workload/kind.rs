@@ -51,9 +51,6 @@ pub struct KindInfo {
     pub pod_meta: &'static str,
     /// Pods name it as their controller (`ownerReferences` with `controller: true`).
     pub controls_pods: bool,
-    /// A top-level workload whose metadata the watchers mirror; it can own a
-    /// `Rightsizing` and be the target of Events.
-    pub watched: bool,
 }
 
 const TEMPLATE: (&str, &str) = ("/spec/template/spec", "/spec/template/metadata");
@@ -69,7 +66,6 @@ const fn row(
     plural: &'static str,
     paths: (&'static str, &'static str),
     controls_pods: bool,
-    watched: bool,
 ) -> KindInfo {
     KindInfo {
         kind,
@@ -81,7 +77,6 @@ const fn row(
         pod_spec: paths.0,
         pod_meta: paths.1,
         controls_pods,
-        watched,
     }
 }
 
@@ -90,17 +85,17 @@ use WorkloadKind as K;
 /// Every kind rightsizer handles, in [`WorkloadKind`] order.
 #[rustfmt::skip]
 pub const KINDS: [KindInfo; 9] = [
-    //   kind                     label                   group                  kind             versions                plural            pod paths   pods   watched
-    row(K::Pod,                  "Pod",                  "",                    "Pod",           &["v1"],                "pods",           ("/spec", "/metadata"), false, false),
-    row(K::Deployment,           "Deployment",           "apps",                "Deployment",    &["v1"],                "deployments",    TEMPLATE,   false, true),
-    row(K::StatefulSet,          "StatefulSet",          "apps",                "StatefulSet",   &["v1"],                "statefulsets",   TEMPLATE,   true,  true),
-    row(K::DaemonSet,            "DaemonSet",            "apps",                "DaemonSet",     &["v1"],                "daemonsets",     TEMPLATE,   true,  true),
-    row(K::ReplicaSet,           "ReplicaSet",           "apps",                "ReplicaSet",    &["v1"],                "replicasets",    TEMPLATE,   true,  false),
-    row(K::Job,                  "Job",                  "batch",               "Job",           &["v1"],                "jobs",           TEMPLATE,   true,  false),
+    //   kind                     label                   group                  kind             versions                plural            pod paths   pods
+    row(K::Pod,                  "Pod",                  "",                    "Pod",           &["v1"],                "pods",           ("/spec", "/metadata"), false),
+    row(K::Deployment,           "Deployment",           "apps",                "Deployment",    &["v1"],                "deployments",    TEMPLATE,   false),
+    row(K::StatefulSet,          "StatefulSet",          "apps",                "StatefulSet",   &["v1"],                "statefulsets",   TEMPLATE,   true),
+    row(K::DaemonSet,            "DaemonSet",            "apps",                "DaemonSet",     &["v1"],                "daemonsets",     TEMPLATE,   true),
+    row(K::ReplicaSet,           "ReplicaSet",           "apps",                "ReplicaSet",    &["v1"],                "replicasets",    TEMPLATE,   true),
+    row(K::Job,                  "Job",                  "batch",               "Job",           &["v1"],                "jobs",           TEMPLATE,   true),
     row(K::CronJob,              "CronJob",              "batch",               "CronJob",       &["v1", "v1beta1"],     "cronjobs",
-        ("/spec/jobTemplate/spec/template/spec", "/spec/jobTemplate/spec/template/metadata"),           false, true),
-    row(K::KnativeService,       "KnativeService",       "serving.knative.dev", "Service",       &["v1"],                "services",       TEMPLATE,   false, false),
-    row(K::KnativeConfiguration, "KnativeConfiguration", "serving.knative.dev", "Configuration", &["v1"],                "configurations", TEMPLATE,   false, false),
+        ("/spec/jobTemplate/spec/template/spec", "/spec/jobTemplate/spec/template/metadata"),           false),
+    row(K::KnativeService,       "KnativeService",       "serving.knative.dev", "Service",       &["v1"],                "services",       TEMPLATE,   false),
+    row(K::KnativeConfiguration, "KnativeConfiguration", "serving.knative.dev", "Configuration", &["v1"],                "configurations", TEMPLATE,   false),
 ];
 
 /// One link of the owner chains controllers build: an object of API kind `child` is
@@ -214,6 +209,19 @@ pub enum PodName {
     Generate(&'static str),
 }
 
+/// Where a workload's committed state lives: its `Rightsizing`, owned (garbage
+/// collection) by the object the workload key names, whose uid comes from:
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Home {
+    /// the watchers' mirror of the kind (a built-in kind, always served);
+    Watched,
+    /// the same mirror, which exists only when the apiserver serves the kind (a CRD:
+    /// Knative); without it the state stays in the leader's memory;
+    WatchedWhenServed,
+    /// the analyzer's pod facts (`kube_pod_info{uid}`, or the Pod watch): a bare Pod.
+    PodFacts,
+}
+
 /// Checks that an object decodes as its kind's strict type (the message when not).
 pub type Decode = fn(&Value) -> Result<(), String>;
 
@@ -264,6 +272,18 @@ impl WorkloadKind {
             | K::CronJob
             | K::KnativeService
             | K::KnativeConfiguration => None,
+        }
+    }
+
+    /// Where this kind's committed state lives (see [`Home`]); `None`: in the leader's
+    /// memory only. A ReplicaSet or Job is a workload only when nothing controls it,
+    /// and their metadata mirrors do not keep uids.
+    pub fn home(self) -> Option<Home> {
+        match self {
+            K::Deployment | K::StatefulSet | K::DaemonSet | K::CronJob => Some(Home::Watched),
+            K::KnativeService | K::KnativeConfiguration => Some(Home::WatchedWhenServed),
+            K::Pod => Some(Home::PodFacts),
+            K::ReplicaSet | K::Job => None,
         }
     }
 
@@ -432,9 +452,23 @@ impl WorkloadKind {
         self.info().group == "serving.knative.dev"
     }
 
-    /// The kinds whose metadata the watchers mirror.
+    /// The kinds whose metadata the watchers mirror (when served): top-level workloads
+    /// that can own a `Rightsizing` and be the target of Events.
     pub fn watched() -> impl Iterator<Item = WorkloadKind> {
-        KINDS.iter().filter(|i| i.watched).map(|i| i.kind)
+        KINDS
+            .iter()
+            .map(|i| i.kind)
+            .filter(|k| k.watched_as().is_some())
+    }
+
+    /// Whether the watchers mirror this kind: `Some(optional)`, optional when the
+    /// apiserver may not serve it (see [`Home`]).
+    pub fn watched_as(self) -> Option<bool> {
+        match self.home()? {
+            Home::Watched => Some(false),
+            Home::WatchedWhenServed => Some(true),
+            Home::PodFacts => None,
+        }
     }
 }
 

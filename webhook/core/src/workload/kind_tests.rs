@@ -119,7 +119,7 @@ fn every_kind_through_every_fact() {
             Unknown,
             None,
             Some(K::ReplicaSet),
-            None,
+            Some("serving.knative.dev/v1"),
         ),
         (
             K::KnativeConfiguration,
@@ -127,7 +127,7 @@ fn every_kind_through_every_fact() {
             Unknown,
             None,
             Some(K::ReplicaSet),
-            None,
+            Some("serving.knative.dev/v1"),
         ),
     ];
     assert_eq!(want.len(), KINDS.len());
@@ -172,7 +172,7 @@ fn every_kind_through_every_fact() {
             }
         }
         assert_eq!(
-            info.watched.then(|| info.api_version()).as_deref(),
+            kind.watched_as().map(|_| info.api_version()).as_deref(),
             watched_as,
             "{kind}"
         );
@@ -215,7 +215,43 @@ fn pod_templates_and_watched_kinds() {
     let watched: Vec<_> = WorkloadKind::watched().collect();
     assert_eq!(
         watched,
-        [K::Deployment, K::StatefulSet, K::DaemonSet, K::CronJob]
+        [
+            K::Deployment,
+            K::StatefulSet,
+            K::DaemonSet,
+            K::CronJob,
+            K::KnativeService,
+            K::KnativeConfiguration
+        ]
     );
     assert!(K::KnativeConfiguration.is_knative() && !K::Deployment.is_knative());
+}
+
+/// Which kinds keep their committed state in a `Rightsizing`, and where the uid of its
+/// owner (the object the workload key names) comes from; the others keep it in the
+/// leader's memory.
+#[test]
+fn every_top_level_workload_has_a_home_owned_by_itself() {
+    use Home::{PodFacts, Watched, WatchedWhenServed};
+    let want = [
+        (K::Pod, Some(PodFacts)),
+        (K::Deployment, Some(Watched)),
+        (K::StatefulSet, Some(Watched)),
+        (K::DaemonSet, Some(Watched)),
+        // Workloads only when nothing controls them; their mirrors keep no uid.
+        (K::ReplicaSet, None),
+        (K::Job, None),
+        (K::CronJob, Some(Watched)),
+        (K::KnativeService, Some(WatchedWhenServed)),
+        (K::KnativeConfiguration, Some(WatchedWhenServed)),
+    ];
+    assert_eq!(want.len(), KINDS.len());
+    for ((kind, home), info) in want.into_iter().zip(&KINDS) {
+        assert_eq!(kind, info.kind);
+        assert_eq!(kind.home(), home, "{kind}");
+        // Watched exactly when the uid comes from a watch; optional exactly for CRDs.
+        let watched = matches!(home, Some(Watched | WatchedWhenServed));
+        assert_eq!(kind.watched_as().is_some(), watched, "{kind}");
+        assert_eq!(kind.watched_as() == Some(true), kind.is_knative(), "{kind}");
+    }
 }

@@ -1,0 +1,216 @@
+//! Every workload has one home for its state (issue 22): a bare Pod (known through the
+//! Pod watch) and a Knative Service (where its CRD is served) get a Rightsizing owned
+//! by themselves, like a Deployment's, and kube-controller-manager's garbage collector
+//! removes it with them.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, DynamicObject};
+use rightsizer::analyzer::ksm::WorkloadFacts;
+use rightsizer_core::recommendation::ContainerKey;
+use serde_json::json;
+
+use crate::cluster::ControlPlane;
+use crate::kube_watch::{
+    fed, mem, namespace, quick_lease, replica, rightsizing, sa_replica, saved, setup, until,
+    until_async,
+};
+
+/// (kind, name, apiVersion, uid) of a Rightsizing's one owner.
+fn owner(o: &DynamicObject) -> (String, String, String, String) {
+    let refs = o.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(refs.len(), 1, "{refs:?}");
+    let r = &refs[0];
+    (
+        r.kind.clone(),
+        r.name.clone(),
+        r.api_version.clone(),
+        r.uid.clone(),
+    )
+}
+
+/// Wait (up to 90 s: the garbage collector discovers new resources within its 30 s
+/// resync) for a Rightsizing to be collected.
+async fn collected(plane: &ControlPlane, ns: &str, name: &str) {
+    let t = Instant::now();
+    let gone = until_async(Duration::from_secs(90), || async {
+        rightsizing(plane, ns, name).await.is_none().then_some(())
+    })
+    .await;
+    eprintln!("owner deleted -> {name} collected after {:?}", t.elapsed());
+    assert!(gone.is_some(), "{name} outlived its owner");
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
+async fn a_bare_pod_owns_its_rightsizing_and_takes_it_along() {
+    let (_g, plane) = setup().await;
+    let (sys, ns) = ("home-pod-sys", "home-pod");
+    namespace(plane, sys, &[]);
+    namespace(plane, ns, &[]);
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "debug"},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}]}});
+    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&pod.to_string()));
+    let uid = Api::<Pod>::namespaced(plane.client().await, ns)
+        .get("debug")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+
+    let a = replica(plane, sys, "home-pod-a", quick_lease()).await;
+    until(Duration::from_secs(5), || {
+        a.handles.leader.is_leader().then_some(())
+    })
+    .await
+    .expect("the replica leads");
+    // The Pod watch (the pod-watch component's) feeds the analyzer, and so tells the
+    // store the bare Pod's uid.
+    assert!(a.handles.pods.ready(Duration::from_secs(20)).await);
+    let key = ContainerKey::parse(&format!("{ns}/Pod/debug/app")).unwrap();
+    until(Duration::from_secs(5), || {
+        fed(&a.handles.pods, ns);
+        a.handles.writer.target(&key.workload).ok()?.uid
+    })
+    .await
+    .expect("the Pod watch knows the bare Pod");
+    a.handles
+        .commit_store()
+        .save(vec![saved(
+            &key,
+            mem(64, 128, 1_700_000_000, "p95 rose"),
+            &[],
+            None,
+        )])
+        .await
+        .unwrap();
+
+    let obj = rightsizing(plane, ns, "pod-debug")
+        .await
+        .expect("a Rightsizing pod-debug");
+    assert_eq!(
+        owner(&obj),
+        ("Pod".into(), "debug".into(), "v1".into(), uid)
+    );
+    assert_eq!(obj.data["status"]["workload"], "Pod/debug");
+    let table = plane.kubectl_ok(&["-n", ns, "get", "rsz"], None);
+    eprintln!("{table}");
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with("pod-debug") && row.contains("Pod/debug") && row.contains("app=64Mi/128Mi"),
+        "{row}"
+    );
+    // A restarted replica reads it back: no longer one process's memory.
+    a.handles.shutdown().await.unwrap();
+    let b = replica(plane, sys, "home-pod-b", quick_lease()).await;
+    let (state, _) = until(Duration::from_secs(5), || {
+        b.handles
+            .commit_store()
+            .load()
+            .containers
+            .get(&key)
+            .cloned()
+    })
+    .await
+    .expect("the new replica reads the bare Pod's state");
+    assert_eq!(state.memory.map(|c| c.sizes.limit), Some(Some(128 << 20)));
+
+    // No kubelet here: the unscheduled Pod goes at once, and its Rightsizing with it.
+    Api::<Pod>::namespaced(plane.client().await, ns)
+        .delete("debug", &DeleteParams::background())
+        .await
+        .unwrap();
+    collected(plane, ns, "pod-debug").await;
+    b.handles.shutdown().await.unwrap();
+}
+
+/// A stand-in for Knative's Service CRD: the group, version, kind and plural only.
+fn knative_service_crd() -> serde_json::Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "services.serving.knative.dev"},
+        "spec": {"group": "serving.knative.dev", "scope": "Namespaced",
+            "names": {"plural": "services", "singular": "service", "kind": "Service", "listKind": "ServiceList"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}}}]}})
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
+async fn a_knative_service_owns_its_rightsizing_where_knative_is_served() {
+    let (_g, plane) = setup().await;
+    let ns = "home-kn";
+    namespace(plane, ns, &[]);
+    plane.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&knative_service_crd().to_string()),
+    );
+    plane.kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd/services.serving.knative.dev",
+        ],
+        None,
+    );
+    let svc = json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "hello"},
+        "spec": {"template": {"spec": {"containers": [{"image": "hello"}]}}}});
+    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&svc.to_string()));
+
+    // Discovery finds Services served (Configurations are not: not watched, no error);
+    // the shipped RBAC lets the webhook's ServiceAccount watch them.
+    let a = sa_replica(plane, "home-kn-a").await;
+    until(Duration::from_secs(15), || {
+        a.handles.leader.is_leader().then_some(())
+    })
+    .await
+    .expect("the replica leads");
+    let key = ContainerKey::parse(&format!("{ns}/KnativeService/hello/user-container")).unwrap();
+    let (uid, _) = until(Duration::from_secs(5), || {
+        a.handles.facts.workload(&key.workload)?.uid
+    })
+    .await
+    .expect("the Knative Service is watched");
+    a.handles
+        .commit_store()
+        .save(vec![saved(
+            &key,
+            mem(96, 192, 1_700_000_000, "p95 rose"),
+            &[],
+            None,
+        )])
+        .await
+        .unwrap();
+    let obj = rightsizing(plane, ns, "knativeservice-hello")
+        .await
+        .expect("a Rightsizing knativeservice-hello");
+    assert_eq!(
+        owner(&obj),
+        (
+            "Service".into(),
+            "hello".into(),
+            "serving.knative.dev/v1".into(),
+            uid
+        )
+    );
+    assert_eq!(obj.data["status"]["workload"], "KnativeService/hello");
+
+    plane.kubectl_ok(
+        &["-n", ns, "delete", "services.serving.knative.dev", "hello"],
+        None,
+    );
+    collected(plane, ns, "knativeservice-hello").await;
+    a.handles.shutdown().await.unwrap();
+    // Later tests' replicas run without Knative, as before.
+    plane.kubectl_ok(&["delete", "crd", "services.serving.knative.dev"], None);
+}
