@@ -51,6 +51,7 @@ use rightsizer_core::workload::kind::WorkloadKind;
 use rightsizer_core::workload::WorkloadKey;
 use serde_json::{json, Value};
 
+mod knative_writer;
 mod updater;
 
 static PLANE: tokio::sync::OnceCell<Result<ControlPlane, (bool, String)>> =

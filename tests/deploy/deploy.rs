@@ -655,6 +655,52 @@ fn the_base_install_has_no_write_on_pods_and_the_updater_overlay_adds_only_evict
         .any(|e| e.name == "RIGHTSIZER_UPDATER" && e.value.as_deref() == Some("true")));
 }
 
+/// Every verb on Knative Services in a render.
+fn knative_service_verbs(docs: &[Value]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for d in all(docs, "ClusterRole")
+        .into_iter()
+        .chain(all(docs, "Role"))
+    {
+        let rules: Vec<PolicyRule> = serde_json::from_value(d["rules"].clone()).unwrap_or_default();
+        for (res, verbs) in verbs_by_resource(&rules) {
+            if res == "serving.knative.dev/services" {
+                out.extend(verbs);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn only_the_updater_overlay_may_patch_knative_services_and_it_turns_the_knative_writer_on() {
+    for k in ["base", "overlays/self-managed", "overlays/cert-manager"] {
+        let verbs = knative_service_verbs(&kustomize(&deploy().join(k)));
+        assert!(!verbs.contains("patch"), "{k}: {verbs:?}");
+    }
+    let docs = kustomize(&deploy().join("overlays/updater"));
+    let role: ClusterRole = typed(find(&docs, "ClusterRole", "rightsizer-updater"));
+    let knative: Vec<(String, BTreeSet<String>)> =
+        verbs_by_resource(&role.rules.unwrap_or_default())
+            .into_iter()
+            .filter(|(r, _)| r.starts_with("serving.knative.dev/"))
+            .collect();
+    // A server-side apply (a patch) of rightsizer's fields (the base lists Services): no
+    // update, no delete, nothing on Configurations or Revisions.
+    assert_eq!(
+        knative,
+        [("serving.knative.dev/services".to_string(), set(&["patch"]))]
+    );
+    let d: Deployment = typed(find(&docs, "Deployment", "rightsizer"));
+    let env = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(env
+        .iter()
+        .any(|e| e.name == "RIGHTSIZER_KNATIVE_WRITER" && e.value.as_deref() == Some("true")));
+}
+
 #[test]
 fn the_five_priority_classes() {
     let docs = kustomize(&deploy().join("priority-classes"));

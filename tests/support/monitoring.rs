@@ -67,8 +67,12 @@ pub fn metric_list() -> MetricList {
                 webhook.insert(parts[1].to_string(), (parts[2].to_string(), labels));
                 kube_only.insert(parts[1].to_string());
             }
+            // Only with the updater overlay (the updater's and the Knative writer's).
             "updater" => {
-                assert!(parts[1].starts_with("rightsizer_updater_"));
+                assert!(
+                    parts[1].starts_with("rightsizer_updater_")
+                        || parts[1].starts_with("rightsizer_knative_writes")
+                );
                 external.insert(parts[1].to_string());
             }
             "cadvisor" | "kube-state-metrics" | "cluster-autoscaler" | "prometheus"

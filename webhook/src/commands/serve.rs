@@ -117,6 +117,14 @@ pub struct Args {
     /// Cluster-wide cap on the updater's evictions and resizes per minute.
     #[arg(long, env = "RIGHTSIZER_UPDATER_PER_MINUTE", default_value_t = 6)]
     pub updater_per_minute: u32,
+    /// Run the Knative writer in the leader: apply rightsizer's Knative values to the
+    /// Services whose policy sets `knative.apply: true`, with server-side apply under the
+    /// field manager `rightsizer` (needs the rights of deploy/overlays/updater).
+    #[arg(long, env = "RIGHTSIZER_KNATIVE_WRITER", default_value_t = false)]
+    pub knative_writer: bool,
+    /// Time between the Knative writer's passes.
+    #[arg(long, env = "RIGHTSIZER_KNATIVE_WRITER_INTERVAL", default_value = "60s", value_parser = parse_timeout)]
+    pub knative_writer_interval: Duration,
 }
 
 /// Bounds on what one client may hold (both ports). Durations as `10s`, `500ms`, `1m`.
@@ -357,6 +365,20 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
         config.default_retry = false;
         let client = ::kube::Client::try_from(config)?;
         let (task, health) = updater::start(client, k, lookup, registry, options).await?;
+        tasks.push(task);
+        gates.push(Readiness::from_fn(move || health.check()));
+    }
+    if let (Some(k), true) = (&kube, args.knative_writer) {
+        let client = ::kube::Client::try_default().await?;
+        let writer = updater::knative::KnativeWriter::new(
+            client,
+            admitter.clone(),
+            k.recorder.clone(),
+            k.leader.clone(),
+            Box::new(k.opted_in(&args.own_namespace)),
+            registry,
+        );
+        let (task, health) = updater::knative::start(writer, args.knative_writer_interval).await?;
         tasks.push(task);
         gates.push(Readiness::from_fn(move || health.check()));
     }

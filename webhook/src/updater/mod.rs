@@ -14,6 +14,7 @@ pub mod access;
 mod access;
 mod act;
 mod gather;
+pub mod knative;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

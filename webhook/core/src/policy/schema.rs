@@ -241,6 +241,10 @@ pub struct KnativePolicy {
     /// (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apply_recommendations: Option<bool>,
+    /// Let the Knative writer (`serve --knative-writer`) apply these values to running
+    /// Services with server-side apply, without waiting for an edit (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply: Option<bool>,
 }
 
 impl KnativePolicy {
@@ -256,6 +260,7 @@ impl KnativePolicy {
             max_scale: self.max_scale.or(other.max_scale),
             metric: self.metric.or_else(|| other.metric.clone()),
             apply_recommendations: self.apply_recommendations.or(other.apply_recommendations),
+            apply: self.apply.or(other.apply),
         }
     }
 

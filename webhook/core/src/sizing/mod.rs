@@ -12,6 +12,7 @@ pub mod field;
 pub(crate) mod gpu;
 pub mod jvm;
 pub(crate) mod knative;
+pub mod knative_writes;
 pub(crate) mod limits;
 pub mod load;
 pub mod nodes;

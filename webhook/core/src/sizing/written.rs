@@ -367,7 +367,7 @@ mod tests {
     }
 
     /// The sources of the merge's modules (`sizing/mod.rs` lists them: checked below).
-    const SOURCES: [(&str, &str); 17] = [
+    const SOURCES: [(&str, &str); 18] = [
         ("containers", include_str!("containers.rs")),
         ("control", include_str!("control.rs")),
         ("explicit", include_str!("explicit.rs")),
@@ -375,6 +375,7 @@ mod tests {
         ("gpu", include_str!("gpu.rs")),
         ("jvm", include_str!("jvm.rs")),
         ("knative", include_str!("knative.rs")),
+        ("knative_writes", include_str!("knative_writes.rs")),
         ("limits", include_str!("limits.rs")),
         ("load", include_str!("load.rs")),
         ("nodes", include_str!("nodes.rs")),
