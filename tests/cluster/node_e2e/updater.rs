@@ -259,7 +259,13 @@ pub(super) fn the_updater_replaces_pods_within_their_budgets(env: &Env) -> Durat
         "only {fewest_ready} web Pods were ready at once"
     );
     let evicted = events(env, "web", "Evicted");
-    assert_eq!(evicted.len(), 3, "{evicted:?}");
+    // One eviction per Pod for the memory commit; the CPU commit can land a cycle later,
+    // after a replacement was admitted, and then that replacement is brought to it too
+    // (seen in CI: 3 for memory, then 1 for cpu). More than one per Pod and resource would
+    // be a loop.
+    let for_memory = evicted.iter().filter(|e| e.contains("memory of")).count();
+    assert!(for_memory >= 3, "{evicted:?}");
+    assert!((3..=6).contains(&evicted.len()), "{evicted:?}");
     assert!(
         counter(
             env,
