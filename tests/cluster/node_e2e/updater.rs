@@ -292,13 +292,11 @@ pub(super) fn the_updater_replaces_pods_within_their_budgets(env: &Env) -> Durat
         .as_array()
         .cloned()
         .unwrap_or_default();
-    assert_eq!(
-        lines
-            .iter()
-            .filter(|l| l.as_str().is_some_and(|l| l.contains("evicted Pod")))
-            .count(),
-        3,
-        "{lines:?}"
-    );
+    // As many lines as Evicted Events above (3 for memory, and CPU's late commit may add some).
+    let evictions = lines
+        .iter()
+        .filter(|l| l.as_str().is_some_and(|l| l.contains("evicted Pod")))
+        .count();
+    assert!((3..=6).contains(&evictions), "{lines:?}");
     took
 }
