@@ -104,7 +104,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             out = serde_json::to_string_pretty(&v)?;
             out.push('\n');
         }
-        Output::Table => out = table(&docs, &results, &previews),
+        Output::Table => out = table(docs, results, previews),
         _ => {}
     }
     print!("{out}");
