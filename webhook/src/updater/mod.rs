@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use rightsizer_core::policy::schema::Mode;
 use rightsizer_core::update::policy::UpdateMode;
-use rightsizer_core::update::{decide, Decision, Inputs};
+use rightsizer_core::update::{decide, Decision, Hold, Inputs};
 use rightsizer_core::workload::WorkloadKey;
 
 use crate::analyzer::policies::{PoliciesLookup, PolicyLookup};
@@ -178,6 +178,9 @@ impl Updater {
                 .or_default()
                 .push((w, target, policy, rules));
         }
+        // Decide every workload first, then act most urgent first: an OOM loop never
+        // waits behind a plain update for the cluster-wide rate.
+        let mut decided = Vec::new();
         for (ns, items) in by_ns {
             let pods = match gather::pods_by_workload(&self.client, &self.handles.facts, &ns).await
             {
@@ -188,9 +191,6 @@ impl Updater {
                 }
             };
             for (w, target, policy, rules) in items {
-                if !self.handles.leader.is_leader() {
-                    return;
-                }
                 let Some(views) = pods.get(&w).filter(|v| !v.is_empty()) else {
                     continue;
                 };
@@ -204,24 +204,35 @@ impl Updater {
                     disruptions_allowed: None,
                     api: self.served.api,
                     now: now as i64,
-                    rate_ok: self.rate_ok(),
+                    // Checked when acting, in order of urgency.
+                    rate_ok: true,
                 });
-                match &d {
-                    Decision::Nothing(hold) => {
-                        let why = hold.to_string();
-                        let mut holds = self.holds.locked();
-                        if holds.get(&w) != Some(&why) {
-                            tracing::info!(workload = %w, "updater: nothing to do: {why}");
-                            holds.insert(w.clone(), why);
-                        }
+                decided.push((w, d));
+            }
+        }
+        decided.sort_by_key(|(_, d)| d.urgency());
+        for (w, mut d) in decided {
+            if !self.handles.leader.is_leader() {
+                return;
+            }
+            if !matches!(d, Decision::Nothing(_)) && !self.rate_ok() {
+                d = Decision::Nothing(Hold::RateLimited);
+            }
+            match &d {
+                Decision::Nothing(hold) => {
+                    let why = hold.to_string();
+                    let mut holds = self.holds.locked();
+                    if holds.get(&w) != Some(&why) {
+                        tracing::info!(workload = %w, "updater: nothing to do: {why}");
+                        holds.insert(w.clone(), why);
                     }
-                    _ => {
-                        self.holds.locked().remove(&w);
-                        // Only what disrupted a Pod uses the rate: a refused eviction
-                        // (tried again every pass) must not starve the other workloads.
-                        if self.exec.execute(&w, &d).await == Some(Outcome::Done) {
-                            *self.last_action.locked() = Some(Instant::now());
-                        }
+                }
+                _ => {
+                    self.holds.locked().remove(&w);
+                    // Only what disrupted a Pod uses the rate: a refused eviction
+                    // (tried again every pass) must not starve the other workloads.
+                    if self.exec.execute(&w, &d).await == Some(Outcome::Done) {
+                        *self.last_action.locked() = Some(Instant::now());
                     }
                 }
             }

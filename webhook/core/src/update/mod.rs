@@ -275,6 +275,25 @@ fn urgency(w: &Why) -> u8 {
     }
 }
 
+/// The order candidates of one workload go in: most urgent first; among OOM-looping Pods
+/// a not-ready one first (a PodDisruptionBudget lets a not-ready Pod go while the ready
+/// replicas still meet it, when it would refuse taking a ready one); then by name.
+fn order<'a>(p: &'a PodView, w: &Why) -> (u8, bool, &'a str) {
+    let oom = matches!(w, Why::OomLoop { .. });
+    (urgency(w), oom && p.ready, p.name.as_str())
+}
+
+impl Decision {
+    /// Which workload's action goes first in a pass, when the cluster-wide rate cannot
+    /// take them all: an OOM loop, then a Pod below its floor, then the rest.
+    pub fn urgency(&self) -> u8 {
+        match self {
+            Decision::Nothing(_) => u8::MAX,
+            Decision::Resize { why, .. } | Decision::Evict { why, .. } => urgency(why),
+        }
+    }
+}
+
 /// The containers' values after the update: committed sides in place of the running
 /// ones, memory raised to the floor.
 fn updated(target: &Target, pod: &PodView) -> Vec<RunningContainer> {
@@ -382,11 +401,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
                 .iter()
                 .filter_map(|p| needs(i, p).map(|w| (p, w)))
                 .collect();
-            candidates.sort_by(|a, b| {
-                urgency(&a.1)
-                    .cmp(&urgency(&b.1))
-                    .then(a.0.name.cmp(&b.0.name))
-            });
+            candidates.sort_by_key(|(p, w)| order(p, w));
             let Some(first) = candidates.first() else {
                 return Nothing(Hold::UpToDate);
             };
@@ -398,9 +413,19 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
                     pod: p.name.clone(),
                 });
             }
-            // Another Pod not ready: the last replacement has not settled (an
-            // OOM-restarting candidate is itself not ready, and that is why it goes).
-            if let Some(p) = i.pods.iter().find(|p| !p.ready && p.name != first.0.name) {
+            // Another Pod not ready: the last replacement has not settled. A Pod that is
+            // not ready because it loops on OOM kills is no replacement settling: it waits
+            // its own turn (with every replica looping, none would ever be ready).
+            let looping = |p: &PodView| {
+                candidates
+                    .iter()
+                    .any(|(c, w)| c.name == p.name && matches!(w, Why::OomLoop { .. }))
+            };
+            if let Some(p) = i
+                .pods
+                .iter()
+                .find(|p| !p.ready && p.name != first.0.name && !looping(p))
+            {
                 return Nothing(Hold::Settling {
                     pod: p.name.clone(),
                 });

@@ -402,3 +402,119 @@ fn a_request_only_target_keeps_the_running_limit_ratio() {
         assert_eq!(qos_class(&before), qos_class(&after));
     }
 }
+
+/// A container looping on OOM kills under 32Mi, with the floor at 132Mi committed
+/// (admission gives replacements at least the floor).
+fn looping(name: &str, ready: bool) -> PodView {
+    let mut c = container(32, 32, 250);
+    c.oom_restarted = true;
+    PodView {
+        ready,
+        ..pod(name, c)
+    }
+}
+
+/// The floor's commit: request and floor at 132Mi.
+fn floor_case(pods: Vec<PodView>) -> Case {
+    with(case(UpdateMode::Evict), |c| {
+        c.replicas = Some(pods.len() as u32);
+        c.pods = pods;
+        c.target.oom_floor.insert("app".into(), 132 * MI);
+        let m = &mut c.target.containers.get_mut("app").unwrap().memory;
+        *m = Sizes {
+            request: Some(132 * MI),
+            limit: None,
+        };
+    })
+}
+
+fn oom_evict(pod: &str) -> Decision {
+    Decision::Evict {
+        pod: pod.into(),
+        why: Why::OomLoop {
+            container: "app".into(),
+        },
+    }
+}
+
+/// A replacement admitted after the floor, carrying it, still starting.
+fn replacement_starting() -> PodView {
+    PodView {
+        ready: false,
+        created: COMMITTED + 60,
+        ..pod("web-z", container(132, 132, 250))
+    }
+}
+
+#[rstest]
+#[case::every_replica_looping_is_no_settling(
+    floor_case(vec![looping("web-a", false), looping("web-b", false)]),
+    oom_evict("web-a"))]
+#[case::a_not_ready_looper_before_a_ready_one(
+    floor_case(vec![looping("web-a", true), looping("web-b", false)]),
+    oom_evict("web-b"))]
+#[case::both_running_between_kills_by_name(
+    floor_case(vec![looping("web-b", true), looping("web-a", true)]),
+    oom_evict("web-a"))]
+#[case::a_starting_replacement_still_holds_the_next(
+    floor_case(vec![replacement_starting(), looping("web-b", false)]),
+    Decision::Nothing(Hold::Settling { pod: "web-z".into() }))]
+#[case::once_the_replacement_is_ready_the_next_goes(
+    floor_case(vec![PodView { ready: true, ..replacement_starting() }, looping("web-b", false)]),
+    oom_evict("web-b"))]
+#[case::a_looper_goes_before_drift_on_ready_pods(
+    floor_case(vec![pod("web-a", container(256, 512, 250)), looping("web-b", false), pod("web-c", container(256, 512, 250))]),
+    oom_evict("web-b"))]
+#[case::below_the_floor_with_no_drift_left(
+    with(floor_case(vec![looping("web-a", false), looping("web-b", false)]), |c| {
+        // The committed request is what runs: only the floor says it must change.
+        c.target.containers.get_mut("app").unwrap().memory.request = Some(32 * MI);
+    }),
+    oom_evict("web-a"))]
+#[case::looping_at_the_floor_waits_for_a_higher_one(
+    floor_case(vec![
+        PodView { ready: false, containers: vec![RunningContainer { oom_restarted: true, ..container(132, 132, 250) }], ..pod("web-a", container(0, 0, 0)) },
+        pod("web-b", container(132, 132, 250))]),
+    Decision::Nothing(Hold::UpToDate))]
+#[case::a_looping_single_replica(
+    floor_case(vec![looping("web-a", false)]),
+    oom_evict("web-a"))]
+#[case::a_looper_marked_do_not_disrupt_stays(
+    floor_case(vec![PodView { do_not_disrupt: Some("karpenter.sh/do-not-disrupt"), ..looping("web-a", false) }]),
+    Decision::Nothing(Hold::DoNotDisrupt { pod: "web-a".into(), annotation: "karpenter.sh/do-not-disrupt" }))]
+fn oom_loops(#[case] c: Case, #[case] want: Decision) {
+    assert_eq!(run(&c), want);
+}
+
+/// In place where served: the looping container's memory goes to the floor's commit
+/// without waiting for a replacement (the limit keeps its ratio to the request).
+#[test]
+fn an_oom_loop_is_resized_in_place_where_served() {
+    let mut c = floor_case(vec![looping("web-a", false), looping("web-b", false)]);
+    c.policy.mode = UpdateMode::InPlaceOrEvict;
+    c.api = V1_33;
+    assert_eq!(
+        run(&c),
+        Decision::Resize {
+            pod: "web-a".into(),
+            body: json!({"spec": {"containers": [{"name": "app", "resources": {
+                "requests": {"memory": "132Mi", "cpu": "250m"},
+                "limits": {"memory": "132Mi"}}}]}}),
+            why: Why::OomLoop {
+                container: "app".into()
+            },
+        }
+    );
+}
+
+/// Across workloads: the pass carries out OOM loops first, then Pods below a floor, then
+/// drift, so the cluster-wide rate never makes a loop wait behind a plain update.
+#[rstest]
+#[case::oom_loop(oom_evict("p"), 0)]
+#[case::below_floor(Decision::Evict { pod: "p".into(), why: Why::BelowFloor { container: "app".into() } }, 1)]
+#[case::drift(evict("p"), 2)]
+#[case::failed_resize(Decision::Evict { pod: "p".into(), why: Why::ResizeInfeasible }, 2)]
+#[case::nothing(Decision::Nothing(Hold::UpToDate), u8::MAX)]
+fn urgency_across_workloads(#[case] d: Decision, #[case] want: u8) {
+    assert_eq!(d.urgency(), want);
+}
