@@ -58,7 +58,7 @@ fn bare(name: &str) -> String {
 }
 
 /// Pod name -> uid of `app=<name>`.
-fn uids(env: &Env, name: &str) -> BTreeMap<String, String> {
+pub(super) fn uids(env: &Env, name: &str) -> BTreeMap<String, String> {
     pods_of(env, name)
         .iter()
         .map(|p| {
@@ -76,7 +76,7 @@ fn uids(env: &Env, name: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn ready(p: &Value) -> bool {
+pub(super) fn ready(p: &Value) -> bool {
     p["metadata"]["deletionTimestamp"].is_null()
         && p["status"]["conditions"]
             .as_array()
@@ -87,7 +87,7 @@ fn ready(p: &Value) -> bool {
 
 /// The sum over the webhook replicas of a counter sample, e.g.
 /// `rightsizer_updater_evictions_total{outcome="evicted"}`.
-fn counter(env: &Env, sample: &str) -> f64 {
+pub(super) fn counter(env: &Env, sample: &str) -> f64 {
     webhook_pod_ips(env)
         .iter()
         .filter_map(|ip| http_get(&format!("{ip}:9090"), "/metrics").ok())
@@ -100,7 +100,7 @@ fn counter(env: &Env, sample: &str) -> f64 {
 }
 
 /// Events of `reason` about object `name` in the loop namespace.
-fn events(env: &Env, name: &str, reason: &str) -> Vec<String> {
+pub(super) fn events(env: &Env, name: &str, reason: &str) -> Vec<String> {
     let v = kubectl_json(
         env,
         &[
@@ -120,8 +120,9 @@ fn events(env: &Env, name: &str, reason: &str) -> Vec<String> {
         .collect()
 }
 
-/// What the webhook logged and the loop namespace's Events, printed if the stage fails.
-struct DumpOnPanic<'a>(&'a Env);
+/// What the webhook logged, the loop namespace's Events and a Rightsizing, printed if the
+/// stage fails.
+pub(super) struct DumpOnPanic<'a>(pub &'a Env, pub &'a str);
 
 impl Drop for DumpOnPanic<'_> {
     fn drop(&mut self) {
@@ -146,15 +147,7 @@ impl Drop for DumpOnPanic<'_> {
             "--tail=80",
         ]);
         run(&["-n", NS, "get", "events", "--sort-by=.lastTimestamp"]);
-        run(&[
-            "-n",
-            NS,
-            "get",
-            "rightsizing",
-            "deployment-web",
-            "-o",
-            "yaml",
-        ]);
+        run(&["-n", NS, "get", "rightsizing", self.1, "-o", "yaml"]);
         run(&["-n", NS, "get", "pods", "-o", "wide"]);
     }
 }
@@ -235,7 +228,7 @@ pub(super) fn the_updater_replaces_pods_within_their_budgets(env: &Env) -> Durat
     .sizes;
     let t0 = Instant::now();
     let mut fewest_ready = 3;
-    let _dump = DumpOnPanic(env);
+    let _dump = DumpOnPanic(env, "deployment-web");
     wait_for(240, "every web Pod carries the committed memory", || {
         let pods = pods_of(env, "web");
         let ready_now = pods.iter().filter(|p| ready(p)).count();
