@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::updater::{counter, events, ready, uids, DumpOnPanic};
+use super::updater::{events, ready, uids, DumpOnPanic};
 use super::*;
 
 /// Only the OOM floor commits here (no usage evidence is ever enough), so every eviction
@@ -162,12 +162,9 @@ pub(super) fn an_oom_loop_is_replaced_with_the_floor(env: &Env) -> Duration {
     );
     let took = since_kill();
     eprintln!(
-        "first OOM kill -> both looping Pods replaced at the floor: {} s (restarts seen in one looping Pod: {saw_loop_restarts}; evictions refused by the budget so far: {})",
+        "first OOM kill -> both looping Pods replaced at the floor: {} s (most restarts of a looping Pod: {saw_loop_restarts}; evictions refused by the budget: {})",
         took.as_secs(),
-        counter(
-            env,
-            "rightsizer_updater_evictions_total{outcome=\"refused_by_budget\"}"
-        )
+        events(env, NAME, "EvictionDeferred").len()
     );
     // One eviction per looping Pod, each for the loop, and a line in the Rightsizing.
     let evicted = events(env, NAME, "Evicted");

@@ -87,7 +87,7 @@ pub(super) fn ready(p: &Value) -> bool {
 
 /// The sum over the webhook replicas of a counter sample, e.g.
 /// `rightsizer_updater_evictions_total{outcome="evicted"}`.
-pub(super) fn counter(env: &Env, sample: &str) -> f64 {
+fn counter(env: &Env, sample: &str) -> f64 {
     webhook_pod_ips(env)
         .iter()
         .filter_map(|ip| http_get(&format!("{ip}:9090"), "/metrics").ok())

@@ -200,7 +200,7 @@ impl Updater {
                     rules: &rules,
                     target: &target,
                     pods: views,
-                    desired_replicas: None,
+                    desired_replicas: self.handles.facts.workload(&w).and_then(|m| m.replicas),
                     disruptions_allowed: None,
                     api: self.served.api,
                     now: now as i64,
