@@ -25,6 +25,7 @@ use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
 use rightsizer_core::policy::schema::Mode;
+use rightsizer_core::update::pace::Refusals;
 use rightsizer_core::update::policy::UpdateMode;
 use rightsizer_core::update::{decide, Decision, Hold, Inputs};
 use rightsizer_core::workload::WorkloadKey;
@@ -75,6 +76,18 @@ struct Updater {
     last_action: Mutex<Option<Instant>>,
     /// The last hold logged per workload (each new reason is logged once).
     holds: Mutex<BTreeMap<WorkloadKey, String>>,
+    /// Per workload: evictions refused in a row, and its rounds of updates.
+    paces: Mutex<BTreeMap<WorkloadKey, Pace>>,
+}
+
+/// What the updater remembers of one workload between passes (the leader's memory: a
+/// new leader starts afresh, which at worst tries a refused eviction early once).
+#[derive(Debug, Clone, Copy, Default)]
+struct Pace {
+    refusals: Refusals,
+    /// It acted since the last round ended.
+    acted: bool,
+    round_ended_at: Option<i64>,
 }
 
 /// The parts of the Kubernetes side the updater reads.
@@ -138,6 +151,7 @@ pub async fn start(
         served,
         last_action: Mutex::new(None),
         holds: Mutex::new(BTreeMap::new()),
+        paces: Mutex::new(BTreeMap::new()),
     });
     let h = health.clone();
     let task = tokio::spawn(async move {
@@ -194,6 +208,7 @@ impl Updater {
                 let Some(views) = pods.get(&w).filter(|v| !v.is_empty()) else {
                     continue;
                 };
+                let pace = self.paces.locked().get(&w).copied().unwrap_or_default();
                 let d = decide(&Inputs {
                     kind: w.kind,
                     policy: &policy,
@@ -206,6 +221,8 @@ impl Updater {
                     now: now as i64,
                     // Checked when acting, in order of urgency.
                     rate_ok: true,
+                    refusals: pace.refusals,
+                    round_ended_at: pace.round_ended_at,
                 });
                 decided.push((w, d));
             }
@@ -220,6 +237,14 @@ impl Updater {
             }
             match &d {
                 Decision::Nothing(hold) => {
+                    if *hold == Hold::UpToDate {
+                        let mut paces = self.paces.locked();
+                        let p = paces.entry(w.clone()).or_default();
+                        if p.acted {
+                            p.acted = false;
+                            p.round_ended_at = Some(now as i64);
+                        }
+                    }
                     let why = hold.to_string();
                     let mut holds = self.holds.locked();
                     if holds.get(&w) != Some(&why) {
@@ -231,8 +256,21 @@ impl Updater {
                     self.holds.locked().remove(&w);
                     // Only what disrupted a Pod uses the rate: a refused eviction
                     // (tried again every pass) must not starve the other workloads.
-                    if self.exec.execute(&w, &d).await == Some(Outcome::Done) {
+                    let outcome = self.exec.execute(&w, &d).await;
+                    if outcome == Some(Outcome::Done) {
                         *self.last_action.locked() = Some(Instant::now());
+                    }
+                    let mut paces = self.paces.locked();
+                    let p = paces.entry(w.clone()).or_default();
+                    match outcome {
+                        Some(Outcome::Done) => {
+                            p.acted = true;
+                            p.refusals = Refusals::default();
+                        }
+                        Some(Outcome::RefusedByBudget) => {
+                            p.refusals = p.refusals.after(true, unix_now() as i64);
+                        }
+                        _ => {}
                     }
                 }
             }

@@ -15,10 +15,12 @@ use crate::rules::{Rules, Sizes};
 use crate::workload::kind::WorkloadKind;
 
 pub mod observe;
+pub mod pace;
 pub mod policy;
 pub mod qos;
 
 use observe::{PodView, ResizePhase, RunningContainer};
+use pace::Refusals;
 use policy::{UpdateMode, UpdatePolicy};
 use qos::{qos_class, QosClass};
 
@@ -100,6 +102,11 @@ pub struct Inputs<'a> {
     pub now: i64,
     /// The cluster-wide rate has room for one more action.
     pub rate_ok: bool,
+    /// Evictions of this workload its budget refused in a row.
+    pub refusals: Refusals,
+    /// Unix seconds the last round of updates of this workload ended (every Pod carried
+    /// the values after the updater acted), if one did.
+    pub round_ended_at: Option<i64>,
 }
 
 /// Why a Pod is acted on.
@@ -166,6 +173,13 @@ pub enum Hold {
     },
     LastReplica,
     Budget,
+    /// Evictions refused by the budget in a row: the next try waits.
+    BackingOff {
+        refusals: u32,
+        seconds: i64,
+    },
+    /// The last round ended less than the policy's `roundIntervalSeconds` ago.
+    BetweenRounds,
     /// A Pod created after the commit does not carry the committed values: admission
     /// gives new Pods something else (an override, a value the user wrote, the webhook
     /// unreachable), so replacing more Pods would change nothing.
@@ -187,6 +201,13 @@ impl std::fmt::Display for Hold {
             Hold::DoNotDisrupt { pod, annotation } => write!(f, "Pod {pod} is marked {annotation}"),
             Hold::LastReplica => f.write_str("it would take the last ready replica"),
             Hold::Budget => f.write_str("its PodDisruptionBudget allows no disruption"),
+            Hold::BackingOff { refusals, seconds } => write!(
+                f,
+                "its PodDisruptionBudget refused {refusals} evictions in a row: trying again {seconds} s after the last"
+            ),
+            Hold::BetweenRounds => {
+                f.write_str("the last round of updates ended less than roundIntervalSeconds ago")
+            }
             Hold::NotConverging { pod } => write!(
                 f,
                 "Pod {pod}, created after the commit, does not carry the committed values: admission gives new Pods other values"
@@ -456,6 +477,15 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
     if i.policy.window.as_ref().is_some_and(|w| !w.contains(i.now)) {
         return Nothing(Hold::OutsideWindow);
     }
+    // An OOM loop or a Pod below its floor waits for nothing but the budget.
+    let urgent = matches!(why, Why::OomLoop { .. } | Why::BelowFloor { .. });
+    let pause = i.policy.round_interval_seconds as i64;
+    if !urgent
+        && i.round_ended_at
+            .is_some_and(|t| i.now < t.saturating_add(pause))
+    {
+        return Nothing(Hold::BetweenRounds);
+    }
     if !i.rate_ok {
         return Nothing(Hold::RateLimited);
     }
@@ -470,6 +500,14 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
             body: resize_body(&pod.containers, &after),
             why,
         };
+    }
+    // An OOM loop is tried every pass: a replica running between its kills opens the
+    // budget for a few seconds only.
+    if !urgent && i.refusals.waiting(i.now) {
+        return Nothing(Hold::BackingOff {
+            refusals: i.refusals.count,
+            seconds: i.refusals.backoff_seconds(),
+        });
     }
     // Eviction takes a ready Pod away: keep one ready replica unless allowed, and leave a
     // budget at 0 alone (the Eviction API would refuse it anyway).

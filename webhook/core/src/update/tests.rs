@@ -89,6 +89,8 @@ struct Case {
     pdb: Option<i32>,
     api: ApiSupport,
     rate_ok: bool,
+    refusals: Refusals,
+    round_ended_at: Option<i64>,
 }
 
 fn case(mode: UpdateMode) -> Case {
@@ -104,6 +106,8 @@ fn case(mode: UpdateMode) -> Case {
         pdb: Some(1),
         api: V1_20,
         rate_ok: true,
+        refusals: Refusals::default(),
+        round_ended_at: None,
     }
 }
 
@@ -120,6 +124,8 @@ fn run(c: &Case) -> Decision {
         api: c.api,
         now: NOW,
         rate_ok: c.rate_ok,
+        refusals: c.refusals,
+        round_ended_at: c.round_ended_at,
     })
 }
 
@@ -517,4 +523,50 @@ fn an_oom_loop_is_resized_in_place_where_served() {
 #[case::nothing(Decision::Nothing(Hold::UpToDate), u8::MAX)]
 fn urgency_across_workloads(#[case] d: Decision, #[case] want: u8) {
     assert_eq!(d.urgency(), want);
+}
+
+fn refused(count: u32, ago: i64) -> Refusals {
+    Refusals {
+        count,
+        last: NOW - ago,
+    }
+}
+
+/// Refused evictions back off a workload's next try (30 s, doubling); an OOM loop is tried
+/// every pass; a round starts no sooner than `roundIntervalSeconds` after the last ended.
+#[rstest]
+#[case::refused_just_now_waits(
+    with(case(UpdateMode::Evict), |c| c.refusals = refused(1, 10)),
+    Decision::Nothing(Hold::BackingOff { refusals: 1, seconds: 30 }))]
+#[case::tried_again_after_the_wait(
+    with(case(UpdateMode::Evict), |c| c.refusals = refused(1, 30)),
+    evict("web-a"))]
+#[case::three_in_a_row_wait_longer(
+    with(case(UpdateMode::Evict), |c| c.refusals = refused(3, 100)),
+    Decision::Nothing(Hold::BackingOff { refusals: 3, seconds: 120 }))]
+#[case::an_oom_loop_does_not_back_off(
+    with(floor_case(vec![looping("web-a", false), looping("web-b", false)]), |c| c.refusals = refused(5, 1)),
+    oom_evict("web-a"))]
+#[case::a_resize_does_not_back_off(
+    with(case(UpdateMode::InPlaceOrEvict), |c| { c.api = V1_33; c.refusals = refused(1, 1); }),
+    Decision::Resize {
+        pod: "web-a".into(),
+        body: json!({"spec": {"containers": [{"name": "app", "resources": {
+            "requests": {"memory": "400Mi", "cpu": "250m"}, "limits": {"memory": "800Mi"}}}]}}),
+        why: Why::Drift { container: "app".into(), resource: Resource::Memory },
+    })]
+#[case::no_pause_by_default(
+    with(case(UpdateMode::Evict), |c| c.round_ended_at = Some(NOW - 1)),
+    evict("web-a"))]
+#[case::a_new_round_waits_for_the_interval(
+    with(case(UpdateMode::Evict), |c| { c.policy.round_interval_seconds = 3600; c.round_ended_at = Some(NOW - 600); }),
+    Decision::Nothing(Hold::BetweenRounds))]
+#[case::a_new_round_after_the_interval(
+    with(case(UpdateMode::Evict), |c| { c.policy.round_interval_seconds = 3600; c.round_ended_at = Some(NOW - 3600); }),
+    evict("web-a"))]
+#[case::an_oom_loop_does_not_wait_for_a_round(
+    with(floor_case(vec![looping("web-a", false), looping("web-b", false)]), |c| { c.policy.round_interval_seconds = 3600; c.round_ended_at = Some(NOW - 1); }),
+    oom_evict("web-a"))]
+fn pacing(#[case] c: Case, #[case] want: Decision) {
+    assert_eq!(run(&c), want);
 }
