@@ -17,6 +17,7 @@ mod gather;
 pub mod knative;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
 use rightsizer_core::policy::schema::Mode;
+use rightsizer_core::update::budget::Budget;
 use rightsizer_core::update::pace::Refusals;
 use rightsizer_core::update::policy::UpdateMode;
 use rightsizer_core::update::{decide, Decision, Hold, Inputs};
@@ -78,6 +80,8 @@ struct Updater {
     holds: Mutex<BTreeMap<WorkloadKey, String>>,
     /// Per workload: evictions refused in a row, and its rounds of updates.
     paces: Mutex<BTreeMap<WorkloadKey, Pace>>,
+    /// Listing budgets failed once (logged once).
+    budgets_unread: AtomicBool,
 }
 
 /// What the updater remembers of one workload between passes (the leader's memory: a
@@ -152,6 +156,7 @@ pub async fn start(
         last_action: Mutex::new(None),
         holds: Mutex::new(BTreeMap::new()),
         paces: Mutex::new(BTreeMap::new()),
+        budgets_unread: AtomicBool::new(false),
     });
     let h = health.clone();
     let task = tokio::spawn(async move {
@@ -168,6 +173,20 @@ pub async fn start(
 }
 
 impl Updater {
+    /// The namespace's budgets; none when they cannot be read (the Eviction API still
+    /// enforces them: only the refusals known beforehand are lost).
+    async fn budgets(&self, ns: &str) -> Vec<Budget> {
+        match gather::budgets(&self.client, ns, self.exec.eviction_version).await {
+            Ok(b) => b,
+            Err(e) => {
+                if !self.budgets_unread.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(namespace = %ns, error = %e, "updater: cannot list PodDisruptionBudgets (deploy/overlays/updater grants it); evictions they refuse are tried and refused");
+                }
+                Vec::new()
+            }
+        }
+    }
+
     fn rate_ok(&self) -> bool {
         let gap = Duration::from_secs(60) / self.options.per_minute.max(1);
         self.last_action.locked().is_none_or(|t| t.elapsed() >= gap)
@@ -204,6 +223,7 @@ impl Updater {
                     continue;
                 }
             };
+            let budgets = self.budgets(&ns).await;
             for (w, target, policy, rules) in items {
                 let Some(views) = pods.get(&w).filter(|v| !v.is_empty()) else {
                     continue;
@@ -216,7 +236,7 @@ impl Updater {
                     target: &target,
                     pods: views,
                     desired_replicas: self.handles.facts.workload(&w).and_then(|m| m.replicas),
-                    disruptions_allowed: None,
+                    budgets: &budgets,
                     api: self.served.api,
                     now: now as i64,
                     // Checked when acting, in order of urgency.

@@ -14,11 +14,13 @@ use crate::quantity::{PerResource, Resource};
 use crate::rules::{Rules, Sizes};
 use crate::workload::kind::WorkloadKind;
 
+pub mod budget;
 pub mod observe;
 pub mod pace;
 pub mod policy;
 pub mod qos;
 
+use budget::Budget;
 use observe::{PodView, ResizePhase, RunningContainer};
 use pace::Refusals;
 use policy::{UpdateMode, UpdatePolicy};
@@ -94,9 +96,9 @@ pub struct Inputs<'a> {
     pub pods: &'a [PodView],
     /// `spec.replicas` where the workload has one.
     pub desired_replicas: Option<u32>,
-    /// Least `disruptionsAllowed` of the PodDisruptionBudgets covering the Pods (`None`:
-    /// none known; the Eviction API still enforces them).
-    pub disruptions_allowed: Option<i32>,
+    /// The PodDisruptionBudgets of the namespace (a Pod one of them surely refuses is
+    /// skipped; the Eviction API still enforces them all).
+    pub budgets: &'a [Budget],
     pub api: ApiSupport,
     /// Unix seconds now.
     pub now: i64,
@@ -172,7 +174,10 @@ pub enum Hold {
         annotation: &'static str,
     },
     LastReplica,
-    Budget,
+    /// This budget would refuse evicting the Pod now.
+    Budget {
+        name: String,
+    },
     /// Evictions refused by the budget in a row: the next try waits.
     BackingOff {
         refusals: u32,
@@ -200,7 +205,9 @@ impl std::fmt::Display for Hold {
             Hold::RateLimited => f.write_str("the cluster-wide update rate is used up"),
             Hold::DoNotDisrupt { pod, annotation } => write!(f, "Pod {pod} is marked {annotation}"),
             Hold::LastReplica => f.write_str("it would take the last ready replica"),
-            Hold::Budget => f.write_str("its PodDisruptionBudget allows no disruption"),
+            Hold::Budget { name } => {
+                write!(f, "its PodDisruptionBudget {name} allows no disruption now")
+            }
             Hold::BackingOff { refusals, seconds } => write!(
                 f,
                 "its PodDisruptionBudget refused {refusals} evictions in a row: trying again {seconds} s after the last"
@@ -509,16 +516,22 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
             seconds: i.refusals.backoff_seconds(),
         });
     }
-    // Eviction takes a ready Pod away: keep one ready replica unless allowed, and leave a
-    // budget at 0 alone (the Eviction API would refuse it anyway).
+    // Eviction takes a ready Pod away: keep one ready replica unless allowed, and skip a
+    // Pod a budget surely refuses (the Eviction API would refuse it anyway).
     if pod.ready && !i.policy.allow_last_replica {
         let ready = i.pods.iter().filter(|p| p.ready).count();
         if ready <= 1 || i.desired_replicas.is_some_and(|d| d <= 1) {
             return Nothing(Hold::LastReplica);
         }
     }
-    if pod.ready && i.disruptions_allowed.is_some_and(|d| d <= 0) {
-        return Nothing(Hold::Budget);
+    if let Some(b) = i
+        .budgets
+        .iter()
+        .find(|b| b.covers(&pod.labels) && b.refuses(pod.ready))
+    {
+        return Nothing(Hold::Budget {
+            name: b.name.clone(),
+        });
     }
     Decision::Evict {
         pod: pod.name.clone(),

@@ -59,6 +59,8 @@ pub struct PodView {
     pub resize: Option<ResizeState>,
     /// Unix seconds of its creation (0: unknown).
     pub created: i64,
+    /// Its labels (which PodDisruptionBudgets cover it).
+    pub labels: BTreeMap<String, String>,
 }
 
 fn sizes(
@@ -156,6 +158,7 @@ pub fn pod_view(pod: &Pod) -> Option<PodView> {
             .creation_timestamp
             .as_ref()
             .map_or(0, |t| t.0.as_second()),
+        labels: meta.labels.clone().unwrap_or_default(),
     })
 }
 

@@ -26,15 +26,24 @@ fn container(mem_req: u64, mem_lim: u64, cpu_req: u64) -> RunningContainer {
     }
 }
 
-/// A ready Pod created before the commit.
+/// A ready Pod of `app=web` created before the commit.
 fn pod(name: &str, c: RunningContainer) -> PodView {
     PodView {
         name: name.into(),
         ready: true,
         containers: vec![c],
         created: COMMITTED - 600,
+        labels: BTreeMap::from([("app".to_string(), "web".to_string())]),
         ..Default::default()
     }
+}
+
+/// A budget over `app=web` as the disruption controller counted it.
+fn budget(allowed: i32, current: i32, desired: i32) -> Budget {
+    budget::budget_of(&json!({"metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}},
+        "status": {"disruptionsAllowed": allowed, "currentHealthy": current, "desiredHealthy": desired}}))
+    .unwrap()
 }
 
 /// Three ready Pods at 256Mi/512Mi, 250m.
@@ -86,7 +95,7 @@ struct Case {
     pods: Vec<PodView>,
     target: Target,
     replicas: Option<u32>,
-    pdb: Option<i32>,
+    pdbs: Vec<Budget>,
     api: ApiSupport,
     rate_ok: bool,
     refusals: Refusals,
@@ -103,7 +112,7 @@ fn case(mode: UpdateMode) -> Case {
         pods: old_pods(),
         target: target(),
         replicas: Some(3),
-        pdb: Some(1),
+        pdbs: vec![budget(1, 3, 2)],
         api: V1_20,
         rate_ok: true,
         refusals: Refusals::default(),
@@ -120,7 +129,7 @@ fn run(c: &Case) -> Decision {
         target: &c.target,
         pods: &c.pods,
         desired_replicas: c.replicas,
-        disruptions_allowed: c.pdb,
+        budgets: &c.pdbs,
         api: c.api,
         now: NOW,
         rate_ok: c.rate_ok,
@@ -175,9 +184,12 @@ fn with(mut c: Case, f: impl FnOnce(&mut Case)) -> Case {
     with(case(UpdateMode::Evict), |c| { c.pods.truncate(1); c.replicas = Some(1); c.policy.allow_last_replica = true; }),
     evict("web-a"))]
 #[case::pdb_at_zero_blocks(
-    with(case(UpdateMode::Evict), |c| c.pdb = Some(0)),
-    Decision::Nothing(Hold::Budget))]
-#[case::no_pdb_known(with(case(UpdateMode::Evict), |c| c.pdb = None), evict("web-a"))]
+    with(case(UpdateMode::Evict), |c| c.pdbs = vec![budget(0, 3, 3)]),
+    Decision::Nothing(Hold::Budget { name: "web".into() }))]
+#[case::no_pdb_known(with(case(UpdateMode::Evict), |c| c.pdbs = vec![]), evict("web-a"))]
+#[case::a_pdb_over_other_pods(
+    with(case(UpdateMode::Evict), |c| { c.pdbs = vec![budget(0, 3, 3)]; for p in &mut c.pods { p.labels.clear(); } }),
+    evict("web-a"))]
 #[case::rate_used_up(
     with(case(UpdateMode::Evict), |c| c.rate_ok = false),
     Decision::Nothing(Hold::RateLimited))]
@@ -288,7 +300,7 @@ fn in_place_needs_no_budget_and_keeps_the_last_replica() {
     c.api = V1_33;
     c.pods.truncate(1);
     c.replicas = Some(1);
-    c.pdb = Some(0);
+    c.pdbs = vec![budget(0, 1, 1)];
     assert!(matches!(run(&c), Decision::Resize { .. }));
 }
 
@@ -356,12 +368,15 @@ fn resize_fallbacks(#[case] phase: ResizePhase, #[case] since: i64, #[case] evic
 fn a_failed_resize_still_respects_the_budget() {
     let mut c = case(UpdateMode::InPlaceOrEvict);
     c.api = V1_33;
-    c.pdb = Some(0);
+    c.pdbs = vec![budget(0, 3, 3)];
     c.pods[0].resize = Some(ResizeState {
         phase: ResizePhase::Infeasible,
         since: 0,
     });
-    assert_eq!(run(&c), Decision::Nothing(Hold::Budget));
+    assert_eq!(
+        run(&c),
+        Decision::Nothing(Hold::Budget { name: "web".into() })
+    );
 }
 
 #[rstest]
@@ -568,5 +583,26 @@ fn refused(count: u32, ago: i64) -> Refusals {
     with(floor_case(vec![looping("web-a", false), looping("web-b", false)]), |c| { c.policy.round_interval_seconds = 3600; c.round_ended_at = Some(NOW - 1); }),
     oom_evict("web-a"))]
 fn pacing(#[case] c: Case, #[case] want: Decision) {
+    assert_eq!(run(&c), want);
+}
+
+/// The budget read beforehand, for OOM loops: every replica looping leaves the budget
+/// unmet, so no Pod can go until one runs between its kills; then a not-ready looper goes
+/// (the budget is met without it).
+#[rstest]
+#[case::every_replica_down_waits(
+    with(floor_case(vec![looping("web-a", false), looping("web-b", false)]), |c| c.pdbs = vec![budget(0, 0, 1)]),
+    Decision::Nothing(Hold::Budget { name: "web".into() }))]
+#[case::one_running_between_kills_lets_the_other_go(
+    with(floor_case(vec![looping("web-a", true), looping("web-b", false)]), |c| c.pdbs = vec![budget(0, 1, 1)]),
+    oom_evict("web-b"))]
+#[case::always_allow_lets_it_go_at_once(
+    with(floor_case(vec![looping("web-a", false), looping("web-b", false)]), |c| {
+        let mut b = budget(0, 0, 1);
+        b.always_allow_unhealthy = true;
+        c.pdbs = vec![b];
+    }),
+    oom_evict("web-a"))]
+fn oom_loops_and_their_budget(#[case] c: Case, #[case] want: Decision) {
     assert_eq!(run(&c), want);
 }
