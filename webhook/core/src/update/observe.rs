@@ -171,9 +171,10 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_reads_as_its_values_readiness_marks_and_oom_restarts() {
+    fn a_pod_reads_as_its_values_labels_readiness_marks_and_oom_restarts() {
         let v = pod(serde_json::json!({
-            "metadata": {"name": "web-1", "annotations": {"karpenter.sh/do-not-disrupt": "true"}},
+            "metadata": {"name": "web-1", "labels": {"app": "web"},
+                "annotations": {"karpenter.sh/do-not-disrupt": "true"}},
             "spec": {"containers": [{"name": "app", "resources": {
                 "requests": {"memory": "256Mi", "cpu": "250m"}, "limits": {"memory": "512Mi"}}}]},
             "status": {"phase": "Running",
@@ -185,6 +186,7 @@ mod tests {
         }));
         assert!(v.ready && !v.terminating);
         assert_eq!(v.do_not_disrupt, Some("karpenter.sh/do-not-disrupt"));
+        assert_eq!(v.labels.get("app").map(String::as_str), Some("web"));
         let c = &v.containers[0];
         assert_eq!(
             c.memory,
