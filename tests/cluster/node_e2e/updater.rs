@@ -293,7 +293,7 @@ pub(super) fn the_updater_replaces_pods_within_their_budgets(env: &Env) -> Durat
         counter(
             env,
             "rightsizer_updater_evictions_total{outcome=\"refused_by_budget\"}"
-        )
+        ) as u64
     );
     // A single replica and a bare Pod: left alone.
     for (name, uids_before) in &before {
