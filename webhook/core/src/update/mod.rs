@@ -4,7 +4,9 @@
 //! inputs and carries out the one [`Decision`] (`rightsizer::updater`).
 //!
 //! One Pod at a time per workload: nothing happens while a Pod of the workload is
-//! terminating, not ready, or mid-resize. An OOM-restarting container comes first.
+//! terminating, not ready, or mid-resize. An OOM-restarting container comes first (a Pod
+//! not ready because it loops is no replacement settling), waits for no backoff or round
+//! pause, and only for a budget that would surely refuse it.
 
 use std::collections::BTreeMap;
 
