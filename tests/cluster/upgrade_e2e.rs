@@ -1,0 +1,596 @@
+//! Upgrades keep everything (issue 24): on a real kube-apiserver v1.20.2, the previous
+//! version (tests/upgrade/PREVIOUS: its manifests, its binary, the flags its Deployment
+//! ships) runs two replicas behind a Service-like proxy and commits values to Rightsizings
+//! (committed memory, a cooldown, an OOM hold). Then the upgrade as `kubectl apply -k` and a
+//! rolling update do it: this tree's CRD, RBAC and webhook configuration applied over, then
+//! one replica replaced at a time (a new one ready before an old one leaves, so an old and a
+//! new one serve side by side). Meanwhile Pods are created through the apiserver without a
+//! pause. Afterwards every Rightsizing says what it said (committed values, cooldown, hold),
+//! none was rewritten (same resourceVersion), and every Pod was admitted with the committed
+//! values, by one version or the other.
+
+use crate::cluster::{self, admin_get, admin_status, counter_sum, ControlPlane, TlsFiles, Webhook};
+use crate::previous;
+use crate::prometheus::TestProm;
+use crate::scenario;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use serde_json::{json, Value};
+
+mod proxy;
+mod shipped;
+
+use proxy::Proxy;
+use shipped::Shipped;
+
+const NS: &str = "upg-shop";
+const SYS: &str = "rightsizer-system";
+const H: u64 = 3600;
+/// Time between analyzer cycles for both versions (the shipped 5m would make the test wait).
+const INTERVAL: &str = "5s";
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Two Deployments' usage, flat and running past the test's end, so that every cycle of
+/// either version decides the same (a rewrite then is a rewrite of the same status); `cache`
+/// was OOM-killed two hours ago (an OOM hold).
+fn history(t0: u64) -> scenario::Cluster {
+    let (start, end) = (t0 - 26 * H, t0 + 2 * H);
+    let mut c = scenario::Cluster::new(t0);
+    for (name, ws) in [("web", 200.0), ("cache", 180.0)] {
+        let rs = format!("{name}-1");
+        c.owner(
+            "kube_replicaset_owner",
+            NS,
+            "replicaset",
+            &rs,
+            "Deployment",
+            name,
+            start,
+            end,
+        );
+        let pod = format!("{rs}-a");
+        let spec = scenario::PodSpec {
+            ns: NS,
+            pod: &pod,
+            owner_kind: "ReplicaSet",
+            owner_name: &rs,
+            from: start,
+            to: end,
+        };
+        c.pod(&spec, &format!("{NS}/Deployment/{name}")).container(
+            "app",
+            move |_| ws,
+            |_| 100.0,
+            (Some(128), Some(256)),
+            None,
+        );
+    }
+    c.constant(
+        "kube_pod_container_status_last_terminated_reason",
+        &format!(r#"namespace="{NS}",pod="cache-1-a",container="app",reason="OOMKilled""#),
+        1.0,
+        t0 - 2 * H,
+        end,
+    );
+    c
+}
+
+fn fixtures() -> String {
+    let deployment = |name: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": "busybox",
+                        "resources": {"requests": {"memory": "128Mi"}, "limits": {"memory": "256Mi"}}}]}}}})
+        .to_string()
+    };
+    let policy = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "upgrade", "namespace": SYS, "labels": {"rightsizer.io/policy": "true"}},
+        "data": {"policy.yaml": format!("mode: enforce\nrecommender: seed\nselector:\n  namespaces: [{NS}]\n")}});
+    [
+        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NS}\n  labels:\n    rightsizer.io/enabled: \"true\"\n"),
+        // v1.20 does not label namespaces with their name yet; the shipped selector
+        // excludes the webhook's own namespace by that label.
+        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {SYS}\n  labels:\n    kubernetes.io/metadata.name: {SYS}\n"),
+        deployment("web"),
+        deployment("cache"),
+        policy.to_string(),
+    ]
+    .join("\n---\n")
+}
+
+/// A replica: which version, and its process.
+struct Replica {
+    name: &'static str,
+    version: &'static str,
+    hook: Webhook,
+}
+
+struct Env {
+    plane: ControlPlane,
+    tls: TlsFiles,
+    prom: TestProm,
+    work: PathBuf,
+    kubeconfig: PathBuf,
+    /// Proxy and Pod creator: they run while the test thread blocks on kubectl.
+    rt: tokio::runtime::Runtime,
+}
+
+impl Env {
+    fn start(
+        &self,
+        exe: &Path,
+        shipped: &Shipped,
+        version: &'static str,
+        name: &'static str,
+    ) -> Replica {
+        let addr: SocketAddr = format!("127.0.0.1:{}", cluster::free_port())
+            .parse()
+            .unwrap();
+        let mut args = vec![
+            "--tls-cert".to_string(),
+            self.tls.cert.display().to_string(),
+            "--tls-key".to_string(),
+            self.tls.key.display().to_string(),
+        ];
+        args.extend(shipped.args.iter().cloned());
+        let mut env = shipped.env(&self.prom.url());
+        env.extend([
+            ("POD_NAMESPACE".to_string(), SYS.to_string()),
+            ("POD_NAME".to_string(), name.to_string()),
+            ("RIGHTSIZER_ENFORCEMENT".to_string(), "true".to_string()),
+            (
+                "RIGHTSIZER_ANALYZER_INTERVAL".to_string(),
+                INTERVAL.to_string(),
+            ),
+        ]);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let log = self.work.join(format!("{name}.log"));
+        let hook = Webhook::start_exe(exe, addr, &self.kubeconfig, &args, &env, log)
+            .unwrap_or_else(|e| panic!("{name} ({version}) starts: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self
+            .rt
+            .block_on(admin_status(hook.admin, "/readyz"))
+            .map(|r| r.0)
+            != Ok(200)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{name} ({version}) never ready:\n{}",
+                hook.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Replica {
+            name,
+            version,
+            hook,
+        }
+    }
+
+    fn metric(&self, r: &Replica, family: &str) -> f64 {
+        let text = self
+            .rt
+            .block_on(admin_get(r.hook.admin, "/metrics"))
+            .unwrap_or_default();
+        counter_sum(&text, family, &[])
+    }
+
+    fn reviews(&self, r: &Replica) -> f64 {
+        self.metric(r, "rightsizer_admission_reviews_total")
+    }
+
+    fn cycles(&self, r: &Replica) -> f64 {
+        self.metric(r, "rightsizer_analyzer_cycle_duration_seconds_count")
+    }
+
+    fn leader(&self) -> String {
+        let out = self.plane.kubectl(
+            &[
+                "-n",
+                SYS,
+                "get",
+                "lease",
+                "rightsizer-leader",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
+            None,
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every Rightsizing of the namespace: name -> (resourceVersion, status).
+    fn rightsizings(&self) -> BTreeMap<String, (String, Value)> {
+        let text = self
+            .plane
+            .kubectl_ok(&["-n", NS, "get", "rightsizings", "-o", "json"], None);
+        let list: Value = serde_json::from_str(&text).unwrap();
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                (
+                    o["metadata"]["name"].as_str().unwrap().to_string(),
+                    (
+                        o["metadata"]["resourceVersion"]
+                            .as_str()
+                            .unwrap()
+                            .to_string(),
+                        o["status"].clone(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// Wait until `r` has finished `n` more analyzer cycles.
+    fn wait_cycles(&self, r: &Replica, n: f64) {
+        let base = self.cycles(r);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.cycles(r) < base + n {
+            assert!(
+                Instant::now() < deadline,
+                "{} ran no {n} cycles in 60 s:\n{}",
+                r.name,
+                r.hook.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn wait_leader(&self, among: &[&Replica]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let holder = self.leader();
+            if among.iter().any(|r| r.name == holder) {
+                return holder;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader among {:?} (holder {holder:?})",
+                among.iter().map(|r| r.name).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The webhook configuration a tree ships, called at `url` (the proxy) with the test's CA.
+fn registration(tree: &Path, url: &str, ca_pem: &str) -> String {
+    use base64::Engine;
+    let text = std::fs::read_to_string(tree.join("deploy/base/mutatingwebhookconfiguration.yaml"))
+        .expect("the tree ships a webhook configuration");
+    let mut doc: Value = serde_norway::from_str(&text).unwrap();
+    for w in doc["webhooks"].as_array_mut().unwrap() {
+        w["clientConfig"] = json!({"url": url,
+            "caBundle": base64::engine::general_purpose::STANDARD.encode(ca_pem)});
+    }
+    doc.to_string()
+}
+
+/// (request, limit) memory in bytes of the first container.
+fn memory(pod: &Value) -> (Option<u64>, Option<u64>) {
+    let r = &pod["spec"]["containers"][0]["resources"];
+    let get = |v: &Value| {
+        v["memory"]
+            .as_str()
+            .map(|q| rightsizer_core::quantity::parse_bytes(q).unwrap())
+    };
+    (get(&r["requests"]), get(&r["limits"]))
+}
+
+/// A Pod of web's ReplicaSet, as its controller would create it.
+fn web_pod(rs: &Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "web-probe-", "namespace": NS,
+            "labels": rs["spec"]["selector"]["matchLabels"],
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": rs["metadata"]["name"], "uid": rs["metadata"]["uid"], "controller": true}]},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "app", "image": "busybox",
+            "resources": {"requests": {"memory": "128Mi"}, "limits": {"memory": "256Mi"}}}]}})
+}
+
+/// One Pod created during the upgrade: when (since the creator started) and what the
+/// apiserver stored, or why it refused.
+struct Created {
+    at: Duration,
+    outcome: Result<(Option<u64>, Option<u64>), String>,
+}
+
+/// Create Pods of web without a pause until `stop`, recording each outcome.
+fn creator(env: &Env, rs: Value, stop: Arc<AtomicBool>) -> Arc<Mutex<Vec<Created>>> {
+    let out: Arc<Mutex<Vec<Created>>> = Arc::default();
+    let client = env.rt.block_on(env.plane.client());
+    let record = out.clone();
+    env.rt.spawn(async move {
+        let api: Api<Pod> = Api::namespaced(client, NS);
+        let pod: Pod = serde_json::from_value(web_pod(&rs)).unwrap();
+        let start = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let at = start.elapsed();
+            let outcome = match api.create(&PostParams::default(), &pod).await {
+                Ok(p) => Ok(memory(&serde_json::to_value(&p).unwrap())),
+                Err(e) => Err(e.to_string()),
+            };
+            record.lock().unwrap().push(Created { at, outcome });
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    });
+    out
+}
+
+/// The patch a replica answers for the same Pod review, applied: the Pod's memory.
+async fn review_memory(addr: SocketAddr, ca_pem: &str, pod: &Value) -> (Option<u64>, Option<u64>) {
+    use base64::Engine;
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "upgrade", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": NS, "operation": "CREATE", "object": pod}});
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let reply: Value = client
+        .post(format!("https://{addr}/mutate?timeout=3s"))
+        .json(&review)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut obj = pod.clone();
+    if let Some(p) = reply["response"]["patch"].as_str() {
+        let patch: json_patch::Patch =
+            serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(p).unwrap())
+                .unwrap();
+        json_patch::patch(&mut obj, &patch).unwrap();
+    }
+    memory(&obj)
+}
+
+#[test]
+#[cfg_attr(
+    not(all(has_control_plane, has_previous_version)),
+    ignore = "needs the control plane (tests/cluster/build.sh) and the previous version (tests/upgrade/build.sh)"
+)]
+fn an_upgrade_keeps_every_rightsizing_and_admission_never_stops() {
+    if let Some(why) = cluster::missing_prerequisite() {
+        panic!("the control plane cannot run here: {why}");
+    }
+    let (prev_exe, prev_tree) = match (previous::binary(), previous::tree()) {
+        (Ok(b), Ok(t)) => (b, t),
+        (Err(e), _) | (_, Err(e)) => panic!("{e}"),
+    };
+    let started = Instant::now();
+    let plane = ControlPlane::start().expect("control plane");
+    let work = plane.dir.join("upgrade");
+    std::fs::create_dir_all(&work).unwrap();
+    let tls = cluster::generate_tls(&work);
+    let t0 = now() - now() % 60;
+    let prom = TestProm::start_with(&history(t0).om);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let kubeconfig = plane.kubeconfig_as(cluster::WEBHOOK_USER);
+    let env = Env {
+        plane,
+        tls,
+        prom,
+        work,
+        kubeconfig,
+        rt,
+    };
+    let proxy = Proxy::start(&env.rt);
+    let url = format!("https://{}/mutate", proxy.addr);
+
+    // The previous version, installed as it shipped.
+    env.plane.install_base(&prev_tree.join("deploy/base"));
+    env.plane
+        .kubectl_ok(&["apply", "-f", "-"], Some(&fixtures()));
+    let prev_flags = Shipped::read(&env.plane, &prev_tree);
+    let old_a = env.start(&prev_exe, &prev_flags, "previous", "old-a");
+    let old_b = env.start(&prev_exe, &prev_flags, "previous", "old-b");
+    proxy.add(old_a.hook.addr);
+    proxy.add(old_b.hook.addr);
+    env.plane.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&registration(&prev_tree, &url, &env.tls.ca_pem)),
+    );
+
+    // Its leader commits: web a memory step (and its cooldown), cache an OOM hold.
+    let holder = env.wait_leader(&[&old_a, &old_b]);
+    let leader_is_a = holder == old_a.name;
+    let old_leader = if leader_is_a { &old_a } else { &old_b };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let committed = loop {
+        let all = env.rightsizings();
+        let web = all
+            .get("deployment-web")
+            .map(|(_, s)| s["containers"][0]["memory"].clone());
+        let hold = all
+            .get("deployment-cache")
+            .map(|(_, s)| s["containers"][0]["oomHold"].clone());
+        if let (Some(web), Some(hold)) = (web, hold) {
+            if web["committed"]["request"].is_string() && hold["until"].is_u64() {
+                assert!(web["cooldownUntil"].is_string(), "no cooldown: {web}");
+                break web["committed"].clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the previous version committed nothing in 60 s: {all:?}\n{}",
+            old_leader.hook.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // What admission makes of a Pod of web before the upgrade: the committed request (the
+    // limit follows the Pod's own ratio), the answer every Pod must get throughout.
+    let rs_list = env.plane.kubectl_ok(
+        &["-n", NS, "get", "rs", "-l", "app=web", "-o", "json"],
+        None,
+    );
+    let rs = serde_json::from_str::<Value>(&rs_list).unwrap()["items"][0].clone();
+    let want = env.rt.block_on(review_memory(
+        old_leader.hook.addr,
+        &env.tls.ca_pem,
+        &web_pod(&rs),
+    ));
+    let request = committed["request"]
+        .as_str()
+        .map(|v| rightsizer_core::quantity::parse_bytes(v).unwrap());
+    assert_eq!(
+        want.0, request,
+        "admission enforces the committed request: {committed}"
+    );
+    assert_ne!(
+        want.0,
+        Some(128 << 20),
+        "a step away from what runs: {committed}"
+    );
+    // The previous version itself leaves a status that says the same alone: without that,
+    // a rewrite by the new one would prove nothing.
+    let before = env.rightsizings();
+    env.wait_cycles(old_leader, 2.0);
+    assert_eq!(
+        env.rightsizings(),
+        before,
+        "the previous version rewrites its own statuses"
+    );
+
+    // Pods without a pause from here to the end.
+    let rs_list = env.plane.kubectl_ok(
+        &["-n", NS, "get", "rs", "-l", "app=web", "-o", "json"],
+        None,
+    );
+    let rs = serde_json::from_str::<Value>(&rs_list).unwrap()["items"][0].clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let created = creator(&env, rs.clone(), stop.clone());
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The upgrade: this tree's manifests over the old ones, then a rolling update, one
+    // replica at a time, each new one ready before an old one goes (maxSurge 1,
+    // maxUnavailable 0): the follower first, the leader last.
+    let upgrade_started = Instant::now();
+    env.plane.install_shipped();
+    let root = cluster::repo_root();
+    env.plane.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&registration(&root, &url, &env.tls.ca_pem)),
+    );
+    let new_flags = Shipped::read(&env.plane, &root);
+    let new_exe = crate::exe::rightsizer().to_path_buf();
+    let (first, second) = if leader_is_a {
+        (old_b, old_a)
+    } else {
+        (old_a, old_b)
+    };
+    let mut served = Vec::new();
+    let mut side_by_side = Vec::new();
+    let mut new_ones = Vec::new();
+    for (mut old, name) in [(first, "new-a"), (second, "new-b")] {
+        let new = env.start(&new_exe, &new_flags, "new", name);
+        proxy.add(new.hook.addr);
+        // Old and new serve side by side: the same Pod review gets the same memory.
+        let pod = web_pod(&rs);
+        let answers = env.rt.block_on(async {
+            (
+                review_memory(old.hook.addr, &env.tls.ca_pem, &pod).await,
+                review_memory(new.hook.addr, &env.tls.ca_pem, &pod).await,
+            )
+        });
+        side_by_side.push((old.name, new.name, answers));
+        std::thread::sleep(Duration::from_secs(2));
+        proxy.remove(old.hook.addr);
+        served.push((old.name, old.version, env.reviews(&old)));
+        old.hook.stop();
+        new_ones.push(new);
+    }
+    let holder = env.wait_leader(&[&new_ones[0], &new_ones[1]]);
+    let new_leader = new_ones.iter().find(|r| r.name == holder).unwrap();
+    // Two cycles after it leads: the second one started as leader.
+    env.wait_cycles(new_leader, 2.0);
+    let upgrade_time = upgrade_started.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(500));
+    for r in &new_ones {
+        served.push((r.name, r.version, env.reviews(r)));
+    }
+
+    // Every Rightsizing as it was: same values, cooldown and hold, not rewritten.
+    let after = env.rightsizings();
+    for (name, (rv, status)) in &before {
+        let (rv2, status2) = after
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} lost in the upgrade"));
+        assert_eq!(status2, status, "{name}'s status changed in the upgrade");
+        assert_eq!(rv2, rv, "{name} was rewritten with the same status");
+    }
+    assert_eq!(after.len(), before.len(), "{after:?}");
+
+    // Admission never stopped: every Pod admitted, with the committed memory.
+    let created = std::mem::take(&mut *created.lock().unwrap());
+    let wrong: Vec<String> = created
+        .iter()
+        .filter(|c| c.outcome != Ok(want))
+        .map(|c| format!("{:.1}s: {:?}", c.at.as_secs_f64(), c.outcome))
+        .collect();
+    eprintln!(
+        "upgrade: {} Pods created over {:.0} s (upgrade {:.0} s), test {:.0} s; reviews served {served:?}; side by side {side_by_side:?}",
+        created.len(),
+        created.last().map(|c| c.at.as_secs_f64()).unwrap_or_default(),
+        upgrade_time.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} of {} Pods not admitted with {want:?}: {wrong:?}\nlogs:\n{}",
+        wrong.len(),
+        created.len(),
+        new_ones
+            .iter()
+            .map(|r| r.hook.log_text())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(created.len() >= 50, "only {} Pods created", created.len());
+    for (old, new, (a, b)) in &side_by_side {
+        assert_eq!(
+            (a, b),
+            (&want, &want),
+            "{old} and {new} answer the same review differently"
+        );
+    }
+    // Both versions admitted Pods (the apiserver called each), through the proxy only.
+    for version in ["previous", "new"] {
+        let n: f64 = served.iter().filter(|s| s.1 == version).map(|s| s.2).sum();
+        assert!(
+            n > 0.0,
+            "the {version} version served no review: {served:?}"
+        );
+    }
+    assert_eq!(proxy.refused.load(Ordering::Relaxed), 0);
+    env.rt.shutdown_background();
+}
