@@ -1,7 +1,7 @@
 //! Upgrades keep everything (issue 24): on a real kube-apiserver v1.20.2, the previous
 //! version (tests/upgrade/PREVIOUS: its manifests, its binary, the flags its Deployment
 //! ships) runs two replicas behind a Service-like proxy and commits values to Rightsizings
-//! (committed memory, a cooldown, an OOM hold). Then the upgrade as `kubectl apply -k` and a
+//! (committed memory and CPU, their cooldowns, an OOM hold). Then the upgrade as `kubectl apply -k` and a
 //! rolling update do it: this tree's CRD, RBAC and webhook configuration applied over, then
 //! one replica replaced at a time (a new one ready before an old one leaves, so an old and a
 //! new one serve side by side). Meanwhile Pods are created through the apiserver without a
@@ -76,7 +76,14 @@ fn history(t0: u64) -> scenario::Cluster {
             move |_| ws,
             |_| 100.0,
             (Some(128), Some(256)),
-            None,
+            Some(0.3),
+        );
+        c.constant(
+            "kube_pod_container_resource_requests",
+            &format!(r#"namespace="{NS}",pod="{pod}",container="app",node="n1",resource="cpu",unit="core""#),
+            0.1,
+            start,
+            end,
         );
     }
     c.constant(
@@ -200,11 +207,10 @@ impl Env {
         self.metric(r, "rightsizer_admission_reviews_total") - r.direct.get()
     }
 
-    /// The memory `r` gives a Pod review sent to it directly.
-    fn ask(&self, r: &Replica, pod: &Value) -> (Option<u64>, Option<u64>) {
+    /// What `r` sizes in a Pod review sent to it directly.
+    fn ask(&self, r: &Replica, pod: &Value) -> Sized {
         r.direct.set(r.direct.get() + 1.0);
-        self.rt
-            .block_on(review_memory(r.hook.addr, &self.tls.ca_pem, pod))
+        self.rt.block_on(review(r.hook.addr, &self.tls.ca_pem, pod))
     }
 
     fn cycles(&self, r: &Replica) -> f64 {
@@ -297,15 +303,18 @@ fn registration(tree: &Path, url: &str, ca_pem: &str) -> String {
     doc.to_string()
 }
 
-/// (request, limit) memory in bytes of the first container.
-fn memory(pod: &Value) -> (Option<u64>, Option<u64>) {
+/// What admission sized in the first container: memory request and limit (bytes), CPU
+/// request (millicores).
+type Sized = (Option<u64>, Option<u64>, Option<u64>);
+
+fn sized(pod: &Value) -> Sized {
+    use rightsizer_core::quantity::{parse_bytes, parse_millicores};
     let r = &pod["spec"]["containers"][0]["resources"];
-    let get = |v: &Value| {
-        v["memory"]
-            .as_str()
-            .map(|q| rightsizer_core::quantity::parse_bytes(q).unwrap())
-    };
-    (get(&r["requests"]), get(&r["limits"]))
+    let mem = |v: &Value| v["memory"].as_str().map(|q| parse_bytes(q).unwrap());
+    let cpu = r["requests"]["cpu"]
+        .as_str()
+        .map(|q| parse_millicores(q).unwrap());
+    (mem(&r["requests"]), mem(&r["limits"]), cpu)
 }
 
 /// A Pod of web's ReplicaSet, as its controller would create it.
@@ -323,7 +332,7 @@ fn web_pod(rs: &Value) -> Value {
 /// apiserver stored, or why it refused.
 struct Created {
     at: Duration,
-    outcome: Result<(Option<u64>, Option<u64>), String>,
+    outcome: Result<Sized, String>,
 }
 
 /// Create Pods of web without a pause until `stop`, recording each outcome.
@@ -338,7 +347,7 @@ fn creator(env: &Env, rs: Value, stop: Arc<AtomicBool>) -> Arc<Mutex<Vec<Created
         while !stop.load(Ordering::Relaxed) {
             let at = start.elapsed();
             let outcome = match api.create(&PostParams::default(), &pod).await {
-                Ok(p) => Ok(memory(&serde_json::to_value(&p).unwrap())),
+                Ok(p) => Ok(sized(&serde_json::to_value(&p).unwrap())),
                 Err(e) => Err(e.to_string()),
             };
             record.lock().unwrap().push(Created { at, outcome });
@@ -348,8 +357,8 @@ fn creator(env: &Env, rs: Value, stop: Arc<AtomicBool>) -> Arc<Mutex<Vec<Created
     out
 }
 
-/// The patch a replica answers for the same Pod review, applied: the Pod's memory.
-async fn review_memory(addr: SocketAddr, ca_pem: &str, pod: &Value) -> (Option<u64>, Option<u64>) {
+/// The patch a replica answers for a Pod review, applied: what it sized.
+async fn review(addr: SocketAddr, ca_pem: &str, pod: &Value) -> Sized {
     use base64::Engine;
     let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {"uid": "upgrade", "kind": {"group": "", "version": "v1", "kind": "Pod"},
@@ -376,7 +385,7 @@ async fn review_memory(addr: SocketAddr, ca_pem: &str, pod: &Value) -> (Option<u
                 .unwrap();
         json_patch::patch(&mut obj, &patch).unwrap();
     }
-    memory(&obj)
+    sized(&obj)
 }
 
 #[test]
@@ -430,23 +439,32 @@ fn an_upgrade_keeps_every_rightsizing_and_admission_never_stops() {
         Some(&registration(&prev_tree, &url, &env.tls.ca_pem)),
     );
 
-    // Its leader commits: web a memory step (and its cooldown), cache an OOM hold.
+    // Its leader commits: web a memory and a CPU step (each with its cooldown), cache an
+    // OOM hold.
     let holder = env.wait_leader(&[&old_a, &old_b]);
     let leader_is_a = holder == old_a.name;
     let old_leader = if leader_is_a { &old_a } else { &old_b };
     let deadline = Instant::now() + Duration::from_secs(60);
-    let committed = loop {
+    let web = loop {
         let all = env.rightsizings();
         let web = all
             .get("deployment-web")
-            .map(|(_, s)| s["containers"][0]["memory"].clone());
+            .map(|(_, s)| s["containers"][0].clone());
         let hold = all
             .get("deployment-cache")
             .map(|(_, s)| s["containers"][0]["oomHold"].clone());
         if let (Some(web), Some(hold)) = (web, hold) {
-            if web["committed"]["request"].is_string() && hold["until"].is_u64() {
-                assert!(web["cooldownUntil"].is_string(), "no cooldown: {web}");
-                break web["committed"].clone();
+            let both = ["memory", "cpu"]
+                .iter()
+                .all(|r| web[r]["committed"]["request"].is_string());
+            if both && hold["until"].is_u64() {
+                for r in ["memory", "cpu"] {
+                    assert!(
+                        web[r]["cooldownUntil"].is_string(),
+                        "no {r} cooldown: {web}"
+                    );
+                }
+                break web;
             }
         }
         assert!(
@@ -456,26 +474,25 @@ fn an_upgrade_keeps_every_rightsizing_and_admission_never_stops() {
         );
         std::thread::sleep(Duration::from_millis(500));
     };
-    // What admission makes of a Pod of web before the upgrade: the committed request (the
-    // limit follows the Pod's own ratio), the answer every Pod must get throughout.
+    // What admission makes of a Pod of web before the upgrade: the committed requests (the
+    // memory limit follows the Pod's own ratio), the answer every Pod must get throughout.
     let rs_list = env.plane.kubectl_ok(
         &["-n", NS, "get", "rs", "-l", "app=web", "-o", "json"],
         None,
     );
     let rs = serde_json::from_str::<Value>(&rs_list).unwrap()["items"][0].clone();
     let want = env.ask(old_leader, &web_pod(&rs));
-    let request = committed["request"]
-        .as_str()
-        .map(|v| rightsizer_core::quantity::parse_bytes(v).unwrap());
+    let committed = |r: &str| web[r]["committed"]["request"].as_str().unwrap().to_string();
+    let requests = (
+        rightsizer_core::quantity::parse_bytes(&committed("memory")).ok(),
+        rightsizer_core::quantity::parse_millicores(&committed("cpu")).ok(),
+    );
     assert_eq!(
-        want.0, request,
-        "admission enforces the committed request: {committed}"
+        (want.0, want.2),
+        requests,
+        "admission enforces the committed requests: {web}"
     );
-    assert_ne!(
-        want.0,
-        Some(128 << 20),
-        "a step away from what runs: {committed}"
-    );
+    assert_ne!(want.0, Some(128 << 20), "a step away from what runs: {web}");
     // The previous version itself leaves a status that says the same alone: without that,
     // a rewrite by the new one would prove nothing.
     let before = env.rightsizings();
