@@ -7,7 +7,8 @@
 //! and a new one serve side by side). Meanwhile Pods are created through the apiserver
 //! without a pause. Afterwards every Rightsizing says what it said (committed values,
 //! cooldowns, hold), none was rewritten (same resourceVersion), and every Pod was admitted
-//! with the committed values, by one version or the other.
+//! with the committed values, by one version or the other. Last, the new version's own
+//! rolling restart, with Pods created in parallel while each replica stops.
 
 use crate::cluster::{self, admin_get, admin_status, counter_sum, ControlPlane, TlsFiles, Webhook};
 use crate::previous;
