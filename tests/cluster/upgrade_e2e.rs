@@ -301,7 +301,7 @@ fn roll(
 #[test]
 #[cfg_attr(
     not(all(has_control_plane, has_previous_version)),
-    ignore = "needs the control plane (tests/cluster/build.sh) and the previous version (tests/upgrade/build.sh)"
+    ignore = "needs the control plane (tests/cluster/build.sh) and the previous version (tests/upgrade/build.sh; a shallow clone lacks the commit in tests/upgrade/PREVIOUS)"
 )]
 fn an_upgrade_keeps_every_rightsizing_and_admission_never_stops() {
     if let Some(why) = cluster::missing_prerequisite() {

@@ -294,7 +294,7 @@ fn here() -> std::path::PathBuf {
 #[test]
 #[cfg_attr(
     not(has_previous_version),
-    ignore = "no previous version here: run tests/upgrade/build.sh"
+    ignore = "no previous version here: run tests/upgrade/build.sh (a shallow clone lacks the commit in tests/upgrade/PREVIOUS)"
 )]
 fn the_rightsizing_crd_changed_only_additively_since_the_previous_version() {
     let prev_tree = previous::tree().unwrap_or_else(|e| panic!("{e}"));
