@@ -1,7 +1,8 @@
 //! Every workload has one home for its state (issue 22): a bare Pod (known through the
-//! Pod watch) and a Knative Service (where its CRD is served) get a Rightsizing owned
-//! by themselves, like a Deployment's, and kube-controller-manager's garbage collector
-//! removes it with them.
+//! Pod watch, or on the base install through kube-state-metrics' `kube_pod_info`) and a
+//! Knative Service (where its CRD is served) get a Rightsizing owned by themselves,
+//! like a Deployment's, and kube-controller-manager's garbage collector removes it with
+//! them.
 
 use std::time::{Duration, Instant};
 
@@ -11,11 +12,13 @@ use rightsizer::analyzer::ksm::WorkloadFacts;
 use rightsizer_core::recommendation::ContainerKey;
 use serde_json::json;
 
-use crate::cluster::ControlPlane;
+use crate::cluster::{ControlPlane, WEBHOOK_USER};
 use crate::kube_watch::{
-    fed, mem, namespace, quick_lease, replica, rightsizing, sa_replica, saved, setup, until,
-    until_async,
+    cluster_analyzer, fed, mem, namespace, policy_cm, policy_precedence, quick_lease, replica,
+    rightsizing, sa_replica, saved, setup, until, until_async, H,
 };
+use crate::prometheus::TestProm;
+use crate::scenario;
 
 /// (kind, name, apiVersion, uid) of a Rightsizing's one owner.
 fn owner(o: &DynamicObject) -> (String, String, String, String) {
@@ -127,6 +130,123 @@ async fn a_bare_pod_owns_its_rightsizing_and_takes_it_along() {
         .unwrap();
     collected(plane, ns, "pod-debug").await;
     b.handles.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
+async fn on_the_base_install_kube_state_metrics_gives_a_bare_pod_its_rightsizing() {
+    let (_g, plane) = setup().await;
+    let ns = "home-ksm";
+    namespace(plane, ns, &[("rightsizer.io/enabled", "true")]);
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "debug"},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}]}});
+    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&pod.to_string()));
+    let uid = Api::<Pod>::namespaced(plane.client().await, ns)
+        .get("debug")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    // The base install's identity may not read Pods: the uid can only come from
+    // kube-state-metrics.
+    let can = plane.kubectl(
+        &[
+            "auth",
+            "can-i",
+            "list",
+            "pods",
+            "-n",
+            ns,
+            "--as",
+            WEBHOOK_USER,
+        ],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&can.stdout).trim(), "no", "{can:?}");
+
+    // A day of the Pod's usage, its `<none>` owner row, and kube_pod_info with the uid,
+    // as kube-state-metrics v2 exports them.
+    let t0 = {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 3 * H;
+        now - now % 60
+    };
+    let (start, end) = (t0 - 26 * H, t0 + 2 * H);
+    let mut history = scenario::Cluster::new(t0);
+    let spec = scenario::PodSpec {
+        ns,
+        pod: "debug",
+        owner_kind: "<none>",
+        owner_name: "<none>",
+        from: start,
+        to: end,
+    };
+    history.pod(&spec, &format!("{ns}/Pod/debug")).container(
+        "app",
+        |t| if (t / 60) % 10 == 0 { 300.0 } else { 200.0 },
+        |_| 100.0,
+        (Some(128), Some(256)),
+        None,
+    );
+    history.constant(
+        "kube_pod_info",
+        &format!(
+            r#"namespace="{ns}",pod="debug",uid="{uid}",created_by_kind="<none>",created_by_name="<none>",node="n1""#
+        ),
+        1.0,
+        start,
+        end,
+    );
+    let prom = TestProm::start_with(&history.om);
+    let policy = format!("precedence: 5\nmode: enforce\nselector:\n  namespaces: [{ns}]\n");
+    let cm = policy_cm("home-ksm", "rightsizer-system", &policy);
+    plane.kubectl_ok(
+        &["-n", "rightsizer-system", "apply", "-f", "-"],
+        Some(&serde_json::to_string(&cm).unwrap()),
+    );
+
+    // The webhook's ServiceAccount, the analyzer reading kube-state-metrics only
+    // (`RIGHTSIZER_KUBE_STATE_METRICS=always`, as `serve` wires it: no Pod watch).
+    let a = sa_replica(plane, "home-ksm-a").await;
+    until(Duration::from_secs(5), || {
+        (a.handles.leader.is_leader() && policy_precedence(&a.policies, "home-ksm") == Some(5))
+            .then_some(())
+    })
+    .await
+    .expect("a leads with the policy loaded");
+    cluster_analyzer(&a, &prom.url())
+        .cycle(t0)
+        .await
+        .expect("a cycle");
+
+    let obj = rightsizing(plane, ns, "pod-debug")
+        .await
+        .expect("a Rightsizing pod-debug");
+    assert_eq!(
+        owner(&obj),
+        ("Pod".into(), "debug".into(), "v1".into(), uid)
+    );
+    assert_eq!(obj.data["status"]["workload"], "Pod/debug");
+    let committed = &obj.data["status"]["containers"][0]["memory"]["committed"];
+    assert_eq!(committed["source"], "enforced", "{obj:?}");
+
+    Api::<Pod>::namespaced(plane.client().await, ns)
+        .delete("debug", &DeleteParams::background())
+        .await
+        .unwrap();
+    collected(plane, ns, "pod-debug").await;
+    a.handles.shutdown().await.unwrap();
+    plane.kubectl_ok(
+        &["-n", "rightsizer-system", "delete", "configmap", "home-ksm"],
+        None,
+    );
 }
 
 /// A stand-in for Knative's Service CRD: the group, version, kind and plural only.

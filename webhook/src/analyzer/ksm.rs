@@ -40,6 +40,16 @@ pub trait WorkloadFacts: Send + Sync {
     fn feed(&self, since: u64, namespace: Option<&str>, sink: &mut dyn FactsSink);
 }
 
+/// Where the live bare Pods a cycle learned go: the owners of bare-Pod workloads'
+/// `Rightsizing`s (`kube::bare_pods`). The Pod watch's `feed` fills it itself; a cycle
+/// that read kube-state-metrics hands over `kube_pod_info{created_by_kind="<none>"}`'s
+/// rows, so the base install (no Pod access) gives bare Pods a home too.
+pub trait BarePodHomes: Send + Sync {
+    /// Replace what is known of `namespace` (every one when `None`) with these live
+    /// bare Pods (namespace, name, uid).
+    fn refresh(&self, namespace: Option<&str>, live: &[(String, String, String)]);
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FactsError {
     #[error("kube-state-metrics series are absent and the Pod watch has not listed all pods within {0:?}; retrying next cycle")]
@@ -70,6 +80,8 @@ pub fn choose(mode: KsmMode, has_api: bool, ksm_answered: bool) -> FactsSource {
 pub struct Sources {
     mode: KsmMode,
     api: Option<Arc<dyn WorkloadFacts>>,
+    /// See [`BarePodHomes`].
+    pub(super) homes: Option<Arc<dyn BarePodHomes>>,
     /// The last cycle's source (0 none yet), to log changes once.
     last: AtomicU8,
 }
@@ -86,6 +98,7 @@ impl Sources {
         Sources {
             mode,
             api,
+            homes: None,
             last: AtomicU8::new(0),
         }
     }
@@ -123,6 +136,11 @@ impl Sources {
                     "usage of pods the Pod watch never saw is left out"
                 );
             }
+        }
+        if let (FactsSource::KubeStateMetrics, Some(homes)) = (source, &self.homes) {
+            // Rows without a uid (kube-state-metrics before v2) cannot be owners.
+            acc.bare_pods.retain(|(_, _, uid)| !uid.is_empty());
+            homes.refresh(cfg.namespace.as_deref(), &acc.bare_pods);
         }
         let code = source as u8 + 1;
         if self.last.swap(code, Ordering::Relaxed) != code {

@@ -1,14 +1,16 @@
 //! The bare Pods that can own their workload's `Rightsizing` (`Home::PodFacts`): for
 //! each bare-Pod workload (keyed as the analyzer keys it, `names::bare_pod_name`), the
-//! name and uid of one live Pod of it. Filled from the Pod watch each time it feeds
-//! the analyzer; the base install (no Pod access) never fills it, so there the state of
-//! bare Pods stays in the leader's memory.
+//! name and uid of one live Pod of it. Filled by whichever source an analyzer cycle
+//! reads: the Pod watch each time it feeds the analyzer, or kube-state-metrics'
+//! `kube_pod_info{created_by_kind="<none>"}` rows (`analyzer::ksm::BarePodHomes`), so
+//! the base install, which may not read Pods, knows them too.
 
 use std::collections::HashMap;
 
 use rightsizer_core::workload::names::bare_pod_name;
 use rightsizer_core::workload::WorkloadKey;
 
+use crate::analyzer::ksm::BarePodHomes;
 use crate::lock::LockExt;
 
 /// Namespace and workload name → (Pod name, uid). (Below `kube::facts`, which holds
@@ -39,6 +41,15 @@ impl BarePods {
             .locked()
             .get(&(w.namespace.clone(), w.name.clone()))
             .cloned()
+    }
+}
+
+impl BarePodHomes for BarePods {
+    fn refresh(&self, namespace: Option<&str>, live: &[(String, String, String)]) {
+        let live = live
+            .iter()
+            .map(|(ns, pod, uid)| (ns.as_str(), pod.as_str(), uid.as_str()));
+        BarePods::refresh(self, namespace, live);
     }
 }
 

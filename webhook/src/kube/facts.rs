@@ -87,7 +87,7 @@ pub struct KubeFacts {
     pub(crate) hpas: Arc<Mirror<NsName, HpaTarget>>,
     pub(crate) workloads: HashMap<WorkloadKind, Arc<Mirror<NsName, WorkloadMeta>>>,
     /// Live bare Pods, the owners of bare-Pod workloads' Rightsizings.
-    pub(crate) bare_pods: BarePods,
+    pub(crate) bare_pods: Arc<BarePods>,
     /// What admission reads, indexed when the mirrors change rather than per review.
     pub(crate) index: FactIndex,
 }
@@ -106,6 +106,11 @@ impl KubeFacts {
         for m in self.workloads.values() {
             m.synced().await;
         }
+    }
+
+    /// Where an analyzer reading kube-state-metrics puts the live bare Pods it finds.
+    pub fn bare_pod_homes(&self) -> Arc<dyn crate::analyzer::ksm::BarePodHomes> {
+        self.bare_pods.clone()
     }
 
     /// Resources the HPAs targeting this workload scale on.
