@@ -935,7 +935,7 @@ pub(crate) fn cluster_analyzer(r: &Replica, prom: &str) -> Analyzer {
     };
     let mut a = Analyzer::new(cfg, Arc::new(lookup), &mut Registry::default()).unwrap();
     a.set_store(r.handles.commit_store());
-    a.set_bare_pod_homes(r.handles.facts.bare_pod_homes());
+    a.set_home_facts(r.handles.facts.clone());
     let leader = r.handles.leader.clone();
     a.set_leader(move || leader.is_leader());
     // As `serve` does: nothing written outside opted-in namespaces.

@@ -40,14 +40,18 @@ pub trait WorkloadFacts: Send + Sync {
     fn feed(&self, since: u64, namespace: Option<&str>, sink: &mut dyn FactsSink);
 }
 
-/// Where the live bare Pods a cycle learned go: the owners of bare-Pod workloads'
-/// `Rightsizing`s (`kube::bare_pods`). The Pod watch's `feed` fills it itself; a cycle
-/// that read kube-state-metrics hands over `kube_pod_info{created_by_kind="<none>"}`'s
-/// rows, so the base install (no Pod access) gives bare Pods a home too.
-pub trait BarePodHomes: Send + Sync {
+/// The watched state's side of workloads' homes (`kube::facts`): where the live bare
+/// Pods a cycle learned go, the owners of bare-Pod workloads' `Rightsizing`s (the Pod
+/// watch's `feed` fills them itself; a cycle that read kube-state-metrics hands over
+/// `kube_pod_info{created_by_kind="<none>"}`'s rows, so the base install, without Pod
+/// access, gives bare Pods a home too); and the scaled controllers discovery found,
+/// which the cycle's owner index resolves to as admission does.
+pub trait HomeFacts: Send + Sync {
     /// Replace what is known of `namespace` (every one when `None`) with these live
     /// bare Pods (namespace, name, uid).
-    fn refresh(&self, namespace: Option<&str>, live: &[(String, String, String)]);
+    fn refresh_bare_pods(&self, namespace: Option<&str>, live: &[(String, String, String)]);
+    /// The scaled controllers (`workload::kind::ScaledKinds`).
+    fn scaled(&self) -> rightsizer_core::workload::kind::ScaledKinds;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,8 +84,8 @@ pub fn choose(mode: KsmMode, has_api: bool, ksm_answered: bool) -> FactsSource {
 pub struct Sources {
     mode: KsmMode,
     api: Option<Arc<dyn WorkloadFacts>>,
-    /// See [`BarePodHomes`].
-    pub(super) homes: Option<Arc<dyn BarePodHomes>>,
+    /// See [`HomeFacts`].
+    pub(super) homes: Option<Arc<dyn HomeFacts>>,
     /// The last cycle's source (0 none yet), to log changes once.
     last: AtomicU8,
 }
@@ -118,6 +122,9 @@ impl Sources {
         now: u64,
         cfg: &QueryConfig,
     ) -> Result<FactsSource, FactsError> {
+        if let Some(homes) = &self.homes {
+            acc.owners.scaled = homes.scaled();
+        }
         let source = choose(self.mode, self.api.is_some(), acc.owners.has_pod_owners());
         if let (FactsSource::KubernetesApi, Some(api)) = (source, &self.api) {
             if !api.ready(READY_TIMEOUT).await {
@@ -140,7 +147,7 @@ impl Sources {
         if let (FactsSource::KubeStateMetrics, Some(homes)) = (source, &self.homes) {
             // Rows without a uid (kube-state-metrics before v2) cannot be owners.
             acc.bare_pods.retain(|(_, _, uid)| !uid.is_empty());
-            homes.refresh(cfg.namespace.as_deref(), &acc.bare_pods);
+            homes.refresh_bare_pods(cfg.namespace.as_deref(), &acc.bare_pods);
         }
         let code = source as u8 + 1;
         if self.last.swap(code, Ordering::Relaxed) != code {

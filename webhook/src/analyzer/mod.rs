@@ -199,8 +199,9 @@ impl Analyzer {
         self.sources.homes = homes;
     }
 
-    /// Tell `homes` the live bare Pods each cycle that reads kube-state-metrics finds.
-    pub fn set_bare_pod_homes(&mut self, homes: Arc<dyn ksm::BarePodHomes>) {
+    /// Tell `homes` the live bare Pods each cycle that reads kube-state-metrics finds,
+    /// and resolve Pods to the scaled controllers it knows.
+    pub fn set_home_facts(&mut self, homes: Arc<dyn ksm::HomeFacts>) {
         self.sources.homes = Some(homes);
     }
 

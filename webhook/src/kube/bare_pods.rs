@@ -2,7 +2,7 @@
 //! each bare-Pod workload (keyed as the analyzer keys it, `names::bare_pod_name`), the
 //! name and uid of one live Pod of it. Filled by whichever source an analyzer cycle
 //! reads: the Pod watch each time it feeds the analyzer, or kube-state-metrics'
-//! `kube_pod_info{created_by_kind="<none>"}` rows (`analyzer::ksm::BarePodHomes`), so
+//! `kube_pod_info{created_by_kind="<none>"}` rows (`analyzer::ksm::HomeFacts`), so
 //! the base install, which may not read Pods, knows them too.
 
 use std::collections::HashMap;
@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use rightsizer_core::workload::names::bare_pod_name;
 use rightsizer_core::workload::WorkloadKey;
 
-use crate::analyzer::ksm::BarePodHomes;
 use crate::lock::LockExt;
 
 /// Namespace and workload name → (Pod name, uid). (Below `kube::facts`, which holds
@@ -41,15 +40,6 @@ impl BarePods {
             .locked()
             .get(&(w.namespace.clone(), w.name.clone()))
             .cloned()
-    }
-}
-
-impl BarePodHomes for BarePods {
-    fn refresh(&self, namespace: Option<&str>, live: &[(String, String, String)]) {
-        let live = live
-            .iter()
-            .map(|(ns, pod, uid)| (ns.as_str(), pod.as_str(), uid.as_str()));
-        BarePods::refresh(self, namespace, live);
     }
 }
 

@@ -176,6 +176,7 @@ pub async fn start_with(
 ) -> Result<KubeHandles, KubeError> {
     let workloads = discovery::workloads(&client).await?;
     let hpas = discovery::hpas(&client).await?;
+    let scaled = discovery::scaled(&client).await?;
     let versions = workloads
         .values()
         .map(|r| format!("{}={}", r.plural, r.api_version));
@@ -201,7 +202,7 @@ pub async fn start_with(
         board: WatchBoard::new(registry),
         tasks: Vec::new(),
     };
-    let facts = watchers::spawn(&mut w, &workloads, &hpas);
+    let facts = watchers::spawn(&mut w, &workloads, &hpas, scaled);
     policies::watch(
         &mut w,
         own_namespace.to_string(),
