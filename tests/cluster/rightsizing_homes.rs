@@ -334,3 +334,192 @@ async fn a_knative_service_owns_its_rightsizing_where_knative_is_served() {
     // Later tests' replicas run without Knative, as before.
     plane.kubectl_ok(&["delete", "crd", "services.serving.knative.dev"], None);
 }
+
+/// A Rollout-like CRD (`rollouts.argoproj.io`) serving `/scale`, as Argo Rollouts' does;
+/// without `scale`, another kind for the case discovery says no.
+fn rollout_crd(group: &str, kind: &str, scale: bool) -> serde_json::Value {
+    let plural = format!("{}s", kind.to_lowercase());
+    let mut version = json!({"name": "v1alpha1", "served": true, "storage": true,
+        "schema": {"openAPIV3Schema": {"type": "object",
+            "x-kubernetes-preserve-unknown-fields": true}}});
+    if scale {
+        version["subresources"] = json!({"scale": {"specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas"}});
+    }
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+            "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind,
+                "listKind": format!("{kind}List")},
+            "versions": [version]}})
+}
+
+/// A revision's ReplicaSet controlled by `roll` (`apiVersion`, kind, uid), and a Pod of it
+/// as admission sees it.
+fn revision(api_version: &str, kind: &str, uid: &str) -> (serde_json::Value, serde_json::Value) {
+    let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "roll-7d9f8", "ownerReferences": [{"apiVersion": api_version,
+            "kind": kind, "name": "roll", "uid": uid, "controller": true}]},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "roll"}},
+            "template": {"metadata": {"labels": {"app": "roll"}},
+                "spec": {"containers": [{"name": "app", "image": "busybox"}]}}}});
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "roll-7d9f8-", "labels": {"app": "roll"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": "roll-7d9f8", "uid": "u", "controller": true}]},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}]}});
+    (rs, pod)
+}
+
+async fn uid_of(plane: &ControlPlane, ns: &str, resource: &str, name: &str) -> String {
+    let out = plane.kubectl_ok(
+        &[
+            "-n",
+            ns,
+            "get",
+            resource,
+            name,
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+        None,
+    );
+    out.trim().to_string()
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(has_control_plane),
+    ignore = "no control plane here: run tests/cluster/build.sh"
+)]
+async fn pods_of_a_controller_serving_scale_are_keyed_to_it_and_it_owns_their_rightsizing() {
+    use rightsizer_core::cluster::ClusterFacts;
+    use rightsizer_core::object::View;
+    use rightsizer_core::workload::kind::WorkloadKind;
+
+    let (_g, plane) = setup().await;
+    let ns = "home-roll";
+    namespace(plane, ns, &[]);
+    // A Rollout served with /scale; a Canary without it.
+    for (group, kind, scale) in [
+        ("argoproj.io", "Rollout", true),
+        ("example.com", "Canary", false),
+    ] {
+        let crd = rollout_crd(group, kind, scale);
+        plane.kubectl_ok(&["apply", "-f", "-"], Some(&crd.to_string()));
+        let name = format!("crd/{}s.{group}", kind.to_lowercase());
+        plane.kubectl_ok(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=30s",
+                &name,
+            ],
+            None,
+        );
+    }
+    let roll = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "roll"}, "spec": {"replicas": 0}});
+    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&roll.to_string()));
+    let uid = uid_of(plane, ns, "rollouts.argoproj.io", "roll").await;
+    let (rs, pod) = revision("argoproj.io/v1alpha1", "Rollout", &uid);
+    plane.kubectl_ok(&["-n", ns, "apply", "-f", "-"], Some(&rs.to_string()));
+    // The Canary in a namespace of its own (the same names).
+    let ns_other = "home-roll-noscale";
+    namespace(plane, ns_other, &[]);
+    let other = json!({"apiVersion": "example.com/v1alpha1", "kind": "Canary",
+        "metadata": {"name": "roll"}, "spec": {"replicas": 0}});
+    plane.kubectl_ok(
+        &["-n", ns_other, "apply", "-f", "-"],
+        Some(&other.to_string()),
+    );
+    let other_uid = uid_of(plane, ns_other, "canarys.example.com", "roll").await;
+    let (other_rs, _) = revision("example.com/v1alpha1", "Canary", &other_uid);
+    plane.kubectl_ok(
+        &["-n", ns_other, "apply", "-f", "-"],
+        Some(&other_rs.to_string()),
+    );
+
+    // The webhook's ServiceAccount: discovery (open to every user) finds rollouts/scale;
+    // no access to Rollouts themselves is needed.
+    let a = sa_replica(plane, "home-roll-a").await;
+    until(Duration::from_secs(15), || {
+        a.handles.leader.is_leader().then_some(())
+    })
+    .await
+    .expect("the replica leads");
+    let facts = a.handles.facts.clone();
+    let rollout = WorkloadKind::parse("Rollout.argoproj.io").expect("discovery registered it");
+    // Admission: the Pod of the revision's ReplicaSet, as the apiserver sends it.
+    let key_in = |ns: &str| {
+        let facts = facts.clone();
+        let pod = pod.clone();
+        let ns = ns.to_string();
+        move || {
+            let v = View::with_owners(WorkloadKind::Pod, &ns, &pod, facts.owners()).ok()?;
+            // Until the ReplicaSet watch has it, the name alone decides.
+            (!v.identity.to_string().contains("Deployment")).then(|| v.identity.to_string())
+        }
+    };
+    let (got, _) = until(Duration::from_secs(10), key_in(ns))
+        .await
+        .expect("admission resolves the Pod");
+    assert_eq!(got, format!("{ns}/Rollout.argoproj.io/roll"));
+    let (got, _) = until(Duration::from_secs(10), key_in(ns_other))
+        .await
+        .expect("admission resolves the Pod");
+    assert_eq!(
+        got,
+        format!("{ns_other}/ReplicaSet/roll-7d9f8"),
+        "no /scale: the revision's ReplicaSet stays the workload"
+    );
+
+    // Its Rightsizing, owned by the Rollout (uid from the ReplicaSet's reference).
+    let key = ContainerKey::parse(&format!("{ns}/Rollout.argoproj.io/roll/app")).unwrap();
+    assert_eq!(key.workload.kind, rollout);
+    a.handles
+        .commit_store()
+        .save(vec![saved(
+            &key,
+            mem(80, 160, 1_700_000_000, "p95 rose"),
+            &[],
+            None,
+        )])
+        .await
+        .unwrap();
+    let obj = rightsizing(plane, ns, "rollout.argoproj.io-roll")
+        .await
+        .expect("a Rightsizing rollout.argoproj.io-roll");
+    assert_eq!(
+        owner(&obj),
+        (
+            "Rollout".into(),
+            "roll".into(),
+            "argoproj.io/v1alpha1".into(),
+            uid
+        )
+    );
+    assert_eq!(obj.data["status"]["workload"], "Rollout.argoproj.io/roll");
+    // A restarted replica reads it back under the same key.
+    a.handles.shutdown().await.unwrap();
+    let b = sa_replica(plane, "home-roll-b").await;
+    let (state, _) = until(Duration::from_secs(5), || {
+        b.handles
+            .commit_store()
+            .load()
+            .containers
+            .get(&key)
+            .cloned()
+    })
+    .await
+    .expect("the new replica reads the Rollout's state");
+    assert_eq!(state.memory.map(|c| c.sizes.limit), Some(Some(160 << 20)));
+
+    // Deleting the Rollout takes the Rightsizing along.
+    plane.kubectl_ok(&["-n", ns, "delete", "rollouts.argoproj.io", "roll"], None);
+    collected(plane, ns, "rollout.argoproj.io-roll").await;
+    b.handles.shutdown().await.unwrap();
+    for crd in ["rollouts.argoproj.io", "canarys.example.com"] {
+        plane.kubectl_ok(&["delete", "crd", crd], None);
+    }
+}
