@@ -648,7 +648,18 @@ impl Serialize for WorkloadKind {
 impl<'de> Deserialize<'de> for WorkloadKind {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Self::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown kind {s}")))
+        // The table's labels, read from it at compile time.
+        const LABELS: [&str; KINDS.len()] = {
+            let mut out = [""; KINDS.len()];
+            let mut i = 0;
+            while i < KINDS.len() {
+                out[i] = KINDS[i].label;
+                i += 1;
+            }
+            out
+        };
+        // As a derived enum says it (a scaled controller's label is accepted too).
+        Self::parse(&s).ok_or_else(|| serde::de::Error::unknown_variant(&s, &LABELS))
     }
 }
 
