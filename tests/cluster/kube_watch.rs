@@ -1985,8 +1985,8 @@ async fn kube_state_metrics_and_the_pod_watch_give_the_same_recommendations() {
     assert_eq!(oom_holds(&api), oom_holds(&ksm));
     assert_eq!(oom_holds(&auto), oom_holds(&ksm));
     assert_eq!(oom_holds(&ksm).len(), 1, "{:?}", oom_holds(&ksm));
-    // `never` leaves the 8 kube-state-metrics queries out; `auto` asks and finds nothing.
-    assert_eq!(ra.queries + 8, rk.queries, "{ra:?} {rk:?}");
+    // `never` leaves the 9 kube-state-metrics queries out; `auto` asks and finds nothing.
+    assert_eq!(ra.queries + 9, rk.queries, "{ra:?} {rk:?}");
     assert_eq!(rauto.queries, rk.queries);
     assert_eq!(
         (ra.containers, rauto.containers),
