@@ -176,7 +176,11 @@ pub async fn start_with(
 ) -> Result<KubeHandles, KubeError> {
     let workloads = discovery::workloads(&client).await?;
     let hpas = discovery::hpas(&client).await?;
-    let scaled = discovery::scaled(&client).await?;
+    // Optional: without it, Pods of scaled controllers stay with their ReplicaSets.
+    let scaled = discovery::scaled(&client).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "discovering scaled controllers failed; their Pods are keyed to their ReplicaSets");
+        Default::default()
+    });
     let versions = workloads
         .values()
         .map(|r| format!("{}={}", r.plural, r.api_version));
