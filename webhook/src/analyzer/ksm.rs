@@ -160,8 +160,53 @@ impl Sources {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rightsizer_core::workload::kind::{ScaledKinds, WorkloadKind};
+    use std::sync::Mutex;
     use FactsSource::*;
     use KsmMode::*;
+
+    /// The watched state's side, recording the bare Pods it is told.
+    struct Homes(ScaledKinds, Mutex<Vec<(String, String, String)>>);
+
+    impl HomeFacts for Homes {
+        fn refresh_bare_pods(&self, _: Option<&str>, live: &[(String, String, String)]) {
+            *self.1.lock().unwrap() = live.to_vec();
+        }
+        fn scaled(&self) -> ScaledKinds {
+            self.0.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kube_state_metrics_cycle_gives_bare_pods_their_owners_and_resolves_scaled_controllers(
+    ) {
+        let rollout = WorkloadKind::scaled("argoproj.io", "v1alpha1", "Rollout", "rollouts");
+        let homes = Arc::new(Homes(
+            ScaledKinds(rollout.into_iter().collect()),
+            Mutex::default(),
+        ));
+        let mut sources = Sources::default();
+        sources.homes = Some(homes.clone());
+        let mut acc = Acc::default();
+        acc.owners
+            .pod_owner("a", "roll-7d9f8-x2k4p", "ReplicaSet", "roll-7d9f8");
+        acc.owners
+            .replicaset_owner("a", "roll-7d9f8", "Rollout", "roll");
+        acc.owners.pod_owner("a", "debug", "<none>", "<none>");
+        let row = |pod: &str, uid: &str| ("a".to_string(), pod.to_string(), uid.to_string());
+        // kube-state-metrics before v2 has no uid: such a row cannot be an owner.
+        acc.bare_pods = vec![row("debug", "u1"), row("old", "")];
+        let source = sources
+            .complete(&mut acc, 0, &QueryConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(source, KubeStateMetrics);
+        assert_eq!(*homes.1.lock().unwrap(), vec![row("debug", "u1")]);
+        assert_eq!(
+            acc.owners.workload("a", "roll-7d9f8-x2k4p").to_string(),
+            "a/Rollout.argoproj.io/roll"
+        );
+    }
 
     #[test]
     fn the_api_stands_in_only_when_there_is_one_and_the_series_are_not_read_or_absent() {
