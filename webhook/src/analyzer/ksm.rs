@@ -185,8 +185,10 @@ mod tests {
             ScaledKinds(rollout.into_iter().collect()),
             Mutex::default(),
         ));
-        let mut sources = Sources::default();
-        sources.homes = Some(homes.clone());
+        let sources = Sources {
+            homes: Some(homes.clone()),
+            ..Sources::default()
+        };
         let mut acc = Acc::default();
         acc.owners
             .pod_owner("a", "roll-7d9f8-x2k4p", "ReplicaSet", "roll-7d9f8");
