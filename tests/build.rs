@@ -10,9 +10,12 @@
 //! - `has_shared_traces`: the shared traces beside the repository (tests/replay);
 //! - `has_helm`: the helm of `tests/tools/helm.sh` (tests/deploy/helm.rs, and with
 //!   `has_node` tests/cluster/helm_e2e.rs);
-//! - `has_chromium`: Debian's `chromium` on PATH (tests/server/report_browser.rs).
+//! - `has_chromium`: Debian's `chromium` on PATH (tests/server/report_browser.rs);
+//! - `has_previous_version`: the previous version's tree and binary that
+//!   `tests/upgrade/build.sh` caches (tests/cluster/upgrade_e2e.rs, tests/deploy/crd_upgrade.rs).
 //!
-//! Under `CI=true` `has_control_plane`, `has_node`, `has_helm` and `has_chromium` are always set: a missing
+//! Under `CI=true` `has_control_plane`, `has_node`, `has_helm`, `has_chromium` and
+//! `has_previous_version` are always set: a missing
 //! prerequisite then fails the tests that need it (they say why) instead of skipping them.
 
 use std::collections::BTreeSet;
@@ -54,6 +57,7 @@ fn main() {
     }
     helm(&mut watch, ci);
     chromium(&mut watch, ci);
+    previous_version(&mut watch, ci);
     watch.emit();
 }
 
@@ -64,6 +68,32 @@ fn chromium(watch: &mut Watch, ci: bool) {
         println!("cargo::rustc-cfg=has_chromium");
     } else {
         println!("cargo::warning=tests needing chromium are ignored here: it is not installed (tests/run installs Debian's chromium)");
+    }
+}
+
+/// Sets `has_previous_version` when `tests/upgrade/build.sh` has built the commit in
+/// tests/upgrade/PREVIOUS (the same path tests/support/previous.rs reads).
+fn previous_version(watch: &mut Watch, ci: bool) {
+    println!("cargo::rustc-check-cfg=cfg(has_previous_version)");
+    println!("cargo::rerun-if-env-changed=RIGHTSIZER_UPGRADE_CACHE");
+    let pin = Path::new("upgrade/PREVIOUS");
+    watch.file(pin);
+    let commit = std::fs::read_to_string(pin).unwrap_or_default();
+    let root = match std::env::var_os("RIGHTSIZER_UPGRADE_CACHE") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+            PathBuf::from(home).join(".cache/rightsizer-upgrade")
+        }
+    };
+    let stamp = root.join(commit.trim()).join(".built");
+    if watch.file(&stamp) || ci {
+        println!("cargo::rustc-cfg=has_previous_version");
+    } else {
+        println!(
+            "cargo::warning=the upgrade tests are ignored here: no {} (run tests/upgrade/build.sh)",
+            stamp.display()
+        );
     }
 }
 

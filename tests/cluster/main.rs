@@ -9,6 +9,8 @@ mod exe;
 mod helm_path;
 #[path = "../support/node.rs"]
 mod node;
+#[path = "../support/previous.rs"]
+mod previous;
 #[path = "../support/prometheus.rs"]
 mod prometheus;
 #[path = "../support/scenario.rs"]
@@ -24,3 +26,4 @@ mod quota_e2e;
 mod report_nodes;
 mod rightsizing_homes;
 mod rightsizing_writes;
+mod upgrade_e2e;

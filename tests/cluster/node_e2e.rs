@@ -9,7 +9,10 @@
 //! 2. the closed loop on real containers, with a real Prometheus scraping the kubelet's
 //!    cAdvisor endpoint: recommendation from the real working set, enforcement through a
 //!    rollout restart, an OOM kill seen by the analyzer, and the webhook Pod deleted during
-//!    a rollout.
+//!    a rollout;
+//! 3. the updater (`deploy/overlays/updater`): Pods replaced within their budgets
+//!    (node_e2e/updater.rs), and a container looping on OOM kills replaced with the floor
+//!    (node_e2e/oomloop.rs).
 //!
 //! One node per machine (cgroups, the bridge and /var/log/pods are machine-wide), so the
 //! whole story is one test, in stages that print their timings. Without root, the
@@ -32,6 +35,7 @@ use rightsizer_core::workload::kind::WorkloadKind;
 use rightsizer_core::workload::WorkloadKey;
 use serde_json::Value;
 
+mod oomloop;
 mod updater;
 
 /// The image reference the test installs (the only change to deploy/ besides the URL).
@@ -188,6 +192,13 @@ fn rightsizer_on_a_real_node() {
     stages.run(
         "5. the updater replaces Pods within their budgets, leaves the rest",
         || updater::the_updater_replaces_pods_within_their_budgets(&env),
+    );
+    stages.run("6. a Deployment looping on OOM kills started", || {
+        oomloop::install(&env)
+    });
+    stages.run(
+        "6. the OOM-looping Pods replaced with the floor, not killed again",
+        || oomloop::an_oom_loop_is_replaced_with_the_floor(&env),
     );
     let teardown = env.node.stop();
     eprintln!("node teardown: {:.1} s", teardown.as_secs_f64());

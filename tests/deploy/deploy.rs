@@ -630,13 +630,20 @@ fn the_base_install_has_no_write_on_pods_and_the_updater_overlay_adds_only_evict
             ("/pods/resize".to_string(), set(&["patch"])),
         ])
     );
-    // Reads: listing Pods (the base has none), nothing cluster-wide beyond it.
+    // Reads: listing Pods (the base has none) and the budgets it skips Pods by, nothing
+    // cluster-wide beyond them.
     let role: ClusterRole = typed(find(&docs, "ClusterRole", "rightsizer-updater"));
     let reads: Vec<(String, BTreeSet<String>)> = verbs_by_resource(&role.rules.unwrap_or_default())
         .into_iter()
-        .filter(|(r, _)| r == "/pods")
+        .filter(|(r, _)| r == "/pods" || r.ends_with("poddisruptionbudgets"))
         .collect();
-    assert_eq!(reads, [("/pods".to_string(), set(&["list"]))]);
+    assert_eq!(
+        reads,
+        [
+            ("/pods".to_string(), set(&["list"])),
+            ("policy/poddisruptionbudgets".to_string(), set(&["list"]))
+        ]
+    );
     let crb: ClusterRoleBinding = typed(find(&docs, "ClusterRoleBinding", "rightsizer-updater"));
     let subjects = crb.subjects.unwrap();
     assert_eq!(subjects.len(), 1);

@@ -7,7 +7,10 @@ mod exe;
 mod helm_path;
 #[path = "../support/monitoring.rs"]
 mod monitoring;
+#[path = "../support/previous.rs"]
+mod previous;
 
+mod crd_upgrade;
 mod deploy;
 mod helm;
 mod identity;

@@ -187,6 +187,75 @@ spec: {containers: [{name: c, image: c:1}]}
     );
 }
 
+/// `explain` reads the input as `mutate` does (one set of flags, one evaluation): the
+/// objects `mutate` leaves alone, the webhook's own namespace among them, are left alone
+/// with the same reason.
+#[test]
+fn explain_leaves_alone_what_mutate_leaves_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(
+        dir.path(),
+        "in.yaml",
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: dns, namespace: kube-system}
+spec: {containers: [{name: c, image: c:1}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: own, namespace: rightsizer-system}
+spec: {containers: [{name: c, image: c:1}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: loud}
+spec: {containers: [{name: c, image: c:1}]}
+"#,
+    );
+    let (stdout, stderr) = run(&[
+        "explain",
+        "-f",
+        &input,
+        "--policies",
+        &shipped(),
+        "-o",
+        "json",
+    ]);
+    let all: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    let skipped: Vec<(&str, Option<&str>)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["object"].as_str().unwrap(), e["skipped"].as_str()))
+        .collect();
+    let never = |ns: &str| {
+        format!("namespace {ns} is never touched (a system namespace or the webhook's own)")
+    };
+    assert_eq!(
+        skipped,
+        [
+            ("Pod kube-system/dns", Some(never("kube-system").as_str())),
+            (
+                "Pod rightsizer-system/own",
+                Some(never("rightsizer-system").as_str())
+            ),
+            ("Pod loud/b", None),
+        ]
+    );
+    let (_, mutate_stderr) = run(&["mutate", "-f", &input, "--policies", &shipped()]);
+    assert!(
+        mutate_stderr.contains(&format!(
+            "Pod rightsizer-system/own: left unchanged: {}",
+            never("rightsizer-system")
+        )),
+        "{mutate_stderr}"
+    );
+    assert!(
+        stderr.contains("note: namespace loud: its opt-in label"),
+        "{stderr}"
+    );
+}
+
 /// Every refused policy and every refused field at once, each path named once.
 #[test]
 fn all_policy_errors_at_once() {

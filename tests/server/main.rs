@@ -17,3 +17,4 @@ mod https_e2e;
 mod report_browser;
 mod report_route;
 mod server_router;
+mod shutdown_h1;

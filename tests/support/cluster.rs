@@ -240,6 +240,12 @@ impl ControlPlane {
     /// Rightsizing CRD, the ServiceAccount and its RBAC, exactly as rendered. Waits
     /// until the CRD is served.
     pub fn install_shipped(&self) {
+        self.install_base(&repo_root().join("deploy/base"));
+    }
+
+    /// `install_shipped` from another tree's `deploy/base` (the previous version's, in
+    /// upgrade_e2e.rs): applied over what is there, as `kubectl apply` does.
+    pub fn install_base(&self, base: &Path) {
         const KINDS: [&str; 7] = [
             "Namespace",
             "CustomResourceDefinition",
@@ -249,7 +255,6 @@ impl ControlPlane {
             "Role",
             "RoleBinding",
         ];
-        let base = repo_root().join("deploy/base");
         let rendered = self.kubectl_ok(&["kustomize", &base.display().to_string()], None);
         let docs: Vec<&str> = rendered
             .split("\n---\n")
@@ -394,6 +399,19 @@ impl Webhook {
         env: &[(&str, &str)],
         log: PathBuf,
     ) -> Result<Webhook, String> {
+        Self::start_exe(crate::exe::rightsizer(), addr, kubeconfig, args, env, log)
+    }
+
+    /// `start_serving` with another `rightsizer` binary (the previous version's, in
+    /// upgrade_e2e.rs).
+    pub fn start_exe(
+        exe: &Path,
+        addr: SocketAddr,
+        kubeconfig: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> Result<Webhook, String> {
         let out = fs::File::create(&log).map_err(|e| e.to_string())?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port())
@@ -401,7 +419,7 @@ impl Webhook {
             .map_err(|e: std::net::AddrParseError| e.to_string())?;
         let mut cmd = Command::new(script("tether.sh"));
         cmd.arg(std::process::id().to_string())
-            .arg(crate::exe::rightsizer())
+            .arg(exe)
             .arg("serve")
             .arg("--listen")
             .arg(addr.to_string())

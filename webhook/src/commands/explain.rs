@@ -2,24 +2,19 @@
 //! it, which one decided each section of the composed policy, and for each value a Pod
 //! gets, its source and the policy behind it.
 
-use std::path::PathBuf;
-
-use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use rightsizer::admission::AdmitConfig;
 use rightsizer::offline::preview::{rows, PreviewRow};
-use rightsizer::offline::{
-    changes, facts_from, mutate_all, parse_documents, preview_pods, Mutated,
-};
+use rightsizer::offline::{changes, Mutated};
 use rightsizer_core::object::OVERRIDES_ANNOTATION;
 use rightsizer_core::policy::compose::sections_of;
 use rightsizer_core::policy::schema::Policy;
 use rightsizer_core::workload::kind::kind_of_manifest;
 use rightsizer_core::workload::WorkloadKey;
 
-use crate::commands::mutate::{align, describe, load_policies, load_snapshot, parse_labels};
+use crate::commands::input::Input;
+use crate::commands::mutate::{align, describe};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Output {
@@ -29,24 +24,8 @@ pub enum Output {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Manifests (multi-document YAML, JSON, or AdmissionReview); `-` for stdin.
-    #[arg(short = 'f', long = "filename")]
-    file: PathBuf,
-    /// Folder(s) of policy ConfigMap manifests.
-    #[arg(long)]
-    policies: Vec<PathBuf>,
-    /// Recommendation snapshot (the JSON of GET /recommendations).
-    #[arg(long)]
-    recommendations: Option<PathBuf>,
-    /// Labels of namespaces the input does not describe, e.g. `team=web,tier=1`.
-    #[arg(long, value_parser = parse_labels, default_value = "")]
-    namespace_labels: std::collections::BTreeMap<String, String>,
-    /// Namespace for objects that name none.
-    #[arg(short = 'n', long, default_value = "default")]
-    namespace: String,
-    /// Allow enforce-mode policies to apply values (as RIGHTSIZER_ENFORCEMENT=true does).
-    #[arg(long, env = "RIGHTSIZER_ENFORCEMENT", default_value_t = false)]
-    enforcement: bool,
+    #[command(flatten)]
+    input: Input,
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     output: Output,
 }
@@ -153,34 +132,14 @@ fn explain_one(
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let text = if args.file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())?
-    } else {
-        std::fs::read_to_string(&args.file)
-            .with_context(|| format!("reading {}", args.file.display()))?
-    };
-    let docs = parse_documents(&text, &args.namespace)?;
-    let policies = load_policies(&args.policies)?;
-    let recs = load_snapshot(&args.recommendations)?;
-    let facts = facts_from(&docs, &args.namespace_labels);
-    let config = AdmitConfig {
-        enforcement: args.enforcement,
-        own_namespace: None,
-    };
-    let results = mutate_all(
-        &docs,
-        policies.clone(),
-        recs.clone(),
-        facts.clone(),
-        config.clone(),
-    );
-    let previews = preview_pods(&docs, &results, policies, recs, facts, config);
-    let explained: Vec<Explained> = docs
+    let ev = args.input.evaluate()?;
+    let explained: Vec<Explained> = ev
+        .docs
         .iter()
-        .zip(&results)
+        .zip(&ev.results)
         .enumerate()
         .filter_map(|(i, (d, r))| {
-            let pod = previews.iter().find(|p| p.index == i).map(|p| &p.result);
+            let pod = ev.preview(i).map(|p| &p.result);
             explain_one(d, r, pod)
         })
         .collect();

@@ -2,6 +2,7 @@
 
 pub mod certs;
 pub mod explain;
+pub mod input;
 pub mod mutate;
 pub mod plan;
 pub mod recommend;

@@ -1,19 +1,10 @@
 //! `rightsizer mutate -f FILE`: print what the webhook would make of manifests.
 
-use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use anyhow::{bail, Context as _};
-use rightsizer::admission::AdmitConfig;
+use rightsizer::offline::changes;
 use rightsizer::offline::preview::rows;
-use rightsizer::offline::{
-    changes, facts_from, mutate_all, parse_documents, preview_pods, OptIn, PodPreview,
-};
-use rightsizer::policies::store::PolicyStore;
-use rightsizer_core::object::OPT_IN_LABEL;
-use rightsizer_core::recommendation::{NoRecommendations, RecommendationSource, Snapshot};
+use rightsizer::offline::PodPreview;
+
+use crate::commands::input::Input;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Output {
@@ -27,27 +18,8 @@ pub enum Output {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Manifests (multi-document YAML, JSON, or AdmissionReview); `-` for stdin.
-    #[arg(short = 'f', long = "filename")]
-    file: PathBuf,
-    /// Folder(s) of policy ConfigMap manifests.
-    #[arg(long)]
-    policies: Vec<PathBuf>,
-    /// Recommendation snapshot (the JSON of GET /recommendations).
-    #[arg(long)]
-    recommendations: Option<PathBuf>,
-    /// Labels of namespaces the input does not describe, e.g. `team=web,tier=1`.
-    #[arg(long, value_parser = parse_labels, default_value = "")]
-    namespace_labels: BTreeMap<String, String>,
-    /// Namespace for objects that name none.
-    #[arg(short = 'n', long, default_value = "default")]
-    namespace: String,
-    /// Allow enforce-mode policies to apply values (as RIGHTSIZER_ENFORCEMENT=true does).
-    #[arg(long, env = "RIGHTSIZER_ENFORCEMENT", default_value_t = false)]
-    enforcement: bool,
-    /// The webhook's own namespace (never mutated).
-    #[arg(long, default_value = "rightsizer-system")]
-    own_namespace: String,
+    #[command(flatten)]
+    input: Input,
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Yaml)]
     output: Output,
     /// Also print, after each workload, the Pod its controller would create as admission
@@ -57,89 +29,10 @@ pub struct Args {
     pods: bool,
 }
 
-pub(crate) fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| format!("{p:?} is not key=value"))
-        })
-        .collect()
-}
-
-pub fn load_policies(dirs: &[PathBuf]) -> anyhow::Result<Arc<PolicyStore>> {
-    let store = Arc::new(PolicyStore::new());
-    for dir in dirs {
-        let report = store
-            .sync_dir(dir)
-            .with_context(|| format!("reading policies from {}", dir.display()))?;
-        match report.refused.as_slice() {
-            [] => {}
-            [e] => bail!("policy refused: {e}"),
-            all => bail!(
-                "{} policies refused:\n{}",
-                all.len(),
-                all.iter()
-                    .map(|e| format!("  {e}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
-        }
-    }
-    store.mark_ready();
-    Ok(store)
-}
-
-pub fn load_snapshot(path: &Option<PathBuf>) -> anyhow::Result<Arc<dyn RecommendationSource>> {
-    Ok(match path {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let snap: Snapshot = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a recommendation snapshot", p.display()))?;
-            Arc::new(snap)
-        }
-        None => Arc::new(NoRecommendations),
-    })
-}
-
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let text = if args.file.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s)?;
-        s
-    } else {
-        std::fs::read_to_string(&args.file)
-            .with_context(|| format!("reading {}", args.file.display()))?
-    };
-    let docs = parse_documents(&text, &args.namespace)?;
-    let policies = load_policies(&args.policies)?;
-    let recs = load_snapshot(&args.recommendations)?;
-    let facts = facts_from(&docs, &args.namespace_labels);
-    tracing::info!(
-        documents = docs.len(),
-        policies = policies.current().len(),
-        "mutate: input read"
-    );
-    let config = AdmitConfig {
-        enforcement: args.enforcement,
-        own_namespace: Some(args.own_namespace.clone()),
-    };
-    let results = mutate_all(
-        &docs,
-        policies.clone(),
-        recs.clone(),
-        facts.clone(),
-        config.clone(),
-    );
-    let previews = preview_pods(&docs, &results, policies, recs, facts, config);
-    let preview_of = |i: usize| previews.iter().find(|p| p.index == i);
-    for ns in OptIn::of(&docs).unchecked(&docs, &results) {
-        eprintln!(
-            "note: namespace {ns}: its opt-in label {OPT_IN_LABEL} was not checked (the input has no Namespace object for it); the webhook sizes only opted-in namespaces"
-        );
-    }
+    let ev = args.input.evaluate()?;
+    let (docs, results, previews) = (&ev.docs, &ev.results, &ev.previews);
+    let preview_of = |i: usize| ev.preview(i);
     let show_pods = args.pods || matches!(args.output, Output::Table);
     let mut out = String::new();
     for (i, r) in results.iter().enumerate() {
@@ -211,7 +104,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             out = serde_json::to_string_pretty(&v)?;
             out.push('\n');
         }
-        Output::Table => out = table(&docs, &results, &previews),
+        Output::Table => out = table(docs, results, previews),
         _ => {}
     }
     print!("{out}");

@@ -127,7 +127,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// Plan every workload given.
 async fn plans(args: &Args) -> anyhow::Result<Vec<WorkloadPlan>> {
-    let store = super::mutate::load_policies(&args.policies)?;
+    let store = super::input::load_policies(&args.policies)?;
     let set = store.current();
     let snapshot = match &args.from {
         Some(f) => Some(read_snapshot(f).await?),

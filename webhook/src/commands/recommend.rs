@@ -132,7 +132,7 @@ pub async fn one_cycle(
         Arc::new(DefaultPolicy::default())
     } else {
         Arc::new(PoliciesLookup {
-            store: crate::commands::mutate::load_policies(policies)?,
+            store: crate::commands::input::load_policies(policies)?,
             facts: Arc::new(NoFacts),
             own_namespace: None,
         })

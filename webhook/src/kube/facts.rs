@@ -53,6 +53,8 @@ pub struct WorkloadMeta {
     /// Parsed legacy `rightsizer.io/committed`, by container: only read to import it
     /// once into Rightsizings (`kube::store::migrate`).
     pub legacy_committed: Arc<BTreeMap<String, ContainerCommits>>,
+    /// `spec.replicas` where the kind has one (the updater's last-replica rule).
+    pub replicas: Option<u32>,
 }
 
 /// What admission reads from a Namespace: its labels (policy selection, the opt-in) and

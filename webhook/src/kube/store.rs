@@ -408,13 +408,21 @@ impl CommittedOverlay {
     }
 }
 
-fn overlay(rec: &mut ContainerRecommendation, state: &ContainerState) {
+/// The stored commits, and the stored OOM hold's floor while it lasts: a replica that
+/// does not lead (its own cache empty) gives a Pod the same floor the leader does.
+fn overlay(rec: &mut ContainerRecommendation, state: &ContainerState, now: u64) {
     for r in Resource::ALL {
         if let Some(c) = state.committed(r) {
             rec.resource_mut(r)
                 .get_or_insert_with(ResourceRecommendation::default)
                 .committed = Some(c.clone());
         }
+    }
+    if let Some(floor) = state.oom.as_ref().and_then(|h| h.floor_at(now)) {
+        let m = rec
+            .resource_mut(Resource::Memory)
+            .get_or_insert_with(ResourceRecommendation::default);
+        m.oom_floor = Some(m.oom_floor.map_or(floor, |f| f.max(floor)));
     }
 }
 
@@ -425,14 +433,15 @@ fn merged(
     stored: Option<&Stored>,
     container: &str,
     hpa: &[Resource],
+    now: u64,
 ) -> Option<ContainerRecommendation> {
     let state = stored
         .and_then(|w| w.containers.get(container))
-        .filter(|s| s.memory.is_some() || s.cpu.is_some());
+        .filter(|s| s.memory.is_some() || s.cpu.is_some() || s.oom.is_some());
     let mut rec = match (inner, state) {
         (inner, Some(s)) => {
             let mut rec = inner.unwrap_or_default();
-            overlay(&mut rec, s);
+            overlay(&mut rec, s, now);
             Some(rec)
         }
         (inner, None) => inner,
@@ -451,7 +460,14 @@ impl RecommendationSource for CommittedOverlay {
     fn get(&self, key: &ContainerKey) -> Option<ContainerRecommendation> {
         let stored = self.store.workload(&key.workload);
         let hpa = self.store.facts.hpa_resources(&key.workload);
-        merged(self.inner.get(key), stored.as_ref(), &key.container, &hpa)
+        let now = crate::clock::unix_now();
+        merged(
+            self.inner.get(key),
+            stored.as_ref(),
+            &key.container,
+            &hpa,
+            now,
+        )
     }
 
     /// The workload's stored state and HPAs are looked up once for all its containers.
@@ -463,24 +479,88 @@ impl RecommendationSource for CommittedOverlay {
         let stored = self.store.workload(workload);
         let hpa = self.store.facts.hpa_resources(workload);
         let inner = self.inner.get_workload(workload, containers);
+        let now = crate::clock::unix_now();
         containers
             .iter()
             .zip(inner)
-            .map(|(c, i)| merged(i, stored.as_ref(), c, &hpa))
+            .map(|(c, i)| merged(i, stored.as_ref(), c, &hpa, now))
             .collect()
     }
 
     fn snapshot(&self) -> Snapshot {
         let mut snap = self.inner.snapshot();
+        let now = crate::clock::unix_now();
         for s in self.store.mirror.read().values() {
             for (container, state) in s.containers.iter() {
-                if state.memory.is_none() && state.cpu.is_none() {
+                if state.memory.is_none() && state.cpu.is_none() && state.oom.is_none() {
                     continue;
                 }
                 let key = ContainerKey::new(s.workload.clone(), container.clone());
-                overlay(snap.recommendations.entry(key).or_default(), state);
+                overlay(snap.recommendations.entry(key).or_default(), state, now);
             }
         }
         snap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rightsizer_core::analysis::container_state::OomHold;
+    use rightsizer_core::workload::kind::WorkloadKind;
+
+    const MI: u64 = 1 << 20;
+
+    fn stored_with_hold(floor: u64, until: u64) -> Stored {
+        let state = ContainerState {
+            oom: Some(OomHold {
+                floor,
+                until,
+                pod: "web-1".into(),
+            }),
+            ..ContainerState::default()
+        };
+        Stored {
+            workload: WorkloadKey {
+                namespace: "shop".into(),
+                kind: WorkloadKind::Deployment,
+                name: "web".into(),
+            },
+            containers: Arc::new(BTreeMap::from([("app".to_string(), state)])),
+            status: Arc::new(Status::default()),
+            resource_version: None,
+        }
+    }
+
+    fn floor(inner: Option<u64>, stored: &Stored, now: u64) -> Option<u64> {
+        let inner = inner.map(|f| ContainerRecommendation {
+            memory: Some(ResourceRecommendation {
+                oom_floor: Some(f),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        merged(inner, Some(stored), "app", &[], now)
+            .and_then(|r| r.memory)
+            .and_then(|m| m.oom_floor)
+    }
+
+    /// A replica that does not lead has no floor of its own: the stored hold gives it the
+    /// leader's, while the hold lasts, and never lowers a floor the cache holds.
+    #[rstest::rstest]
+    #[case::held_nothing_cached(None, 100, Some(240))]
+    #[case::hold_over(None, 200, None)]
+    #[case::cache_higher(Some(300), 100, Some(300))]
+    #[case::cache_lower(Some(200), 100, Some(240))]
+    fn the_stored_oom_hold_reaches_every_replica(
+        #[case] cached_mi: Option<u64>,
+        #[case] now: u64,
+        #[case] want_mi: Option<u64>,
+    ) {
+        let stored = stored_with_hold(240 * MI, 200);
+        assert_eq!(
+            floor(cached_mi.map(|m| m * MI), &stored, now),
+            want_mi.map(|m| m * MI)
+        );
     }
 }

@@ -99,6 +99,11 @@ pub(crate) fn workload_facts(kind: WorkloadKind, o: &DynamicObject) -> WorkloadM
         .unwrap_or_default();
     WorkloadMeta {
         template_labels: Arc::new(template_labels),
+        replicas: o
+            .data
+            .pointer("/spec/replicas")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|r| u32::try_from(r).ok()),
         ..workload_meta(&o.metadata)
     }
 }
@@ -132,6 +137,7 @@ fn workload_meta(meta: &ObjectMeta) -> WorkloadMeta {
         labels: Arc::new(meta.labels.clone().unwrap_or_default()),
         legacy_committed: Arc::new(committed),
         template_labels: Arc::default(),
+        replicas: None,
     }
 }
 
@@ -292,6 +298,22 @@ mod tests {
             let one = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
             assert_eq!(*m.labels, one("app", "web"), "{kind:?}");
             assert_eq!(*m.template_labels, one("tier", "gold"), "{kind:?}");
+        }
+    }
+
+    /// `spec.replicas` where written (the updater's last-replica rule); none elsewhere.
+    #[test]
+    fn workload_facts_hold_spec_replicas() {
+        for (spec, want) in [
+            (serde_json::json!({"replicas": 1}), Some(1)),
+            (serde_json::json!({"replicas": 3}), Some(3)),
+            (serde_json::json!({}), None),
+        ] {
+            let o: DynamicObject = serde_json::from_value(serde_json::json!({
+                "apiVersion": "apps/v1", "kind": "StatefulSet",
+                "metadata": {"name": "db", "namespace": "shop"}, "spec": spec}))
+            .unwrap();
+            assert_eq!(workload_facts(WorkloadKind::StatefulSet, &o).replicas, want);
         }
     }
 }

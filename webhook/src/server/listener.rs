@@ -79,6 +79,16 @@ const H1_MAX_BUF: usize = 64 * 1024;
 const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
 /// After an idle connection is asked to close, how long it may take.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long an HTTP/1.1 connection keeps serving after the stop signal (see `H1Close`).
+const H1_LINGER: Duration = Duration::from_secs(1);
+
+/// An HTTP/1.1 connection's way out at shutdown: it has served HTTP/1.1 (`seen`), and
+/// from the stop signal on (`stopping`) each response closes it.
+#[derive(Default)]
+struct H1Close {
+    seen: std::sync::atomic::AtomicBool,
+    stopping: std::sync::atomic::AtomicBool,
+}
 
 /// How a serve loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,17 +291,31 @@ async fn run_connection<IO>(
     let activity = Arc::new(Activity::new());
     // The connection's share of the body-byte budget (`guard::ConnShare`).
     let share = ConnShare::default();
+    let h1 = Arc::new(H1Close::default());
     let service = {
-        let activity = activity.clone();
+        let (activity, h1) = (activity.clone(), h1.clone());
         let proven = ticket.proven();
         hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let busy = activity.begin();
             proven();
             let app = app.clone();
+            let is_h1 = req.version() < http::Version::HTTP_2;
+            if is_h1 {
+                h1.seen.store(true, Ordering::Release);
+            }
+            let h1 = h1.clone();
             let mut req = req.map(axum::body::Body::new);
             req.extensions_mut().insert(share.clone());
             async move {
-                let resp = app.oneshot(req).await;
+                let mut resp = app.oneshot(req).await;
+                if is_h1 && h1.stopping.load(Ordering::Acquire) {
+                    if let Ok(r) = resp.as_mut() {
+                        r.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
+                }
                 drop(busy);
                 resp
             }
@@ -304,6 +328,16 @@ async fn run_connection<IO>(
         tokio::select! {
             r = conn.as_mut() => break r,
             _ = stop.changed() => {
+                // HTTP/1.1 (what the apiserver speaks to webhooks): closing an idle
+                // keep-alive connection races the client's next request on it, which then
+                // fails (EOF) and is admitted unsized. Serve on for a moment, each response
+                // saying `Connection: close`; only what stays idle is closed unasked.
+                h1.stopping.store(true, Ordering::Release);
+                if h1.seen.load(Ordering::Acquire) {
+                    if let Ok(r) = tokio::time::timeout(H1_LINGER, conn.as_mut()).await {
+                        break r;
+                    }
+                }
                 conn.as_mut().graceful_shutdown();
                 break conn.await;
             }

@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::ListParams;
+use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::{Api, Client};
 
 use rightsizer_core::analysis::container_state::ContainerState;
 use rightsizer_core::quantity::PerResource;
 use rightsizer_core::rules::Sizes;
+use rightsizer_core::update::budget::{budget_of, Budget};
 use rightsizer_core::update::observe::{pod_view, PodView};
 use rightsizer_core::update::Target;
 use rightsizer_core::workload::resolve::{resolve_pod, PodRef};
@@ -83,4 +84,28 @@ pub async fn pods_by_workload(
         }
     }
     Ok(out)
+}
+
+/// The PodDisruptionBudgets of one namespace, at `version` (`policy/v1` or
+/// `policy/v1beta1`, the Eviction API's: the budgets are served at the same versions).
+pub async fn budgets(
+    client: &Client,
+    namespace: &str,
+    version: &str,
+) -> Result<Vec<Budget>, kube::Error> {
+    let ar = ApiResource {
+        group: "policy".into(),
+        version: version.trim_start_matches("policy/").into(),
+        api_version: version.into(),
+        kind: "PodDisruptionBudget".into(),
+        plural: "poddisruptionbudgets".into(),
+    };
+    let list = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &ar)
+        .list(&ListParams::default())
+        .await?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|o| budget_of(&serde_json::to_value(o).ok()?))
+        .collect())
 }

@@ -17,6 +17,7 @@ mod gather;
 pub mod knative;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,8 +26,10 @@ use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
 use rightsizer_core::policy::schema::Mode;
+use rightsizer_core::update::budget::Budget;
+use rightsizer_core::update::pace::Refusals;
 use rightsizer_core::update::policy::UpdateMode;
-use rightsizer_core::update::{decide, Decision, Inputs};
+use rightsizer_core::update::{decide, Decision, Hold, Inputs};
 use rightsizer_core::workload::WorkloadKey;
 
 use crate::analyzer::policies::{PoliciesLookup, PolicyLookup};
@@ -75,6 +78,20 @@ struct Updater {
     last_action: Mutex<Option<Instant>>,
     /// The last hold logged per workload (each new reason is logged once).
     holds: Mutex<BTreeMap<WorkloadKey, String>>,
+    /// Per workload: evictions refused in a row, and its rounds of updates.
+    paces: Mutex<BTreeMap<WorkloadKey, Pace>>,
+    /// Listing budgets failed once (logged once).
+    budgets_unread: AtomicBool,
+}
+
+/// What the updater remembers of one workload between passes (the leader's memory: a
+/// new leader starts afresh, which at worst tries a refused eviction early once).
+#[derive(Debug, Clone, Copy, Default)]
+struct Pace {
+    refusals: Refusals,
+    /// It acted since the last round ended.
+    acted: bool,
+    round_ended_at: Option<i64>,
 }
 
 /// The parts of the Kubernetes side the updater reads.
@@ -138,6 +155,8 @@ pub async fn start(
         served,
         last_action: Mutex::new(None),
         holds: Mutex::new(BTreeMap::new()),
+        paces: Mutex::new(BTreeMap::new()),
+        budgets_unread: AtomicBool::new(false),
     });
     let h = health.clone();
     let task = tokio::spawn(async move {
@@ -154,6 +173,20 @@ pub async fn start(
 }
 
 impl Updater {
+    /// The namespace's budgets; none when they cannot be read (the Eviction API still
+    /// enforces them: only the refusals known beforehand are lost).
+    async fn budgets(&self, ns: &str) -> Vec<Budget> {
+        match gather::budgets(&self.client, ns, self.exec.eviction_version).await {
+            Ok(b) => b,
+            Err(e) => {
+                if !self.budgets_unread.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(namespace = %ns, error = %e, "updater: cannot list PodDisruptionBudgets (deploy/overlays/updater grants it); evictions they refuse are tried and refused");
+                }
+                Vec::new()
+            }
+        }
+    }
+
     fn rate_ok(&self) -> bool {
         let gap = Duration::from_secs(60) / self.options.per_minute.max(1);
         self.last_action.locked().is_none_or(|t| t.elapsed() >= gap)
@@ -178,6 +211,9 @@ impl Updater {
                 .or_default()
                 .push((w, target, policy, rules));
         }
+        // Decide every workload first, then act most urgent first: an OOM loop never
+        // waits behind a plain update for the cluster-wide rate.
+        let mut decided = Vec::new();
         for (ns, items) in by_ns {
             let pods = match gather::pods_by_workload(&self.client, &self.handles.facts, &ns).await
             {
@@ -187,41 +223,74 @@ impl Updater {
                     continue;
                 }
             };
+            let budgets = self.budgets(&ns).await;
             for (w, target, policy, rules) in items {
-                if !self.handles.leader.is_leader() {
-                    return;
-                }
                 let Some(views) = pods.get(&w).filter(|v| !v.is_empty()) else {
                     continue;
                 };
+                let pace = self.paces.locked().get(&w).copied().unwrap_or_default();
                 let d = decide(&Inputs {
                     kind: w.kind,
                     policy: &policy,
                     rules: &rules,
                     target: &target,
                     pods: views,
-                    desired_replicas: None,
-                    disruptions_allowed: None,
+                    desired_replicas: self.handles.facts.workload(&w).and_then(|m| m.replicas),
+                    budgets: &budgets,
                     api: self.served.api,
                     now: now as i64,
-                    rate_ok: self.rate_ok(),
+                    // Checked when acting, in order of urgency.
+                    rate_ok: true,
+                    refusals: pace.refusals,
+                    round_ended_at: pace.round_ended_at,
                 });
-                match &d {
-                    Decision::Nothing(hold) => {
-                        let why = hold.to_string();
-                        let mut holds = self.holds.locked();
-                        if holds.get(&w) != Some(&why) {
-                            tracing::info!(workload = %w, "updater: nothing to do: {why}");
-                            holds.insert(w.clone(), why);
+                decided.push((w, d));
+            }
+        }
+        decided.sort_by_key(|(_, d)| d.urgency());
+        for (w, mut d) in decided {
+            if !self.handles.leader.is_leader() {
+                return;
+            }
+            if !matches!(d, Decision::Nothing(_)) && !self.rate_ok() {
+                d = Decision::Nothing(Hold::RateLimited);
+            }
+            match &d {
+                Decision::Nothing(hold) => {
+                    if *hold == Hold::UpToDate {
+                        let mut paces = self.paces.locked();
+                        let p = paces.entry(w.clone()).or_default();
+                        if p.acted {
+                            p.acted = false;
+                            p.round_ended_at = Some(now as i64);
                         }
                     }
-                    _ => {
-                        self.holds.locked().remove(&w);
-                        // Only what disrupted a Pod uses the rate: a refused eviction
-                        // (tried again every pass) must not starve the other workloads.
-                        if self.exec.execute(&w, &d).await == Some(Outcome::Done) {
-                            *self.last_action.locked() = Some(Instant::now());
+                    let why = hold.to_string();
+                    let mut holds = self.holds.locked();
+                    if holds.get(&w) != Some(&why) {
+                        tracing::info!(workload = %w, "updater: nothing to do: {why}");
+                        holds.insert(w.clone(), why);
+                    }
+                }
+                _ => {
+                    self.holds.locked().remove(&w);
+                    // Only what disrupted a Pod uses the rate: a refused eviction
+                    // (tried again every pass) must not starve the other workloads.
+                    let outcome = self.exec.execute(&w, &d).await;
+                    if outcome == Some(Outcome::Done) {
+                        *self.last_action.locked() = Some(Instant::now());
+                    }
+                    let mut paces = self.paces.locked();
+                    let p = paces.entry(w.clone()).or_default();
+                    match outcome {
+                        Some(Outcome::Done) => {
+                            p.acted = true;
+                            p.refusals = Refusals::default();
                         }
+                        Some(Outcome::RefusedByBudget) => {
+                            p.refusals = p.refusals.after(true, unix_now() as i64);
+                        }
+                        _ => {}
                     }
                 }
             }

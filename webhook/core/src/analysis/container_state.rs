@@ -17,6 +17,13 @@ pub struct OomHold {
     pub pod: String,
 }
 
+impl OomHold {
+    /// The memory floor at `now`: none once the hold has ended.
+    pub fn floor_at(&self, now: u64) -> Option<u64> {
+        (now < self.until).then_some(self.floor)
+    }
+}
+
 /// One change, for the audit trail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -145,7 +145,7 @@ fn restart_oom_hold(
 
 /// The memory floor while `hold` lasts (none once it has ended).
 fn oom_floor(hold: Option<&OomHold>, now: u64) -> Option<u64> {
-    hold.filter(|h| now < h.until).map(|h| h.floor)
+    hold.and_then(|h| h.floor_at(now))
 }
 
 /// One resource's part of a decision, before it is folded into the cache entry, the

@@ -4,7 +4,9 @@
 //! inputs and carries out the one [`Decision`] (`rightsizer::updater`).
 //!
 //! One Pod at a time per workload: nothing happens while a Pod of the workload is
-//! terminating, not ready, or mid-resize. An OOM-restarting container comes first.
+//! terminating, not ready, or mid-resize. An OOM-restarting container comes first (a Pod
+//! not ready because it loops is no replacement settling), waits for no backoff or round
+//! pause, and only for a budget that would surely refuse it.
 
 use std::collections::BTreeMap;
 
@@ -14,11 +16,15 @@ use crate::quantity::{PerResource, Resource};
 use crate::rules::{Rules, Sizes};
 use crate::workload::kind::WorkloadKind;
 
+pub mod budget;
 pub mod observe;
+pub mod pace;
 pub mod policy;
 pub mod qos;
 
+use budget::Budget;
 use observe::{PodView, ResizePhase, RunningContainer};
+use pace::Refusals;
 use policy::{UpdateMode, UpdatePolicy};
 use qos::{qos_class, QosClass};
 
@@ -97,14 +103,19 @@ pub struct Inputs<'a> {
     pub pods: &'a [PodView],
     /// `spec.replicas` where the workload has one.
     pub desired_replicas: Option<u32>,
-    /// Least `disruptionsAllowed` of the PodDisruptionBudgets covering the Pods (`None`:
-    /// none known; the Eviction API still enforces them).
-    pub disruptions_allowed: Option<i32>,
+    /// The PodDisruptionBudgets of the namespace (a Pod one of them surely refuses is
+    /// skipped; the Eviction API still enforces them all).
+    pub budgets: &'a [Budget],
     pub api: ApiSupport,
     /// Unix seconds now.
     pub now: i64,
     /// The cluster-wide rate has room for one more action.
     pub rate_ok: bool,
+    /// Evictions of this workload its budget refused in a row.
+    pub refusals: Refusals,
+    /// Unix seconds the last round of updates of this workload ended (every Pod carried
+    /// the values after the updater acted), if one did.
+    pub round_ended_at: Option<i64>,
 }
 
 /// Why a Pod is acted on.
@@ -170,7 +181,17 @@ pub enum Hold {
         annotation: &'static str,
     },
     LastReplica,
-    Budget,
+    /// This budget would refuse evicting the Pod now.
+    Budget {
+        name: String,
+    },
+    /// Evictions refused by the budget in a row: the next try waits.
+    BackingOff {
+        refusals: u32,
+        seconds: i64,
+    },
+    /// The last round ended less than the policy's `roundIntervalSeconds` ago.
+    BetweenRounds,
     /// A Pod created after the commit does not carry the committed values: admission
     /// gives new Pods something else (an override, a value the user wrote, the webhook
     /// unreachable), so replacing more Pods would change nothing.
@@ -191,7 +212,16 @@ impl std::fmt::Display for Hold {
             Hold::RateLimited => f.write_str("the cluster-wide update rate is used up"),
             Hold::DoNotDisrupt { pod, annotation } => write!(f, "Pod {pod} is marked {annotation}"),
             Hold::LastReplica => f.write_str("it would take the last ready replica"),
-            Hold::Budget => f.write_str("its PodDisruptionBudget allows no disruption"),
+            Hold::Budget { name } => {
+                write!(f, "its PodDisruptionBudget {name} allows no disruption now")
+            }
+            Hold::BackingOff { refusals, seconds } => write!(
+                f,
+                "its PodDisruptionBudget refused {refusals} evictions in a row: trying again {seconds} s after the last"
+            ),
+            Hold::BetweenRounds => {
+                f.write_str("the last round of updates ended less than roundIntervalSeconds ago")
+            }
             Hold::NotConverging { pod } => write!(
                 f,
                 "Pod {pod}, created after the commit, does not carry the committed values: admission gives new Pods other values"
@@ -277,6 +307,25 @@ fn urgency(w: &Why) -> u8 {
         Why::OomLoop { .. } => 0,
         Why::BelowFloor { .. } => 1,
         _ => 2,
+    }
+}
+
+/// The order candidates of one workload go in: most urgent first; among OOM-looping Pods
+/// a not-ready one first (a PodDisruptionBudget lets a not-ready Pod go while the ready
+/// replicas still meet it, when it would refuse taking a ready one); then by name.
+fn order<'a>(p: &'a PodView, w: &Why) -> (u8, bool, &'a str) {
+    let oom = matches!(w, Why::OomLoop { .. });
+    (urgency(w), oom && p.ready, p.name.as_str())
+}
+
+impl Decision {
+    /// Which workload's action goes first in a pass, when the cluster-wide rate cannot
+    /// take them all: an OOM loop, then a Pod below its floor, then the rest.
+    pub fn urgency(&self) -> u8 {
+        match self {
+            Decision::Nothing(_) => u8::MAX,
+            Decision::Resize { why, .. } | Decision::Evict { why, .. } => urgency(why),
+        }
     }
 }
 
@@ -387,11 +436,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
                 .iter()
                 .filter_map(|p| needs(i, p).map(|w| (p, w)))
                 .collect();
-            candidates.sort_by(|a, b| {
-                urgency(&a.1)
-                    .cmp(&urgency(&b.1))
-                    .then(a.0.name.cmp(&b.0.name))
-            });
+            candidates.sort_by_key(|(p, w)| order(p, w));
             let Some(first) = candidates.first() else {
                 return Nothing(Hold::UpToDate);
             };
@@ -403,9 +448,19 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
                     pod: p.name.clone(),
                 });
             }
-            // Another Pod not ready: the last replacement has not settled (an
-            // OOM-restarting candidate is itself not ready, and that is why it goes).
-            if let Some(p) = i.pods.iter().find(|p| !p.ready && p.name != first.0.name) {
+            // Another Pod not ready: the last replacement has not settled. A Pod that is
+            // not ready because it loops on OOM kills is no replacement settling: it waits
+            // its own turn (with every replica looping, none would ever be ready).
+            let looping = |p: &PodView| {
+                candidates
+                    .iter()
+                    .any(|(c, w)| c.name == p.name && matches!(w, Why::OomLoop { .. }))
+            };
+            if let Some(p) = i
+                .pods
+                .iter()
+                .find(|p| !p.ready && p.name != first.0.name && !looping(p))
+            {
                 return Nothing(Hold::Settling {
                     pod: p.name.clone(),
                 });
@@ -436,6 +491,15 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
     if i.policy.window.as_ref().is_some_and(|w| !w.contains(i.now)) {
         return Nothing(Hold::OutsideWindow);
     }
+    // An OOM loop or a Pod below its floor waits for nothing but the budget.
+    let urgent = matches!(why, Why::OomLoop { .. } | Why::BelowFloor { .. });
+    let pause = i.policy.round_interval_seconds as i64;
+    if !urgent
+        && i.round_ended_at
+            .is_some_and(|t| i.now < t.saturating_add(pause))
+    {
+        return Nothing(Hold::BetweenRounds);
+    }
     if !i.rate_ok {
         return Nothing(Hold::RateLimited);
     }
@@ -451,16 +515,30 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
             why,
         };
     }
-    // Eviction takes a ready Pod away: keep one ready replica unless allowed, and leave a
-    // budget at 0 alone (the Eviction API would refuse it anyway).
+    // An OOM loop is tried every pass: a replica running between its kills opens the
+    // budget for a few seconds only.
+    if !urgent && i.refusals.waiting(i.now) {
+        return Nothing(Hold::BackingOff {
+            refusals: i.refusals.count,
+            seconds: i.refusals.backoff_seconds(),
+        });
+    }
+    // Eviction takes a ready Pod away: keep one ready replica unless allowed, and skip a
+    // Pod a budget surely refuses (the Eviction API would refuse it anyway).
     if pod.ready && !i.policy.allow_last_replica {
         let ready = i.pods.iter().filter(|p| p.ready).count();
         if ready <= 1 || i.desired_replicas.is_some_and(|d| d <= 1) {
             return Nothing(Hold::LastReplica);
         }
     }
-    if pod.ready && i.disruptions_allowed.is_some_and(|d| d <= 0) {
-        return Nothing(Hold::Budget);
+    if let Some(b) = i
+        .budgets
+        .iter()
+        .find(|b| b.covers(&pod.labels) && b.refuses(pod.ready))
+    {
+        return Nothing(Hold::Budget {
+            name: b.name.clone(),
+        });
     }
     Decision::Evict {
         pod: pod.name.clone(),

@@ -59,6 +59,8 @@ pub struct PodView {
     pub resize: Option<ResizeState>,
     /// Unix seconds of its creation (0: unknown).
     pub created: i64,
+    /// Its labels (which PodDisruptionBudgets cover it).
+    pub labels: BTreeMap<String, String>,
 }
 
 fn sizes(
@@ -156,6 +158,7 @@ pub fn pod_view(pod: &Pod) -> Option<PodView> {
             .creation_timestamp
             .as_ref()
             .map_or(0, |t| t.0.as_second()),
+        labels: meta.labels.clone().unwrap_or_default(),
     })
 }
 
@@ -168,9 +171,10 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_reads_as_its_values_readiness_marks_and_oom_restarts() {
+    fn a_pod_reads_as_its_values_labels_readiness_marks_and_oom_restarts() {
         let v = pod(serde_json::json!({
-            "metadata": {"name": "web-1", "annotations": {"karpenter.sh/do-not-disrupt": "true"}},
+            "metadata": {"name": "web-1", "labels": {"app": "web"},
+                "annotations": {"karpenter.sh/do-not-disrupt": "true"}},
             "spec": {"containers": [{"name": "app", "resources": {
                 "requests": {"memory": "256Mi", "cpu": "250m"}, "limits": {"memory": "512Mi"}}}]},
             "status": {"phase": "Running",
@@ -182,6 +186,7 @@ mod tests {
         }));
         assert!(v.ready && !v.terminating);
         assert_eq!(v.do_not_disrupt, Some("karpenter.sh/do-not-disrupt"));
+        assert_eq!(v.labels.get("app").map(String::as_str), Some("web"));
         let c = &v.containers[0];
         assert_eq!(
             c.memory,

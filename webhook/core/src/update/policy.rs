@@ -39,6 +39,10 @@ pub struct UpdatePolicy {
     /// A resize still pending after this long is given up: the Pod is evicted instead.
     #[serde(default = "default_resize_timeout")]
     pub resize_timeout_seconds: u64,
+    /// Once every Pod carries the values, a new round (values changed again) waits this
+    /// long after the last one ended; OOM loops and Pods below a floor never wait.
+    #[serde(default)]
+    pub round_interval_seconds: u64,
 }
 
 impl Default for UpdatePolicy {
@@ -48,6 +52,7 @@ impl Default for UpdatePolicy {
             window: None,
             allow_last_replica: false,
             resize_timeout_seconds: DEFAULT_RESIZE_TIMEOUT_SECONDS,
+            round_interval_seconds: 0,
         }
     }
 }
@@ -152,6 +157,7 @@ mod tests {
         assert_eq!(p.mode, UpdateMode::InPlaceOrEvict);
         assert!(p.allow_last_replica);
         assert_eq!(p.resize_timeout_seconds, 300, "the README says 300");
+        assert_eq!(p.round_interval_seconds, 0, "the README says 0");
         assert_eq!(UpdatePolicy::default().mode, UpdateMode::Off);
         assert!(serde_json::from_str::<UpdatePolicy>(r#"{"mode":"recreate"}"#).is_err());
     }

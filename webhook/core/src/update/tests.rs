@@ -26,15 +26,24 @@ fn container(mem_req: u64, mem_lim: u64, cpu_req: u64) -> RunningContainer {
     }
 }
 
-/// A ready Pod created before the commit.
+/// A ready Pod of `app=web` created before the commit.
 fn pod(name: &str, c: RunningContainer) -> PodView {
     PodView {
         name: name.into(),
         ready: true,
         containers: vec![c],
         created: COMMITTED - 600,
+        labels: BTreeMap::from([("app".to_string(), "web".to_string())]),
         ..Default::default()
     }
+}
+
+/// A budget over `app=web` as the disruption controller counted it.
+fn budget(allowed: i32, current: i32, desired: i32) -> Budget {
+    budget::budget_of(&json!({"metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}},
+        "status": {"disruptionsAllowed": allowed, "currentHealthy": current, "desiredHealthy": desired}}))
+    .unwrap()
 }
 
 /// Three ready Pods at 256Mi/512Mi, 250m.
@@ -86,9 +95,11 @@ struct Case {
     pods: Vec<PodView>,
     target: Target,
     replicas: Option<u32>,
-    pdb: Option<i32>,
+    pdbs: Vec<Budget>,
     api: ApiSupport,
     rate_ok: bool,
+    refusals: Refusals,
+    round_ended_at: Option<i64>,
 }
 
 fn case(mode: UpdateMode) -> Case {
@@ -101,9 +112,11 @@ fn case(mode: UpdateMode) -> Case {
         pods: old_pods(),
         target: target(),
         replicas: Some(3),
-        pdb: Some(1),
+        pdbs: vec![budget(1, 3, 2)],
         api: V1_20,
         rate_ok: true,
+        refusals: Refusals::default(),
+        round_ended_at: None,
     }
 }
 
@@ -116,10 +129,12 @@ fn run(c: &Case) -> Decision {
         target: &c.target,
         pods: &c.pods,
         desired_replicas: c.replicas,
-        disruptions_allowed: c.pdb,
+        budgets: &c.pdbs,
         api: c.api,
         now: NOW,
         rate_ok: c.rate_ok,
+        refusals: c.refusals,
+        round_ended_at: c.round_ended_at,
     })
 }
 
@@ -169,9 +184,12 @@ fn with(mut c: Case, f: impl FnOnce(&mut Case)) -> Case {
     with(case(UpdateMode::Evict), |c| { c.pods.truncate(1); c.replicas = Some(1); c.policy.allow_last_replica = true; }),
     evict("web-a"))]
 #[case::pdb_at_zero_blocks(
-    with(case(UpdateMode::Evict), |c| c.pdb = Some(0)),
-    Decision::Nothing(Hold::Budget))]
-#[case::no_pdb_known(with(case(UpdateMode::Evict), |c| c.pdb = None), evict("web-a"))]
+    with(case(UpdateMode::Evict), |c| c.pdbs = vec![budget(0, 3, 3)]),
+    Decision::Nothing(Hold::Budget { name: "web".into() }))]
+#[case::no_pdb_known(with(case(UpdateMode::Evict), |c| c.pdbs = vec![]), evict("web-a"))]
+#[case::a_pdb_over_other_pods(
+    with(case(UpdateMode::Evict), |c| { c.pdbs = vec![budget(0, 3, 3)]; for p in &mut c.pods { p.labels.clear(); } }),
+    evict("web-a"))]
 #[case::rate_used_up(
     with(case(UpdateMode::Evict), |c| c.rate_ok = false),
     Decision::Nothing(Hold::RateLimited))]
@@ -282,7 +300,7 @@ fn in_place_needs_no_budget_and_keeps_the_last_replica() {
     c.api = V1_33;
     c.pods.truncate(1);
     c.replicas = Some(1);
-    c.pdb = Some(0);
+    c.pdbs = vec![budget(0, 1, 1)];
     assert!(matches!(run(&c), Decision::Resize { .. }));
 }
 
@@ -350,12 +368,15 @@ fn resize_fallbacks(#[case] phase: ResizePhase, #[case] since: i64, #[case] evic
 fn a_failed_resize_still_respects_the_budget() {
     let mut c = case(UpdateMode::InPlaceOrEvict);
     c.api = V1_33;
-    c.pdb = Some(0);
+    c.pdbs = vec![budget(0, 3, 3)];
     c.pods[0].resize = Some(ResizeState {
         phase: ResizePhase::Infeasible,
         since: 0,
     });
-    assert_eq!(run(&c), Decision::Nothing(Hold::Budget));
+    assert_eq!(
+        run(&c),
+        Decision::Nothing(Hold::Budget { name: "web".into() })
+    );
 }
 
 #[rstest]
@@ -401,4 +422,187 @@ fn a_request_only_target_keeps_the_running_limit_ratio() {
         assert_eq!(after[0].cpu.limit, want_cpu_limit);
         assert_eq!(qos_class(&before), qos_class(&after));
     }
+}
+
+/// A container looping on OOM kills under 32Mi, with the floor at 132Mi committed
+/// (admission gives replacements at least the floor).
+fn looping(name: &str, ready: bool) -> PodView {
+    let mut c = container(32, 32, 250);
+    c.oom_restarted = true;
+    PodView {
+        ready,
+        ..pod(name, c)
+    }
+}
+
+/// The floor's commit: request and floor at 132Mi.
+fn floor_case(pods: Vec<PodView>) -> Case {
+    with(case(UpdateMode::Evict), |c| {
+        c.replicas = Some(pods.len() as u32);
+        c.pods = pods;
+        c.target.oom_floor.insert("app".into(), 132 * MI);
+        let m = &mut c.target.containers.get_mut("app").unwrap().memory;
+        *m = Sizes {
+            request: Some(132 * MI),
+            limit: None,
+        };
+    })
+}
+
+fn oom_evict(pod: &str) -> Decision {
+    Decision::Evict {
+        pod: pod.into(),
+        why: Why::OomLoop {
+            container: "app".into(),
+        },
+    }
+}
+
+/// A replacement admitted after the floor, carrying it, still starting.
+fn replacement_starting() -> PodView {
+    PodView {
+        ready: false,
+        created: COMMITTED + 60,
+        ..pod("web-z", container(132, 132, 250))
+    }
+}
+
+#[rstest]
+#[case::every_replica_looping_is_no_settling(
+    floor_case(vec![looping("web-a", false), looping("web-b", false)]),
+    oom_evict("web-a"))]
+#[case::a_not_ready_looper_before_a_ready_one(
+    floor_case(vec![looping("web-a", true), looping("web-b", false)]),
+    oom_evict("web-b"))]
+#[case::both_running_between_kills_by_name(
+    floor_case(vec![looping("web-b", true), looping("web-a", true)]),
+    oom_evict("web-a"))]
+#[case::a_starting_replacement_still_holds_the_next(
+    floor_case(vec![replacement_starting(), looping("web-b", false)]),
+    Decision::Nothing(Hold::Settling { pod: "web-z".into() }))]
+#[case::once_the_replacement_is_ready_the_next_goes(
+    floor_case(vec![PodView { ready: true, ..replacement_starting() }, looping("web-b", false)]),
+    oom_evict("web-b"))]
+#[case::a_looper_goes_before_drift_on_ready_pods(
+    floor_case(vec![pod("web-a", container(256, 512, 250)), looping("web-b", false), pod("web-c", container(256, 512, 250))]),
+    oom_evict("web-b"))]
+#[case::below_the_floor_with_no_drift_left(
+    with(floor_case(vec![looping("web-a", false), looping("web-b", false)]), |c| {
+        // The committed request is what runs: only the floor says it must change.
+        c.target.containers.get_mut("app").unwrap().memory.request = Some(32 * MI);
+    }),
+    oom_evict("web-a"))]
+#[case::looping_at_the_floor_waits_for_a_higher_one(
+    floor_case(vec![
+        PodView { ready: false, containers: vec![RunningContainer { oom_restarted: true, ..container(132, 132, 250) }], ..pod("web-a", container(0, 0, 0)) },
+        pod("web-b", container(132, 132, 250))]),
+    Decision::Nothing(Hold::UpToDate))]
+#[case::a_looping_single_replica(
+    floor_case(vec![looping("web-a", false)]),
+    oom_evict("web-a"))]
+#[case::a_looper_marked_do_not_disrupt_stays(
+    floor_case(vec![PodView { do_not_disrupt: Some("karpenter.sh/do-not-disrupt"), ..looping("web-a", false) }]),
+    Decision::Nothing(Hold::DoNotDisrupt { pod: "web-a".into(), annotation: "karpenter.sh/do-not-disrupt" }))]
+fn oom_loops(#[case] c: Case, #[case] want: Decision) {
+    assert_eq!(run(&c), want);
+}
+
+/// In place where served: the looping container's memory goes to the floor's commit
+/// without waiting for a replacement (the limit keeps its ratio to the request).
+#[test]
+fn an_oom_loop_is_resized_in_place_where_served() {
+    let mut c = floor_case(vec![looping("web-a", false), looping("web-b", false)]);
+    c.policy.mode = UpdateMode::InPlaceOrEvict;
+    c.api = V1_33;
+    assert_eq!(
+        run(&c),
+        Decision::Resize {
+            pod: "web-a".into(),
+            body: json!({"spec": {"containers": [{"name": "app", "resources": {
+                "requests": {"memory": "132Mi", "cpu": "250m"},
+                "limits": {"memory": "132Mi"}}}]}}),
+            why: Why::OomLoop {
+                container: "app".into()
+            },
+        }
+    );
+}
+
+/// Across workloads: the pass carries out OOM loops first, then Pods below a floor, then
+/// drift, so the cluster-wide rate never makes a loop wait behind a plain update.
+#[rstest]
+#[case::oom_loop(oom_evict("p"), 0)]
+#[case::below_floor(Decision::Evict { pod: "p".into(), why: Why::BelowFloor { container: "app".into() } }, 1)]
+#[case::drift(evict("p"), 2)]
+#[case::failed_resize(Decision::Evict { pod: "p".into(), why: Why::ResizeInfeasible }, 2)]
+#[case::nothing(Decision::Nothing(Hold::UpToDate), u8::MAX)]
+fn urgency_across_workloads(#[case] d: Decision, #[case] want: u8) {
+    assert_eq!(d.urgency(), want);
+}
+
+fn refused(count: u32, ago: i64) -> Refusals {
+    Refusals {
+        count,
+        last: NOW - ago,
+    }
+}
+
+/// Refused evictions back off a workload's next try (30 s, doubling); an OOM loop is tried
+/// every pass; a round starts no sooner than `roundIntervalSeconds` after the last ended.
+#[rstest]
+#[case::refused_just_now_waits(
+    with(case(UpdateMode::Evict), |c| c.refusals = refused(1, 10)),
+    Decision::Nothing(Hold::BackingOff { refusals: 1, seconds: 30 }))]
+#[case::tried_again_after_the_wait(
+    with(case(UpdateMode::Evict), |c| c.refusals = refused(1, 30)),
+    evict("web-a"))]
+#[case::three_in_a_row_wait_longer(
+    with(case(UpdateMode::Evict), |c| c.refusals = refused(3, 100)),
+    Decision::Nothing(Hold::BackingOff { refusals: 3, seconds: 120 }))]
+#[case::an_oom_loop_does_not_back_off(
+    with(floor_case(vec![looping("web-a", false), looping("web-b", false)]), |c| c.refusals = refused(5, 1)),
+    oom_evict("web-a"))]
+#[case::a_resize_does_not_back_off(
+    with(case(UpdateMode::InPlaceOrEvict), |c| { c.api = V1_33; c.refusals = refused(1, 1); }),
+    Decision::Resize {
+        pod: "web-a".into(),
+        body: json!({"spec": {"containers": [{"name": "app", "resources": {
+            "requests": {"memory": "400Mi", "cpu": "250m"}, "limits": {"memory": "800Mi"}}}]}}),
+        why: Why::Drift { container: "app".into(), resource: Resource::Memory },
+    })]
+#[case::no_pause_by_default(
+    with(case(UpdateMode::Evict), |c| c.round_ended_at = Some(NOW - 1)),
+    evict("web-a"))]
+#[case::a_new_round_waits_for_the_interval(
+    with(case(UpdateMode::Evict), |c| { c.policy.round_interval_seconds = 3600; c.round_ended_at = Some(NOW - 600); }),
+    Decision::Nothing(Hold::BetweenRounds))]
+#[case::a_new_round_after_the_interval(
+    with(case(UpdateMode::Evict), |c| { c.policy.round_interval_seconds = 3600; c.round_ended_at = Some(NOW - 3600); }),
+    evict("web-a"))]
+#[case::an_oom_loop_does_not_wait_for_a_round(
+    with(floor_case(vec![looping("web-a", false), looping("web-b", false)]), |c| { c.policy.round_interval_seconds = 3600; c.round_ended_at = Some(NOW - 1); }),
+    oom_evict("web-a"))]
+fn pacing(#[case] c: Case, #[case] want: Decision) {
+    assert_eq!(run(&c), want);
+}
+
+/// The budget read beforehand, for OOM loops: every replica looping leaves the budget
+/// unmet, so no Pod can go until one runs between its kills; then a not-ready looper goes
+/// (the budget is met without it).
+#[rstest]
+#[case::every_replica_down_waits(
+    with(floor_case(vec![looping("web-a", false), looping("web-b", false)]), |c| c.pdbs = vec![budget(0, 0, 1)]),
+    Decision::Nothing(Hold::Budget { name: "web".into() }))]
+#[case::one_running_between_kills_lets_the_other_go(
+    with(floor_case(vec![looping("web-a", true), looping("web-b", false)]), |c| c.pdbs = vec![budget(0, 1, 1)]),
+    oom_evict("web-b"))]
+#[case::always_allow_lets_it_go_at_once(
+    with(floor_case(vec![looping("web-a", false), looping("web-b", false)]), |c| {
+        let mut b = budget(0, 0, 1);
+        b.always_allow_unhealthy = true;
+        c.pdbs = vec![b];
+    }),
+    oom_evict("web-a"))]
+fn oom_loops_and_their_budget(#[case] c: Case, #[case] want: Decision) {
+    assert_eq!(run(&c), want);
 }
