@@ -89,7 +89,7 @@ pub(crate) async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, &'static C
 /// One rightsizer replica's Kubernetes side.
 pub(crate) struct Replica {
     pub(crate) handles: KubeHandles,
-    policies: Arc<PolicyStore>,
+    pub(crate) policies: Arc<PolicyStore>,
     registry: Registry,
 }
 
@@ -187,7 +187,7 @@ pub(crate) fn namespace(plane: &ControlPlane, name: &str, labels: &[(&str, &str)
     plane.kubectl_ok(&["apply", "-f", "-"], Some(&ns.to_string()));
 }
 
-fn policy_cm(name: &str, ns: &str, policy: &str) -> ConfigMap {
+pub(crate) fn policy_cm(name: &str, ns: &str, policy: &str) -> ConfigMap {
     serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -197,7 +197,7 @@ fn policy_cm(name: &str, ns: &str, policy: &str) -> ConfigMap {
     .unwrap()
 }
 
-fn policy_precedence(store: &PolicyStore, name: &str) -> Option<i32> {
+pub(crate) fn policy_precedence(store: &PolicyStore, name: &str) -> Option<i32> {
     store
         .current()
         .iter()
@@ -820,7 +820,7 @@ async fn legacy_committed_annotations_are_imported_once() {
 // The analyzer on Rightsizings, as the webhook's ServiceAccount (impersonated: every
 // request is authorized by the shipped RBAC only), against a real Prometheus.
 
-const H: u64 = 3600;
+pub(crate) const H: u64 = 3600;
 const SHOP: &str = "kw-shop";
 
 /// Four Deployments' usage in `kw-shop`: web, obs and cache carry `tier: gold` (the
@@ -918,7 +918,7 @@ pub(crate) async fn sa_replica(plane: &ControlPlane, identity: &str) -> Replica 
 
 /// An analyzer wired as `serve` wires it in a cluster: policies and facts of `r`, its
 /// Rightsizing store, its leadership.
-fn cluster_analyzer(r: &Replica, prom: &str) -> Analyzer {
+pub(crate) fn cluster_analyzer(r: &Replica, prom: &str) -> Analyzer {
     let mut p = PromConfig::new(prom.to_string());
     p.retries = 0;
     let mut cfg = AnalyzerConfig::new(p);
@@ -935,6 +935,7 @@ fn cluster_analyzer(r: &Replica, prom: &str) -> Analyzer {
     };
     let mut a = Analyzer::new(cfg, Arc::new(lookup), &mut Registry::default()).unwrap();
     a.set_store(r.handles.commit_store());
+    a.set_home_facts(r.handles.facts.clone());
     let leader = r.handles.leader.clone();
     a.set_leader(move || leader.is_leader());
     // As `serve` does: nothing written outside opted-in namespaces.
@@ -1984,8 +1985,8 @@ async fn kube_state_metrics_and_the_pod_watch_give_the_same_recommendations() {
     assert_eq!(oom_holds(&api), oom_holds(&ksm));
     assert_eq!(oom_holds(&auto), oom_holds(&ksm));
     assert_eq!(oom_holds(&ksm).len(), 1, "{:?}", oom_holds(&ksm));
-    // `never` leaves the 8 kube-state-metrics queries out; `auto` asks and finds nothing.
-    assert_eq!(ra.queries + 8, rk.queries, "{ra:?} {rk:?}");
+    // `never` leaves the 9 kube-state-metrics queries out; `auto` asks and finds nothing.
+    assert_eq!(ra.queries + 9, rk.queries, "{ra:?} {rk:?}");
     assert_eq!(rauto.queries, rk.queries);
     assert_eq!(
         (ra.containers, rauto.containers),

@@ -212,6 +212,14 @@ const STATEMENTS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "is keyed to that controller, as `<Kind>.<group>`",
+        &[
+            "webhook/core/src/workload/mod.rs a_replicaset_of_a_controller_serving_scale_is_keyed_to_that_controller",
+            "webhook/src/kube/pods_identity_tests.rs admission_the_pod_watch_and_kube_state_metrics_resolve_every_owner_chain_alike",
+            "tests/cluster/rightsizing_homes.rs pods_of_a_controller_serving_scale_are_keyed_to_it_and_it_owns_their_rightsizing",
+        ],
+    ),
+    (
         "Never touched: `kube-system`, `kube-public`, `kube-node-lease` and the webhook's own namespace;",
         &[
             "tests/review/review.rs admitted_unchanged",

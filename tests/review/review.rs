@@ -268,6 +268,7 @@ impl rightsizer_core::workload::resolve::OwnerFacts for WatchedFacts {
             Some(Some(rightsizer_core::workload::resolve::Owner {
                 kind: kind.into(),
                 name: name.into(),
+                uid: None,
             }))
         };
         match (kind, name) {

@@ -93,6 +93,8 @@ pub fn strict_type(obj: &Value) -> Result<(), String> {
             }
             Ok(())
         }
+        // Never mutated (`kind_of_manifest` gives only table kinds anyway).
+        WorkloadKind::Scaled(_) => Ok(()),
     }
 }
 

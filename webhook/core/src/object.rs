@@ -168,6 +168,7 @@ mod tests {
                     Some(crate::workload::resolve::Owner {
                         kind: "Deployment".into(),
                         name: "api".into(),
+                        uid: None,
                     })
                 })
             }

@@ -64,6 +64,8 @@ pub(super) struct Acc {
     pub(super) oom: Vec<(PodKey, u64)>,
     pub(super) hpa: HashMap<WorkloadKey, Vec<Resource>>,
     pub(super) kn_raw: Vec<(WorkloadKey, QueryKind, f64)>,
+    /// kube-state-metrics' live bare Pods: (namespace, pod, uid).
+    pub(super) bare_pods: Vec<(String, String, String)>,
 }
 
 /// The Knative workload a normalised revision series belongs to.
@@ -82,6 +84,10 @@ impl Acc {
             QueryKind::ReplicaSetOwner => self.owners.add_replicaset_owners(samples),
             QueryKind::JobOwner => self.owners.add_job_owners(samples),
             QueryKind::KnativePodLabels => self.owners.add_knative_pod_labels(samples),
+            QueryKind::BarePods => self.bare_pods.extend(samples.iter().map(|s| {
+                let l = |k| s.label(k).to_string();
+                (l("namespace"), l("pod"), l("uid"))
+            })),
             QueryKind::KnativeConcurrencyP95
             | QueryKind::KnativeTarget
             | QueryKind::KnativeQueueDepthP95 => {

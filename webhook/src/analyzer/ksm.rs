@@ -40,6 +40,20 @@ pub trait WorkloadFacts: Send + Sync {
     fn feed(&self, since: u64, namespace: Option<&str>, sink: &mut dyn FactsSink);
 }
 
+/// The watched state's side of workloads' homes (`kube::facts`): where the live bare
+/// Pods a cycle learned go, the owners of bare-Pod workloads' `Rightsizing`s (the Pod
+/// watch's `feed` fills them itself; a cycle that read kube-state-metrics hands over
+/// `kube_pod_info{created_by_kind="<none>"}`'s rows, so the base install, without Pod
+/// access, gives bare Pods a home too); and the scaled controllers discovery found,
+/// which the cycle's owner index resolves to as admission does.
+pub trait HomeFacts: Send + Sync {
+    /// Replace what is known of `namespace` (every one when `None`) with these live
+    /// bare Pods (namespace, name, uid).
+    fn refresh_bare_pods(&self, namespace: Option<&str>, live: &[(String, String, String)]);
+    /// The scaled controllers (`workload::kind::ScaledKinds`).
+    fn scaled(&self) -> rightsizer_core::workload::kind::ScaledKinds;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FactsError {
     #[error("kube-state-metrics series are absent and the Pod watch has not listed all pods within {0:?}; retrying next cycle")]
@@ -70,6 +84,8 @@ pub fn choose(mode: KsmMode, has_api: bool, ksm_answered: bool) -> FactsSource {
 pub struct Sources {
     mode: KsmMode,
     api: Option<Arc<dyn WorkloadFacts>>,
+    /// See [`HomeFacts`].
+    pub(super) homes: Option<Arc<dyn HomeFacts>>,
     /// The last cycle's source (0 none yet), to log changes once.
     last: AtomicU8,
 }
@@ -86,6 +102,7 @@ impl Sources {
         Sources {
             mode,
             api,
+            homes: None,
             last: AtomicU8::new(0),
         }
     }
@@ -105,6 +122,9 @@ impl Sources {
         now: u64,
         cfg: &QueryConfig,
     ) -> Result<FactsSource, FactsError> {
+        if let Some(homes) = &self.homes {
+            acc.owners.scaled = homes.scaled();
+        }
         let source = choose(self.mode, self.api.is_some(), acc.owners.has_pod_owners());
         if let (FactsSource::KubernetesApi, Some(api)) = (source, &self.api) {
             if !api.ready(READY_TIMEOUT).await {
@@ -124,6 +144,11 @@ impl Sources {
                 );
             }
         }
+        if let (FactsSource::KubeStateMetrics, Some(homes)) = (source, &self.homes) {
+            // Rows without a uid (kube-state-metrics before v2) cannot be owners.
+            acc.bare_pods.retain(|(_, _, uid)| !uid.is_empty());
+            homes.refresh_bare_pods(cfg.namespace.as_deref(), &acc.bare_pods);
+        }
         let code = source as u8 + 1;
         if self.last.swap(code, Ordering::Relaxed) != code {
             tracing::info!(source = ?source, mode = ?self.mode, "analyzer reads owners, requests/limits and OOM kills from {source:?}");
@@ -135,8 +160,55 @@ impl Sources {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rightsizer_core::workload::kind::{ScaledKinds, WorkloadKind};
+    use std::sync::Mutex;
     use FactsSource::*;
     use KsmMode::*;
+
+    /// The watched state's side, recording the bare Pods it is told.
+    struct Homes(ScaledKinds, Mutex<Vec<(String, String, String)>>);
+
+    impl HomeFacts for Homes {
+        fn refresh_bare_pods(&self, _: Option<&str>, live: &[(String, String, String)]) {
+            *self.1.lock().unwrap() = live.to_vec();
+        }
+        fn scaled(&self) -> ScaledKinds {
+            self.0.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kube_state_metrics_cycle_gives_bare_pods_their_owners_and_resolves_scaled_controllers(
+    ) {
+        let rollout = WorkloadKind::scaled("argoproj.io", "v1alpha1", "Rollout", "rollouts");
+        let homes = Arc::new(Homes(
+            ScaledKinds(rollout.into_iter().collect()),
+            Mutex::default(),
+        ));
+        let sources = Sources {
+            homes: Some(homes.clone()),
+            ..Sources::default()
+        };
+        let mut acc = Acc::default();
+        acc.owners
+            .pod_owner("a", "roll-7d9f8-x2k4p", "ReplicaSet", "roll-7d9f8");
+        acc.owners
+            .replicaset_owner("a", "roll-7d9f8", "Rollout", "roll");
+        acc.owners.pod_owner("a", "debug", "<none>", "<none>");
+        let row = |pod: &str, uid: &str| ("a".to_string(), pod.to_string(), uid.to_string());
+        // kube-state-metrics before v2 has no uid: such a row cannot be an owner.
+        acc.bare_pods = vec![row("debug", "u1"), row("old", "")];
+        let source = sources
+            .complete(&mut acc, 0, &QueryConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(source, KubeStateMetrics);
+        assert_eq!(*homes.1.lock().unwrap(), vec![row("debug", "u1")]);
+        assert_eq!(
+            acc.owners.workload("a", "roll-7d9f8-x2k4p").to_string(),
+            "a/Rollout.argoproj.io/roll"
+        );
+    }
 
     #[test]
     fn the_api_stands_in_only_when_there_is_one_and_the_series_are_not_read_or_absent() {

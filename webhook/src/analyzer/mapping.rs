@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use rightsizer_core::analysis::queries::{QueryKind, KN_CFG, KN_NS, KN_REV, KN_SVC};
-use rightsizer_core::workload::kind::LINKS;
+use rightsizer_core::workload::kind::{ScaledKinds, WorkloadKind, LINKS};
 use rightsizer_core::workload::names::revision_deployment;
 use rightsizer_core::workload::resolve::{resolve_pod, Owner, OwnerFacts, OwnerRef, PodRef};
 use rightsizer_core::workload::WorkloadKey;
@@ -28,6 +28,8 @@ pub struct OwnerIndex {
     controllers: HashMap<(&'static str, NsName), Option<Owner>>,
     /// A pod's `serving.knative.dev/{service,configuration}` labels.
     knative_pod: HashMap<NsName, (String, String)>,
+    /// The scaled controllers discovery found (`ksm::HomeFacts::scaled`).
+    pub scaled: ScaledKinds,
 }
 
 /// A row's (kind, name) as a controller: `<none>` is none.
@@ -35,6 +37,7 @@ fn owner_of(kind: &str, name: &str) -> Option<Owner> {
     (kind != NO_OWNER && !kind.is_empty()).then(|| Owner {
         kind: kind.to_string(),
         name: name.to_string(),
+        uid: None,
     })
 }
 
@@ -203,6 +206,10 @@ impl OwnerFacts for OwnerIndex {
         self.controllers
             .get(&(child, (namespace.to_string(), name.to_string())))
             .cloned()
+    }
+
+    fn scaled(&self, api_kind: &str) -> Option<WorkloadKind> {
+        self.scaled.by_kind(api_kind)
     }
 }
 

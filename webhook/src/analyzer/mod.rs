@@ -194,7 +194,15 @@ impl Analyzer {
     /// Where owners, requests/limits, OOM kills and HPA targets come from when
     /// kube-state-metrics is absent (`mode`); see [`ksm`].
     pub fn set_facts_source(&mut self, mode: ksm::KsmMode, api: Arc<dyn ksm::WorkloadFacts>) {
+        let homes = self.sources.homes.take();
         self.sources = ksm::Sources::new(mode, Some(api));
+        self.sources.homes = homes;
+    }
+
+    /// Tell `homes` the live bare Pods each cycle that reads kube-state-metrics finds,
+    /// and resolve Pods to the scaled controllers it knows.
+    pub fn set_home_facts(&mut self, homes: Arc<dyn ksm::HomeFacts>) {
+        self.sources.homes = Some(homes);
     }
 
     /// Keep committed state in `store` (the cluster's Rightsizings) instead.
@@ -457,6 +465,8 @@ impl Analyzer {
             oom,
             hpa,
             kn_raw,
+            // Handed over in `ksm::Sources::complete`.
+            bare_pods: _,
         } = acc;
         let containers = fold_containers(&owners, &pods, &current, &oom);
         let workloads = WorkloadFigures {

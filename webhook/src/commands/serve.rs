@@ -277,6 +277,7 @@ async fn build_admission(args: &Args, registry: &mut Registry) -> anyhow::Result
         let long_window = cfg.queries.long_window_secs;
         let mut analyzer = Analyzer::new(cfg, lookup, registry)?;
         if let Some(k) = &kube {
+            analyzer.set_home_facts(k.facts.clone());
             if args.kube_state_metrics != KsmMode::Always {
                 analyzer.set_facts_source(args.kube_state_metrics, k.pods.clone());
                 if let Some(c) = &kube_client {

@@ -1,8 +1,9 @@
 //! The bare Pods that can own their workload's `Rightsizing` (`Home::PodFacts`): for
 //! each bare-Pod workload (keyed as the analyzer keys it, `names::bare_pod_name`), the
-//! name and uid of one live Pod of it. Filled from the Pod watch each time it feeds
-//! the analyzer; the base install (no Pod access) never fills it, so there the state of
-//! bare Pods stays in the leader's memory.
+//! name and uid of one live Pod of it. Filled by whichever source an analyzer cycle
+//! reads: the Pod watch each time it feeds the analyzer, or kube-state-metrics'
+//! `kube_pod_info{created_by_kind="<none>"}` rows (`analyzer::ksm::HomeFacts`), so
+//! the base install, which may not read Pods, knows them too.
 
 use std::collections::HashMap;
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use kube::discovery::ApiResource;
 use kube::Client;
 
-use rightsizer_core::workload::kind::{KindInfo, WorkloadKind};
+use rightsizer_core::workload::kind::{KindInfo, ScaledKinds, WorkloadKind};
 
 use crate::kube::error::KubeError;
 
@@ -92,6 +92,70 @@ pub(crate) fn api_resource(i: &KindInfo, api_version: &str) -> ApiResource {
 /// `apps/v1` → (`apps`, `v1`), `v1` → (core, `v1`).
 fn group_version(api_version: &str) -> (&str, &str) {
     api_version.split_once('/').unwrap_or(("", api_version))
+}
+
+/// The controllers outside the kind table that serve the `/scale` subresource (an Argo
+/// Rollout's `rollouts/scale`), at each API group's preferred version: the resolver
+/// keys Pods of their ReplicaSets to them. Owner rows name a kind without its group
+/// (kube-state-metrics' `owner_kind`), so a kind another group serves too is left out:
+/// its Pods stay with their ReplicaSet, as everywhere else. Discovery needs no RBAC
+/// (every authenticated user may read it). The core group is left out: its one scaled
+/// kind, ReplicationController, controls Pods, not ReplicaSets. Read at start: a CRD
+/// installed later is found at the next restart.
+pub async fn scaled(client: &Client) -> Result<ScaledKinds, KubeError> {
+    let groups = client
+        .list_api_groups()
+        .await
+        .map_err(KubeError::api("discovering API groups".to_string()))?;
+    // (group, version, kind, plural, serves /scale) of every namespaced resource.
+    let mut served = Vec::new();
+    for g in groups.groups {
+        let Some(gv) = g.preferred_version else {
+            continue;
+        };
+        let list = match client.list_api_group_resources(&gv.group_version).await {
+            Ok(l) => l,
+            // A group whose aggregated API is down: its kinds are not known this time.
+            Err(e) => {
+                tracing::warn!(group = %gv.group_version, error = %e, "discovery failed; its scaled controllers are not known");
+                continue;
+            }
+        };
+        for r in list
+            .resources
+            .iter()
+            .filter(|r| r.namespaced && !r.name.contains('/'))
+        {
+            let scale = format!("{}/scale", r.name);
+            let serves_scale = list.resources.iter().any(|s| s.name == scale);
+            served.push((
+                g.name.clone(),
+                gv.version.clone(),
+                r.kind.clone(),
+                r.name.clone(),
+                serves_scale,
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for (group, version, kind, plural, serves_scale) in &served {
+        let groups = served.iter().filter(|s| &s.2 == kind).count();
+        if !serves_scale {
+            continue;
+        }
+        if groups > 1 {
+            tracing::info!(kind = %kind, group = %group, "serves /scale, but another group serves a {kind} too: its Pods stay with their ReplicaSet");
+            continue;
+        }
+        if let Some(k) = WorkloadKind::scaled(group, version, kind, plural) {
+            out.push(k);
+        }
+    }
+    if !out.is_empty() {
+        let names: Vec<&str> = out.iter().map(|k| k.as_str()).collect();
+        tracing::info!(kinds = %names.join(", "), "scaled controllers: their ReplicaSets' Pods are keyed to them");
+    }
+    Ok(ScaledKinds(out))
 }
 
 /// HorizontalPodAutoscalers with resource metrics: autoscaling/v2 (1.23+) or v2beta2.

@@ -21,7 +21,7 @@ use rightsizer_core::workload::WorkloadKey;
 use crate::kube::bare_pods::BarePods;
 use crate::kube::committed::ContainerCommits;
 use crate::kube::mirror::Mirror;
-use rightsizer_core::workload::kind::OwnerTable;
+use rightsizer_core::workload::kind::{OwnerTable, ScaledKinds};
 
 mod index;
 pub use index::{FactIndex, NamespaceSources};
@@ -89,7 +89,9 @@ pub struct KubeFacts {
     pub(crate) hpas: Arc<Mirror<NsName, HpaTarget>>,
     pub(crate) workloads: HashMap<WorkloadKind, Arc<Mirror<NsName, WorkloadMeta>>>,
     /// Live bare Pods, the owners of bare-Pod workloads' Rightsizings.
-    pub(crate) bare_pods: BarePods,
+    pub(crate) bare_pods: Arc<BarePods>,
+    /// The scaled controllers discovery found (`discovery::scaled`).
+    pub(crate) scaled: ScaledKinds,
     /// What admission reads, indexed when the mirrors change rather than per review.
     pub(crate) index: FactIndex,
 }
@@ -108,6 +110,17 @@ impl KubeFacts {
         for m in self.workloads.values() {
             m.synced().await;
         }
+    }
+
+    /// The uid of a scaled controller, from its ReplicaSets' controller references.
+    pub fn scaled_uid(&self, key: &WorkloadKey) -> Option<String> {
+        let api_kind = key.kind.info().api_kind;
+        self.replica_sets.read().iter().find_map(|((ns, _), o)| {
+            let o = o.as_ref()?;
+            (ns == &key.namespace && o.kind == api_kind && o.name == key.name)
+                .then(|| o.uid.clone())
+                .flatten()
+        })
     }
 
     /// Resources the HPAs targeting this workload scale on.
@@ -199,6 +212,24 @@ impl OwnerFacts for KubeFacts {
         }
         .controller(namespace, kind, name)
     }
+
+    fn scaled(&self, api_kind: &str) -> Option<WorkloadKind> {
+        self.scaled.by_kind(api_kind)
+    }
+}
+
+/// What an analyzer cycle tells the watched state, and asks of it.
+impl crate::analyzer::ksm::HomeFacts for KubeFacts {
+    fn refresh_bare_pods(&self, namespace: Option<&str>, live: &[(String, String, String)]) {
+        let live = live
+            .iter()
+            .map(|(ns, pod, uid)| (ns.as_str(), pod.as_str(), uid.as_str()));
+        self.bare_pods.refresh(namespace, live);
+    }
+
+    fn scaled(&self) -> ScaledKinds {
+        self.scaled.clone()
+    }
 }
 
 impl ClusterFacts for KubeFacts {
@@ -259,6 +290,15 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<Owner> {
     controller(refs).map(|o| Owner {
         kind: o.kind.to_string(),
         name: o.name.to_string(),
+        // Kept only for a controller outside the table (a scaled one owns its
+        // workload's Rightsizing, and may not be read): the others' come from their watch.
+        uid: meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true))
+            .filter(|r| WorkloadKind::from_kind(Some(&r.api_version), &r.kind).is_none())
+            .map(|r| r.uid.clone()),
     })
 }
 

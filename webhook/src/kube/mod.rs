@@ -176,6 +176,11 @@ pub async fn start_with(
 ) -> Result<KubeHandles, KubeError> {
     let workloads = discovery::workloads(&client).await?;
     let hpas = discovery::hpas(&client).await?;
+    // Optional: without it, Pods of scaled controllers stay with their ReplicaSets.
+    let scaled = discovery::scaled(&client).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "discovering scaled controllers failed; their Pods are keyed to their ReplicaSets");
+        Default::default()
+    });
     let versions = workloads
         .values()
         .map(|r| format!("{}={}", r.plural, r.api_version));
@@ -201,7 +206,7 @@ pub async fn start_with(
         board: WatchBoard::new(registry),
         tasks: Vec::new(),
     };
-    let facts = watchers::spawn(&mut w, &workloads, &hpas);
+    let facts = watchers::spawn(&mut w, &workloads, &hpas, scaled);
     policies::watch(
         &mut w,
         own_namespace.to_string(),

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use rightsizer_core::quantity::Resource;
 use rightsizer_core::rules::Sizes;
-use rightsizer_core::workload::kind::WorkloadKind;
-use rightsizer_core::workload::resolve::Owner;
+use rightsizer_core::workload::kind::{ScaledKinds, WorkloadKind};
+use rightsizer_core::workload::resolve::{Owner, OwnerFacts};
 use rightsizer_core::workload::WorkloadKey;
 
 use super::{derive, feed_owners, Names};
@@ -53,6 +53,7 @@ fn admission_the_pod_watch_and_kube_state_metrics_resolve_every_owner_chain_alik
         Some(Owner {
             kind: kind.into(),
             name: name.into(),
+            uid: None,
         })
     };
     // (case, Pod metadata at admission, its name once created, what the ReplicaSet and
@@ -81,11 +82,18 @@ fn admission_the_pod_watch_and_kube_state_metrics_resolve_every_owner_chain_alik
             "ReplicaSet/rs-7d9f8",
         ),
         (
-            "ReplicaSet of an Argo Rollout",
+            "ReplicaSet of a Rollout, where discovery finds no rollouts/scale",
             json!({"generateName": "roll-7d9f8-", "labels": {"pod-template-hash": "7d9f8"}, "ownerReferences": rs("roll-7d9f8")}),
             "roll-7d9f8-x2k4p",
             vec![("ReplicaSet", "roll-7d9f8", to("Rollout", "roll"))],
             "ReplicaSet/roll-7d9f8",
+        ),
+        (
+            "ReplicaSet of an Argo Rollout (discovery: rollouts/scale)",
+            json!({"generateName": "roll-7d9f8-", "labels": {"pod-template-hash": "7d9f8"}, "ownerReferences": rs("roll-7d9f8")}),
+            "roll-7d9f8-x2k4p",
+            vec![("ReplicaSet", "roll-7d9f8", to("Rollout", "roll"))],
+            "Rollout.argoproj.io/roll",
         ),
         (
             "CronJob, Job known",
@@ -155,7 +163,15 @@ fn admission_the_pod_watch_and_kube_state_metrics_resolve_every_owner_chain_alik
             "Pod/x",
         ),
     ];
+    let rollout = WorkloadKind::scaled("argoproj.io", "v1alpha1", "Rollout", "rollouts");
     for (case, meta, created, rows, want) in cases {
+        // What discovery found: Rollouts serving /scale in the one case that says so.
+        let scaled = ScaledKinds(
+            rollout
+                .filter(|_| case.contains("rollouts/scale)"))
+                .into_iter()
+                .collect(),
+        );
         let want = format!("shop/{want}");
         let mirror = |kind: &str| -> HashMap<NsName, Option<Owner>> {
             rows.iter()
@@ -171,12 +187,14 @@ fn admission_the_pod_watch_and_kube_state_metrics_resolve_every_owner_chain_alik
         // Admission: the Pod as the apiserver sends it (no name yet when generated).
         let obj = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta,
             "spec": {"containers": [{"name": "c", "image": "i"}]}});
-        let admission = View::with_owners(WorkloadKind::Pod, "shop", &obj, &mirrors).unwrap();
+        let facts = Watched(&mirrors, &scaled);
+        let admission = View::with_owners(WorkloadKind::Pod, "shop", &obj, &facts).unwrap();
         assert_eq!(admission.identity.to_string(), want, "admission: {case}");
         // The Pod watch: the created Pod cut down, owner rows fed from the same mirrors.
         let pod = pod(created, meta.clone());
         let (_, facts) = derive(&pod, &Names::default()).unwrap();
         let mut api = OwnerIndex::default();
+        api.scaled = scaled.clone();
         feed_owners(
             &mut HashMap::new(),
             ("shop", created),
@@ -193,6 +211,7 @@ fn admission_the_pod_watch_and_kube_state_metrics_resolve_every_owner_chain_alik
         // kube-state-metrics: the controller row, a row for every ReplicaSet and Job it
         // lists, the Knative pod labels.
         let mut ksm = OwnerIndex::default();
+        ksm.scaled = scaled.clone();
         let c = meta["ownerReferences"].get(0);
         let s = |k: &str| {
             c.and_then(|c| c[k].as_str())
@@ -220,5 +239,17 @@ fn admission_the_pod_watch_and_kube_state_metrics_resolve_every_owner_chain_alik
             want,
             "kube-state-metrics: {case}"
         );
+    }
+}
+
+/// Admission's facts: the watchers' mirrors and what discovery found (`KubeFacts`).
+struct Watched<'a>(&'a OwnerMirrors<'a>, &'a ScaledKinds);
+
+impl OwnerFacts for Watched<'_> {
+    fn controller(&self, ns: &str, kind: &str, name: &str) -> Option<Option<Owner>> {
+        self.0.controller(ns, kind, name)
+    }
+    fn scaled(&self, api_kind: &str) -> Option<WorkloadKind> {
+        self.1.by_kind(api_kind)
     }
 }

@@ -18,7 +18,7 @@ use rightsizer_core::analysis::container_state::{ContainerState, HistoryEntry, O
 use rightsizer_core::quantity::Resource;
 use rightsizer_core::recommendation::Committed;
 use rightsizer_core::rules::Sizes;
-use rightsizer_core::workload::kind::WorkloadKind;
+use rightsizer_core::workload::kind::{group_of, WorkloadKind};
 use rightsizer_core::workload::WorkloadKey;
 
 pub const GROUP: &str = "rightsizer.io";
@@ -424,9 +424,14 @@ pub fn container_state(c: &ContainerStatus) -> ContainerState {
 pub fn workload_key(namespace: &str, spec: &RightsizingSpec) -> Option<WorkloadKey> {
     let w = &spec.workload;
     let api_version = Some(w.api_version.as_str()).filter(|v| !v.is_empty());
+    let kind = match api_version {
+        // A scaled controller's (registered by discovery) as well as the table's.
+        Some(v) => WorkloadKind::from_api_or_scaled(group_of(v), &w.kind),
+        None => WorkloadKind::from_kind(None, &w.kind),
+    };
     Some(WorkloadKey {
         namespace: namespace.to_string(),
-        kind: WorkloadKind::from_kind(api_version, &w.kind)?,
+        kind: kind?,
         name: w.name.clone(),
     })
 }

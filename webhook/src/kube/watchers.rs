@@ -154,7 +154,12 @@ fn owner_of<K>(o: &PartialObjectMeta<K>) -> Option<(NsName, Option<Owner>)> {
 }
 
 /// The fact watchers (every `KubeFacts` mirror).
-pub(crate) fn spawn(w: &mut Watches, apis: &WorkloadApis, hpas: &ApiResource) -> Arc<KubeFacts> {
+pub(crate) fn spawn(
+    w: &mut Watches,
+    apis: &WorkloadApis,
+    hpas: &ApiResource,
+    scaled: rightsizer_core::workload::kind::ScaledKinds,
+) -> Arc<KubeFacts> {
     let workloads: HashMap<_, _> = apis
         .keys()
         .map(|&kind| (kind, w.new_mirror(workload_resource(kind))))
@@ -170,6 +175,7 @@ pub(crate) fn spawn(w: &mut Watches, apis: &WorkloadApis, hpas: &ApiResource) ->
         hpas: w.new_mirror("horizontalpodautoscalers"),
         workloads,
         bare_pods: Default::default(),
+        scaled,
         index: Default::default(),
     };
     let cfg = watcher::Config::default;

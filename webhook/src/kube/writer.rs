@@ -37,7 +37,7 @@ impl KubeWriter {
     /// the version discovery found; a Pod at the table's).
     fn api_resource(&self, kind: WorkloadKind) -> Result<ApiResource, KubeError> {
         match kind.home() {
-            Some(Home::PodFacts) => Ok(discovery::api_resource(
+            Some(Home::PodFacts | Home::ControllerRef) => Ok(discovery::api_resource(
                 kind.info(),
                 &kind.info().api_version(),
             )),
@@ -59,6 +59,7 @@ impl KubeWriter {
                 Some((name, uid)) => (name, Some(uid)),
                 None => (key.name.clone(), None),
             },
+            Some(Home::ControllerRef) => (key.name.clone(), self.facts.scaled_uid(key)),
             _ => (
                 key.name.clone(),
                 self.facts.workload(key).and_then(|w| w.uid),

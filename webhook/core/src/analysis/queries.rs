@@ -31,6 +31,9 @@ pub enum QueryKind {
     JobOwner,
     /// Pods carrying Knative serving labels (when kube-state-metrics exports them).
     KnativePodLabels,
+    /// Live bare Pods (no controller) with their uid: the owners of bare-Pod workloads'
+    /// `Rightsizing`s where no Pod watch runs.
+    BarePods,
     Requests,
     Limits,
     /// Memory limit of containers whose last termination was an OOM kill.
@@ -54,6 +57,7 @@ impl QueryKind {
                 | QueryKind::ReplicaSetOwner
                 | QueryKind::JobOwner
                 | QueryKind::KnativePodLabels
+                | QueryKind::BarePods
                 | QueryKind::Requests
                 | QueryKind::Limits
                 | QueryKind::OomLimit
@@ -334,6 +338,16 @@ impl<'a> Builder<'a> {
             format!(
                 "max by (namespace,pod,label_serving_knative_dev_service,label_serving_knative_dev_configuration) (max_over_time({}[{lr}]))",
                 self.sel("kube_pod_labels", r#"label_serving_knative_dev_configuration!="""#)
+            ),
+        ));
+        // Live now (instant, 5m lookback), not over the window: the uid becomes an owner
+        // reference, and one to a deleted Pod would have the garbage collector remove
+        // the Rightsizing at once.
+        out.push((
+            QueryKind::BarePods,
+            format!(
+                "max by (namespace,pod,uid) ({})",
+                self.sel("kube_pod_info", r#"created_by_kind="<none>",uid!="""#)
             ),
         ));
         // Current values: what the newest pods run with (instant, 5m lookback).

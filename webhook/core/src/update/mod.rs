@@ -60,7 +60,8 @@ pub fn eviction_version(served: &[&str]) -> Option<&'static str> {
 
 /// Whether a workload's controller replaces an evicted Pod. Bare Pods (and Pods of
 /// controllers rightsizer does not know, which resolve to themselves) and Jobs are
-/// never evicted: nothing would bring them back, or a run would be lost.
+/// never evicted: nothing would bring them back, or a run would be lost. Nor are Pods
+/// of scaled controllers (Argo Rollouts), whose rollout state rightsizer does not read.
 pub fn recreates(kind: WorkloadKind) -> bool {
     match kind {
         WorkloadKind::Deployment
@@ -70,6 +71,10 @@ pub fn recreates(kind: WorkloadKind) -> bool {
         | WorkloadKind::KnativeService
         | WorkloadKind::KnativeConfiguration => true,
         WorkloadKind::Pod | WorkloadKind::Job | WorkloadKind::CronJob => false,
+        // Its ReplicaSet would bring a Pod back, but the controller may be mid-rollout
+        // (canary steps, a paused analysis) in ways rightsizer cannot read: its Pods
+        // take committed values when it next creates them.
+        WorkloadKind::Scaled(_) => false,
     }
 }
 

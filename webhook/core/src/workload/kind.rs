@@ -7,16 +7,20 @@
 //! something reads this file; elsewhere a kind is only compared with `Pod` (whether
 //! the object is a Pod itself rather than a template).
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::names;
 
-/// The kinds a workload identity can have. Serialized (keys, policies, JSON) as the
-/// variant name, which is [`KindInfo::label`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// The kinds a workload identity can have. Serialized (keys, policies, JSON) as
+/// [`KindInfo::label`]: the variant name, or `<Kind>.<group>` for [`WorkloadKind::Scaled`].
+/// Compared, hashed and ordered by table position, then label.
+#[derive(Debug, Clone, Copy)]
 pub enum WorkloadKind {
     Pod,
     Deployment,
@@ -29,6 +33,10 @@ pub enum WorkloadKind {
     KnativeService,
     /// serving.knative.dev/v1 Configuration
     KnativeConfiguration,
+    /// A controller outside the table whose ReplicaSets run its Pods and which serves
+    /// the `/scale` subresource (an Argo Rollout): found by API discovery, never by name
+    /// ([`WorkloadKind::scaled`]), so its history survives the per-revision ReplicaSets.
+    Scaled(&'static KindInfo),
 }
 
 /// One row of [`KINDS`].
@@ -97,6 +105,31 @@ pub const KINDS: [KindInfo; 9] = [
     row(K::KnativeService,       "KnativeService",       "serving.knative.dev", "Service",       &["v1"],                "services",       TEMPLATE,   false),
     row(K::KnativeConfiguration, "KnativeConfiguration", "serving.knative.dev", "Configuration", &["v1"],                "configurations", TEMPLATE,   false),
 ];
+
+/// The scaled controllers discovery registered ([`WorkloadKind::scaled`]): a handful per
+/// cluster, kept for the process's life (each row is leaked once, so kinds stay `Copy`).
+static SCALED: RwLock<Vec<&'static KindInfo>> = RwLock::new(Vec::new());
+
+fn scaled_rows() -> std::sync::RwLockReadGuard<'static, Vec<&'static KindInfo>> {
+    SCALED.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The scaled controllers a cluster serves (discovery's answer), as the resolver's fact:
+/// the controller of a ReplicaSet named by API kind alone (kube-state-metrics rows, the
+/// watchers' owner mirrors) is one of these when exactly one has that kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScaledKinds(pub Vec<WorkloadKind>);
+
+impl ScaledKinds {
+    /// The scaled controller of API kind `api_kind` (`None` when none or ambiguous).
+    pub fn by_kind(&self, api_kind: &str) -> Option<WorkloadKind> {
+        let mut found = self.0.iter().filter(|k| k.info().api_kind == api_kind);
+        match (found.next(), found.next()) {
+            (Some(k), None) => Some(*k),
+            _ => None,
+        }
+    }
+}
 
 /// One link of the owner chains controllers build: an object of API kind `child` is
 /// controlled by one of API kind `parent`, which is the workload `workload` (or, for a
@@ -220,6 +253,9 @@ pub enum Home {
     WatchedWhenServed,
     /// the analyzer's pod facts (`kube_pod_info{uid}`, or the Pod watch): a bare Pod.
     PodFacts,
+    /// the controller reference of its ReplicaSets (the watchers' ReplicaSet mirror): a
+    /// scaled controller, which rightsizer neither watches nor may read.
+    ControllerRef,
 }
 
 /// Checks that an object decodes as its kind's strict type (the message when not).
@@ -246,6 +282,8 @@ impl WorkloadKind {
             | K::CronJob
             | K::KnativeService
             | K::KnativeConfiguration => &["CREATE", "UPDATE"],
+            // Its template is not ours to size: its Pods are, at creation.
+            K::Scaled(_) => &[],
         }
     }
 
@@ -256,7 +294,9 @@ impl WorkloadKind {
             K::Deployment | K::StatefulSet | K::ReplicaSet => PodCount::Replicas("/spec/replicas"),
             K::Job => PodCount::Replicas("/spec/parallelism"),
             K::CronJob => PodCount::Replicas("/spec/jobTemplate/spec/parallelism"),
-            K::DaemonSet | K::KnativeService | K::KnativeConfiguration => PodCount::Unknown,
+            K::DaemonSet | K::KnativeService | K::KnativeConfiguration | K::Scaled(_) => {
+                PodCount::Unknown
+            }
         }
     }
 
@@ -271,7 +311,8 @@ impl WorkloadKind {
             | K::DaemonSet
             | K::CronJob
             | K::KnativeService
-            | K::KnativeConfiguration => None,
+            | K::KnativeConfiguration
+            | K::Scaled(_) => None,
         }
     }
 
@@ -283,6 +324,7 @@ impl WorkloadKind {
             K::Deployment | K::StatefulSet | K::DaemonSet | K::CronJob => Some(Home::Watched),
             K::KnativeService | K::KnativeConfiguration => Some(Home::WatchedWhenServed),
             K::Pod => Some(Home::PodFacts),
+            K::Scaled(_) => Some(Home::ControllerRef),
             K::ReplicaSet | K::Job => None,
         }
     }
@@ -305,7 +347,7 @@ impl WorkloadKind {
             unnamed_container: None,
         };
         Some(match self {
-            K::Pod => return None,
+            K::Pod | K::Scaled(_) => return None,
             K::Deployment => made(
                 (K::ReplicaSet, "{name}-{hash}"),
                 Generate("{name}-{hash}-"),
@@ -361,6 +403,8 @@ impl WorkloadKind {
             K::Job => strict::<batch::Job>,
             K::CronJob => strict::<batch::CronJob>,
             K::KnativeService | K::KnativeConfiguration => strict::<knative_shape::Tpl>,
+            // Never admitted (no operations): nothing to check.
+            K::Scaled(_) => |_| Ok(()),
         }
     }
 }
@@ -407,9 +451,71 @@ pub fn group_of(api_version: &str) -> &str {
 }
 
 impl WorkloadKind {
-    /// This kind's row of [`KINDS`].
+    /// This kind's row of [`KINDS`] (a scaled controller's: its discovered row).
     pub fn info(self) -> &'static KindInfo {
-        &KINDS[self as usize]
+        match self {
+            K::Scaled(i) => i,
+            k => &KINDS[k.rank().0],
+        }
+    }
+
+    /// The scaled controller of API `group`/`version` kind `api_kind` (plural
+    /// `plural`), registered once: discovery calls this for each resource serving
+    /// `<plural>/scale` whose kind is not in [`KINDS`]. `None` for a table kind.
+    pub fn scaled(group: &str, version: &str, api_kind: &str, plural: &str) -> Option<Self> {
+        if Self::from_api(group, api_kind).is_some() {
+            return None;
+        }
+        if let Some(k) = Self::registered(group, api_kind) {
+            return Some(k);
+        }
+        let mut rows = SCALED.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = rows
+            .iter()
+            .find(|i| i.group == group && i.api_kind == api_kind)
+        {
+            return Some(K::Scaled(i));
+        }
+        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+        let versions: &'static [&'static str] = Box::leak(Box::new([leak(version.into())]));
+        let info: &'static KindInfo = Box::leak(Box::new(KindInfo {
+            // Not read for a scaled row (`info` answers from the variant); any value.
+            kind: K::Pod,
+            label: leak(format!("{api_kind}.{group}")),
+            group: leak(group.into()),
+            api_kind: leak(api_kind.into()),
+            versions,
+            plural: leak(plural.into()),
+            pod_spec: TEMPLATE.0,
+            pod_meta: TEMPLATE.1,
+            controls_pods: false,
+        }));
+        rows.push(info);
+        Some(K::Scaled(info))
+    }
+
+    fn registered(group: &str, api_kind: &str) -> Option<Self> {
+        scaled_rows()
+            .iter()
+            .find(|i| i.group == group && i.api_kind == api_kind)
+            .map(|i| K::Scaled(i))
+    }
+
+    /// Position in the table (scaled controllers after it, by label), for comparisons.
+    fn rank(self) -> (usize, &'static str) {
+        let i = match self {
+            K::Pod => 0,
+            K::Deployment => 1,
+            K::StatefulSet => 2,
+            K::DaemonSet => 3,
+            K::ReplicaSet => 4,
+            K::Job => 5,
+            K::CronJob => 6,
+            K::KnativeService => 7,
+            K::KnativeConfiguration => 8,
+            K::Scaled(i) => return (KINDS.len(), i.label),
+        };
+        (i, "")
     }
 
     /// The user-facing name ([`KindInfo::label`]).
@@ -417,9 +523,24 @@ impl WorkloadKind {
         self.info().label
     }
 
-    /// From the user-facing name (`KnativeService`, not `Service`).
+    /// From the user-facing name (`KnativeService`, not `Service`; a registered scaled
+    /// controller's `Rollout.argoproj.io`).
     pub fn parse(s: &str) -> Option<Self> {
-        KINDS.iter().find(|i| i.label == s).map(|i| i.kind)
+        KINDS
+            .iter()
+            .find(|i| i.label == s)
+            .map(|i| i.kind)
+            .or_else(|| {
+                scaled_rows()
+                    .iter()
+                    .find(|i| i.label == s)
+                    .map(|i| K::Scaled(i))
+            })
+    }
+
+    /// From an API group and kind: a table kind or a registered scaled controller.
+    pub fn from_api_or_scaled(group: &str, kind: &str) -> Option<Self> {
+        Self::from_api(group, kind).or_else(|| Self::registered(group, kind))
     }
 
     /// From an API group and kind.
@@ -467,7 +588,7 @@ impl WorkloadKind {
         match self.home()? {
             Home::Watched => Some(false),
             Home::WatchedWhenServed => Some(true),
-            Home::PodFacts => None,
+            Home::PodFacts | Home::ControllerRef => None,
         }
     }
 }
@@ -489,6 +610,56 @@ impl KindInfo {
     /// Whether the served version must be discovered (the table lists several).
     pub fn discovered(&self) -> bool {
         self.versions.len() > 1
+    }
+}
+
+impl PartialEq for WorkloadKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.rank() == other.rank()
+    }
+}
+
+impl Eq for WorkloadKind {}
+
+impl Hash for WorkloadKind {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.rank().hash(state);
+    }
+}
+
+impl PartialOrd for WorkloadKind {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for WorkloadKind {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
+impl Serialize for WorkloadKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for WorkloadKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        // The table's labels, read from it at compile time.
+        const LABELS: [&str; KINDS.len()] = {
+            let mut out = [""; KINDS.len()];
+            let mut i = 0;
+            while i < KINDS.len() {
+                out[i] = KINDS[i].label;
+                i += 1;
+            }
+            out
+        };
+        // As a derived enum says it (a scaled controller's label is accepted too).
+        Self::parse(&s).ok_or_else(|| serde::de::Error::unknown_variant(&s, &LABELS))
     }
 }
 

@@ -6,7 +6,8 @@ use serde_json::json;
 #[test]
 fn the_table_is_in_enum_order_and_its_names_are_the_serialized_ones() {
     for (i, info) in KINDS.iter().enumerate() {
-        assert_eq!(info.kind as usize, i, "{info:?}");
+        assert_eq!(info.kind.rank().0, i, "{info:?}");
+        assert_eq!(info.label, info.kind.as_str());
         let json = serde_json::to_string(&info.kind).unwrap();
         assert_eq!(json, format!("\"{}\"", info.label));
         assert_eq!(WorkloadKind::parse(info.label), Some(info.kind));

@@ -32,11 +32,16 @@ mod tests {
 
     use serde_json::{json, Value};
 
+    use super::kind::{ScaledKinds, WorkloadKind};
     use super::resolve::{resolve_owner, resolve_pod, Owner, OwnerFacts, OwnerRef, PodRef};
 
-    /// Owner facts as a map: (API kind, name) → controller (`None`: known, none).
+    /// Owner facts as a map: (API kind, name) → controller (`None`: known, none), and
+    /// the scaled controllers discovery found.
     #[derive(Default)]
-    struct Facts(HashMap<(&'static str, &'static str), Option<(&'static str, &'static str)>>);
+    struct Facts(
+        HashMap<(&'static str, &'static str), Option<(&'static str, &'static str)>>,
+        ScaledKinds,
+    );
 
     impl OwnerFacts for Facts {
         fn controller(&self, _ns: &str, kind: &str, name: &str) -> Option<Option<Owner>> {
@@ -44,7 +49,12 @@ mod tests {
             Some(row.1.map(|(kind, name)| Owner {
                 kind: kind.into(),
                 name: name.into(),
+                uid: None,
             }))
+        }
+
+        fn scaled(&self, api_kind: &str) -> Option<WorkloadKind> {
+            self.1.by_kind(api_kind)
         }
     }
 
@@ -54,7 +64,7 @@ mod tests {
     );
 
     fn facts(rows: &[Row]) -> Facts {
-        Facts(rows.iter().copied().collect())
+        Facts(rows.iter().copied().collect(), ScaledKinds::default())
     }
 
     fn owned(api_version: &str, kind: &str, name: &str) -> Value {
@@ -62,6 +72,7 @@ mod tests {
     }
 
     const RS_WEB: Row = (("ReplicaSet", "web-7d9f8"), Some(("Deployment", "web")));
+    const ROLLOUT_RS: Row = (("ReplicaSet", "roll-7d9f8"), Some(("Rollout", "roll")));
     const JOB_NIGHTLY: Row = (("Job", "nightly-29400000"), Some(("CronJob", "nightly")));
 
     /// Every owner chain: (case, Pod metadata at admission, the Pod's name once created,
@@ -108,10 +119,10 @@ mod tests {
                 "ReplicaSet/cache",
             ),
             (
-                "ReplicaSet of another controller (Argo Rollout)",
+                "ReplicaSet of another controller that does not serve /scale",
                 json!({"generateName": "roll-7d9f8-", "ownerReferences": owned("apps/v1", "ReplicaSet", "roll-7d9f8")}),
                 "roll-7d9f8-x2k4p",
-                vec![(("ReplicaSet", "roll-7d9f8"), Some(("Rollout", "roll")))],
+                vec![ROLLOUT_RS],
                 "ReplicaSet/roll-7d9f8",
             ),
             (
@@ -201,28 +212,88 @@ mod tests {
         ]
     }
 
+    /// Admission (the Pod's metadata) and the analyzer (the created name, the controller
+    /// without apiVersion as kube-state-metrics gives it, Knative labels, no
+    /// pod-template-hash) land on `want`.
+    fn resolves_alike(case: &str, meta: &Value, created: &str, facts: &Facts, want: &str) {
+        let admission = resolve_pod(&PodRef::from_meta("shop", meta), facts);
+        assert_eq!(admission.key.to_string(), format!("shop/{want}"), "{case}");
+        assert_eq!(admission.controlled, !want.starts_with("Pod/"), "{case}");
+        let from = PodRef::from_meta("shop", meta);
+        let analyzer = PodRef {
+            name: created,
+            generate_name: "",
+            template_hash: None,
+            controller: from.controller.map(|c| OwnerRef {
+                api_version: None,
+                ..c
+            }),
+            ..from
+        };
+        assert_eq!(resolve_pod(&analyzer, facts), admission, "{case}");
+    }
+
     #[test]
     fn every_owner_chain_resolves_the_same_from_admission_and_from_metric_rows() {
         for (case, meta, created, rows, want) in chains() {
-            let facts = facts(&rows);
-            let admission = resolve_pod(&PodRef::from_meta("shop", &meta), &facts);
-            assert_eq!(admission.key.to_string(), format!("shop/{want}"), "{case}");
-            assert_eq!(admission.controlled, !want.starts_with("Pod/"), "{case}");
-            // The analyzer's view: the created name, the controller without apiVersion
-            // (kube-state-metrics), Knative labels, no pod-template-hash.
-            let from = PodRef::from_meta("shop", &meta);
-            let analyzer = PodRef {
-                name: created,
-                generate_name: "",
-                template_hash: None,
-                controller: from.controller.map(|c| OwnerRef {
-                    api_version: None,
-                    ..c
-                }),
-                ..from
-            };
-            assert_eq!(resolve_pod(&analyzer, &facts), admission, "{case}");
+            resolves_alike(case, &meta, created, &facts(&rows), want);
         }
+    }
+
+    #[test]
+    fn a_replicaset_of_a_controller_serving_scale_is_keyed_to_that_controller() {
+        let rollout = WorkloadKind::scaled("argoproj.io", "v1alpha1", "Rollout", "rollouts");
+        let other = WorkloadKind::scaled("example.com", "v1", "Rollout", "rollouts");
+        let runner = WorkloadKind::scaled("example.com", "v1", "Runner", "runners");
+        let meta = json!({"generateName": "roll-7d9f8-", "ownerReferences": owned("apps/v1", "ReplicaSet", "roll-7d9f8")});
+        // (case, the scaled controllers discovery found, owner facts, workload)
+        let table = [
+            (
+                "discovery: rollouts/scale",
+                vec![rollout],
+                vec![ROLLOUT_RS],
+                "Rollout.argoproj.io/roll",
+            ),
+            (
+                "discovery: only another kind scales",
+                vec![runner],
+                vec![ROLLOUT_RS],
+                "ReplicaSet/roll-7d9f8",
+            ),
+            (
+                "discovery: nothing scales",
+                vec![],
+                vec![ROLLOUT_RS],
+                "ReplicaSet/roll-7d9f8",
+            ),
+            // Rows name the kind without its group: two groups' Rollouts are ambiguous.
+            (
+                "two groups serve a Rollout",
+                vec![rollout, other],
+                vec![ROLLOUT_RS],
+                "ReplicaSet/roll-7d9f8",
+            ),
+        ];
+        for (case, scaled, rows, want) in table {
+            let facts = Facts(
+                rows.into_iter().collect(),
+                ScaledKinds(scaled.into_iter().flatten().collect()),
+            );
+            resolves_alike(case, &meta, "roll-7d9f8-x2k4p", &facts, want);
+        }
+        // A kind of the table is never a scaled controller: it has its own row.
+        assert_eq!(
+            WorkloadKind::scaled("apps", "v1", "Deployment", "deployments"),
+            None
+        );
+        // One registration per group and kind; the label parses back to it.
+        let again = WorkloadKind::scaled("argoproj.io", "v1alpha1", "Rollout", "rollouts");
+        assert_eq!(again, rollout);
+        assert_eq!(WorkloadKind::parse("Rollout.argoproj.io"), rollout);
+        assert_ne!(rollout, other);
+        let json = serde_json::to_string(&rollout).unwrap();
+        assert_eq!(json, r#""Rollout.argoproj.io""#);
+        assert_eq!(serde_json::from_str::<WorkloadKind>(&json).ok(), rollout);
     }
 
     #[test]

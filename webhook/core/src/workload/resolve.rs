@@ -9,11 +9,14 @@ use super::kind::{WorkloadKind, LINKS};
 use super::names;
 use super::WorkloadKey;
 
-/// An object's controller as a fact source records it (API kind and name).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An object's controller as a fact source records it (API kind and name, and its uid
+/// where the source has it: the watchers' mirrors, for a scaled controller's
+/// `Rightsizing` owner reference).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Owner {
     pub kind: String,
     pub name: String,
+    pub uid: Option<String>,
 }
 
 /// One owner reference, borrowed. `api_version` is `None` where the source does not
@@ -38,6 +41,12 @@ pub trait OwnerFacts {
     /// The controller of API kind `kind` named `name`: `None` when not known,
     /// `Some(None)` when known to have none.
     fn controller(&self, namespace: &str, kind: &str, name: &str) -> Option<Option<Owner>>;
+
+    /// The scaled controller (served with `/scale`, found by discovery) of API kind
+    /// `api_kind`, when the cluster has exactly one ([`super::kind::ScaledKinds`]).
+    fn scaled(&self, _api_kind: &str) -> Option<WorkloadKind> {
+        None
+    }
 }
 
 /// Nothing known: names alone decide.
@@ -166,7 +175,9 @@ pub fn knative_workload(
 /// The top-level workload of a pod controller (`None` when `owner` is not a kind that
 /// runs pods). Each step up the chain uses the facts when they know the object, and
 /// the controllers' naming when they do not; a known object with no controller, or
-/// with an unusual one (a ReplicaSet of an Argo Rollout), is the workload itself.
+/// with one outside the table, is the workload itself, unless that controller serves
+/// `/scale` (the facts say so, from discovery: an Argo Rollout), which is then the
+/// workload, whatever revision's ReplicaSet runs the Pod.
 pub fn resolve_owner(
     namespace: &str,
     owner: OwnerRef<'_>,
@@ -190,6 +201,9 @@ pub fn resolve_owner(
         };
         let Some((kind, name)) = parent else { break };
         let Some(link) = LINKS.iter().find(|l| l.child == cur.0 && l.parent == kind) else {
+            if let Some(scaled) = facts.scaled(&kind) {
+                top = (scaled, name);
+            }
             break;
         };
         if let Some(w) = link.workload {
