@@ -24,3 +24,4 @@ mod quota_e2e;
 mod report_nodes;
 mod rightsizing_homes;
 mod rightsizing_writes;
+mod soak;
