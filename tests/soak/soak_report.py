@@ -3,7 +3,7 @@ memory and descriptors over time (printed, and as JSON)."""
 
 POD_LIMIT = 3 + 1  # the shipped webhook timeoutSeconds (3) plus one second
 AROUND = 15  # seconds after a fault's end still counted as "around" it
-WARMUP = 60  # seconds of a replica's life left out of the memory figures
+WARMUP = 30  # seconds of a replica's life left out of the memory figures
 RSS_GROWTH = 0.10
 FD_SLACK = 16
 
@@ -84,42 +84,37 @@ def evaluate(o):
         elif "recovery_s" in f and f["recovery_s"] is None:
             v.append("no recovery after %s" % f["kind"])
 
-    # 5. Memory and descriptors, from replicas past their first minute.
+    # 5. Memory and descriptors over the second half: the replicas' high-water mark of
+    #    the first half against their peak in the run's last fifth (replicas past their
+    #    first 30 s; a killed replica's successor counts as the same Pod slot). A high-water
+    #    mark, not a point: glibc keeps the peak a large review reached for reuse
+    #    (BENCHMARKS.md, "Under attack"), so a hostile burst steps RSS up once; growth past
+    #    that step over time is what a leak looks like.
     mid = t0 + (end - t0) / 2
     rows = [r for r in o["usage"] if r[4] >= WARMUP]
-    first = [r for r in rows if r[0] < mid]
-    second = [r for r in rows if r[0] >= mid]
-    mem = {}
-    if first and second:
-        rss1, rss2 = max(r[2] for r in first), max(r[2] for r in second)
-        fd1, fd2 = max(r[3] for r in first), max(r[3] for r in second)
-        mem = {"rss_peak_first_half_mib": round(rss1, 1), "rss_peak_second_half_mib":
-               round(rss2, 1), "rss_growth": round(rss2 / rss1 - 1, 3),
-               "fds_peak_first_half": fd1, "fds_peak_second_half": fd2}
+    early = [r for r in rows if r[0] < mid]
+    late = [r for r in rows if r[0] >= end - (end - mid) / 5]
+    mem = {"not_measured": "no replica sample past its first 30 s in the first half and "
+           "the last fifth"}
+    if early and late:
+        rss1, rss2 = max(r[2] for r in early), max(r[2] for r in late)
+        fd1, fd2 = max(r[3] for r in early), max(r[3] for r in late)
+        mem = {"rss_first_half_high_mib": round(rss1, 1), "rss_end_mib": round(rss2, 1),
+               "rss_growth": round(rss2 / rss1 - 1, 3), "fds_first_half_high": fd1,
+               "fds_end": fd2, "rss_peak_mib": round(max(r[2] for r in rows), 1),
+               "fds_peak": max(r[3] for r in rows)}
         if rss2 > rss1 * (1 + RSS_GROWTH):
             v.append("RSS grew %.0f%% over the second half (%.1f -> %.1f MiB)"
                      % (100 * (rss2 / rss1 - 1), rss1, rss2))
         if fd2 > fd1 + FD_SLACK:
-            v.append("open descriptors grew: %d -> %d" % (fd1, fd2))
-    # Within each replica's life: its second half against its first.
-    for name in sorted({r[1] for r in rows}):
-        mine = [r for r in rows if r[1] == name]
-        # Only lives long enough to tell warm-up from growth: half the run or more.
-        if len(mine) < 12 or mine[-1][0] - mine[0][0] < (end - t0) / 2:
-            continue
-        half = len(mine) // 2
-        a, b = max(r[2] for r in mine[:half]), max(r[2] for r in mine[half:])
-        if b > a * (1 + RSS_GROWTH):
-            v.append("%s: RSS grew %.0f%% over its second half (%.1f -> %.1f MiB)"
-                     % (name, 100 * (b / a - 1), a, b))
-    if not mem:
-        mem = {"not_measured": "no replica sample past its first minute in both halves"}
+            v.append("open descriptors grew over the second half: %d -> %d" % (fd1, fd2))
 
     # 6. No panic in any log.
     v += ["panic: " + p for p in o["panics"]]
 
     table = fault_table(o, faults)
-    return v, {"faults": table, "memory": mem, "over_time": over_time(o),
+    return v, {"usage": [[round(r[0] - t0), r[1], round(r[2], 1), r[3]] for r in o["usage"]],
+               "faults": table, "memory": mem, "over_time": over_time(o),
                "steady": review_stats([s for s in o["reviews"]
                                        if not inside(s[0], windows(faults, faults_kinds(faults)))]),
                "all_reviews": review_stats(o["reviews"]),
@@ -145,13 +140,16 @@ def fault_table(o, faults):
         wins = windows(mine, (kind,))
         revs = review_stats([s for s in o["reviews"] if inside(s[0], wins)])
         pods = [p for p in o["pods"] if inside(p[0], wins)]
-        blocked = sum(1 for _, dt, st, _ in pods if st != 201 or dt > POD_LIMIT)
+        api = windows(faults, ("apiserver_restart",))
+        bad = [p for p in pods if p[2] != 201 or p[1] > POD_LIMIT]
+        blocked = sum(1 for p in bad if not inside(p[0], api))
         gaps = [f["lease_gap_s"] for f in mine if f.get("lease_gap_s") is not None]
         recs = [f["recovery_s"] for f in mine if f.get("recovery_s") is not None]
         rows.append({"fault": kind, "count": len(mine), "reviews": revs["reviews"],
                      "p50_ms": revs["p50_ms"], "p99_ms": revs["p99_ms"],
                      "max_ms": revs["max_ms"], "review_errors": revs["errors"] + revs["503"],
                      "pods": len(pods), "pods_blocked": blocked,
+                     "pods_api_away": len(bad) - blocked,
                      "pod_max_ms": ms(max((p[1] for p in pods), default=None)),
                      "lease_gap_s": max(gaps) if gaps else None,
                      "recovery_max_s": max(recs) if recs else None})
@@ -176,7 +174,7 @@ def fmt(v, width):
 
 def print_report(rep, violations):
     cols = [("fault", 18), ("count", 5), ("reviews", 7), ("p50_ms", 7), ("p99_ms", 7),
-            ("max_ms", 8), ("review_errors", 13), ("pods", 5), ("pods_blocked", 12),
+            ("max_ms", 8), ("review_errors", 13), ("pods", 5), ("pods_blocked", 12), ("pods_api_away", 13),
             ("pod_max_ms", 10), ("lease_gap_s", 11), ("recovery_max_s", 14)]
     lines = ["".join(n.rjust(w + 1) for n, w in cols)]
     steady = dict(rep["steady"], fault="(between faults)", count="-",
@@ -198,3 +196,22 @@ def print_report(rep, violations):
     print(text, flush=True)
     return text
 
+
+
+def markdown(rep):
+    """The per-fault table and memory over time as Markdown, for BENCHMARKS.md."""
+    cols = ["fault", "count", "reviews", "p50_ms", "p99_ms", "max_ms", "review_errors", "pods",
+            "pods_blocked", "pods_api_away", "pod_max_ms", "lease_gap_s", "recovery_max_s"]
+    steady = dict(rep["steady"], fault="(between faults)", count="-",
+                  review_errors=rep["steady"]["errors"] + rep["steady"]["503"])
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in [steady] + rep["faults"]:
+        out.append("| " + " | ".join("-" if row.get(c) is None else str(row.get(c))
+                                     for c in cols) + " |")
+    out += ["", "| minute | " + " | ".join(str(r["minute"]) for r in rep["over_time"]) + " |",
+            "|---|" + "---:|" * len(rep["over_time"]),
+            "| RSS MiB (peak of the replicas) | " + " | ".join(
+                str(r["rss_mib"]) for r in rep["over_time"]) + " |",
+            "| open descriptors (peak) | " + " | ".join(
+                str(r["fds"]) for r in rep["over_time"]) + " |"]
+    return "\n".join(out)
