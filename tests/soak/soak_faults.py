@@ -77,12 +77,13 @@ class Faults:
         return t, rec
 
     def leader_kill(self):
-        """SIGKILL of the Lease holder: another replica must hold it within the Lease's
-        duration plus one retry period (2 s) from the kill."""
+        """SIGKILL of the Lease holder: another identity must hold it within the Lease's
+        duration plus one retry period (2 s) from the kill (soak_report.py)."""
         leader = self.w.lease.holder
         r = self.replica_by_name(leader) or self.w.replicas[0]
+        killed = r.name  # its successor is a new identity (a new Pod), which may take over
         t, rec = self.kill_and_restart(r)
-        taken = wait_until(lambda: self.w.lease.taken_after(t, r.name), 60)
+        taken = wait_until(lambda: self.w.lease.taken_after(t, killed), 60)
         rec["lease_gap_s"] = taken and round(taken - t, 2)
         rec["lease_duration_s"] = self.w.lease.duration
         return t, rec
