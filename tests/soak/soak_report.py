@@ -193,6 +193,8 @@ def print_report(rep, violations):
     lines.append("all reviews: %s" % rep["all_reviews"])
     lines.append("committed values watched: %d, moved by decisions: %d; policy rewrites: %s"
                  % (rep["committed"], rep["committed_moves"], rep["policy"]))
+    lines.append("webhook calls the apiserver failed open: %s; leader changes: %s"
+                 % (rep.get("fail_open_calls"), rep.get("leader_changes")))
     lines.append("violations: %d" % len(violations))
     lines += ["  " + x for x in violations[:50]]
     text = "\n".join(lines)

@@ -154,3 +154,12 @@ def panics(paths):
         except OSError:
             pass
     return found
+
+
+def fail_open_calls(apiserver_log):
+    """Webhook calls the apiserver gave up on (failurePolicy Ignore: admitted unchanged)."""
+    try:
+        with open(apiserver_log, errors="replace") as f:
+            return sum(1 for line in f if "failed calling webhook" in line)
+    except OSError:
+        return None
