@@ -10,7 +10,6 @@ import os
 import random
 import socket
 import ssl
-import subprocess
 import threading
 import time
 
@@ -286,7 +285,3 @@ def wait_for_pods(kube, ns, timeout=120):
             return True
         time.sleep(1)
     return False
-
-
-def run_quiet(*cmd):
-    return subprocess.run(cmd, capture_output=True).returncode == 0
