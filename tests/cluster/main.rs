@@ -26,4 +26,5 @@ mod quota_e2e;
 mod report_nodes;
 mod rightsizing_homes;
 mod rightsizing_writes;
+mod soak;
 mod upgrade_e2e;

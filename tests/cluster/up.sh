@@ -15,6 +15,8 @@
 #      RIGHTSIZER_CLUSTER_NODE=1  ready the plane for a node (tests/cluster/node.sh): the
 #        apiserver also listens on the machine's address and advertises it (pods reach it
 #        through the `kubernetes` Service), and reaches kubelets by InternalIP.
+#      SIGUSR1 restarts kube-apiserver (same flags and port, log appended): the soak's
+#        "apiserver restarted" fault (tests/soak/run); readiness is the caller's to wait for.
 #      RIGHTSIZER_CLUSTER_WEBHOOK_CLIENT=1  the apiserver presents a client certificate to
 #        every webhook (an AdmissionConfiguration whose kubeconfig has user `*`), signed by
 #        WORKDIR/pki/webhook-client-ca.crt (for `serve --client-ca`).
@@ -197,6 +199,7 @@ etcd --name rightsizer-test --data-dir "$DIR/etcd" \
 pids+=($!)
 
 # --- kube-apiserver -----------------------------------------------------------------------
+start_apiserver() {
 "$BIN/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
   "${api_net[@]}" --secure-port "$API_PORT" --insecure-port 0 \
@@ -208,9 +211,24 @@ pids+=($!)
   --service-cluster-ip-range 10.0.0.0/24 \
   --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,Priority,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota,PodTolerationRestriction \
   ${admission_args[@]+"${admission_args[@]}"} \
-  --profiling=false --v 1 >"$DIR/apiserver.log" 2>&1 &
-pids+=($!)
+  --profiling=false --v 1 >>"$DIR/apiserver.log" 2>&1 &
 api_pid=$!
+}
+start_apiserver
+pids+=($api_pid)
+api_index=$((${#pids[@]} - 1))
+
+restart_apiserver() {
+  log "restarting kube-apiserver (SIGUSR1)"
+  kill -TERM "$api_pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$api_pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$api_pid" 2>/dev/null || true
+  wait "$api_pid" 2>/dev/null || true
+  start_apiserver
+  pids[api_index]=$api_pid
+}
+restart_requested=0
+trap 'restart_requested=1' USR1
 
 deadline=$((SECONDS + TIMEOUT))
 until kc get --raw /readyz >/dev/null 2>&1; do
@@ -247,6 +265,10 @@ names=(etcd kube-apiserver kube-controller-manager)
 logs=(etcd.log apiserver.log controller-manager.log)
 parent=${RIGHTSIZER_CLUSTER_PARENT_PID:-}
 while :; do
+  if [ "$restart_requested" = 1 ]; then
+    restart_requested=0
+    restart_apiserver
+  fi
   for i in "${!pids[@]}"; do
     kill -0 "${pids[i]}" 2>/dev/null || die_with_log "${names[i]} exited" "$DIR/${logs[i]}"
   done
