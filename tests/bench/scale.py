@@ -28,7 +28,8 @@ import urllib.request
 
 STEP = 120             # the container series' resolution (a usual scrape interval of cAdvisor)
 HISTORY = 3.5 * 3600   # past the default evidence gate: 100 samples over 3 hours
-AHEAD = 40 * 60        # series run on past the start, so "now" finds them for the whole run
+AHEAD = 2 * 3600       # series run on past the start, so "now" finds them for the whole run
+                       # (and a --keep-series backfill serves runs for the next 1 h 50)
 KSM_STEP = 240
 KSM_BACK = 30 * 60     # the kube-state-metrics series are read at "now" only
 LIMIT_MIB = 256        # deploy/base/deployment.yaml
