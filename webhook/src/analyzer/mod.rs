@@ -112,7 +112,10 @@ impl AnalyzerConfig {
             interval: Duration::from_secs(300),
             cache_capacity: DEFAULT_CAPACITY,
             stale_ttl_secs: 6 * 3600,
-            max_series_per_query: 50_000,
+            // At 50k a scope's instant queries outlasted the 30 s timeout at 100k
+            // containers (BENCHMARKS.md "One replica at 100k containers"); smaller scopes
+            // also hold smaller answers in flight.
+            max_series_per_query: 10_000,
             max_points_per_query: rightsizer_core::analysis::parts::MAX_POINTS,
             concurrency: 4,
             state_file: None,
