@@ -113,11 +113,15 @@ mod tests {
             .collect()
     }
 
+    type Want = Vec<(Option<Vec<&'static str>>, u64)>;
+    type ScopeRow = (Vec<(&'static str, f64)>, usize, Want);
+    type ChunkRow = (u64, u64, u64, u64, Vec<(u64, u64)>);
+    type CursorRow = (Option<i64>, Vec<Option<u64>>, Option<i64>);
+
     #[test]
     fn scopes_stay_under_the_bound() {
         // (namespaces and their containers, bound) → scopes
-        type Want = Vec<(Option<Vec<&'static str>>, u64)>;
-        let table: Vec<(Vec<(&str, f64)>, usize, Want)> = vec![
+        let table: Vec<ScopeRow> = vec![
             (vec![("a", 3.0), ("b", 2.0)], 5, vec![(None, 5)]),
             (vec![], 5, vec![(None, 0)]),
             (
@@ -146,7 +150,7 @@ mod tests {
     #[test]
     fn chunks_cover_the_range_once_in_order_within_both_bounds() {
         // (first, last, series, max points) → chunks
-        let table: Vec<(u64, u64, u64, u64, Vec<(u64, u64)>)> = vec![
+        let table: Vec<ChunkRow> = vec![
             (300, 300, 1, 1000, vec![(300, 300)]),
             (600, 300, 1, 1000, vec![]),
             // 4 points per query at 2 series: 2 steps.
@@ -176,7 +180,7 @@ mod tests {
     #[test]
     fn the_cursor_moves_only_as_far_as_every_scope_read() {
         // (previous cursor, per scope fed through) → cursor
-        let table: Vec<(Option<i64>, Vec<Option<u64>>, Option<i64>)> = vec![
+        let table: Vec<CursorRow> = vec![
             (None, vec![Some(900), Some(900)], Some(900)),
             (Some(300), vec![Some(900), Some(600)], Some(600)),
             // A scope whose first chunk failed: the cursor stays.
