@@ -105,7 +105,7 @@ def limit_mib(root):
     """The shipped memory limit (deploy/base/deployment.yaml), MiB."""
     with open(os.path.join(root, "deploy", "base", "deployment.yaml")) as fh:
         text = fh.read()
-    m = re.search(r"limits:\s*\n(?:\s+cpu:.*\n)?\s+memory:\s*(\d+)(Mi|Gi)", text)
+    m = re.search(r"limits:\s*\n(?:\s+(?:cpu:|#).*\n)*\s+memory:\s*(\d+)(Mi|Gi)", text)
     return int(m.group(1)) * (1024 if m.group(2) == "Gi" else 1)
 
 
