@@ -13,6 +13,7 @@ mod scenario;
 mod support_https;
 
 mod analyzer;
+mod failing_parts;
 mod loadmodel_prom;
 mod one_number;
 mod prom_client;

@@ -78,6 +78,14 @@ fn knative_key(s: &PromSample) -> Option<WorkloadKey> {
 }
 
 impl Acc {
+    /// Leave out what was read of the namespaces `gone` says (a scope that failed in
+    /// part): nothing of them is decided this cycle.
+    pub(super) fn forget(&mut self, gone: impl Fn(&str) -> bool) {
+        self.pods.retain(|k, _| !gone(&k.0));
+        self.current.retain(|k, _| !gone(&k.0));
+        self.oom.retain(|(k, _)| !gone(&k.0));
+    }
+
     pub(super) fn absorb(&mut self, kind: QueryKind, samples: &[PromSample]) {
         match kind {
             QueryKind::PodOwner => self.owners.add_pod_owners(samples),

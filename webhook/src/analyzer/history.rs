@@ -122,8 +122,9 @@ pub fn new_range(after: i64, end: u64, width: u32) -> Option<(u64, u64)> {
     (first <= last).then_some((first, last))
 }
 
-/// Run the three range queries for evaluation times `first..=last` into `answers`.
-/// Returns the number of series read.
+/// Run the three range queries for evaluation times `first..=last` into `answers`,
+/// each answer absorbed as it arrives (so at most the three answers in flight are held
+/// decoded). Returns the number of series read; the first failure fails the part.
 pub async fn read_intervals(
     client: &PromClient,
     builder: &Builder<'_>,
@@ -132,17 +133,18 @@ pub async fn read_intervals(
     width: u32,
     answers: &mut IntervalAnswers,
 ) -> Result<u64, PromError> {
+    use futures::stream::{FuturesUnordered, StreamExt};
     let qs = builder.memory_intervals(width);
     let step = u64::from(width);
-    let (a, b, c) = futures::try_join!(
-        client.query_range(&qs[0].1, first, last, step),
-        client.query_range(&qs[1].1, first, last, step),
-        client.query_range(&qs[2].1, first, last, step),
-    )?;
+    let mut running: FuturesUnordered<_> = qs
+        .iter()
+        .map(|(kind, q)| async move { (*kind, client.query_range(q, first, last, step).await) })
+        .collect();
     let mut series = 0u64;
-    for ((kind, _), ans) in qs.iter().zip([a, b, c]) {
+    while let Some((kind, ans)) = running.next().await {
+        let ans = ans?;
         series += ans.len() as u64;
-        answers.absorb(*kind, ans);
+        answers.absorb(kind, ans);
     }
     Ok(series)
 }
@@ -227,6 +229,17 @@ impl Tracks {
         now: i64,
         running: Option<MemorySizes>,
     ) -> Option<MemorySizes> {
+        self.feed(key, spec, intervals);
+        let t = self.tracks.get_mut(key)?;
+        if let Some(d) = t.strategy.recommend(now, t.own.or(running)) {
+            t.own = Some(d);
+        }
+        t.own
+    }
+
+    /// Feed `key`'s strategy (`spec`; a new state when the policy switched strategy)
+    /// with the intervals it has not seen (`intervals` in time order).
+    pub fn feed(&mut self, key: &ContainerKey, spec: &'static Spec, intervals: &[Interval]) {
         if self.tracks.peek(key).is_none_or(|t| t.name != spec.name) {
             self.tracks.put(
                 key.clone(),
@@ -238,19 +251,18 @@ impl Tracks {
                 },
             );
         }
-        let t = self.tracks.get_mut(key)?;
+        let Some(t) = self.tracks.get_mut(key) else {
+            return;
+        };
         for iv in intervals {
-            // Never feed an interval twice (overlapping reads, restarts of the cursor).
+            // Never feed an interval twice (overlapping reads, a cursor held back by a
+            // failed part, restarts of the cursor).
             if iv.start >= t.fed_until {
                 t.strategy.observe(iv);
                 t.fed_until = iv.end();
                 self.fed += 1;
             }
         }
-        if let Some(d) = t.strategy.recommend(now, t.own.or(running)) {
-            t.own = Some(d);
-        }
-        t.own
     }
 }
 

@@ -23,6 +23,8 @@ pub struct AnalyzerMetrics {
     pub intervals_fed: Counter,
     /// Values committed (and persisted) by this replica.
     pub commits: Counter,
+    /// Parts (namespace scopes, range chunks) that failed in the last completed cycle.
+    pub failed_parts: Gauge,
 }
 
 impl AnalyzerMetrics {
@@ -39,6 +41,7 @@ impl AnalyzerMetrics {
             range_queries: Counter::default(),
             intervals_fed: Counter::default(),
             commits: Counter::default(),
+            failed_parts: Gauge::default(),
         };
         r.register(
             "rightsizer_analyzer_cycle_duration_seconds",
@@ -95,6 +98,11 @@ impl AnalyzerMetrics {
             "rightsizer_analyzer_commits",
             "Values committed and persisted by this replica (the leader)",
             m.commits.clone(),
+        );
+        r.register(
+            "rightsizer_analyzer_failed_parts",
+            "Parts (namespace scopes, range chunks) that failed in the last completed analyzer cycle; their workloads were served stale",
+            m.failed_parts.clone(),
         );
         m
     }

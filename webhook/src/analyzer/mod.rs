@@ -1,8 +1,9 @@
-//! The background analyzer: reads usage from Prometheus with a fixed number of
-//! server-side aggregated queries per cycle, turns it into per-container
-//! recommendations with the policy's `Rules`, and keeps them in the cache the
-//! admission path reads. Admission never waits on it: when Prometheus is down, slow
-//! or answers garbage, the last good entries stay, marked stale.
+//! The background analyzer: reads usage from Prometheus with server-side aggregated
+//! queries, a fixed number per namespace scope (and per time chunk of new history),
+//! in parts (`reads`), turns it into per-container recommendations with the policy's
+//! `Rules`, and keeps them in the cache the admission path reads. Admission never
+//! waits on it: when Prometheus is down, slow or answers garbage, the last good
+//! entries stay, marked stale; when a part fails, only its workloads do.
 
 pub mod cache;
 mod execute;
@@ -13,22 +14,22 @@ pub mod mapping;
 pub(crate) mod metrics;
 pub mod policies;
 pub mod prom;
+mod reads;
 pub mod state;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::stream::{self, StreamExt};
 use prometheus_client::registry::Registry;
 
 use rightsizer_core::analysis::{compute, decide, knative, queries};
 use rightsizer_core::quantity::Resource;
 use rightsizer_core::recommendation::{Committed, ContainerKey};
 use rightsizer_core::rules::Sizes;
-use rightsizer_core::strategy::{self, Interval, MemorySizes};
+use rightsizer_core::strategy::{self, MemorySizes};
 use rightsizer_core::workload::WorkloadKey;
 
 use crate::lock::LockExt;
@@ -40,7 +41,7 @@ use gather::{max_into, max_u64_into, Acc, KnFigures, PodData, PodKey};
 use mapping::OwnerIndex;
 use metrics::AnalyzerMetrics;
 use policies::PolicyLookup;
-use prom::{PromClient, PromConfig, PromError, PromSample};
+use prom::{PromClient, PromConfig, PromError};
 use queries::{QueryConfig, QueryKind};
 use rightsizer_core::strategy::SEED;
 use state::{CommitStore, FileStore, State, StateError};
@@ -91,6 +92,9 @@ pub struct AnalyzerConfig {
     pub stale_ttl_secs: u64,
     /// Above this many live containers, queries are split by namespace.
     pub max_series_per_query: usize,
+    /// The most points (series × 5-minute steps) one range query asks for
+    /// (`rightsizer_core::analysis::parts::MAX_POINTS`).
+    pub max_points_per_query: u64,
     /// Queries in flight at once.
     pub concurrency: usize,
     /// Where committed values and OOM holds are kept across restarts without a
@@ -108,7 +112,11 @@ impl AnalyzerConfig {
             interval: Duration::from_secs(300),
             cache_capacity: DEFAULT_CAPACITY,
             stale_ttl_secs: 6 * 3600,
-            max_series_per_query: 50_000,
+            // At 50k a scope's instant queries outlasted the 30 s timeout at 100k
+            // containers (BENCHMARKS.md "One replica at 100k containers"); smaller scopes
+            // also hold smaller answers in flight.
+            max_series_per_query: 10_000,
+            max_points_per_query: rightsizer_core::analysis::parts::MAX_POINTS,
             concurrency: 4,
             state_file: None,
             enforcement: false,
@@ -123,7 +131,19 @@ pub struct CycleReport {
     pub series_read: u64,
     pub containers: usize,
     pub scopes: usize,
+    /// Parts (namespace scopes, range chunks) that failed; the cycle went on without them.
+    pub failed_parts: u64,
+    /// Cache entries this cycle did not refresh (served stale until the TTL).
+    pub stale: usize,
     pub duration: Duration,
+}
+
+/// What a cycle read, before it is timed.
+struct Read {
+    series_read: u64,
+    containers: usize,
+    scopes: usize,
+    failed_parts: u64,
 }
 
 type Progress = Box<dyn Fn(usize, usize) + Send + Sync>;
@@ -236,6 +256,8 @@ impl Analyzer {
                     queries = r.queries,
                     series = r.series_read,
                     containers = r.containers,
+                    failed_parts = r.failed_parts,
+                    stale = r.stale,
                     seconds = r.duration.as_secs_f64(),
                     "analyzer cycle done"
                 ),
@@ -250,76 +272,6 @@ impl Analyzer {
         }
     }
 
-    /// Run `list` with bounded concurrency, handing each answer to `sink` as it arrives
-    /// (so only the answers in flight are held in memory). Returns series read.
-    async fn run_queries(
-        &self,
-        list: Vec<(QueryKind, String)>,
-        now: u64,
-        queries: &mut u64,
-        sink: &mut (dyn FnMut(QueryKind, Vec<PromSample>) + Send),
-    ) -> Result<u64, PromError> {
-        let total = list.len();
-        let mut done = 0usize;
-        let mut series = 0u64;
-        let mut st = stream::iter(list.into_iter().map(|(k, q)| {
-            let c = self.client.clone();
-            async move { (k, c.query(&q, now).await) }
-        }))
-        .buffer_unordered(self.cfg.concurrency.max(1));
-        let mut first_err = None;
-        while let Some((k, r)) = st.next().await {
-            done += 1;
-            *queries += 1;
-            self.metrics.queries.inc();
-            if let Some(p) = &self.progress {
-                p(done, total);
-            }
-            match r {
-                Ok(v) if first_err.is_none() => {
-                    series += v.len() as u64;
-                    sink(k, v);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    self.metrics.errors.inc();
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(series),
-        }
-    }
-
-    /// Namespaces grouped so that each group stays under the series bound.
-    fn scopes(&self, sizes: &[PromSample]) -> Vec<Option<Vec<String>>> {
-        let total: f64 = sizes.iter().map(|s| s.value).sum();
-        if total <= self.cfg.max_series_per_query as f64 {
-            return vec![None];
-        }
-        let mut ns: Vec<(String, f64)> = sizes
-            .iter()
-            .map(|s| (s.label("namespace").to_string(), s.value))
-            .collect();
-        ns.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let mut groups: Vec<(Vec<String>, f64)> = Vec::new();
-        for (n, c) in ns {
-            match groups
-                .iter_mut()
-                .find(|g| g.1 + c <= self.cfg.max_series_per_query as f64)
-            {
-                Some(g) => {
-                    g.0.push(n);
-                    g.1 += c;
-                }
-                None => groups.push((vec![n], c)),
-            }
-        }
-        groups.into_iter().map(|g| Some(g.0)).collect()
-    }
-
     /// One analysis pass, evaluated at unix time `now` (tests pass simulated time).
     pub async fn cycle(&self, now: u64) -> Result<CycleReport, AnalyzerError> {
         let started = Instant::now();
@@ -329,16 +281,20 @@ impl Analyzer {
         self.metrics.cycle_duration.observe(duration.as_secs_f64());
         self.metrics.queries_per_cycle.set(queries as i64);
         match result {
-            Ok((series_read, containers, scopes)) => {
-                self.metrics.series_read.set(series_read as i64);
+            Ok(read) => {
+                let stale = self.cache.stale_len();
+                self.metrics.series_read.set(read.series_read as i64);
+                self.metrics.failed_parts.set(read.failed_parts as i64);
                 self.metrics.last_success.set(now as f64);
                 self.metrics.cache_entries.set(self.cache.len() as i64);
-                self.metrics.cache_stale.set(self.cache.stale_len() as i64);
+                self.metrics.cache_stale.set(stale as i64);
                 Ok(CycleReport {
                     queries,
-                    series_read,
-                    containers,
-                    scopes,
+                    series_read: read.series_read,
+                    containers: read.containers,
+                    scopes: read.scopes,
+                    failed_parts: read.failed_parts,
+                    stale,
                     duration,
                 })
             }
@@ -351,14 +307,11 @@ impl Analyzer {
         }
     }
 
-    async fn cycle_inner(
-        &self,
-        now: u64,
-        queries: &mut u64,
-    ) -> Result<(u64, usize, usize), AnalyzerError> {
+    async fn cycle_inner(&self, now: u64, queries: &mut u64) -> Result<Read, AnalyzerError> {
         let qcfg = &self.cfg.queries;
         let top = queries::Builder::new(qcfg, None);
         let mut sizes = Vec::new();
+        // Without the namespace sizes no part can be planned: the cycle fails.
         let mut series_read = self
             .run_queries(
                 vec![(QueryKind::NamespaceSizes, top.namespace_sizes())],
@@ -368,76 +321,38 @@ impl Analyzer {
             )
             .await?;
         let scopes = self.scopes(&sizes);
-        let mut list = top.global();
-        for s in &scopes {
-            list.extend(queries::Builder::new(qcfg, s.as_deref()).scoped());
-        }
-        self.sources.plan(&mut list);
+        drop(sizes);
+        let mut global = top.global();
+        self.sources.plan(&mut global);
         let mut acc = Acc::default();
-        series_read += self
-            .run_queries(list, now, queries, &mut |k, v| acc.absorb(k, &v))
+        let (n, failed) = self
+            .read_instant(global, &scopes, &mut acc, now, queries)
             .await?;
+        series_read += n;
         self.sources.complete(&mut acc, now, qcfg).await?;
-        let intervals = self
-            .read_intervals(&acc, now, queries, &mut series_read)
-            .await?;
+        // A failed scope's workloads are not decided this cycle: they keep their last
+        // good entries, marked stale.
+        let gone: HashSet<&str> = failed
+            .iter()
+            .flat_map(|i| scopes[*i].namespaces.iter().flatten())
+            .map(String::as_str)
+            .collect();
+        acc.forget(|ns| gone.contains(ns));
+        let (range_queries, range_series, failed_ranges) =
+            self.read_history(&acc, &scopes, &failed, now).await;
+        *queries += range_queries;
+        series_read += range_series;
         // The previous state comes from the store: a restarted or new leader continues
         // exactly where the last one stopped.
         let previous = self.store.load();
-        let (containers, effects) = self.apply(now, acc, intervals, &previous);
+        let (containers, effects) = self.apply(now, acc, &previous);
         self.execute(effects).await;
-        Ok((series_read, containers, scopes.len()))
-    }
-
-    /// The 5-minute intervals not read before (the first time: the long window, at
-    /// most 14 days), per workload container, when some workload's policy names a
-    /// strategy other than `seed`. Three range queries, whatever the cluster's size.
-    async fn read_intervals(
-        &self,
-        acc: &Acc,
-        now: u64,
-        queries: &mut u64,
-        series_read: &mut u64,
-    ) -> Result<BTreeMap<ContainerKey, Vec<Interval>>, AnalyzerError> {
-        let mut seen = HashSet::new();
-        let wanted = acc.pods.keys().any(|(ns, pod, _)| {
-            let w = acc.owners.workload(ns, pod);
-            !seen.contains(&w) && {
-                let r = self.policy.recommender(&w) != SEED;
-                seen.insert(w);
-                r
-            }
-        });
-        if !wanted {
-            return Ok(BTreeMap::new());
-        }
-        let read_until = self.lock_tracks().read_until;
-        let long = self
-            .cfg
-            .queries
-            .long_window_secs
-            .min(history::MAX_HISTORY_SECS);
-        let after = read_until.unwrap_or(now.saturating_sub(long) as i64);
-        let Some((first, last)) = history::new_range(after, now, history::WIDTH) else {
-            return Ok(BTreeMap::new());
-        };
-        let mut answers = history::IntervalAnswers::default();
-        let b = queries::Builder::new(&self.cfg.queries, None);
-        let r =
-            history::read_intervals(&self.client, &b, first, last, history::WIDTH, &mut answers)
-                .await;
-        *queries += 3;
-        self.metrics.queries.inc_by(3);
-        self.metrics.range_queries.inc_by(3);
-        match r {
-            Ok(n) => *series_read += n,
-            Err(e) => {
-                self.metrics.errors.inc();
-                return Err(e.into());
-            }
-        }
-        self.lock_tracks().read_until = Some(last as i64);
-        Ok(answers.fold(&acc.owners, history::WIDTH))
+        Ok(Read {
+            series_read,
+            containers,
+            scopes: scopes.len(),
+            failed_parts: failed.len() as u64 + failed_ranges,
+        })
     }
 
     /// Intervals fed to strategy states since the start (all containers).
@@ -451,13 +366,7 @@ impl Analyzer {
 
     /// Turn one cycle's folded answers into cache entries and effects (the decision
     /// itself is `decide::decide`, pure).
-    fn apply(
-        &self,
-        now: u64,
-        acc: Acc,
-        intervals: BTreeMap<ContainerKey, Vec<Interval>>,
-        previous: &State,
-    ) -> (usize, Vec<Effect>) {
+    fn apply(&self, now: u64, acc: Acc, previous: &State) -> (usize, Vec<Effect>) {
         let Acc {
             owners,
             pods,
@@ -473,7 +382,7 @@ impl Analyzer {
             hpa,
             knative: fold_knative(kn_raw),
         };
-        let (fresh, effects) = self.decide_all(now, containers, &workloads, &intervals, previous);
+        let (fresh, effects) = self.decide_all(now, containers, &workloads, previous);
         let n = fresh.len();
         self.cache.mark_stale_except(&fresh);
         self.cache.purge_expired(now);
@@ -488,12 +397,10 @@ impl Analyzer {
         now: u64,
         containers: HashMap<ContainerKey, Folded>,
         workloads: &WorkloadFigures,
-        intervals: &BTreeMap<ContainerKey, Vec<Interval>>,
         previous: &State,
     ) -> (HashSet<ContainerKey>, Vec<Effect>) {
         let mut fresh = HashSet::new();
         let mut tracks = self.lock_tracks();
-        let fed_before = tracks.fed;
         let mut effects = Vec::new();
         let mut views: HashMap<WorkloadKey, PolicyView> = HashMap::new();
         for (key, f) in containers {
@@ -501,8 +408,7 @@ impl Analyzer {
             let view = views
                 .entry(w.clone())
                 .or_insert_with(|| self.policy.view(w, self.cfg.enforcement));
-            let ivs = intervals.get(&key).map_or(&[][..], Vec::as_slice);
-            let own = strategy_decision(&mut tracks, &key, &view.strategy, f.cur_mem, ivs, now);
+            let own = strategy_decision(&mut tracks, &key, &view.strategy, f.cur_mem, now);
             let obs = observation(&self.cfg.queries, w, f, own, workloads, now);
             let prev_entry = self.cache.entry(&key).unwrap_or_default();
             let prev_state = previous.containers.get(&key).cloned().unwrap_or_default();
@@ -511,7 +417,6 @@ impl Analyzer {
             fresh.insert(key.clone());
             self.cache.put(key, out.entry);
         }
-        self.metrics.intervals_fed.inc_by(tracks.fed - fed_before);
         (fresh, effects)
     }
 }
@@ -592,14 +497,13 @@ struct WorkloadFigures {
 }
 
 /// The memory strategy's own decision when the policy names a strategy other than
-/// `seed` (`None` otherwise), its state fed with the intervals not seen yet; until
-/// it has answered once, it starts from what the pods run with.
+/// `seed` (`None` otherwise), its state fed this cycle (`read_history`); until it has
+/// answered once, it starts from what the pods run with.
 fn strategy_decision(
     tracks: &mut history::Tracks,
     key: &ContainerKey,
     strategy_name: &str,
     running: Sizes,
-    intervals: &[Interval],
     now: u64,
 ) -> Option<Option<MemorySizes>> {
     let spec = Some(strategy_name)
@@ -609,7 +513,7 @@ fn strategy_decision(
         (Some(request), Some(limit)) => Some(MemorySizes { request, limit }),
         _ => None,
     };
-    Some(tracks.decide(key, spec, intervals, now as i64, running))
+    Some(tracks.decide(key, spec, &[], now as i64, running))
 }
 
 /// What `decide` looks at for one container: its usage with each window capped at

@@ -240,7 +240,27 @@ struct ApiData {
 struct VectorElem {
     #[serde(deserialize_with = "label_list")]
     metric: Vec<(String, String)>,
-    value: (f64, String),
+    value: (f64, Num),
+}
+
+/// A sample value, which Prometheus sends as a string: parsed where it is read, so no
+/// string is kept per point (a range answer holds millions); unparsable is NaN (dropped).
+struct Num(f64);
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Num;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a sample value string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Num, E> {
+                Ok(Num(s.parse().unwrap_or(f64::NAN)))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 fn none<D>() -> Option<D> {
@@ -259,7 +279,7 @@ struct MatrixData {
 struct MatrixElem {
     #[serde(deserialize_with = "label_list")]
     metric: Vec<(String, String)>,
-    values: Vec<(f64, String)>,
+    values: Vec<(f64, Num)>,
 }
 
 /// One series of a range query: labels and (unix seconds, value) points; non-finite
@@ -452,8 +472,7 @@ fn decode_matrix(data: Option<MatrixData>) -> Result<Vec<RangeSeries>, PromError
             points: e
                 .values
                 .into_iter()
-                .filter_map(|(t, v)| {
-                    let v: f64 = v.parse().ok()?;
+                .filter_map(|(t, Num(v))| {
                     (v.is_finite() && t.is_finite()).then_some((t.round() as i64, v))
                 })
                 .collect(),
@@ -473,7 +492,7 @@ fn decode_vector(data: Option<ApiData>) -> Result<Vec<PromSample>, PromError> {
         .result
         .into_iter()
         .filter_map(|e| {
-            let v: f64 = e.value.1.parse().ok()?;
+            let v = e.value.1 .0;
             v.is_finite().then_some(PromSample {
                 labels: e.metric,
                 value: v,

@@ -5,7 +5,9 @@
 //! `first` wide and each next one `ratio` times wider, so the relative resolution
 //! tends to `ratio − 1`. Decay is done the cheap way: instead of shrinking old
 //! weights, new samples get a weight that grows by 2 every half-life, with an
-//! occasional renormalisation so the numbers stay finite.
+//! occasional renormalisation so the numbers stay finite. Only the buckets between the
+//! lowest and the highest used are stored (a container's usage spans a few dozen of
+//! the two hundred: the analyzer keeps one histogram per container).
 
 #[derive(Debug, Clone)]
 pub struct DecayingHistogram {
@@ -13,6 +15,10 @@ pub struct DecayingHistogram {
     ratio: f64,
     ln_ratio: f64,
     half_life: f64,
+    /// Buckets in all.
+    buckets: usize,
+    /// Weights of buckets `base..base + weights.len()`; the others are 0.
+    base: usize,
     weights: Vec<f64>,
     total: f64,
     /// Time at which a weight of 1 means "1".
@@ -35,7 +41,9 @@ impl DecayingHistogram {
             ratio,
             ln_ratio,
             half_life: half_life_seconds,
-            weights: vec![0.0; n.max(1)],
+            buckets: n.max(1),
+            base: 0,
+            weights: Vec::new(),
             total: 0.0,
             reference: 0,
             lowest: usize::MAX,
@@ -49,7 +57,30 @@ impl DecayingHistogram {
             return 0;
         }
         let i = ((1.0 + v * (self.ratio - 1.0) / self.first).ln() / self.ln_ratio).floor();
-        (i.max(0.0) as usize).min(self.weights.len() - 1)
+        (i.max(0.0) as usize).min(self.buckets - 1)
+    }
+
+    fn weight(&self, b: usize) -> f64 {
+        b.checked_sub(self.base)
+            .and_then(|i| self.weights.get(i))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// The stored weight of bucket `b`, storing the buckets up to it first.
+    fn slot(&mut self, b: usize) -> &mut f64 {
+        if self.weights.is_empty() {
+            self.base = b;
+        } else if b < self.base {
+            let grow = self.base - b;
+            self.weights.splice(0..0, std::iter::repeat_n(0.0, grow));
+            self.base = b;
+        }
+        let i = b - self.base;
+        if i >= self.weights.len() {
+            self.weights.resize(i + 1, 0.0);
+        }
+        &mut self.weights[i]
     }
 
     /// Lower boundary of bucket `i`.
@@ -76,7 +107,7 @@ impl DecayingHistogram {
     pub fn add(&mut self, v: f64, weight: f64, t: i64) {
         let w = self.scaled_weight(weight, t);
         let b = self.bucket(v);
-        self.weights[b] += w;
+        *self.slot(b) += w;
         self.total += w;
         self.lowest = self.lowest.min(b);
         self.highest = self.highest.max(b);
@@ -86,7 +117,8 @@ impl DecayingHistogram {
     pub fn subtract(&mut self, v: f64, weight: f64, t: i64) {
         let w = weight * ((t - self.reference) as f64 / self.half_life).exp2();
         let b = self.bucket(v);
-        self.weights[b] = (self.weights[b] - w).max(0.0);
+        let slot = self.slot(b);
+        *slot = (*slot - w).max(0.0);
         self.total = (self.total - w).max(0.0);
     }
 
@@ -104,11 +136,11 @@ impl DecayingHistogram {
         // Scan from the top: the quantiles asked for are high ones.
         let mut above = 0.0;
         let mut b = self.highest;
-        while b > self.lowest && self.total - above - self.weights[b] >= threshold {
-            above += self.weights[b];
+        while b > self.lowest && self.total - above - self.weight(b) >= threshold {
+            above += self.weight(b);
             b -= 1;
         }
-        Some(if b + 1 < self.weights.len() {
+        Some(if b + 1 < self.buckets {
             self.bucket_start(b + 1)
         } else {
             self.bucket_start(b)
@@ -134,7 +166,7 @@ mod tests {
         assert!((h.bucket_start(1) - 1e7).abs() < 1e-3);
         assert!((h.bucket_start(2) - 2.05e7).abs() < 1e-3);
         assert_eq!(h.bucket(2.06e7), 2);
-        assert_eq!(h.bucket(1e15), h.weights.len() - 1);
+        assert_eq!(h.bucket(1e15), h.buckets - 1);
     }
 
     #[rstest]
@@ -168,6 +200,19 @@ mod tests {
         }
         assert!(h.total.is_finite());
         assert!(h.percentile(0.99).unwrap() < 1e8);
+    }
+
+    #[test]
+    fn only_the_used_span_is_stored() {
+        let mut h = vpa_like();
+        h.add(5e8, 1.0, 0);
+        h.add(4e8, 1.0, 0);
+        h.add(6e8, 1.0, 0);
+        let (lo, hi) = (h.bucket(4e8), h.bucket(6e8));
+        assert_eq!((h.base, h.weights.len()), (lo, hi - lo + 1));
+        assert_eq!(h.weight(h.bucket(5e8)), 1.0);
+        assert_eq!(h.weight(0), 0.0);
+        assert_eq!(h.weight(h.buckets - 1), 0.0);
     }
 
     #[test]
