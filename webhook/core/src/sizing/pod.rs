@@ -90,9 +90,12 @@ pub fn usage(lists: &Lists) -> PodUsage {
         out.totals
             .insert(format!("requests.{}", r.as_str()), t.request);
         out.totals.insert(format!("limits.{}", r.as_str()), t.limit);
+        // Walked key by key: a formatted pointer per container was a tenth of a Pod review.
         let set = |side: &str| {
             lists.entries().all(|(_, _, c)| {
-                c.pointer(&format!("/resources/{side}/{}", r.as_str()))
+                c.get("resources")
+                    .and_then(|x| x.get(side))
+                    .and_then(|x| x.get(r.as_str()))
                     .is_some_and(|v| !v.is_null())
             })
         };
